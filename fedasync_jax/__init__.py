@@ -1,0 +1,1 @@
+"""fedasync_jax: a JAX-accelerated, vectorized simulator of asynchronous FL."""

@@ -1,0 +1,221 @@
+"""The local update of one client, written for ONE client.
+
+``local_update(...)`` returns ``update(params, data, key, hparams) ->
+(ClientResult, metrics)``: a ``lax.scan`` over local steps with any optax
+optimizer. The executor batches it (vmap or lax.map) in one place.
+
+The client's examples are a range ``[offset, offset + count)`` of arrays that
+hold every client's data once; a step gathers its minibatch by index. Ragged
+sizes are handled with masks: the scan always runs
+``epochs * ceil(max_examples / batch_size)`` steps and steps past the
+client's data are masked out, so there is one compiled shape.
+
+Options follow the papers that use them:
+
+* proximal term ``(rho / 2) ||w - w_start||^2``: FedProx (Li et al. 2020,
+  arXiv:1812.06127) and FedAsync's regularised local objective
+  (arXiv:1903.03934);
+* a per-client learning-rate scale, e.g. the AFL paper's delay-aware rate
+  ``lr0 / (sqrt(epoch + 1) (1 + beta * delay))`` (arXiv:2508.01675): pass
+  ``lr_scale = 1 / (1 + beta * delay)`` in ``hparams`` and
+  ``epoch_decay=True``;
+* early stopping on the epoch's training loss with ``patience``.
+
+Example:
+  >>> import jax, jax.numpy as jnp, optax
+  >>> def loss(w, x, y, mask):
+  ...   err = (x @ w - y) ** 2
+  ...   return jnp.sum(err * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+  >>> upd = local_update(loss, optax.sgd(0.1), batch_size=2, max_examples=4)
+  >>> x = jnp.eye(4)[:, :2]; y = jnp.ones(4)
+  >>> res, m = upd(jnp.zeros(2), ClientRef(x, y, 0, 4), jax.random.key(0),
+  ...              ClientHParams())
+  >>> int(m["steps"])
+  2
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fedasync_jax.rules import ClientResult
+from fedasync_jax.staleness import _check
+
+Params = Any
+
+
+class ClientRef(NamedTuple):
+  """One client's data: a range of the population's example arrays."""
+  x: Any
+  y: Any
+  offset: Any
+  count: Any
+
+
+class ClientHParams(NamedTuple):
+  """Per-client hyperparameters, batched with the clients.
+
+  Attributes:
+    lr_scale: multiplies every local update (1 = the optimizer's own rate).
+    prox_rho: weight ``rho`` of the proximal term (0 = none).
+  """
+  lr_scale: Any = 1.0
+  prox_rho: Any = 0.0
+
+
+class ClientUpdate(NamedTuple):
+  """The client trainer and its static shape.
+
+  ``update(params, data, key, hparams) -> (ClientResult, metrics)``;
+  ``num_steps`` is the scan length (``epochs * steps_per_epoch``).
+  """
+  update: Callable
+  num_steps: int
+  max_examples: int
+  batch_size: int
+
+
+def _sq_dist(a, b):
+  return sum(jnp.sum((x - y) ** 2) for x, y in
+             zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _where(cond, new, old):
+  return jax.tree.map(lambda n, o: jnp.where(cond, n, o), new, old)
+
+
+def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
+                 *, batch_size: int, max_examples: int, epochs: int = 1,
+                 steps: Optional[int] = None, epoch_decay: bool = False,
+                 patience: Optional[int] = None, min_delta: float = 0.0,
+                 stateful: bool = False) -> ClientUpdate:
+  """Builds the local training of one client.
+
+  Args:
+    loss_fn: ``loss_fn(params, x, y, mask) -> scalar``, the mean loss over
+      the examples with ``mask == 1``. With ``stateful=True`` it returns
+      ``(loss, new_batch_stats)`` and params are ``{"params": ...,
+      "batch_stats": ...}`` (only ``"params"`` is trained).
+    optimizer: any optax optimizer; its state starts fresh for every task.
+    batch_size: examples per local step, ``>= 1``.
+    max_examples: the largest client's number of examples (fixes shapes).
+    epochs: local epochs over the client's data, ``>= 1``.
+    steps: if given, a fixed number of local steps instead of epochs (the
+      client cycles through a random order of its data).
+    epoch_decay: divide the rate of epoch ``e`` by ``sqrt(e + 1)``.
+    patience: stop after this many epochs without a training-loss
+      improvement of more than ``min_delta`` (``None``: never stop early).
+    min_delta: the improvement that resets the patience counter.
+    stateful: see ``loss_fn``.
+
+  Returns:
+    A ``ClientUpdate``.
+  """
+  _check("batch_size", batch_size, low=1, integer=True)
+  _check("max_examples", max_examples, low=1, integer=True)
+  _check("epochs", epochs, low=1, integer=True)
+  if steps is not None:
+    _check("steps", steps, low=1, integer=True)
+  if patience is not None:
+    _check("patience", patience, low=1, integer=True)
+  _check("min_delta", min_delta)
+  B = int(batch_size)
+  M = int(max_examples)
+  if steps is not None:
+    n_epochs, per_epoch = 1, int(steps)
+  else:
+    n_epochs, per_epoch = int(epochs), math.ceil(M / B)
+
+  def split(params):
+    if stateful:
+      return params["params"], params["batch_stats"]
+    return params, None
+
+  def join(trainable, stats):
+    if stateful:
+      return {"params": trainable, "batch_stats": stats}
+    return trainable
+
+  def update(params, data: ClientRef, key, hparams: ClientHParams):
+    start_trainable, _ = split(params)
+    dtype = jax.tree.leaves(start_trainable)[0].dtype
+    count = jnp.asarray(data.count, jnp.int32)
+    offset = jnp.asarray(data.offset, jnp.int32)
+    lr_scale = jnp.asarray(hparams.lr_scale, dtype)
+    rho = jnp.asarray(hparams.prox_rho, dtype)
+
+    def objective(trainable, stats, x, y, mask):
+      out = loss_fn(join(trainable, stats), x, y, mask)
+      loss, new_stats = out if stateful else (out, None)
+      prox = 0.5 * rho * _sq_dist(trainable, start_trainable)
+      return loss + prox, (loss, new_stats)
+
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+    def one_epoch(carry, e):
+      trainable, stats, opt_state, best, bad, stopped = carry
+      ekey = jax.random.fold_in(key, e)
+      u = jax.random.uniform(ekey, (M,))
+      u = jnp.where(jnp.arange(M) < count, u, 2.0)
+      perm = jnp.argsort(u).astype(jnp.int32)
+      scale = lr_scale / jnp.sqrt(e + 1.0).astype(dtype) if epoch_decay \
+          else lr_scale
+      epoch_active = jnp.logical_not(stopped)
+
+      def one_step(c, j):
+        trainable, stats, opt_state = c
+        if steps is None:
+          pos = j * B + jnp.arange(B, dtype=jnp.int32)
+          valid = pos < count
+          active = epoch_active & (j * B < count)
+        else:
+          pos = (j * B + jnp.arange(B, dtype=jnp.int32)) % jnp.maximum(count, 1)
+          valid = jnp.broadcast_to(count > 0, (B,))
+          active = epoch_active & (count > 0)
+        idx = offset + perm[jnp.where(valid, pos, 0)]
+        mask = valid.astype(dtype)
+        (_, (loss, new_stats)), grads = grad_fn(
+            trainable, stats, data.x[idx], data.y[idx], mask)
+        updates, new_opt = optimizer.update(grads, opt_state, trainable)
+        updates = jax.tree.map(lambda u: (scale * u).astype(u.dtype), updates)
+        new_trainable = optax.apply_updates(trainable, updates)
+        trainable = _where(active, new_trainable, trainable)
+        opt_state = _where(active, new_opt, opt_state)
+        if stateful:
+          stats = _where(active, new_stats, stats)
+        return (trainable, stats, opt_state), (jnp.where(active, loss, 0.0),
+                                               active)
+
+      (trainable, stats, opt_state), (losses, actives) = jax.lax.scan(
+          one_step, (trainable, stats, opt_state),
+          jnp.arange(per_epoch, dtype=jnp.int32))
+      n_active = jnp.sum(actives)
+      epoch_loss = jnp.sum(losses) / jnp.maximum(n_active, 1)
+      if patience is not None:
+        improved = epoch_loss < best - min_delta
+        new_best = jnp.where(epoch_active & improved, epoch_loss, best)
+        new_bad = jnp.where(epoch_active, jnp.where(improved, 0, bad + 1), bad)
+        stopped = stopped | (new_bad >= patience)
+        best, bad = new_best, new_bad
+      carry = (trainable, stats, opt_state, best, bad, stopped)
+      return carry, (jnp.sum(losses), n_active, epoch_active)
+
+    trainable, stats = split(params)
+    init = (trainable, stats, optimizer.init(trainable),
+            jnp.asarray(jnp.inf, dtype), jnp.zeros((), jnp.int32),
+            jnp.zeros((), bool))
+    (trainable, stats, *_), (loss_sums, n_steps, ran) = jax.lax.scan(
+        one_epoch, init, jnp.arange(n_epochs, dtype=jnp.int32))
+    total = jnp.sum(n_steps)
+    final = join(trainable, stats)
+    delta = jax.tree.map(lambda a, b: a - b, final, params)
+    metrics = {"loss": jnp.sum(loss_sums) / jnp.maximum(total, 1),
+               "steps": total, "epochs": jnp.sum(ran & (n_steps > 0))}
+    return ClientResult(final, delta, count.astype(dtype)), metrics
+
+  return ClientUpdate(update, n_epochs * per_epoch, M, B)

@@ -1,0 +1,335 @@
+"""The vectorized executor: many clients per compiled call, exact order.
+
+``simulate`` runs a ``plan.Plan`` as a ``lax.scan`` over fixed-shape steps.
+Each step trains a wave of clients in one batched call (their start
+parameters are gathered from a snapshot buffer), stores the results in
+slots, then applies the step's arrivals in arrival order with the rule's
+pure ``apply`` (a nested ``lax.scan``), writing the versions that later
+clients start from into the snapshot buffer. The result equals the
+one-client-at-a-time reference simulator up to float reassociation.
+
+The scan runs in chunks of ``chunk_steps`` steps, one compiled program for
+every chunk, so that Python can report progress and evaluate between
+chunks. Evaluations at the versions the reference evaluates run inside the
+scan (under ``lax.cond``), so the history is exact whatever the chunking.
+
+Batching strategies for the wave (``batching=``): ``"vmap"`` (one batched
+program; best on GPU), ``"map"`` (``lax.map``, one client after the other
+inside the compiled step, padded clients skipped by ``lax.cond``; best on
+this project's 2-core CPU, where XLA:CPU batched matmuls are weak) and
+``"map_batched"`` (``lax.map`` with ``batch_size=map_batch_size``).
+
+Example:
+  >>> import jax, jax.numpy as jnp, numpy as np, optax
+  >>> from fedasync_jax import client, data, delays, rules, scheduler
+  >>> ds = data.from_client_arrays([np.ones((2, 1), np.float32)] * 4,
+  ...                              [np.ones(2, np.float32)] * 4)
+  >>> def loss(w, x, y, m):
+  ...   return jnp.sum(m * (x @ w - y) ** 2) / jnp.maximum(m.sum(), 1)
+  >>> upd = client.local_update(loss, optax.sgd(0.1), batch_size=2,
+  ...                           max_examples=2)
+  >>> sched = scheduler.asynchronous(
+  ...     delays.delay_model(np.ones(4), np.ones(4)), num_updates=6,
+  ...     concurrency=2, seed=0)
+  >>> out = simulate(rules.fedasync(0.5), upd, jnp.zeros(1), ds, sched,
+  ...                key=jax.random.key(0))
+  >>> int(out.state.version)
+  6
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fedasync_jax import plan as plan_lib
+from fedasync_jax.client import ClientHParams, ClientRef, ClientUpdate
+from fedasync_jax.data import ClientDataset
+from fedasync_jax.reference import RunResult, eval_points, task_hparams
+from fedasync_jax.rules import ClientResult, ServerRule
+from fedasync_jax.scheduler import Schedule
+
+BATCHINGS = ("vmap", "map", "map_batched")
+
+
+def default_batching(backend: Optional[str] = None) -> str:
+  """``"vmap"`` on accelerators, ``"map"`` on CPU (measured: see
+  benchmarks/README.md)."""
+  backend = backend or jax.default_backend()
+  return "map" if backend == "cpu" else "vmap"
+
+
+def _tree_zeros(shape_tree):
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape_tree)
+
+
+def _stack_zeros(tree, n):
+  return jax.tree.map(lambda a: jnp.zeros((n,) + a.shape, a.dtype), tree)
+
+
+def _where(cond, new, old):
+  return jax.tree.map(lambda n, o: jnp.where(cond, n, o), new, old)
+
+
+class Program(NamedTuple):
+  """The compiled pieces of a simulation (for reuse across runs)."""
+  init: Callable
+  run_chunk: Callable
+
+
+def make_program(rule: ServerRule, client: ClientUpdate, data_x, data_y,
+                 offsets, counts, *, batching: str, map_batch_size: int = 8,
+                 eval_fn: Optional[Callable] = None, params_like=None):
+  """Builds the pure ``init`` and ``run_chunk`` functions (not jitted).
+
+  ``run_chunk(carry, steps, key, hp_table) -> (carry, outputs)`` scans over
+  the leading axis of ``steps`` (a dict of plan arrays).
+  """
+  if batching not in BATCHINGS:
+    raise ValueError(f"batching must be one of {BATCHINGS}, got "
+                     f"{batching!r}")
+
+  def train_one(p, o, c, k, h):
+    return client.update(p, ClientRef(data_x, data_y, o, c), k, h)
+
+  def init(params, num_snaps, num_slots, init_snap):
+    state = rule.init(params)
+    snaps = jax.tree.map(
+        lambda p: jnp.zeros((num_snaps + 1,) + p.shape, p.dtype)
+        .at[init_snap].set(p), params)
+    res_shape = jax.eval_shape(
+        train_one, params, jnp.int32(0), jnp.int32(0), jax.random.key(0),
+        ClientHParams(jnp.float32(1), jnp.float32(0)))[0]
+    results = _stack_zeros(_tree_zeros(res_shape), num_slots + 1)
+    return state, snaps, results
+
+  def train_wave(start, offs, cnts, keys, hp, valid):
+    if batching == "vmap":
+      return jax.vmap(train_one)(start, offs, cnts, keys, hp)
+
+    def one(args):
+      p, o, c, k, h, v = args
+      shapes = jax.eval_shape(train_one, p, o, c, k, h)
+
+      def skip():
+        res, met = _tree_zeros(shapes)
+        return res._replace(params=p), met
+      return jax.lax.cond(v, lambda: train_one(p, o, c, k, h), skip)
+    xs = (start, offs, cnts, keys, hp, valid)
+    if batching == "map":
+      return jax.lax.map(one, xs)
+    return jax.lax.map(one, xs, batch_size=map_batch_size)
+
+  eval_shape = (jax.eval_shape(eval_fn, params_like)
+                if eval_fn is not None else None)
+
+  def step(carry, xs, key, hp_table):
+    state, snaps, results = carry
+    start = jax.tree.map(lambda b: b[xs["wave_snap"]], snaps)
+    tasks = xs["wave_task"]
+    clients = xs["wave_client"]
+    keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(tasks)
+    hp = jax.tree.map(lambda a: a[tasks], hp_table)
+    res, met = train_wave(start, offsets[clients], counts[clients], keys, hp,
+                          xs["wave_valid"])
+    results = jax.tree.map(lambda b, r: b.at[xs["wave_slot"]].set(r),
+                           results, res)
+
+    def arrive(c, a):
+      state, snaps = c
+      r = jax.tree.map(lambda b: b[a["arr_slot"]], results)
+      new = rule.apply(state, r, a["arr_staleness"])
+      if rule.end_round is not None:
+        new = jax.lax.cond(a["arr_ends_round"], rule.end_round,
+                           lambda s: s, new)
+      applied = a["arr_valid"] & (new.dropped == state.dropped)
+      state = _where(a["arr_valid"], new, state)
+      snaps = jax.tree.map(lambda b, p: b.at[a["arr_snap"]].set(p), snaps,
+                           state.params)
+      out = {"applied": applied, "version": state.version}
+      if eval_fn is not None:
+        out["eval"] = jax.lax.cond(a["arr_eval"], eval_fn,
+                                   lambda p: _tree_zeros(eval_shape),
+                                   state.params)
+      return (state, snaps), out
+    arr_keys = ("arr_slot", "arr_staleness", "arr_ends_round", "arr_snap",
+                "arr_valid", "arr_eval")
+    (state, snaps), outs = jax.lax.scan(
+        arrive, (state, snaps), {k: xs[k] for k in arr_keys})
+    outs["train_loss"] = met["loss"]
+    return (state, snaps, results), outs
+
+  def run_chunk(carry, steps, key, hp_table):
+    return jax.lax.scan(lambda c, xs: step(c, xs, key, hp_table), carry,
+                        steps)
+
+  return Program(init, run_chunk)
+
+
+def plan_arrays(p: plan_lib.Plan, schedule: Schedule,
+                eval_every: Optional[int]) -> dict:
+  """The plan's per-step arrays as a dict (with the evaluation flags)."""
+  flags = eval_points(schedule.version_after, eval_every)
+  arr_eval = flags[p.arr_index] & p.arr_valid if flags.size else \
+      np.zeros_like(p.arr_valid)
+  return {"wave_task": p.wave_task, "wave_client": p.wave_client,
+          "wave_snap": p.wave_snap, "wave_slot": p.wave_slot,
+          "wave_valid": p.wave_valid, "arr_slot": p.arr_slot,
+          "arr_staleness": p.arr_staleness,
+          "arr_ends_round": p.arr_ends_round, "arr_snap": p.arr_snap,
+          "arr_valid": p.arr_valid, "arr_eval": arr_eval}
+
+
+def _check_inputs(schedule, data, width, chunk_steps):
+  if schedule.num_clients != data.num_clients:
+    raise ValueError(f"schedule has {schedule.num_clients} clients but data "
+                     f"has {data.num_clients}")
+  if chunk_steps is not None and (int(chunk_steps) != chunk_steps
+                                  or chunk_steps < 1):
+    raise ValueError(f"chunk_steps must be an integer >= 1, got "
+                     f"{chunk_steps!r}")
+  if width is not None and (int(width) != width or width < 1):
+    raise ValueError(f"width must be an integer >= 1, got {width!r}")
+
+
+def _chunks(arrays: dict, chunk_steps: int):
+  n = next(iter(arrays.values())).shape[0]
+  for i in range(0, n, chunk_steps):
+    yield i, {k: v[i:i + chunk_steps] for k, v in arrays.items()}
+
+
+def assemble(schedule: Schedule, p: plan_lib.Plan, outs: dict,
+             eval_every: Optional[int], eval_fn, init_eval):
+  """Turns the per-step outputs into the reference's history format."""
+  n_arr = schedule.num_arrivals
+  valid = p.arr_valid
+  idx = p.arr_index[valid]
+  applied = np.zeros(n_arr, bool)
+  applied[idx] = np.asarray(outs["applied"])[valid]
+  version = np.zeros(n_arr, np.int64)
+  version[idx] = np.asarray(outs["version"])[valid]
+  loss_of_task = np.full(schedule.num_tasks, np.nan)
+  wv = p.wave_valid
+  loss_of_task[p.wave_task[wv]] = np.asarray(outs["train_loss"])[wv]
+  a_task = schedule.arrival_task
+  arrivals = {"client": schedule.client[a_task].astype(np.int64),
+              "time": schedule.arrival_time[a_task],
+              "staleness": schedule.staleness.astype(np.int64),
+              "applied": applied, "version": version,
+              "train_loss": loss_of_task[a_task]}
+  evals = []
+  if eval_fn is not None:
+    evals.append(init_eval)
+    flags = eval_points(schedule.version_after, eval_every)
+    ev = {k: np.asarray(v) for k, v in outs["eval"].items()}
+    mask = valid & flags[p.arr_index]
+    pos = np.argwhere(mask)
+    for i, j in pos[np.argsort(p.arr_index[mask], kind="stable")]:
+      a = int(p.arr_index[i, j])
+      evals.append({"version": int(version[a]),
+                    "time": float(arrivals["time"][a]), "arrival": a,
+                    "updates": a + 1,
+                    **{k: float(v[i, j]) for k, v in ev.items()}})
+  participation = np.bincount(arrivals["client"][applied],
+                              minlength=schedule.num_clients)
+  return arrivals, evals, participation
+
+
+def simulate(rule: ServerRule, client: ClientUpdate, params,
+             data: ClientDataset, schedule: Schedule, *, key,
+             hparams: Optional[ClientHParams] = None,
+             width: Optional[int] = None,
+             arrivals_per_step: Optional[int] = None,
+             batching: Optional[str] = None, map_batch_size: int = 8,
+             chunk_steps: int = 64, eval_fn: Optional[Callable] = None,
+             eval_every: Optional[int] = None,
+             progress: Optional[Callable[[dict], None]] = None
+             ) -> RunResult:
+  """Runs a schedule with the vectorized executor.
+
+  Args:
+    rule: the server rule.
+    client: the client update.
+    params: initial server parameters.
+    data: the population's examples (placed on the device once).
+    schedule: the events.
+    key: PRNG key; task ``k`` trains with ``jax.random.fold_in(key, k)``
+      (as in the reference simulator).
+    hparams: per-task client hyperparameters (``reference.task_hparams``).
+    width: clients trained per step (default from the concurrency).
+    arrivals_per_step: arrivals applied per step (default ``2 * width``).
+    batching: ``"vmap"``, ``"map"`` or ``"map_batched"`` (default by
+      backend: ``default_batching``).
+    map_batch_size: the batch size of ``"map_batched"``.
+    chunk_steps: plan steps per compiled call.
+    eval_fn: jit-traceable ``params -> dict of scalars``.
+    eval_every: evaluation interval in versions.
+    progress: called after every chunk with a dict (``arrivals_done``,
+      ``num_arrivals``, ``version``, ``wall_time_s``, ``last_eval``).
+
+  Returns:
+    A ``RunResult``; ``stats`` holds the plan shape and ``padding_waste``.
+  """
+  _check_inputs(schedule, data, width, chunk_steps)
+  if width is None:
+    width = plan_lib.default_width(schedule.stats.get(
+        "realised_concurrency", 1.0))
+  batching = batching or default_batching()
+  t0 = time.perf_counter()
+  p = plan_lib.make_plan(schedule, width=width,
+                         arrivals_per_step=arrivals_per_step)
+  waste, real_steps = p.padding_waste, p.num_steps
+  p = p.pad_steps(-(-p.num_steps // chunk_steps) * chunk_steps)
+  plan_time = time.perf_counter() - t0
+  if hparams is None:
+    hparams = task_hparams(schedule)
+  hp_table = jax.tree.map(jnp.asarray, hparams)
+  prog = make_program(rule, client, jnp.asarray(data.x), jnp.asarray(data.y),
+                      jnp.asarray(data.offsets, jnp.int32),
+                      jnp.asarray(data.counts, jnp.int32),
+                      batching=batching, map_batch_size=map_batch_size,
+                      eval_fn=eval_fn, params_like=params)
+  carry = prog.init(params, p.num_snaps, p.num_slots, p.init_snap)
+  init_eval = None
+  if eval_fn is not None:
+    init_eval = {"version": 0, "time": 0.0, "arrival": -1, "updates": 0,
+                 **{k: float(v) for k, v in
+                    jax.jit(eval_fn)(params).items()}}
+  run_chunk = jax.jit(prog.run_chunk, donate_argnums=0)
+  arrays = plan_arrays(p, schedule, eval_every)
+  outs = []
+  done = 0
+  last_eval = init_eval
+  for i, chunk in _chunks(arrays, chunk_steps):
+    carry, out = run_chunk(carry, chunk, key, hp_table)
+    outs.append(jax.device_get(out))
+    if progress is not None:
+      done += int(chunk["arr_valid"].sum())
+      if eval_fn is not None and chunk["arr_eval"].any():
+        ev = outs[-1]["eval"]
+        ii, jj = np.argwhere(chunk["arr_eval"])[-1]
+        last_eval = {k: float(v[ii, jj]) for k, v in ev.items()}
+      progress({"arrivals_done": done,
+                "num_arrivals": schedule.num_arrivals,
+                "version": int(outs[-1]["version"][-1].max()),
+                "wall_time_s": time.perf_counter() - t0,
+                "last_eval": last_eval})
+  state = jax.block_until_ready(carry[0])
+  wall = time.perf_counter() - t0
+  merged = jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+  arrivals, evals, participation = assemble(schedule, p, merged, eval_every,
+                                            eval_fn, init_eval)
+  stats = {"wall_time_s": wall, "plan_time_s": plan_time,
+           "num_arrivals": schedule.num_arrivals,
+           "updates_per_s": schedule.num_arrivals / max(wall, 1e-9),
+           "num_steps": real_steps, "padded_steps": p.num_steps,
+           "width": p.width,
+           "arrivals_per_step": p.arrivals_per_step,
+           "result_slots": p.num_slots, "snapshot_slots": p.num_snaps,
+           "padding_waste": waste, "batching": batching,
+           "trained_clients": int(p.wave_valid.sum())}
+  return RunResult(state, arrivals, evals, participation, stats)

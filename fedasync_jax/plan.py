@@ -1,0 +1,235 @@
+"""The execution plan: which clients train together, computed in numpy.
+
+A client dispatched at version ``v`` can be trained as soon as the server
+has produced ``w_v``. The plan walks the arrivals in order and cuts the run
+into fixed-shape steps. Each step
+
+1. trains a *wave* of up to ``width`` clients whose start version already
+   exists (earliest arrival first), reading their start parameters from a
+   snapshot slot and writing their results to a result slot, then
+2. applies up to ``arrivals_per_step`` arrivals in order, stopping at the
+   first arrival whose client is not trained yet; an arrival that creates a
+   version some later client starts from writes the new parameters into a
+   snapshot slot.
+
+Slots are recycled: the result buffer holds the trained-but-not-arrived
+clients (about the concurrency ``C`` plus one wave) and the snapshot buffer
+the versions still waiting for a client to be trained, so memory is
+``O((C + width) x params)``, independent of the population. Clients whose
+update never arrives, or is dropped by the staleness cutoff, are not
+trained at all. Unused positions of a step are padding (``valid = False``).
+
+Example:
+  >>> import numpy as np
+  >>> from fedasync_jax import delays, scheduler
+  >>> m = delays.delay_model(np.ones(50), np.ones(50))
+  >>> s = scheduler.asynchronous(m, num_updates=200, concurrency=10, seed=0)
+  >>> p = make_plan(s, width=4, arrivals_per_step=8)
+  >>> int(p.wave_valid.sum()) == 200, p.num_steps >= 50
+  (True, True)
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from fedasync_jax.scheduler import Schedule
+
+
+class Plan(NamedTuple):
+  """Static-shape step arrays (``(num_steps, width)`` and
+  ``(num_steps, arrivals_per_step)``) plus buffer sizes.
+
+  Wave arrays: ``wave_task`` (task id, for the PRNG key and
+  hyperparameters), ``wave_client``, ``wave_snap`` (snapshot slot to read),
+  ``wave_slot`` (result slot to write), ``wave_valid``.
+  Arrival arrays: ``arr_index`` (position in the schedule's arrival list),
+  ``arr_slot`` (result slot to read), ``arr_staleness``, ``arr_ends_round``,
+  ``arr_snap`` (snapshot slot to write after the arrival, or the trash slot),
+  ``arr_valid``. ``init_snap``: slot of version 0. Trash slots are
+  ``num_slots`` and ``num_snaps`` (one past the last real slot).
+  """
+  wave_task: np.ndarray
+  wave_client: np.ndarray
+  wave_snap: np.ndarray
+  wave_slot: np.ndarray
+  wave_valid: np.ndarray
+  arr_index: np.ndarray
+  arr_slot: np.ndarray
+  arr_staleness: np.ndarray
+  arr_ends_round: np.ndarray
+  arr_snap: np.ndarray
+  arr_valid: np.ndarray
+  init_snap: int
+  num_slots: int
+  num_snaps: int
+
+  @property
+  def num_steps(self) -> int:
+    return int(self.wave_task.shape[0])
+
+  @property
+  def width(self) -> int:
+    return int(self.wave_task.shape[1])
+
+  @property
+  def arrivals_per_step(self) -> int:
+    return int(self.arr_index.shape[1])
+
+  @property
+  def padding_waste(self) -> float:
+    """Fraction of client slots in the waves that are padding."""
+    total = self.wave_valid.size
+    return float(1.0 - self.wave_valid.sum() / total) if total else 0.0
+
+  def pad_steps(self, num_steps: int) -> "Plan":
+    """Appends all-padding steps up to ``num_steps``."""
+    extra = num_steps - self.num_steps
+    if extra < 0:
+      raise ValueError(f"num_steps must be >= {self.num_steps}, got "
+                       f"{num_steps}")
+    if extra == 0:
+      return self
+    fill = {"wave_task": 0, "wave_client": 0, "wave_snap": self.num_snaps,
+            "wave_slot": self.num_slots, "wave_valid": False,
+            "arr_index": 0, "arr_slot": self.num_slots, "arr_staleness": 0,
+            "arr_ends_round": False, "arr_snap": self.num_snaps,
+            "arr_valid": False}
+    out = {}
+    for name, value in fill.items():
+      a = getattr(self, name)
+      pad = np.full((extra,) + a.shape[1:], value, a.dtype)
+      out[name] = np.concatenate([a, pad])
+    return self._replace(**out)
+
+
+def default_width(concurrency: float) -> int:
+  """A step width from the concurrency: the mean wave is about sqrt(C)
+  (measured; see DESIGN.md), so twice that covers most waves whole."""
+  return int(max(1, min(256, math.ceil(2 * math.sqrt(max(concurrency, 1))))))
+
+
+def make_plan(schedule: Schedule, *, width: int,
+              arrivals_per_step: Optional[int] = None) -> Plan:
+  """Cuts a schedule into fixed-shape steps.
+
+  Args:
+    schedule: the events.
+    width: clients trained per step, ``>= 1``.
+    arrivals_per_step: arrivals applied per step (default ``2 * width``).
+
+  Returns:
+    A ``Plan``.
+  """
+  if int(width) != width or width < 1:
+    raise ValueError(f"width must be an integer >= 1, got {width!r}")
+  W = int(width)
+  A = int(arrivals_per_step) if arrivals_per_step is not None else 2 * W
+  if A < 1:
+    raise ValueError(f"arrivals_per_step must be >= 1, got {A}")
+  n_arr = schedule.num_arrivals
+  a_task = schedule.arrival_task
+  trainable = ~schedule.dropped
+  v0 = schedule.dispatch_version
+  # Arrival index after which each version exists (-1 for version 0).
+  num_versions = int(schedule.version_after.max()) + 1 if n_arr else 1
+  created = np.full(num_versions + 1, n_arr, np.int64)
+  created[0] = -1
+  prev = 0
+  for a, v in enumerate(schedule.version_after):
+    if v != prev:
+      created[v] = a
+      prev = v
+  # Tasks to train, and how many of them start from each version.
+  train_tasks = a_task[trainable]
+  arr_pos = np.full(schedule.num_tasks, -1, np.int64)
+  arr_pos[a_task] = np.arange(n_arr)
+  pending = np.bincount(v0[train_tasks], minlength=num_versions + 1)
+  order = train_tasks[np.argsort(created[v0[train_tasks]], kind="stable")]
+  ready_at = created[v0[order]]
+
+  free_slots, n_slots = [], 0
+  free_snaps, n_snaps = [], 0
+  snap_of = {}
+
+  def alloc(free, n):
+    return (free.pop(), n) if free else (n, n + 1)
+
+  if pending[0] > 0:
+    s, n_snaps = alloc(free_snaps, n_snaps)
+    snap_of[0] = s
+  init_snap = snap_of.get(0, 0)
+
+  slot_of_task = np.full(schedule.num_tasks, -1, np.int64)
+  trained = np.zeros(schedule.num_tasks, bool)
+  waves, arrs = [], []
+  heap = []
+  r = 0
+  p = 0
+  while p < n_arr:
+    while r < order.size and ready_at[r] < p:
+      heapq.heappush(heap, (arr_pos[order[r]], int(order[r])))
+      r += 1
+    wave = []
+    freed_snaps = []
+    while heap and len(wave) < W:
+      _, k = heapq.heappop(heap)
+      slot, n_slots = alloc(free_slots, n_slots)
+      v = int(v0[k])
+      wave.append((k, int(schedule.client[k]), snap_of[v], slot))
+      slot_of_task[k] = slot
+      trained[k] = True
+      pending[v] -= 1
+      if pending[v] == 0:
+        freed_snaps.append(snap_of.pop(v))
+    free_snaps.extend(freed_snaps)
+    applied = []
+    while len(applied) < A and p < n_arr:
+      k = int(a_task[p])
+      if trainable[p] and not trained[k]:
+        break
+      slot = int(slot_of_task[k]) if trainable[p] else -1
+      v_new = int(schedule.version_after[p])
+      write = -1
+      if created[v_new] == p and pending[v_new] > 0:
+        write, n_snaps = alloc(free_snaps, n_snaps)
+        snap_of[v_new] = write
+      applied.append((p, slot, int(schedule.staleness[p]),
+                      bool(schedule.ends_round[p]), write))
+      if slot >= 0:
+        free_slots.append(slot)
+      p += 1
+    if not wave and not applied:
+      raise RuntimeError("plan made no progress (inconsistent schedule)")
+    waves.append(wave)
+    arrs.append(applied)
+
+  S = len(waves)
+  wave_task = np.zeros((S, W), np.int32)
+  wave_client = np.zeros((S, W), np.int32)
+  wave_snap = np.full((S, W), n_snaps, np.int32)
+  wave_slot = np.full((S, W), n_slots, np.int32)
+  wave_valid = np.zeros((S, W), bool)
+  arr_index = np.zeros((S, A), np.int32)
+  arr_slot = np.full((S, A), n_slots, np.int32)
+  arr_tau = np.zeros((S, A), np.int32)
+  arr_end = np.zeros((S, A), bool)
+  arr_snap = np.full((S, A), n_snaps, np.int32)
+  arr_valid = np.zeros((S, A), bool)
+  for i, (wave, applied) in enumerate(zip(waves, arrs)):
+    for j, (k, c, snap, slot) in enumerate(wave):
+      wave_task[i, j], wave_client[i, j] = k, c
+      wave_snap[i, j], wave_slot[i, j], wave_valid[i, j] = snap, slot, True
+    for j, (a, slot, tau, end, write) in enumerate(applied):
+      arr_index[i, j] = a
+      arr_slot[i, j] = slot if slot >= 0 else n_slots
+      arr_tau[i, j], arr_end[i, j] = tau, end
+      arr_snap[i, j] = write if write >= 0 else n_snaps
+      arr_valid[i, j] = True
+  return Plan(wave_task, wave_client, wave_snap, wave_slot, wave_valid,
+              arr_index, arr_slot, arr_tau, arr_end, arr_snap, arr_valid,
+              init_snap, n_slots, n_snaps)

@@ -1,0 +1,201 @@
+"""The plain reference simulator: one client at a time, in event order.
+
+This is the oracle for every speed-up. It walks the schedule's events in
+order, keeps the parameters each in-flight client downloaded, trains a
+client (one jitted call per client) when its update arrives, measures its
+staleness from the server's own version counter, and applies the rule. It
+shares nothing with the vectorized executor but the rule, the client update
+and the schedule.
+
+Example:
+  >>> import jax, jax.numpy as jnp, numpy as np, optax
+  >>> from fedasync_jax import client, data, delays, rules, scheduler
+  >>> ds = data.from_client_arrays([np.ones((2, 1), np.float32)] * 3,
+  ...                              [np.ones(2, np.float32)] * 3)
+  >>> def loss(w, x, y, m):
+  ...   return jnp.sum(m * (x @ w - y) ** 2) / jnp.maximum(m.sum(), 1)
+  >>> upd = client.local_update(loss, optax.sgd(0.1), batch_size=2,
+  ...                           max_examples=2)
+  >>> sched = scheduler.asynchronous(
+  ...     delays.delay_model(np.ones(3), np.ones(3)), num_updates=5,
+  ...     concurrency=2, seed=0)
+  >>> out = run(rules.fedasync(0.5), upd, jnp.zeros(1), ds, sched,
+  ...           key=jax.random.key(0))
+  >>> int(out.state.version)
+  5
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fedasync_jax import scheduler as sched_lib
+from fedasync_jax.client import ClientHParams, ClientRef, ClientUpdate
+from fedasync_jax.data import ClientDataset
+from fedasync_jax.rules import ServerRule
+
+
+class RunResult(NamedTuple):
+  """What a simulation returns.
+
+  Attributes:
+    state: the final server state.
+    arrivals: per arrival (processing order), numpy arrays ``client``,
+      ``time``, ``staleness``, ``applied`` (False: dropped by the cutoff),
+      ``version`` (server version after the arrival), ``train_loss``.
+    evals: one dict per evaluation: ``version``, ``time``, ``arrival``
+      (index of the arrival after which it ran), ``updates`` (arrivals so
+      far) and the metrics of ``eval_fn``.
+    participation: applied updates per client.
+    stats: numbers about the run (wall time, padding waste, ...).
+  """
+  state: Any
+  arrivals: dict
+  evals: list
+  participation: np.ndarray
+  stats: dict
+
+
+def task_hparams(schedule: sched_lib.Schedule, *, lr_scale=1.0,
+                 prox_rho=0.0, delay_beta: Optional[float] = None
+                 ) -> ClientHParams:
+  """Per-task client hyperparameters as arrays over the schedule's tasks.
+
+  Args:
+    schedule: the schedule.
+    lr_scale: a scalar or a per-client array of learning-rate scales.
+    prox_rho: a scalar or a per-client array of proximal weights.
+    delay_beta: if given, multiply the rate by ``1 / (1 + beta * delay)``
+      with ``delay`` the task's simulated duration (the AFL paper's
+      delay-aware rate, arXiv:2508.01675).
+
+  Returns:
+    A ``ClientHParams`` of ``(num_tasks,)`` float arrays.
+
+  Example:
+    >>> import numpy as np
+    >>> from fedasync_jax import delays, scheduler
+    >>> s = scheduler.asynchronous(delays.delay_model(np.ones(2),
+    ...     np.ones(2), jitter="none"), num_updates=2, concurrency=1)
+    >>> task_hparams(s, delay_beta=1.0).lr_scale.tolist()
+    [0.5, 0.5]
+  """
+  c = schedule.client
+  scale = np.broadcast_to(np.asarray(lr_scale, np.float64),
+                          (schedule.num_clients,))[c]
+  rho = np.broadcast_to(np.asarray(prox_rho, np.float64),
+                        (schedule.num_clients,))[c]
+  if delay_beta is not None:
+    if not np.isfinite(delay_beta) or delay_beta < 0:
+      raise ValueError(f"delay_beta must be finite and >= 0, got "
+                       f"{delay_beta!r}")
+    delay = schedule.arrival_time - schedule.dispatch_time
+    scale = scale / (1.0 + delay_beta * delay)
+  return ClientHParams(scale.astype(np.float32), rho.astype(np.float32))
+
+
+def _index(tree, i):
+  return jax.tree.map(lambda a: a[i], tree)
+
+
+def eval_points(version_after: np.ndarray, eval_every: Optional[int]):
+  """Arrivals after which an evaluation runs: the version just became a
+  multiple of ``eval_every`` (shared by both simulators)."""
+  if not eval_every:
+    return np.zeros(version_after.shape, bool)
+  prev = np.concatenate([[0], version_after[:-1]])
+  return (version_after != prev) & (version_after % eval_every == 0)
+
+
+def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
+        schedule: sched_lib.Schedule, *, key, hparams: Optional[
+            ClientHParams] = None, eval_fn: Optional[Callable] = None,
+        eval_every: Optional[int] = None, progress: Optional[
+            Callable[[int, int], None]] = None) -> RunResult:
+  """Runs the schedule one client at a time.
+
+  Args:
+    rule: the server rule.
+    client: the client update (``client.local_update``).
+    params: initial server parameters.
+    data: the population's examples.
+    schedule: the events (``scheduler.asynchronous`` or ``synchronous``).
+    key: PRNG key; task ``k`` trains with ``jax.random.fold_in(key, k)``.
+    hparams: per-task client hyperparameters (default: all ones/zeros).
+    eval_fn: ``params -> dict of scalars``, run when the version becomes a
+      multiple of ``eval_every`` (and on the initial parameters).
+    eval_every: evaluation interval in versions.
+    progress: called as ``progress(arrivals_done, num_arrivals)``.
+
+  Returns:
+    A ``RunResult``.
+  """
+  if schedule.num_clients != data.num_clients:
+    raise ValueError(f"schedule has {schedule.num_clients} clients but data "
+                     f"has {data.num_clients}")
+  if hparams is None:
+    hparams = task_hparams(schedule)
+  x, y = jnp.asarray(data.x), jnp.asarray(data.y)
+  offsets, counts = data.offsets, data.counts
+  train = jax.jit(lambda p, o, c, k, h: client.update(
+      p, ClientRef(x, y, o, c), k, h))
+  apply = jax.jit(rule.apply)
+  end_round = jax.jit(rule.end_round) if rule.end_round is not None else None
+  eval_jit = jax.jit(eval_fn) if eval_fn is not None else None
+
+  t_start = time.perf_counter()
+  state = rule.init(params)
+  n_arr = schedule.num_arrivals
+  arr = {k: np.zeros(n_arr, dt) for k, dt in (
+      ("client", np.int64), ("time", np.float64), ("staleness", np.int64),
+      ("applied", bool), ("version", np.int64), ("train_loss", np.float64))}
+  evals = []
+  if eval_jit is not None:
+    evals.append({"version": 0, "time": 0.0, "arrival": -1, "updates": 0,
+                  **{k: float(v) for k, v in eval_jit(state.params).items()}})
+  downloaded = {}
+  a = 0
+  for kind, k in schedule.events:
+    if kind == sched_lib.DISPATCH:
+      downloaded[k] = (state.params, int(state.version))
+      continue
+    start, v0 = downloaded.pop(k)
+    if kind == sched_lib.LOST:
+      continue
+    c = int(schedule.client[k])
+    result, metrics = train(start, offsets[c], counts[c],
+                            jax.random.fold_in(key, k), _index(hparams, k))
+    tau = int(state.version) - v0
+    dropped_before = int(state.dropped)
+    version_before = int(state.version)
+    state = apply(state, result, tau)
+    if end_round is not None and schedule.ends_round[a]:
+      state = end_round(state)
+    arr["client"][a] = c
+    arr["time"][a] = schedule.arrival_time[k]
+    arr["staleness"][a] = tau
+    arr["applied"][a] = int(state.dropped) == dropped_before
+    arr["version"][a] = int(state.version)
+    arr["train_loss"][a] = float(metrics["loss"])
+    if (eval_jit is not None and eval_every and int(state.version) !=
+        version_before and int(state.version) % eval_every == 0):
+      evals.append({"version": int(state.version),
+                    "time": float(schedule.arrival_time[k]), "arrival": a,
+                    "updates": a + 1,
+                    **{kk: float(v) for kk, v in
+                       eval_jit(state.params).items()}})
+    a += 1
+    if progress is not None:
+      progress(a, n_arr)
+  jax.block_until_ready(state)
+  participation = np.bincount(arr["client"][arr["applied"]],
+                              minlength=schedule.num_clients)
+  stats = {"wall_time_s": time.perf_counter() - t_start,
+           "num_arrivals": n_arr,
+           "updates_per_s": n_arr / max(time.perf_counter() - t_start, 1e-9)}
+  return RunResult(state, arr, evals, participation, stats)

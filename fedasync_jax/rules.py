@@ -1,0 +1,346 @@
+"""Server rules: how an arriving client result changes the server state.
+
+A rule is an optax-style NamedTuple of pure functions with its
+hyperparameters in a closure:
+
+* ``init(params) -> state``
+* ``apply(state, client_result, staleness) -> state``: one arrival.
+* ``end_round(state) -> state``: closes a synchronous round (``None`` for the
+  asynchronous rules, whose versions advance inside ``apply``).
+
+Every state is a NamedTuple with at least ``params``, ``version`` (the
+integer server version), ``applied`` and ``dropped`` (counters); updates
+older than a ``staleness.cutoff`` leave the state unchanged except for
+``dropped``.
+
+Algorithms:
+
+* ``fedasync``: Xie, Koyejo, Gupta 2019, "Asynchronous Federated
+  Optimization" (arXiv:1903.03934): ``w <- (1 - a s(tau)) w + a s(tau) w_k``.
+* ``fedbuff``: Nguyen et al. 2021, "Federated Learning with Buffered
+  Asynchronous Aggregation" (arXiv:2106.06639): buffer ``s(tau) (w_k - w_v)``,
+  every ``K`` arrivals apply the mean as a pseudo-gradient through an optax
+  server optimizer (FedOpt: Reddi et al. 2020, arXiv:2003.00295).
+* ``fedavg``: McMahan et al. 2017, "Communication-Efficient Learning of Deep
+  Networks from Decentralized Data" (arXiv:1602.05629): a synchronous round
+  averaged by example counts.
+* ``afl``: Forootani and Iervolino 2025, "Asynchronous Federated Learning
+  with non-convex client objective functions and heterogeneous dataset"
+  (arXiv:2508.01675): staleness-aware aggregation weighted by the client's
+  dataset size, ``w <- w + min(1, lr (n_k / n_bar) s(tau)) (w_k - w)``.
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> from fedasync_jax import staleness
+  >>> rule = fedasync(alpha=0.5, staleness_fn=staleness.constant())
+  >>> state = rule.init({"w": jnp.zeros(2)})
+  >>> result = ClientResult({"w": jnp.ones(2)}, {"w": jnp.ones(2)}, 1.0)
+  >>> state = rule.apply(state, result, 0)
+  >>> state.params["w"].tolist(), int(state.version)
+  ([0.5, 0.5], 1)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fedasync_jax import staleness as staleness_lib
+from fedasync_jax.staleness import StalenessFn, _check
+
+Params = Any
+
+
+class ClientResult(NamedTuple):
+  """What a client sends back.
+
+  Attributes:
+    params: the client's parameters after local training.
+    delta: ``params - start_params`` (the pseudo-gradient, negated).
+    num_examples: the client's number of training examples (a weight).
+  """
+  params: Params
+  delta: Params
+  num_examples: Any
+
+
+class ServerRule(NamedTuple):
+  """A server rule: ``init``, ``apply`` and (synchronous rules) ``end_round``.
+
+  ``max_staleness`` is the cutoff of the rule's staleness function (or
+  ``None``), and ``arrivals_per_version`` tells the scheduler how versions
+  advance (1 for FedAsync and AFL, ``K`` for FedBuff, ``None`` for rounds).
+  """
+  init: Callable[[Params], Any]
+  apply: Callable[[Any, ClientResult, Any], Any]
+  end_round: Optional[Callable[[Any], Any]] = None
+  max_staleness: Optional[int] = None
+  arrivals_per_version: Optional[int] = 1
+
+
+def _tree_mix(old, new, weight):
+  return jax.tree.map(lambda o, n: o + weight * (n - o), old, new)
+
+
+def _where(cond, new, old):
+  return jax.tree.map(lambda n, o: jnp.where(cond, n, o), new, old)
+
+
+def _as_float(x, like):
+  dtype = jax.tree.leaves(like)[0].dtype
+  return jnp.asarray(x, dtype=dtype)
+
+
+def fedasync_mix(params: Params, version, client_params: Params,
+                 client_version, *, alpha, staleness_fn: StalenessFn):
+  """FedAsync's core mix as a pure function.
+
+  Args:
+    params: the global parameters.
+    version: the server version (an integer).
+    client_params: the client's trained parameters.
+    client_version: the version the client downloaded.
+    alpha: the mixing weight, in ``[0, 1]``.
+    staleness_fn: ``s(tau)``; a ``cutoff`` drops stale updates.
+
+  Returns:
+    ``(params, version)`` after the arrival: unchanged for a dropped update,
+    else ``(1 - alpha s(tau)) params + alpha s(tau) client_params`` and
+    ``version + 1``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from fedasync_jax import staleness
+    >>> p, v = fedasync_mix(jnp.zeros(1), 3, jnp.ones(1), 0, alpha=0.9,
+    ...                     staleness_fn=staleness.polynomial(1.0))
+    >>> round(float(p[0]), 3), int(v)
+    (0.225, 4)
+  """
+  tau = jnp.asarray(version) - jnp.asarray(client_version)
+  kept = staleness_lib.keep(staleness_fn, tau)
+  a = _as_float(alpha, params) * _as_float(staleness_fn(tau), params)
+  mixed = _tree_mix(params, client_params, a)
+  return (_where(kept, mixed, params),
+          jnp.asarray(version) + kept.astype(jnp.asarray(version).dtype))
+
+
+class FedAsyncState(NamedTuple):
+  params: Params
+  version: jax.Array
+  applied: jax.Array
+  dropped: jax.Array
+
+
+def _counters():
+  return jnp.zeros((), jnp.int32)
+
+
+def _check_alpha(name, alpha):
+  _check(name, alpha)
+  if not isinstance(alpha, jax.core.Tracer) and float(alpha) > 1:
+    raise ValueError(f"{name} must be in [0, 1], got {alpha!r}")
+
+
+def fedasync(alpha: float, staleness_fn: Optional[StalenessFn] = None
+             ) -> ServerRule:
+  """FedAsync: mix every arrival into the global model at once.
+
+  Args:
+    alpha: mixing weight in ``[0, 1]``.
+    staleness_fn: ``s(tau)`` (default ``staleness.constant()``).
+
+  Returns:
+    A ``ServerRule`` whose state is a ``FedAsyncState``.
+
+  Example:
+    >>> from fedasync_jax import staleness
+    >>> rule = fedasync(0.6, staleness.polynomial(0.5))
+    >>> rule.arrivals_per_version
+    1
+  """
+  _check_alpha("alpha", alpha)
+  s = staleness_fn if staleness_fn is not None else staleness_lib.constant()
+
+  def init(params):
+    return FedAsyncState(params, _counters(), _counters(), _counters())
+
+  def apply(state, result, tau):
+    tau = jnp.asarray(tau, jnp.int32)
+    params, version = fedasync_mix(state.params, state.version,
+                                   result.params, state.version - tau,
+                                   alpha=alpha, staleness_fn=s)
+    kept = staleness_lib.keep(s, tau).astype(jnp.int32)
+    return FedAsyncState(params, version, state.applied + kept,
+                         state.dropped + 1 - kept)
+
+  return ServerRule(init, apply, None, staleness_lib.max_staleness(s), 1)
+
+
+class FedBuffState(NamedTuple):
+  params: Params
+  version: jax.Array
+  applied: jax.Array
+  dropped: jax.Array
+  buffer: Params
+  count: jax.Array
+  opt_state: Any
+
+
+def _server_step(optimizer, params, opt_state, mean_delta):
+  """One FedOpt server step: the pseudo-gradient is ``-mean_delta``."""
+  grads = jax.tree.map(jnp.negative, mean_delta)
+  updates, opt_state = optimizer.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
+def fedbuff(buffer_size: int,
+            server_optimizer: Optional[optax.GradientTransformation] = None,
+            staleness_fn: Optional[StalenessFn] = None) -> ServerRule:
+  """FedBuff: buffer ``K`` weighted deltas, then take one server step.
+
+  Args:
+    buffer_size: ``K``, arrivals per server step (an integer ``>= 1``).
+    server_optimizer: any optax optimizer applied to the pseudo-gradient
+      ``-mean(s(tau) delta)`` (default ``optax.sgd(1.0)``: add the mean).
+    staleness_fn: ``s(tau)`` (default ``staleness.constant()``).
+
+  Returns:
+    A ``ServerRule`` whose state is a ``FedBuffState``; ``version`` counts
+    server steps (flushes).
+
+  Example:
+    >>> import optax
+    >>> rule = fedbuff(5, optax.sgd(1.0, momentum=0.9))
+    >>> rule.arrivals_per_version
+    5
+  """
+  _check("buffer_size", buffer_size, low=1, integer=True)
+  K = int(buffer_size)
+  opt = server_optimizer if server_optimizer is not None else optax.sgd(1.0)
+  s = staleness_fn if staleness_fn is not None else staleness_lib.constant()
+
+  def init(params):
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    return FedBuffState(params, _counters(), _counters(), _counters(), zeros,
+                        _counters(), opt.init(params))
+
+  def flush(state):
+    mean = jax.tree.map(lambda b: b / K, state.buffer)
+    params, opt_state = _server_step(opt, state.params, state.opt_state, mean)
+    return state._replace(params=params, opt_state=opt_state,
+                          version=state.version + 1,
+                          buffer=jax.tree.map(jnp.zeros_like, state.buffer),
+                          count=jnp.zeros_like(state.count))
+
+  def apply(state, result, tau):
+    kept = staleness_lib.keep(s, tau)
+    w = _as_float(s(tau), state.params)
+    buffered = state._replace(
+        buffer=jax.tree.map(lambda b, d: b + w * d, state.buffer,
+                            result.delta),
+        count=state.count + 1, applied=state.applied + 1)
+    buffered = jax.lax.cond(buffered.count >= K, flush, lambda x: x, buffered)
+    skipped = state._replace(dropped=state.dropped + 1)
+    return _where(kept, buffered, skipped)
+
+  return ServerRule(init, apply, None, staleness_lib.max_staleness(s), K)
+
+
+class FedAvgState(NamedTuple):
+  params: Params
+  version: jax.Array
+  applied: jax.Array
+  dropped: jax.Array
+  sum_delta: Params
+  sum_weight: jax.Array
+  opt_state: Any
+
+
+def fedavg(server_optimizer: Optional[optax.GradientTransformation] = None
+           ) -> ServerRule:
+  """Synchronous FedAvg: average a round's deltas weighted by example count.
+
+  ``apply`` accumulates one arrival of the round; ``end_round`` takes the
+  server step with the example-weighted mean delta (through
+  ``server_optimizer``, default ``optax.sgd(1.0)``, which gives the plain
+  weighted average of the clients' parameters) and advances the version.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> rule = fedavg()
+    >>> st = rule.init(jnp.zeros(1))
+    >>> st = rule.apply(st, ClientResult(jnp.ones(1), jnp.ones(1), 3.0), 0)
+    >>> st = rule.apply(st, ClientResult(-jnp.ones(1), -jnp.ones(1), 1.0), 0)
+    >>> float(rule.end_round(st).params[0])
+    0.5
+  """
+  opt = server_optimizer if server_optimizer is not None else optax.sgd(1.0)
+
+  def init(params):
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    dtype = jax.tree.leaves(params)[0].dtype
+    return FedAvgState(params, _counters(), _counters(), _counters(), zeros,
+                       jnp.zeros((), dtype), opt.init(params))
+
+  def apply(state, result, tau):
+    del tau  # a synchronous round has no staleness
+    n = _as_float(result.num_examples, state.params)
+    return state._replace(
+        sum_delta=jax.tree.map(lambda a, d: a + n * d, state.sum_delta,
+                               result.delta),
+        sum_weight=state.sum_weight + n, applied=state.applied + 1)
+
+  def end_round(state):
+    denom = jnp.maximum(state.sum_weight, jnp.finfo(state.sum_weight.dtype).tiny)
+    mean = jax.tree.map(lambda a: a / denom, state.sum_delta)
+    params, opt_state = _server_step(opt, state.params, state.opt_state, mean)
+    return state._replace(
+        params=params, opt_state=opt_state, version=state.version + 1,
+        sum_delta=jax.tree.map(jnp.zeros_like, state.sum_delta),
+        sum_weight=jnp.zeros_like(state.sum_weight))
+
+  return ServerRule(init, apply, end_round, None, None)
+
+
+def afl(*, lr: float = 1.0, mean_examples: float,
+        staleness_fn: Optional[StalenessFn] = None) -> ServerRule:
+  """The AFL paper's staleness-aware, data-size-weighted aggregation.
+
+  Each arrival is mixed at once with weight
+  ``min(1, lr * (n_k / mean_examples) * s(tau))``: clients with more data
+  count more, stale ones less (arXiv:2508.01675, Section 3). The state is a
+  ``FedAsyncState``.
+
+  Args:
+    lr: server mixing rate, ``>= 0``.
+    mean_examples: the population's mean examples per client (``> 0``).
+    staleness_fn: ``s(tau)`` (default ``staleness.polynomial(0.5)``).
+
+  Example:
+    >>> rule = afl(lr=0.5, mean_examples=100.0)
+    >>> rule.end_round is None
+    True
+  """
+  _check("lr", lr)
+  _check("mean_examples", mean_examples, strict=True)
+  s = staleness_fn if staleness_fn is not None else staleness_lib.polynomial(
+      0.5)
+
+  def init(params):
+    return FedAsyncState(params, _counters(), _counters(), _counters())
+
+  def apply(state, result, tau):
+    tau = jnp.asarray(tau, jnp.int32)
+    kept = staleness_lib.keep(s, tau)
+    n = _as_float(result.num_examples, state.params)
+    a = jnp.minimum(1.0, lr * (n / mean_examples)
+                    * _as_float(s(tau), state.params))
+    mixed = _tree_mix(state.params, result.params, a.astype(n.dtype))
+    k = kept.astype(jnp.int32)
+    return FedAsyncState(_where(kept, mixed, state.params), state.version + k,
+                         state.applied + k, state.dropped + 1 - k)
+
+  return ServerRule(init, apply, None, staleness_lib.max_staleness(s), 1)

@@ -1,0 +1,254 @@
+"""Staleness functions ``s(tau)``: how much an update of age ``tau`` counts.
+
+A staleness function is a plain callable from integer staleness (a scalar or
+an array) to a weight in ``[0, 1]`` with ``s(0) = 1``, non-increasing in
+``tau``, jit-traceable and vectorized (the model is optax's ``Schedule``).
+
+The families of FedAsync (Xie, Koyejo, Gupta 2019, "Asynchronous Federated
+Optimization", arXiv:1903.03934, Section 5.2): ``constant``, ``polynomial``
+``(1 + tau)^-a`` and ``hinge``; an ``exponential`` decay; the ``cutoff``
+wrapper that discards updates older than a maximum staleness; and two
+delay-adaptive step-size rules from the asynchronous SGD literature,
+normalised so the full step is 1:
+
+* ``koloskova``: Koloskova, Stich, Jaggi 2022, "Sharper Convergence
+  Guarantees for Asynchronous SGD for Distributed and Federated Learning"
+  (arXiv:2206.08307), Theorem 8: full step while ``tau <= tau_c``, else the
+  step is cut to ``min(1, 1 / (4 L gamma tau))`` of the base step ``gamma``.
+* ``mishchenko``: Mishchenko, Bach, Even, Woodworth 2022, "Asynchronous SGD
+  Beats Minibatch SGD Under Arbitrary Delays" (arXiv:2206.07638): the step
+  ``gamma * min(1, n / tau)``; here the factor ``min(1, n / tau)``.
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> s = polynomial(0.5)
+  >>> [round(float(v), 4) for v in s(jnp.array([0, 3]))]
+  [1.0, 0.5]
+  >>> c = cutoff(hinge(10.0, 4.0), 16)
+  >>> bool(keep(c, 17)), bool(keep(c, 16))
+  (False, True)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+StalenessFn = Callable[[Any], jax.Array]
+
+
+def _is_concrete(x) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def _check(name: str, value, *, low: float = 0.0, strict: bool = False,
+           integer: bool = False):
+  """Validates a hyperparameter (skipped for traced values in sweeps)."""
+  if not _is_concrete(value):
+    return
+  try:
+    v = float(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a number, got {value!r}") from None
+  if math.isnan(v) or math.isinf(v):
+    raise ValueError(f"{name} must be finite, got {value!r}")
+  if integer and v != int(v):
+    raise ValueError(f"{name} must be an integer, got {value!r}")
+  if strict and not v > low:
+    raise ValueError(f"{name} must be > {low}, got {value!r}")
+  if not strict and not v >= low:
+    raise ValueError(f"{name} must be >= {low}, got {value!r}")
+
+
+def _tau(tau) -> jax.Array:
+  return jnp.asarray(tau, dtype=jnp.result_type(float))
+
+
+def constant() -> StalenessFn:
+  """``s(tau) = 1``: every update counts fully (plain FedAsync).
+
+  Example:
+    >>> float(constant()(7))
+    1.0
+  """
+  def fn(tau):
+    return jnp.ones_like(_tau(tau))
+  return fn
+
+
+def polynomial(a: float) -> StalenessFn:
+  """``s(tau) = (1 + tau)^-a`` (FedAsync's polynomial function).
+
+  Args:
+    a: decay exponent, ``a >= 0``.
+
+  Example:
+    >>> float(polynomial(1.0)(1))
+    0.5
+  """
+  _check("a", a)
+
+  def fn(tau):
+    return jnp.power(1.0 + _tau(tau), -a)
+  return fn
+
+
+def hinge(a: float, b: float) -> StalenessFn:
+  """``s(tau) = 1`` if ``tau <= b`` else ``1 / (a (tau - b) + 1)``.
+
+  Args:
+    a: slope after the hinge, ``a >= 0``.
+    b: staleness up to which updates count fully, ``b >= 0``.
+
+  Example:
+    >>> float(hinge(10.0, 4.0)(5))
+    0.09090909...
+  """
+  _check("a", a)
+  _check("b", b)
+
+  def fn(tau):
+    t = _tau(tau)
+    return jnp.where(t <= b, 1.0, 1.0 / (a * (t - b) + 1.0))
+  return fn
+
+
+def exponential(a: float) -> StalenessFn:
+  """``s(tau) = exp(-a tau)``.
+
+  Args:
+    a: decay rate, ``a >= 0``.
+
+  Example:
+    >>> round(float(exponential(1.0)(1)), 4)
+    0.3679
+  """
+  _check("a", a)
+
+  def fn(tau):
+    return jnp.exp(-a * _tau(tau))
+  return fn
+
+
+def koloskova(*, tau_c: float, lipschitz: float, lr: float) -> StalenessFn:
+  """Delay-adaptive step of arXiv:2206.08307 (Thm. 8), relative to ``lr``.
+
+  The full step ``lr`` is kept while ``tau <= tau_c``; beyond, the step is
+  ``min(lr, 1 / (4 L tau))``, returned here as a fraction of ``lr``.
+
+  Args:
+    tau_c: staleness up to which the full step is taken, ``>= 0``.
+    lipschitz: smoothness constant ``L``, ``> 0``.
+    lr: the base (full) step size ``gamma``, ``> 0``.
+
+  Example:
+    >>> s = koloskova(tau_c=2, lipschitz=1.0, lr=0.1)
+    >>> float(s(2)), round(float(s(5)), 3)
+    (1.0, 0.5)
+  """
+  _check("tau_c", tau_c)
+  _check("lipschitz", lipschitz, strict=True)
+  _check("lr", lr, strict=True)
+
+  def fn(tau):
+    t = _tau(tau)
+    cut = 1.0 / (4.0 * lipschitz * lr * jnp.maximum(t, 1.0))
+    return jnp.where(t <= tau_c, 1.0, jnp.minimum(1.0, cut))
+  return fn
+
+
+def mishchenko(n: float) -> StalenessFn:
+  """Delay-adaptive factor ``min(1, n / tau)`` of arXiv:2206.07638.
+
+  Args:
+    n: number of workers (the paper's ``n``), ``> 0``.
+
+  Example:
+    >>> float(mishchenko(4)(8))
+    0.5
+  """
+  _check("n", n, strict=True)
+
+  def fn(tau):
+    t = _tau(tau)
+    return jnp.minimum(1.0, n / jnp.maximum(t, 1e-30))
+  return fn
+
+
+class Cutoff(NamedTuple):
+  """A staleness function that drops updates older than ``max_staleness``.
+
+  Calling it gives the wrapped weight, and 0 for dropped updates; ``keep``
+  tells which updates are applied. Rules leave the server state unchanged for
+  dropped updates and count them; the scheduler does not advance the version.
+  """
+  fn: StalenessFn
+  max_staleness: int
+
+  def __call__(self, tau):
+    t = _tau(tau)
+    return jnp.where(t <= self.max_staleness, self.fn(tau), 0.0)
+
+
+def cutoff(fn: StalenessFn, max_staleness: int) -> Cutoff:
+  """Wraps ``fn`` so that updates with ``tau > max_staleness`` are dropped.
+
+  Args:
+    fn: the staleness function for kept updates.
+    max_staleness: the oldest staleness still applied, an integer ``>= 0``.
+
+  Example:
+    >>> s = cutoff(constant(), 4)
+    >>> float(s(4)), float(s(5))
+    (1.0, 0.0)
+  """
+  if not callable(fn):
+    raise ValueError(f"fn must be a staleness function, got {fn!r}")
+  _check("max_staleness", max_staleness, integer=True)
+  return Cutoff(fn, int(max_staleness))
+
+
+def keep(fn: StalenessFn, tau) -> jax.Array:
+  """Whether an update of staleness ``tau`` is applied (False if dropped)."""
+  t = jnp.asarray(tau)
+  if isinstance(fn, Cutoff):
+    return t <= fn.max_staleness
+  return jnp.ones(t.shape, dtype=bool)
+
+
+def max_staleness(fn: StalenessFn) -> Optional[int]:
+  """The cutoff of ``fn`` (``None`` when it never drops updates)."""
+  return fn.max_staleness if isinstance(fn, Cutoff) else None
+
+
+_BY_NAME = {
+    "constant": constant,
+    "polynomial": polynomial,
+    "hinge": hinge,
+    "exponential": exponential,
+    "koloskova": koloskova,
+    "mishchenko": mishchenko,
+}
+
+
+def get(name: str, **kwargs) -> StalenessFn:
+  """Builds a staleness function by name, e.g. ``get("polynomial", a=0.5)``.
+
+  A ``max_staleness=...`` keyword wraps the result in ``cutoff``.
+
+  Example:
+    >>> float(get("hinge", a=10, b=4, max_staleness=16)(3))
+    1.0
+  """
+  if name not in _BY_NAME:
+    raise ValueError(f"staleness name must be one of {sorted(_BY_NAME)}, "
+                     f"got {name!r}")
+  limit = kwargs.pop("max_staleness", None)
+  try:
+    fn = _BY_NAME[name](**kwargs)
+  except TypeError as e:
+    raise ValueError(f"bad parameters for staleness {name!r}: {e}") from None
+  return fn if limit is None else cutoff(fn, limit)
