@@ -1,0 +1,170 @@
+"""The Synthetic(alpha, beta) federated data set, generated in numpy.
+
+This is the synthetic benchmark of FedProx (Li, Sahu, Zaheer, Sanjabi,
+Talwalkar and Smith, "Federated Optimization in Heterogeneous Networks",
+MLSys 2020, arXiv:1812.06127, Section 5.1). Every client ``k`` has its own
+softmax-regression "teacher" and its own input distribution:
+
+  * ``u_k ~ N(0, alpha)`` and ``B_k ~ N(0, beta)``;
+  * ``W_k ~ N(u_k, 1)`` of shape ``(dim, num_classes)``, ``b_k ~ N(u_k, 1)``;
+  * ``v_k ~ N(B_k, 1)`` of shape ``(dim,)``;
+  * ``x ~ N(v_k, Sigma)`` with diagonal ``Sigma_jj = j ** -1.2``;
+  * ``y = argmax(W_k^T x + b_k)``.
+
+As in the FedProx generator, ``alpha`` and ``beta`` are standard deviations
+(``numpy.random.normal(0, alpha)``). ``alpha`` controls how much the local
+models differ and ``beta`` how much the local inputs differ. Client sizes
+follow a power law: ``min_examples`` plus a lognormal draw (FedProx uses
+``lognormal(4, 2) + 50``, which is the default here).
+
+Note on ``alpha``: the shift ``u_k`` is common to every column of ``W_k`` and
+every entry of ``b_k``, so it adds the same amount to all class scores and the
+argmax, hence the labels, do not depend on it. The label skew across clients
+grows with ``beta`` (and is present even for ``alpha = beta = 0``, because
+every client still draws its own ``W_k`` and ``b_k``).
+
+Example:
+  >>> fed = synthetic(1.0, 1.0, num_clients=5, seed=0)
+  >>> fed.train.num_clients, fed.x_test.dtype.name, fed.num_classes
+  (5, 'float32', 10)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fedasync_jax import data
+
+# FedProx draws client sizes as lognormal(4, 2) + 50: mean 50 + exp(4 + 2).
+_FEDPROX_SIZE_SIGMA = 2.0
+_FEDPROX_MIN_EXAMPLES = 50
+_FEDPROX_MEAN_EXAMPLES = 50 + int(round(math.exp(4.0 + 2.0 ** 2 / 2)))
+
+
+def client_sizes(num_clients: int, *, mean_examples: float,
+                 min_examples: int, sigma: float = _FEDPROX_SIZE_SIGMA,
+                 seed: int | np.random.Generator = 0) -> np.ndarray:
+  """Draws power-law (lognormal) client sizes, as in the FedProx generator.
+
+  Each size is ``min_examples + floor(L)`` with ``L`` lognormal with shape
+  ``sigma`` and a location chosen so that the expected size is
+  ``mean_examples``.
+
+  Args:
+    num_clients: number of clients, at least 1.
+    mean_examples: expected size of a client, larger than ``min_examples``.
+    min_examples: smallest possible size, at least 1.
+    sigma: lognormal shape (standard deviation of ``log L``), at least 0;
+      larger is more heterogeneous.
+    seed: an integer seed or a ``numpy.random.Generator``.
+
+  Returns:
+    ``(num_clients,)`` int64 sizes.
+
+  Example:
+    >>> sizes = client_sizes(4, mean_examples=450, min_examples=50, seed=1)
+    >>> sizes.shape, bool((sizes >= 50).all())
+    ((4,), True)
+  """
+  _check_int("num_clients", num_clients, 1)
+  _check_int("min_examples", min_examples, 1)
+  if not np.isfinite(mean_examples) or mean_examples <= min_examples:
+    raise ValueError(f"mean_examples must be finite and larger than "
+                     f"min_examples={min_examples}, got {mean_examples}")
+  if not np.isfinite(sigma) or sigma < 0:
+    raise ValueError(f"sigma must be finite and >= 0, got {sigma}")
+  rng = np.random.default_rng(seed)
+  mu = math.log(mean_examples - min_examples) - sigma ** 2 / 2
+  extra = np.floor(rng.lognormal(mu, sigma, size=num_clients))
+  return (min_examples + extra).astype(np.int64)
+
+
+def synthetic(alpha: float = 1.0, beta: float = 1.0, *,
+              num_clients: int = 30, dim: int = 60, num_classes: int = 10,
+              seed: int = 0,
+              mean_examples: float = _FEDPROX_MEAN_EXAMPLES,
+              min_examples: int = _FEDPROX_MIN_EXAMPLES,
+              size_sigma: float = _FEDPROX_SIZE_SIGMA,
+              test_fraction: float = 0.2) -> data.FederatedData:
+  """Generates FedProx's Synthetic(alpha, beta) federated data set.
+
+  Every client's examples are drawn from its own distribution (see the module
+  docstring); a fraction ``test_fraction`` of each client's examples
+  (rounded down) is held out, and the held-out examples of all clients form
+  the test set. Every client keeps at least one training example.
+
+  Args:
+    alpha: standard deviation of the per-client model shift ``u_k``, >= 0.
+    beta: standard deviation of the per-client input shift ``B_k``, >= 0.
+    num_clients: number of clients, >= 1.
+    dim: input dimension, >= 1.
+    num_classes: number of classes, >= 2.
+    seed: integer seed; the same seed gives the same data.
+    mean_examples: expected number of examples of a client (train + test),
+      larger than ``min_examples``.
+    min_examples: smallest number of examples of a client (train + test),
+      >= 1.
+    size_sigma: lognormal shape of the client sizes, >= 0 (0 gives equal
+      sizes; FedProx uses 2).
+    test_fraction: fraction of each client's examples held out, in [0, 1).
+
+  Returns:
+    A ``data.FederatedData`` with float32 features of shape ``(n, dim)`` and
+    int32 labels in ``[0, num_classes)``.
+
+  Example:
+    >>> fed = synthetic(0.5, 0.5, num_clients=3, dim=4, num_classes=3,
+    ...                 mean_examples=20, min_examples=10, seed=2)
+    >>> fed.train.x.shape[1], fed.name
+    (4, 'synthetic(0.5,0.5)')
+  """
+  for name, value in (("alpha", alpha), ("beta", beta)):
+    if not np.isfinite(value) or value < 0:
+      raise ValueError(f"{name} must be finite and >= 0, got {value}")
+  _check_int("num_clients", num_clients, 1)
+  _check_int("dim", dim, 1)
+  _check_int("num_classes", num_classes, 2)
+  _check_int("seed", seed, 0)
+  if not 0 <= test_fraction < 1:
+    raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+
+  rng = np.random.default_rng(seed)
+  sizes = client_sizes(num_clients, mean_examples=mean_examples,
+                       min_examples=min_examples, sigma=size_sigma, seed=rng)
+  u = rng.normal(0.0, alpha, size=num_clients)
+  big_b = rng.normal(0.0, beta, size=num_clients)
+  # Standard deviations of the inputs: Sigma_jj = j^-1.2 for j = 1..dim.
+  x_std = np.arange(1, dim + 1, dtype=np.float64) ** -0.6
+
+  xs_train, ys_train, xs_test, ys_test = [], [], [], []
+  for k in range(num_clients):
+    w = u[k] + rng.standard_normal((dim, num_classes))
+    b = u[k] + rng.standard_normal(num_classes)
+    v = big_b[k] + rng.standard_normal(dim)
+    n = int(sizes[k])
+    x = v + rng.standard_normal((n, dim)) * x_std
+    y = np.argmax(x @ w + b, axis=1).astype(np.int32)
+    x = x.astype(np.float32)
+    n_test = int(math.floor(test_fraction * n))
+    n_train = n - n_test
+    xs_train.append(x[:n_train])
+    ys_train.append(y[:n_train])
+    xs_test.append(x[n_train:])
+    ys_test.append(y[n_train:])
+
+  train = data.from_client_arrays(xs_train, ys_train)
+  return data.FederatedData(
+      train=train,
+      x_test=np.concatenate(xs_test).astype(np.float32, copy=False),
+      y_test=np.concatenate(ys_test).astype(np.int32, copy=False),
+      num_classes=int(num_classes),
+      name=f"synthetic({alpha:g},{beta:g})")
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+  if value < minimum:
+    raise ValueError(f"{name} must be >= {minimum}, got {value}")
