@@ -174,8 +174,12 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
           valid = pos < count
           active = epoch_active & (j * B < count)
         else:
-          pos = (j * B + jnp.arange(B, dtype=jnp.int32)) % jnp.maximum(count, 1)
-          valid = jnp.broadcast_to(count > 0, (B,))
+          # Cycle through the client's data; a batch never repeats an
+          # example, so a batch at least as large as the client is its full
+          # data set.
+          lane = jnp.arange(B, dtype=jnp.int32)
+          pos = (j * B + lane) % jnp.maximum(count, 1)
+          valid = lane < count
           active = epoch_active & (count > 0)
         idx = offset + perm[jnp.where(valid, pos, 0)]
         mask = valid.astype(dtype)

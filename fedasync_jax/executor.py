@@ -97,6 +97,9 @@ def make_program(rule: ServerRule, client: ClientUpdate, data_x, data_y,
     return client.update(p, ClientRef(data_x, data_y, o, c), k, h)
 
   def init(params, num_snaps, num_slots, init_snap):
+    # The carry is donated to the compiled chunks: copy, never alias, the
+    # caller's parameters.
+    params = jax.tree.map(lambda p: jnp.array(p, copy=True), params)
     state = rule.init(params)
     snaps = jax.tree.map(
         lambda p: jnp.zeros((num_snaps + 1,) + p.shape, p.dtype)

@@ -32,7 +32,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -178,15 +178,20 @@ def mishchenko(n: float) -> StalenessFn:
   return fn
 
 
-class Cutoff(NamedTuple):
+class Cutoff:
   """A staleness function that drops updates older than ``max_staleness``.
 
   Calling it gives the wrapped weight, and 0 for dropped updates; ``keep``
   tells which updates are applied. Rules leave the server state unchanged for
   dropped updates and count them; the scheduler does not advance the version.
   """
-  fn: StalenessFn
-  max_staleness: int
+
+  def __init__(self, fn: StalenessFn, max_staleness: int):
+    self.fn = fn
+    self.max_staleness = max_staleness
+
+  def __repr__(self):
+    return f"Cutoff({self.fn!r}, max_staleness={self.max_staleness})"
 
   def __call__(self, tau):
     t = _tau(tau)

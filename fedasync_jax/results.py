@@ -1,0 +1,80 @@
+"""Writing run results to files people can open: CSV and JSON.
+
+Every file is written atomically (to a temporary file in the same folder,
+then renamed), so an interrupted run never leaves a half-written file.
+
+Example:
+  >>> import tempfile, pathlib
+  >>> d = pathlib.Path(tempfile.mkdtemp())
+  >>> write_csv(d / "h.csv", [{"version": 0, "accuracy": 0.1}])
+  >>> (d / "h.csv").read_text().splitlines()[0]
+  'version,accuracy'
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+
+def atomic_write_bytes(path, payload: bytes) -> None:
+  """Writes ``payload`` to ``path`` atomically."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(payload)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def _plain(v):
+  if isinstance(v, (np.integer,)):
+    return int(v)
+  if isinstance(v, (np.floating,)):
+    return float(v)
+  if isinstance(v, np.ndarray):
+    return v.tolist()
+  if isinstance(v, np.bool_):
+    return bool(v)
+  return v
+
+
+def write_json(path, obj) -> None:
+  """Writes ``obj`` as indented JSON (numpy scalars and arrays converted)."""
+  text = json.dumps(obj, indent=2, default=_plain, sort_keys=False)
+  atomic_write_bytes(path, (text + "\n").encode())
+
+
+def write_csv(path, rows: Iterable[Mapping]) -> None:
+  """Writes a list of dicts as CSV (columns from the first row)."""
+  rows = list(rows)
+  buf = io.StringIO()
+  if rows:
+    w = csv.DictWriter(buf, fieldnames=list(rows[0].keys()),
+                       lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+      w.writerow({k: _plain(v) for k, v in r.items()})
+  atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def write_columns(path, columns: Mapping[str, np.ndarray]) -> None:
+  """Writes equal-length arrays as the columns of a CSV file."""
+  names = list(columns)
+  n = len(next(iter(columns.values()))) if names else 0
+  rows = ({k: columns[k][i] for k in names} for i in range(n))
+  write_csv(path, rows)

@@ -1,0 +1,119 @@
+"""Server rules: FedAsync mix, FedBuff flush, FedAvg round, AFL, drops."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fedasync_jax import rules, staleness
+
+
+def result(p, start=None, n=1.0):
+  start = jnp.zeros_like(p) if start is None else start
+  return rules.ClientResult(p, p - start, jnp.asarray(n))
+
+
+@settings(max_examples=30, deadline=None)
+@given(alpha=st.floats(0.0, 1.0), tau=st.integers(0, 50),
+       a=st.floats(0.0, 3.0), seed=st.integers(0, 100))
+def test_fedasync_mix_is_convex_combination(alpha, tau, a, seed):
+  rng = np.random.default_rng(seed)
+  w, wk = rng.normal(size=(2, 6))
+  s = staleness.polynomial(a)
+  p, v = rules.fedasync_mix(jnp.asarray(w), 10 + tau, jnp.asarray(wk), 10,
+                            alpha=alpha, staleness_fn=s)
+  lam = alpha * (1 + tau) ** (-a)
+  np.testing.assert_allclose(p, (1 - lam) * w + lam * wk, rtol=1e-5,
+                             atol=1e-6)
+  lo, hi = np.minimum(w, wk) - 1e-6, np.maximum(w, wk) + 1e-6
+  assert np.all((np.asarray(p) >= lo) & (np.asarray(p) <= hi))
+  assert int(v) == 11 + tau
+
+
+def test_fedasync_rule_and_cutoff_drop():
+  rule = rules.fedasync(0.5, staleness.cutoff(staleness.constant(), 2))
+  st0 = rule.init(jnp.zeros(3))
+  st1 = rule.apply(st0, result(jnp.ones(3)), 0)
+  np.testing.assert_allclose(st1.params, 0.5)
+  assert int(st1.version) == 1 and int(st1.applied) == 1
+  st2 = rule.apply(st1, result(10 * jnp.ones(3)), 3)  # too stale: dropped
+  np.testing.assert_array_equal(st2.params, st1.params)
+  assert int(st2.version) == 1 and int(st2.dropped) == 1
+  assert rule.max_staleness == 2
+
+
+def test_fedbuff_flush_equals_hand_computation():
+  K = 3
+  opt = optax.sgd(0.5, momentum=0.9)
+  s = staleness.polynomial(1.0)
+  rule = rules.fedbuff(K, opt, s)
+  w0 = jnp.array([1.0, -2.0])
+  st0 = rule.init(w0)
+  rng = np.random.default_rng(0)
+  deltas = rng.normal(size=(6, 2))
+  taus = [0, 1, 3, 0, 2, 1]
+  state = st0
+  # Hand computation: two flushes of SGD with momentum on -mean(s * delta).
+  w, mom = np.asarray(w0), np.zeros(2)
+  for i, (d, t) in enumerate(zip(deltas, taus)):
+    state = rule.apply(state, rules.ClientResult(
+        jnp.asarray(d), jnp.asarray(d), 1.0), t)
+    if (i + 1) % K == 0:
+      block = range(i + 1 - K, i + 1)
+      g = -np.mean([deltas[j] / (1 + taus[j]) for j in block], axis=0)
+      mom = g + 0.9 * mom
+      w = w - 0.5 * mom
+      np.testing.assert_allclose(state.params, w, rtol=1e-5)
+      assert int(state.version) == (i + 1) // K
+    else:
+      assert int(state.count) == (i + 1) % K
+  np.testing.assert_allclose(state.buffer, 0.0)
+
+
+def test_fedbuff_adam_server_optimizer_runs_jitted():
+  rule = rules.fedbuff(2, optax.adam(0.1))
+  apply = jax.jit(rule.apply)
+  state = rule.init({"w": jnp.zeros(4)})
+  for t in range(4):
+    p = {"w": jnp.full(4, 1.0 + t)}
+    state = apply(state, rules.ClientResult(p, p, 1.0), t % 2)
+  assert int(state.version) == 2
+  assert np.all(np.asarray(state.params["w"]) > 0)
+
+
+def test_fedavg_weighted_average():
+  rule = rules.fedavg()
+  w0 = jnp.array([1.0, 1.0])
+  state = rule.init(w0)
+  clients = [(jnp.array([3.0, 0.0]), 2.0), (jnp.array([0.0, 3.0]), 1.0)]
+  for p, n in clients:
+    state = rule.apply(state, rules.ClientResult(p, p - w0, n), 0)
+  assert int(state.version) == 0
+  state = rule.end_round(state)
+  np.testing.assert_allclose(state.params, [2.0, 1.0], rtol=1e-6)
+  assert int(state.version) == 1 and float(state.sum_weight) == 0.0
+
+
+def test_afl_weights_by_size_and_staleness():
+  rule = rules.afl(lr=0.5, mean_examples=10.0,
+                   staleness_fn=staleness.polynomial(1.0))
+  state = rule.init(jnp.zeros(1))
+  big = rule.apply(state, result(jnp.ones(1), n=20.0), 0)
+  small = rule.apply(state, result(jnp.ones(1), n=5.0), 0)
+  stale = rule.apply(state, result(jnp.ones(1), n=20.0), 1)
+  np.testing.assert_allclose(big.params, [1.0])     # min(1, 0.5 * 2)
+  np.testing.assert_allclose(small.params, [0.25])
+  np.testing.assert_allclose(stale.params, [0.5])
+
+
+@pytest.mark.parametrize("make, param", [
+    (lambda: rules.fedasync(1.5), "alpha"),
+    (lambda: rules.fedasync(-0.1), "alpha"),
+    (lambda: rules.fedbuff(0), "buffer_size"),
+    (lambda: rules.afl(mean_examples=0.0), "mean_examples"),
+])
+def test_invalid(make, param):
+  with pytest.raises(ValueError, match=param):
+    make()

@@ -1,0 +1,179 @@
+"""Scheduler invariants: time order, exclusivity, staleness, concurrency."""
+
+import numpy as np
+import pytest
+
+from fedasync_jax import delays, scheduler
+from fedasync_jax.scheduler import ARRIVAL, DISPATCH, LOST
+
+
+def model(n=50, kind="lognormal", seed=0, **kw):
+  return delays.delay_model(delays.device_speeds(kind, n, seed=seed),
+                            np.random.default_rng(seed).integers(1, 30, n)
+                            .astype(float), **kw)
+
+
+def check_invariants(s):
+  # Arrivals in time order.
+  t = s.arrival_time[s.arrival_task]
+  assert np.all(np.diff(t) >= 0)
+  # No client twice in flight.
+  for c in np.unique(s.client):
+    k = np.flatnonzero(s.client == c)
+    order = np.argsort(s.dispatch_time[k])
+    t0, t1 = s.dispatch_time[k][order], s.arrival_time[k][order]
+    assert np.all(t0[1:] >= t1[:-1] - 1e-12), f"client {c} twice in flight"
+  # Staleness is the version difference, versions as recorded at dispatch.
+  version = 0
+  seen = 0
+  for kind, k in s.events:
+    if kind == DISPATCH:
+      assert s.dispatch_version[k] == version
+    elif kind == ARRIVAL:
+      assert s.arrival_task[seen] == k
+      assert s.staleness[seen] == version - s.dispatch_version[k]
+      version = s.version_after[seen]
+      seen += 1
+  assert seen == s.num_arrivals
+
+
+@pytest.mark.parametrize("kind", ["constant", "uniform", "exponential",
+                                  "lognormal", "pareto"])
+@pytest.mark.parametrize("selection", ["uniform", "without_replacement",
+                                       "weighted"])
+def test_closed_loop_invariants(kind, selection):
+  m = model(kind=kind)
+  s = scheduler.asynchronous(m, num_updates=400, concurrency=9,
+                             selection=selection, weights=m.work + 1,
+                             seed=3)
+  check_invariants(s)
+  assert s.num_arrivals == 400
+  np.testing.assert_allclose(s.stats["realised_concurrency"], 9.0,
+                             rtol=1e-9)
+  # FedAsync: one version per applied arrival.
+  np.testing.assert_array_equal(s.version_after, np.arange(1, 401))
+
+
+def test_same_seed_same_schedule_and_seeds_differ():
+  m = model()
+  a = scheduler.asynchronous(m, num_updates=200, concurrency=5, seed=7)
+  b = scheduler.asynchronous(m, num_updates=200, concurrency=5, seed=7)
+  c = scheduler.asynchronous(m, num_updates=200, concurrency=5, seed=8)
+  for f in a._fields:
+    if f != "stats":
+      np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+  assert not np.array_equal(a.client, c.client)
+
+
+def test_without_replacement_covers_population_before_repeating():
+  n = 60
+  m = model(n=n, kind="constant")
+  s = scheduler.asynchronous(m, num_updates=300, concurrency=4,
+                             selection="without_replacement", seed=0)
+  first = s.client[:n]
+  assert len(np.unique(first)) == n
+  second = s.client[n:2 * n]
+  assert len(np.unique(second)) == n
+
+
+def test_uniform_with_replacement_repeats_early():
+  n = 60
+  s = scheduler.asynchronous(model(n=n), num_updates=300, concurrency=4,
+                             selection="uniform", seed=0)
+  assert len(np.unique(s.client[:n])) < n
+
+
+def test_fedbuff_versions_and_cutoff_drops():
+  s = scheduler.asynchronous(model(), num_updates=500, concurrency=20,
+                             arrivals_per_version=5, max_staleness=2, seed=1)
+  check_invariants(s)
+  assert s.dropped.any() and not s.dropped.all()
+  np.testing.assert_array_equal(s.dropped, s.staleness > 2)
+  kept = np.cumsum(~s.dropped)
+  np.testing.assert_array_equal(s.version_after, kept // 5)
+
+
+def test_dropout_refills_slot_and_never_arrives():
+  m = model(dropout=0.3)
+  s = scheduler.asynchronous(m, num_updates=300, concurrency=6, seed=2)
+  check_invariants(s)
+  assert s.stats["lost_updates"] > 30
+  assert not np.any(s.lost[s.arrival_task])
+  lost_events = s.events[s.events[:, 0] == LOST, 1]
+  assert np.all(s.lost[lost_events])
+  np.testing.assert_allclose(s.stats["realised_concurrency"], 6.0, rtol=1e-9)
+
+
+def test_poisson_open_loop_littles_law():
+  n = 2000
+  m = delays.delay_model(np.ones(n), np.ones(n), jitter="exponential")
+  s = scheduler.asynchronous(m, num_updates=4000, poisson_rate=5.0, seed=0)
+  check_invariants(s)
+  # Little's law: mean number in flight = rate x mean duration = 5.
+  assert abs(s.stats["realised_concurrency"] - 5.0) < 0.5
+  gaps = np.diff(s.dispatch_time)
+  assert abs(gaps.mean() - 0.2) < 0.02
+
+
+def test_availability_windows_respected():
+  n = 40
+  av = delays.availability(n, period=10.0, on_fraction=0.3, seed=0)
+  m = delays.delay_model(np.ones(n), np.ones(n), availability=av)
+  s = scheduler.asynchronous(m, num_updates=200, concurrency=5, seed=0)
+  check_invariants(s)
+  assert np.all(av.available(s.client, s.dispatch_time))
+
+
+def test_synchronous_rounds_barrier_and_deadline():
+  m = model(n=30)
+  s = scheduler.synchronous(m, num_rounds=10, cohort_size=5,
+                            over_selection=2, seed=0)
+  check_invariants(s)
+  assert s.ends_round.sum() == 10
+  assert np.all(s.staleness == 0)
+  for r in range(10):
+    tasks = np.flatnonzero(s.dispatch_version == r)
+    assert len(tasks) == 7 and len(np.unique(s.client[tasks])) == 7
+    assert (~s.lost[tasks]).sum() == 5
+    # The used ones are the first five to arrive.
+    used = tasks[~s.lost[tasks]]
+    assert s.arrival_time[used].max() <= s.arrival_time[tasks[s.lost[tasks]]
+                                                        ].min()
+  d = scheduler.synchronous(m, num_rounds=10, cohort_size=5, deadline=15.0,
+                            seed=0)
+  check_invariants(d)
+  used = d.arrival_task
+  assert np.all(d.arrival_time[used] - d.dispatch_time[used] <= 15.0)
+  assert d.lost.any()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m: scheduler.asynchronous(m, num_updates=10, concurrency=51),
+     "concurrency"),
+    (lambda m: scheduler.asynchronous(m, num_updates=0, concurrency=2),
+     "num_updates"),
+    (lambda m: scheduler.asynchronous(m, num_updates=5), "exactly one"),
+    (lambda m: scheduler.asynchronous(m, num_updates=5, poisson_rate=-1.0),
+     "poisson_rate"),
+    (lambda m: scheduler.asynchronous(m, num_updates=5, concurrency=2,
+                                      selection="best"), "selection"),
+    (lambda m: scheduler.synchronous(m, num_rounds=1, cohort_size=60),
+     "cohort_size"),
+])
+def test_invalid_input(call, match):
+  with pytest.raises(ValueError, match=match):
+    call(model())
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: delays.device_speeds("normal", 3), "kind"),
+    (lambda: delays.device_speeds("lognormal", 0), "num_clients"),
+    (lambda: delays.device_speeds("exponential", 3, mean=-1.0), "mean"),
+    (lambda: delays.delay_model(np.ones(2), np.ones(3)), "work"),
+    (lambda: delays.delay_model(np.array([]), np.array([])), "speed"),
+    (lambda: delays.delay_model(np.ones(2), np.ones(2), dropout=1.0),
+     "dropout"),
+])
+def test_invalid_delays(call, match):
+  with pytest.raises(ValueError, match=match):
+    call()

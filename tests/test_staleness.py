@@ -1,0 +1,86 @@
+"""Staleness functions: s(0) = 1, non-increasing, in [0, 1], vectorized."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fedasync_jax import staleness
+
+FAMILIES = {
+    "constant": lambda p: staleness.constant(),
+    "polynomial": lambda p: staleness.polynomial(p["a"]),
+    "hinge": lambda p: staleness.hinge(p["a"], p["b"]),
+    "exponential": lambda p: staleness.exponential(p["a"]),
+    "koloskova": lambda p: staleness.koloskova(
+        tau_c=p["b"], lipschitz=p["a"] + 0.1, lr=0.5),
+    "mishchenko": lambda p: staleness.mishchenko(p["b"] + 1.0),
+    "cutoff": lambda p: staleness.cutoff(staleness.polynomial(p["a"]),
+                                         int(p["b"])),
+}
+
+params = st.fixed_dictionaries({
+    "a": st.floats(0.0, 20.0), "b": st.floats(0.0, 30.0)})
+taus = st.lists(st.integers(0, 10_000), min_size=1, max_size=30)
+
+
+@settings(max_examples=40, deadline=None)
+@given(params=params, tau=taus, name=st.sampled_from(sorted(FAMILIES)))
+def test_properties(params, tau, name):
+  s = FAMILIES[name](params)
+  assert float(s(0)) == 1.0
+  t = np.sort(np.asarray(tau))
+  vals = np.asarray(s(jnp.asarray(t)))
+  assert np.all(vals >= 0.0) and np.all(vals <= 1.0)
+  assert np.all(np.diff(vals) <= 1e-7), "must be non-increasing"
+  scalar = np.array([float(s(int(x))) for x in t])
+  np.testing.assert_allclose(vals, scalar, rtol=1e-6)
+  jitted = np.asarray(jax.jit(s)(jnp.asarray(t)))
+  np.testing.assert_allclose(jitted, vals, rtol=1e-6)
+
+
+def test_formulas():
+  np.testing.assert_allclose(staleness.polynomial(0.5)(3), 0.5)
+  np.testing.assert_allclose(staleness.hinge(10.0, 4.0)(4), 1.0)
+  np.testing.assert_allclose(staleness.hinge(10.0, 4.0)(6), 1 / 21)
+  np.testing.assert_allclose(staleness.exponential(0.5)(2), np.exp(-1.0),
+                             rtol=1e-6)
+  k = staleness.koloskova(tau_c=3, lipschitz=2.0, lr=0.25)
+  np.testing.assert_allclose(k(3), 1.0)
+  np.testing.assert_allclose(k(8), 1 / (4 * 2.0 * 0.25 * 8))
+  np.testing.assert_allclose(staleness.mishchenko(4)(10), 0.4)
+
+
+def test_cutoff_marks_drops():
+  c = staleness.cutoff(staleness.constant(), 4)
+  tau = jnp.arange(8)
+  np.testing.assert_array_equal(staleness.keep(c, tau), np.arange(8) <= 4)
+  np.testing.assert_array_equal(c(tau), (np.arange(8) <= 4).astype(float))
+  assert staleness.max_staleness(c) == 4
+  assert staleness.max_staleness(staleness.constant()) is None
+  assert bool(jnp.all(staleness.keep(staleness.constant(), tau)))
+
+
+@pytest.mark.parametrize("make, param", [
+    (lambda: staleness.polynomial(-1.0), "a"),
+    (lambda: staleness.hinge(1.0, -2.0), "b"),
+    (lambda: staleness.hinge(-1.0, 2.0), "a"),
+    (lambda: staleness.exponential(float("nan")), "a"),
+    (lambda: staleness.cutoff(staleness.constant(), -1), "max_staleness"),
+    (lambda: staleness.cutoff(staleness.constant(), 1.5), "max_staleness"),
+    (lambda: staleness.koloskova(tau_c=1, lipschitz=0.0, lr=0.1),
+     "lipschitz"),
+    (lambda: staleness.mishchenko(0), "n"),
+    (lambda: staleness.get("nope"), "staleness name"),
+])
+def test_invalid_parameters_name_the_parameter(make, param):
+  with pytest.raises(ValueError, match=param):
+    make()
+
+
+def test_get_by_name():
+  s = staleness.get("polynomial", a=1.0, max_staleness=2)
+  assert isinstance(s, staleness.Cutoff)
+  np.testing.assert_allclose(s(1), 0.5)
+  assert float(s(3)) == 0.0
