@@ -75,42 +75,71 @@ def _where(cond, new, old):
   return jax.tree.map(lambda n, o: jnp.where(cond, n, o), new, old)
 
 
+class DeviceData(NamedTuple):
+  """Arguments of the compiled chunk that are data, not program: the
+  population's examples, client ranges and the evaluation set."""
+  x: Any
+  y: Any
+  offsets: Any
+  counts: Any
+  eval_data: Any = None
+
+
+def device_data(data: ClientDataset, eval_fn=None) -> DeviceData:
+  """Places the examples on the device once (clients stay index ranges)."""
+  return DeviceData(jnp.asarray(data.x), jnp.asarray(data.y),
+                    jnp.asarray(data.offsets, jnp.int32),
+                    jnp.asarray(data.counts, jnp.int32),
+                    getattr(eval_fn, "data", None))
+
+
+def _call_eval(eval_fn, params, eval_data):
+  if eval_data is None:
+    return eval_fn(params)
+  return eval_fn(params, eval_data)
+
+
 class Program(NamedTuple):
-  """The compiled pieces of a simulation (for reuse across runs)."""
+  """The pure pieces of a simulation.
+
+  ``init(params, num_snaps, num_slots, init_snap, rule_hp) -> carry`` and
+  ``run_chunk(carry, steps, key, hp_table, dev, rule_hp) -> (carry,
+  outputs)``, a scan over the leading axis of ``steps`` (plan arrays).
+  ``rule_hp`` reaches ``make_rule``; ``sweep`` batches it with ``vmap``.
+  """
   init: Callable
   run_chunk: Callable
 
 
-def make_program(rule: ServerRule, client: ClientUpdate, data_x, data_y,
-                 offsets, counts, *, batching: str, map_batch_size: int = 8,
-                 eval_fn: Optional[Callable] = None, params_like=None):
-  """Builds the pure ``init`` and ``run_chunk`` functions (not jitted).
-
-  ``run_chunk(carry, steps, key, hp_table) -> (carry, outputs)`` scans over
-  the leading axis of ``steps`` (a dict of plan arrays).
-  """
+def make_program(make_rule: Callable[[Any], ServerRule], client: ClientUpdate,
+                 *, batching: str, map_batch_size: int = 8,
+                 eval_fn: Optional[Callable] = None, params_like=None,
+                 data_like: Optional[DeviceData] = None) -> Program:
+  """Builds the pure ``init`` and ``run_chunk`` functions (not jitted)."""
   if batching not in BATCHINGS:
     raise ValueError(f"batching must be one of {BATCHINGS}, got "
                      f"{batching!r}")
 
-  def train_one(p, o, c, k, h):
-    return client.update(p, ClientRef(data_x, data_y, o, c), k, h)
+  def train_fn(dev):
+    def train_one(p, o, c, k, h):
+      return client.update(p, ClientRef(dev.x, dev.y, o, c), k, h)
+    return train_one
 
-  def init(params, num_snaps, num_slots, init_snap):
+  def init(params, num_snaps, num_slots, init_snap, rule_hp=None):
     # The carry is donated to the compiled chunks: copy, never alias, the
     # caller's parameters.
     params = jax.tree.map(lambda p: jnp.array(p, copy=True), params)
-    state = rule.init(params)
+    state = make_rule(rule_hp).init(params)
     snaps = jax.tree.map(
         lambda p: jnp.zeros((num_snaps + 1,) + p.shape, p.dtype)
         .at[init_snap].set(p), params)
     res_shape = jax.eval_shape(
-        train_one, params, jnp.int32(0), jnp.int32(0), jax.random.key(0),
-        ClientHParams(jnp.float32(1), jnp.float32(0)))[0]
+        train_fn(data_like), params, jnp.int32(0), jnp.int32(0),
+        jax.random.key(0), ClientHParams(jnp.float32(1), jnp.float32(0)))[0]
     results = _stack_zeros(_tree_zeros(res_shape), num_slots + 1)
     return state, snaps, results
 
-  def train_wave(start, offs, cnts, keys, hp, valid):
+  def train_wave(train_one, start, offs, cnts, keys, hp, valid):
     if batching == "vmap":
       return jax.vmap(train_one)(start, offs, cnts, keys, hp)
 
@@ -127,18 +156,19 @@ def make_program(rule: ServerRule, client: ClientUpdate, data_x, data_y,
       return jax.lax.map(one, xs)
     return jax.lax.map(one, xs, batch_size=map_batch_size)
 
-  eval_shape = (jax.eval_shape(eval_fn, params_like)
-                if eval_fn is not None else None)
+  eval_shape = (jax.eval_shape(lambda p: _call_eval(
+      eval_fn, p, getattr(eval_fn, "data", None)), params_like)
+      if eval_fn is not None else None)
 
-  def step(carry, xs, key, hp_table):
+  def step(carry, xs, key, hp_table, dev, rule):
     state, snaps, results = carry
     start = jax.tree.map(lambda b: b[xs["wave_snap"]], snaps)
     tasks = xs["wave_task"]
     clients = xs["wave_client"]
     keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(tasks)
     hp = jax.tree.map(lambda a: a[tasks], hp_table)
-    res, met = train_wave(start, offsets[clients], counts[clients], keys, hp,
-                          xs["wave_valid"])
+    res, met = train_wave(train_fn(dev), start, dev.offsets[clients],
+                          dev.counts[clients], keys, hp, xs["wave_valid"])
     results = jax.tree.map(lambda b, r: b.at[xs["wave_slot"]].set(r),
                            results, res)
 
@@ -155,9 +185,9 @@ def make_program(rule: ServerRule, client: ClientUpdate, data_x, data_y,
                            state.params)
       out = {"applied": applied, "version": state.version}
       if eval_fn is not None:
-        out["eval"] = jax.lax.cond(a["arr_eval"], eval_fn,
-                                   lambda p: _tree_zeros(eval_shape),
-                                   state.params)
+        out["eval"] = jax.lax.cond(
+            a["arr_eval"], lambda p: _call_eval(eval_fn, p, dev.eval_data),
+            lambda p: _tree_zeros(eval_shape), state.params)
       return (state, snaps), out
     arr_keys = ("arr_slot", "arr_staleness", "arr_ends_round", "arr_snap",
                 "arr_valid", "arr_eval")
@@ -166,9 +196,10 @@ def make_program(rule: ServerRule, client: ClientUpdate, data_x, data_y,
     outs["train_loss"] = met["loss"]
     return (state, snaps, results), outs
 
-  def run_chunk(carry, steps, key, hp_table):
-    return jax.lax.scan(lambda c, xs: step(c, xs, key, hp_table), carry,
-                        steps)
+  def run_chunk(carry, steps, key, hp_table, dev, rule_hp=None):
+    rule = make_rule(rule_hp)
+    return jax.lax.scan(lambda c, xs: step(c, xs, key, hp_table, dev, rule),
+                        carry, steps)
 
   return Program(init, run_chunk)
 
@@ -269,7 +300,10 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
       backend: ``default_batching``).
     map_batch_size: the batch size of ``"map_batched"``.
     chunk_steps: plan steps per compiled call.
-    eval_fn: jit-traceable ``params -> dict of scalars``.
+    eval_fn: jit-traceable ``params -> dict of scalars``; if it has an
+      attribute ``data`` (``models.make_evaluator``), it is called as
+      ``eval_fn(params, eval_fn.data)`` with the data passed as an argument
+      of the compiled program rather than baked into it.
     eval_every: evaluation interval in versions.
     progress: called after every chunk with a dict (``arrivals_done``,
       ``num_arrivals``, ``version``, ``wall_time_s``, ``last_eval``).
@@ -291,24 +325,23 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
   if hparams is None:
     hparams = task_hparams(schedule)
   hp_table = jax.tree.map(jnp.asarray, hparams)
-  prog = make_program(rule, client, jnp.asarray(data.x), jnp.asarray(data.y),
-                      jnp.asarray(data.offsets, jnp.int32),
-                      jnp.asarray(data.counts, jnp.int32),
-                      batching=batching, map_batch_size=map_batch_size,
-                      eval_fn=eval_fn, params_like=params)
+  dev = device_data(data, eval_fn)
+  prog = make_program(lambda _: rule, client, batching=batching,
+                      map_batch_size=map_batch_size, eval_fn=eval_fn,
+                      params_like=params, data_like=dev)
   carry = prog.init(params, p.num_snaps, p.num_slots, p.init_snap)
   init_eval = None
   if eval_fn is not None:
     init_eval = {"version": 0, "time": 0.0, "arrival": -1, "updates": 0,
-                 **{k: float(v) for k, v in
-                    jax.jit(eval_fn)(params).items()}}
+                 **{k: float(v) for k, v in jax.jit(_call_eval, static_argnums=0)(
+                     eval_fn, params, dev.eval_data).items()}}
   run_chunk = jax.jit(prog.run_chunk, donate_argnums=0)
   arrays = plan_arrays(p, schedule, eval_every)
   outs = []
   done = 0
   last_eval = init_eval
   for i, chunk in _chunks(arrays, chunk_steps):
-    carry, out = run_chunk(carry, chunk, key, hp_table)
+    carry, out = run_chunk(carry, chunk, key, hp_table, dev)
     outs.append(jax.device_get(out))
     if progress is not None:
       done += int(chunk["arr_valid"].sum())
