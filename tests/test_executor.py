@@ -1,0 +1,311 @@
+"""The vectorized executor equals the one-client-at-a-time reference."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import lsq_loss, make_lsq_data
+from fedasync_jax import (client, data, delays, executor, models, plan,
+                          reference, rules, scheduler, staleness, sweep)
+
+N = 100
+ARRIVALS = 500
+
+
+def make_cls_data(dtype, num_clients=N, dim=10, classes=3, seed=0):
+  rng = np.random.default_rng(seed)
+  sizes = rng.integers(1, 16, size=num_clients)
+  w = rng.normal(size=(dim, classes))
+  xs = [rng.normal(size=(int(n), dim)).astype(dtype) for n in sizes]
+  ys = [np.argmax(x @ w + rng.normal(size=(len(x), classes)), 1)
+        .astype(np.int32) for x in xs]
+  return data.from_client_arrays(xs, ys)
+
+
+def problem(kind, dtype):
+  """(dataset, client update, initial params, eval_fn)."""
+  if kind == "lsq":
+    ds, w_true = make_lsq_data(num_clients=N, dtype=dtype)
+    upd = client.local_update(lsq_loss, optax.sgd(0.05), batch_size=4,
+                              max_examples=ds.max_count)
+    return (ds, upd, jnp.zeros(5, dtype),
+            lambda p: {"dist": jnp.linalg.norm(p - w_true)})
+  ds = make_cls_data(dtype)
+  model = models.mlp(hidden=(16,), num_classes=3, input_dim=10)
+  upd = client.local_update(model.loss, optax.sgd(0.1), batch_size=5,
+                            max_examples=ds.max_count, epochs=2)
+  params = jax.tree.map(lambda a: a.astype(dtype),
+                        model.init(jax.random.key(1)))
+  ev = models.make_evaluator(model, ds.x[:200], ds.y[:200], batch_size=64)
+  return ds, upd, params, ev
+
+
+def speeds(kind, n):
+  return delays.device_speeds(kind, n, seed=3, sigma=1.0, shape=1.5)
+
+
+CASES = {
+    # name: (rule, scheduler kwargs, concurrency, speeds, model)
+    "fedasync-constant": (lambda ds: rules.fedasync(0.6), {}, 1,
+                          "lognormal", "lsq"),
+    "fedasync-polynomial": (lambda ds: rules.fedasync(
+        0.6, staleness.polynomial(0.5)), {}, 7, "pareto", "mlp"),
+    "fedasync-hinge": (lambda ds: rules.fedasync(
+        0.9, staleness.hinge(10.0, 4.0)), {}, 64, "lognormal", "lsq"),
+    "fedasync-cutoff": (lambda ds: rules.fedasync(
+        0.9, staleness.cutoff(staleness.hinge(10.0, 4.0), 6)),
+        {"max_staleness": 6}, 64, "pareto", "lsq"),
+    "fedbuff-adam": (lambda ds: rules.fedbuff(
+        5, optax.adam(0.05), staleness.polynomial(0.5)),
+        {"arrivals_per_version": 5}, 7, "lognormal", "mlp"),
+    "fedbuff-momentum": (lambda ds: rules.fedbuff(
+        5, optax.sgd(1.0, momentum=0.9), staleness.polynomial(0.5)),
+        {"arrivals_per_version": 5}, 64, "pareto", "lsq"),
+    "afl": (lambda ds: rules.afl(lr=0.5, mean_examples=float(
+        ds.counts.mean())), {}, 7, "pareto", "lsq"),
+    "afl-mlp": (lambda ds: rules.afl(lr=0.5, mean_examples=float(
+        ds.counts.mean())), {}, 64, "lognormal", "mlp"),
+}
+
+
+def rel_diff(a, b):
+  num = max(float(jnp.max(jnp.abs(x - y))) for x, y in
+            zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  den = max(float(jnp.max(jnp.abs(y))) for y in jax.tree.leaves(b))
+  return num / den
+
+
+def assert_same_history(e, r):
+  for k in ("client", "staleness", "applied", "version"):
+    np.testing.assert_array_equal(e.arrivals[k], r.arrivals[k], err_msg=k)
+  np.testing.assert_array_equal(e.participation, r.participation)
+  assert [x["version"] for x in e.evals] == [x["version"] for x in r.evals]
+  assert [x["arrival"] for x in e.evals] == [x["arrival"] for x in r.evals]
+
+
+def run_both(name, dtype, **kw):
+  make_rule, skw, C, sp, model = CASES[name]
+  ds, upd, params, ev = problem(model, dtype)
+  dm = delays.delay_model(speeds(sp, N), ds.counts.astype(float))
+  s = scheduler.asynchronous(dm, num_updates=ARRIVALS, concurrency=C, seed=0,
+                             **skw)
+  hp = reference.task_hparams(s, delay_beta=0.05 if "afl" in name else None,
+                              prox_rho=0.01)
+  rule = make_rule(ds)
+  key = jax.random.key(7)
+  r = reference.run(rule, upd, params, ds, s, key=key, hparams=hp,
+                    eval_fn=ev, eval_every=50)
+  e = executor.simulate(rule, upd, params, ds, s, key=key, hparams=hp,
+                        eval_fn=ev, eval_every=50, chunk_steps=32, **kw)
+  return e, r, s
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_matches_reference_float64(name):
+  with jax.enable_x64(True):
+    e, r, s = run_both(name, np.float64)
+    assert s.num_arrivals >= 500
+    assert rel_diff(e.state.params, r.state.params) <= 1e-8
+    assert int(e.state.version) == int(r.state.version)
+    assert_same_history(e, r)
+    for a, b in zip(e.evals, r.evals):
+      for k in a:
+        if k not in ("version", "arrival", "updates", "time"):
+          np.testing.assert_allclose(a[k], b[k], rtol=1e-8, atol=1e-12)
+    if name == "fedasync-cutoff":
+      assert (~e.arrivals["applied"]).sum() > 0
+    assert 0.0 <= e.stats["padding_waste"] < 1.0
+
+
+@pytest.mark.parametrize("batching", ["vmap", "map_batched"])
+def test_matches_reference_float32_other_batchings(batching):
+  e, r, _ = run_both("fedasync-polynomial", np.float32, batching=batching,
+                     map_batch_size=3)
+  assert rel_diff(e.state.params, r.state.params) <= 1e-4
+  assert_same_history(e, r)
+
+
+@pytest.mark.parametrize("C, deadline, over, server_opt", [
+    (7, None, 0, None), (20, 40.0, 3, optax.sgd(1.0, momentum=0.5))])
+def test_fedavg_matches_reference_float64(C, deadline, over, server_opt):
+  with jax.enable_x64(True):
+    for model in ("lsq", "mlp"):
+      ds, upd, params, ev = problem(model, np.float64)
+      dm = delays.delay_model(speeds("lognormal", N),
+                              ds.counts.astype(float))
+      s = scheduler.synchronous(dm, num_rounds=ARRIVALS // C + 1,
+                                cohort_size=C, over_selection=over,
+                                deadline=deadline, seed=0)
+      rule = rules.fedavg(server_opt)
+      key = jax.random.key(3)
+      r = reference.run(rule, upd, params, ds, s, key=key, eval_fn=ev,
+                        eval_every=5)
+      e = executor.simulate(rule, upd, params, ds, s, key=key, eval_fn=ev,
+                            eval_every=5, chunk_steps=16)
+      assert rel_diff(e.state.params, r.state.params) <= 1e-8
+      assert_same_history(e, r)
+
+
+def lsq_run(chunk_steps, seed=0, **kw):
+  ds, upd, params, _ = problem("lsq", np.float32)
+  dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
+  s = scheduler.asynchronous(dm, num_updates=300, concurrency=10, seed=seed)
+  return executor.simulate(rules.fedasync(0.6, staleness.polynomial(0.5)),
+                           upd, params, ds, s, key=jax.random.key(seed),
+                           chunk_steps=chunk_steps, **kw)
+
+
+def test_chunk_size_and_reruns_are_bit_identical():
+  a = lsq_run(4)
+  b = lsq_run(64)
+  c = lsq_run(4)
+  np.testing.assert_array_equal(a.state.params, b.state.params)
+  np.testing.assert_array_equal(a.state.params, c.state.params)
+  d = lsq_run(4, seed=1)
+  assert not np.array_equal(a.state.params, d.state.params)
+
+
+def test_compiles_once_per_shape(monkeypatch):
+  real = executor.make_program
+
+  def counted(*args, **kw):
+    prog = real(*args, **kw)
+    return prog._replace(run_chunk=chex.assert_max_traces(prog.run_chunk,
+                                                          n=1))
+  monkeypatch.setattr(executor, "make_program", counted)
+  out = lsq_run(2)  # many chunks, one trace
+  assert out.stats["padded_steps"] // 2 > 3
+
+
+def test_slot_buffers_bounded_by_concurrency():
+  for C in (1, 7, 64):
+    dm = delays.delay_model(speeds("pareto", N), np.ones(N))
+    s = scheduler.asynchronous(dm, num_updates=400, concurrency=C, seed=0)
+    p = plan.make_plan(s, width=plan.default_width(C))
+    assert p.num_slots <= C
+    assert p.num_snaps <= C + 1
+    assert int(p.wave_valid.sum()) == s.num_arrivals
+    # Every arrival applied exactly once, in order.
+    idx = p.arr_index[p.arr_valid]
+    np.testing.assert_array_equal(idx, np.arange(s.num_arrivals))
+
+
+def test_million_clients_run():
+  n = 1_000_000
+  rng = np.random.default_rng(0)
+  counts = rng.integers(1, 4, size=n)
+  offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  total = int(counts.sum())
+  ds = data.ClientDataset(rng.normal(size=(total, 4)).astype(np.float32),
+                          rng.normal(size=total).astype(np.float32),
+                          offsets, counts)
+  upd = client.local_update(lsq_loss, optax.sgd(0.05), batch_size=2,
+                            max_examples=3)
+  dm = delays.delay_model(delays.device_speeds("lognormal", n, seed=0),
+                          counts.astype(float))
+  s = scheduler.asynchronous(dm, num_updates=300, concurrency=50, seed=0)
+  out = executor.simulate(rules.fedasync(0.5), upd, jnp.zeros(4), ds, s,
+                          key=jax.random.key(0))
+  assert int(out.state.version) == 300
+  assert out.stats["result_slots"] <= 50
+  assert np.isfinite(np.asarray(out.state.params)).all()
+
+
+def test_sweep_members_equal_separate_runs():
+  ds, upd, params, ev = problem("lsq", np.float32)
+  dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
+  s0 = scheduler.asynchronous(dm, num_updates=300, concurrency=7, seed=0)
+  s1 = scheduler.asynchronous(dm, num_updates=300, concurrency=7, seed=1)
+  grid = {"alpha": jnp.array([0.3, 0.9, 0.6]),
+          "a": jnp.array([0.5, 0.0, 1.0])}
+  lr = [1.0, 0.5, 2.0]
+  scheds = [s0, s0, s1]
+
+  def make_rule(hp):
+    return rules.fedasync(hp["alpha"], staleness.polynomial(hp["a"]))
+  keys = jax.random.split(jax.random.key(0), 3)
+  outs = sweep.sweep(make_rule, grid, upd, params, ds, scheds, keys=keys,
+                     client_lr_scale=lr, eval_fn=ev, eval_every=100)
+  for m in range(3):
+    hp = reference.task_hparams(scheds[m], lr_scale=lr[m])
+    single = executor.simulate(
+        make_rule({k: float(v[m]) for k, v in grid.items()}), upd, params,
+        ds, scheds[m], key=keys[m], hparams=hp, eval_fn=ev, eval_every=100)
+    assert rel_diff(outs[m].state.params, single.state.params) <= 1e-6
+    assert_same_history(outs[m], single)
+  assert not np.allclose(outs[0].state.params, outs[1].state.params)
+
+
+def test_sweep_server_lr_fedbuff():
+  ds, upd, params, _ = problem("lsq", np.float32)
+  dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
+  s = scheduler.asynchronous(dm, num_updates=200, concurrency=10,
+                             arrivals_per_version=4, seed=0)
+  grid = {"lr": jnp.array([0.5, 1.0])}
+
+  def make_rule(hp):
+    return rules.fedbuff(4, optax.sgd(hp["lr"], momentum=0.9))
+  outs = sweep.sweep(make_rule, grid, upd, params, ds, s,
+                     keys=jax.random.key(0))
+  for m, lr in enumerate([0.5, 1.0]):
+    single = executor.simulate(make_rule({"lr": lr}), upd, params, ds, s,
+                               key=jax.random.key(0))
+    assert rel_diff(outs[m].state.params, single.state.params) <= 1e-6
+
+
+def test_sweep_rejects_mismatched_members():
+  ds, upd, params, _ = problem("lsq", np.float32)
+  dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
+  s = scheduler.asynchronous(dm, num_updates=50, concurrency=5, seed=0)
+  with pytest.raises(ValueError, match="leading"):
+    sweep.sweep(lambda hp: rules.fedasync(hp["alpha"]),
+                {"alpha": jnp.array([0.1, 0.2]), "b": jnp.array([1.0])},
+                upd, params, ds, s, keys=jax.random.key(0))
+  with pytest.raises(ValueError, match="keys"):
+    sweep.sweep(lambda hp: rules.fedasync(hp["alpha"]),
+                {"alpha": jnp.array([0.1, 0.2])}, upd, params, ds, s,
+                keys=jax.random.split(jax.random.key(0), 3))
+
+
+MULTI_DEVICE = textwrap.dedent("""
+    import sys
+    import jax, jax.numpy as jnp, numpy as np
+    sys.path.insert(0, {tests!r})
+    from test_executor import problem, speeds, N
+    from fedasync_jax import delays, rules, scheduler, staleness, sweep
+    assert len(jax.devices()) == 4, jax.devices()
+    ds, upd, params, _ = problem("lsq", np.float32)
+    dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
+    s = scheduler.asynchronous(dm, num_updates=200, concurrency=7, seed=0)
+    grid = {{"alpha": jnp.array([0.2, 0.4, 0.6, 0.8])}}
+    mk = lambda hp: rules.fedasync(hp["alpha"], staleness.polynomial(0.5))
+    keys = jax.random.split(jax.random.key(0), 4)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("members",))
+    multi = sweep.sweep(mk, grid, upd, params, ds, s, keys=keys, mesh=mesh)
+    single = sweep.sweep(mk, grid, upd, params, ds, s, keys=keys)
+    for a, b in zip(multi, single):
+      np.testing.assert_allclose(a.state.params, b.state.params, rtol=1e-6)
+      np.testing.assert_array_equal(a.arrivals["applied"],
+                                    b.arrivals["applied"])
+    print("MULTI_DEVICE_OK")
+""")
+
+
+def test_four_devices_equal_one_device():
+  tests = str(Path(__file__).resolve().parent)
+  env = dict(os.environ,
+             XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c",
+                         MULTI_DEVICE.format(tests=tests)],
+                        capture_output=True, text=True, env=env, timeout=300)
+  assert "MULTI_DEVICE_OK" in proc.stdout, proc.stderr[-3000:]
