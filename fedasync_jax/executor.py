@@ -204,6 +204,54 @@ def make_program(make_rule: Callable[[Any], ServerRule], client: ClientUpdate,
   return Program(init, run_chunk)
 
 
+class Checkpoint(NamedTuple):
+  """The executor's state between two chunks, on the host.
+
+  ``carry_leaves``: the leaves of (server state, snapshot buffer, result
+  buffer); ``next_chunk``: the first chunk still to run; ``outputs``: the
+  per-step outputs of the chunks already run, concatenated.
+  """
+  carry_leaves: list
+  next_chunk: int
+  outputs: dict
+
+  @classmethod
+  def capture(cls, carry, next_chunk, outs):
+    leaves = [np.asarray(x) for x in jax.device_get(jax.tree.leaves(carry))]
+    merged = jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+    return cls(leaves, int(next_chunk), merged)
+
+  def restore(self, like):
+    """Returns ``(carry, next_chunk, outs)``, checking shapes against
+    ``like`` (a freshly initialised carry of the same run)."""
+    ref, treedef = jax.tree.flatten(like)
+    if len(ref) != len(self.carry_leaves):
+      raise ValueError(f"checkpoint has {len(self.carry_leaves)} arrays but "
+                       f"this run needs {len(ref)}: it is from another run")
+    for a, b in zip(ref, self.carry_leaves):
+      if tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
+        raise ValueError(f"checkpoint array {b.shape} {b.dtype} does not "
+                         f"match this run's {a.shape} {a.dtype}: it is from "
+                         f"another run")
+    carry = jax.tree.unflatten(treedef, [jnp.asarray(x)
+                                         for x in self.carry_leaves])
+    return carry, self.next_chunk, [self.outputs]
+
+  def to_bytes(self) -> bytes:
+    """Serialises with flax's msgpack serialization."""
+    from flax import serialization
+    return serialization.msgpack_serialize({
+        "carry": {str(i): x for i, x in enumerate(self.carry_leaves)},
+        "next_chunk": self.next_chunk, "outputs": self.outputs})
+
+  @classmethod
+  def from_bytes(cls, payload: bytes) -> "Checkpoint":
+    from flax import serialization
+    d = serialization.msgpack_restore(payload)
+    carry = [np.asarray(d["carry"][str(i)]) for i in range(len(d["carry"]))]
+    return cls(carry, int(d["next_chunk"]), d["outputs"])
+
+
 def plan_arrays(p: plan_lib.Plan, schedule: Schedule,
                 eval_every: Optional[int]) -> dict:
   """The plan's per-step arrays as a dict (with the evaluation flags)."""
@@ -281,8 +329,9 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
              batching: Optional[str] = None, map_batch_size: int = 8,
              chunk_steps: int = 64, eval_fn: Optional[Callable] = None,
              eval_every: Optional[int] = None,
-             progress: Optional[Callable[[dict], None]] = None
-             ) -> RunResult:
+             progress: Optional[Callable[[dict], None]] = None,
+             checkpoint: Optional[Callable[["Checkpoint"], None]] = None,
+             resume: Optional["Checkpoint"] = None) -> RunResult:
   """Runs a schedule with the vectorized executor.
 
   Args:
@@ -307,6 +356,11 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
     eval_every: evaluation interval in versions.
     progress: called after every chunk with a dict (``arrivals_done``,
       ``num_arrivals``, ``version``, ``wall_time_s``, ``last_eval``).
+    checkpoint: called after every chunk with a ``Checkpoint`` (host
+      copies of the carry and the outputs so far); the caller decides
+      whether to write it (``checkpoint.save``).
+    resume: a ``Checkpoint`` of the same run (same arguments) to continue
+      from; the result equals the uninterrupted run's.
 
   Returns:
     A ``RunResult``; ``stats`` holds the plan shape and ``padding_waste``.
@@ -330,6 +384,9 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
                       map_batch_size=map_batch_size, eval_fn=eval_fn,
                       params_like=params, data_like=dev)
   carry = prog.init(params, p.num_snaps, p.num_slots, p.init_snap)
+  first_chunk, outs = 0, []
+  if resume is not None:
+    carry, first_chunk, outs = resume.restore(carry)
   init_eval = None
   if eval_fn is not None:
     init_eval = {"version": 0, "time": 0.0, "arrival": -1, "updates": 0,
@@ -337,12 +394,15 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
                      eval_fn, params, dev.eval_data).items()}}
   run_chunk = jax.jit(prog.run_chunk, donate_argnums=0)
   arrays = plan_arrays(p, schedule, eval_every)
-  outs = []
-  done = 0
+  done = int(arrays["arr_valid"][:first_chunk * chunk_steps].sum())
   last_eval = init_eval
   for i, chunk in _chunks(arrays, chunk_steps):
+    if i < first_chunk * chunk_steps:
+      continue
     carry, out = run_chunk(carry, chunk, key, hp_table, dev)
     outs.append(jax.device_get(out))
+    if checkpoint is not None:
+      checkpoint(Checkpoint.capture(carry, i // chunk_steps + 1, outs))
     if progress is not None:
       done += int(chunk["arr_valid"].sum())
       if eval_fn is not None and chunk["arr_eval"].any():

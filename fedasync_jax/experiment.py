@@ -1,0 +1,406 @@
+"""One run from a configuration: ``train_and_evaluate(config, workdir)``.
+
+Builds the data, model, client update, rule, delay model and schedule from
+a ``config.Config``, runs the vectorized executor with a progress bar,
+checkpoints between chunks (atomically, with flax serialization), and
+writes into ``workdir``:
+
+* ``config.json``: the resolved configuration;
+* ``history.csv``: per evaluation: version, simulated time, client updates,
+  test loss and accuracy, mean staleness so far, bytes sent to and from
+  clients so far;
+* ``arrivals.csv``: per arrival: client, time, staleness, applied/dropped,
+  version;
+* ``participation.csv``: applied updates and examples per client;
+* ``summary.json``: final metrics and run statistics;
+* plots (PNG, when matplotlib is installed): accuracy and loss against
+  versions and simulated time, staleness and participation histograms,
+  examples and labels per client.
+
+SIGINT and SIGTERM stop the run at the next chunk boundary after saving the
+checkpoint; ``train_and_evaluate(..., resume=True)`` continues it and ends
+with the same parameters as an uninterrupted run.
+
+Example:
+  >>> from fedasync_jax import config
+  >>> cfg = config.from_dict({"run": {"num_updates": 200}})
+  >>> summary = train_and_evaluate(cfg, "/tmp/run")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import numpy as np
+import optax
+
+from fedasync_jax import (client, config as config_lib, data, datasets,
+                          delays, executor, models, partition, reference,
+                          results, rules, scheduler, staleness, synthetic)
+
+CHECKPOINT = "checkpoint.msgpack"
+
+
+class Interrupted(RuntimeError):
+  """The run was stopped by a signal after saving its checkpoint."""
+
+
+class Setup(NamedTuple):
+  """Everything a run is built from (deterministic given the config)."""
+  fed: data.FederatedData
+  model: models.ModelFns
+  update: client.ClientUpdate
+  rule: rules.ServerRule
+  schedule: scheduler.Schedule
+  hparams: client.ClientHParams
+  params: object
+  eval_fn: Callable
+  eval_every_versions: int
+
+
+def _shared_data_dir() -> Path:
+  return Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def load_data(cfg: config_lib.Config) -> data.FederatedData:
+  """Loads and federates the configured data set."""
+  d = cfg.data
+  if d.name == "synthetic":
+    return synthetic.synthetic(d.synthetic_alpha, d.synthetic_beta,
+                               num_clients=d.num_clients, seed=d.seed)
+  if d.name == "npz" or d.path:
+    if d.name == "cifar10" and str(d.path).endswith("jpeg_bytes.npz"):
+      central = datasets.load_cifar10_jpeg(d.path)
+    else:
+      raw = datasets.load_npz(d.path)
+      central = datasets.CentralData(raw.x_train, raw.y_train, raw.x_test,
+                                     raw.y_test, raw.num_classes,
+                                     d.name if d.name != "npz" else
+                                     Path(d.path).stem)
+  else:
+    name = "emnist/balanced" if d.name == "emnist" else d.name
+    central = datasets.load_tfds(name, data_dir=d.data_dir,
+                                 download=d.download)
+  x_train, x_test = central.x_train, central.x_test
+  key = d.name if d.name in datasets.NORMALIZATION else None
+  if x_train.dtype == np.uint8:
+    if key is not None:
+      x_train = datasets.normalize_for(x_train, dataset=key)
+      x_test = datasets.normalize_for(x_test, dataset=key)
+    else:
+      x_train = datasets.normalize(x_train)
+      x_test = datasets.normalize(x_test)
+  return datasets.federate(
+      x_train.astype(np.float32), central.y_train, x_test.astype(np.float32),
+      central.y_test, num_clients=d.num_clients, partition=d.partition,
+      alpha=d.alpha, seed=d.seed, num_classes=central.num_classes,
+      name=central.name or d.name)
+
+
+def _optimizer(name, lr, momentum=0.0):
+  if name == "sgd":
+    return optax.sgd(lr, momentum=momentum or None)
+  return {"adam": optax.adam, "yogi": optax.yogi,
+          "adagrad": optax.adagrad}[name](lr)
+
+
+def make_model(cfg: config_lib.Config, fed: data.FederatedData):
+  name = cfg.model.name
+  shape = fed.train.x.shape[1:]
+  if name == "logistic_regression":
+    return models.logistic_regression(int(np.prod(shape)), fed.num_classes)
+  if name == "mlp":
+    return models.mlp(num_classes=fed.num_classes,
+                      input_dim=int(np.prod(shape)))
+  return models.get_model(name, num_classes=fed.num_classes)
+
+
+def make_staleness(r: config_lib.RuleConfig):
+  kw = {"polynomial": {"a": r.staleness_a}, "exponential": {"a":
+        r.staleness_a}, "hinge": {"a": r.staleness_a, "b": r.staleness_b},
+        "constant": {}}[r.staleness]
+  if r.max_staleness is not None:
+    kw["max_staleness"] = r.max_staleness
+  return staleness.get(r.staleness, **kw)
+
+
+def make_rule(cfg: config_lib.Config, fed: data.FederatedData):
+  r = cfg.rule
+  s = make_staleness(r)
+  server = _optimizer(r.server_optimizer, r.server_lr, r.server_momentum)
+  if r.name == "fedasync":
+    return rules.fedasync(r.alpha, s)
+  if r.name == "fedbuff":
+    return rules.fedbuff(r.buffer_size, server, s)
+  if r.name == "afl":
+    return rules.afl(lr=r.afl_lr, mean_examples=float(
+        fed.train.counts.mean()), staleness_fn=s)
+  return rules.fedavg(server)
+
+
+def make_schedule(cfg: config_lib.Config, fed: data.FederatedData,
+                  rule: rules.ServerRule) -> scheduler.Schedule:
+  d, run, c = cfg.delays, cfg.run, cfg.client
+  n = fed.train.num_clients
+  speeds = delays.device_speeds(d.speeds, n, seed=run.seed, mean=d.mean,
+                                sigma=d.sigma)
+  work = (fed.train.counts * float(c.epochs) if c.steps is None
+          else np.full(n, float(c.steps * c.batch_size)))
+  dm = delays.delay_model(speeds, work, jitter=d.jitter,
+                          comm_time=d.comm_time, dropout=d.dropout)
+  weights = fed.train.counts.astype(float)
+  if cfg.rule.name == "fedavg":
+    rounds = run.num_rounds or max(1, run.num_updates // run.concurrency)
+    return scheduler.synchronous(
+        dm, num_rounds=rounds, cohort_size=run.concurrency,
+        over_selection=run.over_selection, deadline=run.deadline,
+        selection=run.selection if run.selection != "uniform" else
+        "without_replacement", weights=weights, seed=run.seed)
+  return scheduler.asynchronous(
+      dm, num_updates=run.num_updates,
+      concurrency=None if run.poisson_rate else run.concurrency,
+      poisson_rate=run.poisson_rate, selection=run.selection,
+      weights=weights, arrivals_per_version=rule.arrivals_per_version,
+      max_staleness=rule.max_staleness, seed=run.seed)
+
+
+def setup(cfg: config_lib.Config) -> Setup:
+  """Builds a run's pieces from its configuration."""
+  fed = load_data(cfg)
+  model = make_model(cfg, fed)
+  c = cfg.client
+  update = client.local_update(
+      model.loss, _optimizer(c.optimizer, c.lr, c.momentum),
+      batch_size=c.batch_size, max_examples=fed.train.max_count,
+      epochs=c.epochs, steps=c.steps, epoch_decay=c.epoch_decay,
+      patience=c.patience, stateful=model.stateful)
+  rule = make_rule(cfg, fed)
+  sched = make_schedule(cfg, fed, rule)
+  hparams = reference.task_hparams(sched, prox_rho=c.prox_rho,
+                                   delay_beta=c.delay_beta)
+  params = model.init(jax.random.key(cfg.run.seed))
+  eval_fn = models.make_evaluator(model, fed.x_test, fed.y_test)
+  per_version = (rule.arrivals_per_version if rule.arrivals_per_version
+                 else cfg.run.concurrency)
+  every = max(1, math.ceil(cfg.run.eval_every / per_version))
+  return Setup(fed, model, update, rule, sched, hparams, params, eval_fn,
+               every)
+
+
+class ProgressBar:
+  """A one-line progress bar on stderr: updates, simulated time, accuracy,
+  ETA."""
+
+  def __init__(self, total, schedule, *, stream=None, width=24):
+    self.total, self.schedule = total, schedule
+    self.stream = stream or sys.stderr
+    self.width = width
+    self.t0 = time.perf_counter()
+    self.start_done = None
+
+  def __call__(self, info):
+    done = info["arrivals_done"]
+    if self.start_done is None:
+      self.start_done = done - 1 if done else 0
+      self.t_first = time.perf_counter()
+    frac = done / max(self.total, 1)
+    el = time.perf_counter() - self.t0
+    rate_done = done - self.start_done
+    eta = ((time.perf_counter() - self.t_first) / max(rate_done, 1)
+           * (self.total - done)) if rate_done > 0 else float("nan")
+    sim_t = (float(self.schedule.arrival_time[
+        self.schedule.arrival_task[done - 1]]) if done else 0.0)
+    acc = (info.get("last_eval") or {}).get("accuracy", float("nan"))
+    bar = "#" * int(self.width * frac) + "-" * (self.width - int(
+        self.width * frac))
+    self.stream.write(f"\r[{bar}] {done}/{self.total} updates | sim time "
+                      f"{sim_t:9.1f} | test acc {acc:6.3f} | {el:6.1f} s "
+                      f"elapsed, ETA {eta:6.1f} s ")
+    self.stream.flush()
+    if done >= self.total:
+      self.stream.write("\n")
+
+
+def _history_rows(s: Setup, out: reference.RunResult, param_bytes: int):
+  sched = s.schedule
+  arr = out.arrivals
+  stale_cum = np.cumsum(arr["staleness"])
+  rows = []
+  for e in out.evals:
+    a = e["arrival"]
+    t = e["time"]
+    sent = int(np.sum(sched.dispatch_time <= t)) if a >= 0 else 0
+    received = a + 1
+    rows.append({
+        "version": e["version"], "simulated_time": t,
+        "client_updates": received,
+        "test_loss": e["loss"], "test_accuracy": e["accuracy"],
+        "mean_staleness": float(stale_cum[a] / (a + 1)) if a >= 0 else 0.0,
+        "bytes_to_clients": sent * param_bytes,
+        "bytes_from_clients": received * param_bytes})
+  return rows
+
+
+def write_outputs(workdir: Path, cfg: config_lib.Config, s: Setup,
+                  out: reference.RunResult, *, wall_time: float) -> dict:
+  """Writes the history, logs, summary and plots of a finished run."""
+  param_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(s.params))
+  rows = _history_rows(s, out, param_bytes)
+  results.write_csv(workdir / "history.csv", rows)
+  arr = out.arrivals
+  results.write_columns(workdir / "arrivals.csv", {
+      "client": arr["client"], "time": arr["time"],
+      "staleness": arr["staleness"],
+      "status": np.where(arr["applied"], "applied", "dropped"),
+      "version": arr["version"]})
+  results.write_columns(workdir / "participation.csv", {
+      "client": np.arange(s.fed.train.num_clients),
+      "applied_updates": out.participation,
+      "examples": s.fed.train.counts})
+  final = rows[-1]
+  summary = {
+      "final_test_accuracy": final["test_accuracy"],
+      "final_test_loss": final["test_loss"],
+      "versions": int(out.state.version),
+      "client_updates": s.schedule.num_arrivals,
+      "dropped_updates": int((~arr["applied"]).sum()),
+      "simulated_time": float(s.schedule.stats["end_time"]),
+      "realised_concurrency": float(s.schedule.stats["realised_concurrency"]),
+      "mean_staleness": float(arr["staleness"].mean()),
+      "max_staleness": int(arr["staleness"].max()),
+      "wall_time_s": wall_time,
+      "executor": {k: v for k, v in out.stats.items()},
+      "data": s.fed.name, "num_clients": s.fed.train.num_clients,
+      "backend": jax.default_backend(),
+  }
+  results.write_json(workdir / "summary.json", summary)
+  try:
+    plot_run(workdir, s, out, rows)
+  except ImportError:
+    pass
+  return summary
+
+
+def plot_run(workdir: Path, s: Setup, out: reference.RunResult, rows):
+  """Writes the PNG plots (needs matplotlib: the ``plots`` extra)."""
+  from matplotlib.figure import Figure
+  v = [r["version"] for r in rows]
+  t = [r["simulated_time"] for r in rows]
+  for metric in ("test_accuracy", "test_loss"):
+    fig = Figure(figsize=(10, 4))
+    ax1, ax2 = fig.subplots(1, 2)
+    y = [r[metric] for r in rows]
+    ax1.plot(v, y, marker=".")
+    ax1.set_xlabel("server version")
+    ax2.plot(t, y, marker=".")
+    ax2.set_xlabel("simulated time (s)")
+    for ax in (ax1, ax2):
+      ax.set_ylabel(metric.replace("_", " "))
+      ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(workdir / f"{metric}.png", dpi=100)
+  fig = Figure(figsize=(10, 4))
+  ax1, ax2 = fig.subplots(1, 2)
+  st = out.arrivals["staleness"]
+  ax1.hist(st, bins=min(50, int(st.max()) + 1))
+  ax1.set_xlabel("staleness")
+  ax1.set_ylabel("updates")
+  ax2.bar(np.arange(len(out.participation)), out.participation)
+  ax2.set_xlabel("client")
+  ax2.set_ylabel("applied updates")
+  fig.tight_layout()
+  fig.savefig(workdir / "staleness_participation.png", dpi=100)
+  ds = s.fed.train
+  if np.issubdtype(ds.y.dtype, np.integer):
+    st_ = partition.stats(ds.y, [np.arange(o, o + n) for o, n in
+                                 zip(ds.offsets, ds.counts)],
+                          num_classes=s.fed.num_classes)
+    partition.plot(st_, workdir / "clients.png")
+
+
+def _checkpoint_writer(path: Path, flag: dict, every_s: float):
+  last = [time.perf_counter()]
+
+  def write(ck: executor.Checkpoint):
+    now = time.perf_counter()
+    if flag.get("signal") or now - last[0] >= every_s:
+      results.atomic_write_bytes(path, ck.to_bytes())
+      last[0] = now
+    if flag.get("signal"):
+      raise Interrupted(f"stopped by signal {flag['signal']}; checkpoint "
+                        f"saved to {path}")
+  return write
+
+
+def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
+                       resume: bool = False, show_progress: bool = True
+                       ) -> dict:
+  """Runs one configuration and writes its outputs into ``workdir``.
+
+  Args:
+    cfg: the configuration (validated).
+    workdir: output folder.
+    resume: continue from ``workdir/checkpoint.msgpack`` (the config saved
+      there is used; it must exist).
+    show_progress: draw the progress bar on stderr.
+
+  Checkpoints are written every ``cfg.run.checkpoint_every_s`` seconds (and
+  always when a signal stops the run).
+
+  Returns:
+    The summary dict (also ``summary.json``).
+  """
+  workdir = Path(workdir)
+  ck_path = workdir / CHECKPOINT
+  resume_from = None
+  if resume:
+    if not ck_path.exists():
+      raise ValueError(f"--resume: no checkpoint at {ck_path}")
+    cfg = config_lib.load(workdir / "config.json")
+    resume_from = executor.Checkpoint.from_bytes(ck_path.read_bytes())
+  config_lib.validate(cfg)
+  workdir.mkdir(parents=True, exist_ok=True)
+  results.write_json(workdir / "config.json", config_lib.to_dict(cfg))
+  t0 = time.perf_counter()
+  s = setup(cfg)
+  flag = {}
+  handlers = {}
+
+  def on_signal(signum, frame):
+    flag["signal"] = signal.Signals(signum).name
+
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    try:
+      handlers[sig] = signal.signal(sig, on_signal)
+    except ValueError:  # not the main thread
+      pass
+  bar = ProgressBar(s.schedule.num_arrivals, s.schedule) if show_progress \
+      else None
+  batching = None if cfg.run.batching == "auto" else cfg.run.batching
+  try:
+    out = executor.simulate(
+        s.rule, s.update, s.params, s.fed.train, s.schedule,
+        key=jax.random.key(cfg.run.seed), hparams=s.hparams,
+        width=cfg.run.width, batching=batching,
+        chunk_steps=cfg.run.chunk_steps, eval_fn=s.eval_fn,
+        eval_every=s.eval_every_versions, progress=bar,
+        checkpoint=_checkpoint_writer(ck_path, flag,
+                                      cfg.run.checkpoint_every_s),
+        resume=resume_from)
+  finally:
+    for sig, h in handlers.items():
+      signal.signal(sig, h)
+  summary = write_outputs(workdir, cfg, s, out,
+                          wall_time=time.perf_counter() - t0)
+  from flax import serialization
+  results.atomic_write_bytes(workdir / "final_params.msgpack",
+                             serialization.to_bytes(out.state.params))
+  if ck_path.exists():
+    ck_path.unlink()
+  return summary

@@ -1,0 +1,148 @@
+"""Configuration files, the run command, its outputs, interrupt and resume."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fedasync_jax import cli, config
+
+TINY = {"data": {"num_clients": 20},
+        "client": {"batch_size": 20},
+        "run": {"num_updates": 120, "concurrency": 4, "eval_every": 40,
+                "chunk_steps": 8}}
+
+
+def test_config_round_trip_json_and_yaml(tmp_path):
+  j = tmp_path / "c.json"
+  j.write_text(json.dumps({"rule": {"name": "fedbuff", "buffer_size": 3}}))
+  y = tmp_path / "c.yaml"
+  y.write_text("rule:\n  name: fedbuff\n  buffer_size: 3\n")
+  a, b = config.load(j), config.load(y)
+  assert a == b and a.rule.buffer_size == 3
+  c = config.apply_overrides(a, ["rule.alpha=0.25", "client.steps=none",
+                                 "client.epoch_decay=true"])
+  assert c.rule.alpha == 0.25 and c.client.steps is None
+  assert c.client.epoch_decay is True
+  assert config.from_dict(config.to_dict(c)) == c
+
+
+@pytest.mark.parametrize("d, match", [
+    ({"rules": {}}, "unknown section 'rules'"),
+    ({"rule": {"alhpa": 0.5}}, "unknown field rule.alhpa"),
+    ({"rule": {"alpha": 1.5}}, r"rule.alpha must be in \[0, 1\], got 1.5"),
+    ({"rule": {"alpha": "high"}}, "rule.alpha must be a number"),
+    ({"rule": {"name": "fedsgd"}}, "rule.name must be one of"),
+    ({"client": {"batch_size": 2.5}}, "client.batch_size must be an integer"),
+    ({"client": {"lr": 0}}, r"client.lr must be in \(0, inf\]"),
+    ({"delays": {"dropout": 1.0}}, r"delays.dropout must be in \[0, 1\)"),
+    ({"run": {"concurrency": 500}}, "run.concurrency must be <= "
+                                    "data.num_clients"),
+    ({"data": {"name": "npz"}}, "data.path"),
+    ({"data": {"name": "mnist"}, "model": {"name": "resnet20"}}, "resnet20"),
+    ({"rule": {"name": "fedavg"}, "run": {"poisson_rate": 2.0}},
+     "poisson_rate"),
+    ([1, 2], "mapping"),
+])
+def test_bad_config_names_the_field(d, match):
+  with pytest.raises(config.ConfigError, match=match):
+    config.from_dict(d)
+
+
+def test_bad_override_and_file(tmp_path):
+  with pytest.raises(config.ConfigError, match="section.field=value"):
+    config.apply_overrides(config.Config(), ["alpha=3"])
+  bad = tmp_path / "bad.json"
+  bad.write_text("{not json")
+  with pytest.raises(config.ConfigError, match="bad.json"):
+    config.load(bad)
+  with pytest.raises(config.ConfigError, match="cannot read"):
+    config.load(tmp_path / "missing.json")
+
+
+def _write_cfg(tmp_path, d):
+  p = tmp_path / "cfg.json"
+  p.write_text(json.dumps(d))
+  return p
+
+
+@pytest.mark.parametrize("rule", ["fedasync", "fedbuff", "fedavg", "afl"])
+def test_run_writes_outputs(tmp_path, capsys, rule):
+  cfg = _write_cfg(tmp_path, {**TINY, "rule": {"name": rule,
+                                                "buffer_size": 2}})
+  out = tmp_path / "out"
+  assert cli.main(["run", "--config", str(cfg), "--out", str(out),
+                   "--set", "run.seed=1"]) == 0
+  for f in ("config.json", "history.csv", "arrivals.csv",
+            "participation.csv", "summary.json", "final_params.msgpack",
+            "test_accuracy.png", "test_loss.png",
+            "staleness_participation.png", "clients.png"):
+    assert (out / f).exists(), f
+  assert not (out / "checkpoint.msgpack").exists()
+  resolved = json.loads((out / "config.json").read_text())
+  assert resolved["run"]["seed"] == 1 and resolved["rule"]["name"] == rule
+  rows = list(csv.DictReader(open(out / "history.csv")))
+  assert list(rows[0]) == ["version", "simulated_time", "client_updates",
+                           "test_loss", "test_accuracy", "mean_staleness",
+                           "bytes_to_clients", "bytes_from_clients"]
+  assert int(rows[-1]["client_updates"]) == 120
+  # logistic regression 60 -> 10: 610 float32 parameters per update.
+  assert int(rows[-1]["bytes_from_clients"]) == 120 * 610 * 4
+  arrivals = list(csv.DictReader(open(out / "arrivals.csv")))
+  assert len(arrivals) == 120
+  assert {a["status"] for a in arrivals} <= {"applied", "dropped"}
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["client_updates"] == 120
+  assert "final test accuracy" in capsys.readouterr().out
+
+
+def test_run_rejects_bad_override_before_work(tmp_path, capsys):
+  out = tmp_path / "never"
+  assert cli.main(["run", "--out", str(out), "--set",
+                   "run.concurrency=0"]) == 2
+  assert "run.concurrency must be in [1, inf]" in capsys.readouterr().err
+  assert not out.exists()
+
+
+def test_help_is_there(capsys):
+  with pytest.raises(SystemExit):
+    cli.main(["run", "--help"])
+  text = capsys.readouterr().out
+  assert "--resume" in text and "rule.alpha" in text
+
+
+def test_interrupt_and_resume_end_with_same_params(tmp_path):
+  d = {**TINY, "model": {"name": "mlp"},
+       "data": {"num_clients": 40, "synthetic_alpha": 0.5},
+       "run": {**TINY["run"], "num_updates": 3000, "concurrency": 8,
+               "chunk_steps": 4, "checkpoint_every_s": 0}}
+  cfg = _write_cfg(tmp_path, d)
+  full, cut = tmp_path / "full", tmp_path / "cut"
+  assert cli.main(["run", "--config", str(cfg), "--out", str(full)]) == 0
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "fedasync_jax.cli", "run", "--config", str(cfg),
+       "--out", str(cut)], env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 120
+  while not (cut / "checkpoint.msgpack").exists():
+    assert proc.poll() is None, proc.communicate()
+    assert time.time() < deadline
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err[-2000:]
+  assert "--resume" in err
+  assert (cut / "checkpoint.msgpack").exists()
+  assert not (cut / "final_params.msgpack").exists()
+  assert cli.main(["run", "--resume", str(cut)]) == 0
+  assert (cut / "final_params.msgpack").read_bytes() == \
+      (full / "final_params.msgpack").read_bytes()
+  assert (cut / "history.csv").read_text() == \
+      (full / "history.csv").read_text()
