@@ -120,7 +120,7 @@ def test_help_is_there(capsys):
 def test_interrupt_and_resume_end_with_same_params(tmp_path):
   d = {**TINY, "model": {"name": "mlp"},
        "data": {"num_clients": 40, "synthetic_alpha": 0.5},
-       "run": {**TINY["run"], "num_updates": 3000, "concurrency": 8,
+       "run": {**TINY["run"], "num_updates": 1000, "concurrency": 8,
                "chunk_steps": 4, "checkpoint_every_s": 0}}
   cfg = _write_cfg(tmp_path, d)
   full, cut = tmp_path / "full", tmp_path / "cut"
