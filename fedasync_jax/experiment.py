@@ -130,7 +130,7 @@ def make_staleness(r: config_lib.RuleConfig):
   return staleness.get(r.staleness, **kw)
 
 
-def make_rule(cfg: config_lib.Config, fed: data.FederatedData):
+def make_rule_from(cfg: config_lib.Config, fed: data.FederatedData):
   r = cfg.rule
   s = make_staleness(r)
   server = _optimizer(r.server_optimizer, r.server_lr, r.server_momentum)
@@ -180,7 +180,7 @@ def setup(cfg: config_lib.Config) -> Setup:
       batch_size=c.batch_size, max_examples=fed.train.max_count,
       epochs=c.epochs, steps=c.steps, epoch_decay=c.epoch_decay,
       patience=c.patience, stateful=model.stateful)
-  rule = make_rule(cfg, fed)
+  rule = make_rule_from(cfg, fed)
   sched = make_schedule(cfg, fed, rule)
   hparams = reference.task_hparams(sched, prox_rho=c.prox_rho,
                                    delay_beta=c.delay_beta)
@@ -404,3 +404,129 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
   if ck_path.exists():
     ck_path.unlink()
   return summary
+
+
+SWEEPABLE = {"rule.alpha": "alpha", "rule.staleness_a": "staleness_a",
+             "rule.staleness_b": "staleness_b", "rule.server_lr": "server_lr",
+             "rule.afl_lr": "afl_lr", "client.lr": None}
+
+
+def parse_grid(items) -> dict:
+  """Parses ``section.field=v1,v2,...`` strings into ``{field: [values]}``.
+
+  Only fields that can vary inside one compiled program are accepted.
+  """
+  grid = {}
+  for item in items or ():
+    if "=" not in item:
+      raise ValueError(f"a grid must look like section.field=v1,v2, got "
+                       f"{item!r}")
+    key, values = item.split("=", 1)
+    key = key.strip()
+    if key not in SWEEPABLE:
+      raise ValueError(f"{key} cannot vary inside one compiled sweep; "
+                       f"sweepable fields are {sorted(SWEEPABLE)} (and "
+                       f"seeds via --seeds)")
+    try:
+      vals = [float(v) for v in values.split(",") if v.strip()]
+    except ValueError:
+      raise ValueError(f"grid values of {key} must be numbers, got "
+                       f"{values!r}") from None
+    if not vals:
+      raise ValueError(f"grid {key} has no values")
+    grid[key] = vals
+  return grid
+
+
+def sweep_and_evaluate(cfg: config_lib.Config, grid: dict, seeds, workdir,
+                       *, show_progress: bool = True) -> list:
+  """Runs the full grid x seeds as one compiled program (``sweep.sweep``).
+
+  Every member gets a subfolder ``m<index>`` with its ``history.csv``,
+  ``arrivals.csv`` and ``summary.json``; ``sweep.csv`` lists the members'
+  settings and final metrics.
+
+  Returns:
+    One row dict per member (as in ``sweep.csv``).
+  """
+  import dataclasses
+  import itertools
+  import jax.numpy as jnp
+  from fedasync_jax import sweep as sweep_lib
+  config_lib.validate(cfg)
+  seeds = [int(s) for s in (seeds or [cfg.run.seed])]
+  names = list(grid)
+  combos = list(itertools.product(*[grid[n] for n in names])) or [()]
+  members = [(dict(zip(names, c)), s) for s in seeds for c in combos]
+  # Validate every member's values through the config before any work.
+  for values, seed in members:
+    d = config_lib.to_dict(cfg)
+    for k, v in values.items():
+      sec, f = k.split(".")
+      d[sec][f] = v
+    d["run"]["seed"] = seed
+    config_lib.from_dict(d)
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  results.write_json(workdir / "config.json", {
+      "base": config_lib.to_dict(cfg), "grid": grid, "seeds": seeds})
+  t0 = time.perf_counter()
+  base = setup(cfg)
+  per_seed = {}
+  for seed in seeds:
+    c = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, seed=seed))
+    sched = make_schedule(c, base.fed, base.rule)
+    per_seed[seed] = (sched, reference.task_hparams(
+        sched, prox_rho=cfg.client.prox_rho, delay_beta=cfg.client.delay_beta),
+        base.model.init(jax.random.key(seed)))
+  rule_keys = [n for n in names if SWEEPABLE[n] is not None]
+  rule_hp = {SWEEPABLE[n]: jnp.asarray([v[n] for v, _ in members],
+                                       jnp.float32) for n in rule_keys}
+  if not rule_hp:
+    rule_hp = {"_": jnp.zeros(len(members))}
+
+  def make_rule(hp):
+    r = dataclasses.replace(cfg.rule, **{k: v for k, v in hp.items()
+                                         if k != "_"})
+    return make_rule_from(dataclasses.replace(cfg, rule=r), base.fed)
+  lr_scale = [v.get("client.lr", cfg.client.lr) / cfg.client.lr
+              for v, _ in members]
+  params = jax.tree.map(lambda *xs: jnp.stack(xs),
+                        *[per_seed[s][2] for _, s in members])
+  total = sum(per_seed[s][0].num_arrivals for _, s in members)
+
+  def progress(info):
+    if show_progress:
+      sys.stderr.write(f"\rsweep: {info['arrivals_done']}/{total} client "
+                       f"updates over {len(members)} members, "
+                       f"{info['wall_time_s']:.1f} s")
+      sys.stderr.flush()
+  batching = None if cfg.run.batching == "auto" else cfg.run.batching
+  outs = sweep_lib.sweep(
+      make_rule, rule_hp, base.update, params, base.fed.train,
+      [per_seed[s][0] for _, s in members],
+      keys=jnp.stack([jax.random.key(s) for _, s in members]),
+      hparams=[per_seed[s][1] for _, s in members], client_lr_scale=lr_scale,
+      width=cfg.run.width, batching=batching,
+      chunk_steps=cfg.run.chunk_steps, eval_fn=base.eval_fn,
+      eval_every=base.eval_every_versions, member_params=True,
+      progress=progress)
+  if show_progress:
+    sys.stderr.write("\n")
+  wall = time.perf_counter() - t0
+  rows = []
+  for i, ((values, seed), out) in enumerate(zip(members, outs)):
+    s_i = base._replace(schedule=per_seed[seed][0],
+                        params=per_seed[seed][2])
+    summary = write_outputs(workdir / f"m{i}", cfg, s_i, out,
+                            wall_time=wall)
+    rows.append({"member": i, "seed": seed, **values,
+                 "final_test_accuracy": summary["final_test_accuracy"],
+                 "final_test_loss": summary["final_test_loss"],
+                 "versions": summary["versions"],
+                 "mean_staleness": summary["mean_staleness"]})
+  results.write_csv(workdir / "sweep.csv", rows)
+  results.write_json(workdir / "summary.json", {
+      "members": len(members), "wall_time_s": wall,
+      "client_updates": total, "updates_per_s": total / wall})
+  return rows

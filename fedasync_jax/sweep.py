@@ -69,7 +69,8 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
           arrivals_per_step: Optional[int] = None,
           batching: Optional[str] = None, map_batch_size: int = 8,
           chunk_steps: int = 64, eval_fn: Optional[Callable] = None,
-          eval_every: Optional[int] = None, mesh=None,
+          eval_every: Optional[int] = None, member_params: bool = False,
+          mesh=None,
           mesh_axis: Optional[str] = None,
           progress: Optional[Callable[[dict], None]] = None
           ) -> list[RunResult]:
@@ -80,7 +81,8 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
       ``rule_hparams`` (traced inside the compiled program).
     rule_hparams: a pytree of arrays whose leading axis is the member axis.
     client: the client update (shared by all members).
-    params: initial parameters (shared).
+    params: initial parameters, shared by all members, or with a leading
+      member axis when ``member_params=True`` (e.g. one init per seed).
     data: the population's examples (shared).
     schedules: one ``Schedule`` for all members, or one per member.
     keys: ``(M,)`` PRNG keys (one per member) or a single key for all.
@@ -88,6 +90,7 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
     client_lr_scale: ``(M,)`` factors on every member's client rate.
     width, arrivals_per_step, batching, map_batch_size, chunk_steps,
     eval_fn, eval_every, progress: as in ``executor.simulate``.
+    member_params: whether ``params`` has a leading member axis.
     mesh: a ``jax.sharding.Mesh`` to shard the member axis over, with
       automatic axis types, e.g.
       ``jax.sharding.Mesh(np.array(jax.devices()), ("members",))``.
@@ -154,14 +157,16 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   init_snaps = jnp.asarray([p.init_snap for p in member_plans], jnp.int32)
   rule_hp = jax.tree.map(jnp.asarray, rule_hparams)
 
+  one_params = (jax.tree.map(lambda a: a[0], params) if member_params
+                else params)
   dev = executor.device_data(data, eval_fn)
   prog = executor.make_program(make_rule, client, batching=batching,
                                map_batch_size=map_batch_size,
-                               eval_fn=eval_fn, params_like=params,
+                               eval_fn=eval_fn, params_like=one_params,
                                data_like=dev)
   init = jax.jit(jax.vmap(
       lambda p, snap, hp: prog.init(p, num_snaps, num_slots, snap, hp),
-      in_axes=(None, 0, 0)))
+      in_axes=(0 if member_params else None, 0, 0)))
   run = jax.vmap(prog.run_chunk, in_axes=(0, 0, 0, 0, None, 0))
 
   put = lambda x: x  # noqa: E731
@@ -195,10 +200,15 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   merged = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *outs)
   init_evals = [None] * M
   if eval_fn is not None:
-    ev0 = jax.jit(executor._call_eval, static_argnums=0)(
-        eval_fn, params, executor.device_data(data, eval_fn).eval_data)
-    init_evals = [{"version": 0, "time": 0.0, "arrival": -1, "updates": 0,
-                   **{k: float(v) for k, v in ev0.items()}}] * M
+    ev_jit = jax.jit(executor._call_eval, static_argnums=0)
+    eval_data = getattr(eval_fn, "data", None)
+    for m in range(M):
+      p_m = (jax.tree.map(lambda a: a[m], params) if member_params
+             else params)
+      if m == 0 or member_params:
+        ev0 = ev_jit(eval_fn, p_m, eval_data)
+      init_evals[m] = {"version": 0, "time": 0.0, "arrival": -1,
+                       "updates": 0, **{k: float(v) for k, v in ev0.items()}}
   results = []
   for m in range(M):
     out_m = jax.tree.map(lambda a: a[m], merged)

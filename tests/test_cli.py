@@ -146,3 +146,40 @@ def test_interrupt_and_resume_end_with_same_params(tmp_path):
       (full / "final_params.msgpack").read_bytes()
   assert (cut / "history.csv").read_text() == \
       (full / "history.csv").read_text()
+
+
+def test_sweep_command_members_match_single_runs(tmp_path, capsys):
+  cfg = _write_cfg(tmp_path, TINY)
+  out = tmp_path / "sweep"
+  assert cli.main(["sweep", "--config", str(cfg), "--out", str(out),
+                   "--grid", "rule.alpha=0.3,0.9", "--grid",
+                   "client.lr=0.01,0.02", "--seeds", "0,1"]) == 0
+  rows = list(csv.DictReader(open(out / "sweep.csv")))
+  assert len(rows) == 8
+  member = rows[-1]  # seed 1, alpha 0.9, lr 0.02
+  assert (member["seed"], member["rule.alpha"], member["client.lr"]) == \
+      ("1", "0.9", "0.02")
+  single = tmp_path / "single"
+  assert cli.main(["run", "--config", str(cfg), "--out", str(single),
+                   "--set", "run.seed=1", "--set", "rule.alpha=0.9",
+                   "--set", "client.lr=0.02"]) == 0
+  a = list(csv.DictReader(open(out / f"m{member['member']}" /
+                               "history.csv")))
+  b = list(csv.DictReader(open(single / "history.csv")))
+  assert [r["version"] for r in a] == [r["version"] for r in b]
+  for ra, rb in zip(a, b):
+    assert float(ra["test_loss"]) == pytest.approx(float(rb["test_loss"]),
+                                                   rel=1e-4)
+
+
+@pytest.mark.parametrize("grid, match", [
+    ("run.concurrency=2,3", "cannot vary"),
+    ("rule.alpha=0.5,x", "numbers"),
+    ("rule.alpha=0.5,1.5", r"rule.alpha must be in \[0, 1\]"),
+])
+def test_sweep_rejects_bad_grid(tmp_path, capsys, grid, match):
+  assert cli.main(["sweep", "--out", str(tmp_path / "s"), "--grid",
+                   grid]) == 2
+  import re
+  assert re.search(match, capsys.readouterr().err)
+  assert not (tmp_path / "s").exists()
