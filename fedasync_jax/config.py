@@ -87,6 +87,9 @@ class RuleConfig:
   server_lr: float = 1.0
   server_momentum: float = 0.0
   afl_lr: float = 1.0
+  quarantine: bool = True             # do not apply NaN/Inf updates
+  max_update_norm: Optional[float] = None   # norm bound (robustness, DP)
+  noise_multiplier: Optional[float] = None  # client-level DP noise z
 
 
 @dataclasses.dataclass
@@ -156,6 +159,8 @@ RANGES = {
     ("rule", "server_lr"): (0, None, True, False),
     ("rule", "server_momentum"): (0, 1, False, True),
     ("rule", "afl_lr"): (0, None, False, False),
+    ("rule", "max_update_norm"): (0, None, True, False),
+    ("rule", "noise_multiplier"): (0, None, False, False),
     ("delays", "sigma"): (0, None, False, False),
     ("delays", "mean"): (0, None, True, False),
     ("delays", "comm_time"): (0, None, False, False),
@@ -259,6 +264,9 @@ def validate(cfg: Config) -> Config:
       raise ConfigError(f"{section}.{name} must be in "
                         f"{_range_text(lo, hi, lo_open, hi_open)}, got {v!r}")
   r, run, d = cfg.rule, cfg.run, cfg.data
+  if r.noise_multiplier is not None and r.max_update_norm is None:
+    raise ConfigError("rule.noise_multiplier needs rule.max_update_norm (the "
+                      "clip norm C of the Gaussian noise z*C)")
   if d.name == "npz" and not d.path:
     raise ConfigError("data.path must name an .npz file when data.name is "
                       "'npz'")
@@ -274,12 +282,6 @@ def validate(cfg: Config) -> Config:
       raise ConfigError(
           f"run.concurrency + run.over_selection must be <= data.num_clients"
           f" ({d.num_clients}), got {run.concurrency + run.over_selection}")
-  if r.name == "fedbuff" and run.poisson_rate is None and \
-      r.buffer_size > run.concurrency and r.max_staleness is not None:
-    raise ConfigError(
-        f"rule.buffer_size ({r.buffer_size}) > run.concurrency "
-        f"({run.concurrency}) with rule.max_staleness set can drop every "
-        f"update of a flush; use buffer_size <= concurrency")
   if d.name in ("mnist", "fashion_mnist", "emnist") and cfg.model.name == \
       "resnet20":
     raise ConfigError("model.name 'resnet20' needs 3-channel 32x32 images "

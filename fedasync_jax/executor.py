@@ -137,7 +137,10 @@ def make_program(make_rule: Callable[[Any], ServerRule], client: ClientUpdate,
         train_fn(data_like), params, jnp.int32(0), jnp.int32(0),
         jax.random.key(0), ClientHParams(jnp.float32(1), jnp.float32(0)))[0]
     results = _stack_zeros(_tree_zeros(res_shape), num_slots + 1)
-    return state, snaps, results
+    # Every leaf its own buffer: rules may share one array between fields
+    # (e.g. zero counters), and the carry is donated.
+    return jax.tree.map(lambda x: jnp.array(x, copy=True),
+                        (state, snaps, results))
 
   def train_wave(train_one, start, offs, cnts, keys, hp, valid):
     if batching == "vmap":

@@ -42,7 +42,8 @@ import optax
 
 from fedasync_jax import (client, config as config_lib, data, datasets,
                           delays, executor, models, partition, reference,
-                          results, rules, scheduler, staleness, synthetic)
+                          results, robust, rules, scheduler, staleness,
+                          synthetic)
 
 CHECKPOINT = "checkpoint.msgpack"
 
@@ -131,6 +132,18 @@ def make_staleness(r: config_lib.RuleConfig):
 
 
 def make_rule_from(cfg: config_lib.Config, fed: data.FederatedData):
+  """The configured rule, guarded (quarantine, norm bound, noise) as set."""
+  rule = _base_rule(cfg, fed)
+  r = cfg.rule
+  if r.quarantine or r.max_update_norm is not None:
+    rule = robust.guard(
+        rule, quarantine=r.quarantine, max_norm=r.max_update_norm,
+        noise_multiplier=r.noise_multiplier,
+        key=jax.random.fold_in(jax.random.key(cfg.run.seed), 0x5EED))
+  return rule
+
+
+def _base_rule(cfg: config_lib.Config, fed: data.FederatedData):
   r = cfg.rule
   s = make_staleness(r)
   server = _optimizer(r.server_optimizer, r.server_lr, r.server_momentum)
@@ -270,6 +283,8 @@ def write_outputs(workdir: Path, cfg: config_lib.Config, s: Setup,
       "versions": int(out.state.version),
       "client_updates": s.schedule.num_arrivals,
       "dropped_updates": int((~arr["applied"]).sum()),
+      "quarantined_updates": int(getattr(out.state, "quarantined", 0)),
+      "clipped_updates": int(getattr(out.state, "clipped", 0)),
       "simulated_time": float(s.schedule.stats["end_time"]),
       "realised_concurrency": float(s.schedule.stats["realised_concurrency"]),
       "mean_staleness": float(arr["staleness"].mean()),
