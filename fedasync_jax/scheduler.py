@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import heapq
+import math
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -93,9 +94,19 @@ class Schedule(NamedTuple):
     return np.bincount(self.client[ok], minlength=self.num_clients)
 
 
-def _int(name, value, low):
-  if isinstance(value, bool) or int(value) != value or value < low:
-    raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+MAX_EVENTS = 10**9  # more would not fit in memory as arrays anyway
+
+
+def _int(name, value, low, high=None):
+  try:
+    ok = (not isinstance(value, bool) and math.isfinite(value)
+          and int(value) == value and value >= low
+          and (high is None or value <= high))
+  except (TypeError, ValueError, OverflowError):
+    ok = False
+  if not ok:
+    rng = f">= {low}" if high is None else f"in [{low}, {high}]"
+    raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
   return int(value)
 
 
@@ -270,7 +281,7 @@ def asynchronous(delays: DelayModel, *, num_updates: int,
     True
   """
   n = delays.num_clients
-  num_updates = _int("num_updates", num_updates, 1)
+  num_updates = _int("num_updates", num_updates, 1, MAX_EVENTS)
   K = _int("arrivals_per_version", arrivals_per_version, 1)
   if max_staleness is not None:
     max_staleness = _int("max_staleness", max_staleness, 0)
@@ -283,9 +294,15 @@ def asynchronous(delays: DelayModel, *, num_updates: int,
       raise ValueError(f"concurrency must be <= the population size {n}, got "
                        f"{concurrency}")
   else:
-    if not np.isfinite(poisson_rate) or poisson_rate <= 0:
+    try:
+      rate = float(poisson_rate)
+    except (TypeError, ValueError, OverflowError):
+      rate = float("nan")
+    if not math.isfinite(rate) or rate <= 0 or isinstance(poisson_rate,
+                                                           bool):
       raise ValueError(f"poisson_rate must be finite and > 0, got "
                        f"{poisson_rate!r}")
+    poisson_rate = rate
   rng = np.random.default_rng(seed)
   sel = _Selector(selection, n, rng, weights, delays.availability)
   b = _Builder()
@@ -331,10 +348,23 @@ def asynchronous(delays: DelayModel, *, num_updates: int,
     t, kind, _, k = heapq.heappop(heap)
     if k < 0:  # a dispatch opportunity (Poisson tick or availability retry)
       if concurrency is None:
+        t_next = t
         if not dispatch(t):
-          skipped += 1
-        heapq.heappush(heap, (t + rng.exponential(1.0 / poisson_rate), 1,
-                              seq, -1))
+          # No idle, available client until the next arrival (or window):
+          # the ticks in between are all skipped. By memorylessness the next
+          # tick after that is an exponential gap later; draw the number
+          # skipped instead of simulating each one.
+          t_avail = sel.next_available(t)
+          t_next = min(heap[0][0] if heap else np.inf,
+                       t_avail if t_avail > t else np.inf)
+          if not np.isfinite(t_next):
+            raise ValueError("the schedule cannot make progress: no client "
+                             "can ever be dispatched (check availability)")
+          skipped += 1 + int(min(rng.poisson(min(poisson_rate
+                                                 * (t_next - t), 1e15)),
+                                 1e15))
+        heapq.heappush(heap, (t_next + rng.exponential(1.0 / poisson_rate),
+                              1, seq, -1))
         seq += 1
       elif not dispatch(t):
         schedule_retry(t)
@@ -395,7 +425,7 @@ def synchronous(delays: DelayModel, *, num_rounds: int, cohort_size: int,
     (3, 3)
   """
   n = delays.num_clients
-  num_rounds = _int("num_rounds", num_rounds, 1)
+  num_rounds = _int("num_rounds", num_rounds, 1, MAX_EVENTS)
   cohort_size = _int("cohort_size", cohort_size, 1)
   over_selection = _int("over_selection", over_selection, 0)
   if cohort_size + over_selection > n:

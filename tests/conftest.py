@@ -1,5 +1,7 @@
 """Shared test set-up: strict rank promotion and small shared problems."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,14 @@ import optax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# CI runs the property tests with a fixed seed so a red run can be replayed;
+# local runs keep exploring new examples.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+  settings.load_profile("ci")
 
 from fedasync_jax import client, data  # noqa: E402
 
