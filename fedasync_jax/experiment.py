@@ -378,7 +378,12 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
     if not ck_path.exists():
       raise ValueError(f"--resume: no checkpoint at {ck_path}")
     cfg = config_lib.load(workdir / "config.json")
-    resume_from = executor.Checkpoint.from_bytes(ck_path.read_bytes())
+    try:
+      resume_from = executor.Checkpoint.from_bytes(ck_path.read_bytes())
+    except Exception as e:  # noqa: BLE001 - any decoding failure
+      raise ValueError(f"--resume: the checkpoint {ck_path} is unreadable "
+                       f"({type(e).__name__}: {e}); it was not written by "
+                       f"this program or is damaged") from None
   config_lib.validate(cfg)
   workdir.mkdir(parents=True, exist_ok=True)
   results.write_json(workdir / "config.json", config_lib.to_dict(cfg))

@@ -183,3 +183,15 @@ def test_sweep_rejects_bad_grid(tmp_path, capsys, grid, match):
   import re
   assert re.search(match, capsys.readouterr().err)
   assert not (tmp_path / "s").exists()
+
+
+def test_resume_with_corrupt_or_missing_checkpoint(tmp_path, capsys):
+  out = tmp_path / "run"
+  assert cli.main(["run", "--resume", str(out)]) == 2
+  assert "no checkpoint" in capsys.readouterr().err
+  out.mkdir()
+  (out / "config.json").write_text(json.dumps(config.to_dict(
+      config.from_dict(TINY))))
+  (out / "checkpoint.msgpack").write_bytes(b"\x93garbage")
+  assert cli.main(["run", "--resume", str(out)]) == 2
+  assert "unreadable" in capsys.readouterr().err
