@@ -289,21 +289,28 @@ def _chunks(arrays: dict, chunk_steps: int):
 
 def assemble(schedule: Schedule, p: plan_lib.Plan, outs: dict,
              eval_every: Optional[int], eval_fn, init_eval):
-  """Turns the per-step outputs into the reference's history format."""
-  n_arr = schedule.num_arrivals
-  valid = p.arr_valid
-  idx = p.arr_index[valid]
+  """Turns the per-step outputs into the reference's history format.
+
+  ``outs`` may cover only the first steps of the plan (a run stopped early):
+  the history then holds the arrivals applied so far.
+  """
+  n_steps = np.asarray(outs["applied"]).shape[0]
+  valid = p.arr_valid[:n_steps]
+  arr_index = p.arr_index[:n_steps]
+  idx = arr_index[valid]
+  n_arr = int(valid.sum())
   applied = np.zeros(n_arr, bool)
   applied[idx] = np.asarray(outs["applied"])[valid]
   version = np.zeros(n_arr, np.int64)
   version[idx] = np.asarray(outs["version"])[valid]
   loss_of_task = np.full(schedule.num_tasks, np.nan)
-  wv = p.wave_valid
-  loss_of_task[p.wave_task[wv]] = np.asarray(outs["train_loss"])[wv]
-  a_task = schedule.arrival_task
+  wv = p.wave_valid[:n_steps]
+  loss_of_task[p.wave_task[:n_steps][wv]] = np.asarray(
+      outs["train_loss"])[wv]
+  a_task = schedule.arrival_task[:n_arr]
   arrivals = {"client": schedule.client[a_task].astype(np.int64),
               "time": schedule.arrival_time[a_task],
-              "staleness": schedule.staleness.astype(np.int64),
+              "staleness": schedule.staleness[:n_arr].astype(np.int64),
               "applied": applied, "version": version,
               "train_loss": loss_of_task[a_task]}
   evals = []
@@ -311,10 +318,10 @@ def assemble(schedule: Schedule, p: plan_lib.Plan, outs: dict,
     evals.append(init_eval)
     flags = eval_points(schedule.version_after, eval_every)
     ev = {k: np.asarray(v) for k, v in outs["eval"].items()}
-    mask = valid & flags[p.arr_index]
+    mask = valid & flags[arr_index]
     pos = np.argwhere(mask)
-    for i, j in pos[np.argsort(p.arr_index[mask], kind="stable")]:
-      a = int(p.arr_index[i, j])
+    for i, j in pos[np.argsort(arr_index[mask], kind="stable")]:
+      a = int(arr_index[i, j])
       evals.append({"version": int(version[a]),
                     "time": float(arrivals["time"][a]), "arrival": a,
                     "updates": a + 1,
@@ -361,7 +368,9 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
       ``num_arrivals``, ``version``, ``wall_time_s``, ``last_eval``).
     checkpoint: called after every chunk with a ``Checkpoint`` (host
       copies of the carry and the outputs so far); the caller decides
-      whether to write it (``checkpoint.save``).
+      whether to write it (``Checkpoint.to_bytes``). If it returns True the
+      run stops there and the result holds the history so far
+      (``stats["stopped_early"]``).
     resume: a ``Checkpoint`` of the same run (same arguments) to continue
       from; the result equals the uninterrupted run's.
 
@@ -404,8 +413,10 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
       continue
     carry, out = run_chunk(carry, chunk, key, hp_table, dev)
     outs.append(jax.device_get(out))
+    stop = False
     if checkpoint is not None:
-      checkpoint(Checkpoint.capture(carry, i // chunk_steps + 1, outs))
+      stop = bool(checkpoint(Checkpoint.capture(carry, i // chunk_steps + 1,
+                                                outs)))
     if progress is not None:
       done += int(chunk["arr_valid"].sum())
       if eval_fn is not None and chunk["arr_eval"].any():
@@ -417,6 +428,8 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
                 "version": int(outs[-1]["version"][-1].max()),
                 "wall_time_s": time.perf_counter() - t0,
                 "last_eval": last_eval})
+    if stop:
+      break
   state = jax.block_until_ready(carry[0])
   wall = time.perf_counter() - t0
   merged = jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
@@ -430,5 +443,6 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
            "arrivals_per_step": p.arrivals_per_step,
            "result_slots": p.num_slots, "snapshot_slots": p.num_snaps,
            "padding_waste": waste, "batching": batching,
-           "trained_clients": int(p.wave_valid.sum())}
+           "trained_clients": int(p.wave_valid.sum()),
+           "stopped_early": len(arrivals["client"]) < schedule.num_arrivals}
   return RunResult(state, arrivals, evals, participation, stats)

@@ -281,11 +281,12 @@ def write_outputs(workdir: Path, cfg: config_lib.Config, s: Setup,
       "final_test_accuracy": final["test_accuracy"],
       "final_test_loss": final["test_loss"],
       "versions": int(out.state.version),
-      "client_updates": s.schedule.num_arrivals,
+      "client_updates": int(len(arr["client"])),
+      "stopped_early": bool(out.stats.get("stopped_early", False)),
       "dropped_updates": int((~arr["applied"]).sum()),
       "quarantined_updates": int(getattr(out.state, "quarantined", 0)),
       "clipped_updates": int(getattr(out.state, "clipped", 0)),
-      "simulated_time": float(s.schedule.stats["end_time"]),
+      "simulated_time": float(arr["time"][-1]) if len(arr["time"]) else 0.0,
       "realised_concurrency": float(s.schedule.stats["realised_concurrency"]),
       "mean_staleness": float(arr["staleness"].mean()),
       "max_staleness": int(arr["staleness"].max()),
@@ -347,9 +348,7 @@ def _checkpoint_writer(path: Path, flag: dict, every_s: float):
     if flag.get("signal") or now - last[0] >= every_s:
       results.atomic_write_bytes(path, ck.to_bytes())
       last[0] = now
-    if flag.get("signal"):
-      raise Interrupted(f"stopped by signal {flag['signal']}; checkpoint "
-                        f"saved to {path}")
+    return bool(flag.get("signal"))
   return write
 
 
@@ -418,6 +417,11 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
       signal.signal(sig, h)
   summary = write_outputs(workdir, cfg, s, out,
                           wall_time=time.perf_counter() - t0)
+  if out.stats["stopped_early"]:
+    raise Interrupted(f"stopped by {flag.get('signal')} after "
+                      f"{summary['client_updates']} of "
+                      f"{s.schedule.num_arrivals} updates; history so far "
+                      f"and checkpoint saved in {workdir}")
   from flax import serialization
   results.atomic_write_bytes(workdir / "final_params.msgpack",
                              serialization.to_bytes(out.state.params))

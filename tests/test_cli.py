@@ -141,6 +141,11 @@ def test_interrupt_and_resume_end_with_same_params(tmp_path):
   assert "--resume" in err
   assert (cut / "checkpoint.msgpack").exists()
   assert not (cut / "final_params.msgpack").exists()
+  # The history so far was written too.
+  partial = json.loads((cut / "summary.json").read_text())
+  assert partial["stopped_early"] and 0 < partial["client_updates"] < 1000
+  rows = list(csv.DictReader(open(cut / "arrivals.csv")))
+  assert len(rows) == partial["client_updates"]
   assert cli.main(["run", "--resume", str(cut)]) == 0
   assert (cut / "final_params.msgpack").read_bytes() == \
       (full / "final_params.msgpack").read_bytes()
