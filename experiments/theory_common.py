@@ -1,0 +1,96 @@
+"""Shared pieces of the theory-lab experiments (experiments/theory_*.py).
+
+Results go to ``experiments/results/theory/``; every written file records
+the exact command that produced it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results" / "theory"
+
+
+def command() -> str:
+  """The exact command line that is running (from the repository root)."""
+  script = os.path.relpath(os.path.abspath(sys.argv[0]),
+                           Path(__file__).resolve().parent.parent)
+  args = " ".join(shlex.quote(a) for a in sys.argv[1:])
+  return f"cd /work/main && .venv/bin/python {script} {args}".rstrip()
+
+
+def out_dir() -> Path:
+  RESULTS.mkdir(parents=True, exist_ok=True)
+  return RESULTS
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+  with open(path, "w", newline="") as f:
+    f.write(f"# produced by: {command()}\n")
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+
+
+def _plain(x):
+  if isinstance(x, dict):
+    return {str(k): _plain(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_plain(v) for v in x]
+  if isinstance(x, np.ndarray):
+    return _plain(x.tolist())
+  if isinstance(x, (np.floating, np.integer)):
+    return x.item()
+  if isinstance(x, float) and not np.isfinite(x):
+    return str(x)
+  return x
+
+
+def write_json(path: Path, obj: dict) -> None:
+  obj = {"command": command(), **obj}
+  with open(path, "w") as f:
+    json.dump(_plain(obj), f, indent=1)
+
+
+def write_md(path: Path, title: str, body: str) -> None:
+  with open(path, "w") as f:
+    f.write(f"# {title}\n\nProduced by:\n\n    {command()}\n\n{body}\n")
+
+
+def pyplot():
+  """matplotlib.pyplot with the Agg backend, or None if not installed."""
+  try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+  except ImportError:  # plotting is an optional extra
+    return None
+
+
+class Timer:
+  def __init__(self):
+    self.t0 = time.perf_counter()
+
+  def __call__(self) -> float:
+    return time.perf_counter() - self.t0
+
+
+def fmt(x, digits=4) -> str:
+  return f"{x:.{digits}g}"
+
+
+def md_table(header: list[str], rows: list[list]) -> str:
+  out = ["| " + " | ".join(header) + " |",
+         "|" + "|".join("---" for _ in header) + "|"]
+  for r in rows:
+    out.append("| " + " | ".join(str(v) for v in r) + " |")
+  return "\n".join(out)

@@ -1,0 +1,358 @@
+"""Theory lab: problem constants, exact tracking, bounds and statistics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fedasync_jax import (client, delays, executor, reference, rules,
+                          scheduler, staleness, theory)
+
+
+def _rows(p):
+  """The stored rows a_j (without the linear-shift columns), float64."""
+  return np.asarray(p.data.x, np.float64)[:, :p.dim]
+
+
+@pytest.mark.parametrize("shift", ["targets", "linear"])
+def test_least_squares_constants(shift):
+  with jax.enable_x64(True):
+    sigma2 = 6.0 if shift == "targets" else 0.3
+    p = theory.least_squares(num_clients=12, examples_per_client=16, dim=4,
+                             lipschitz=2.5, mu=0.25, zeta2=0.7,
+                             sigma2=sigma2, batch_size=4, shift=shift,
+                             seed=3, dtype=np.float64)
+    N, n, d = 12, 16, 4
+    a = _rows(p)
+    # L is the largest eigenvalue of the global Hessian (1/(N n)) A^T A.
+    eig = np.linalg.eigvalsh(a.T @ a / (N * n))
+    np.testing.assert_allclose([p.lipschitz, p.mu], [eig[-1], eig[0]],
+                               rtol=1e-12)
+    np.testing.assert_allclose([p.lipschitz, p.mu, p.zeta2, p.sigma2],
+                               [2.5, 0.25, 0.7, sigma2], rtol=1e-9)
+    w_star = jnp.asarray(p.w_star)
+    # The optimum has zero full gradient, measured through the client loss.
+    g_i = np.asarray(theory.client_gradients(p, w_star))
+    assert np.abs(g_i.mean(0)).max() < 1e-12
+    assert float(jnp.abs(p.full_grad(w_star)).max()) < 1e-12
+    # The measured heterogeneity equals the stated one.
+    np.testing.assert_allclose(np.mean(np.sum(g_i ** 2, 1)), p.zeta2,
+                               rtol=1e-10)
+    np.testing.assert_allclose(float(theory.heterogeneity(p, w_star)),
+                               p.zeta2, rtol=1e-10)
+    # full_loss / full_grad equal the mean of the client losses.
+    x = jnp.asarray(p.data.x).reshape(N, n, -1)
+    y = jnp.asarray(p.data.y).reshape(N, n)
+
+    def mean_loss(w):
+      return jnp.mean(jax.vmap(lambda xi, yi: p.loss(w, xi, yi,
+                                                     jnp.ones(n)))(x, y))
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+      w = jnp.asarray(rng.normal(size=d) * 2)
+      np.testing.assert_allclose(float(p.full_loss(w)), float(mean_loss(w)),
+                                 rtol=1e-11)
+      np.testing.assert_allclose(p.full_grad(w), jax.grad(mean_loss)(w),
+                                 rtol=1e-9, atol=1e-12)
+      assert float(p.full_loss(w)) > p.f_star
+    np.testing.assert_allclose(float(mean_loss(w_star)), p.f_star,
+                               rtol=1e-12)
+    m = p.metrics(w_star)
+    assert float(m["grad_sq"]) < 1e-24 and abs(float(m["gap"])) < 1e-14
+
+
+def test_float32_problem_matches_requested_constants():
+  p = theory.least_squares(num_clients=50, examples_per_client=20, dim=10,
+                           zeta2=1.0, sigma2=1.0, batch_size=5,
+                           shift="linear", seed=0)
+  assert p.data.x.dtype == np.float32
+  np.testing.assert_allclose([p.lipschitz, p.zeta2, p.sigma2],
+                             [1.0, 1.0, 1.0], rtol=1e-5)
+  g = np.asarray(theory.client_gradients(p, jnp.asarray(p.w_star)),
+                 np.float64)
+  assert np.abs(g.mean(0)).max() < 1e-5
+
+
+def test_minibatch_variance_matches_the_client_sampling():
+  """sigma2 is the variance of one step of client.local_update at w*."""
+  with jax.enable_x64(True):
+    p = theory.least_squares(num_clients=6, examples_per_client=12, dim=3,
+                             zeta2=0.5, sigma2=0.8, batch_size=3,
+                             shift="linear", seed=1, dtype=np.float64)
+    upd = client.local_update(p.loss, optax.sgd(1.0), batch_size=3,
+                              max_examples=12, steps=1)
+    x, y = jnp.asarray(p.data.x), jnp.asarray(p.data.y)
+    offsets, counts = jnp.asarray(p.data.offsets), jnp.asarray(p.data.counts)
+    w = jnp.asarray(p.w_star)
+    K = 4000
+
+    def one(c, k):
+      ref = client.ClientRef(x, y, offsets[c], counts[c])
+      res, _ = upd.update(w, ref, k, client.ClientHParams())
+      return -res.delta                 # the minibatch gradient
+    keys = jax.random.split(jax.random.key(0), K)
+    g = jax.jit(jax.vmap(lambda c: jax.vmap(lambda k: one(c, k))(keys)))(
+        jnp.arange(6))                  # (clients, K, d)
+    var = jnp.mean(jnp.sum((g - g.mean(1, keepdims=True)) ** 2, -1), 1)
+    # Relative standard error of a K-sample variance is about sqrt(2/K) per
+    # client (2.2%); the mean over 6 clients is within 5%.
+    np.testing.assert_allclose(np.mean(var), p.sigma2, rtol=0.05)
+    np.testing.assert_allclose(float(theory.minibatch_variance(p, w)),
+                               p.sigma2, rtol=1e-10)
+    np.testing.assert_allclose(theory.effective_variance(p),
+                               p.zeta2 + p.sigma2, rtol=1e-10)
+
+
+def test_nonconvex_constants():
+  with jax.enable_x64(True):
+    p = theory.nonconvex(num_clients=10, examples_per_client=8, dim=3,
+                         lipschitz=1.0, mu=0.1, nu=0.8, zeta2=0.4,
+                         batch_size=2, seed=2, dtype=np.float64)
+    w_star = jnp.asarray(p.w_star)
+    hess = jax.jit(jax.hessian(p.full_loss))
+    # L = sup ||Hess F||, attained at w*.
+    np.testing.assert_allclose(np.linalg.eigvalsh(hess(w_star))[-1],
+                               p.lipschitz, rtol=1e-10)
+    np.testing.assert_allclose(p.lipschitz, 1.0 + 2 * 0.8, rtol=1e-9)
+    rng = np.random.default_rng(0)
+    lo = np.inf
+    for _ in range(30):
+      w = w_star + jnp.asarray(rng.normal(size=3) * 1.5)
+      ev = np.linalg.eigvalsh(hess(w))
+      assert ev[-1] <= p.lipschitz + 1e-9
+      assert ev[0] >= p.mu - p.nu / 2 - 1e-9
+      lo = min(lo, ev[0])
+      assert float(p.full_loss(w)) >= p.f_star
+    # Non-convex: negative curvature where |w - w*| = 1 in every coordinate.
+    assert np.linalg.eigvalsh(hess(w_star + 1.0))[0] < 0
+    assert float(jnp.abs(p.full_grad(w_star)).max()) < 1e-12
+    np.testing.assert_allclose(float(theory.heterogeneity(p, w_star)),
+                               p.zeta2, rtol=1e-9)
+    w = w_star + 0.7
+    np.testing.assert_allclose(p.full_grad(w), jax.grad(p.full_loss)(w),
+                               rtol=1e-10)
+    x = jnp.asarray(p.data.x).reshape(10, 8, -1)
+    y = jnp.asarray(p.data.y).reshape(10, 8)
+    per_client = jax.vmap(lambda xi, yi: p.loss(w, xi, yi, jnp.ones(8)))(x, y)
+    np.testing.assert_allclose(float(per_client.mean()),
+                               float(p.full_loss(w)), rtol=1e-11)
+
+
+def test_problem_input_errors():
+  kw = dict(num_clients=4, examples_per_client=6, dim=2, batch_size=2)
+  with pytest.raises(ValueError, match="lipschitz must be > 0"):
+    theory.least_squares(**{**kw, "lipschitz": 0.0})
+  with pytest.raises(ValueError, match="mu must be in"):
+    theory.least_squares(**kw, lipschitz=1.0, mu=2.0)
+  with pytest.raises(ValueError, match="batch_size must be in"):
+    theory.least_squares(**{**kw, "batch_size": 7})
+  with pytest.raises(ValueError, match="examples_per_client must be >= dim"):
+    theory.least_squares(**{**kw, "dim": 7})
+  with pytest.raises(ValueError, match="sigma2 must be >= "):
+    theory.least_squares(**kw, zeta2=1.0, sigma2=1e-4)
+  with pytest.raises(ValueError, match="shift must be one of"):
+    theory.least_squares(**kw, shift="bogus")
+  with pytest.raises(ValueError, match="zeta2 must be >= 0"):
+    theory.least_squares(**kw, zeta2=-1.0)
+  with pytest.raises(ValueError, match="nu must be >= 0"):
+    theory.nonconvex(**kw, nu=-1.0)
+
+
+@pytest.mark.parametrize("N", [10, 40])
+def test_sampling_variance_closed_forms(N):
+  p = theory.least_squares(num_clients=N, examples_per_client=4, dim=3,
+                           zeta2=2.0, batch_size=2, seed=N)
+  u = np.asarray(theory.client_gradients(p, jnp.asarray(p.w_star)),
+                 np.float64)
+  sigma2 = float(np.mean(np.sum((u - u.mean(0)) ** 2, 1)))
+  np.testing.assert_allclose(sigma2, 2.0, rtol=1e-4)
+  trials = 40_000
+  for m in (1, 3, N // 2, N):
+    for replace in (True, False):
+      emp = theory.empirical_sampling_variance(u, m, replace=replace,
+                                               num_trials=trials, seed=m)
+      exact = theory.sampling_variance(sigma2, m, N, replace=replace)
+      if exact == 0.0:
+        assert emp < 1e-20
+        continue
+      # Relative standard error of the Monte-Carlo mean of a squared norm in
+      # d = 3 dimensions is below sqrt(2 / trials) (0.7%): allow 4%.
+      np.testing.assert_allclose(emp, exact, rtol=0.04)
+  with pytest.raises(ValueError, match="m must be <="):
+    theory.sampling_variance(1.0, N + 1, N, replace=False)
+
+
+def _small_problem():
+  return theory.least_squares(num_clients=20, examples_per_client=6, dim=3,
+                              zeta2=0.5, sigma2=0.5, batch_size=2,
+                              shift="linear", seed=4, dtype=np.float64)
+
+
+def test_tracker_matches_reference_and_hand_drift():
+  with jax.enable_x64(True):
+    p = _small_problem()
+    upd = client.local_update(p.loss, optax.sgd(0.2), batch_size=2,
+                              max_examples=6, steps=2)
+    s_fn = staleness.cutoff(staleness.polynomial(0.5), 5)
+    rule = rules.fedasync(0.6, s_fn)
+    dm = delays.delay_model(delays.device_speeds("lognormal", 20, seed=0),
+                            np.ones(20))
+    sched = scheduler.asynchronous(dm, num_updates=80, concurrency=6, seed=1,
+                                   max_staleness=5)
+    assert sched.dropped.any()
+    key = jax.random.key(5)
+    w0 = jnp.zeros(3)
+    coords = lambda w: {f"w{i}": w[i] for i in range(3)}  # noqa: E731
+    ref = reference.run(rule, upd, w0, p.data, sched, key=key,
+                        eval_fn=coords, eval_every=1)
+    out = theory.track(rule, upd, w0, p.data, sched, key=key,
+                       metrics=p.metrics)
+    np.testing.assert_allclose(out.state.params, ref.state.params,
+                               rtol=1e-12)
+    np.testing.assert_array_equal(out.arrivals["version"],
+                                  ref.arrivals["version"])
+    np.testing.assert_array_equal(out.arrivals["applied"],
+                                  ref.arrivals["applied"])
+    # Parameters at every version, from the reference.
+    W = np.stack([theory.per_version(ref.evals, f"w{i}") for i in range(3)],
+                 1)
+    assert W.shape[0] == int(ref.state.version) + 1
+    tau = ref.arrivals["staleness"]
+    t_before = ref.arrivals["version"] - ref.arrivals["applied"]
+    R = out.stats["ring_size"]
+    assert R == tau[ref.arrivals["applied"]].max() + 1
+    hand = np.array([np.sum((W[t] - W[t - k]) ** 2) if k < R else np.nan
+                     for t, k in zip(t_before, tau)])
+    np.testing.assert_allclose(out.arrivals["drift"], hand, rtol=1e-10,
+                               atol=1e-15)
+    assert np.isnan(out.arrivals["drift"][tau >= R]).all()
+    # Exact metrics at every version.
+    g_ref = np.array([float(p.metrics(jnp.asarray(w))["grad_sq"]) for w in W])
+    np.testing.assert_allclose(out.per_version("grad_sq"), g_ref, rtol=1e-10)
+    st = theory.staleness_stats(ref)
+    applied = ref.arrivals["applied"]
+    assert st.tau_max == out.stats["tau_max"] == tau[applied].max()
+    np.testing.assert_allclose(st.tau_avg, tau[applied].mean())
+    assert st.num_dropped == int((~applied).sum()) > 0
+    assert theory.staleness_stats(sched).tau_max == st.tau_max
+
+
+def test_executor_eval_every_version_equals_tracker():
+  p = theory.least_squares(num_clients=30, examples_per_client=8, dim=4,
+                           zeta2=0.5, sigma2=0.5, batch_size=2,
+                           shift="linear", seed=0)
+  upd = client.local_update(p.loss, optax.sgd(0.3), batch_size=2,
+                            max_examples=8, steps=1)
+  dm = delays.delay_model(np.ones(30), np.ones(30))
+  sched = scheduler.asynchronous(dm, num_updates=150, concurrency=5, seed=0)
+  rule = rules.fedasync(0.5)
+  key = jax.random.key(1)
+  ex = executor.simulate(rule, upd, jnp.zeros(4), p.data, sched, key=key,
+                         eval_fn=theory.metrics_fn(p), eval_every=1)
+  tr = theory.track(rule, upd, jnp.zeros(4), p.data, sched, key=key,
+                    metrics=p.metrics)
+  g_ex = theory.per_version(ex.evals, "grad_sq")
+  assert g_ex.shape == (151,)
+  np.testing.assert_allclose(tr.per_version("grad_sq"), g_ex, rtol=2e-5)
+  np.testing.assert_allclose(tr.per_version("gap"),
+                             theory.per_version(ex.evals, "gap"), rtol=2e-5)
+
+
+def test_averaged_gradient_slope_is_about_minus_half():
+  """FedAsync, bounded staleness, client step ~ 1/sqrt(T): slope ~ -1/2.
+
+  The seeds and horizons run as one vmapped tracker program (the tracker
+  equals the executor, see above; the experiment uses ``sweep``).
+  """
+  p = theory.least_squares(num_clients=50, examples_per_client=10, dim=5,
+                           lipschitz=1.0, mu=0.25, zeta2=1.0, sigma2=1.0,
+                           batch_size=5, shift="linear", w_star_scale=3.0,
+                           seed=0)
+  lr0, T0 = 0.8 / p.client_lipschitz, 200
+  upd = client.local_update(p.loss, optax.sgd(lr0), batch_size=5,
+                            max_examples=10, steps=1)
+  dm = delays.delay_model(np.ones(50), np.ones(50), jitter="exponential")
+  horizons = [200, 400, 800, 1600]
+  seeds = 8
+  rule = rules.fedasync(0.5, staleness.cutoff(staleness.constant(), 8))
+  scheds, hps = [], []
+  for j, T in enumerate(horizons):
+    for s in range(seeds):
+      sc = scheduler.asynchronous(dm, num_updates=T, concurrency=4,
+                                  max_staleness=8, seed=1000 * j + s)
+      scheds.append(sc)
+      hps.append(reference.task_hparams(sc, lr_scale=np.sqrt(T0 / T)))
+  outs = theory.track_many(rule, upd, jnp.zeros(5), p.data, scheds,
+                           keys=jax.random.split(jax.random.key(0),
+                                                 len(scheds)),
+                           hparams=hps, metrics=p.metrics)
+  vals = np.zeros((seeds, len(horizons)))
+  for i, o in enumerate(outs):
+    j, s = divmod(i, seeds)
+    assert o.stats["tau_max"] <= 8
+    vals[s, j] = o.per_version("grad_sq")[:-1].mean()
+  fit = theory.loglog_slope(horizons, vals, seed=0)
+  assert fit.ci_low <= fit.slope <= fit.ci_high
+  assert abs(fit.slope + 0.5) < 0.12, fit
+
+
+def test_bounds_are_consistent():
+  kw = dict(lipschitz=2.0, f0_gap=3.0, sigma2=0.5)
+  T = np.array([10.0, 100.0, 1e4])
+  eps = theory.koloskova_constant_rate(T, tau_c=4, tau_max=16, **kw)
+  np.testing.assert_allclose(theory.koloskova_constant_complexity(
+      eps, tau_c=4, tau_max=16, **kw), T, rtol=1e-12)
+  eps_a = theory.koloskova_adaptive_rate(T, tau_avg=8.0, **kw)
+  np.testing.assert_allclose(theory.koloskova_adaptive_complexity(
+      eps_a, tau_avg=8.0, **kw), T, rtol=1e-12)
+  # sqrt(tau_C tau_max) = tau_avg = 8 gives the same rate.
+  np.testing.assert_allclose(eps, eps_a, rtol=1e-12)
+  # Constant step g: the weighted bound equals the closed form (tau_max=0)
+  # and grows with tau_max.
+  for n in (25, 400):
+    g = 0.3 / np.sqrt(n)
+    b0 = theory.delayed_sgd_bound(np.full(n, g), tau_max=0, **kw)
+    np.testing.assert_allclose(b0, theory.sqrt_t_bound(
+        n, gamma0=0.3, tau_max=0, **kw), rtol=1e-12)
+    b16 = theory.delayed_sgd_bound(np.full(n, g), tau_max=16, **kw)
+    assert b0 < b16 <= theory.sqrt_t_bound(n, gamma0=0.3, tau_max=16, **kw)
+  assert theory.delayed_sgd_bound([0.1] * 3, tau_max=2, c=2.0, **kw) == (
+      2 * theory.delayed_sgd_bound([0.1] * 3, tau_max=2, **kw))
+  np.testing.assert_allclose(theory.drift_bound(
+      np.array([0, 1, 3]), gamma=0.5, sigma2=2.0, grad_sq=1.0),
+      [0.0, 1.5, 7.5])
+  assert theory.fit_constant([3.0, 12.0], [1.0, 4.0]) == pytest.approx(3.0)
+  with pytest.raises(ValueError, match="lipschitz must be > 0"):
+    theory.koloskova_constant_rate(10, lipschitz=0.0, f0_gap=1.0, sigma2=1.0,
+                                   tau_c=1, tau_max=1)
+  with pytest.raises(ValueError, match="T must be > 0"):
+    theory.sqrt_t_bound(0.0, gamma0=1.0, tau_max=0, **kw)
+  with pytest.raises(ValueError, match="tau_max must be an integer >= 0"):
+    theory.delayed_sgd_bound([0.1], tau_max=-1, **kw)
+  with pytest.raises(ValueError, match="steps must be > 0"):
+    theory.delayed_sgd_bound([0.1, 0.0], tau_max=1, **kw)
+
+
+def test_loglog_slope_interval():
+  rng = np.random.default_rng(0)
+  T = np.array([100.0, 200.0, 400.0, 800.0, 1600.0])
+  vals = T ** -0.5 * np.exp(rng.normal(scale=0.2, size=(40, 5)))
+  fit = theory.loglog_slope(T, vals, num_boot=500, seed=1)
+  assert fit.ci_low < -0.5 < fit.ci_high
+  assert fit.ci_high - fit.ci_low < 0.1
+  assert fit.seed_slopes.shape == (40,)
+  assert abs(fit.seed_mean + 0.5) < 3 * fit.seed_se + 1e-3
+  with pytest.raises(ValueError, match="values must have shape"):
+    theory.loglog_slope(T, vals[:, :3])
+  with pytest.raises(ValueError, match="level must be in"):
+    theory.loglog_slope(T, vals, level=1.0)
+
+
+def test_weighted_average_and_stats_inputs():
+  assert theory.weighted_average([1.0, 2.0]) == 1.5
+  with pytest.raises(ValueError, match="weights must have the shape"):
+    theory.weighted_average([1.0, 2.0], [1.0])
+  s = theory.staleness_stats({"staleness": np.array([3, 1]),
+                              "applied": np.array([False, False])})
+  assert s.num_applied == 0 and s.num_dropped == 2
