@@ -28,8 +28,8 @@ Example:
   ...   return jnp.sum(err * mask) / jnp.maximum(jnp.sum(mask), 1.0)
   >>> upd = local_update(loss, optax.sgd(0.1), batch_size=2, max_examples=4)
   >>> x = jnp.eye(4)[:, :2]; y = jnp.ones(4)
-  >>> res, m = upd(jnp.zeros(2), ClientRef(x, y, 0, 4), jax.random.key(0),
-  ...              ClientHParams())
+  >>> res, m = upd.update(jnp.zeros(2), ClientRef(x, y, 0, 4),
+  ...                     jax.random.key(0), ClientHParams())
   >>> int(m["steps"])
   2
 """
@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fedasync_jax import tree as tree_lib
 from fedasync_jax.rules import ClientResult
 from fedasync_jax.staleness import _check
 
@@ -78,15 +79,6 @@ class ClientUpdate(NamedTuple):
   num_steps: int
   max_examples: int
   batch_size: int
-
-
-def _sq_dist(a, b):
-  return sum(jnp.sum((x - y) ** 2) for x, y in
-             zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def _where(cond, new, old):
-  return jax.tree.map(lambda n, o: jnp.where(cond, n, o), new, old)
 
 
 def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
@@ -152,7 +144,7 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
     def objective(trainable, stats, x, y, mask):
       out = loss_fn(join(trainable, stats), x, y, mask)
       loss, new_stats = out if stateful else (out, None)
-      prox = 0.5 * rho * _sq_dist(trainable, start_trainable)
+      prox = 0.5 * rho * tree_lib.sq_dist(trainable, start_trainable)
       return loss + prox, (loss, new_stats)
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
@@ -188,10 +180,10 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
         updates, new_opt = optimizer.update(grads, opt_state, trainable)
         updates = jax.tree.map(lambda u: (scale * u).astype(u.dtype), updates)
         new_trainable = optax.apply_updates(trainable, updates)
-        trainable = _where(active, new_trainable, trainable)
-        opt_state = _where(active, new_opt, opt_state)
+        trainable = tree_lib.where(active, new_trainable, trainable)
+        opt_state = tree_lib.where(active, new_opt, opt_state)
         if stateful:
-          stats = _where(active, new_stats, stats)
+          stats = tree_lib.where(active, new_stats, stats)
         return (trainable, stats, opt_state), (jnp.where(active, loss, 0.0),
                                                active)
 

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedasync_jax import tree as tree_lib
 from fedasync_jax import plan as plan_lib
 from fedasync_jax.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.data import ClientDataset
@@ -69,10 +70,6 @@ def _tree_zeros(shape_tree):
 
 def _stack_zeros(tree, n):
   return jax.tree.map(lambda a: jnp.zeros((n,) + a.shape, a.dtype), tree)
-
-
-def _where(cond, new, old):
-  return jax.tree.map(lambda n, o: jnp.where(cond, n, o), new, old)
 
 
 class DeviceData(NamedTuple):
@@ -183,7 +180,7 @@ def make_program(make_rule: Callable[[Any], ServerRule], client: ClientUpdate,
         new = jax.lax.cond(a["arr_ends_round"], rule.end_round,
                            lambda s: s, new)
       applied = a["arr_valid"] & (new.dropped == state.dropped)
-      state = _where(a["arr_valid"], new, state)
+      state = tree_lib.where(a["arr_valid"], new, state)
       snaps = jax.tree.map(lambda b, p: b.at[a["arr_snap"]].set(p), snaps,
                            state.params)
       out = {"applied": applied, "version": state.version}

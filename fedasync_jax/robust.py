@@ -46,6 +46,7 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from fedasync_jax import tree as tree_lib
 from fedasync_jax.rules import ClientResult, ServerRule
 from fedasync_jax.staleness import _check
 
@@ -76,17 +77,6 @@ class GuardedState(NamedTuple):
   @property
   def dropped(self):
     return self.inner.dropped
-
-
-def tree_norm(tree) -> jax.Array:
-  """The L2 norm of all leaves of ``tree`` together."""
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
-
-
-def all_finite(tree) -> jax.Array:
-  """Whether every entry of every leaf is finite."""
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
-                            for x in jax.tree.leaves(tree)]))
 
 
 def guard(rule: ServerRule, *, quarantine: bool = True,
@@ -121,11 +111,11 @@ def guard(rule: ServerRule, *, quarantine: bool = True,
 
   def apply(state, result: ClientResult, tau):
     server = state.inner.params
-    finite = all_finite(result.params) & all_finite(result.delta)
+    finite = tree_lib.all_finite(result.params) & tree_lib.all_finite(result.delta)
     delta = result.delta
     clipped = jnp.zeros((), bool)
     if max_norm is not None:
-      norm = tree_norm(delta)
+      norm = tree_lib.norm(delta)
       factor = jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-30))
       clipped = norm > max_norm
       delta = jax.tree.map(lambda d: (d * factor).astype(d.dtype), delta)

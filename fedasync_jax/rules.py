@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fedasync_jax import tree as tree_lib
 from fedasync_jax import staleness as staleness_lib
 from fedasync_jax.staleness import StalenessFn, _check
 
@@ -85,10 +86,6 @@ def _tree_mix(old, new, weight):
   return jax.tree.map(lambda o, n: o + weight * (n - o), old, new)
 
 
-def _where(cond, new, old):
-  return jax.tree.map(lambda n, o: jnp.where(cond, n, o), new, old)
-
-
 def _as_float(x, like):
   dtype = jax.tree.leaves(like)[0].dtype
   return jnp.asarray(x, dtype=dtype)
@@ -123,7 +120,7 @@ def fedasync_mix(params: Params, version, client_params: Params,
   kept = staleness_lib.keep(staleness_fn, tau)
   a = _as_float(alpha, params) * _as_float(staleness_fn(tau), params)
   mixed = _tree_mix(params, client_params, a)
-  return (_where(kept, mixed, params),
+  return (tree_lib.where(kept, mixed, params),
           jnp.asarray(version) + kept.astype(jnp.asarray(version).dtype))
 
 
@@ -244,7 +241,7 @@ def fedbuff(buffer_size: int,
         count=state.count + 1, applied=state.applied + 1)
     buffered = jax.lax.cond(buffered.count >= K, flush, lambda x: x, buffered)
     skipped = state._replace(dropped=state.dropped + 1)
-    return _where(kept, buffered, skipped)
+    return tree_lib.where(kept, buffered, skipped)
 
   return ServerRule(init, apply, None, staleness_lib.max_staleness(s), K)
 
@@ -340,7 +337,7 @@ def afl(*, lr: float = 1.0, mean_examples: float,
                     * _as_float(s(tau), state.params))
     mixed = _tree_mix(state.params, result.params, a.astype(n.dtype))
     k = kept.astype(jnp.int32)
-    return FedAsyncState(_where(kept, mixed, state.params), state.version + k,
+    return FedAsyncState(tree_lib.where(kept, mixed, state.params), state.version + k,
                          state.applied + k, state.dropped + 1 - k)
 
   return ServerRule(init, apply, None, staleness_lib.max_staleness(s), 1)

@@ -421,7 +421,7 @@ def synchronous(delays: DelayModel, *, num_rounds: int, cohort_size: int,
     >>> from fedasync_jax import delays
     >>> m = delays.delay_model(np.ones(10), np.ones(10))
     >>> s = synchronous(m, num_rounds=3, cohort_size=4, seed=0)
-    >>> int(s.ends_round.sum()), s.version_after[-1]
+    >>> int(s.ends_round.sum()), int(s.version_after[-1])
     (3, 3)
   """
   n = delays.num_clients

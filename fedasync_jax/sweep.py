@@ -55,6 +55,17 @@ def _num_members(rule_hparams) -> int:
   return sizes.pop()
 
 
+def member_keys(keys, num_members: int):
+  """``(M,)`` PRNG keys: ``keys`` as given, or one key repeated."""
+  keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
+  if keys.ndim == 0:
+    keys = jnp.stack([keys] * num_members)
+  if keys.shape[0] != num_members:
+    raise ValueError(f"keys must hold {num_members} keys (one per member), "
+                     f"got {keys.shape[0]}")
+  return keys
+
+
 def _pad_tasks(hp: ClientHParams, n: int) -> ClientHParams:
   return jax.tree.map(
       lambda a: np.concatenate([np.asarray(a), np.zeros(
@@ -108,12 +119,7 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   if chunk_steps < 1 or int(chunk_steps) != chunk_steps:
     raise ValueError(f"chunk_steps must be an integer >= 1, got "
                      f"{chunk_steps!r}")
-  keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
-  if keys.ndim == 0:
-    keys = jnp.stack([keys] * M)
-  if keys.shape[0] != M:
-    raise ValueError(f"keys must hold {M} keys (one per member), got "
-                     f"{keys.shape[0]}")
+  keys = member_keys(keys, M)
   if hparams is None or isinstance(hparams, ClientHParams):
     hps = [hparams if hparams is not None else task_hparams(s)
            for s in scheds]

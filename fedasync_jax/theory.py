@@ -63,11 +63,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedasync_jax import tree as tree_lib
 from fedasync_jax import data as data_lib
 from fedasync_jax import scheduler as sched_lib
 from fedasync_jax.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.reference import RunResult, task_hparams
 from fedasync_jax.rules import ServerRule
+from fedasync_jax.sweep import member_keys
 
 Params = Any
 
@@ -796,15 +798,6 @@ class Tracker(NamedTuple):
   ring_size: int
 
 
-def _sq_dist(a, b):
-  return sum(jnp.sum((x - y) ** 2) for x, y in
-             zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def _where(cond, new, old):
-  return jax.tree.map(lambda n, o: jnp.where(cond, n, o), new, old)
-
-
 def tracker(rule: ServerRule, client_update: ClientUpdate, *, ring_size: int,
             metrics: Optional[Callable] = None) -> Tracker:
   """Builds the drift/staleness tracker.
@@ -861,11 +854,11 @@ def tracker(rule: ServerRule, client_update: ClientUpdate, *, ring_size: int,
     res, met = client_update.update(
         start, ref, jax.random.fold_in(key, inp.task),
         ClientHParams(inp.lr_scale, inp.prox_rho))
-    drift = _sq_dist(state.params, start)
+    drift = tree_lib.sq_dist(state.params, start)
     new = rule.apply(state, res, tau)
     if rule.end_round is not None:
       new = jax.lax.cond(inp.ends_round, rule.end_round, lambda s: s, new)
-    new = _where(inp.valid, new, state)
+    new = tree_lib.where(inp.valid, new, state)
     ring = jax.tree.map(
         lambda b, p: b.at[jnp.mod(new.version, R)].set(p), ring, new.params)
     out = {"drift": jnp.where(tau < R, drift, jnp.nan),
@@ -972,12 +965,7 @@ def track_many(rule: ServerRule, client_update: ClientUpdate, params,
   if not scheds:
     raise ValueError("schedules must hold at least one Schedule")
   M = len(scheds)
-  keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
-  if keys.ndim == 0:
-    keys = jnp.stack([keys] * M)
-  if keys.shape[0] != M:
-    raise ValueError(f"keys must hold {M} keys (one per schedule), got "
-                     f"{keys.shape[0]}")
+  keys = member_keys(keys, M)
   hps = [None] * M if hparams is None else list(hparams)
   if len(hps) != M:
     raise ValueError(f"hparams must hold {M} entries, got {len(hps)}")
