@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -88,20 +89,34 @@ def load_data(cfg: config_lib.Config) -> data.FederatedData:
     name = "emnist/balanced" if d.name == "emnist" else d.name
     central = datasets.load_tfds(name, data_dir=d.data_dir,
                                  download=d.download)
-  x_train, x_test = central.x_train, central.x_test
-  key = d.name if d.name in datasets.NORMALIZATION else None
-  if x_train.dtype == np.uint8:
-    if key is not None:
-      x_train = datasets.normalize_for(x_train, dataset=key)
-      x_test = datasets.normalize_for(x_test, dataset=key)
-    else:
-      x_train = datasets.normalize(x_train)
-      x_test = datasets.normalize(x_test)
+  # Training images stay uint8 on the host and on the device (4x less
+  # memory); they are standardized on the device, per minibatch, by the
+  # loss (see ``image_transform``). The small test set is standardized here.
+  x_test = central.x_test
+  if x_test.dtype == np.uint8:
+    mean, std = normalization(d.name)
+    x_test = datasets.normalize(x_test, mean=mean, std=std)
   return datasets.federate(
-      x_train.astype(np.float32), central.y_train, x_test.astype(np.float32),
+      central.x_train, central.y_train, x_test.astype(np.float32),
       central.y_test, num_clients=d.num_clients, partition=d.partition,
       alpha=d.alpha, seed=d.seed, num_classes=central.num_classes,
       name=central.name or d.name)
+
+
+def normalization(name: str):
+  """(mean, std) of a data set's images after scaling to [0, 1]."""
+  return datasets.NORMALIZATION.get(name, ((0.0,), (1.0,)))
+
+
+def image_transform(name: str):
+  """``x_uint8 -> standardized float32``, traced inside the compiled step."""
+  mean, std = (np.asarray(v, np.float32) for v in normalization(name))
+
+  def transform(x):
+    shape = (1,) * (x.ndim - 1) + (-1,)
+    return ((x.astype(jnp.float32) / 255.0 - mean.reshape(shape))
+            / std.reshape(shape))
+  return transform
 
 
 def _optimizer(name, lr, momentum=0.0):
@@ -188,8 +203,12 @@ def setup(cfg: config_lib.Config) -> Setup:
   fed = load_data(cfg)
   model = make_model(cfg, fed)
   c = cfg.client
+  loss = model.loss
+  if fed.train.x.dtype == np.uint8:
+    transform = image_transform(cfg.data.name)
+    loss = lambda p, x, y, m: model.loss(p, transform(x), y, m)  # noqa
   update = client.local_update(
-      model.loss, _optimizer(c.optimizer, c.lr, c.momentum),
+      loss, _optimizer(c.optimizer, c.lr, c.momentum),
       batch_size=c.batch_size, max_examples=fed.train.max_count,
       epochs=c.epochs, steps=c.steps, epoch_decay=c.epoch_decay,
       patience=c.patience, stateful=model.stateful)
