@@ -6,9 +6,9 @@ optimizer. The executor batches it (vmap or lax.map) in one place.
 
 The client's examples are a range ``[offset, offset + count)`` of arrays that
 hold every client's data once; a step gathers its minibatch by index. Ragged
-sizes are handled with masks: the scan always runs
-``epochs * ceil(max_examples / batch_size)`` steps and steps past the
-client's data are masked out, so there is one compiled shape.
+sizes cost no padding work: an epoch runs ``ceil(count / batch_size)`` steps
+(a ``fori_loop`` with a dynamic trip count, one compiled shape for all
+clients), and the last, partial batch is masked.
 
 Options follow the papers that use them:
 
@@ -73,7 +73,8 @@ class ClientUpdate(NamedTuple):
   """The client trainer and its static shape.
 
   ``update(params, data, key, hparams) -> (ClientResult, metrics)``;
-  ``num_steps`` is the scan length (``epochs * steps_per_epoch``).
+  ``num_steps`` is the most local steps a client can take
+  (``epochs * steps_per_epoch`` of the largest client).
   """
   update: Callable
   num_steps: int
@@ -159,12 +160,11 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
           else lr_scale
       epoch_active = jnp.logical_not(stopped)
 
-      def one_step(c, j):
-        trainable, stats, opt_state = c
+      def one_step(j, c):
+        trainable, stats, opt_state, loss_sum = c
         if steps is None:
           pos = j * B + jnp.arange(B, dtype=jnp.int32)
           valid = pos < count
-          active = epoch_active & (j * B < count)
         else:
           # Cycle through the client's data; a batch never repeats an
           # example, so a batch at least as large as the client is its full
@@ -172,26 +172,31 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
           lane = jnp.arange(B, dtype=jnp.int32)
           pos = (j * B + lane) % jnp.maximum(count, 1)
           valid = lane < count
-          active = epoch_active & (count > 0)
         idx = offset + perm[jnp.where(valid, pos, 0)]
         mask = valid.astype(dtype)
         (_, (loss, new_stats)), grads = grad_fn(
             trainable, stats, data.x[idx], data.y[idx], mask)
-        updates, new_opt = optimizer.update(grads, opt_state, trainable)
+        updates, opt_state = optimizer.update(grads, opt_state, trainable)
         updates = jax.tree.map(lambda u: (scale * u).astype(u.dtype), updates)
-        new_trainable = optax.apply_updates(trainable, updates)
-        trainable = tree_lib.where(active, new_trainable, trainable)
-        opt_state = tree_lib.where(active, new_opt, opt_state)
+        trainable = optax.apply_updates(trainable, updates)
         if stateful:
-          stats = tree_lib.where(active, new_stats, stats)
-        return (trainable, stats, opt_state), (jnp.where(active, loss, 0.0),
-                                               active)
+          stats = new_stats
+        return trainable, stats, opt_state, loss_sum + loss
 
-      (trainable, stats, opt_state), (losses, actives) = jax.lax.scan(
-          one_step, (trainable, stats, opt_state),
-          jnp.arange(per_epoch, dtype=jnp.int32))
-      n_active = jnp.sum(actives)
-      epoch_loss = jnp.sum(losses) / jnp.maximum(n_active, 1)
+      # Only the client's own steps run: ceil(count / B) per epoch (or the
+      # fixed number), none once stopped early. The trip count is dynamic,
+      # so a small client costs its own work, not the largest client's;
+      # under vmap the loop runs to the longest lane, masking the others.
+      if steps is None:
+        n_active = jnp.minimum((count + B - 1) // B, per_epoch)
+      else:
+        n_active = jnp.where(count > 0, per_epoch, 0)
+      n_active = jnp.where(epoch_active, n_active, 0).astype(jnp.int32)
+      trainable, stats, opt_state, loss_sum = jax.lax.fori_loop(
+          0, n_active, one_step,
+          (trainable, stats, opt_state, jnp.zeros((), dtype)))
+      losses = loss_sum
+      epoch_loss = loss_sum / jnp.maximum(n_active, 1)
       if patience is not None:
         improved = epoch_loss < best - min_delta
         new_best = jnp.where(epoch_active & improved, epoch_loss, best)
@@ -199,7 +204,7 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
         stopped = stopped | (new_bad >= patience)
         best, bad = new_best, new_bad
       carry = (trainable, stats, opt_state, best, bad, stopped)
-      return carry, (jnp.sum(losses), n_active, epoch_active)
+      return carry, (losses, n_active, epoch_active)
 
     trainable, stats = split(params)
     init = (trainable, stats, optimizer.init(trainable),
