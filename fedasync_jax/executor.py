@@ -46,7 +46,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedasync_jax import tree as tree_lib
 from fedasync_jax import plan as plan_lib
 from fedasync_jax.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.data import ClientDataset
@@ -139,22 +138,39 @@ def make_program(make_rule: Callable[[Any], ServerRule], client: ClientUpdate,
     return jax.tree.map(lambda x: jnp.array(x, copy=True),
                         (state, snaps, results))
 
-  def train_wave(train_one, start, offs, cnts, keys, hp, valid):
+  def batched_wave(train_one, results, xs, keys, hp, snaps, dev):
+    """vmap / map_batched: train all ``width`` lanes, scatter the results."""
+    start = jax.tree.map(lambda b: b[xs["wave_snap"]], snaps)
+    clients = xs["wave_client"]
+    args = (start, dev.offsets[clients], dev.counts[clients], keys, hp)
     if batching == "vmap":
-      return jax.vmap(train_one)(start, offs, cnts, keys, hp)
+      res, met = jax.vmap(train_one)(*args)
+    else:
+      res, met = jax.lax.map(lambda a: train_one(*a), args,
+                             batch_size=map_batch_size)
+    results = jax.tree.map(lambda b, r: b.at[xs["wave_slot"]].set(r),
+                           results, res)
+    return results, met["loss"]
 
-    def one(args):
-      p, o, c, k, h, v = args
-      shapes = jax.eval_shape(train_one, p, o, c, k, h)
+  def looped_wave(train_one, results, xs, keys, hp, snaps, dev):
+    """map: train only the valid prefix of the wave, one client at a time,
+    writing each result straight into its slot (padding costs nothing)."""
+    n_valid = jnp.sum(xs["wave_valid"].astype(jnp.int32))
 
-      def skip():
-        res, met = _tree_zeros(shapes)
-        return res._replace(params=p), met
-      return jax.lax.cond(v, lambda: train_one(p, o, c, k, h), skip)
-    xs = (start, offs, cnts, keys, hp, valid)
-    if batching == "map":
-      return jax.lax.map(one, xs)
-    return jax.lax.map(one, xs, batch_size=map_batch_size)
+    def body(j, c):
+      results, losses = c
+      start = jax.tree.map(lambda b: b[xs["wave_snap"][j]], snaps)
+      client_id = xs["wave_client"][j]
+      res, met = train_one(start, dev.offsets[client_id],
+                           dev.counts[client_id], keys[j],
+                           jax.tree.map(lambda a: a[j], hp))
+      results = jax.tree.map(lambda b, r: b.at[xs["wave_slot"][j]].set(r),
+                             results, res)
+      return results, losses.at[j].set(met["loss"])
+    loss_dtype = jax.tree.leaves(snaps)[0].dtype
+    return jax.lax.fori_loop(
+        0, n_valid, body,
+        (results, jnp.zeros(xs["wave_valid"].shape, loss_dtype)))
 
   eval_shape = (jax.eval_shape(lambda p: _call_eval(
       eval_fn, p, getattr(eval_fn, "data", None)), params_like)
@@ -162,38 +178,51 @@ def make_program(make_rule: Callable[[Any], ServerRule], client: ClientUpdate,
 
   def step(carry, xs, key, hp_table, dev, rule):
     state, snaps, results = carry
-    start = jax.tree.map(lambda b: b[xs["wave_snap"]], snaps)
     tasks = xs["wave_task"]
-    clients = xs["wave_client"]
     keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(tasks)
     hp = jax.tree.map(lambda a: a[tasks], hp_table)
-    res, met = train_wave(train_fn(dev), start, dev.offsets[clients],
-                          dev.counts[clients], keys, hp, xs["wave_valid"])
-    results = jax.tree.map(lambda b, r: b.at[xs["wave_slot"]].set(r),
-                           results, res)
+    wave = looped_wave if batching == "map" else batched_wave
+    results, train_loss = wave(train_fn(dev), results, xs, keys, hp, snaps,
+                               dev)
+    trash = jax.tree.leaves(snaps)[0].shape[0] - 1
+    A = xs["arr_valid"].shape[0]
+    n_arr = jnp.sum(xs["arr_valid"].astype(jnp.int32))
+    outs = {"applied": jnp.zeros((A,), bool),
+            "version": jnp.zeros((A,), jnp.asarray(state.version).dtype)}
+    if eval_fn is not None:
+      outs["eval"] = jax.tree.map(
+          lambda s: jnp.zeros((A,) + s.shape, s.dtype), eval_shape)
 
-    def arrive(c, a):
-      state, snaps = c
-      r = jax.tree.map(lambda b: b[a["arr_slot"]], results)
-      new = rule.apply(state, r, a["arr_staleness"])
+    # The step's arrivals are a prefix of its A positions: apply exactly
+    # those, in order (padding costs nothing).
+    def arrive(j, c):
+      state, snaps, outs = c
+      r = jax.tree.map(lambda b: b[xs["arr_slot"][j]], results)
+      new = rule.apply(state, r, xs["arr_staleness"][j])
       if rule.end_round is not None:
-        new = jax.lax.cond(a["arr_ends_round"], rule.end_round,
+        new = jax.lax.cond(xs["arr_ends_round"][j], rule.end_round,
                            lambda s: s, new)
-      applied = a["arr_valid"] & (new.dropped == state.dropped)
-      state = tree_lib.where(a["arr_valid"], new, state)
-      snaps = jax.tree.map(lambda b, p: b.at[a["arr_snap"]].set(p), snaps,
-                           state.params)
-      out = {"applied": applied, "version": state.version}
+      snap = xs["arr_snap"][j]
+      snaps = jax.lax.cond(
+          snap < trash,
+          lambda b: jax.tree.map(lambda x, p: x.at[snap].set(p), b,
+                                 new.params),
+          lambda b: b, snaps)
+      outs = dict(outs)
+      outs["applied"] = outs["applied"].at[j].set(new.dropped ==
+                                                  state.dropped)
+      outs["version"] = outs["version"].at[j].set(new.version)
       if eval_fn is not None:
-        out["eval"] = jax.lax.cond(
-            a["arr_eval"], lambda p: _call_eval(eval_fn, p, dev.eval_data),
-            lambda p: _tree_zeros(eval_shape), state.params)
-      return (state, snaps), out
-    arr_keys = ("arr_slot", "arr_staleness", "arr_ends_round", "arr_snap",
-                "arr_valid", "arr_eval")
-    (state, snaps), outs = jax.lax.scan(
-        arrive, (state, snaps), {k: xs[k] for k in arr_keys})
-    outs["train_loss"] = met["loss"]
+        ev = jax.lax.cond(
+            xs["arr_eval"][j],
+            lambda p: _call_eval(eval_fn, p, dev.eval_data),
+            lambda p: _tree_zeros(eval_shape), new.params)
+        outs["eval"] = jax.tree.map(lambda o, v: o.at[j].set(v),
+                                    outs["eval"], ev)
+      return new, snaps, outs
+    state, snaps, outs = jax.lax.fori_loop(0, n_arr, arrive,
+                                           (state, snaps, outs))
+    outs["train_loss"] = train_loss
     return (state, snaps, results), outs
 
   def run_chunk(carry, steps, key, hp_table, dev, rule_hp=None):
@@ -422,7 +451,7 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
         last_eval = {k: float(v[ii, jj]) for k, v in ev.items()}
       progress({"arrivals_done": done,
                 "num_arrivals": schedule.num_arrivals,
-                "version": int(outs[-1]["version"][-1].max()),
+                "version": int(outs[-1]["version"].max()),
                 "wall_time_s": time.perf_counter() - t0,
                 "last_eval": last_eval})
     if stop:
