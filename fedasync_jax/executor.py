@@ -116,21 +116,26 @@ def make_program(make_rule: Callable[[Any], ServerRule], client: ClientUpdate,
     raise ValueError(f"batching must be one of {BATCHINGS}, got "
                      f"{batching!r}")
 
-  def train_fn(dev):
+  def train_fn(dev, fields):
     def train_one(p, o, c, k, h):
-      return client.update(p, ClientRef(dev.x, dev.y, o, c), k, h)
+      res, met = client.update(p, ClientRef(dev.x, dev.y, o, c), k, h)
+      # Only what the rule reads is kept for clients in flight.
+      return res._replace(**{f: None for f in ("params", "delta")
+                             if f not in fields}), met
     return train_one
 
   def init(params, num_snaps, num_slots, init_snap, rule_hp=None):
     # The carry is donated to the compiled chunks: copy, never alias, the
     # caller's parameters.
     params = jax.tree.map(lambda p: jnp.array(p, copy=True), params)
-    state = make_rule(rule_hp).init(params)
+    rule = make_rule(rule_hp)
+    state = rule.init(params)
     snaps = jax.tree.map(
         lambda p: jnp.zeros((num_snaps + 1,) + p.shape, p.dtype)
         .at[init_snap].set(p), params)
     res_shape = jax.eval_shape(
-        train_fn(data_like), params, jnp.int32(0), jnp.int32(0),
+        train_fn(data_like, rule.result_fields), params, jnp.int32(0),
+        jnp.int32(0),
         jax.random.key(0), ClientHParams(jnp.float32(1), jnp.float32(0)))[0]
     results = _stack_zeros(_tree_zeros(res_shape), num_slots + 1)
     # Every leaf its own buffer: rules may share one array between fields
@@ -182,8 +187,8 @@ def make_program(make_rule: Callable[[Any], ServerRule], client: ClientUpdate,
     keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(tasks)
     hp = jax.tree.map(lambda a: a[tasks], hp_table)
     wave = looped_wave if batching == "map" else batched_wave
-    results, train_loss = wave(train_fn(dev), results, xs, keys, hp, snaps,
-                               dev)
+    results, train_loss = wave(train_fn(dev, rule.result_fields), results,
+                               xs, keys, hp, snaps, dev)
     trash = jax.tree.leaves(snaps)[0].shape[0] - 1
     A = xs["arr_valid"].shape[0]
     n_arr = jnp.sum(xs["arr_valid"].astype(jnp.int32))
