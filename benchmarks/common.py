@@ -1,0 +1,470 @@
+"""Shared helpers of the issue-6 benchmarks (torch_w1, torch_w2, paper_cnn,
+scaling, sweep_bench, flops).
+
+* the W1 data (MNIST over 1000 Dirichlet(0.5) clients) and model set-up;
+* a lean PyTorch copy of the 784-200-200-10 MLP that starts from the same
+  initial weights as the JAX model;
+* machine / version / thread information, the load average, medians, and
+  writing one JSON result per run under ``benchmarks/results/``.
+
+Nothing here is imported by the library; torch is imported lazily.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+  sys.path.insert(0, str(ROOT))
+
+DEFAULT_MNIST = ROOT / ".." / "shared" / "data" / "mnist.npz"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+W1 = {
+    "num_clients": 1000, "dirichlet_alpha": 0.5, "partition_seed": 0,
+    "normalization": "(x/255 - 0.1307) / 0.3081",
+    "model": "mlp 784-200-200-10 relu (models.mlp)", "epochs": 1,
+    "batch_size": 10, "client_lr": 0.05,
+    "rule": "fedasync(0.6, polynomial(0.5))", "concurrency": 100,
+    "speeds": "lognormal sigma=1 seed=0", "work": "example counts",
+    "num_updates": 5000, "schedule_seed": 0, "model_seed": 0, "train_key": 0,
+}
+
+
+def log(msg):
+  print(msg, file=sys.stderr, flush=True)
+
+
+def median(xs):
+  xs = [x for x in xs if x is not None and not (isinstance(x, float)
+                                                 and math.isnan(x))]
+  return statistics.median(xs) if xs else float("nan")
+
+
+def loadavg():
+  try:
+    return [round(x, 2) for x in os.getloadavg()]
+  except OSError:
+    return None
+
+
+def skip_if_no_mnist(path, name):
+  """Prints a skip message and returns True when MNIST is absent."""
+  path = Path(path)
+  if path.exists():
+    return False
+  msg = (f"{name} needs MNIST at {path.resolve()} (x_train, y_train, x_test, "
+         f"y_test); it is absent, so the benchmark is skipped. Pass --data "
+         f"PATH to point at a copy.")
+  print(msg)
+  print(json.dumps({"benchmark": name, "skipped": True, "reason": msg}))
+  return True
+
+
+# ---------------------------------------------------------------------------
+# Data.
+
+
+def normalize_mnist(x, flat=True):
+  import numpy as np
+  x = x.astype(np.float32) / np.float32(255.0)
+  x = ((x - np.float32(0.1307)) / np.float32(0.3081)).astype(np.float32)
+  return x.reshape(x.shape[0], -1) if flat else x
+
+
+def load_mnist(path, flat=True):
+  import numpy as np
+  with np.load(path) as f:
+    return (normalize_mnist(f["x_train"], flat), f["y_train"].astype(np.int32),
+            normalize_mnist(f["x_test"], flat), f["y_test"].astype(np.int32))
+
+
+def w1_data(path):
+  """``(ClientDataset, x_test, y_test)`` of W1 (1000 Dirichlet(0.5)
+  clients, seed 0, normalized, flattened)."""
+  from fedasync_jax import data, partition
+  x, y, xt, yt = load_mnist(path)
+  parts = partition.dirichlet(y, W1["num_clients"],
+                              alpha=W1["dirichlet_alpha"],
+                              seed=W1["partition_seed"])
+  return data.from_partition(x, y, parts), xt, yt
+
+
+def w1_delay_model(ds):
+  from fedasync_jax import delays
+  speeds = delays.device_speeds("lognormal", ds.num_clients, sigma=1.0,
+                                seed=0)
+  return delays.delay_model(speeds, ds.counts.astype(float) * W1["epochs"])
+
+
+# ---------------------------------------------------------------------------
+# PyTorch side.
+
+
+def torch_setup(threads):
+  import torch
+  torch.set_num_threads(int(threads))
+  try:
+    torch.set_num_interop_threads(1)
+  except RuntimeError:
+    pass  # already set in this process
+  return torch
+
+
+def torch_mlp_from_jax(params):
+  """A ``torch.nn.Sequential`` 784-200-200-10 ReLU MLP holding the JAX
+  parameters ``params`` (flax Dense kernels are (in, out); torch Linear
+  weights are (out, in))."""
+  import numpy as np
+  import torch
+  names = sorted(params.keys(), key=lambda s: int(s.split("_")[-1]))
+  layers = []
+  for i, n in enumerate(names):
+    k = np.asarray(params[n]["kernel"])
+    lin = torch.nn.Linear(k.shape[0], k.shape[1])
+    with torch.no_grad():
+      lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(k.T)))
+      lin.bias.copy_(torch.from_numpy(np.array(params[n]["bias"])))
+    layers.append(lin)
+    if i < len(names) - 1:
+      layers.append(torch.nn.ReLU())
+  return torch.nn.Sequential(*layers)
+
+
+class FlatModel:
+  """A torch model whose parameters (and gradients) are views into one flat
+  buffer, so that loading a start state, an SGD step and FedAsync mixing are
+  each ONE vector operation (the lean way to write a simulator loop)."""
+
+  def __init__(self, module):
+    import torch
+    self.module = module
+    ps = list(module.parameters())
+    n = sum(p.numel() for p in ps)
+    self.flat = torch.zeros(n)
+    self.grad = torch.zeros(n)
+    i = 0
+    for p in ps:
+      k = p.numel()
+      with torch.no_grad():
+        self.flat[i:i + k].copy_(p.data.reshape(-1))
+      p.data = self.flat[i:i + k].view_as(p)
+      p.grad = self.grad[i:i + k].view_as(p)
+      i += k
+    self.params = ps
+
+  def check_views(self):
+    """Gradients must still be views of the flat buffer (autograd
+    accumulates into an existing ``.grad`` in place)."""
+    for p in self.params:
+      if p.grad is None or p.grad.untyped_storage().data_ptr() != \
+          self.grad.untyped_storage().data_ptr():
+        raise AssertionError("gradients are no longer views of the flat "
+                             "buffer")
+
+
+def torch_accuracy(module, x_test, y_test, batch=1000):
+  import torch
+  x = torch.from_numpy(x_test)
+  y = torch.from_numpy(y_test.astype("int64"))
+  correct = 0
+  with torch.no_grad():
+    for i in range(0, len(y), batch):
+      correct += int((module(x[i:i + batch]).argmax(1) == y[i:i + batch])
+                     .sum())
+  return correct / len(y)
+
+
+# ---------------------------------------------------------------------------
+# Reporting.
+
+
+def versions():
+  import jax
+  import jaxlib
+  import numpy as np
+  out = {"python": platform.python_version(), "jax": jax.__version__,
+         "jaxlib": jaxlib.__version__, "numpy": np.__version__}
+  for mod in ("flax", "optax", "torch"):
+    try:
+      out[mod] = __import__(mod).__version__
+    except ImportError:
+      out[mod] = None
+  return out
+
+
+def machine_info():
+  import jax
+  info = {"platform": platform.platform(), "machine": platform.machine(),
+          "cpu_count": os.cpu_count(),
+          "backend": jax.default_backend(),
+          "devices": [str(d) for d in jax.devices()]}
+  try:
+    info["cpu_affinity"] = len(os.sched_getaffinity(0))
+  except AttributeError:
+    pass
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          info["cpu_model"] = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  try:
+    with open("/proc/meminfo") as f:
+      info["mem_total_kb"] = int(f.readline().split()[1])
+  except (OSError, ValueError, IndexError):
+    pass
+  return info
+
+
+def thread_settings():
+  out = {k: os.environ.get(k) for k in (
+      "XLA_FLAGS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+      "OPENBLAS_NUM_THREADS", "JAX_PLATFORMS")}
+  if "torch" in sys.modules:
+    t = sys.modules["torch"]
+    out["torch_num_threads"] = t.get_num_threads()
+    out["torch_num_interop_threads"] = t.get_num_interop_threads()
+  out["xla_cpu"] = ("XLA:CPU uses its own intra-op thread pool (one "
+                    "thread per core by default, here "
+                    f"{os.cpu_count()}); not set by torch.set_num_threads")
+  return out
+
+
+def command_line():
+  return " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
+
+
+def now_iso():
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(
+      timespec="seconds")
+
+
+def clean(o):
+  import numpy as np
+  if isinstance(o, dict):
+    return {str(k): clean(v) for k, v in o.items()}
+  if isinstance(o, (list, tuple)):
+    return [clean(v) for v in o]
+  if isinstance(o, (np.floating, float)):
+    v = float(o)
+    return round(v, 6) if math.isfinite(v) else None
+  if isinstance(o, np.integer):
+    return int(o)
+  if isinstance(o, np.bool_):
+    return bool(o)
+  if isinstance(o, np.ndarray):
+    return clean(o.tolist())
+  return o
+
+
+def finish(name, result, *, quick, started, load_start):
+  """Adds the machine, versions, threads, date, command, load averages and
+  wall time; writes ``benchmarks/results/<name>_<stamp>[_quick].json``;
+  prints the one-line JSON last. Returns the path."""
+  result = dict(result)
+  result.update({
+      "benchmark": name, "quick": bool(quick), "machine": machine_info(),
+      "versions": versions(), "threads": thread_settings(),
+      "date": now_iso(), "command": command_line(),
+      "loadavg_start": load_start, "loadavg_end": loadavg(),
+      "wall_s": time.perf_counter() - started})
+  result = clean(result)
+  RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
+      "%Y-%m-%dT%H%M%SZ")
+  path = RESULTS_DIR / f"{name}_{stamp}{'_quick' if quick else ''}.json"
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(result, indent=2) + "\n")
+  os.replace(tmp, path)
+  log(f"wrote {path}")
+  print(json.dumps(result, separators=(",", ":")))
+  return path
+
+
+def peak_rss_mb():
+  """Peak resident set size of this process, MiB (Linux ru_maxrss is KiB)."""
+  import resource
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ---------------------------------------------------------------------------
+# The lean PyTorch simulator loop (W1 FedAsync and W2 FedAvg).
+
+
+class TorchFed:
+  """A lean PyTorch simulator that walks a ``scheduler.Schedule``'s events
+  with ONE reusable model (parameters and gradients views of flat buffers).
+
+  * dispatch: snapshot the current global parameters (one clone per
+    version, shared by every client that downloaded it, freed after the
+    last of them arrives);
+  * arrival: copy the snapshot into the model, train the client's pre-made
+    tensors (no DataLoader; a permutation per epoch, minibatches of
+    ``batch_size``, plain SGD as one vector op), then
+    ``rule="fedasync"``: mix ``(1 - a) w + a w_k`` with
+    ``a = alpha (1 + tau)^-staleness_a``, ``tau`` from its own version
+    counter; ``rule="fedavg"``: accumulate ``n_k (w_k - w)`` and, on the
+    arrival that ends the round, add the example-weighted mean.
+
+  ``perm(task, count)``: the permutation source (default ``torch.randperm``
+  with a seeded generator; ``jax_perm`` gives the library's, for the exact
+  equal-work check).
+  """
+
+  def __init__(self, module, ds, *, lr, batch_size, epochs=1):
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    self.torch, self.F = torch, F
+    self.tm = FlatModel(module)
+    self.init_flat = self.tm.flat.clone()
+    self.X = torch.from_numpy(np.ascontiguousarray(ds.x))
+    self.Y = torch.from_numpy(ds.y.astype(np.int64))
+    self.offs, self.cnts = ds.offsets.tolist(), ds.counts.tolist()
+    self.lr, self.B, self.E = float(lr), int(batch_size), int(epochs)
+
+  def run(self, sched, *, rule, alpha=0.6, staleness_a=0.5, perm=None,
+          seed=0):
+    """Returns ``(global flat params, staleness list, wall seconds)``."""
+    import numpy as np
+    torch, F, tm = self.torch, self.F, self.tm
+    events = sched.events.tolist()
+    task_client = sched.client.tolist()
+    ends_round = sched.ends_round.tolist()
+    X, Y, B, lr = self.X, self.Y, self.B, self.lr
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    glob = self.init_flat.clone()
+    acc = torch.zeros_like(glob)
+    acc_n = 0.0
+    version = 0
+    task_v, snaps, taus = {}, {}, []
+    for kind, k in events:
+      if kind == 0:  # dispatch: download the current version
+        s = snaps.get(version)
+        if s is None:
+          s = snaps[version] = [glob.clone(), 0]
+        s[1] += 1
+        task_v[k] = version
+        continue
+      v0 = task_v.pop(k)
+      s = snaps[v0]
+      s[1] -= 1
+      if kind == 2:  # lost: never arrives
+        if s[1] == 0:
+          del snaps[v0]
+        continue
+      tm.flat.copy_(s[0])
+      c = task_client[k]
+      o, m = self.offs[c], self.cnts[c]
+      xs, ys = X[o:o + m], Y[o:o + m]
+      for e in range(self.E):
+        p = perm(k, m, e) if perm is not None else torch.randperm(
+            m, generator=gen)
+        for i in range(0, m, B):
+          idx = p[i:i + B]
+          tm.grad.zero_()
+          F.cross_entropy(tm.module(xs[idx]), ys[idx]).backward()
+          with torch.no_grad():
+            tm.flat.add_(tm.grad, alpha=-lr)
+      tau = version - v0
+      taus.append(tau)
+      with torch.no_grad():
+        if rule == "fedasync":
+          a = alpha * (1.0 + tau) ** -staleness_a
+          glob.mul_(1.0 - a).add_(tm.flat, alpha=a)
+          version += 1
+        elif rule == "fedavg":
+          acc.add_(tm.flat - s[0], alpha=float(m))
+          acc_n += m
+          if ends_round[len(taus) - 1]:
+            glob.add_(acc, alpha=1.0 / max(acc_n, 1e-30))
+            acc.zero_()
+            acc_n = 0.0
+            version += 1
+        else:
+          raise ValueError(rule)
+      if s[1] == 0:
+        del snaps[v0]
+    wall = time.perf_counter() - t0
+    tm.check_views()
+    if not np.array_equal(np.asarray(taus), sched.staleness):
+      raise AssertionError("torch loop staleness differs from the schedule")
+    return glob, taus, wall
+
+  def accuracy(self, flat, x_test, y_test):
+    self.tm.flat.copy_(flat)
+    return torch_accuracy(self.tm.module, x_test, y_test)
+
+  def rel_diff_to_jax(self, flat, jax_params):
+    """max |torch - jax| / max |jax| over the MLP's parameters."""
+    import numpy as np
+    t_leaves, i = [], 0
+    for lp in self.tm.params:
+      t_leaves.append(flat[i:i + lp.numel()].view_as(lp).numpy())
+      i += lp.numel()
+    j_leaves = []
+    for name in sorted(jax_params, key=lambda s: int(s.split("_")[-1])):
+      j_leaves += [np.asarray(jax_params[name]["kernel"]).T,
+                   np.asarray(jax_params[name]["bias"])]
+    return max(float(np.max(np.abs(a - b))) for a, b in
+               zip(t_leaves, j_leaves)) / max(float(np.max(np.abs(b)))
+                                              for b in j_leaves)
+
+
+def jax_perm_fn(key, max_examples):
+  """``perm(task, count, epoch)``: the permutation ``client.local_update``
+  uses for that task and epoch, as a torch tensor."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import torch
+
+  @jax.jit
+  def perm(k, m, e):
+    u = jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, k), e),
+                           (max_examples,))
+    return jnp.argsort(jnp.where(jnp.arange(max_examples) < m, u, 2.0))
+
+  return lambda k, m, e: torch.from_numpy(
+      np.asarray(perm(k, m, e))[:m].astype(np.int64))
+
+
+def simulate_timed(executor_mod, rule, update, params, ds, sched, key, **kw):
+  """``executor.simulate`` timed as a user calls it. Returns ``(dict,
+  RunResult)``: ``updates_per_s`` (whole call, compilation included),
+  ``steady_updates_per_s`` (chunks after the first), ``compile_s``
+  (estimate: first chunk minus its steady-state share)."""
+  import jax
+  marks = []
+  t0 = time.perf_counter()
+  out = executor_mod.simulate(
+      rule, update, params, ds, sched, key=key,
+      progress=lambda i: marks.append((time.perf_counter(),
+                                       i["arrivals_done"])), **kw)
+  jax.block_until_ready(out.state.params)
+  wall = time.perf_counter() - t0
+  n = sched.num_arrivals
+  steady = ((marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
+            if len(marks) > 2 else float("nan"))
+  compile_s = (max(0.0, (marks[0][0] - t0) - marks[0][1] / steady)
+               if steady > 0 else float("nan"))
+  return {"updates_per_s": n / wall, "steady_updates_per_s": steady,
+          "compile_s": compile_s, "wall_s": wall,
+          "chunks": len(marks), "width": out.stats.get("width"),
+          "arrivals_per_step": out.stats.get("arrivals_per_step"),
+          "batching": out.stats.get("batching"),
+          "padding_waste": out.stats.get("padding_waste")}, out

@@ -1,0 +1,234 @@
+#!/usr/bin/env python
+"""Scaling: updates/s and peak memory against population size and concurrency.
+
+Workload: every client holds ``--examples`` (default 4) examples of a
+``--dim`` (16) feature, 10-class problem (numpy, a random linear teacher);
+logistic regression (170 parameters), 1 local epoch, batch 4, SGD 0.1;
+FedAsync alpha 0.6, polynomial(0.5); lognormal speeds (sigma 1), work =
+example counts; ``--updates`` (3000) client updates per point.
+
+* population sweep: 1e2, 1e3, 1e4, 1e5, 1e6 clients at concurrency
+  ``--pop-concurrency`` (50);
+* concurrency sweep: 1, 10, 100, 1000 in flight at 1e4 clients.
+
+Every point runs in a FRESH subprocess (so peak RSS, ``ru_maxrss``, is that
+point's alone) which builds the data, draws the schedule, and calls
+``executor.simulate`` as a user does (library defaults) ``--runs`` times;
+it reports the steady updates/s (chunks after the first, median over
+runs), the end-to-end rate, the schedule and plan time, the peak RSS, the
+RSS after imports (the interpreter + JAX baseline) and the sizes that
+should bound memory: data bytes and (result slots + snapshot slots) x
+parameter bytes. The whole sweep is repeated ``--rounds`` times in
+alternating order and medians are reported.
+
+Targets: 1e6 clients runs; peak RSS < 4 GB; updates/s at 1e6 within 20% of
+the 1e3 figure; time per update flat in the population; memory bounded by
+concurrency x params + data.
+
+Usage:
+  python benchmarks/scaling.py            # 3000 updates/point, 2 rounds
+  python benchmarks/scaling.py --quick    # 1000 updates/point, 1 round
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def parse_args(argv):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--quick", action="store_true")
+  ap.add_argument("--updates", type=int, default=None)
+  ap.add_argument("--examples", type=int, default=4)
+  ap.add_argument("--dim", type=int, default=16)
+  ap.add_argument("--populations", default="100,1000,10000,100000,1000000")
+  ap.add_argument("--pop-concurrency", type=int, default=50)
+  ap.add_argument("--concurrencies", default="1,10,100,1000")
+  ap.add_argument("--conc-population", type=int, default=10000)
+  ap.add_argument("--runs", type=int, default=2,
+                  help="executor.simulate calls per subprocess")
+  ap.add_argument("--rounds", type=int, default=None,
+                  help="repeats of the whole sweep (alternating order)")
+  ap.add_argument("--width", type=int, default=None)
+  ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+  args = ap.parse_args(argv)
+  if args.updates is None:
+    args.updates = 1000 if args.quick else 3000
+  if args.rounds is None:
+    args.rounds = 1 if args.quick else 2
+  return args
+
+
+def worker(args, population, concurrency):
+  import resource
+  t_start = time.perf_counter()
+  import common as C
+  import jax
+  import numpy as np
+  import optax
+  from fedasync_jax import (client, data, delays, executor, models, rules,
+                            scheduler, staleness)
+  rss_imports = C.peak_rss_mb()
+  t = time.perf_counter()
+  rng = np.random.default_rng(0)
+  n_ex = population * args.examples
+  x = rng.standard_normal((n_ex, args.dim), dtype=np.float32)
+  teacher = rng.standard_normal((args.dim, 10)).astype(np.float32)
+  y = np.argmax(x @ teacher, axis=1).astype(np.int32)
+  counts = np.full(population, args.examples, np.int64)
+  offsets = np.arange(population, dtype=np.int64) * args.examples
+  ds = data.ClientDataset(x, y, offsets, counts)
+  data_s = time.perf_counter() - t
+  model = models.logistic_regression(args.dim, 10)
+  params = model.init(jax.random.key(0))
+  upd = client.local_update(model.loss, optax.sgd(0.1),
+                            batch_size=args.examples,
+                            max_examples=args.examples, epochs=1)
+  rule = rules.fedasync(0.6, staleness.polynomial(0.5))
+  t = time.perf_counter()
+  speeds = delays.device_speeds("lognormal", population, sigma=1.0, seed=0)
+  sched = scheduler.asynchronous(
+      delays.delay_model(speeds, counts.astype(float)),
+      num_updates=args.updates, concurrency=concurrency, seed=0)
+  sched_s = time.perf_counter() - t
+  runs = []
+  for _ in range(args.runs):
+    res, out = C.simulate_timed(executor, rule, upd, params, ds, sched,
+                                jax.random.key(0), width=args.width)
+    res["plan_time_s"] = out.stats["plan_time_s"]
+    res["result_slots"] = out.stats["result_slots"]
+    res["snapshot_slots"] = out.stats["snapshot_slots"]
+    runs.append(res)
+  param_bytes = sum(int(np.asarray(p).nbytes)
+                    for p in jax.tree.leaves(params))
+  last = runs[-1]
+  return {
+      "population": population, "concurrency": concurrency,
+      "updates": sched.num_arrivals,
+      "steady_updates_per_s": C.median([r["steady_updates_per_s"]
+                                        for r in runs]),
+      "updates_per_s_end_to_end": C.median([r["updates_per_s"]
+                                            for r in runs]),
+      "compile_s": C.median([r["compile_s"] for r in runs]),
+      "runs": runs, "data_gen_s": data_s, "schedule_s": sched_s,
+      "realised_concurrency": sched.stats["realised_concurrency"],
+      "peak_rss_mb": C.peak_rss_mb(), "rss_after_imports_mb": rss_imports,
+      "data_mb": (x.nbytes + y.nbytes + offsets.nbytes + counts.nbytes)
+      / 2**20,
+      "param_bytes": param_bytes,
+      "slot_buffers_mb": ((last["result_slots"] + 1) * 2
+                          + (last["snapshot_slots"] + 1)) * param_bytes
+      / 2**20,
+      "width": last["width"], "batching": last["batching"],
+      "padding_waste": last["padding_waste"],
+      "maxrss_raw": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+      "subprocess_s": time.perf_counter() - t_start,
+      "loadavg": C.loadavg(),
+  }
+
+
+def main(argv=None):
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  sys.path.insert(0, HERE)
+  if args.worker:
+    pop, conc = (int(v) for v in args.worker.split(","))
+    print("RESULT " + json.dumps(worker(args, pop, conc)))
+    return 0
+  import common as C
+  started, load0 = time.perf_counter(), C.loadavg()
+  pops = [int(float(v)) for v in args.populations.split(",")]
+  concs = [int(v) for v in args.concurrencies.split(",")]
+  points = [("population", p, min(args.pop_concurrency, p)) for p in pops]
+  points += [("concurrency", args.conc_population, c) for c in concs]
+  results = {(kind, p, c): [] for kind, p, c in points}
+  for r in range(args.rounds):
+    order = points if r % 2 == 0 else points[::-1]
+    for kind, p, c in order:
+      cmd = [sys.executable, os.path.abspath(__file__), "--worker",
+             f"{p},{c}", "--updates", str(args.updates), "--examples",
+             str(args.examples), "--dim", str(args.dim), "--runs",
+             str(args.runs)]
+      if args.width:
+        cmd += ["--width", str(args.width)]
+      t = time.perf_counter()
+      proc = subprocess.run(cmd, capture_output=True, text=True)
+      line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+      if not line:
+        res = {"population": p, "concurrency": c, "error":
+               f"rc={proc.returncode}", "stderr_tail": proc.stderr[-1500:]}
+      else:
+        res = json.loads(line[-1][7:])
+      res["wall_s"] = time.perf_counter() - t
+      results[(kind, p, c)].append(res)
+      C.log(f"  round {r + 1} {kind} P={p} C={c}: "
+            + (f"{res['steady_updates_per_s']:.0f} updates/s steady, "
+               f"{res['updates_per_s_end_to_end']:.0f} end to end, peak "
+               f"RSS {res['peak_rss_mb']:.0f} MiB (data "
+               f"{res['data_mb']:.0f} MiB), schedule "
+               f"{res['schedule_s']:.1f} s, load {res['loadavg']}"
+               if "error" not in res else res["error"]))
+
+  def agg(rows):
+    ok = [x for x in rows if "error" not in x]
+    if not ok:
+      return {"error": rows[-1].get("error"),
+              "stderr_tail": rows[-1].get("stderr_tail")}
+    out = {k: C.median([x[k] for x in ok]) for k in (
+        "steady_updates_per_s", "updates_per_s_end_to_end", "compile_s",
+        "peak_rss_mb", "rss_after_imports_mb", "data_mb", "slot_buffers_mb",
+        "schedule_s", "data_gen_s", "realised_concurrency")}
+    out["us_per_update_steady"] = 1e6 / out["steady_updates_per_s"]
+    out.update({k: ok[0][k] for k in ("population", "concurrency", "width",
+                                      "batching", "param_bytes",
+                                      "padding_waste")})
+    return out
+  table = {kind: [] for kind in ("population", "concurrency")}
+  for (kind, p, c), rows in results.items():
+    table[kind].append(agg(rows))
+  pop_rows = {r["population"]: r for r in table["population"]
+              if "error" not in r}
+  checks = {}
+  if 1000 in pop_rows and 1000000 in pop_rows:
+    a, b = pop_rows[1000], pop_rows[1000000]
+    checks = {
+        "1e6_runs": True,
+        "1e6_peak_rss_mb": b["peak_rss_mb"],
+        "1e6_peak_rss_under_4GB": b["peak_rss_mb"] < 4096,
+        "1e6_vs_1e3_steady": b["steady_updates_per_s"]
+        / a["steady_updates_per_s"],
+        "1e6_vs_1e3_end_to_end": b["updates_per_s_end_to_end"]
+        / a["updates_per_s_end_to_end"],
+        "within_20pct_steady": b["steady_updates_per_s"]
+        >= 0.8 * a["steady_updates_per_s"],
+    }
+  elif 1000000 in [p for _, p, _ in points]:
+    checks = {"1e6_runs": 1000000 in pop_rows}
+  result = {"config": {"examples_per_client": args.examples,
+                       "dim": args.dim, "model": "logistic_regression",
+                       "updates_per_point": args.updates,
+                       "pop_concurrency": args.pop_concurrency,
+                       "conc_population": args.conc_population,
+                       "runs_per_point": args.runs, "rounds": args.rounds,
+                       "width": args.width or "library default"},
+            "table": table, "checks": checks,
+            "samples": [dict(kind=k, rows=v) for (k, _, _), v in
+                        results.items()],
+            "target": "1e6 clients runs, peak RSS < 4 GB, steady updates/s "
+                      "within 20% of 1e3",
+            "method": "fresh subprocess per point; peak RSS = ru_maxrss of "
+                      "that subprocess; medians over rounds (and over the "
+                      "simulate calls inside a subprocess)"}
+  C.finish("scaling", result, quick=args.quick, started=started,
+           load_start=load0)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

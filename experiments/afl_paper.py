@@ -1,0 +1,397 @@
+"""The AFL paper's experiments (Forootani and Iervolino 2025, arXiv:2508.01675).
+
+Shared by ``afl_mnist.py`` (MNIST, the paper's CNN) and ``afl_cifar10.py``
+(CIFAR-10, ResNet-20). Setting (the paper's): 10 clients, Dirichlet(0.5)
+labels, M clients per round (M in flight in the asynchronous run, a cohort
+of M in synchronous FedAvg), Adam at lr 1e-3 with the delay-aware client
+rate ``lr0 / (sqrt(epoch + 1) (1 + beta * delay))`` (``client.delay_beta``,
+``client.epoch_decay``), NLL loss, server rule ``afl`` (staleness-aware,
+data-size-weighted mixing). Figures:
+
+1. server (test) loss against rounds for the default M;
+2. client participation histogram;
+3. server loss for M = 3..8 clients per round;
+4. asynchronous AFL against synchronous FedAvg (same client training).
+
+A "round" of the asynchronous run is M client updates (M server versions
+for ``afl``); the synchronous run advances one version per round of M.
+Simulated time comes from the scheduler: lognormal device speeds (sigma 1)
+times local work times exponential jitter; ``delays.mean`` is set so that a
+client of mean size on a median device takes 1 time unit, which is also the
+unit of the delay in the delay-aware rate.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import common
+
+SETTINGS = {
+    "mnist": dict(
+        title="AFL paper, MNIST (10 clients, Dirichlet(0.5), paper CNN)",
+        file="mnist.npz", data_name="mnist", model="mnist_cnn",
+        default_m=5, ms=(3, 4, 5, 6, 7, 8), batch=64,
+        full=dict(rounds=20, epochs=10, steps=None, test_subset=None),
+        quick=dict(rounds=12, epochs=None, steps=10, test_subset=2000,
+                   ms=(3, 5, 8)),
+        speed_note="the CNN trains at roughly 1,300 examples/s on this CPU "
+                   "when the machine is idle"),
+    "cifar10": dict(
+        title="AFL paper, CIFAR-10 (10 clients, Dirichlet(0.5), ResNet-20)",
+        file="cifar10_jpeg_bytes.npz", data_name="cifar10",
+        model="resnet20", default_m=6, ms=(3, 4, 5, 6, 7, 8), batch=64,
+        full=dict(rounds=20, epochs=10, steps=None, test_subset=None),
+        quick=dict(rounds=8, epochs=None, steps=3, test_subset=1000,
+                   ms=(3, 6, 8)),
+        speed_note="ResNet-20 trains at roughly 300 examples/s on this CPU "
+                   "when the machine is idle"),
+}
+
+
+def parser(name):
+  p = common.base_parser(__doc__.splitlines()[0] + f" ({name})")
+  p.add_argument("--rounds", type=int, default=None,
+                 help="rounds per run (a round is M client updates)")
+  p.add_argument("--epochs", type=int, default=None,
+                 help="local epochs (the paper: 10)")
+  p.add_argument("--steps", type=int, default=None,
+                 help="fixed local steps instead of epochs")
+  p.add_argument("--ms", default=None,
+                 help="comma-separated clients per round for figure 3")
+  p.add_argument("--delay-beta", type=float, default=0.5,
+                 help="beta of the delay-aware client rate")
+  p.add_argument("--test-subset", type=int, default=None,
+                 help="evaluate on the first N test examples")
+  p.add_argument("--afl-lr", type=float, default=1.0,
+                 help="server mixing rate of the afl rule (rule.afl_lr)")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--library-model", action="store_true",
+                 help="use fedasync_jax.models as is (its conv gradient is "
+                      "~50x slower inside loops on XLA:CPU)")
+  return p
+
+
+def make_config(st, data_path, *, m, rounds, epochs, steps, beta, seed,
+                rule="afl", num_clients=10, selection="uniform"):
+  from fedasync_jax import config as config_lib
+  client = {"optimizer": "adam", "lr": 1e-3, "batch_size": st["batch"],
+            "delay_beta": beta, "epoch_decay": True}
+  if steps is None:
+    client["epochs"] = epochs
+  else:
+    client["steps"] = steps
+  return config_lib.from_dict({
+      "data": {"name": st["data_name"], "path": str(data_path),
+               "num_clients": num_clients, "partition": "dirichlet",
+               "alpha": 0.5, "seed": seed},
+      "model": {"name": st["model"]},
+      "client": client,
+      "rule": {"name": rule},
+      "delays": {"speeds": "lognormal", "sigma": 1.0, "jitter": "exponential",
+                 "mean": 1.0},
+      "run": {"concurrency": m, "num_updates": rounds * m,
+              "num_rounds": rounds if rule == "fedavg" else None,
+              "eval_every": m, "seed": seed, "selection": selection}})
+
+
+def time_unit_mean(fed, cfg) -> float:
+  """``delays.mean`` that makes a mean-size client on a median device take
+  one time unit."""
+  c = cfg.client
+  work = (fed.train.counts.mean() * c.epochs if c.steps is None
+          else c.steps * c.batch_size)
+  return 1.0 / float(work)
+
+
+def main(name, argv=None):
+  st = SETTINGS[name]
+  args = parser(name).parse_args(argv)
+  prov = common.Provenance()
+  data_path = common.require(args.data_dir, st["file"])
+  mode = st["quick"] if args.quick else st["full"]
+  rounds = args.rounds or mode["rounds"]
+  steps = args.steps if args.steps is not None else (
+      None if args.epochs is not None else mode["steps"])
+  epochs = args.epochs or mode["epochs"] or 1
+  ms = (tuple(int(x) for x in args.ms.split(",")) if args.ms else
+        mode.get("ms", st["ms"]))
+  m0 = st["default_m"]
+  if m0 not in ms:
+    ms = tuple(sorted(set(ms) | {m0}))
+  subset = args.test_subset if args.test_subset is not None else \
+      mode["test_subset"]
+  out_dir = args.out or common.RESULTS / f"afl_{name}"
+  out_dir.mkdir(parents=True, exist_ok=True)
+  log = open(out_dir / "log.txt", "w")
+
+  def say(msg):
+    print(msg, file=sys.stderr, flush=True)
+    print(msg, file=log, flush=True)
+
+  from fedasync_jax import experiment
+  base = make_config(st, data_path, m=m0, rounds=rounds, epochs=epochs,
+                     steps=steps, beta=args.delay_beta, seed=args.seed)
+  t = time.perf_counter()
+  fed = experiment.load_data(base)
+  say(f"loaded {fed.name}: {fed.train.num_clients} clients, sizes "
+      f"{fed.train.counts.tolist()} ({time.perf_counter() - t:.1f} s)")
+  mean = time_unit_mean(fed, base)
+
+  if not args.library_model:
+    import fast_models
+    x = fed.train.x[:8]
+    err = fast_models.check_against_library(st["model"], x,
+                                            fed.train.y[:8])
+    say(f"loop-friendly {st['model']} vs library model: max relative "
+        f"difference of loss/gradient {err:.2e}")
+
+  runs = {}
+  hist_rows = []
+
+  def run(label, **kw):
+    cfg = make_config(st, data_path, rounds=rounds, epochs=epochs,
+                      steps=steps, beta=args.delay_beta, seed=args.seed, **kw)
+    cfg = common.with_fields(cfg, delays={"mean": mean},
+                             rule={"afl_lr": args.afl_lr})
+    s = common.build(cfg, fast_model=not args.library_model,
+                     test_subset=subset, fed=fed)
+    say(f"run {label}: {s.schedule.num_arrivals} client updates, "
+        f"{int(s.schedule.stats['num_versions'])} versions")
+    r = common.simulate(s, cfg, label=label, log=log)
+    say(f"  done in {r.wall_s:.0f} s: final test loss "
+        f"{r.history[-1]['loss']:.4f}, accuracy "
+        f"{r.history[-1]['accuracy']:.4f}, mean staleness "
+        f"{r.out.arrivals['staleness'].mean():.2f}")
+    runs[label] = (cfg, r)
+    m = cfg.run.concurrency
+    for h in r.history:
+      hist_rows.append({"run": label, "rule": cfg.rule.name,
+                        "clients_per_round": m,
+                        "round": h["updates"] / m, **h})
+    common.write_rows(out_dir / "history.csv", hist_rows)
+    return r
+
+  for m in ms:
+    run(f"afl_M{m}", m=m)
+  run(f"fedavg_M{m0}", m=m0, rule="fedavg")
+
+  # ---------------- figures
+  def loss_axis(ax, values):
+    v = np.asarray([x for x in values if np.isfinite(x) and x > 0])
+    if v.size and v.max() / v.min() > 4:
+      ax.set_yscale("log")
+      ax.set_ylabel(ax.get_ylabel() + " (log scale)")
+
+  main_cfg, main_run = runs[f"afl_M{m0}"]
+  sync_cfg, sync_run = runs[f"fedavg_M{m0}"]
+
+  def xy(r, m, key="loss"):
+    h = r.history
+    return (np.array([e["updates"] / m for e in h]),
+            np.array([e["time"] for e in h]),
+            np.array([e[key] for e in h]))
+
+  fig = common.figure(figsize=(10, 4))
+  ax1, ax2 = fig.subplots(1, 2)
+  rr, tt, ll = xy(main_run, m0)
+  ax1.plot(rr * m0, ll, marker="o")
+  ax1.set_xlabel("server version (= client updates, AFL)")
+  ax1.set_ylabel("server test loss (NLL)")
+  loss_axis(ax1, ll)
+  ax1.set_title(f"AFL, M={m0} clients per round")
+  top = ax1.secondary_xaxis("top", functions=(lambda v: v / m0,
+                                              lambda r: r * m0))
+  top.set_xlabel("round")
+  _, _, aa = xy(main_run, m0, "accuracy")
+  ax2.plot(rr * m0, aa, marker="o", color="C2")
+  ax2.set_xlabel("server version")
+  ax2.set_ylabel("test accuracy")
+  for ax in (ax1, ax2):
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(out_dir / "fig1_server_loss.png", dpi=110)
+
+  part = main_run.out.participation
+  fig = common.figure(figsize=(6, 4))
+  ax = fig.subplots()
+  ax.bar(np.arange(len(part)), part)
+  for i, (p, n) in enumerate(zip(part, fed.train.counts)):
+    ax.text(i, p, f"{n}", ha="center", va="bottom", fontsize=7)
+  ax.set_xlabel("client (label above bar: its number of examples)")
+  ax.set_ylabel("applied updates")
+  ax.set_title(f"participation, AFL M={m0}, uniform sampling")
+  fig.tight_layout()
+  fig.savefig(out_dir / "fig2_participation.png", dpi=110)
+
+  fig = common.figure(figsize=(10, 4))
+  ax1, ax2 = fig.subplots(1, 2)
+  allv = []
+  for m in ms:
+    _, r = runs[f"afl_M{m}"]
+    rr, tt, ll = xy(r, m)
+    allv += list(ll)
+    ax1.plot(rr, ll, marker=".", label=f"M={m}")
+    ax2.plot(tt, ll, marker=".", label=f"M={m}")
+  ax1.set_xlabel("round (M client updates)")
+  ax2.set_xlabel("simulated time")
+  for ax in (ax1, ax2):
+    ax.set_ylabel("server test loss")
+    loss_axis(ax, allv)
+    ax.grid(alpha=0.3)
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(out_dir / "fig3_clients_per_round.png", dpi=110)
+
+  fig = common.figure(figsize=(10, 4))
+  ax1, ax2 = fig.subplots(1, 2)
+  allv = []
+  for lab, r in (("asynchronous (afl)", main_run),
+                 ("synchronous (fedavg)", sync_run)):
+    rr, tt, ll = xy(r, m0)
+    allv += list(ll)
+    ax1.plot(rr, ll, marker=".", label=lab)
+    ax2.plot(tt, ll, marker=".", label=lab)
+  ax1.set_xlabel(f"round ({m0} client updates)")
+  ax2.set_xlabel("simulated time")
+  for ax in (ax1, ax2):
+    ax.set_ylabel("server test loss")
+    loss_axis(ax, allv)
+    ax.grid(alpha=0.3)
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(out_dir / "fig4_async_vs_sync.png", dpi=110)
+
+  # ---------------- summary
+  def final(r):
+    return r.history[-1]
+
+  def at_time(r, t_lim):
+    best = [e for e in r.history if e["time"] <= t_lim]
+    return best[-1] if best else r.history[0]
+  t_sync_end = sync_run.history[-1]["time"]
+  t_async_end = main_run.history[-1]["time"]
+  ps = common.participation_stats(part)
+  from fedasync_jax import delays as delays_lib
+  d = main_cfg.delays
+  speeds = delays_lib.device_speeds(d.speeds, fed.train.num_clients,
+                                    seed=main_cfg.run.seed, mean=d.mean,
+                                    sigma=d.sigma)
+  rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+  rho = float(np.corrcoef(rank(part), rank(-speeds))[0, 1])
+  rows = []
+  for m in ms:
+    cfg, r = runs[f"afl_M{m}"]
+    f = final(r)
+    rows.append(f"| afl | {m} | {rounds} | {r.out.arrivals['staleness'].mean():.2f} | "
+                f"{int(r.out.arrivals['staleness'].max())} | {f['time']:.2f} | "
+                f"{f['loss']:.4f} | {f['accuracy']:.4f} | {r.wall_s:.0f} |")
+  f = final(sync_run)
+  rows.append(f"| fedavg | {m0} | {rounds} | 0 | 0 | {f['time']:.2f} | "
+              f"{f['loss']:.4f} | {f['accuracy']:.4f} | {sync_run.wall_s:.0f} |")
+  c = main_cfg.client
+  local = (f"{c.epochs} local epochs" if c.steps is None else
+           f"{c.steps} local steps of batch {c.batch_size} "
+           f"({c.steps * c.batch_size} examples, instead of 10 epochs over "
+           f"~{int(fed.train.counts.mean())} examples)")
+  s_same = at_time(sync_run, t_async_end)
+  data_note = ""
+  if name == "cifar10":
+    data_note = (
+        "\n**Data: CIFAR-10 here is the JPEG-decoded copy "
+        "(`cifar10_jpeg_bytes.npz`, lossy, about 30 dB PSNR to the "
+        "originals), read by `experiment.load_data` through "
+        "`datasets.load_cifar10_jpeg` (because `data.path` ends in "
+        "`jpeg_bytes.npz`) and normalised with the CIFAR-10 channel "
+        "statistics. Accuracies are not comparable one-to-one with results "
+        "on the original PNG images.**\n")
+  full_cmd = f"python experiments/afl_{name}.py"
+  full = st["full"]
+  shortened = (args.quick or c.steps is not None or rounds < full["rounds"]
+               or (c.steps is None and c.epochs < full["epochs"])
+               or tuple(ms) != tuple(st["ms"]))
+  header = ("QUICK RUN (`--quick`): heavily shortened, see below."
+            if args.quick else
+            "SHORTENED RUN (not `--quick`, but shorter than the paper; see "
+            "below)." if shortened else "Full-length run.")
+  md = f"""# {st['title']}
+
+{header}
+{data_note}
+## Setting
+
+- data: {fed.name}, {fed.train.num_clients} clients, Dirichlet(0.5) labels,
+  client sizes {fed.train.counts.tolist()} (mean {fed.train.counts.mean():.0f});
+  server loss/accuracy on {'the first ' + str(subset) + ' test examples' if subset else 'the full test set'}
+- model: {st['model']} ({'loop-friendly gradient, identical parameters and forward; see loopconv.py' if not args.library_model else 'library model'})
+- clients: Adam lr 1e-3, batch {c.batch_size}, {local}; delay-aware rate
+  lr0 / (sqrt(epoch+1) (1 + beta delay)) with beta = {args.delay_beta}
+  (`client.delay_beta`, `client.epoch_decay=true`); NLL loss
+- server: `afl` rule (mixing weight min(1, lr n_k/n_bar s(tau)), lr {args.afl_lr},
+  s = polynomial a=0.5); FedAvg baseline: cohort of M, example-weighted mean
+- delays: lognormal device speeds (sigma 1) x work x exponential jitter; one
+  time unit = a mean-size client on a median device
+- {rounds} rounds per run; a round = M client updates (async) or one
+  barrier round of M clients (FedAvg)
+
+## Results
+
+| rule | M | rounds | mean staleness | max staleness | simulated time | final test loss | final test acc | wall s |
+|---|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+- Figure 1 (`fig1_server_loss.png`): AFL with M={m0}: the server test loss
+  goes from {main_run.history[0]['loss']:.3f} to {final(main_run)['loss']:.3f}
+  over {rounds} rounds ({rounds * m0} client updates); accuracy
+  {main_run.history[0]['accuracy']:.3f} -> {final(main_run)['accuracy']:.3f}.
+- Figure 2 (`fig2_participation.png`): applied updates per client with
+  uniform sampling (among idle clients): min {ps['min']}, max {ps['max']},
+  mean {ps['mean']:.1f}, coefficient of variation {ps['cv']:.2f}; Spearman
+  correlation between a client's applied updates and its device speed
+  (1 / seconds per unit of work): {rho:.2f} (a client in flight cannot be
+  drawn, so fast devices, idle more often, tend to be drawn more).
+- Figure 3 (`fig3_clients_per_round.png`): final server loss by M:
+  {', '.join(f"M={m}: {final(runs[f'afl_M{m}'][1])['loss']:.3f}" for m in ms)}.
+  More clients per round means more client updates per round (and more
+  staleness: mean staleness grows with M, see the table).
+- Figure 4 (`fig4_async_vs_sync.png`): after {rounds} rounds, AFL loss
+  {final(main_run)['loss']:.3f} vs FedAvg {final(sync_run)['loss']:.3f}; in
+  simulated time, FedAvg needed {t_sync_end:.1f} units for its {rounds}
+  rounds (every round waits for its slowest client) while AFL finished its
+  {rounds * m0} updates at {t_async_end:.1f}; by that time FedAvg had
+  finished {s_same['version']} rounds, with loss {s_same['loss']:.3f}.
+  Rounds of AFL are not barriers: the server model moves at every arrival,
+  and with the `afl` mixing weight min(1, n_k/n_bar s(tau)) a large client
+  nearly replaces the server model, so on non-iid data the AFL curve is
+  much noisier than FedAvg's average of M models.
+
+## What was shortened
+
+{'The paper trains 10 local epochs per client update. Here each client update is ' + local + ', runs are ' + str(rounds) + ' rounds, and M is ' + ', '.join(map(str, ms)) + ' (the paper: 3..8). ' if shortened else ''}{st['speed_note']}; with 10 local epochs one client update is
+10 x ~{int(fed.train.counts.mean())} examples, and because the library's
+client scan runs every client for `epochs * ceil(max_count / batch)` steps
+(smaller clients are masked, not skipped) it costs 10 x {fed.train.max_count}
+examples of compute. The full-length run is
+
+    {full_cmd}
+
+({st['full']['rounds']} rounds, 10 local epochs, M = 3..8 and FedAvg;
+{sum(st['ms']) * st['full']['rounds'] + st['default_m'] * st['full']['rounds']} client updates in all, many hours on this CPU;
+use `--rounds`, `--epochs`/`--steps`, `--ms` to pick an intermediate length).
+
+## Provenance
+
+{prov.markdown()}"""
+  (out_dir / "summary.md").write_text(md)
+  common.write_json(out_dir / "summary.json", {
+      "runs": {k: {"final": final(r), "wall_s": r.wall_s,
+                   "mean_staleness": float(r.out.arrivals["staleness"].mean()),
+                   "participation": r.out.participation.tolist(),
+                   "config": cfg} for k, (cfg, r) in runs.items()},
+      "wall_s": prov.wall(), "command": prov.command, "quick": args.quick})
+  say(f"wrote {out_dir}/summary.md ({prov.wall():.0f} s)")
+  log.close()

@@ -1,0 +1,267 @@
+"""Experiment 5: client sampling with and without replacement (the AFL
+paper's analysis, Forootani and Iervolino 2025, arXiv:2508.01675, Sec. 2.2).
+
+``run.selection=uniform`` draws each new client uniformly among the idle
+ones (with replacement across draws); ``without_replacement`` walks a fresh
+random permutation of the population per pass (skipping clients still in
+flight), so every client is drawn about equally often.
+
+Part A (schedule only, many seeds, no training): the spread of per-client
+participation (coefficient of variation of applied updates per client)
+against the number of client updates, in the AFL paper's setting (10
+clients, 5 in flight) and a larger population (100 clients, 10 in flight),
+both with lognormal device speeds.
+
+Part B (training): the AFL MNIST setting of experiment 1 (10 clients,
+Dirichlet(0.5), 5 in flight, Adam 1e-3 with the delay-aware rate, rule
+``afl``) with both schemes and several seeds: server test loss curves.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+import common  # noqa: E402
+
+SCHEMES = ("uniform", "without_replacement")
+
+
+def part_a(fed_counts_10, fed_counts_100, seeds, say):
+  from fedasync_jax import delays, scheduler
+  out = {}
+  for tag, counts, c, total in (("10 clients, 5 in flight", fed_counts_10,
+                                 5, 600),
+                                ("100 clients, 10 in flight", fed_counts_100,
+                                 10, 3000)):
+    n = len(counts)
+    checkpoints = np.unique(np.linspace(n, total, 12).astype(int))
+    for sel in SCHEMES:
+      cvs = np.zeros((len(seeds), len(checkpoints)))
+      rho = []
+      example = None
+      for i, seed in enumerate(seeds):
+        speed = delays.device_speeds("lognormal", n, seed=seed, sigma=1.0)
+        dm = delays.delay_model(speed, counts / counts.mean(),
+                                jitter="exponential")
+        s = scheduler.asynchronous(dm, num_updates=total, concurrency=c,
+                                   selection=sel, seed=seed)
+        clients = s.arrival_client
+        for j, k in enumerate(checkpoints):
+          p = np.bincount(clients[:k], minlength=n)
+          cvs[i, j] = p.std() / p.mean()
+        p = np.bincount(clients, minlength=n)
+        rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+        rho.append(np.corrcoef(rank(p), rank(-speed))[0, 1])
+        if i == 0:
+          example = p
+      out[(tag, sel)] = dict(checkpoints=checkpoints, cv=cvs,
+                             rho=float(np.mean(rho)), example=example)
+      say(f"[A] {tag}, {sel}: participation CV after {total} updates "
+          f"{cvs[:, -1].mean():.3f} (mean of {len(seeds)} seeds); Spearman "
+          f"(participation, device speed) {np.mean(rho):.2f}")
+  return out
+
+
+def main(argv=None):
+  p = common.base_parser(__doc__.splitlines()[0])
+  p.add_argument("--model", default=None, choices=("mlp", "mnist_cnn"),
+                 help="model of part B (quick: mlp, full: mnist_cnn)")
+  p.add_argument("--rounds", type=int, default=None,
+                 help="rounds of 5 updates (default 40)")
+  p.add_argument("--steps", type=int, default=None,
+                 help="local steps (quick 10; full: 10 epochs)")
+  p.add_argument("--seeds", default=None,
+                 help="training seeds (quick 0..9, full 0..4)")
+  args = p.parse_args(argv)
+  prov = common.Provenance()
+  data_path = common.require(args.data_dir, "mnist.npz")
+  model = args.model or ("mlp" if args.quick else "mnist_cnn")
+  rounds = args.rounds or 40
+  steps = args.steps if args.steps is not None else (10 if args.quick
+                                                     else None)
+  seeds = [int(s) for s in (args.seeds or (
+      "0,1,2,3,4,5,6,7,8,9" if args.quick else "0,1,2,3,4")).split(",")]
+  out_dir = args.out or common.RESULTS / "sampling"
+  out_dir.mkdir(parents=True, exist_ok=True)
+  log = open(out_dir / "log.txt", "w")
+
+  def say(msg):
+    print(msg, file=sys.stderr, flush=True)
+    print(msg, file=log, flush=True)
+
+  import afl_paper
+  from fedasync_jax import experiment, partition
+  st = dict(afl_paper.SETTINGS["mnist"], model=model)
+  m = 5
+  base = afl_paper.make_config(st, data_path, m=m, rounds=rounds, epochs=10,
+                               steps=steps, beta=0.5, seed=0)
+  fed = experiment.load_data(base)
+  mean = afl_paper.time_unit_mean(fed, base)
+  raw = np.load(data_path)
+  counts100 = np.array([len(q) for q in partition.dirichlet(
+      raw["y_train"], 100, alpha=0.5, seed=0)], float)
+
+  # ------------------------------------------------------------ part A
+  a = part_a(fed.train.counts.astype(float), counts100, list(range(20)), say)
+
+  # ------------------------------------------------------------ part B
+  runs = {}
+  hist = []
+  for sel in SCHEMES:
+    for seed in seeds:
+      cfg = afl_paper.make_config(st, data_path, m=m, rounds=rounds,
+                                  epochs=10, steps=steps, beta=0.5,
+                                  seed=seed, selection=sel)
+      # Same data partition for every seed; the seed changes the device
+      # speeds, the schedule, the initial model and the training keys.
+      cfg = common.with_fields(cfg, delays={"mean": mean},
+                               data={"seed": 0})
+      s = common.build(cfg, fast_model=model != "mlp", fed=fed,
+                       test_subset=2000 if args.quick else None)
+      r = common.simulate(s, cfg, label=f"{sel} seed {seed}", log=log)
+      part = r.out.participation
+      say(f"[B] {sel} seed {seed}: {r.wall_s:.0f} s; final loss "
+          f"{r.history[-1]['loss']:.4f}, acc {r.history[-1]['accuracy']:.4f};"
+          f" participation {part.tolist()}")
+      runs[(sel, seed)] = r
+      for e in r.history:
+        hist.append({"selection": sel, "seed": seed, **e})
+      common.write_rows(out_dir / "history.csv", hist)
+
+  # ------------------------------------------------------------ figures
+  fig = common.figure(figsize=(15, 4.2))
+  axs = fig.subplots(1, 3)
+  tags = sorted({t for t, _ in a})
+  for k, tag in enumerate(tags):
+    for i, sel in enumerate(SCHEMES):
+      d = a[(tag, sel)]
+      mu, sd = d["cv"].mean(0), d["cv"].std(0)
+      axs[0].plot(d["checkpoints"], mu, ls="-" if k == 0 else "--",
+                  color=f"C{i}", label=f"{sel}, {tag}")
+      axs[0].fill_between(d["checkpoints"], mu - sd, mu + sd, color=f"C{i}",
+                          alpha=0.12)
+  axs[0].set_xscale("log")
+  axs[0].set_xlabel("client updates")
+  axs[0].set_ylabel("participation CV (std/mean over clients)")
+  axs[0].set_title("A: participation spread (20 seeds)")
+  axs[0].legend(fontsize=7)
+  axs[0].grid(alpha=0.3)
+  tag10 = [t for t in tags if t.startswith("10 ")][0]
+  w = 0.4
+  for i, sel in enumerate(SCHEMES):
+    ex = a[(tag10, sel)]["example"]
+    axs[1].bar(np.arange(len(ex)) + (i - 0.5) * w, ex, width=w,
+               color=f"C{i}", label=sel)
+  axs[1].set_xlabel("client")
+  axs[1].set_ylabel("updates in 600 arrivals")
+  axs[1].set_title(f"A: participation, {tag10}, seed 0")
+  axs[1].legend(fontsize=7)
+  for i, sel in enumerate(SCHEMES):
+    hs = [runs[(sel, sd)].history for sd in seeds]
+    x = np.array([e["updates"] / m for e in hs[0]])
+    y = np.array([[e["loss"] for e in h] for h in hs])
+    axs[2].plot(x, y.mean(0), color=f"C{i}", label=f"{sel} (mean)")
+    for row in y:
+      axs[2].plot(x, row, color=f"C{i}", alpha=0.25, lw=0.8)
+  axs[2].set_xlabel(f"round ({m} client updates)")
+  axs[2].set_ylabel("server test loss")
+  axs[2].set_title(f"B: AFL, {model}, {len(seeds)} seeds")
+  axs[2].legend(fontsize=7)
+  axs[2].grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(out_dir / "sampling.png", dpi=110)
+
+  # ------------------------------------------------------------ summary
+  la = []
+  for tag in tags:
+    for sel in SCHEMES:
+      d = a[(tag, sel)]
+      la.append(f"| {tag} | {sel} | {d['checkpoints'][-1]} | "
+                f"{d['cv'][:, -1].mean():.3f} +- {d['cv'][:, -1].std():.3f} | "
+                f"{d['rho']:.2f} |")
+  lb = []
+  finals = {}
+  for sel in SCHEMES:
+    f_loss = [runs[(sel, sd)].history[-1]["loss"] for sd in seeds]
+    f_acc = [runs[(sel, sd)].history[-1]["accuracy"] for sd in seeds]
+    cv = [common.participation_stats(runs[(sel, sd)].out.participation)["cv"]
+          for sd in seeds]
+    # Loss variability along the run: std over seeds, averaged over evals.
+    y = np.array([[e["loss"] for e in runs[(sel, sd)].history]
+                  for sd in seeds])
+    auc = y[:, 1:].mean(1)
+    finals[sel] = (np.mean(f_loss), np.std(f_loss), auc.mean(), auc.std())
+    lb.append(f"| {sel} | {np.mean(f_loss):.4f} +- {np.std(f_loss):.4f} | "
+              f"{auc.mean():.4f} +- {auc.std():.4f} | "
+              f"{np.mean(f_acc):.4f} +- {np.std(f_acc):.4f} | "
+              f"{y[:, 1:].std(0).mean():.4f} | {np.mean(cv):.3f} |")
+  (fu, su, au, bu), (fw, sw, aw, bw) = finals[SCHEMES[0]], finals[SCHEMES[1]]
+  noise = 2 * np.hypot(bu, bw) / np.sqrt(len(seeds))
+  verdict = (
+      f"Mean loss over the run: without replacement {aw:.4f} vs uniform "
+      f"{au:.4f} (difference {aw - au:+.4f}; two standard errors of the "
+      f"difference of the means over {len(seeds)} seeds: {noise:.4f}). "
+      + ("At this length the difference is within two standard errors (not "
+          "significant)."
+         if abs(aw - au) < noise else
+         ("Sampling without replacement gives the lower loss."
+          if aw < au else "Uniform sampling gives the lower loss.")))
+  c = base.client
+  local = (f"{c.steps} local steps of batch {c.batch_size}" if steps else
+           "10 local epochs")
+  md = f"""# Client sampling with and without replacement (AFL paper's analysis)
+
+{'QUICK RUN (`--quick`).' if args.quick else 'Full-length run.'}
+
+## A. Participation spread (schedule only, 20 seeds, lognormal speeds)
+
+| population | selection | updates | participation CV | Spearman(participation, device speed) |
+|---|---|---|---|---|
+{chr(10).join(la)}
+
+Without replacement, every client is drawn about once per pass, so the
+spread of participation is much smaller and shrinks with the run length;
+with replacement (uniform among idle clients) it stays larger. In the
+10-client setting both schemes still favour fast devices (a client still in
+flight cannot be drawn, and slow clients are in flight most of the time);
+with 100 clients and 10 in flight, without-replacement sampling almost
+equalises participation.
+
+## B. Training (AFL, MNIST, 10 clients, 5 in flight)
+
+Model {model}; Adam 1e-3, {local}, delay-aware rate (beta 0.5), rule `afl`;
+{rounds} rounds of {m} updates; seeds {seeds} (the seed changes device
+speeds, schedule, initial model and training keys; the data partition is
+fixed); server loss on {'the first 2000' if args.quick else 'all 10,000'}
+test examples.
+
+| selection | final test loss | mean loss over the run | final test accuracy | std over seeds of the loss (mean over the curve) | participation CV |
+|---|---|---|---|---|---|
+{chr(10).join(lb)}
+
+{verdict}
+
+Figure `sampling.png`: (left) participation CV against updates, (middle)
+one seed's participation per client, (right) server loss curves (thin: each
+seed, thick: mean).
+
+## Length
+
+{'Quick: MLP instead of the paper CNN, ' + local + ', ' + str(len(seeds)) + ' seeds. ' if args.quick else ''}Full length (the paper's CNN, 10 local epochs, 5 seeds; hours on this CPU):
+
+    python experiments/sampling.py
+
+## Provenance
+
+{prov.markdown()}"""
+  (out_dir / "summary.md").write_text(md)
+  say(f"wrote {out_dir}/summary.md ({prov.wall():.0f} s)")
+
+
+if __name__ == "__main__":
+  main()
