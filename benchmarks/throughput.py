@@ -219,6 +219,26 @@ def skip_masked_update(loss_fn, optimizer, *, batch_size, max_examples):
   return ClientUpdate(update, per_epoch, M, B)
 
 
+def null_update(update):
+  """A client that does no training (returns its start parameters): the
+  executor driven with it measures the per-update bookkeeping alone
+  (start-parameter gather, result slot, mix, snapshot writes)."""
+  import jax
+  import jax.numpy as jnp
+  from fedasync_jax.client import ClientUpdate
+  from fedasync_jax.rules import ClientResult
+
+  def fn(params, data, key, hparams):
+    dtype = jax.tree.leaves(params)[0].dtype
+    delta = jax.tree.map(jnp.zeros_like, params)
+    z = jnp.zeros((), dtype)
+    return (ClientResult(params, delta, jnp.asarray(data.count, dtype)),
+            {"loss": z, "steps": jnp.zeros((), jnp.int32),
+             "epochs": jnp.zeros((), jnp.int32)})
+  return ClientUpdate(fn, update.num_steps, update.max_examples,
+                      update.batch_size)
+
+
 def check_skip_update(st, n=24):
   """Max relative difference of the prototype update vs the library's."""
   import jax
@@ -775,7 +795,10 @@ def parse_args(argv):
   ap.add_argument("--arrivals-per-step", type=int, default=None)
   ap.add_argument("--batching", default=None,
                   help="executor batching (default: the library's)")
-  ap.add_argument("--chunk-steps", type=int, default=64)
+  ap.add_argument("--chunk-steps", type=int, default=None,
+                  help="executor chunk_steps (default 64; --quick 32, so "
+                  "that the short run has several chunks after the "
+                  "compiling one)")
   ap.add_argument("--lanes", type=int, default=4,
                   help="clients per vmap in the vmap-lanes prototype")
   ap.add_argument("--no-proposals", action="store_true",
@@ -792,6 +815,8 @@ def parse_args(argv):
   if args.ref_updates is None:
     args.ref_updates = args.updates
   args.ref_updates = min(args.ref_updates, args.updates)
+  if args.chunk_steps is None:
+    args.chunk_steps = 32 if args.quick else 64
   args.whole_repeats = args.repeats or (2 if args.quick else 3)
   args.repeats = args.repeats or 3
   return args
@@ -888,15 +913,17 @@ def main(argv=None):
         ExecStepper("proto_executor", st, sched, st.update, kind="proto",
                     width=width, arrivals_per_step=A,
                     chunk_steps=args.chunk_steps),
-        PureStepper("pure_compute_skip_masked_steps", st, sched,
-                    st.skip_update, width=width, batching="map",
-                    tasks=tasks, n_units=lib.n_units),
-        ExecStepper("proto_executor_skip_masked_steps", st, sched,
-                    st.skip_update, kind="proto", width=width,
-                    arrivals_per_step=A, chunk_steps=args.chunk_steps),
         LoopStepper("pure_compute_python_loop", st, sched, st.update,
                     tasks=tasks, n_units=lib.n_units)]
-    if width % args.lanes == 0:
+    if not args.quick:
+      steppers += [
+          PureStepper("pure_compute_skip_masked_steps", st, sched,
+                      st.skip_update, width=width, batching="map",
+                      tasks=tasks, n_units=lib.n_units),
+          ExecStepper("proto_executor_skip_masked_steps", st, sched,
+                      st.skip_update, kind="proto", width=width,
+                      arrivals_per_step=A, chunk_steps=args.chunk_steps)]
+    if width % args.lanes == 0 and not args.quick:
       steppers += [
           ExecStepper("proto_executor_vmap_lanes", st, sched, st.update,
                       kind="proto", width=width, arrivals_per_step=A,
@@ -954,8 +981,29 @@ def main(argv=None):
     profile["tail_padding_steps"] = n_chunks * cs - S
     profile["tail_padding_steps_balanced"] = n_chunks * -(-S // n_chunks) - S
     skip_diff, skip_loss_diff = check_skip_update(st)
+    # Bookkeeping alone: the library's executor with a client that does
+    # not train, interleaved with the real executor.
+    nst = [ExecStepper("bookkeeping_only", st, sched, null_update(st.update),
+                       kind="library", batching=batching, width=width,
+                       arrivals_per_step=A, chunk_steps=args.chunk_steps),
+           ExecStepper("executor_again", st, sched, st.update,
+                       kind="library", batching=batching, width=width,
+                       arrivals_per_step=A, chunk_steps=args.chunk_steps)]
+    nres = interleave(nst, 1, "bookkeeping ")
+    bk = 1.0 / nres["bookkeeping_only"]["updates_per_s"]
+    ex_t = 1.0 / nres["executor_again"]["updates_per_s"]
+    profile["bookkeeping_only"] = {
+        "updates_per_s": nres["bookkeeping_only"]["updates_per_s"],
+        "us_per_update": 1e6 * bk,
+        "executor_us_per_update": 1e6 * ex_t,
+        "share_of_executor_time": bk / ex_t,
+        "pure_compute_us_per_update":
+            1e6 / steady["pure_compute"]["updates_per_s"]}
+    del nst
     prm = {n: by_name[n].params() for n in (
-        "executor", "proto_executor", "proto_executor_skip_masked_steps")}
+        "executor", "proto_executor", "proto_executor_skip_masked_steps")
+        if n in by_name}
+    has_skip = "proto_executor_skip_masked_steps" in steady
     proposal_out = {
         "proto_executor": {
             "what": "executor step with fori_loop over the valid wave "
@@ -966,7 +1014,7 @@ def main(argv=None):
             "vs_pure_compute": pratio("proto_executor", "pure_compute"),
             "max_rel_diff_vs_executor": rel_diff(prm["proto_executor"],
                                                  prm["executor"])},
-        "skip_masked_steps": {
+        "skip_masked_steps": None if not has_skip else {
             "what": "client update runs ceil(count/batch) local steps "
                     "(fori_loop) instead of ceil(max_examples/batch) masked "
                     "steps",
@@ -976,7 +1024,7 @@ def main(argv=None):
                                            "pure_compute"),
             "max_rel_diff_vs_library_update": skip_diff,
             "max_loss_diff_vs_library_update": skip_loss_diff},
-        "both": {
+        "both": None if not has_skip else {
             "updates_per_s":
                 steady["proto_executor_skip_masked_steps"]["updates_per_s"],
             "vs_executor": pratio("proto_executor_skip_masked_steps",
@@ -1197,10 +1245,13 @@ def main(argv=None):
     print(f"  proposals: proto executor "
           f"{f(pr['proto_executor']['updates_per_s'])} "
           f"({f(pr['proto_executor']['vs_executor'], '.2f')}x executor); "
-          f"skip masked steps: pure "
-          f"{f(pr['skip_masked_steps']['pure_compute_updates_per_s'])}; "
-          f"both {f(pr['both']['updates_per_s'])} "
-          f"({f(pr['both']['vs_executor'], '.2f')}x executor)")
+          f"pure compute as a Python loop of jitted clients "
+          f"{f(pr['python_loop_pure_compute']['updates_per_s'])}")
+    if pr["both"]:
+      print(f"  skip masked steps: pure "
+            f"{f(pr['skip_masked_steps']['pure_compute_updates_per_s'])}; "
+            f"with the proto executor {f(pr['both']['updates_per_s'])} "
+            f"({f(pr['both']['vs_executor'], '.2f')}x executor)")
   if sweep:
     print(f"  best sweep: {r['best_sweep']}")
   print(json.dumps(result, separators=(",", ":")))
