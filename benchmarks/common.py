@@ -243,6 +243,23 @@ def thread_settings():
   return out
 
 
+def library_fingerprint():
+  """sha256 of the library's sources (the library changes while benchmarks
+  run; this says which version a result measured) and their mtimes."""
+  import hashlib
+  h = hashlib.sha256()
+  mtimes = {}
+  for f in sorted((ROOT / "fedasync_jax").glob("*.py")):
+    h.update(f.name.encode())
+    h.update(f.read_bytes())
+    mtimes[f.name] = datetime.datetime.fromtimestamp(
+        f.stat().st_mtime, datetime.timezone.utc).isoformat(timespec="seconds")
+  return {"sha256": h.hexdigest()[:16], "mtimes": {
+      k: mtimes[k] for k in ("client.py", "executor.py", "plan.py",
+                             "rules.py", "sweep.py", "models.py")
+      if k in mtimes}}
+
+
 def command_line():
   return " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
 
@@ -260,7 +277,7 @@ def clean(o):
     return [clean(v) for v in o]
   if isinstance(o, (np.floating, float)):
     v = float(o)
-    return round(v, 6) if math.isfinite(v) else None
+    return float(f"{v:.6g}") if math.isfinite(v) else None
   if isinstance(o, np.integer):
     return int(o)
   if isinstance(o, np.bool_):
@@ -278,6 +295,7 @@ def finish(name, result, *, quick, started, load_start):
   result.update({
       "benchmark": name, "quick": bool(quick), "machine": machine_info(),
       "versions": versions(), "threads": thread_settings(),
+      "library": library_fingerprint(),
       "date": now_iso(), "command": command_line(),
       "loadavg_start": load_start, "loadavg_end": loadavg(),
       "wall_s": time.perf_counter() - started})

@@ -5,7 +5,8 @@ Workload: every client holds ``--examples`` (default 4) examples of a
 ``--dim`` (16) feature, 10-class problem (numpy, a random linear teacher);
 logistic regression (170 parameters), 1 local epoch, batch 4, SGD 0.1;
 FedAsync alpha 0.6, polynomial(0.5); lognormal speeds (sigma 1), work =
-example counts; ``--updates`` (3000) client updates per point.
+example counts; ``--updates`` (100,000; enough for a steady rate to be measurable:
+the logistic-regression update costs ~10 us) client updates per point.
 
 * population sweep: 1e2, 1e3, 1e4, 1e5, 1e6 clients at concurrency
   ``--pop-concurrency`` (50);
@@ -21,13 +22,21 @@ should bound memory: data bytes and (result slots + snapshot slots) x
 parameter bytes. The whole sweep is repeated ``--rounds`` times in
 alternating order and medians are reported.
 
+Then ``--pair`` (1e3 vs 1e6) runs interleaved in ONE process (paired
+ratios, immune to load drift between subprocesses), with a control: the
+1e6 population whose clients all point into the 1e3 population's small
+example array (``_shared_rows``), which separates costs of the simulator
+that grow with the population (schedule, plan, offsets/counts) from
+memory effects of a large, randomly accessed example array.
+
 Targets: 1e6 clients runs; peak RSS < 4 GB; updates/s at 1e6 within 20% of
 the 1e3 figure; time per update flat in the population; memory bounded by
 concurrency x params + data.
 
 Usage:
-  python benchmarks/scaling.py            # 3000 updates/point, 2 rounds
-  python benchmarks/scaling.py --quick    # 1000 updates/point, 1 round
+  python benchmarks/scaling.py --only-pair   # just the interleaved pair
+  python benchmarks/scaling.py            # 100k updates/point, 2 rounds
+  python benchmarks/scaling.py --quick    # 20k updates/point, 1 round
 """
 
 from __future__ import annotations
@@ -57,10 +66,18 @@ def parse_args(argv):
   ap.add_argument("--rounds", type=int, default=None,
                   help="repeats of the whole sweep (alternating order)")
   ap.add_argument("--width", type=int, default=None)
+  ap.add_argument("--pair", default="1000,1000000",
+                  help="populations compared interleaved in ONE process "
+                  "(paired ratio, immune to load drift between points)")
+  ap.add_argument("--pair-repeats", type=int, default=3)
+  ap.add_argument("--only-pair", action="store_true",
+                  help="run only the interleaved pair comparison")
   ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+  ap.add_argument("--pair-worker", action="store_true",
+                  help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
   if args.updates is None:
-    args.updates = 1000 if args.quick else 3000
+    args.updates = 20000 if args.quick else 100000
   if args.rounds is None:
     args.rounds = 1 if args.quick else 2
   return args
@@ -134,9 +151,72 @@ def worker(args, population, concurrency):
   }
 
 
+def pair_worker(args):
+  """Two populations, same everything else, simulate calls alternated in
+  one process; returns the rates and the per-repeat paired ratios."""
+  import common as C
+  import jax
+  import numpy as np
+  import optax
+  from fedasync_jax import (client, data, delays, executor, models, rules,
+                            scheduler, staleness)
+  pops = [int(float(v)) for v in args.pair.split(",")]
+  model = models.logistic_regression(args.dim, 10)
+  params = model.init(jax.random.key(0))
+  upd = client.local_update(model.loss, optax.sgd(0.1),
+                            batch_size=args.examples,
+                            max_examples=args.examples, epochs=1)
+  rule = rules.fedasync(0.6, staleness.polynomial(0.5))
+  setups = {}
+  small_rows = pops[0] * args.examples
+  for name, pop, shared in ((str(pops[0]), pops[0], False),
+                            (str(pops[1]), pops[1], False),
+                            (f"{pops[1]}_shared_rows", pops[1], True)):
+    # shared=True: the large population's clients all point into the
+    # small population's example array (same schedule and offsets/counts
+    # sizes as the large one, small data): separates population-size
+    # costs of the simulator from memory effects of a large data array.
+    rng = np.random.default_rng(0)
+    n_rows = small_rows if shared else pop * args.examples
+    x = rng.standard_normal((n_rows, args.dim), dtype=np.float32)
+    y = np.argmax(x @ rng.standard_normal((args.dim, 10)).astype(
+        np.float32), axis=1).astype(np.int32)
+    counts = np.full(pop, args.examples, np.int64)
+    offsets = (np.arange(pop, dtype=np.int64) % pops[0] if shared
+               else np.arange(pop, dtype=np.int64)) * args.examples
+    ds = data.ClientDataset(x, y, offsets, counts)
+    sched = scheduler.asynchronous(
+        delays.delay_model(delays.device_speeds("lognormal", pop, sigma=1.0,
+                                                seed=0),
+                           counts.astype(float)),
+        num_updates=args.updates, concurrency=args.pop_concurrency, seed=0)
+    setups[name] = (ds, sched)
+  names = list(setups)
+  rates = {k: [] for k in names}
+  for r in range(args.pair_repeats):
+    for name in names[r % 3:] + names[:r % 3]:
+      ds, sched = setups[name]
+      res, _ = C.simulate_timed(executor, rule, upd, params, ds, sched,
+                                jax.random.key(0), width=args.width)
+      rates[name].append(res["steady_updates_per_s"])
+      C.log(f"    pair repeat {r + 1} P={name}: "
+            f"{res['steady_updates_per_s']:.0f} updates/s steady, load "
+            f"{C.loadavg()}")
+  a, b, c = names
+  return {"populations": pops, "steady_updates_per_s": rates,
+          "paired_ratio_second_over_first": C.median(
+              [y / x for x, y in zip(rates[a], rates[b])]),
+          "paired_ratio_shared_rows_over_first": C.median(
+              [y / x for x, y in zip(rates[a], rates[c])]),
+          "loadavg": C.loadavg()}
+
+
 def main(argv=None):
   args = parse_args(sys.argv[1:] if argv is None else argv)
   sys.path.insert(0, HERE)
+  if args.pair_worker:
+    print("RESULT " + json.dumps(pair_worker(args)))
+    return 0
   if args.worker:
     pop, conc = (int(v) for v in args.worker.split(","))
     print("RESULT " + json.dumps(worker(args, pop, conc)))
@@ -147,6 +227,8 @@ def main(argv=None):
   concs = [int(v) for v in args.concurrencies.split(",")]
   points = [("population", p, min(args.pop_concurrency, p)) for p in pops]
   points += [("concurrency", args.conc_population, c) for c in concs]
+  if args.only_pair:
+    points = []
   results = {(kind, p, c): [] for kind, p, c in points}
   for r in range(args.rounds):
     order = points if r % 2 == 0 else points[::-1]
@@ -194,6 +276,23 @@ def main(argv=None):
     table[kind].append(agg(rows))
   pop_rows = {r["population"]: r for r in table["population"]
               if "error" not in r}
+  pair = None
+  if args.pair:
+    cmd = [sys.executable, os.path.abspath(__file__), "--pair-worker",
+           "--pair", args.pair, "--pair-repeats", str(args.pair_repeats),
+           "--updates", str(args.updates), "--examples", str(args.examples),
+           "--dim", str(args.dim), "--pop-concurrency",
+           str(args.pop_concurrency)]
+    if args.width:
+      cmd += ["--width", str(args.width)]
+    C.log(f"  interleaved pair {args.pair} in one process")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    for l in proc.stderr.splitlines():
+      if l.startswith("    pair"):
+        C.log(l)
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    pair = (json.loads(line[-1][7:]) if line else
+            {"error": proc.stderr[-1500:]})
   checks = {}
   if 1000 in pop_rows and 1000000 in pop_rows:
     a, b = pop_rows[1000], pop_rows[1000000]
@@ -210,6 +309,13 @@ def main(argv=None):
     }
   elif 1000000 in [p for _, p, _ in points]:
     checks = {"1e6_runs": 1000000 in pop_rows}
+  if pair and "paired_ratio_second_over_first" in pair:
+    r = pair["paired_ratio_second_over_first"]
+    checks[f"steady_ratio_{pair['populations'][1]}_vs_"
+           f"{pair['populations'][0]}_interleaved"] = r
+    checks["within_20pct_interleaved"] = r >= 0.8
+    checks["shared_rows_control_ratio"] = pair.get(
+        "paired_ratio_shared_rows_over_first")
   result = {"config": {"examples_per_client": args.examples,
                        "dim": args.dim, "model": "logistic_regression",
                        "updates_per_point": args.updates,
@@ -217,7 +323,7 @@ def main(argv=None):
                        "conc_population": args.conc_population,
                        "runs_per_point": args.runs, "rounds": args.rounds,
                        "width": args.width or "library default"},
-            "table": table, "checks": checks,
+            "table": table, "checks": checks, "interleaved_pair": pair,
             "samples": [dict(kind=k, rows=v) for (k, _, _), v in
                         results.items()],
             "target": "1e6 clients runs, peak RSS < 4 GB, steady updates/s "

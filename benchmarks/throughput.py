@@ -14,25 +14,28 @@ Workload W1 (fixed; see benchmarks/README.md):
   work = the clients' example counts; 5000 client updates;
 * test accuracy on the 10,000 MNIST test images (``models.make_evaluator``).
 
-What it measures, side by side in one process (repeated ``--repeats`` times
-in rotating order; medians are reported):
+What it measures, side by side in one process (medians of repeats; see
+benchmarks/README.md for the method):
 
-* ``executor``: ``executor.simulate`` as a user calls it. Per-chunk times
-  come from its ``progress`` callback: the first chunk holds the compilation;
-  "steady" is every later chunk (including the all-padding tail).
+* ``executor``: ``executor.simulate`` as a user calls it (phase 1, whole
+  runs alternated with the reference: end to end, compilation = the first
+  chunk), and its compiled chunk program driven chunk by chunk and
+  interleaved with pure compute (phase 2, steady state).
 * ``reference``: ``reference.run`` (one jitted call per client); its first
   arrival holds the compilation.
 * ``pure_compute``: the limit. The same ``client.local_update``, batched the
   executor's way (``lax.map``/``vmap`` over ``width`` clients, a ``lax.scan``
   over groups inside one jit), on the schedule's trained clients in plan
   order, all from the initial parameters: no scheduling, mixing, slots or
-  padding.
-* the proposals (library changes prototyped here, never edited in the
-  library): ``proto_executor`` (the executor's step with a dynamic-length
-  loop over the valid wave entries and arrivals instead of a fixed-width
-  ``lax.map``+``cond`` and a fixed-length arrival ``scan``), and
-  ``skip_masked_steps`` (a client update that runs ``ceil(count / batch)``
-  local steps instead of ``ceil(max_examples / batch)`` masked ones).
+  padding. ``pure_compute_python_loop``: the reference's batching (one
+  jitted call per client) without mixing.
+* prototypes of library changes (written here, never edited into the
+  library), checked against the library's results: ``proto_executor`` (a
+  step with dynamic-length loops over the valid wave entries and arrivals),
+  ``skip_masked_steps`` (a client update running ``ceil(count / batch)``
+  local steps), ``vmap_lanes`` (dynamic loop over groups of ``--lanes``
+  clients trained with ``vmap``), and ``bookkeeping_only`` (the executor
+  with a client that does not train).
 
 ``--sweep-widths`` adds the executor (and pure compute) for each batching in
 ``executor.BATCHINGS`` and several widths. ``--quick`` runs 1000 updates and
@@ -290,24 +293,37 @@ def rates_from_marks(t0, marks, n_total):
 
 def run_executor(st, sched, *, width, arrivals_per_step, batching,
                  chunk_steps, map_batch_size=8):
+  """``executor.simulate`` timed chunk by chunk. The work of a chunk is the
+  clients it trains (from the same plan), not the arrivals it applies: the
+  first chunk trains the ~C clients in flight ahead of their arrivals and
+  the last ones apply arrivals trained earlier, so arrivals per chunk would
+  overstate the steady rate of short runs."""
   import jax
-  from fedasync_jax import executor
-  marks = []
+  import numpy as np
+  from fedasync_jax import executor, plan as plan_lib
+  w = width or plan_lib.default_width(
+      sched.stats.get("realised_concurrency", 1.0))
+  p = plan_lib.make_plan(sched, width=w, arrivals_per_step=arrivals_per_step)
+  n_chunks = -(-p.num_steps // chunk_steps)
+  trained = np.zeros(n_chunks * chunk_steps, np.int64)
+  trained[:p.num_steps] = p.wave_valid.sum(axis=1)
+  trained = np.cumsum(trained.reshape(n_chunks, chunk_steps).sum(axis=1))
+  times = []
   t0 = time.perf_counter()
   out = executor.simulate(
       st.rule, st.update, st.params, st.ds, sched, key=st.key, width=width,
       arrivals_per_step=arrivals_per_step, batching=batching,
       map_batch_size=map_batch_size, chunk_steps=chunk_steps,
-      progress=lambda info: marks.append((time.perf_counter(),
-                                          info["arrivals_done"])))
+      progress=lambda info: times.append(time.perf_counter()))
   jax.block_until_ready(out.state.params)
+  assert len(times) == n_chunks, (len(times), n_chunks)
+  marks = [(t, int(n)) for t, n in zip(times, trained)]
   e2e, steady, first, comp = rates_from_marks(t0, marks,
                                               sched.num_arrivals)
   return {"updates_per_s": steady, "updates_per_s_end_to_end": e2e,
           "first_chunk_s": first, "compile_s": comp,
           "wall_s": time.perf_counter() - t0,
-          "chunk_s": [b[0] - a[0] for a, b in
-                      zip([(t0, 0)] + marks[:-1], marks)],
+          "chunk_s": [b - a for a, b in zip([t0] + times[:-1], times)],
           "stats": out.stats, "params": out.state.params}
 
 
@@ -487,7 +503,8 @@ class ExecStepper:
     self.carry, out = self.fn(self.carry, chunk, self.st.key, self.hp_table,
                               self.dev)
     self.outs.append(jax.device_get(out))
-    return int(chunk["arr_valid"].sum())
+    # Work done = clients trained (a full pass trains as many as arrive).
+    return int(chunk["wave_valid"].sum())
 
   def params(self):
     return self.carry[0].params
@@ -511,7 +528,7 @@ class PureStepper:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from fedasync_jax import executor, reference
+    from fedasync_jax import reference
     from fedasync_jax.client import ClientRef
     self.name = name
     G = max(1, len(tasks) // n_units // width)
