@@ -110,8 +110,14 @@ class Program(NamedTuple):
 def make_program(make_rule: Callable[[Any], ServerRule], client: ClientUpdate,
                  *, batching: str, map_batch_size: int = 8,
                  eval_fn: Optional[Callable] = None, params_like=None,
-                 data_like: Optional[DeviceData] = None) -> Program:
-  """Builds the pure ``init`` and ``run_chunk`` functions (not jitted)."""
+                 data_like: Optional[DeviceData] = None,
+                 direct: bool = False) -> Program:
+  """Builds the pure ``init`` and ``run_chunk`` functions (not jitted).
+
+  With ``direct=True`` the program runs a ``plan.make_direct_plan``: each
+  step trains the arriving client and applies its update at once, with no
+  result slots (the carry's result buffer is empty).
+  """
   if batching not in BATCHINGS:
     raise ValueError(f"batching must be one of {BATCHINGS}, got "
                      f"{batching!r}")
@@ -137,7 +143,8 @@ def make_program(make_rule: Callable[[Any], ServerRule], client: ClientUpdate,
         train_fn(data_like, rule.result_fields), params, jnp.int32(0),
         jnp.int32(0),
         jax.random.key(0), ClientHParams(jnp.float32(1), jnp.float32(0)))[0]
-    results = _stack_zeros(_tree_zeros(res_shape), num_slots + 1)
+    results = (() if direct else
+               _stack_zeros(_tree_zeros(res_shape), num_slots + 1))
     # Every leaf its own buffer: rules may share one array between fields
     # (e.g. zero counters), and the carry is donated.
     return jax.tree.map(lambda x: jnp.array(x, copy=True),
@@ -230,9 +237,57 @@ def make_program(make_rule: Callable[[Any], ServerRule], client: ClientUpdate,
     outs["train_loss"] = train_loss
     return (state, snaps, results), outs
 
+  def direct_step(carry, xs, key, hp_table, dev, rule):
+    """One arrival: train its client (unless dropped), apply, snapshot."""
+    state, snaps, results = carry
+    trash = jax.tree.leaves(snaps)[0].shape[0] - 1
+    task, client_id = xs["wave_task"][0], xs["wave_client"][0]
+    train_one = train_fn(dev, rule.result_fields)
+    res_shape, met_shape = jax.eval_shape(
+        train_one, jax.tree.map(lambda b: b[0], snaps), jnp.int32(0),
+        jnp.int32(0), jax.random.key(0),
+        jax.tree.map(lambda a: a[0], hp_table))
+
+    def train(_):
+      start = jax.tree.map(lambda b: b[xs["wave_snap"][0]], snaps)
+      res, met = train_one(start, dev.offsets[client_id],
+                           dev.counts[client_id],
+                           jax.random.fold_in(key, task),
+                           jax.tree.map(lambda a: a[task], hp_table))
+      return res, met["loss"]
+
+    def skip(_):  # dropped by the staleness cutoff: the rule discards it
+      return _tree_zeros(res_shape), jnp.zeros((), met_shape["loss"].dtype)
+    res, loss = jax.lax.cond(xs["wave_valid"][0], train, skip, None)
+
+    def apply(state):
+      new = rule.apply(state, res, xs["arr_staleness"][0])
+      if rule.end_round is not None:
+        new = jax.lax.cond(xs["arr_ends_round"][0], rule.end_round,
+                           lambda s: s, new)
+      return new
+    new = jax.lax.cond(xs["arr_valid"][0], apply, lambda s: s, state)
+    snap = xs["arr_snap"][0]
+    snaps = jax.lax.cond(
+        snap < trash,
+        lambda b: jax.tree.map(lambda x, p: x.at[snap].set(p), b,
+                               new.params),
+        lambda b: b, snaps)
+    outs = {"applied": (xs["arr_valid"] & (new.dropped == state.dropped)),
+            "version": jnp.reshape(new.version, (1,)),
+            "train_loss": jnp.reshape(loss, (1,))}
+    if eval_fn is not None:
+      ev = jax.lax.cond(
+          xs["arr_eval"][0],
+          lambda p: _call_eval(eval_fn, p, dev.eval_data),
+          lambda p: _tree_zeros(eval_shape), new.params)
+      outs["eval"] = jax.tree.map(lambda v: jnp.expand_dims(v, 0), ev)
+    return (new, snaps, results), outs
+
   def run_chunk(carry, steps, key, hp_table, dev, rule_hp=None):
     rule = make_rule(rule_hp)
-    return jax.lax.scan(lambda c, xs: step(c, xs, key, hp_table, dev, rule),
+    body = direct_step if direct else step
+    return jax.lax.scan(lambda c, xs: body(c, xs, key, hp_table, dev, rule),
                         carry, steps)
 
   return Program(init, run_chunk)
@@ -312,6 +367,24 @@ def _check_inputs(schedule, data, width, chunk_steps):
     raise ValueError(f"width must be an integer >= 1, got {width!r}")
 
 
+def choose_width(width: Optional[int], arrivals_per_step: Optional[int],
+                 batching: str, concurrency: float) -> tuple[int, bool]:
+  """``(width, direct)``: the step width, and whether the run takes the
+  direct path (one arrival per step, trained and applied at once, no
+  result slots: ``plan.make_direct_plan``).
+
+  The direct path is taken for ``width=1`` with one arrival per step, and
+  by default with ``"map"`` batching, where wave clients are trained one
+  after the other anyway (measured faster on CPU: benchmarks/README.md);
+  ``"vmap"`` and ``"map_batched"`` default to ``plan.default_width``.
+  """
+  if width is None:
+    if batching == "map" and arrivals_per_step in (None, 1):
+      return 1, True
+    width = plan_lib.default_width(concurrency)
+  return width, width == 1 and arrivals_per_step in (None, 1)
+
+
 def _chunks(arrays: dict, chunk_steps: int):
   n = next(iter(arrays.values())).shape[0]
   for i in range(0, n, chunk_steps):
@@ -384,8 +457,11 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
     key: PRNG key; task ``k`` trains with ``jax.random.fold_in(key, k)``
       (as in the reference simulator).
     hparams: per-task client hyperparameters (``reference.task_hparams``).
-    width: clients trained per step (default from the concurrency).
-    arrivals_per_step: arrivals applied per step (default ``2 * width``).
+    width: clients trained per step. Default: 1 with ``"map"`` batching
+      (the direct path: ``choose_width``), else ``plan.default_width`` of
+      the concurrency.
+    arrivals_per_step: arrivals applied per step (default ``2 * width``,
+      or 1 on the direct path).
     batching: ``"vmap"``, ``"map"`` or ``"map_batched"`` (default by
       backend: ``default_batching``).
     map_batch_size: the batch size of ``"map_batched"``.
@@ -409,13 +485,14 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
     A ``RunResult``; ``stats`` holds the plan shape and ``padding_waste``.
   """
   _check_inputs(schedule, data, width, chunk_steps)
-  if width is None:
-    width = plan_lib.default_width(schedule.stats.get(
-        "realised_concurrency", 1.0))
   batching = batching or default_batching()
+  width, direct = choose_width(width, arrivals_per_step, batching,
+                               schedule.stats.get("realised_concurrency",
+                                                  1.0))
   t0 = time.perf_counter()
-  p = plan_lib.make_plan(schedule, width=width,
-                         arrivals_per_step=arrivals_per_step)
+  p = (plan_lib.make_direct_plan(schedule) if direct else
+       plan_lib.make_plan(schedule, width=width,
+                          arrivals_per_step=arrivals_per_step))
   waste, real_steps = p.padding_waste, p.num_steps
   p = p.pad_steps(-(-p.num_steps // chunk_steps) * chunk_steps)
   plan_time = time.perf_counter() - t0
@@ -425,7 +502,7 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
   dev = device_data(data, eval_fn)
   prog = make_program(lambda _: rule, client, batching=batching,
                       map_batch_size=map_batch_size, eval_fn=eval_fn,
-                      params_like=params, data_like=dev)
+                      params_like=params, data_like=dev, direct=direct)
   carry = prog.init(params, p.num_snaps, p.num_slots, p.init_snap)
   first_chunk, outs = 0, []
   if resume is not None:
@@ -473,7 +550,7 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
            "width": p.width,
            "arrivals_per_step": p.arrivals_per_step,
            "result_slots": p.num_slots, "snapshot_slots": p.num_snaps,
-           "padding_waste": waste, "batching": batching,
+           "padding_waste": waste, "batching": batching, "direct": direct,
            "trained_clients": int(p.wave_valid.sum()),
            "stopped_early": len(arrivals["client"]) < schedule.num_arrivals}
   return RunResult(state, arrivals, evals, participation, stats)

@@ -233,3 +233,85 @@ def make_plan(schedule: Schedule, *, width: int,
   return Plan(wave_task, wave_client, wave_snap, wave_slot, wave_valid,
               arr_index, arr_slot, arr_tau, arr_end, arr_snap, arr_valid,
               init_snap, n_slots, n_snaps)
+
+
+def make_direct_plan(schedule: Schedule) -> Plan:
+  """The one-arrival-per-step plan: step ``s`` trains the client of arrival
+  ``s`` (unless the staleness cutoff drops it) and applies it.
+
+  The executor's direct path runs this plan without result slots: it trains
+  and applies in the same step (``num_slots`` is 0). Snapshot slots hold
+  the versions that a later arrival's client starts from; a slot is freed
+  by the step that reads it for the last time and may be written again by
+  the same step (the read comes first).
+
+  Args:
+    schedule: the events.
+
+  Returns:
+    A ``Plan`` of width 1 with one step per arrival.
+
+  Example:
+    >>> import numpy as np
+    >>> from fedasync_jax import delays, scheduler
+    >>> m = delays.delay_model(np.ones(20), np.ones(20))
+    >>> s = scheduler.asynchronous(m, num_updates=50, concurrency=5, seed=0)
+    >>> p = make_direct_plan(s)
+    >>> p.num_steps, p.num_slots, int(p.wave_valid.sum())
+    (50, 0, 50)
+  """
+  n = schedule.num_arrivals
+  a_task = np.asarray(schedule.arrival_task, np.int64)
+  trained = ~np.asarray(schedule.dropped, bool)
+  v0 = np.asarray(schedule.dispatch_version, np.int64)[a_task]
+  v_after = np.asarray(schedule.version_after, np.int64)
+  num_versions = int(v_after.max()) + 1 if n else 1
+  # Last arrival that reads each version (-1: none reads it).
+  last_read = np.full(num_versions + 1, -1, np.int64)
+  np.maximum.at(last_read, v0[trained], np.nonzero(trained)[0])
+  snap_of = {}
+  free, n_snaps = [], 0
+
+  def alloc():
+    nonlocal n_snaps
+    if free:
+      return free.pop()
+    n_snaps += 1
+    return n_snaps - 1
+
+  if last_read[0] >= 0:
+    snap_of[0] = alloc()
+  init_snap = snap_of.get(0, 0)
+  wave_snap = np.zeros(n, np.int64)
+  arr_snap = np.zeros(n, np.int64)
+  prev = 0
+  for a in range(n):
+    read = -1
+    if trained[a]:
+      v = int(v0[a])
+      read = snap_of[v]
+      if last_read[v] == a:
+        free.append(snap_of.pop(v))
+    wave_snap[a] = read
+    v = int(v_after[a])
+    write = -1
+    if v != prev:
+      prev = v
+      if last_read[v] > a:
+        write = snap_of[v] = alloc()
+    arr_snap[a] = write
+  wave_snap[wave_snap < 0] = n_snaps
+  arr_snap[arr_snap < 0] = n_snaps
+  col = lambda x, dt: np.asarray(x, dt).reshape(n, 1)
+  client = np.asarray(schedule.client)[a_task]
+  return Plan(
+      wave_task=col(np.where(trained, a_task, 0), np.int32),
+      wave_client=col(np.where(trained, client, 0), np.int32),
+      wave_snap=col(wave_snap, np.int32),
+      wave_slot=np.zeros((n, 1), np.int32), wave_valid=col(trained, bool),
+      arr_index=col(np.arange(n), np.int32),
+      arr_slot=np.zeros((n, 1), np.int32),
+      arr_staleness=col(schedule.staleness, np.int32),
+      arr_ends_round=col(schedule.ends_round, bool),
+      arr_snap=col(arr_snap, np.int32), arr_valid=np.ones((n, 1), bool),
+      init_snap=init_snap, num_slots=0, num_snaps=n_snaps)

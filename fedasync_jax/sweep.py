@@ -140,23 +140,32 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
       raise ValueError(f"a schedule has {s.num_clients} clients but data "
                        f"has {data.num_clients}")
   t0 = time.perf_counter()
-  if width is None:
-    width = plan_lib.default_width(max(s.stats.get("realised_concurrency", 1)
-                                       for s in scheds))
   batching = batching or executor.default_batching()
+  width, direct = executor.choose_width(
+      width, arrivals_per_step, batching,
+      max(s.stats.get("realised_concurrency", 1) for s in scheds))
   plans = {}
   for s in scheds:
     if id(s) not in plans:
-      plans[id(s)] = plan_lib.make_plan(s, width=width,
-                                        arrivals_per_step=arrivals_per_step)
+      plans[id(s)] = (plan_lib.make_direct_plan(s) if direct else
+                      plan_lib.make_plan(s, width=width,
+                                         arrivals_per_step=arrivals_per_step))
   n_steps = max(p.num_steps for p in plans.values())
   n_steps = -(-n_steps // chunk_steps) * chunk_steps
   num_slots = max(p.num_slots for p in plans.values())
   num_snaps = max(p.num_snaps for p in plans.values())
   member_plans = [plans[id(s)].pad_steps(n_steps) for s in scheds]
-  arrays = [executor.plan_arrays(p, s, eval_every)
-            for p, s in zip(member_plans, scheds)]
-  stacked = {k: np.stack([a[k] for a in arrays]) for k in arrays[0]}
+  # One schedule for all members: the plan is passed once, unbatched, so
+  # its loop bounds and conditions (padding, evaluation points) stay
+  # conditions under the member vmap instead of becoming selects that run
+  # both branches.
+  shared = len(plans) == 1
+  if shared:
+    stacked = executor.plan_arrays(member_plans[0], scheds[0], eval_every)
+  else:
+    arrays = [executor.plan_arrays(p, s, eval_every)
+              for p, s in zip(member_plans, scheds)]
+    stacked = {k: np.stack([a[k] for a in arrays]) for k in arrays[0]}
   n_tasks = max(s.num_tasks for s in scheds)
   hp_table = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)),
                           *[_pad_tasks(h, n_tasks) for h in hps])
@@ -169,11 +178,12 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   prog = executor.make_program(make_rule, client, batching=batching,
                                map_batch_size=map_batch_size,
                                eval_fn=eval_fn, params_like=one_params,
-                               data_like=dev)
+                               data_like=dev, direct=direct)
   init = jax.jit(jax.vmap(
       lambda p, snap, hp: prog.init(p, num_snaps, num_slots, snap, hp),
       in_axes=(0 if member_params else None, 0, 0)))
-  run = jax.vmap(prog.run_chunk, in_axes=(0, 0, 0, 0, None, 0))
+  run = jax.vmap(prog.run_chunk,
+                 in_axes=(0, None if shared else 0, 0, 0, None, 0))
 
   put = lambda x: x  # noqa: E731
   if mesh is not None:
@@ -193,11 +203,14 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   outs = []
   done = 0
   for i in range(0, n_steps, chunk_steps):
-    chunk = put({k: v[:, i:i + chunk_steps] for k, v in stacked.items()})
+    if shared:
+      chunk = {k: v[i:i + chunk_steps] for k, v in stacked.items()}
+    else:
+      chunk = put({k: v[:, i:i + chunk_steps] for k, v in stacked.items()})
     carry, out = run_chunk(carry, chunk, keys, hp_table, dev, rule_hp)
     outs.append(jax.device_get(out))
     if progress is not None:
-      done += int(np.asarray(stacked["arr_valid"][:, i:i + chunk_steps]).sum())
+      done += int(chunk["arr_valid"].sum()) * (M if shared else 1)
       progress({"arrivals_done": done,
                 "num_arrivals": sum(s.num_arrivals for s in scheds),
                 "wall_time_s": time.perf_counter() - t0})
@@ -225,7 +238,7 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
              "num_arrivals": scheds[m].num_arrivals,
              "updates_per_s": sum(s.num_arrivals for s in scheds) / wall,
              "padding_waste": plans[id(scheds[m])].padding_waste,
-             "width": width, "batching": batching}
+             "width": width, "batching": batching, "direct": direct}
     results.append(RunResult(jax.tree.map(lambda a: np.asarray(a[m]), state),
                              arrivals, evals, participation, stats))
   return results

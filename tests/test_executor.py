@@ -109,10 +109,17 @@ def run_both(name, dtype, **kw):
   return e, r, s
 
 
+# The two executor paths: one arrival per step, trained and applied at
+# once (the CPU default), and waves of clients with result slots.
+PATHS = {"direct": {"width": 1}, "waves": {"width": 6}}
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_matches_reference_float64(name):
+def test_matches_reference_float64(name, path):
   with jax.enable_x64(True):
-    e, r, s = run_both(name, np.float64)
+    e, r, s = run_both(name, np.float64, **PATHS[path])
+    assert e.stats["direct"] == (path == "direct")
     assert s.num_arrivals >= 500
     assert rel_diff(e.state.params, r.state.params) <= 1e-8
     assert int(e.state.version) == int(r.state.version)
@@ -134,9 +141,11 @@ def test_matches_reference_float32_other_batchings(batching):
   assert_same_history(e, r)
 
 
+@pytest.mark.parametrize("path", sorted(PATHS))
 @pytest.mark.parametrize("C, deadline, over, server_opt", [
     (7, None, 0, None), (20, 40.0, 3, optax.sgd(1.0, momentum=0.5))])
-def test_fedavg_matches_reference_float64(C, deadline, over, server_opt):
+def test_fedavg_matches_reference_float64(C, deadline, over, server_opt,
+                                          path):
   with jax.enable_x64(True):
     for model in ("lsq", "mlp"):
       ds, upd, params, ev = problem(model, np.float64)
@@ -150,7 +159,7 @@ def test_fedavg_matches_reference_float64(C, deadline, over, server_opt):
       r = reference.run(rule, upd, params, ds, s, key=key, eval_fn=ev,
                         eval_every=5)
       e = executor.simulate(rule, upd, params, ds, s, key=key, eval_fn=ev,
-                            eval_every=5, chunk_steps=16)
+                            eval_every=5, chunk_steps=16, **PATHS[path])
       assert rel_diff(e.state.params, r.state.params) <= 1e-8
       assert_same_history(e, r)
 
@@ -174,7 +183,20 @@ def test_chunk_size_and_reruns_are_bit_identical():
   assert not np.array_equal(a.state.params, d.state.params)
 
 
-def test_compiles_once_per_shape(monkeypatch):
+def test_default_path_is_direct_on_map_and_equals_waves():
+  a = lsq_run(16, batching="map")
+  b = lsq_run(16, batching="map", width=4)
+  c = lsq_run(16, batching="vmap")
+  assert a.stats["direct"] and a.stats["result_slots"] == 0
+  assert not b.stats["direct"] and not c.stats["direct"]
+  assert c.stats["width"] == plan.default_width(10)
+  assert rel_diff(a.state.params, b.state.params) <= 1e-6
+  assert rel_diff(a.state.params, c.state.params) <= 1e-6
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_compiles_once_per_shape(monkeypatch, path):
+  chex.clear_trace_counter()
   real = executor.make_program
 
   def counted(*args, **kw):
@@ -182,7 +204,7 @@ def test_compiles_once_per_shape(monkeypatch):
     return prog._replace(run_chunk=chex.assert_max_traces(prog.run_chunk,
                                                           n=1))
   monkeypatch.setattr(executor, "make_program", counted)
-  out = lsq_run(2)  # many chunks, one trace
+  out = lsq_run(2, **PATHS[path])  # many chunks, one trace
   assert out.stats["padded_steps"] // 2 > 3
 
 
@@ -197,6 +219,29 @@ def test_slot_buffers_bounded_by_concurrency():
     # Every arrival applied exactly once, in order.
     idx = p.arr_index[p.arr_valid]
     np.testing.assert_array_equal(idx, np.arange(s.num_arrivals))
+    d = plan.make_direct_plan(s)
+    assert d.num_slots == 0 and d.num_snaps <= C + 1
+
+
+@pytest.mark.parametrize("C, cutoff", [(1, None), (9, None), (40, 5)])
+def test_direct_plan_snapshots_hold_each_start_version(C, cutoff):
+  """Replays a direct plan on version numbers: every trained arrival reads
+  the version its task was dispatched at, and nothing else is trained."""
+  dm = delays.delay_model(speeds("pareto", N), np.ones(N))
+  s = scheduler.asynchronous(dm, num_updates=300, concurrency=C, seed=2,
+                             max_staleness=cutoff)
+  p = plan.make_direct_plan(s)
+  slots = np.full(p.num_snaps + 1, -1)
+  slots[p.init_snap] = 0
+  for a in range(p.num_steps):
+    k = s.arrival_task[a]
+    assert p.wave_valid[a, 0] == (not s.dropped[a])
+    if p.wave_valid[a, 0]:
+      assert p.wave_task[a, 0] == k and p.wave_client[a, 0] == s.client[k]
+      assert slots[p.wave_snap[a, 0]] == s.dispatch_version[k]
+    slots[p.arr_snap[a, 0]] = s.version_after[a]
+  if cutoff is not None:
+    assert s.dropped.sum() > 0
 
 
 def test_million_clients_run():
@@ -243,6 +288,30 @@ def test_sweep_members_equal_separate_runs():
     assert rel_diff(outs[m].state.params, single.state.params) <= 1e-6
     assert_same_history(outs[m], single)
   assert not np.allclose(outs[0].state.params, outs[1].state.params)
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_sweep_shared_schedule_equals_separate_runs(path):
+  """One schedule for all members: the plan is passed unbatched."""
+  ds, upd, params, ev = problem("mlp", np.float32)
+  dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
+  s = scheduler.asynchronous(dm, num_updates=200, concurrency=7, seed=0,
+                             max_staleness=4)
+  grid = {"alpha": jnp.array([0.3, 0.9])}
+  make_rule = lambda hp: rules.fedasync(hp["alpha"],
+                                        staleness.polynomial(0.5))
+  keys = jax.random.split(jax.random.key(0), 2)
+  outs = sweep.sweep(make_rule, grid, upd, params, ds, s, keys=keys,
+                     eval_fn=ev, eval_every=30, **PATHS[path])
+  assert outs[0].stats["direct"] == (path == "direct")
+  for m in range(2):
+    single = executor.simulate(
+        make_rule({"alpha": float(grid["alpha"][m])}), upd, params, ds, s,
+        key=keys[m], eval_fn=ev, eval_every=30, **PATHS[path])
+    assert rel_diff(outs[m].state.params, single.state.params) <= 1e-6
+    assert_same_history(outs[m], single)
+    for a, b in zip(outs[m].evals, single.evals):
+      np.testing.assert_allclose(a["accuracy"], b["accuracy"], atol=1e-6)
 
 
 def test_sweep_server_lr_fedbuff():
