@@ -486,3 +486,169 @@ def simulate_timed(executor_mod, rule, update, params, ds, sched, key, **kw):
           "arrivals_per_step": out.stats.get("arrivals_per_step"),
           "batching": out.stats.get("batching"),
           "padding_waste": out.stats.get("padding_waste")}, out
+
+
+# ---------------------------------------------------------------------------
+# Our executor against the lean torch loop on one schedule (W1 and W2).
+
+
+def versus_torch(name, args, *, rule, torch_rule, make_sched, check_sched,
+                 target, workload_config, waves_width):
+  """Runs ``executor.simulate`` (library defaults, and the wave path of
+  width ``waves_width``) and ``TorchFed`` (``--torch-threads`` threads and
+  1 thread) on W1's data, model and client training, whole runs in
+  rotating order for ``args.repeats`` repeats; records medians, per-repeat
+  paired ratios, test accuracies, an exact equal-work check on
+  ``check_sched`` (the torch loop fed the library's permutations) and the
+  final parameters' differences between our variants. Writes the result
+  with ``finish``."""
+  import jax
+  import numpy as np
+  import optax
+  from fedasync_jax import client, executor, models
+  started, load0 = time.perf_counter(), loadavg()
+  torch = torch_setup(args.torch_threads)
+  ds, x_test, y_test = w1_data(args.data or DEFAULT_MNIST)
+  model = models.mlp()
+  params = model.init(jax.random.key(W1["model_seed"]))
+  key = jax.random.key(W1["train_key"])
+  upd = client.local_update(model.loss, optax.sgd(W1["client_lr"]),
+                            batch_size=W1["batch_size"],
+                            max_examples=ds.max_count, epochs=W1["epochs"])
+  sched = make_sched(ds)
+  n = sched.num_arrivals
+  evaluate = jax.jit(models.make_evaluator(model, x_test, y_test))
+  tf = TorchFed(torch_mlp_from_jax(jax.device_get(params)), ds,
+                lr=W1["client_lr"], batch_size=W1["batch_size"])
+  chk = check_sched(ds)
+  p_ours = executor.simulate(rule, upd, params, ds, chk, key=key).state.params
+  g_torch, _, _ = tf.run(chk, perm=jax_perm_fn(key, ds.max_count),
+                         **torch_rule)
+  equal_work = {"updates": chk.num_arrivals,
+                "max_rel_param_diff": tf.rel_diff_to_jax(g_torch, p_ours)}
+  log(f"{name}: {n} client updates; equal-work check ({chk.num_arrivals} "
+      f"updates, library permutations): max rel param diff "
+      f"{equal_work['max_rel_param_diff']:.2e}")
+  finals = {}
+
+  def ours(label, **kw):
+    def run():
+      res, out = simulate_timed(executor, rule, upd, params, ds, sched, key,
+                                **kw)
+      res["accuracy"] = float(evaluate(out.state.params)["accuracy"])
+      res["direct"] = out.stats["direct"]
+      finals[label] = jax.device_get(out.state.params)
+      return res
+    return run
+
+  def torch_loop(threads):
+    def run():
+      torch.set_num_threads(threads)
+      try:
+        glob, taus, wall = tf.run(sched, **torch_rule)
+      finally:
+        torch.set_num_threads(args.torch_threads)
+      return {"updates_per_s": len(taus) / wall, "wall_s": wall,
+              "accuracy": tf.accuracy(glob, x_test, y_test),
+              "threads": threads}
+    return run
+
+  systems = {"ours_default": ours("ours_default"),
+             "ours_waves": ours("ours_waves", width=waves_width),
+             "torch": torch_loop(args.torch_threads),
+             "torch_1thread": torch_loop(1)}
+  names = args.systems.split(",") if args.systems else list(systems)
+  runs = {k: [] for k in names}
+  for r in range(args.repeats):
+    for label in names[r % len(names):] + names[:r % len(names)]:
+      res = systems[label]()
+      res["loadavg"] = loadavg()
+      runs[label].append(res)
+      log(f"  repeat {r + 1}/{args.repeats} {label}: "
+          f"{res['updates_per_s']:.1f} updates/s"
+          + (f" (steady {res['steady_updates_per_s']:.1f}, compile "
+             f"{res['compile_s']:.1f} s)" if "compile_s" in res else "")
+          + f", accuracy {res['accuracy']:.4f}, load {res['loadavg']}")
+
+  def med(label, field):
+    return median([x[field] for x in runs[label]])
+
+  def paired(label, field, others):
+    return median([a[field] / max(o["updates_per_s"] for o in os_)
+                   for a, *os_ in zip(runs[label], *(runs[o] for o in others))])
+
+  summary = {k: {"updates_per_s": med(k, "updates_per_s"),
+                 "accuracy": med(k, "accuracy")} for k in names}
+  ratios = {}
+  for k in names:
+    if not k.startswith("ours"):
+      continue
+    summary[k].update(
+        steady_updates_per_s=med(k, "steady_updates_per_s"),
+        compile_s=med(k, "compile_s"),
+        config={f: runs[k][0][f] for f in ("width", "arrivals_per_step",
+                                           "batching", "padding_waste",
+                                           "direct")})
+    if "torch" in runs:
+      ratios[f"{k}_vs_torch"] = paired(k, "updates_per_s", ["torch"])
+      ratios[f"{k}_steady_vs_torch"] = paired(k, "steady_updates_per_s",
+                                              ["torch"])
+      ratios[f"{k}_accuracy_minus_torch"] = (summary[k]["accuracy"]
+                                             - summary["torch"]["accuracy"])
+      if "torch_1thread" in runs:
+        ratios[f"{k}_vs_best_torch"] = paired(k, "updates_per_s",
+                                              ["torch", "torch_1thread"])
+  diffs = {}
+  if "ours_default" in finals:
+    ref = jax.tree.leaves(finals["ours_default"])
+    scale = max(float(np.abs(b).max()) for b in ref)
+    for k, p in finals.items():
+      if k != "ours_default":
+        diffs[k] = max(float(np.abs(a - b).max()) for a, b in
+                       zip(jax.tree.leaves(p), ref)) / scale
+  result = {
+      "workload": name, "workload_config": workload_config, "updates": n,
+      "repeats": args.repeats, "summary": summary, "ratios": ratios,
+      "target": target, "equal_work_check": equal_work,
+      "max_rel_param_diff_vs_ours_default": diffs,
+      "schedule": {"mean_staleness": float(sched.staleness.mean()),
+                   "max_staleness": int(sched.staleness.max()),
+                   "realised_concurrency":
+                       sched.stats.get("realised_concurrency")},
+      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+      "samples": runs,
+      "method": "each system runs the whole workload once per repeat, "
+                "systems in rotating order; updates_per_s = updates / wall "
+                "time of the whole call (ours: executor.simulate including "
+                "compilation); steady = after the first chunk; ratios are "
+                "medians of per-repeat paired ratios",
+  }
+  return finish(f"torch_{name.lower()}", result, quick=args.quick,
+                started=started, load_start=load0)
+
+
+def versus_torch_args(argv, doc, *, sizes, size_help):
+  """The command line shared by torch_w1.py and torch_w2.py; ``sizes`` maps
+  the workload-size option (``--updates`` / ``--rounds``) to its (full,
+  quick) defaults."""
+  import argparse
+  ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+  ap.add_argument("--quick", action="store_true")
+  ap.add_argument("--data", default=None, help="path of mnist.npz")
+  (opt, (full, quick)), = sizes.items()
+  ap.add_argument(f"--{opt}", type=int, default=None, help=size_help)
+  ap.add_argument("--repeats", type=int, default=None)
+  ap.add_argument("--torch-threads", type=int, default=2)
+  ap.add_argument("--omp-wait-policy", default="PASSIVE",
+                  help="PASSIVE (default), ACTIVE, or 'default' (unset)")
+  ap.add_argument("--systems", default=None,
+                  help="comma-separated subset of ours_default, ours_waves, "
+                       "torch, torch_1thread")
+  args = ap.parse_args(argv)
+  if getattr(args, opt) is None:
+    setattr(args, opt, quick if args.quick else full)
+  if args.repeats is None:
+    args.repeats = 2 if args.quick else 3
+  if args.omp_wait_policy.lower() != "default":
+    os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
+  return args
