@@ -29,6 +29,13 @@ example array (``_shared_rows``), which separates costs of the simulator
 that grow with the population (schedule, plan, offsets/counts) from
 memory effects of a large, randomly accessed example array.
 
+Probes of the 1e6 vs 1e3 gap (RESULTS_issue6.md, section 4):
+``scaling_probe_chunk.py`` (same compiled chunk, large vs small array, and
+its HLO), ``scaling_probe_threshold.py`` (the 512 KiB gather-split
+threshold), ``scaling_gather_ab.py`` (old whole-array gather vs
+``client._client_rows``, interleaved), ``scaling_probe_identity.py`` and
+``scaling_probe_w1.py`` (bit-identity; no W1 regression).
+
 Targets: 1e6 clients runs; peak RSS < 4 GB; updates/s at 1e6 within 20% of
 the 1e3 figure; time per update flat in the population; memory bounded by
 concurrency x params + data.

@@ -301,9 +301,11 @@ def run_executor(st, sched, *, width, arrivals_per_step, batching,
   import jax
   import numpy as np
   from fedasync_jax import executor, plan as plan_lib
-  w = width or plan_lib.default_width(
+  w, direct = executor.choose_width(
+      width, arrivals_per_step, batching or executor.default_batching(),
       sched.stats.get("realised_concurrency", 1.0))
-  p = plan_lib.make_plan(sched, width=w, arrivals_per_step=arrivals_per_step)
+  p = (plan_lib.make_direct_plan(sched) if direct else
+       plan_lib.make_plan(sched, width=w, arrivals_per_step=arrivals_per_step))
   n_chunks = -(-p.num_steps // chunk_steps)
   trained = np.zeros(n_chunks * chunk_steps, np.int64)
   trained[:p.num_steps] = p.wave_valid.sum(axis=1)

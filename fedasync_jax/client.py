@@ -82,6 +82,26 @@ class ClientUpdate(NamedTuple):
   batch_size: int
 
 
+def _client_rows(arr, offset, local, max_examples):
+  """``arr[offset + local]`` for ``local`` in ``[0, max_examples)``.
+
+  Gathered from the client's block of ``max_examples`` rows (a dynamic slice
+  that XLA fuses into the gather, so nothing is copied, as long as
+  ``offset`` varies inside the loop: see ``update``), not from the whole
+  population's array: XLA:CPU sizes a gather fusion by its operand and, for
+  an operand of 512 KiB or more, splits even a 4-row gather over the
+  intra-op thread pool, which costs microseconds per local step (at 1e6
+  clients of 4 examples of 16 floats, +4 us per update, 0.6x the 1e3-client
+  rate; benchmarks/RESULTS_issue6.md, section 4). The block's start is
+  clamped so that the slice stays inside the array; the rows are the same.
+  """
+  n = arr.shape[0]
+  size = min(int(max_examples), n)
+  start = jnp.clip(offset, 0, n - size)
+  block = jax.lax.dynamic_slice_in_dim(arr, start, size)
+  return block[offset - start + local]
+
+
 def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
                  *, batch_size: int, max_examples: int, epochs: int = 1,
                  steps: Optional[int] = None, epoch_decay: bool = False,
@@ -172,10 +192,14 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
           lane = jnp.arange(B, dtype=jnp.int32)
           pos = (j * B + lane) % jnp.maximum(count, 1)
           valid = lane < count
-        idx = offset + perm[jnp.where(valid, pos, 0)]
+        local = perm[jnp.where(valid, pos, 0)]
         mask = valid.astype(dtype)
+        # The offset made opaque per step: otherwise XLA hoists the
+        # client's block out of the step loop as a copy of M rows.
+        step_offset, _ = jax.lax.optimization_barrier((offset, j))
         (_, (loss, new_stats)), grads = grad_fn(
-            trainable, stats, data.x[idx], data.y[idx], mask)
+            trainable, stats, _client_rows(data.x, step_offset, local, M),
+            _client_rows(data.y, step_offset, local, M), mask)
         updates, opt_state = optimizer.update(grads, opt_state, trainable)
         updates = jax.tree.map(lambda u: (scale * u).astype(u.dtype), updates)
         trainable = optax.apply_updates(trainable, updates)
