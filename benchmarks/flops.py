@@ -11,12 +11,10 @@ Measured in ONE process, interleaved, ``--repeats`` times (medians):
   - ``mlp_step_scan``: 64 local steps in one ``lax.scan`` (the pure
     compute limit of a client update),
   - ``mlp_client_library``: ``client.local_update`` on a median-size W1
-    client (its ``ceil(max_examples/10) = 18`` scanned steps, of which
-    only ``ceil(count/10)`` are useful),
-  - ``mlp_client_ragged``: ``protos.ragged_update`` (useful steps only),
+    client (``ceil(count/10)`` local steps),
   - ``w1_executor``: ``executor.simulate`` on W1 (1000 updates; library
-    default and width 1 + ragged), useful FLOPs = sum over updates of
-    ``ceil(count/10)`` steps;
+    default, i.e. the direct path on CPU, and the wave path of width 20),
+    useful FLOPs = sum over updates of ``ceil(count/10)`` steps;
 * the AFL paper's MNIST CNN (batch 64, Adam): FLOPs per step from the
   cost analysis, timed as one jitted step called from Python
   (``cnn_steploop``), inside ``client.local_update``'s scan
@@ -77,7 +75,6 @@ def main(argv=None):
   import jax.numpy as jnp
   import numpy as np
   import optax
-  import protos
   from fedasync_jax import (client, executor, models, rules, scheduler,
                             staleness)
   from fedasync_jax.client import ClientHParams, ClientRef
@@ -119,12 +116,9 @@ def main(argv=None):
   useful_steps = -(-cnt // B)
   lib_upd = client.local_update(mlp.loss, optax.sgd(0.05), batch_size=B,
                                 max_examples=ds.max_count)
-  rag_upd = protos.ragged_update(mlp.loss, optax.sgd(0.05), batch_size=B,
-                                 max_examples=ds.max_count)
   hp = ClientHParams(jnp.float32(1), jnp.float32(0))
   ref = ClientRef(X, Y, int(ds.offsets[med_client]), cnt)
   lib_f = jax.jit(lambda p: lib_upd.update(p, ref, jax.random.key(0), hp))
-  rag_f = jax.jit(lambda p: rag_upd.update(p, ref, jax.random.key(0), hp))
 
   # ---- CNN ------------------------------------------------------------
   cnn = models.mnist_cnn()
@@ -164,7 +158,6 @@ def main(argv=None):
       "mlp_step_scan": (lambda: mlp_scan(p_mlp), S * step_flops),
       "mlp_client_library": (lambda: lib_f(p_mlp),
                              useful_steps * step_flops),
-      "mlp_client_ragged": (lambda: rag_f(p_mlp), useful_steps * step_flops),
       "cnn_steploop": (cnn_steploop, K * cnn_flops),
       "cnn_lib_scan": (lambda: cnn_scan_f(p_cnn), 2 * cnn_flops),
       "cnn_torch": (tnet, 10 * cnn_flops),
@@ -202,8 +195,7 @@ def main(argv=None):
                    * step_flops)
     rule = rules.fedasync(0.6, staleness.polynomial(0.5))
     for name, upd, kw in (("library_default", lib_upd, {}),
-                          ("width1_ragged", rag_upd,
-                           dict(width=1, arrivals_per_step=1))):
+                          ("waves_width20", lib_upd, dict(width=20))):
       res, _ = C.simulate_timed(executor, rule, upd, p_mlp, ds, sched,
                                 jax.random.key(0), **kw)
       t = time.perf_counter()
