@@ -123,16 +123,14 @@ def history_of(out) -> list:
 
 def training_loss(model, fed, cfg):
   """``model.loss``, with uint8 training images standardized inside it the
-  way ``experiment.setup`` does (the library keeps training images uint8 on
-  the device and standardizes each minibatch)."""
+  way ``experiment.make_model`` does (the library keeps training images
+  uint8 on the device and standardizes each minibatch;
+  ``experiment.with_image_inputs`` passes float inputs through, so wrapping
+  an already wrapped model changes nothing)."""
   from fedasync_jax import experiment
   if fed.train.x.dtype != np.uint8:
     return model.loss
-  transform = experiment.image_transform(cfg.data.name)
-
-  def loss(p, x, y, m):
-    return model.loss(p, transform(x), y, m)
-  return loss
+  return experiment.with_image_inputs(model, cfg.data.name).loss
 
 
 def build(cfg, *, fast_model: bool = False, test_subset: Optional[int] = None,

@@ -1,7 +1,8 @@
 """The ``fedasync-jax`` command line.
 
 Example:
-  $ fedasync-jax demo                 # FedAsync, FedBuff, FedAvg on Synthetic(1,1)
+  $ fedasync-jax demo                 # FedAsync, FedBuff, FedAvg demo
+  $ fedasync-jax config > my.yaml     # every field, its default and range
   $ fedasync-jax run --config my.yaml --set rule.alpha=0.9 --out runs/a
   $ fedasync-jax run --resume runs/a  # continue an interrupted run
 """
@@ -28,8 +29,11 @@ def _demo(args) -> int:
 RUN_EPILOG = """\
 configuration:
   A JSON or YAML file with any of the sections data, model, client, rule,
-  delays, run (see fedasync_jax/config.py for every field, its default and
-  range), e.g.
+  delays, run; fields left out keep their defaults. To start one:
+
+    fedasync-jax config > my.yaml   # every field: default, meaning, range
+
+  A smaller example (real MNIST, 100 Dirichlet clients, FedAsync):
 
     data:   {name: mnist, path: ../shared/data/mnist.npz, num_clients: 100,
              partition: dirichlet, alpha: 0.5}
@@ -37,11 +41,20 @@ configuration:
     client: {optimizer: sgd, lr: 0.05, batch_size: 10, epochs: 1}
     rule:   {name: fedasync, alpha: 0.6, staleness: polynomial,
              staleness_a: 0.5}
-    delays: {speeds: lognormal, sigma: 1.0}
+    delays: {speeds: pareto, pareto_shape: 1.5, jitter: lognormal,
+             jitter_sigma: 0.3}
     run:    {concurrency: 20, num_updates: 2000, eval_every: 100, seed: 0}
 
-  Every field can be overridden: --set rule.alpha=0.9 --set run.seed=3.
+  Every field can be overridden with --set SECTION.FIELD=VALUE, repeated:
+    --set rule.alpha=0.9 --set run.seed=3 --set client.steps=null
+  (booleans: true/false; an optional field is unset with null).
   Without --config the defaults run FedAsync on Synthetic(1,1).
+
+rules (rule.name):
+  fedasync  mix every arrival: w <- (1 - a s(tau)) w + a s(tau) w_client
+  fedbuff   apply the mean of K = rule.buffer_size updates (server optimizer)
+  afl       mix with weight min(1, afl_lr n_k / mean n s(tau))
+  fedavg    synchronous rounds of run.concurrency clients (barrier)
 
 outputs (in --out):
   config.json, history.csv, arrivals.csv, participation.csv, summary.json,
@@ -99,6 +112,37 @@ def _sweep(args) -> int:
   return 0
 
 
+def _config(args) -> int:
+  from fedasync_jax import config as config_lib
+  cfg = (config_lib.load(args.config) if args.config is not None
+         else config_lib.Config())
+  cfg = config_lib.apply_overrides(cfg, args.set)
+  sys.stdout.write(config_lib.to_yaml(cfg))
+  return 0
+
+
+SWEEP_EPILOG = """\
+examples:
+  # 3 x 3 staleness settings x 2 seeds = 18 members, one compiled program
+  fedasync-jax sweep --grid rule.alpha=0.3,0.6,0.9 \\
+      --grid rule.staleness_a=0,0.5,1 --seeds 0,1 --set run.num_updates=1000
+
+  # a base configuration file plus a learning-rate grid
+  fedasync-jax sweep --config my.yaml --grid client.lr=0.01,0.03,0.1
+
+outputs (in --out):
+  sweep.csv (one row per member: settings, final test accuracy and loss),
+  config.json (base config, grid, seeds), summary.json (wall time), and
+  m<i>/ per member with history.csv, arrivals.csv, participation.csv,
+  summary.json and plots. Every member equals its own `fedasync-jax run`
+  with the same values (--set ...).
+
+Fields that change shapes or the schedule (data, model, rule.name,
+run.concurrency, ...) cannot vary inside one program: run one sweep per
+value instead.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog="fedasync-jax",
@@ -129,14 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
   r = sub.add_parser(
       "run", help="run one configuration (JSON/YAML file plus overrides)",
       description="Runs one simulation from a configuration file and "
-                  "command-line overrides, with a progress bar, checkpoints "
-                  "and results written to an output folder.",
+                  "command-line\noverrides, with a progress bar (updates, "
+                  "simulated time, test accuracy,\nETA), checkpoints, and "
+                  "results written to an output folder.",
       epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
   r.add_argument("--config", type=Path, default=None,
                  help="configuration file (.json, .yaml or .yml)")
   r.add_argument("--set", action="append", default=[],
                  metavar="SECTION.FIELD=VALUE",
-                 help="override one field (repeatable)")
+                 help="override one field, e.g. rule.alpha=0.9 or "
+                      "delays.pareto_shape=1.5 (repeatable)")
   r.add_argument("--out", type=Path, default=None,
                  help="output folder (default: runs/run-<date>-<time>)")
   r.add_argument("--resume", type=Path, default=None, metavar="DIR",
@@ -145,13 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
   w = sub.add_parser(
       "sweep", help="run a grid of settings x seeds as ONE compiled program",
       description="Runs every combination of the --grid values and --seeds "
-                  "as one vmapped program (the vectorized sweep). Sweepable "
-                  "fields: rule.alpha, rule.staleness_a, rule.staleness_b, "
-                  "rule.server_lr, rule.afl_lr, client.lr; seeds change the "
-                  "schedule, the initial model and the training keys.",
-      epilog="example:\n  fedasync-jax sweep --grid rule.alpha=0.3,0.6,0.9 "
-             "--grid rule.staleness_a=0,0.5,1 --seeds 0,1 --set "
-             "run.num_updates=1000",
+                  "as ONE compiled\nprogram (the vectorized sweep) on top "
+                  "of a base configuration (--config,\n--set: as for "
+                  "`fedasync-jax run`).\n\n"
+                  "Sweepable fields: rule.alpha, rule.staleness_a, "
+                  "rule.staleness_b,\nrule.server_lr, rule.afl_lr, "
+                  "client.lr. Seeds change the schedule, the\ninitial "
+                  "model and the training keys.",
+      epilog=SWEEP_EPILOG,
       formatter_class=argparse.RawDescriptionHelpFormatter)
   w.add_argument("--config", type=Path, default=None,
                  help="base configuration file (.json/.yaml)")
@@ -161,10 +208,25 @@ def build_parser() -> argparse.ArgumentParser:
   w.add_argument("--grid", action="append", default=[],
                  metavar="SECTION.FIELD=V1,V2,...",
                  help="values of one sweepable field (repeatable)")
-  w.add_argument("--seeds", default=None, help="comma-separated seeds")
+  w.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                 help="comma-separated seeds (default: run.seed)")
   w.add_argument("--out", type=Path, default=None,
                  help="output folder (default: runs/sweep-<date>-<time>)")
   w.set_defaults(func=_sweep)
+  c = sub.add_parser(
+      "config", help="print every configuration field with its default, "
+                     "meaning and range (YAML)",
+      description="Prints a complete configuration as YAML: every field, "
+                  "its value (the default,\nor from --config / --set), "
+                  "what it means and what it accepts. Start a new\n"
+                  "configuration with: fedasync-jax config > my.yaml",
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  c.add_argument("--config", type=Path, default=None,
+                 help="start from this file instead of the defaults")
+  c.add_argument("--set", action="append", default=[],
+                 metavar="SECTION.FIELD=VALUE",
+                 help="override one field (repeatable)")
+  c.set_defaults(func=_config)
   return p
 
 

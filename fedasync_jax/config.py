@@ -30,7 +30,8 @@ MODELS = ("logistic_regression", "mlp", "mnist_cnn", "resnet20")
 OPTIMIZERS = ("sgd", "adam", "yogi", "adagrad")
 RULES = ("fedasync", "fedbuff", "fedavg", "afl")
 STALENESS = ("constant", "polynomial", "hinge", "exponential")
-SPEEDS = ("constant", "uniform", "exponential", "lognormal", "pareto")
+SPEEDS = ("constant", "uniform", "exponential", "lognormal", "pareto",
+          "trace")
 JITTERS = ("none", "exponential", "lognormal")
 SELECTIONS = ("uniform", "without_replacement", "weighted")
 BATCHINGS = ("auto", "vmap", "map", "map_batched")
@@ -94,12 +95,26 @@ class RuleConfig:
 
 @dataclasses.dataclass
 class DelayConfig:
-  speeds: str = "lognormal"
-  sigma: float = 1.0
-  mean: float = 1.0
-  jitter: str = "exponential"
-  comm_time: float = 0.0
-  dropout: float = 0.0
+  """How long a client task takes (see ``fedasync_jax.delays``).
+
+  A task of client ``c`` takes ``speed[c] * work[c] * jitter + comm_time``
+  simulated seconds; ``work`` is the client's examples x local epochs (or
+  local steps x batch size). ``speed`` is drawn once per client from
+  ``speeds``; ``jitter`` is drawn per task (mean 1).
+  """
+  speeds: str = "lognormal"           # device-speed distribution
+  sigma: float = 1.0                  # lognormal speeds: log std
+  mean: float = 1.0                   # median (lognormal) / mean speed
+  pareto_shape: float = 2.0           # pareto speeds: Lomax tail index
+  uniform_low: float = 0.5            # uniform speeds on [low, high]
+  uniform_high: float = 1.5
+  trace_path: Optional[str] = None    # speeds=trace: .npy/.csv/.txt file
+  jitter: str = "exponential"         # per-task factor
+  jitter_sigma: float = 0.5           # lognormal jitter: log std
+  comm_time: float = 0.0              # added to every task
+  dropout: float = 0.0                # probability an update never arrives
+  availability_period: Optional[float] = None  # on/off cycle length
+  availability_on_fraction: float = 1.0        # fraction of it available
 
 
 @dataclasses.dataclass
@@ -163,6 +178,12 @@ RANGES = {
     ("rule", "noise_multiplier"): (0, None, False, False),
     ("delays", "sigma"): (0, None, False, False),
     ("delays", "mean"): (0, None, True, False),
+    ("delays", "pareto_shape"): (0, None, True, False),
+    ("delays", "uniform_low"): (0, None, True, False),
+    ("delays", "uniform_high"): (0, None, True, False),
+    ("delays", "jitter_sigma"): (0, None, False, False),
+    ("delays", "availability_period"): (0, None, True, False),
+    ("delays", "availability_on_fraction"): (0, 1, True, False),
     ("delays", "comm_time"): (0, None, False, False),
     ("delays", "dropout"): (0, 1, False, True),
     ("run", "concurrency"): (1, None, False, False),
@@ -175,6 +196,74 @@ RANGES = {
     ("run", "chunk_steps"): (1, None, False, False),
     ("run", "width"): (1, None, False, False),
     ("run", "checkpoint_every_s"): (0, None, False, False),
+}
+
+
+# What each field means, in a few words (``to_yaml`` and ``--help``).
+MEANING = {
+    ("data", "name"): "data set",
+    ("data", "path"): ".npz file with x_train, y_train, x_test, y_test",
+    ("data", "data_dir"): "tensorflow-datasets folder (else $TFDS_DATA_DIR)",
+    ("data", "download"): "let tfds download a missing data set",
+    ("data", "num_clients"): "population size",
+    ("data", "partition"): "how examples are split over clients",
+    ("data", "alpha"): "Dirichlet concentration (partition=dirichlet)",
+    ("data", "synthetic_alpha"): "Synthetic(alpha, beta): model skew",
+    ("data", "synthetic_beta"): "Synthetic(alpha, beta): data skew",
+    ("data", "seed"): "seed of the partition / synthetic data",
+    ("model", "name"): "model",
+    ("client", "optimizer"): "local optimizer (fresh state per task)",
+    ("client", "lr"): "local learning rate",
+    ("client", "momentum"): "sgd momentum",
+    ("client", "batch_size"): "examples per local step",
+    ("client", "epochs"): "local epochs over the client's data",
+    ("client", "steps"): "fixed local steps instead of epochs",
+    ("client", "prox_rho"): "proximal weight (FedProx / FedAsync)",
+    ("client", "delay_beta"): "AFL delay-aware rate lr / (1 + beta delay)",
+    ("client", "epoch_decay"): "AFL: rate of epoch e divided by sqrt(e+1)",
+    ("client", "patience"): "early stopping after this many epochs",
+    ("rule", "name"): "server rule",
+    ("rule", "alpha"): "FedAsync mixing weight",
+    ("rule", "staleness"): "staleness function s(tau)",
+    ("rule", "staleness_a"): "a of polynomial / hinge / exponential",
+    ("rule", "staleness_b"): "b of hinge",
+    ("rule", "max_staleness"): "drop updates staler than this",
+    ("rule", "buffer_size"): "FedBuff K (updates per server step)",
+    ("rule", "server_optimizer"): "FedBuff / FedAvg server optimizer",
+    ("rule", "server_lr"): "server learning rate",
+    ("rule", "server_momentum"): "server sgd momentum",
+    ("rule", "afl_lr"): "AFL mixing rate",
+    ("rule", "quarantine"): "do not apply NaN/Inf updates",
+    ("rule", "max_update_norm"): "clip updates to this norm",
+    ("rule", "noise_multiplier"): "client-level DP noise z (needs the clip)",
+    ("delays", "speeds"): "device speeds (seconds per unit of work)",
+    ("delays", "sigma"): "lognormal speeds: log std",
+    ("delays", "mean"): "speed scale: median (lognormal), mean (others)",
+    ("delays", "pareto_shape"): "pareto speeds: tail index (smaller: heavier)",
+    ("delays", "uniform_low"): "uniform speeds: low",
+    ("delays", "uniform_high"): "uniform speeds: high",
+    ("delays", "trace_path"): "speeds=trace: .npy/.csv/.txt of speeds",
+    ("delays", "jitter"): "per-task duration factor (mean 1)",
+    ("delays", "jitter_sigma"): "lognormal jitter: log std",
+    ("delays", "comm_time"): "seconds added to every task",
+    ("delays", "dropout"): "probability an update never arrives",
+    ("delays", "availability_period"): "on/off cycle length (null: always "
+                                       "on)",
+    ("delays", "availability_on_fraction"): "fraction of a cycle a client is "
+                                            "available",
+    ("run", "concurrency"): "clients in flight / FedAvg cohort size",
+    ("run", "poisson_rate"): "open loop: dispatches per second instead",
+    ("run", "selection"): "how idle clients are drawn",
+    ("run", "num_updates"): "client updates (asynchronous rules)",
+    ("run", "num_rounds"): "FedAvg rounds (default updates / cohort)",
+    ("run", "over_selection"): "FedAvg: extra clients per round",
+    ("run", "deadline"): "FedAvg: round deadline in seconds",
+    ("run", "eval_every"): "evaluate every this many client updates",
+    ("run", "seed"): "seed of schedule, init and training",
+    ("run", "chunk_steps"): "executor steps per compiled chunk",
+    ("run", "batching"): "how a wave of clients is batched",
+    ("run", "width"): "clients per wave (default: automatic)",
+    ("run", "checkpoint_every_s"): "seconds between checkpoints",
 }
 
 
@@ -263,7 +352,21 @@ def validate(cfg: Config) -> Config:
     if bad:
       raise ConfigError(f"{section}.{name} must be in "
                         f"{_range_text(lo, hi, lo_open, hi_open)}, got {v!r}")
-  r, run, d = cfg.rule, cfg.run, cfg.data
+  r, run, d, dl = cfg.rule, cfg.run, cfg.data, cfg.delays
+  if dl.uniform_high < dl.uniform_low:
+    raise ConfigError(f"delays.uniform_high must be >= delays.uniform_low "
+                      f"({dl.uniform_low}), got {dl.uniform_high}")
+  if dl.speeds == "trace" and not dl.trace_path:
+    raise ConfigError("delays.trace_path must name a file of per-client "
+                      "speeds (.npy, .csv or .txt) when delays.speeds is "
+                      "'trace'")
+  if dl.trace_path and dl.speeds != "trace":
+    raise ConfigError(f"delays.trace_path is only used with delays.speeds "
+                      f"'trace', got delays.speeds {dl.speeds!r}")
+  if dl.availability_on_fraction < 1 and dl.availability_period is None:
+    raise ConfigError("delays.availability_on_fraction < 1 needs "
+                      "delays.availability_period (the length of one on/off "
+                      "cycle, in simulated seconds)")
   if r.noise_multiplier is not None and r.max_update_norm is None:
     raise ConfigError("rule.noise_multiplier needs rule.max_update_norm (the "
                       "clip norm C of the Gaussian noise z*C)")
@@ -350,6 +453,63 @@ def load(path) -> Config:
     return from_dict(raw)
   except ConfigError as e:
     raise ConfigError(f"{p}: {e}") from None
+
+
+def allowed(section: str, name: str) -> str:
+  """What a field accepts, in words (for help texts and error messages).
+
+  Example:
+    >>> allowed("rule", "alpha")
+    'number in [0, 1]'
+    >>> allowed("delays", "jitter")
+    'one of none, exponential, lognormal'
+  """
+  cls = typing.get_type_hints(Config)[section]
+  t, optional = _field_type(cls, name)
+  if (section, name) in CHOICES:
+    text = "one of " + ", ".join(CHOICES[section, name])
+  else:
+    text = {bool: "true or false", int: "integer", float: "number",
+            str: "string"}[t]
+    if (section, name) in RANGES:
+      text += " in " + _range_text(*RANGES[section, name])
+  return text + (" or null" if optional else "")
+
+
+def _yaml_scalar(v) -> str:
+  if v is None:
+    return "null"
+  if isinstance(v, bool):
+    return "true" if v else "false"
+  if isinstance(v, str):
+    return json.dumps(v)
+  return repr(v)
+
+
+def to_yaml(cfg: Optional[Config] = None) -> str:
+  """A YAML file of every field, its value and what it accepts.
+
+  ``fedasync-jax config > my.yaml`` writes the defaults this way, as a
+  starting point; ``load`` reads the text back to the same ``Config``.
+
+  Example:
+    >>> text = to_yaml()
+    >>> print(text.splitlines()[5])
+      num_clients: 100               # population size; integer in [1, inf]
+    >>> from_dict(__import__("yaml").safe_load(text)) == Config()
+    True
+  """
+  cfg = cfg if cfg is not None else Config()
+  lines = []
+  for sec in dataclasses.fields(Config):
+    lines.append(f"{sec.name}:")
+    values = getattr(cfg, sec.name)
+    for f in dataclasses.fields(values):
+      item = f"  {f.name}: {_yaml_scalar(getattr(values, f.name))}"
+      meaning = MEANING.get((sec.name, f.name))
+      note = f"{meaning}; " if meaning else ""
+      lines.append(f"{item:<32} # {note}{allowed(sec.name, f.name)}")
+  return "\n".join(lines) + "\n"
 
 
 def apply_overrides(cfg: Config, overrides) -> Config:

@@ -109,7 +109,18 @@ def normalization(name: str):
 
 
 def image_transform(name: str):
-  """``x_uint8 -> standardized float32``, traced inside the compiled step."""
+  """``x_uint8 -> standardized float32``, traced inside the compiled step.
+
+  Args:
+    name: the data set, a key of ``datasets.NORMALIZATION`` (``mnist``,
+      ``fashion_mnist``, ``cifar10``); any other name only scales to [0, 1].
+
+  Example:
+    >>> import numpy as np
+    >>> t = image_transform("mnist")
+    >>> round(float(t(np.zeros((1, 2), np.uint8))[0, 0]), 4)
+    -0.4242
+  """
   mean, std = (np.asarray(v, np.float32) for v in normalization(name))
 
   def transform(x):
@@ -119,6 +130,49 @@ def image_transform(name: str):
   return transform
 
 
+def with_image_inputs(model: models.ModelFns, name: str) -> models.ModelFns:
+  """``model`` whose ``apply``, ``loss`` and ``evaluate`` standardize uint8
+  images themselves.
+
+  ``load_data`` keeps training images uint8 (4x less memory) and returns a
+  standardized float32 test set. A model wrapped here takes either: uint8
+  inputs go through ``image_transform(name)`` inside the compiled step,
+  float inputs are used as they are (the choice is made from the dtype
+  when tracing, so it costs nothing). ``make_model`` wraps the model this
+  way whenever the training images are uint8, so ``model.loss`` is the right
+  training loss and ``models.make_evaluator(model, fed.x_test, fed.y_test)``
+  the right evaluator.
+
+  Args:
+    model: any ``models.ModelFns``.
+    name: the data set, for its normalization (see ``image_transform``).
+
+  Example:
+    >>> import jax, numpy as np
+    >>> m = with_image_inputs(models.logistic_regression(4, 2), "mnist")
+    >>> p = m.init(jax.random.key(0))
+    >>> x8 = np.full((1, 4), 255, np.uint8)
+    >>> xf = np.asarray(image_transform("mnist")(x8))
+    >>> bool(np.allclose(m.apply(p, x8), m.apply(p, xf)))
+    True
+  """
+  transform = image_transform(name)
+
+  def prepare(x):
+    dtype = x.dtype if hasattr(x, "dtype") else jnp.asarray(x).dtype
+    return transform(x) if dtype == jnp.uint8 else x
+
+  def apply(params, x, *args, **kwargs):
+    return model.apply(params, prepare(x), *args, **kwargs)
+
+  def loss(params, x, *args, **kwargs):
+    return model.loss(params, prepare(x), *args, **kwargs)
+
+  def evaluate(params, x, *args, **kwargs):
+    return model.evaluate(params, prepare(x), *args, **kwargs)
+  return model._replace(apply=apply, loss=loss, evaluate=evaluate)
+
+
 def _optimizer(name, lr, momentum=0.0):
   if name == "sgd":
     return optax.sgd(lr, momentum=momentum or None)
@@ -126,15 +180,26 @@ def _optimizer(name, lr, momentum=0.0):
           "adagrad": optax.adagrad}[name](lr)
 
 
-def make_model(cfg: config_lib.Config, fed: data.FederatedData):
+def make_model(cfg: config_lib.Config,
+               fed: data.FederatedData) -> models.ModelFns:
+  """The configured model for ``fed``.
+
+  When the training images are uint8 (real image data from ``load_data``),
+  the model standardizes uint8 inputs itself (``with_image_inputs``), so
+  ``model.loss`` can be given to ``client.local_update`` as it is.
+  """
   name = cfg.model.name
   shape = fed.train.x.shape[1:]
   if name == "logistic_regression":
-    return models.logistic_regression(int(np.prod(shape)), fed.num_classes)
-  if name == "mlp":
-    return models.mlp(num_classes=fed.num_classes,
-                      input_dim=int(np.prod(shape)))
-  return models.get_model(name, num_classes=fed.num_classes)
+    model = models.logistic_regression(int(np.prod(shape)), fed.num_classes)
+  elif name == "mlp":
+    model = models.mlp(num_classes=fed.num_classes,
+                       input_dim=int(np.prod(shape)))
+  else:
+    model = models.get_model(name, num_classes=fed.num_classes)
+  if fed.train.x.dtype == np.uint8:
+    model = with_image_inputs(model, cfg.data.name)
+  return model
 
 
 def make_staleness(r: config_lib.RuleConfig):
@@ -172,16 +237,84 @@ def _base_rule(cfg: config_lib.Config, fed: data.FederatedData):
   return rules.fedavg(server)
 
 
-def make_schedule(cfg: config_lib.Config, fed: data.FederatedData,
-                  rule: rules.ServerRule) -> scheduler.Schedule:
+def load_trace(path) -> np.ndarray:
+  r"""Per-client speeds (seconds per unit of work) from a trace file.
+
+  ``.npy`` holds an array; ``.csv`` / ``.txt`` hold numbers separated by
+  commas, spaces or newlines. The values are cycled over the clients.
+
+  Raises:
+    config.ConfigError: naming ``delays.trace_path`` when the file cannot be
+      read or does not hold finite numbers ``> 0``.
+
+  Example:
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "speeds.csv")
+    >>> _ = open(p, "w").write("0.5, 1.0\n2.0\n")
+    >>> load_trace(p).tolist()
+    [0.5, 1.0, 2.0]
+  """
+  p = Path(path)
+  try:
+    if p.suffix == ".npy":
+      t = np.load(p, allow_pickle=False)
+    else:
+      t = np.array(p.read_text().replace(",", " ").split(), dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64).ravel()
+  except (OSError, ValueError) as e:
+    raise config_lib.ConfigError(
+        f"delays.trace_path: cannot read speeds from {p}: {e}") from None
+  if t.size == 0 or not np.all(np.isfinite(t)) or np.any(t <= 0):
+    raise config_lib.ConfigError(
+        f"delays.trace_path: {p} must hold at least one speed, all finite "
+        f"and > 0")
+  return t
+
+
+def make_delays(cfg: config_lib.Config,
+                fed: data.FederatedData) -> delays.DelayModel:
+  """The configured delay model: device speeds, work, jitter, availability.
+
+  Work per task is the client's examples x ``client.epochs``, or
+  ``client.steps x client.batch_size`` with fixed local steps.
+
+  Example:
+    >>> from fedasync_jax import config
+    >>> cfg = config.from_dict({"data": {"num_clients": 20},
+    ...                         "delays": {"speeds": "pareto",
+    ...                                    "pareto_shape": 3.0,
+    ...                                    "jitter": "lognormal",
+    ...                                    "jitter_sigma": 0.2}})
+    >>> m = make_delays(cfg, load_data(cfg))
+    >>> m.num_clients, m.jitter, m.jitter_sigma
+    (20, 'lognormal', 0.2)
+  """
   d, run, c = cfg.delays, cfg.run, cfg.client
   n = fed.train.num_clients
+  trace = load_trace(d.trace_path) if d.speeds == "trace" else None
   speeds = delays.device_speeds(d.speeds, n, seed=run.seed, mean=d.mean,
-                                sigma=d.sigma)
+                                sigma=d.sigma, low=d.uniform_low,
+                                high=d.uniform_high, shape=d.pareto_shape,
+                                trace=trace)
   work = (fed.train.counts * float(c.epochs) if c.steps is None
           else np.full(n, float(c.steps * c.batch_size)))
-  dm = delays.delay_model(speeds, work, jitter=d.jitter,
-                          comm_time=d.comm_time, dropout=d.dropout)
+  avail = None
+  if d.availability_period is not None:
+    avail = delays.availability(n, period=d.availability_period,
+                                on_fraction=d.availability_on_fraction,
+                                seed=run.seed + 1)
+  return delays.delay_model(speeds, work, jitter=d.jitter,
+                            jitter_sigma=d.jitter_sigma,
+                            comm_time=d.comm_time, dropout=d.dropout,
+                            availability=avail)
+
+
+def make_schedule(cfg: config_lib.Config, fed: data.FederatedData,
+                  rule: rules.ServerRule) -> scheduler.Schedule:
+  """The schedule of the run: asynchronous, or synchronous rounds for
+  ``rule.name == "fedavg"``."""
+  run = cfg.run
+  dm = make_delays(cfg, fed)
   weights = fed.train.counts.astype(float)
   if cfg.rule.name == "fedavg":
     rounds = run.num_rounds or max(1, run.num_updates // run.concurrency)
@@ -203,12 +336,8 @@ def setup(cfg: config_lib.Config) -> Setup:
   fed = load_data(cfg)
   model = make_model(cfg, fed)
   c = cfg.client
-  loss = model.loss
-  if fed.train.x.dtype == np.uint8:
-    transform = image_transform(cfg.data.name)
-    loss = lambda p, x, y, m: model.loss(p, transform(x), y, m)  # noqa
   update = client.local_update(
-      loss, _optimizer(c.optimizer, c.lr, c.momentum),
+      model.loss, _optimizer(c.optimizer, c.lr, c.momentum),
       batch_size=c.batch_size, max_examples=fed.train.max_count,
       epochs=c.epochs, steps=c.steps, epoch_decay=c.epoch_decay,
       patience=c.patience, stateful=model.stateful)

@@ -1,0 +1,184 @@
+"""Delay-model fields of the configuration: validation, overrides, effect."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from fedasync_jax import cli, config, delays, experiment
+
+SMALL = {"data": {"num_clients": 20},
+         "run": {"num_updates": 40, "concurrency": 4}}
+
+
+def _cfg(**delay_fields):
+  return config.from_dict({**SMALL, "delays": delay_fields})
+
+
+def _durations(cfg):
+  fed = experiment.load_data(cfg)
+  rule = experiment.make_rule_from(cfg, fed)
+  s = experiment.make_schedule(cfg, fed, rule)
+  return s, s.arrival_time - s.dispatch_time, fed
+
+
+def test_delay_fields_reach_the_delay_model():
+  cfg = _cfg(speeds="pareto", pareto_shape=3.5, jitter="lognormal",
+             jitter_sigma=0.25, comm_time=0.5)
+  fed = experiment.load_data(cfg)
+  m = experiment.make_delays(cfg, fed)
+  assert m.jitter == "lognormal" and m.jitter_sigma == 0.25
+  assert m.comm_time == 0.5
+  np.testing.assert_array_equal(
+      m.speed, delays.device_speeds("pareto", 20, seed=0, shape=3.5))
+  assert not np.array_equal(
+      m.speed, delays.device_speeds("pareto", 20, seed=0, shape=2.0))
+
+
+def test_uniform_bounds_reach_the_speeds():
+  cfg = _cfg(speeds="uniform", uniform_low=2.0, uniform_high=3.0)
+  m = experiment.make_delays(cfg, experiment.load_data(cfg))
+  assert m.speed.min() >= 2.0 and m.speed.max() <= 3.0
+
+
+def test_jitter_sigma_zero_gives_exact_durations():
+  cfg = _cfg(speeds="lognormal", jitter="lognormal", jitter_sigma=0.0)
+  s, dur, fed = _durations(cfg)
+  m = experiment.make_delays(cfg, fed)
+  np.testing.assert_allclose(dur, (m.speed * m.work)[s.client], rtol=1e-9)
+  # ... and a positive sigma spreads them.
+  _, dur2, _ = _durations(_cfg(jitter="lognormal", jitter_sigma=0.8))
+  assert not np.allclose(dur2, (m.speed * m.work)[s.client], rtol=1e-3)
+
+
+def test_trace_speeds_from_csv_and_npy(tmp_path):
+  csv = tmp_path / "speeds.csv"
+  csv.write_text("1.0, 2.0\n4.0\n")
+  cfg = _cfg(speeds="trace", trace_path=str(csv), jitter="none")
+  m = experiment.make_delays(cfg, experiment.load_data(cfg))
+  np.testing.assert_array_equal(m.speed[:6], [1, 2, 4, 1, 2, 4])
+  npy = tmp_path / "speeds.npy"
+  np.save(npy, np.array([3.0, 5.0]))
+  cfg = _cfg(speeds="trace", trace_path=str(npy))
+  m = experiment.make_delays(cfg, experiment.load_data(cfg))
+  np.testing.assert_array_equal(m.speed[:4], [3, 5, 3, 5])
+
+
+@pytest.mark.parametrize("content, match", [
+    (None, "cannot read"), ("1.0, x", "cannot read"),
+    ("1.0, -2.0", "finite and > 0"), ("", "at least one")])
+def test_bad_trace_file_names_the_field(tmp_path, content, match):
+  p = tmp_path / "t.txt"
+  if content is not None:
+    p.write_text(content)
+  cfg = _cfg(speeds="trace", trace_path=str(p))
+  with pytest.raises(config.ConfigError, match="delays.trace_path") as e:
+    experiment.make_delays(cfg, experiment.load_data(cfg))
+  assert match in str(e.value)
+
+
+def test_availability_windows_are_respected():
+  cfg = _cfg(availability_period=10.0, availability_on_fraction=0.3)
+  s, _, fed = _durations(cfg)
+  m = experiment.make_delays(cfg, fed)
+  assert m.availability is not None
+  assert m.availability.on_fraction == 0.3
+  assert np.all(m.availability.available(s.client, s.dispatch_time))
+  # Without the windows some dispatches would fall outside them.
+  s0, _, _ = _durations(_cfg())
+  assert not np.all(m.availability.available(s0.client, s0.dispatch_time))
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"pareto_shape": 0}, r"delays.pareto_shape must be in \(0, inf\], "
+                          r"got 0.0"),
+    ({"pareto_shape": "heavy"}, "delays.pareto_shape must be a number"),
+    ({"jitter_sigma": -0.1}, r"delays.jitter_sigma must be in \[0, inf\]"),
+    ({"uniform_low": 0}, r"delays.uniform_low must be in \(0, inf\]"),
+    ({"uniform_low": 2.0, "uniform_high": 1.0},
+     r"delays.uniform_high must be >= delays.uniform_low \(2.0\), got 1.0"),
+    ({"speeds": "trace"}, "delays.trace_path must name a file"),
+    ({"trace_path": "x.csv"}, "delays.trace_path is only used with "
+                              "delays.speeds 'trace'"),
+    ({"speeds": "weibull"}, "delays.speeds must be one of"),
+    ({"jitter": "gamma"}, "delays.jitter must be one of"),
+    ({"availability_on_fraction": 0.5},
+     "availability_on_fraction < 1 needs delays.availability_period"),
+    ({"availability_on_fraction": 0, "availability_period": 5},
+     r"delays.availability_on_fraction must be in \(0, 1\]"),
+    ({"availability_period": 0}, r"delays.availability_period must be in "
+                                 r"\(0, inf\]"),
+])
+def test_bad_delay_fields_name_the_field(fields, match):
+  with pytest.raises(config.ConfigError, match=match):
+    _cfg(**fields)
+
+
+def test_overrides_set_the_new_fields():
+  cfg = config.apply_overrides(config.from_dict(SMALL), [
+      "delays.speeds=pareto", "delays.pareto_shape=1.5",
+      "delays.jitter=lognormal", "delays.jitter_sigma=0.2",
+      "delays.availability_period=24", "delays.availability_on_fraction=0.5"])
+  d = cfg.delays
+  assert (d.speeds, d.pareto_shape, d.jitter, d.jitter_sigma) == \
+      ("pareto", 1.5, "lognormal", 0.2)
+  assert (d.availability_period, d.availability_on_fraction) == (24.0, 0.5)
+  back = config.apply_overrides(cfg, ["delays.availability_period=null",
+                                      "delays.availability_on_fraction=1"])
+  assert back.delays.availability_period is None
+  with pytest.raises(config.ConfigError, match="delays.pareto_shape"):
+    config.apply_overrides(cfg, ["delays.pareto_shape=-1"])
+
+
+def test_cli_override_changes_the_schedule(tmp_path, capsys):
+  base = {**SMALL, "client": {"batch_size": 20},
+          "run": {**SMALL["run"], "eval_every": 20}}
+  p = tmp_path / "c.json"
+  p.write_text(json.dumps(base))
+  outs = {}
+  for shape in ("4", "1.2"):
+    out = tmp_path / f"shape{shape}"
+    assert cli.main(["run", "--config", str(p), "--out", str(out), "--set",
+                     "delays.speeds=pareto", "--set",
+                     f"delays.pareto_shape={shape}"]) == 0
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["delays"]["pareto_shape"] == float(shape)
+    outs[shape] = json.loads((out / "summary.json").read_text())
+  assert outs["4"]["simulated_time"] != outs["1.2"]["simulated_time"]
+
+
+def test_cli_rejects_bad_delay_override(tmp_path, capsys):
+  out = tmp_path / "never"
+  assert cli.main(["run", "--out", str(out), "--set",
+                   "delays.jitter_sigma=-1"]) == 2
+  assert "delays.jitter_sigma must be in [0, inf]" in capsys.readouterr().err
+  assert not out.exists()
+
+
+def test_to_yaml_lists_every_field_and_loads_back():
+  cfg = config.apply_overrides(config.Config(), ["delays.pareto_shape=3",
+                                                 "client.steps=7"])
+  text = config.to_yaml(cfg)
+  assert config.from_dict(yaml.safe_load(text)) == cfg
+  for sec, fields in config.to_dict(cfg).items():
+    for name in fields:
+      assert f"  {name}: " in text, name
+      assert (sec, name) in config.MEANING, (sec, name)
+  assert "# pareto speeds" in text and "number in (0, inf]" in text
+
+
+def test_config_command_prints_a_loadable_file(tmp_path, capsys):
+  assert cli.main(["config", "--set", "rule.name=afl"]) == 0
+  text = capsys.readouterr().out
+  p = tmp_path / "c.yaml"
+  p.write_text(text)
+  assert config.load(p).rule.name == "afl"
+  assert cli.main(["config", "--set", "rule.name=nope"]) == 2
+  assert "rule.name must be one of" in capsys.readouterr().err
+
+
+def test_allowed_describes_choices_and_ranges():
+  assert config.allowed("delays", "dropout") == "number in [0, 1)"
+  assert config.allowed("client", "steps") == "integer in [1, inf] or null"
+  assert config.allowed("run", "selection").startswith("one of uniform")

@@ -1,0 +1,87 @@
+"""experiment.make_model ties the image transform to uint8 data."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from fedasync_jax import (client, config, executor, experiment, models, rules,
+                          staleness)
+
+
+def _images(rng, n):
+  # Two classes of 8x8 grey images: bright top half vs bright bottom half.
+  y = rng.integers(0, 2, n)
+  x = rng.integers(0, 60, (n, 8, 8)).astype(np.uint8)
+  for i, c in enumerate(y):
+    x[i, :4] += np.uint8(150 * (c == 0))
+    x[i, 4:] += np.uint8(150 * (c == 1))
+  return x, y.astype(np.int64)
+
+
+@pytest.fixture
+def image_cfg(tmp_path):
+  rng = np.random.default_rng(0)
+  x_tr, y_tr = _images(rng, 400)
+  x_te, y_te = _images(rng, 100)
+  path = tmp_path / "img.npz"
+  np.savez(path, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+  # data.name "mnist" with an .npz path: MNIST's normalization is used.
+  return config.from_dict({
+      "data": {"name": "mnist", "path": str(path), "num_clients": 10},
+      "model": {"name": "logistic_regression"},
+      "run": {"num_updates": 60, "concurrency": 3, "eval_every": 20}})
+
+
+def test_make_model_standardizes_uint8_inputs(image_cfg):
+  fed = experiment.load_data(image_cfg)
+  assert fed.train.x.dtype == np.uint8 and fed.x_test.dtype == np.float32
+  model = experiment.make_model(image_cfg, fed)
+  raw = models.logistic_regression(64, 2)
+  # random weights (logistic regression starts at zero, which would hide
+  # the inputs)
+  p = jax.tree.map(lambda a: jax.random.normal(jax.random.key(1), a.shape),
+                   model.init(jax.random.key(1)))
+  x8 = fed.train.x[:16]
+  xf = np.asarray(experiment.image_transform("mnist")(x8))
+  assert abs(float(xf.mean())) < 3  # standardized, not 0..255
+  mask = np.ones(16, np.float32)
+  y = fed.train.y[:16]
+  np.testing.assert_allclose(model.apply(p, x8), raw.apply(p, xf),
+                             rtol=1e-5, atol=1e-5)
+  assert not np.allclose(raw.apply(p, x8), raw.apply(p, xf), rtol=0.1)
+  y = 1 - y  # make the loss non-trivial
+  np.testing.assert_allclose(model.loss(p, x8, y, mask),
+                             raw.loss(p, xf, y, mask), rtol=1e-5)
+  # float inputs (the standardized test set) pass through unchanged
+  np.testing.assert_allclose(model.apply(p, fed.x_test),
+                             raw.apply(p, fed.x_test), rtol=1e-6)
+  np.testing.assert_allclose(model.evaluate(p, x8, y)[0],
+                             raw.evaluate(p, xf, y)[0], rtol=1e-6)
+
+
+def test_the_obvious_call_trains_on_uint8_images(image_cfg):
+  """The README's recipe: load_data, make_model, local_update(model.loss)."""
+  image_cfg = config.apply_overrides(image_cfg, ["model.name=mlp"])
+  fed = experiment.load_data(image_cfg)
+  model = experiment.make_model(image_cfg, fed)
+  update = client.local_update(model.loss, optax.sgd(0.1), batch_size=8,
+                               max_examples=fed.train.max_count)
+  rule = rules.fedasync(0.6, staleness.polynomial(0.5))
+  sched = experiment.make_schedule(image_cfg, fed, rule)
+  out = executor.simulate(
+      rule, update, model.init(jax.random.key(0)), fed.train, sched,
+      key=jax.random.key(0), eval_every=20,
+      eval_fn=models.make_evaluator(model, fed.x_test, fed.y_test))
+  assert out.evals[-1]["accuracy"] > 0.9
+
+
+def test_float_data_models_are_not_wrapped():
+  cfg = config.from_dict({"data": {"num_clients": 20}})
+  fed = experiment.load_data(cfg)
+  assert fed.train.x.dtype != np.uint8
+  model = experiment.make_model(cfg, fed)
+  p = model.init(jax.random.key(0))
+  raw = models.logistic_regression(fed.train.x.shape[1], fed.num_classes)
+  np.testing.assert_array_equal(model.apply(p, fed.x_test[:4]),
+                                raw.apply(p, fed.x_test[:4]))
