@@ -10,26 +10,30 @@ Only the client training matters for speed here (the server step is
 negligible), so this measures training examples per second of:
 
 * ``lib_scan``: ``client.local_update`` (``lax.scan`` over local steps, the
-  library's path inside the executor) on ONE client, jitted;
-* ``lib_steploop``: one jitted local step (same loss, Adam) called from a
-  Python loop: no XLA loop around the convolutions;
+  library's path inside the executor) on ONE client, jitted, with the
+  library's default model (``conv=None``: on CPU the convolutions of
+  ``fedasync_jax.conv``, whose gradients are canonical forward
+  convolutions);
+* ``lib_steploop``: one jitted local step of the default model (same loss,
+  Adam) called from a Python loop: no XLA loop around the convolutions;
 * ``lib_map5`` / ``lib_vmap5``: the update batched over the 5 clients of a
   round the executor's ways: ``lax.map`` and ``vmap`` (vmap turns the
   per-client convolutions into grouped convolutions);
-* ``loopconv_scan`` (+ ``loopconv_map5``): the same models with the custom
-  loop-friendly convolution gradient of ``experiments/loopconv.py`` (the
-  library's parameter tree and forward; backward as per-tap matmuls);
-* ``canon_scan`` / ``canon_map5`` / ``canon_vmap5``: the library's CNN
-  with ``protos.canon_conv_general_dilated`` (a custom VJP whose input and
-  kernel gradients are canonical NHWC/HWIO forward convolutions; same
-  parameters and forward), one client and batched over 5 clients;
-* ``nchw_scan``: the CNN written in plain JAX with NCHW/OIHW convolutions
-  (layout attempt), inside the library's ``local_update``;
+* ``laxconv_scan`` / ``laxconv_steploop`` (+ ``laxconv_map5``,
+  ``laxconv_vmap5`` on request): the same with ``conv="lax"``, i.e.
+  ``jax.lax.conv_general_dilated`` and JAX's own transposed backward
+  convolutions: the library's path before ``fedasync_jax/conv.py``
+  (jax-ml/jax#12868: slow inside loops on XLA:CPU);
 * ``bigbatch_steploop``: one step at batch 320 = 5 x 64 (the convolution
   throughput limit of a bigger batch);
 * ``torch`` / ``torch_1thread``: the same network in PyTorch (NCHW, the
   JAX initial weights copied in), Adam lr 1e-3, pre-made tensors, a
-  ``randperm`` per epoch, batch 64.
+  ``randperm`` per epoch, batch 64, 2 threads / 1 thread.
+
+On request (``--variants``) only, kept to reproduce older results:
+``loopconv_scan`` / ``loopconv_map5`` (``experiments/loopconv.py``'s
+per-tap matmul gradient), ``nchw_scan`` (plain-JAX NCHW/OIHW CNN in the
+scan, lax gradient).
 
 XLA flag attempts run in fresh subprocesses (``XLA_FLAGS`` is read when the
 backend starts), each measuring its JAX variants AND the torch baseline
@@ -49,7 +53,9 @@ The LAST line printed is one JSON object, also written to
 
 Usage:
   python benchmarks/paper_cnn.py --quick     # CNN only, default flags
-  python benchmarks/paper_cnn.py             # CNN + ResNet-20, all flags
+  python benchmarks/paper_cnn.py             # CNN + ResNet-20, default
+                                             # flags and oneDNN (CNN)
+  python benchmarks/paper_cnn.py --flags default,thunk_runtime_off,...
 """
 
 from __future__ import annotations
@@ -75,17 +81,21 @@ FLAG_SETS = {
                          "XNN_GRAPH_FUSION_MODE_GREEDY"),
 }
 
-CNN_VARIANTS = ("lib_scan", "lib_steploop", "lib_map5", "lib_vmap5",
-                "loopconv_scan", "loopconv_map5", "canon_scan", "canon_map5",
-                "canon_vmap5", "nchw_scan", "bigbatch_steploop", "torch",
-                "torch_1thread")
-RESNET_VARIANTS = ("lib_scan", "lib_steploop", "loopconv_scan",
-                   "loopconv_map5", "canon_scan", "canon_map5", "torch",
-                   "torch_1thread")
-FLAG_VARIANTS = ("lib_scan", "lib_steploop", "loopconv_scan", "torch")
+CNN_VARIANTS = ("lib_scan", "lib_map5", "lib_vmap5", "lib_steploop",
+                "laxconv_scan", "laxconv_steploop", "bigbatch_steploop",
+                "torch", "torch_1thread")
+RESNET_VARIANTS = ("lib_scan", "lib_map5", "lib_steploop", "laxconv_scan",
+                   "laxconv_steploop", "torch", "torch_1thread")
+# Variants measured in the XLA-flag subprocesses.
+FLAG_VARIANTS = ("lib_scan", "lib_map5", "lib_steploop", "laxconv_steploop",
+                 "torch", "torch_1thread")
+# Flag sets tried by default (the others were measured before and stay
+# available through --flags).
+DEFAULT_FLAGS = ("default", "onednn")
 # Variants whose convolution gradients run inside an XLA loop on the slow
 # path: timed on --slow-steps local steps per client (examples/s is a rate).
-SLOW_VARIANTS = ("lib_scan", "lib_map5", "lib_vmap5", "nchw_scan")
+SLOW_VARIANTS = ("laxconv_scan", "laxconv_map5", "laxconv_vmap5",
+                 "nchw_scan")
 
 
 def parse_args(argv):
@@ -116,7 +126,7 @@ def parse_args(argv):
   if args.models is None:
     args.models = "cnn" if args.quick else "cnn,resnet"
   if args.flags is None:
-    args.flags = "default" if args.quick else ",".join(FLAG_SETS)
+    args.flags = "default" if args.quick else ",".join(DEFAULT_FLAGS)
   return args
 
 
@@ -289,6 +299,8 @@ def worker(args):
     variants = [v for v in variants if v in FLAG_VARIANTS]
   stateful = args.model == "resnet"
   lib = models.mnist_cnn() if args.model == "cnn" else models.resnet20()
+  laxlib = (models.mnist_cnn(conv="lax") if args.model == "cnn"
+            else models.resnet20(conv="lax"))
   params = lib.init(jax.random.key(0))
   X, Y = jnp.asarray(x_np), jnp.asarray(y_np)
   key = jax.random.key(0)
@@ -345,12 +357,16 @@ def worker(args):
   fns, examples = {}, {}
   for v in variants:
     n = (args.slow_steps if v in SLOW_VARIANTS else args.steps) * B
-    if v == "lib_scan":
-      fns[v], examples[v] = one_client(scan_update(lib.loss, n), n), n
-    elif v == "lib_steploop":
-      fns[v], examples[v] = step_loop(lib.loss, B)
-    elif v in ("lib_map5", "lib_vmap5"):
-      fns[v] = batched(scan_update(lib.loss, n), v[4:-1], n)
+    prefix, _, kind = v.partition("_")
+    model = laxlib if prefix == "laxconv" else lib
+    if prefix not in ("lib", "laxconv"):
+      kind = None
+    if kind == "scan":
+      fns[v], examples[v] = one_client(scan_update(model.loss, n), n), n
+    elif kind == "steploop":
+      fns[v], examples[v] = step_loop(model.loss, B)
+    elif kind in ("map5", "vmap5"):
+      fns[v] = batched(scan_update(model.loss, n), kind[:-1], n)
       examples[v] = 5 * n
     elif v.startswith("loopconv"):
       import fast_models
@@ -361,15 +377,6 @@ def worker(args):
       else:
         fns[v], examples[v] = batched(scan_update(fm.loss, n), "map", n), \
             5 * n
-    elif v.startswith("canon"):
-      import protos
-      cm = (protos.canon_mnist_cnn() if args.model == "cnn"
-            else protos.canon_resnet20())
-      if v == "canon_scan":
-        fns[v], examples[v] = one_client(scan_update(cm.loss, n), n), n
-      else:
-        fns[v] = batched(scan_update(cm.loss, n), v[6:-1], n)
-        examples[v] = 5 * n
     elif v == "nchw_scan":
       init, _, loss = nchw_cnn()
       upd = scan_update(loss, n)
@@ -383,6 +390,8 @@ def worker(args):
       threads = 1 if v == "torch_1thread" else 2
       fns[v], examples[v] = torch_trainer(args.model, params, x_np, y_np,
                                           B, threads), len(y_np)
+    else:
+      raise ValueError(f"unknown variant {v!r}")
   out = {v: {"rates": [], "loadavg": []} for v in variants}
   for v in variants:  # compile / warm up
     t = time.perf_counter()
@@ -418,7 +427,7 @@ def worker(args):
          "flags": os.environ.get("XLA_FLAGS", ""),
          "threads": C.thread_settings(), "versions": C.versions()}
   if args.probe and args.model == "cnn" and not os.environ.get("XLA_FLAGS"):
-    res["probe"] = probe(X, Y, lib, params,
+    res["probe"] = probe(X, Y, {"lib": lib, "laxconv": laxlib}, params,
                          lambda loss: scan_update(loss, args.slow_steps * B))
   return res
 
@@ -459,73 +468,86 @@ def torch_trainer(model_name, jparams, x_np, y_np, B, threads):
 # Op-level evidence.
 
 
-def probe(X, Y, lib, params, scan_update):
+def probe(X, Y, libs, params, scan_update):
   """Times the three convolutions of the CNN's middle layer (batch 64,
   28x28x32 -> 32): forward, input gradient, kernel gradient, alone
-  (jitted, called 5 times) and inside a ``fori_loop`` of 5 iterations;
-  and lists the convolution instructions of the compiled HLO of one local
-  step vs the scanned client update."""
+  (jitted, called 5 times) and inside a ``fori_loop`` of 5 iterations,
+  with ``lax.conv_general_dilated`` (``lax_*``) and with
+  ``fedasync_jax.conv.conv_general_dilated`` (``canonical_*``); and lists
+  the convolution instructions and YNNPACK fusions of the compiled HLO of
+  the scanned client update of each model in ``libs``."""
   import re
   import jax
   import jax.numpy as jnp
   from jax import lax
   import common as C
+  from fedasync_jax import conv as conv_lib
   dn = ("NHWC", "HWIO", "NHWC")
   x = jax.random.normal(jax.random.key(1), (64, 28, 28, 32))
   w = jax.random.normal(jax.random.key(2), (3, 3, 32, 32)) * 0.1
-
-  def fwd(x, w):
-    return lax.conv_general_dilated(x, w, (1, 1), "SAME",
-                                    dimension_numbers=dn)
-  y, vjp = jax.vjp(fwd, x, w)
-  ops = {"forward": lambda x, w, g: fwd(x, w),
-         "input_grad": lambda x, w, g: jax.vjp(fwd, x, w)[1](g)[0],
-         "kernel_grad": lambda x, w, g: jax.vjp(fwd, x, w)[1](g)[1]}
   out = {}
   K = 5
-  for name, op in ops.items():
-    alone = jax.jit(op)
-    jax.block_until_ready(alone(x, w, y))
+  for impl, conv_fn in (("lax", lax.conv_general_dilated),
+                        ("canonical", conv_lib.conv_general_dilated)):
+    def fwd(x, w, conv_fn=conv_fn):
+      return conv_fn(x, w, (1, 1), "SAME", dimension_numbers=dn)
+    y = fwd(x, w)
+    ops = {"forward": lambda x, w, g, f=fwd: f(x, w),
+           "input_grad": lambda x, w, g, f=fwd: jax.vjp(f, x, w)[1](g)[0],
+           "kernel_grad": lambda x, w, g, f=fwd: jax.vjp(f, x, w)[1](g)[1]}
+    for op_name, op in ops.items():
+      name = f"{impl}_{op_name}"
+      alone = jax.jit(op)
+      jax.block_until_ready(alone(x, w, y))
 
-    def looped(x, w, g, op=op):
-      # The input depends on the carry, so XLA cannot hoist the op out.
-      def body(i, acc):
-        r = op(x * (1.0 + acc * 1e-12), w, g)
-        return acc + jnp.sum(r) * 1e-12 + 1.0
-      return lax.fori_loop(0, K, body, jnp.float32(0))
-    loop = jax.jit(looped)
-    jax.block_until_ready(loop(x, w, y))
-    ta, tl = [], []
-    for _ in range(2):
-      t = time.perf_counter()
-      for _ in range(K):
-        r = alone(x, w, y)
-      jax.block_until_ready(r)
-      ta.append((time.perf_counter() - t) / K * 1e3)
-      t = time.perf_counter()
+      def looped(x, w, g, op=op):
+        # Every input depends on the carry, so XLA cannot hoist the op out
+        # (the input gradient does not read x, the kernel gradient not w).
+        def body(i, acc):
+          s = 1.0 + acc * 1e-12
+          r = op(x * s, w * s, g * s)
+          return acc + jnp.sum(r) * 1e-12 + 1.0
+        return lax.fori_loop(0, K, body, jnp.float32(0))
+      loop = jax.jit(looped)
       jax.block_until_ready(loop(x, w, y))
-      tl.append((time.perf_counter() - t) / K * 1e3)
-    out[name] = {"alone_ms": C.median(ta), "in_fori_loop_ms": C.median(tl),
-                 "loop_slowdown": C.median(tl) / C.median(ta)}
-    C.log(f"    probe {name}: alone {out[name]['alone_ms']:.2f} ms, in "
-          f"loop {out[name]['in_fori_loop_ms']:.2f} ms")
+      ta, tl = [], []
+      for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(K):
+          r = alone(x, w, y)
+        jax.block_until_ready(r)
+        ta.append((time.perf_counter() - t) / K * 1e3)
+        t = time.perf_counter()
+        jax.block_until_ready(loop(x, w, y))
+        tl.append((time.perf_counter() - t) / K * 1e3)
+      out[name] = {"alone_ms": C.median(ta),
+                   "in_fori_loop_ms": C.median(tl),
+                   "loop_slowdown": C.median(tl) / C.median(ta)}
+      C.log(f"    probe {name}: alone {out[name]['alone_ms']:.2f} ms, in "
+            f"loop {out[name]['in_fori_loop_ms']:.2f} ms")
   flops = 2 * 64 * 28 * 28 * 32 * 32 * 9
-  for name in out:
+  for name in list(out):
     out[name]["gflop_per_s_alone"] = flops / out[name]["alone_ms"] / 1e6
-  # HLO: convolution instructions and their dimension labels.
+    out[name]["gflop_per_s_in_loop"] = (flops / out[name]["in_fori_loop_ms"]
+                                        / 1e6)
+  # HLO: convolution instructions, their dimension labels, YNN fusions.
   from fedasync_jax.client import ClientHParams, ClientRef
-  upd = scan_update(lib.loss)
   hp = ClientHParams(jnp.float32(1.0), jnp.float32(0.0))
-  n = int(upd.max_examples)
-  txt = jax.jit(lambda p: upd.update(p, ClientRef(X, Y, 0, n),
-                                     jax.random.key(0), hp)).lower(
-      params).compile().as_text()
-  convs = re.findall(r"convolution\([^)]*\)[^\n]*dim_labels=([a-z0-9_>\-]+)",
-                     txt)
-  customs = sorted(set(re.findall(r'custom_call_target="([^"]+)"', txt)))
-  out["hlo_scan"] = {"convolutions_dim_labels": convs,
-                     "custom_call_targets": customs,
-                     "while_loops": txt.count(" while(")}
+  for lib_name, lib in libs.items():
+    upd = scan_update(lib.loss)
+    n = int(upd.max_examples)
+    txt = jax.jit(lambda p: upd.update(p, ClientRef(X, Y, 0, n),
+                                       jax.random.key(0), hp)).lower(
+        params).compile().as_text()
+    convs = re.findall(
+        r"convolution\([^)]*\)[^\n]*dim_labels=([a-z0-9_>\-]+)", txt)
+    customs = sorted(set(re.findall(r'custom_call_target="([^"]+)"', txt)))
+    out[f"hlo_scan_{lib_name}"] = {
+        "convolutions_dim_labels": convs,
+        "ynn_fusions": len(re.findall(r"= [^\n]*fusion\([^\n]*__ynn_fusion",
+                                      txt)),
+        "custom_call_targets": customs,
+        "while_loops": txt.count(" while(")}
   return out
 
 
@@ -622,6 +644,14 @@ def main(argv=None):
         "torch_1thread_examples_per_s": v.get("torch_1thread", {}).get(
             "examples_per_s"),
         "lib_scan_vs_torch": v.get("lib_scan", {}).get("vs_torch_paired"),
+        "lib_scan_vs_best_torch": v.get("lib_scan", {}).get(
+            "vs_best_torch_paired"),
+        "laxconv_scan_examples_per_s": v.get("laxconv_scan", {}).get(
+            "examples_per_s"),
+        "lib_scan_vs_laxconv_scan": (
+            v["lib_scan"]["examples_per_s"]
+            / v["laxconv_scan"]["examples_per_s"]
+            if "lib_scan" in v and "laxconv_scan" in v else None),
         "best": ({"vs_torch": b[0], "variant": b[1], "flag_set": b[2],
                   "examples_per_s": b[3]} if b else None),
         "paper_client_update_s_lib_scan": (
@@ -636,8 +666,10 @@ def main(argv=None):
                        "optimizer": "adam(1e-3)",
                        "steps_per_timed_call": args.steps},
             "summary": summary, "attempts": attempts,
-            "target": "match PyTorch examples/s (no numeric target given; "
-                      "DESIGN.md: XLA 1,270-1,345 vs torch 1,925 ex/s)",
+            "target": "the library's client training (lib_scan, default "
+                      "model) at least PyTorch's examples/s, CNN batch 64 "
+                      "Adam (DESIGN.md: XLA 1,270-1,345 vs torch 1,925 "
+                      "ex/s)",
             "method": "per attempt a fresh subprocess (XLA_FLAGS), variants "
                       "and torch interleaved, repeats in rotating order; "
                       "examples/s = medians; vs_torch = median of per-repeat "

@@ -1,0 +1,357 @@
+"""A convolution whose gradients stay fast inside XLA:CPU loops.
+
+Why this module exists. JAX differentiates ``lax.conv_general_dilated`` into
+two "transposed" convolutions: the input gradient and the kernel gradient.
+They carry unusual dimension numbers (``b01f_01oi->b01f`` and
+``f01b_i01o->01bf`` in the compiled HLO). Jitted alone, XLA:CPU rewrites
+them into its fast (Eigen) form; inside a ``while`` loop (``lax.scan``,
+``lax.fori_loop``, ``lax.map``) it does not, and they run on a slow generic
+path (jax-ml/jax#12868). The library trains every client inside such a loop
+(:func:`fedasync_jax.client.local_update` is a ``lax.scan`` over local
+steps), so the backward pass of every convolutional model landed there.
+Measured on a 2-core CPU for one 28x28x32->32 layer at batch 64: the input
+gradient ran 8x slower and the kernel gradient 108x slower in a loop than
+alone. The MNIST CNN's client update trained at 13 examples/s against
+PyTorch's ~1,000 (``benchmarks/RESULTS_issue6.md``, section 3).
+
+:func:`conv_general_dilated` is a drop-in replacement (the signature flax's
+``nn.Conv(conv_general_dilated=...)`` calls) with the same forward
+convolution and a :func:`jax.custom_vjp` whose two backward convolutions are
+themselves *canonical forward* convolutions: channels-last input
+(``NHWC``), ``HWIO`` kernel, stride 1, no dilation, the form XLA:CPU runs
+fast everywhere. Writing ``d`` for the spatial dimensions, ``s`` for the
+strides and ``dy`` for the output cotangent:
+
+* strided forwards first put ``s - 1`` zeros between the rows (columns...)
+  of ``dy`` (``lax.pad`` with interior padding), which turns the gradient of
+  a strided convolution into the gradient of a stride-1 one;
+* input gradient: ``dy`` convolved with the spatially flipped kernel whose
+  input and output channels are swapped, with mirrored padding
+  (``k - 1 - lo`` before, ``k - 1 - hi`` after, plus the trailing rows the
+  forward never read);
+* kernel gradient: the input with batch and channels swapped,
+  ``(C_in, *d, N)``, convolved with ``dy`` used as a ``(*d', N, C_out)``
+  kernel; the ``(C_in, *k, C_out)`` result is transposed to ``(*k, C_in,
+  C_out)``.
+
+Both equal JAX's own gradients up to float reassociation. Covered: any
+number of spatial dimensions in channels-last layout (``NWC``/``WIO``,
+``NHWC``/``HWIO``, ...), any positive strides, ``'SAME'``/``'VALID'``/
+``'SAME_LOWER'`` or explicit ``(lo, hi)`` padding (negative entries too), no
+dilation, ``feature_group_count == batch_group_count == 1``, floating dtypes.
+Anything else is passed to :func:`jax.lax.conv_general_dilated` unchanged,
+so the function is safe to use everywhere. :func:`auto_conv_general_dilated`
+chooses at trace time: this one on the CPU backend, lax's elsewhere (GPU and
+TPU compilers handle the transposed forms well).
+
+Limitation: like every ``custom_vjp``, the canonical path supports reverse
+mode (``grad``, ``vjp``, ``value_and_grad``), also under ``jit``, ``vmap``
+and inside loops, but not forward mode (``jax.jvp``, ``jax.jacfwd``,
+``jax.hessian``), which raises a ``TypeError`` from JAX. Use
+``jax.lax.conv_general_dilated`` (``conv="lax"`` in
+:mod:`fedasync_jax.models`) for those.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> x = jnp.ones((2, 5, 5, 3))
+  >>> w = jnp.ones((3, 3, 3, 4))
+  >>> dn = ("NHWC", "HWIO", "NHWC")
+  >>> y = conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=dn)
+  >>> y.shape
+  (2, 3, 3, 4)
+  >>> f = lambda w: conv_general_dilated(x, w, (1, 1), "VALID",
+  ...                                    dimension_numbers=dn).sum()
+  >>> jax.grad(f)(w)[0, 0, 0, 0]  # 2 images x 3x3 output positions
+  Array(18., dtype=float32)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+
+__all__ = [
+    "conv_general_dilated",
+    "auto_conv_general_dilated",
+    "is_canonical",
+    "resolve_conv",
+    "CONV_CHOICES",
+]
+
+CONV_CHOICES = ("auto", "canonical", "lax")
+
+
+def _channels_last_dn(nd: int) -> lax.ConvDimensionNumbers:
+  """Dimension numbers of an ``N(spatial)C`` / ``(spatial)IO`` convolution."""
+  spatial = tuple(range(1, nd + 1))
+  lhs = (0, nd + 1) + spatial
+  rhs = (nd + 1, nd) + tuple(range(nd))
+  return lax.ConvDimensionNumbers(lhs_spec=lhs, rhs_spec=rhs, out_spec=lhs)
+
+
+def _plain_conv(lhs, rhs, pads, precision):
+  """Stride-1 channels-last convolution; negative pads crop ``lhs`` first."""
+  nd = lhs.ndim - 2
+  if any(lo < 0 or hi < 0 for lo, hi in pads):
+    crop = [(0, 0, 0)] + [(min(lo, 0), min(hi, 0), 0) for lo, hi in pads]
+    lhs = lax.pad(lhs, jnp.zeros((), lhs.dtype), crop + [(0, 0, 0)])
+    pads = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
+  return lax.conv_general_dilated(
+      lhs, rhs, (1,) * nd, tuple(pads),
+      dimension_numbers=_channels_last_dn(nd), precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _canonical_conv(x, w, strides, pads, precision):
+  return lax.conv_general_dilated(
+      x, w, strides, pads, dimension_numbers=_channels_last_dn(x.ndim - 2),
+      precision=precision)
+
+
+def _canonical_fwd(x, w, strides, pads, precision):
+  return _canonical_conv(x, w, strides, pads, precision), (x, w)
+
+
+def _canonical_bwd(strides, pads, precision, residuals, dy):
+  x, w = residuals
+  nd = x.ndim - 2
+  ksize = w.shape[:nd]
+  if any(s > 1 for s in strides):
+    # Zero insertion: the strided forward's gradient is the stride-1 one of
+    # this dilated cotangent.
+    interior = [(0, 0, 0)] + [(0, 0, s - 1) for s in strides] + [(0, 0, 0)]
+    dy = lax.pad(dy, jnp.zeros((), dy.dtype), interior)
+  span = dy.shape[1:-1]
+  # Trailing rows of the padded input that no output reads (< stride).
+  extra = [x.shape[1 + i] + lo + hi - k + 1 - d
+           for i, ((lo, hi), k, d) in enumerate(zip(pads, ksize, span))]
+  # Input gradient: full correlation with the flipped, I<->O kernel.
+  w_flip = jnp.swapaxes(lax.rev(w, tuple(range(nd))), nd, nd + 1)
+  dx = _plain_conv(dy, w_flip,
+                   [(k - 1 - lo, k - 1 - hi + e)
+                    for (lo, hi), k, e in zip(pads, ksize, extra)], precision)
+  # Kernel gradient: channels as the batch, the batch as the channels.
+  spatial = tuple(range(1, nd + 1))
+  x_t = jnp.transpose(x, (nd + 1,) + spatial + (0,))
+  dy_t = jnp.transpose(dy, spatial + (0, nd + 1))
+  dw = _plain_conv(x_t, dy_t,
+                   [(lo, hi - e) for (lo, hi), e in zip(pads, extra)],
+                   precision)
+  dw = jnp.transpose(dw, spatial + (0, nd + 1))
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_canonical_conv.defvjp(_canonical_fwd, _canonical_bwd)
+
+
+def _canonical_args(lhs, rhs, window_strides, padding, lhs_dilation,
+                    rhs_dilation, dimension_numbers, feature_group_count,
+                    batch_group_count, preferred_element_type):
+  """``(strides, pads)`` if the canonical path applies, else ``None``."""
+  nd = lhs.ndim - 2
+  if nd < 1 or rhs.ndim != lhs.ndim or dimension_numbers is None:
+    return None
+  if not (jnp.issubdtype(lhs.dtype, jnp.floating) and lhs.dtype == rhs.dtype):
+    return None
+  if preferred_element_type is not None and (
+      jnp.dtype(preferred_element_type) != lhs.dtype):
+    return None
+  if feature_group_count != 1 or batch_group_count != 1:
+    return None
+  for dilation in (lhs_dilation, rhs_dilation):
+    if dilation is not None and any(int(d) != 1 for d in dilation):
+      return None
+  try:
+    dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+  except (TypeError, ValueError):
+    return None
+  if dn != _channels_last_dn(nd):
+    return None
+  strides = tuple(int(s) for s in window_strides)
+  if len(strides) != nd or any(s < 1 for s in strides):
+    return None
+  if isinstance(padding, str):
+    try:
+      pads = lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:nd], strides,
+                                 padding)
+    except (TypeError, ValueError):
+      return None
+  else:
+    pads = padding
+  pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+  if len(pads) != nd:
+    return None
+  for n, k, s, (lo, hi) in zip(lhs.shape[1:-1], rhs.shape[:nd], strides,
+                               pads):
+    if n + lo + hi < k:  # empty output: nothing to gain, let lax decide
+      return None
+  return strides, pads
+
+
+def is_canonical(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
+                 rhs_dilation=None, dimension_numbers=None,
+                 feature_group_count=1, batch_group_count=1,
+                 preferred_element_type=None) -> bool:
+  """Whether :func:`conv_general_dilated` takes its canonical-VJP path.
+
+  Takes the arguments of :func:`conv_general_dilated` (arrays or anything
+  with ``shape`` and ``dtype``); False means it would call
+  ``lax.conv_general_dilated`` unchanged.
+
+  Example:
+    >>> import jax
+    >>> x = jax.ShapeDtypeStruct((1, 8, 8, 3), "float32")
+    >>> w = jax.ShapeDtypeStruct((3, 3, 3, 4), "float32")
+    >>> is_canonical(x, w, (1, 1), "SAME",
+    ...              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    True
+    >>> is_canonical(x, w, (1, 1), "SAME", rhs_dilation=(2, 2),
+    ...              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    False
+  """
+  return _canonical_args(
+      lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+      dimension_numbers, feature_group_count, batch_group_count,
+      preferred_element_type) is not None
+
+
+def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
+                         lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count: int = 1,
+                         batch_group_count: int = 1, precision=None,
+                         preferred_element_type=None) -> Array:
+  """``lax.conv_general_dilated`` with a loop-friendly gradient.
+
+  Same arguments and the same forward result as
+  :func:`jax.lax.conv_general_dilated`. For channels-last convolutions
+  without dilation or groups (see the module docstring) the gradient is a
+  ``custom_vjp`` made of two canonical forward convolutions, which XLA:CPU
+  runs fast inside ``lax.scan``/``fori_loop``/``while``; every other call is
+  forwarded to ``lax.conv_general_dilated`` as is. Pass it to flax through
+  ``nn.Conv(..., conv_general_dilated=conv_general_dilated)``.
+
+  Args:
+    lhs: input, e.g. ``(N, H, W, C_in)``.
+    rhs: kernel, e.g. ``(kh, kw, C_in, C_out)``.
+    window_strides: one stride per spatial dimension.
+    padding: ``'SAME'``, ``'VALID'``, ``'SAME_LOWER'`` or a sequence of
+      ``(lo, hi)`` pairs, one per spatial dimension.
+    lhs_dilation: input dilation (the canonical path needs none or all 1).
+    rhs_dilation: kernel dilation (likewise).
+    dimension_numbers: as in lax; the canonical path needs the channels-last
+      layout, e.g. ``("NHWC", "HWIO", "NHWC")`` (flax's choice). ``None``
+      means lax's ``NCHW``/``OIHW`` default and goes to lax.
+    feature_group_count: the canonical path needs 1.
+    batch_group_count: the canonical path needs 1.
+    precision: passed to the forward and both backward convolutions.
+    preferred_element_type: the canonical path needs ``None`` or the input
+      dtype.
+
+  Returns:
+    The convolution, exactly as ``lax.conv_general_dilated`` computes it.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> x = jax.random.normal(jax.random.key(0), (4, 9, 9, 2))
+    >>> w = jax.random.normal(jax.random.key(1), (3, 3, 2, 5))
+    >>> dn = ("NHWC", "HWIO", "NHWC")
+    >>> def loss(conv, x, w):
+    ...   return jnp.sum(conv(x, w, (2, 2), "SAME",
+    ...                       dimension_numbers=dn) ** 2)
+    >>> g = jax.grad(loss, (1, 2))(conv_general_dilated, x, w)
+    >>> g_lax = jax.grad(loss, (1, 2))(jax.lax.conv_general_dilated, x, w)
+    >>> all(bool(jnp.allclose(a, b, rtol=1e-4, atol=1e-3))
+    ...     for a, b in zip(g, g_lax))
+    True
+  """
+  lhs = lhs if hasattr(lhs, "shape") else jnp.asarray(lhs)
+  rhs = rhs if hasattr(rhs, "shape") else jnp.asarray(rhs)
+  args = _canonical_args(
+      lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+      dimension_numbers, feature_group_count, batch_group_count,
+      preferred_element_type)
+  if args is None:
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count, precision=precision,
+        preferred_element_type=preferred_element_type)
+  strides, pads = args
+  if isinstance(precision, list):
+    precision = tuple(precision)
+  return _canonical_conv(lhs, rhs, strides, pads, precision)
+
+
+def auto_conv_general_dilated(lhs, rhs, window_strides: Sequence[int],
+                              padding, lhs_dilation=None, rhs_dilation=None,
+                              dimension_numbers=None,
+                              feature_group_count: int = 1,
+                              batch_group_count: int = 1, precision=None,
+                              preferred_element_type=None) -> Array:
+  """:func:`conv_general_dilated` on the CPU backend, lax's elsewhere.
+
+  The choice is made when the call is traced, from
+  ``jax.default_backend()``: XLA:CPU needs the canonical gradient inside
+  loops (jax-ml/jax#12868); GPU and TPU compilers run JAX's own transposed
+  convolutions well, so they get ``lax.conv_general_dilated`` untouched.
+  Arguments and result as :func:`jax.lax.conv_general_dilated`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> y = auto_conv_general_dilated(
+    ...     jnp.ones((1, 4, 4, 1)), jnp.ones((2, 2, 1, 1)), (1, 1), "VALID",
+    ...     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    >>> y[0, :, :, 0].tolist()
+    [[4.0, 4.0, 4.0], [4.0, 4.0, 4.0], [4.0, 4.0, 4.0]]
+  """
+  fn = (conv_general_dilated if jax.default_backend() == "cpu"
+        else lax.conv_general_dilated)
+  return fn(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count,
+            batch_group_count=batch_group_count, precision=precision,
+            preferred_element_type=preferred_element_type)
+
+
+def resolve_conv(conv: str | Callable[..., Any] | None = None
+                 ) -> Callable[..., Array]:
+  """The convolution function a model option names.
+
+  Args:
+    conv: ``None`` or ``"auto"``: :func:`auto_conv_general_dilated` (the
+      canonical gradient on CPU, lax's elsewhere, decided at trace time);
+      ``"canonical"``: :func:`conv_general_dilated` on every backend;
+      ``"lax"``: :func:`jax.lax.conv_general_dilated`; or any callable with
+      that signature, returned as is.
+
+  Returns:
+    A function with the signature of ``lax.conv_general_dilated``.
+
+  Example:
+    >>> resolve_conv("lax") is jax.lax.conv_general_dilated
+    True
+    >>> resolve_conv() is auto_conv_general_dilated
+    True
+  """
+  if conv is None or (isinstance(conv, str) and conv == "auto"):
+    return auto_conv_general_dilated
+  if isinstance(conv, str):
+    if conv == "canonical":
+      return conv_general_dilated
+    if conv == "lax":
+      return lax.conv_general_dilated
+    raise ValueError(
+        f"conv must be one of {CONV_CHOICES}, None or a callable, got "
+        f"{conv!r}")
+  if not callable(conv):
+    raise ValueError(
+        f"conv must be one of {CONV_CHOICES}, None or a callable, got "
+        f"{conv!r}")
+  return conv

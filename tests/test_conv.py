@@ -1,0 +1,266 @@
+"""Tests for fedasync_jax.conv: the canonical-VJP convolution equals lax's.
+
+XLA:CPU compiles slowly, so each test builds ONE jitted program that
+computes the lax and the canonical results side by side for all its cases,
+and reports the failing cases by name.
+"""
+
+import functools
+import itertools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fedasync_jax import conv, models
+
+DN = ("NHWC", "HWIO", "NHWC")
+LAX = jax.lax.conv_general_dilated
+CANON = conv.conv_general_dilated
+RTOL = 2e-6  # float32, relative to the largest entry of the lax result
+
+
+@pytest.fixture(autouse=True)
+def _strict_rank_promotion():
+  with jax.numpy_rank_promotion("raise"):
+    yield
+
+
+def _rel(a, b):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
+
+
+def _tree_rel(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  worst = 0.0
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert u.shape == v.shape and u.dtype == v.dtype, (u.shape, v.shape)
+    worst = max(worst, _rel(u, v))
+  return worst
+
+
+def _inputs(n, h, w, cin, cout, k, seed=0, dtype=np.float32):
+  """Random input and kernel (numpy: no compilation) and a loss weight."""
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.normal(size=(n, h, w, cin)).astype(dtype))
+  ker = jnp.asarray(rng.normal(size=(k, k, cin, cout)).astype(dtype))
+  return x, ker, jnp.asarray(dtype(rng.uniform(0.5, 2.0)))
+
+
+def _loss(fn, strides, padding, dn=DN):
+  """A nonlinear scalar of the convolution, so that dy is not constant."""
+
+  def loss(x, w, c):
+    y = fn(x, w, strides, padding, dimension_numbers=dn)
+    weight = jnp.cos(c * jnp.arange(y.size, dtype=y.dtype)).reshape(y.shape)
+    return jnp.sum(jnp.tanh(y) * weight)
+
+  return loss
+
+
+def _both(strides, padding, x, w, c, dn=DN):
+  """(forward, value, (dx, dw)) for lax and for the canonical conv."""
+  out = []
+  for fn in (LAX, CANON):
+    y = fn(x, w, strides, padding, dimension_numbers=dn)
+    out.append((y,) + jax.value_and_grad(_loss(fn, strides, padding, dn),
+                                         (0, 1))(x, w, c))
+  return out
+
+
+# strides x padding, with input sizes (odd, even, non-square), kernel sizes
+# and channel counts cycling through the cases.
+STRIDES = [(1, 1), (2, 2), (1, 2)]
+PADDINGS = ["SAME", "VALID", ((1, 1), (1, 1)), ((0, 2), (2, 1)),
+            ((2, -1), (-1, 1))]
+SHAPES = [  # (batch, H, W, C_in, C_out, k)
+    (2, 7, 7, 1, 4, 3), (3, 8, 6, 3, 2, 3), (2, 9, 5, 2, 3, 1),
+    (1, 6, 10, 4, 4, 2), (2, 8, 8, 3, 5, 3)]
+GRID = [(s, p, SHAPES[i % len(SHAPES)])
+        for i, (s, p) in enumerate(itertools.product(STRIDES, PADDINGS))]
+# ResNet's strided shapes in miniature: 3x3/2 pad 1 and 1x1/2 pad 0, even
+# and odd inputs.
+GRID += [((2, 2), ((1, 1), (1, 1)), (2, 9, 9, 4, 6, 3)),
+         ((2, 2), ((0, 0), (0, 0)), (2, 8, 8, 4, 6, 1)),
+         ((3, 2), "SAME", (2, 8, 7, 2, 3, 3))]
+
+
+def test_forward_and_gradients_match_lax_over_grid():
+  cases = []
+  for i, (strides, padding, shape) in enumerate(GRID):
+    n, h, w, cin, cout, k = shape
+    cases.append((strides, padding) + _inputs(n, h, w, cin, cout, k, seed=i))
+
+  @jax.jit
+  def run(arrays):
+    return [_both(s, p, *a) for (s, p, *_), a in zip(cases, arrays)]
+
+  results = run([case[2:] for case in cases])
+  bad = []
+  for (strides, padding, shape), (want, got) in zip(GRID, results):
+    # The forward is the same lax call: bit-identical.
+    np.testing.assert_array_equal(np.asarray(want[0]), np.asarray(got[0]))
+    err = _tree_rel(want[1:], got[1:])
+    if not err <= RTOL:
+      bad.append((strides, padding, shape, err))
+  assert not bad, bad
+
+
+def test_one_spatial_dimension_matches_lax():
+  x, ker, c = _inputs(2, 1, 9, 2, 3, 3)
+  dn = ("NWC", "WIO", "NWC")
+  want, got = jax.jit(functools.partial(_both, (2,), "SAME", dn=dn))(
+      x[:, 0], ker[0], c)
+  assert _tree_rel(want, got) <= RTOL
+
+
+def test_inside_fori_loop_matches_lax():
+  x, ker, c = _inputs(2, 8, 8, 3, 3, 3)
+
+  def train(fn, strides, w):
+    vg = jax.value_and_grad(_loss(fn, strides, "SAME"), (0, 1))
+
+    def body(i, carry):  # a few gradient steps on the kernel
+      w, total = carry
+      loss, (_, g) = vg(x, w, c + i)
+      return w - 0.05 * g, total + loss
+
+    return jax.lax.fori_loop(0, 3, body, (w, jnp.float32(0)))
+
+  run = jax.jit(lambda w: [(train(LAX, s, w), train(CANON, s, w))
+                           for s in ((1, 1), (2, 2))])
+  for want, got in run(ker):
+    assert _tree_rel(want, got) <= 1e-5
+
+
+def test_under_vmap_matches_lax():
+  x, ker, c = _inputs(2, 7, 7, 2, 3, 3)
+  xs = jnp.stack([x, 2.0 * x, -x])
+  ks = jnp.stack([ker, ker[::-1], 0.5 * ker])
+  want, got = jax.jit(jax.vmap(
+      lambda x, w: _both((2, 2), "SAME", x, w, c)))(xs, ks)
+  assert _tree_rel(want, got) <= RTOL
+
+
+def test_backward_has_only_canonical_convolutions():
+  # The point of the module: the compiled gradient holds only NHWC/HWIO ->
+  # NHWC convolutions (dim_labels b01f_01io->b01f), none of JAX's
+  # transposed forms, also for strided convolutions and inside a loop.
+  x, ker, c = _inputs(2, 8, 8, 3, 5, 3)
+
+  def dim_labels(fn):
+    grad = jax.grad(_loss(fn, (2, 2), "SAME"), (0, 1))
+
+    def step(i, w):
+      gx, gw = grad(x, w, c)
+      return w - gw - jnp.sum(gx)
+
+    hlo = jax.jit(lambda w: jax.lax.fori_loop(0, 2, step, w)).lower(
+        ker).compile().as_text()
+    return re.findall(r"dim_labels=([a-z0-9_>\-]+)", hlo)
+
+  labels = dim_labels(CANON)
+  assert len(labels) >= 3 and set(labels) == {"b01f_01io->b01f"}, labels
+  # Control: JAX's own gradient in the same loop keeps transposed forms.
+  assert set(dim_labels(LAX)) != {"b01f_01io->b01f"}
+
+
+def test_unsupported_arguments_fall_back_to_lax():
+  x, ker, _ = _inputs(2, 9, 9, 4, 4, 3)
+  cases = [
+      dict(rhs_dilation=(2, 2)),
+      dict(lhs_dilation=(2, 1), padding=((1, 1), (1, 1))),
+      dict(feature_group_count=2, rhs=ker[:, :, :2]),
+      dict(dimension_numbers=None, lhs=x.transpose(0, 3, 1, 2),
+           rhs=ker.transpose(3, 2, 0, 1)),
+      dict(preferred_element_type=jnp.float64),
+  ]
+  assert conv.is_canonical(x, ker, (1, 1), "SAME", dimension_numbers=DN)
+  assert "custom_vjp" in str(jax.make_jaxpr(
+      lambda a, b: CANON(a, b, (1, 1), "SAME", dimension_numbers=DN))(x, ker))
+  for case in cases:
+    kw = dict(lhs=x, rhs=ker, window_strides=(1, 1), padding="SAME",
+              dimension_numbers=DN)
+    kw.update(case)
+    assert not conv.is_canonical(**kw), case
+    if "preferred_element_type" in case:
+      continue  # float64 results need x64; the predicate is what matters
+    lhs, rhs = kw.pop("lhs"), kw.pop("rhs")
+    f = lambda l, r, kw=kw: jnp.sum(CANON(l, r, **kw) ** 2)
+    assert "custom_vjp" not in str(jax.make_jaxpr(jax.grad(f, (0, 1)))(
+        lhs, rhs)), case
+
+
+def test_float64():
+  with jax.enable_x64(True):
+    x, ker, c = _inputs(2, 6, 6, 2, 2, 3, dtype=np.float64)
+    want, got = jax.jit(functools.partial(_both, (2, 2), "SAME"))(x, ker, c)
+    assert got[2][0].dtype == jnp.float64
+    assert _tree_rel(want, got) <= 1e-12
+
+
+def test_resolve_conv_and_auto_backend():
+  assert conv.resolve_conv("canonical") is CANON
+  assert conv.resolve_conv("lax") is LAX
+  assert conv.resolve_conv(None) is conv.auto_conv_general_dilated
+  assert conv.resolve_conv("auto") is conv.auto_conv_general_dilated
+  fn = lambda *a, **k: None
+  assert conv.resolve_conv(fn) is fn
+  for bad in ("fast", 3):
+    with pytest.raises(ValueError, match="conv must be one of"):
+      conv.resolve_conv(bad)
+  x, ker, _ = _inputs(1, 5, 5, 1, 1, 3)
+  jaxpr = str(jax.make_jaxpr(lambda a, b: conv.auto_conv_general_dilated(
+      a, b, (1, 1), "SAME", dimension_numbers=DN))(x, ker))
+  assert ("custom_vjp" in jaxpr) == (jax.default_backend() == "cpu")
+
+
+# ----------------------------------------------------------------------------
+# Model level: same parameters and outputs, same gradients.
+
+
+@pytest.mark.parametrize("name,shape", [("mnist_cnn", (28, 28, 1)),
+                                        ("resnet20", (32, 32, 3))])
+def test_models_canonical_equals_lax(name, shape):
+  kx, ky = jax.random.split(jax.random.key(3))
+  x = jax.random.normal(kx, (3,) + shape)
+  y = jax.random.randint(ky, (3,), 0, 10)
+  mask = jnp.array([1.0, 1.0, 0.0])  # a padded example too
+  fns = {c: models.get_model(name, conv=c) for c in ("lax", "canonical")}
+  key = jax.random.key(0)
+  params = fns["lax"].init(key)
+  # Same parameter tree; same initial values (ResNet-20's init compiles for
+  # seconds on CPU, so its values are compared for the CNN only: flax draws
+  # every kernel before calling the convolution, whatever function it is).
+  assert (jax.tree.structure(jax.eval_shape(fns["canonical"].init, key))
+          == jax.tree.structure(params))
+  if name == "mnist_cnn":
+    jax.tree.map(np.testing.assert_array_equal, params,
+                 fns["canonical"].init(key))
+
+  @jax.jit
+  def run(params):
+    out = {}
+    for c, f in fns.items():
+      trainable, state = models.split_params(f, params)
+      out[c] = (f.apply(params, x),
+                models.loss_and_grad(f)(trainable, state, x, y, mask))
+    return out
+
+  out = run(params)
+  (y_lax, g_lax), (y_can, g_can) = out["lax"], out["canonical"]
+  # The same forward.
+  np.testing.assert_array_equal(np.asarray(y_lax), np.asarray(y_can))
+  # Loss, gradients and new batch statistics agree.
+  assert _tree_rel(g_lax, g_can) <= 1e-5
+  # The default (conv=None) uses the canonical path on CPU only.
+  default = models.get_model(name)
+  trainable, state = models.split_params(default, params)
+  jaxpr = str(jax.make_jaxpr(models.loss_and_grad(default))(
+      trainable, state, x, y, mask))
+  assert ("custom_vjp" in jaxpr) == (jax.default_backend() == "cpu")
+  with pytest.raises(ValueError, match="conv must be one of"):
+    models.get_model(name, conv="nope")
