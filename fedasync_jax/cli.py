@@ -5,15 +5,21 @@ Example:
   $ fedasync-jax config > my.yaml     # every field, its default and range
   $ fedasync-jax run --config my.yaml --set rule.alpha=0.9 --out runs/a
   $ fedasync-jax run --resume runs/a  # continue an interrupted run
+
+Compiled programs are kept on disk between runs (``compile_cache``);
+``--compile-cache off`` before the command turns that off.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
+
+from fedasync_jax import compile_cache
 
 
 def _demo(args) -> int:
@@ -148,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
       prog="fedasync-jax",
       description="A JAX-accelerated, vectorized simulator of asynchronous "
                   "federated learning.")
+  p.add_argument(
+      "--compile-cache", metavar="DIR|off", default=None,
+      help="keep compiled programs on disk so that a rerun, a resumed run "
+           "or the next seed skips compilation (default: "
+           f"${compile_cache.ENV_VAR} or ~/.cache/fedasync_jax/xla); 'off' "
+           "turns it off")
   sub = p.add_subparsers(dest="command", required=True)
   d = sub.add_parser(
       "demo", help="run FedAsync, FedBuff and FedAvg on the embedded "
@@ -230,8 +242,20 @@ def build_parser() -> argparse.ArgumentParser:
   return p
 
 
+def _enable_compile_cache(args) -> None:
+  choice = args.compile_cache or os.environ.get(compile_cache.ENV_VAR, "")
+  if choice.strip().lower() == "off" or args.command == "config":
+    return
+  try:
+    compile_cache.enable(choice or None)
+  except OSError as e:  # a read-only home must not stop a run
+    print(f"fedasync-jax: warning: compilation cache off ({e})",
+          file=sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = build_parser().parse_args(argv)
+  _enable_compile_cache(args)
   try:
     return args.func(args)
   except (ValueError, FileNotFoundError) as e:

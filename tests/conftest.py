@@ -9,6 +9,9 @@ import optax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# The command line keeps compiled programs on disk by default; tests that
+# call it in-process must not change this process's JAX configuration.
+os.environ["FEDASYNC_JAX_CACHE_DIR"] = "off"
 
 # CI runs the property tests with a fixed seed so a red run can be replayed;
 # local runs keep exploring new examples.

@@ -54,3 +54,21 @@ def test_second_process_loads_compiled_programs(tmp_path):
 def test_rejects_bad_min_compile_time(tmp_path):
   with pytest.raises(ValueError, match="min_compile_time_s"):
     compile_cache.enable(tmp_path, min_compile_time_s=-1)
+
+
+def test_command_line_enables_the_cache_unless_off(tmp_path):
+  import argparse
+  import jax
+  from fedasync_jax import cli
+  try:
+    cli._enable_compile_cache(argparse.Namespace(compile_cache="off",
+                                                 command="run"))
+    assert jax.config.jax_compilation_cache_dir is None
+    cli._enable_compile_cache(argparse.Namespace(
+        compile_cache=str(tmp_path / "c"), command="run"))
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")
+    assert (tmp_path / "c").is_dir()
+  finally:
+    compile_cache.disable()
+  args = cli.build_parser().parse_args(["--compile-cache", "off", "demo"])
+  assert args.compile_cache == "off"
