@@ -149,6 +149,12 @@ value instead.
 """
 
 
+def _config_args(parser, config_help: str, set_help: str) -> None:
+  parser.add_argument("--config", type=Path, default=None, help=config_help)
+  parser.add_argument("--set", action="append", default=[],
+                      metavar="SECTION.FIELD=VALUE", help=set_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog="fedasync-jax",
@@ -189,12 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
                   "simulated time, test accuracy,\nETA), checkpoints, and "
                   "results written to an output folder.",
       epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-  r.add_argument("--config", type=Path, default=None,
-                 help="configuration file (.json, .yaml or .yml)")
-  r.add_argument("--set", action="append", default=[],
-                 metavar="SECTION.FIELD=VALUE",
-                 help="override one field, e.g. rule.alpha=0.9 or "
-                      "delays.pareto_shape=1.5 (repeatable)")
+  _config_args(r, "configuration file (.json, .yaml or .yml)",
+               "override one field, e.g. rule.alpha=0.9 or "
+               "delays.pareto_shape=1.5 (repeatable)")
   r.add_argument("--out", type=Path, default=None,
                  help="output folder (default: runs/run-<date>-<time>)")
   r.add_argument("--resume", type=Path, default=None, metavar="DIR",
@@ -212,11 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "model and the training keys.",
       epilog=SWEEP_EPILOG,
       formatter_class=argparse.RawDescriptionHelpFormatter)
-  w.add_argument("--config", type=Path, default=None,
-                 help="base configuration file (.json/.yaml)")
-  w.add_argument("--set", action="append", default=[],
-                 metavar="SECTION.FIELD=VALUE",
-                 help="override one base field (repeatable)")
+  _config_args(w, "base configuration file (.json/.yaml)",
+               "override one base field (repeatable)")
   w.add_argument("--grid", action="append", default=[],
                  metavar="SECTION.FIELD=V1,V2,...",
                  help="values of one sweepable field (repeatable)")
@@ -233,11 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "what it means and what it accepts. Start a new\n"
                   "configuration with: fedasync-jax config > my.yaml",
       formatter_class=argparse.RawDescriptionHelpFormatter)
-  c.add_argument("--config", type=Path, default=None,
-                 help="start from this file instead of the defaults")
-  c.add_argument("--set", action="append", default=[],
-                 metavar="SECTION.FIELD=VALUE",
-                 help="override one field (repeatable)")
+  _config_args(c, "start from this file instead of the defaults",
+               "override one field (repeatable)")
   c.set_defaults(func=_config)
   return p
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import write_image_npz
 from fedasync_jax import cli, config
 
 TINY = {"data": {"num_clients": 20},
@@ -205,19 +206,7 @@ def test_resume_with_corrupt_or_missing_checkpoint(tmp_path, capsys):
 
 def test_image_data_stays_uint8_and_trains(tmp_path):
   from fedasync_jax import experiment
-  rng = np.random.default_rng(0)
-  # Two classes of 8x8 "images": bright top half vs bright bottom half.
-  def images(n):
-    y = rng.integers(0, 2, n)
-    x = rng.integers(0, 60, (n, 8, 8)).astype(np.uint8)
-    for i, c in enumerate(y):
-      x[i, :4] += np.uint8(150 * (c == 0))
-      x[i, 4:] += np.uint8(150 * (c == 1))
-    return x, y.astype(np.int64)
-  x_tr, y_tr = images(400)
-  x_te, y_te = images(100)
-  path = tmp_path / "img.npz"
-  np.savez(path, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+  path = write_image_npz(tmp_path / "img.npz")
   cfg = config.from_dict({
       "data": {"name": "npz", "path": str(path), "num_clients": 10},
       "client": {"lr": 0.1, "batch_size": 8},

@@ -5,27 +5,14 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import write_image_npz
 from fedasync_jax import (client, config, executor, experiment, models, rules,
                           staleness)
 
 
-def _images(rng, n):
-  # Two classes of 8x8 grey images: bright top half vs bright bottom half.
-  y = rng.integers(0, 2, n)
-  x = rng.integers(0, 60, (n, 8, 8)).astype(np.uint8)
-  for i, c in enumerate(y):
-    x[i, :4] += np.uint8(150 * (c == 0))
-    x[i, 4:] += np.uint8(150 * (c == 1))
-  return x, y.astype(np.int64)
-
-
 @pytest.fixture
 def image_cfg(tmp_path):
-  rng = np.random.default_rng(0)
-  x_tr, y_tr = _images(rng, 400)
-  x_te, y_te = _images(rng, 100)
-  path = tmp_path / "img.npz"
-  np.savez(path, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+  path = write_image_npz(tmp_path / "img.npz")
   # data.name "mnist" with an .npz path: MNIST's normalization is used.
   return config.from_dict({
       "data": {"name": "mnist", "path": str(path), "num_clients": 10},
