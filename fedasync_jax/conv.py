@@ -144,7 +144,26 @@ def _canonical_bwd(strides, pads, precision, residuals, dy):
                    [(lo, hi - e) for (lo, hi), e in zip(pads, extra)],
                    precision)
   dw = jnp.transpose(dw, spatial + (0, nd + 1))
-  return dx.astype(x.dtype), dw.astype(w.dtype)
+  return (_match_vma(dx.astype(x.dtype), x),
+          _match_vma(dw.astype(w.dtype), w))
+
+
+def _varying_axes(a) -> frozenset:
+  """The manual mesh axes ``a`` varies along (empty outside shard_map)."""
+  aval = jax.typeof(a)
+  mat = getattr(aval, "manual_axis_type", None)
+  if mat is not None and getattr(mat, "varying", None) is not None:
+    return frozenset(mat.varying)
+  return frozenset(getattr(aval, "vma", ()))  # older JAX spelling
+
+
+def _match_vma(ct, primal):
+  """Inside ``shard_map``: sums a cotangent over the mesh axes it varies
+  along but its primal does not (what autodiff's transpose of the implicit
+  broadcast does for ``lax``'s convolution), so that it has the primal's
+  type."""
+  extra = tuple(sorted(_varying_axes(ct) - _varying_axes(primal)))
+  return lax.psum(ct, extra) if extra else ct
 
 
 _canonical_conv.defvjp(_canonical_fwd, _canonical_bwd)

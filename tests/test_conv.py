@@ -145,6 +145,22 @@ def test_under_vmap_matches_lax():
   assert _tree_rel(want, got) <= RTOL
 
 
+def test_inside_shard_map_matches_lax():
+  """Batch sharded, kernel replicated: the kernel's cotangent must come
+  back summed over the mesh axis (its primal does not vary along it)."""
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("d",))
+  x, ker, c = _inputs(4, 8, 8, 3, 5, 3)
+  spec = jax.sharding.PartitionSpec
+
+  @functools.partial(jax.shard_map, mesh=mesh, in_specs=(spec("d"), spec()),
+                     out_specs=spec())
+  def grads(x, w):
+    return [jax.grad(_loss(fn, (2, 2), "SAME"), (0, 1))(x, w, c)[1]
+            for fn in (LAX, CANON)]
+  want, got = grads(x, ker)
+  assert _rel(want, got) <= RTOL
+
+
 def test_backward_has_only_canonical_convolutions():
   # The point of the module: the compiled gradient holds only NHWC/HWIO ->
   # NHWC convolutions (dim_labels b01f_01io->b01f), none of JAX's
