@@ -31,8 +31,7 @@ negligible), so this measures training examples per second of:
   ``randperm`` per epoch, batch 64, 2 threads / 1 thread.
 
 On request (``--variants``) only, kept to reproduce older results:
-``loopconv_scan`` / ``loopconv_map5`` (``experiments/loopconv.py``'s
-per-tap matmul gradient), ``nchw_scan`` (plain-JAX NCHW/OIHW CNN in the
+``nchw_scan`` (plain-JAX NCHW/OIHW CNN in the
 scan, lax gradient).
 
 XLA flag attempts run in fresh subprocesses (``XLA_FLAGS`` is read when the
@@ -368,15 +367,6 @@ def worker(args):
     elif kind in ("map5", "vmap5"):
       fns[v] = batched(scan_update(model.loss, n), kind[:-1], n)
       examples[v] = 5 * n
-    elif v.startswith("loopconv"):
-      import fast_models
-      fm = fast_models.mnist_cnn() if args.model == "cnn" else \
-          fast_models.resnet20()
-      if v == "loopconv_scan":
-        fns[v], examples[v] = one_client(scan_update(fm.loss, n), n), n
-      else:
-        fns[v], examples[v] = batched(scan_update(fm.loss, n), "map", n), \
-            5 * n
     elif v == "nchw_scan":
       init, _, loss = nchw_cnn()
       upd = scan_update(loss, n)
