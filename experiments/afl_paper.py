@@ -73,9 +73,6 @@ def parser(name):
                  help="also run AFL with the default M and this server "
                       "mixing rate (an extra line in figures 1 and 4)")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--library-model", action="store_true",
-                 help="use fedasync_jax.models as is (its conv gradient is "
-                      "~50x slower inside loops on XLA:CPU)")
   return p
 
 
@@ -145,14 +142,6 @@ def main(name, argv=None):
       f"{fed.train.counts.tolist()} ({time.perf_counter() - t:.1f} s)")
   mean = time_unit_mean(fed, base)
 
-  if not args.library_model:
-    import fast_models
-    x = fed.train.x[:8]
-    err = fast_models.check_against_library(st["model"], x,
-                                            fed.train.y[:8])
-    say(f"loop-friendly {st['model']} vs library model: max relative "
-        f"difference of loss/gradient {err:.2e}")
-
   runs = {}
   hist_rows = []
 
@@ -161,8 +150,7 @@ def main(name, argv=None):
                       steps=steps, beta=args.delay_beta, seed=args.seed, **kw)
     cfg = common.with_fields(cfg, delays={"mean": mean}, rule={
         "afl_lr": args.afl_lr if afl_lr is None else afl_lr})
-    s = common.build(cfg, fast_model=not args.library_model,
-                     test_subset=subset, fed=fed)
+    s = common.build(cfg, test_subset=subset, fed=fed)
     say(f"run {label}: {s.schedule.num_arrivals} client updates, "
         f"{int(s.schedule.stats['num_versions'])} versions")
     r = common.simulate(s, cfg, label=label, log=log)
@@ -395,7 +383,8 @@ def main(name, argv=None):
 - data: {fed.name}, {fed.train.num_clients} clients, Dirichlet(0.5) labels,
   client sizes {fed.train.counts.tolist()} (mean {fed.train.counts.mean():.0f});
   server loss/accuracy on {'the first ' + str(subset) + ' test examples' if subset else 'the full test set'}
-- model: {st['model']} ({'loop-friendly gradient, identical parameters and forward; see loopconv.py' if not args.library_model else 'library model'})
+- model: {st['model']} (`fedasync_jax.models.{st['model']}` as is; on CPU its
+  convolutions use the loop-friendly gradient of `fedasync_jax/conv.py`)
 - clients: Adam lr 1e-3, batch {c.batch_size}, {local}; delay-aware rate
   lr0 / (sqrt(epoch+1) (1 + beta delay)) with beta = {args.delay_beta}
   (`client.delay_beta`, `client.epoch_decay=true`); NLL loss

@@ -3,10 +3,9 @@
 * locating the shared real data (``--data-dir``) and skipping cleanly when it
   is absent;
 * building a run from a ``fedasync_jax.config.Config`` through the library's
-  own ``experiment.setup`` and running it with ``executor.simulate``, with two
-  optional substitutions that the experiments need on this 2-core CPU: the
-  loop-friendly CNN / ResNet-20 (``fast_models``; see ``loopconv``) and a
-  test subset for cheaper evaluations;
+  own ``experiment.setup`` and running it with ``executor.simulate``,
+  optionally evaluating on a test subset (cheaper evaluations on this 2-core
+  CPU);
 * provenance (command, machine, date, wall time) for the summaries.
 """
 
@@ -133,15 +132,15 @@ def training_loss(model, fed, cfg):
   return experiment.with_image_inputs(model, cfg.data.name).loss
 
 
-def build(cfg, *, fast_model: bool = False, test_subset: Optional[int] = None,
-          fed=None):
+def build(cfg, *, test_subset: Optional[int] = None, fed=None):
   """``experiment.setup(cfg)`` with optional substitutions.
+
+  The models are the library's as they are (``experiment.make_model``; on
+  CPU ``models.mnist_cnn`` / ``models.resnet20`` use the loop-friendly
+  convolution of ``fedasync_jax.conv`` by default).
 
   Args:
     cfg: a validated ``config.Config``.
-    fast_model: replace the library's ``mnist_cnn`` / ``resnet20`` with the
-      loop-friendly versions of ``fast_models`` (same parameters and
-      forward pass; see ``loopconv``) and rebuild the client update with it.
     test_subset: evaluate on the first ``test_subset`` test examples.
     fed: reuse already loaded ``FederatedData`` (same ``cfg.data``).
   """
@@ -164,9 +163,6 @@ def build(cfg, *, fast_model: bool = False, test_subset: Optional[int] = None,
     s = s._replace(eval_every_versions=max(
         1, -(-cfg.run.eval_every // per_version)))
   model = s.model
-  if fast_model:
-    import fast_models
-    model = fast_models.get(cfg.model.name, s.fed.num_classes)
   c = cfg.client
   update = client.local_update(
       training_loss(model, s.fed, cfg),

@@ -1,17 +1,14 @@
-"""Reproducer: CNN gradients inside the library's client scan on XLA:CPU.
+"""The library CNN's gradient inside the client scan: conv="lax" vs default.
 
 The executor trains clients with ``client.local_update``, a ``lax.scan``
-over local steps (inside the executor's own scans). On XLA:CPU the backward
-convolutions of ``lax.conv_general_dilated`` run many times slower inside a
-loop than outside one (jax-ml/jax#12868). This script measures, for the AFL
-paper's MNIST CNN (Adam, batch 64):
-
-1. the library model's loss gradient, one jitted call per step (no loop);
-2. the library's ``client.local_update`` (a scan) with the library model;
-3. the same with ``fast_models.mnist_cnn`` (``loopconv``: same forward and
-   parameters, backward as per-tap matrix products).
-
-and writes experiments/results/conv_in_loop/summary.md.
+over local steps. On XLA:CPU the backward convolutions of
+``lax.conv_general_dilated`` run many times slower inside a loop than
+outside one (jax-ml/jax#12868); ``fedasync_jax/conv.py`` gives the library
+models a loop-friendly gradient, used by default on CPU. This script times
+the AFL paper's MNIST CNN (Adam, batch 64) inside ``client.local_update``
+with ``models.mnist_cnn(conv="lax")`` and with the default
+(``models.mnist_cnn()``), plus the default model's jitted step outside any
+loop as a reference, and writes experiments/results/conv_in_loop/summary.md.
 """
 
 from __future__ import annotations
@@ -39,60 +36,62 @@ def main(argv=None):
   import jax.numpy as jnp
   import optax
   from fedasync_jax import client, models
-  import fast_models
 
   key = jax.random.key(0)
-  x = jax.random.normal(key, (4096, 28, 28))
-  y = jnp.arange(4096) % 10
-  B = 64
+  n = 64 * steps
+  x = jax.random.normal(key, (n, 28, 28))
+  y = jnp.arange(n) % 10
+  b = 64
   res = {}
 
-  lib = models.mnist_cnn()
-  params = lib.init(key)
+  default = models.mnist_cnn()
+  params = default.init(key)
   opt = optax.adam(1e-3)
-  mask = jnp.ones(B)
+  mask = jnp.ones(b)
 
   @jax.jit
   def step(p_, s_, xb, yb):
-    _, gr = jax.value_and_grad(lib.loss)(p_, xb, yb, mask)
+    _, gr = jax.value_and_grad(default.loss)(p_, xb, yb, mask)
     u, s_ = opt.update(gr, s_, p_)
     return optax.apply_updates(p_, u), s_
   s = opt.init(params)
-  jax.block_until_ready(step(params, s, x[:B], y[:B]))  # compile
+  jax.block_until_ready(step(params, s, x[:b], y[:b]))  # compile
   t = time.perf_counter()
   p_ = params
   for i in range(steps):
-    p_, s = step(p_, s, x[i * B:(i + 1) * B], y[i * B:(i + 1) * B])
+    p_, s = step(p_, s, x[i * b:(i + 1) * b], y[i * b:(i + 1) * b])
   jax.block_until_ready(p_)
-  res["library model, one jitted step per call (no loop)"] = (
+  res["default, one jitted step per call (no loop; reference)"] = (
       time.perf_counter() - t) / steps
 
-  for name, model in (("library model in client.local_update (scan)", lib),
-                      ("loopconv model in client.local_update (scan)",
-                       fast_models.mnist_cnn())):
-    u = client.local_update(model.loss, optax.adam(1e-3), batch_size=B,
-                            max_examples=4096, steps=steps)
-    f = jax.jit(lambda p, k: u.update(p, client.ClientRef(x, y, 0, 4096), k,
-                                      client.ClientHParams()))
+  for name, model in (('conv="lax" in client.local_update (scan)',
+                       models.mnist_cnn(conv="lax")),
+                      ("default in client.local_update (scan)", default)):
+    u = client.local_update(model.loss, optax.adam(1e-3), batch_size=b,
+                            max_examples=n, steps=steps)
+    f = jax.jit(lambda p, k, u=u: u.update(
+        p, client.ClientRef(x, y, 0, n), k, client.ClientHParams()))
     jax.block_until_ready(f(params, key))  # compile
     t = time.perf_counter()
     jax.block_until_ready(f(params, key))
     res[name] = (time.perf_counter() - t) / steps
 
-  lines = ["| variant | seconds per local step (batch 64) | examples/s |",
-           "|---|---|---|"]
+  lines = ["| models.mnist_cnn variant | seconds per local step (batch 64) "
+           "| examples/s |", "|---|---|---|"]
   for k, v in res.items():
-    lines.append(f"| {k} | {v:.3f} | {B / v:,.0f} |")
-  slow = res["library model in client.local_update (scan)"]
-  fast = res["loopconv model in client.local_update (scan)"]
-  md = f"""# CNN gradient inside the client scan on XLA:CPU
+    lines.append(f"| {k} | {v:.3f} | {b / v:,.0f} |")
+  slow = res['conv="lax" in client.local_update (scan)']
+  fast = res["default in client.local_update (scan)"]
+  md = f"""# The library CNN's gradient inside the client scan on XLA:CPU
 
 {chr(10).join(lines)}
 
-Inside the scan, the library's CNN step is {slow / fast:.0f}x slower than
-the loop-friendly version (`loopconv.py`), which is what the AFL
-experiments use. Cause: XLA:CPU's slow path for the backward convolutions
-of `lax.conv_general_dilated` inside `while` loops (jax-ml/jax#12868).
+Inside `client.local_update`'s scan, `models.mnist_cnn(conv="lax")` (plain
+`lax.conv_general_dilated`) is {slow / fast:.0f}x slower per step than the
+default model, whose convolutions use the loop-friendly gradient of
+`fedasync_jax/conv.py` on CPU (same parameters and outputs). Cause: XLA:CPU's
+slow path for the backward convolutions of `lax.conv_general_dilated`
+inside `while` loops (jax-ml/jax#12868). The experiments use the default.
 Timings on a shared, noisy 2-core CPU; {steps} steps each.
 
 ## Provenance

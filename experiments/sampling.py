@@ -121,7 +121,7 @@ def main(argv=None):
       # speeds, the schedule, the initial model and the training keys.
       cfg = common.with_fields(cfg, delays={"mean": mean},
                                data={"seed": 0})
-      s = common.build(cfg, fast_model=model != "mlp", fed=fed,
+      s = common.build(cfg, fed=fed,
                        test_subset=2000 if args.quick else None)
       r = common.simulate(s, cfg, label=f"{sel} seed {seed}", log=log)
       part = r.out.participation
