@@ -37,6 +37,7 @@ W1 = {
     "batch_size": 10, "client_lr": 0.05,
     "rule": "fedasync(0.6, polynomial(0.5))", "concurrency": 100,
     "speeds": "lognormal sigma=1 seed=0", "work": "example counts",
+    "jitter": "exponential (library default)",
     "num_updates": 5000, "schedule_seed": 0, "model_seed": 0, "train_key": 0,
 }
 
@@ -260,6 +261,19 @@ def library_fingerprint():
       if k in mtimes}}
 
 
+def library_files():
+  """sha256 (first 12 hex) and mtime of every library source file."""
+  import hashlib
+  out = {}
+  for f in sorted((ROOT / "fedasync_jax").glob("*.py")):
+    out[f.name] = {
+        "sha256": hashlib.sha256(f.read_bytes()).hexdigest()[:12],
+        "mtime": datetime.datetime.fromtimestamp(
+            f.stat().st_mtime, datetime.timezone.utc).isoformat(
+                timespec="seconds")}
+  return out
+
+
 def command_line():
   return " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
 
@@ -287,6 +301,20 @@ def clean(o):
   return o
 
 
+def write_json(name, result, *, quick):
+  """Writes ``result`` atomically to
+  ``benchmarks/results/<name>_<UTC stamp>[_quick].json``; returns the
+  path."""
+  RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
+      "%Y-%m-%dT%H%M%SZ")
+  path = RESULTS_DIR / f"{name}_{stamp}{'_quick' if quick else ''}.json"
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(result, indent=2) + "\n")
+  os.replace(tmp, path)
+  return path
+
+
 def finish(name, result, *, quick, started, load_start):
   """Adds the machine, versions, threads, date, command, load averages and
   wall time; writes ``benchmarks/results/<name>_<stamp>[_quick].json``;
@@ -300,13 +328,7 @@ def finish(name, result, *, quick, started, load_start):
       "loadavg_start": load_start, "loadavg_end": loadavg(),
       "wall_s": time.perf_counter() - started})
   result = clean(result)
-  RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-  stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
-      "%Y-%m-%dT%H%M%SZ")
-  path = RESULTS_DIR / f"{name}_{stamp}{'_quick' if quick else ''}.json"
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(result, indent=2) + "\n")
-  os.replace(tmp, path)
+  path = write_json(name, result, quick=quick)
   log(f"wrote {path}")
   print(json.dumps(result, separators=(",", ":")))
   return path

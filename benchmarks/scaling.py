@@ -90,15 +90,28 @@ def parse_args(argv):
   return args
 
 
+def model_update_rule(args):
+  """Logistic regression (``--dim`` -> 10), its client update (one epoch
+  of the client's ``--examples`` examples, SGD 0.1) and FedAsync: the
+  initial parameters, the update and the rule."""
+  import jax
+  import optax
+  from fedasync_jax import client, models, rules, staleness
+  model = models.logistic_regression(args.dim, 10)
+  upd = client.local_update(model.loss, optax.sgd(0.1),
+                            batch_size=args.examples,
+                            max_examples=args.examples, epochs=1)
+  return (model.init(jax.random.key(0)), upd,
+          rules.fedasync(0.6, staleness.polynomial(0.5)))
+
+
 def worker(args, population, concurrency):
   import resource
   t_start = time.perf_counter()
   import common as C
   import jax
   import numpy as np
-  import optax
-  from fedasync_jax import (client, data, delays, executor, models, rules,
-                            scheduler, staleness)
+  from fedasync_jax import data, delays, executor, scheduler
   rss_imports = C.peak_rss_mb()
   t = time.perf_counter()
   rng = np.random.default_rng(0)
@@ -110,12 +123,7 @@ def worker(args, population, concurrency):
   offsets = np.arange(population, dtype=np.int64) * args.examples
   ds = data.ClientDataset(x, y, offsets, counts)
   data_s = time.perf_counter() - t
-  model = models.logistic_regression(args.dim, 10)
-  params = model.init(jax.random.key(0))
-  upd = client.local_update(model.loss, optax.sgd(0.1),
-                            batch_size=args.examples,
-                            max_examples=args.examples, epochs=1)
-  rule = rules.fedasync(0.6, staleness.polynomial(0.5))
+  params, upd, rule = model_update_rule(args)
   t = time.perf_counter()
   speeds = delays.device_speeds("lognormal", population, sigma=1.0, seed=0)
   sched = scheduler.asynchronous(
@@ -164,16 +172,9 @@ def pair_worker(args):
   import common as C
   import jax
   import numpy as np
-  import optax
-  from fedasync_jax import (client, data, delays, executor, models, rules,
-                            scheduler, staleness)
+  from fedasync_jax import data, delays, executor, scheduler
   pops = [int(float(v)) for v in args.pair.split(",")]
-  model = models.logistic_regression(args.dim, 10)
-  params = model.init(jax.random.key(0))
-  upd = client.local_update(model.loss, optax.sgd(0.1),
-                            batch_size=args.examples,
-                            max_examples=args.examples, epochs=1)
-  rule = rules.fedasync(0.6, staleness.polynomial(0.5))
+  params, upd, rule = model_update_rule(args)
   setups = {}
   small_rows = pops[0] * args.examples
   for name, pop, shared in ((str(pops[0]), pops[0], False),

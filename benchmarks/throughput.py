@@ -53,71 +53,18 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import math
 import os
-import platform
-import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-  sys.path.insert(0, str(ROOT))
-
-DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "mnist.npz"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
-W1 = {
-    "num_clients": 1000, "dirichlet_alpha": 0.5, "partition_seed": 0,
-    "model": "mlp 784-200-200-10 relu", "epochs": 1, "batch_size": 10,
-    "client_lr": 0.05, "rule": "fedasync(0.6, polynomial(0.5))",
-    "concurrency": 100, "speeds": "lognormal sigma=1 seed=0",
-    "work": "example counts", "jitter": "exponential (library default)",
-    "num_updates": 5000, "schedule_seed": 0, "model_seed": 0, "train_key": 0,
-    "normalization": "(x/255 - 0.1307) / 0.3081",
-}
-
-
-def log(msg):
-  print(msg, file=sys.stderr, flush=True)
-
-
-def median(xs):
-  xs = [x for x in xs if x is not None and not math.isnan(x)]
-  return statistics.median(xs) if xs else float("nan")
-
-
-def rnd(x, n=4):
-  if isinstance(x, float):
-    return round(x, n) if math.isfinite(x) else None
-  return x
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common as C  # noqa: E402  (also puts the repository on sys.path)
+from common import W1, log, median  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
 # Workload.
-
-
-def load_w1(path):
-  import numpy as np
-  from fedasync_jax import data, partition
-  with np.load(path) as f:
-    x_train, y_train = f["x_train"], f["y_train"]
-    x_test, y_test = f["x_test"], f["y_test"]
-
-  def prep(x):
-    x = x.reshape(x.shape[0], -1).astype(np.float32) / np.float32(255.0)
-    return ((x - np.float32(0.1307)) / np.float32(0.3081)).astype(np.float32)
-
-  y_train = y_train.astype(np.int32)
-  parts = partition.dirichlet(y_train, W1["num_clients"],
-                              alpha=W1["dirichlet_alpha"],
-                              seed=W1["partition_seed"])
-  ds = data.from_partition(prep(x_train), y_train, parts)
-  return ds, prep(x_test), y_test.astype(np.int32)
 
 
 class Setup:
@@ -682,7 +629,7 @@ def empty_step_cost(st, sched, *, width, arrivals_per_step, n_steps=64):
       carry, _ = f(carry, pad, st.key, hp_table, dev)
       jax.block_until_ready(carry)
       ts.append((time.perf_counter() - t) / n_steps)
-    out[name] = statistics.median(ts)
+    out[name] = median(ts)
   return out
 
 
@@ -724,69 +671,10 @@ def map_batched_broadcasts_dataset(st, width=8, map_batch_size=8):
 # Reporting.
 
 
-def machine_info():
-  import jax
-  import jaxlib
-  import numpy as np
-  info = {"platform": platform.platform(), "machine": platform.machine(),
-          "processor": platform.processor(),
-          "python": platform.python_version(),
-          "cpu_count": os.cpu_count(),
-          "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-          "numpy": np.__version__, "backend": jax.default_backend(),
-          "devices": [str(d) for d in jax.devices()]}
-  try:
-    info["cpu_affinity"] = len(os.sched_getaffinity(0))
-  except AttributeError:
-    pass
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          info["cpu_model"] = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  return info
-
-
-def library_files():
-  """sha256 (first 12 hex) and mtime of every library source file, so a
-  result names the library version it measured (the tree changes)."""
-  import hashlib
-  out = {}
-  for f in sorted((ROOT / "fedasync_jax").glob("*.py")):
-    st = f.stat()
-    out[f.name] = {
-        "sha256": hashlib.sha256(f.read_bytes()).hexdigest()[:12],
-        "mtime": datetime.datetime.fromtimestamp(
-            st.st_mtime, datetime.timezone.utc).isoformat(
-                timespec="seconds")}
-  return out
-
-
-def loadavg():
-  try:
-    return [round(x, 2) for x in os.getloadavg()]
-  except OSError:
-    return None
-
-
 def summarize(samples):
   """Median of every numeric field over repeats (lists kept)."""
   keys = [k for k in samples[0] if isinstance(samples[0][k], (int, float))]
   return {k: median([s[k] for s in samples]) for k in keys}
-
-
-def write_result(result, quick):
-  RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-  stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
-      "%Y-%m-%dT%H%M%SZ")
-  path = RESULTS_DIR / f"W1_{stamp}{'_quick' if quick else ''}.json"
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(result, indent=2) + "\n")
-  os.replace(tmp, path)
-  return path
 
 
 # ---------------------------------------------------------------------------
@@ -797,7 +685,7 @@ def parse_args(argv):
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--quick", action="store_true",
                   help="1000 updates, no sweep, a short profile (< 3 min)")
-  ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
+  ap.add_argument("--data", type=Path, default=C.DEFAULT_MNIST,
                   help="mnist.npz with x_train, y_train, x_test, y_test")
   ap.add_argument("--updates", type=int, default=None,
                   help="client updates for the executor and pure compute "
@@ -843,25 +731,18 @@ def parse_args(argv):
 
 def main(argv=None):
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  command = " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
-  date = datetime.datetime.now(datetime.timezone.utc).isoformat(
-      timespec="seconds")
+  command, date = C.command_line(), C.now_iso()
   data_path = Path(args.data)
-  if not data_path.exists():
-    msg = (f"W1 needs MNIST at {data_path.resolve()} (x_train, y_train, "
-           f"x_test, y_test); it is absent, so the benchmark is skipped. "
-           f"Pass --data PATH to point at a copy.")
-    print(msg)
-    print(json.dumps({"workload": "W1", "skipped": True, "reason": msg}))
+  if C.skip_if_no_mnist(data_path, "W1"):
     return 0
 
   t_all = time.perf_counter()
   import numpy as np
   from fedasync_jax import executor, plan as plan_lib
-  lib_files = library_files()  # what was imported (checked again at the end)
-  load0 = loadavg()
+  lib_files = C.library_files()  # what was imported (checked again at the end)
+  load0 = C.loadavg()
   t = time.perf_counter()
-  ds, x_test, y_test = load_w1(data_path)
+  ds, x_test, y_test = C.w1_data(data_path)
   st = Setup(ds, x_test, y_test)
   sched = st.schedule(args.updates)
   ref_sched = st.schedule(args.ref_updates)
@@ -1211,10 +1092,10 @@ def main(argv=None):
                   "steady_passes": {k: v["rates"] for k, v in
                                     steady.items()}},
       "workload_config": W1,
-      "machine": machine_info(),
+      "machine": {**C.machine_info(), **C.versions()},
       "library_files": lib_files,
-      "library_changed_during_run": library_files() != lib_files,
-      "loadavg_start_end": [load0, loadavg()],
+      "library_changed_during_run": C.library_files() != lib_files,
+      "loadavg_start_end": [load0, C.loadavg()],
       "date": date,
       "command": command,
       "wall_s": time.perf_counter() - t_all,
@@ -1226,21 +1107,9 @@ def main(argv=None):
         "batching", "width", "updates_per_s", "vs_anchor_map_8_same_group",
         "padding_waste")}
 
-  def clean(o):
-    if isinstance(o, dict):
-      return {k: clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-      return [clean(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-      return rnd(float(o), 6)
-    if isinstance(o, np.integer):
-      return int(o)
-    if isinstance(o, np.bool_):
-      return bool(o)
-    return o
-  result = clean(result)
+  result = C.clean(result)
   if not args.no_write:
-    path = write_result(result, args.quick)
+    path = C.write_json("W1", result, quick=args.quick)
     log(f"wrote {path}")
   r = result
 
@@ -1273,7 +1142,7 @@ def main(argv=None):
             f"({f(pr['both']['vs_executor'], '.2f')}x executor)")
   if sweep:
     print(f"  best sweep: {r['best_sweep']}")
-  print(json.dumps(result, separators=(",", ":")))
+  print(C.json.dumps(result, separators=(",", ":")))
   return 0
 
 if __name__ == "__main__":
