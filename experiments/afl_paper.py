@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -233,47 +232,36 @@ def main(name, argv=None):
   fig.tight_layout()
   fig.savefig(out_dir / "fig2_participation.png", dpi=110)
 
-  fig = common.figure(figsize=(10, 4))
-  ax1, ax2 = fig.subplots(1, 2)
-  allv = []
-  for m in ms:
-    _, r = runs[f"afl_M{m}"]
-    rr, tt, ll = xy(r, m)
-    allv += list(ll)
-    ax1.plot(rr, ll, marker=".", label=f"M={m}")
-    ax2.plot(tt, ll, marker=".", label=f"M={m}")
-  ax1.set_xlabel("round (M client updates)")
-  ax2.set_xlabel("simulated time")
-  for ax in (ax1, ax2):
-    ax.set_ylabel("server test loss")
-    loss_axis(ax, allv)
-    ax.grid(alpha=0.3)
-    ax.legend()
-  fig.tight_layout()
-  fig.savefig(out_dir / "fig3_clients_per_round.png", dpi=110)
+  def loss_figure(lines, round_label, name):
+    """Server test loss against rounds (left) and simulated time (right)
+    of ``(label, run, M)`` lines."""
+    fig = common.figure(figsize=(10, 4))
+    ax1, ax2 = fig.subplots(1, 2)
+    allv = []
+    for lab, r, m in lines:
+      rr, tt, ll = xy(r, m)
+      allv += list(ll)
+      ax1.plot(rr, ll, marker=".", label=lab)
+      ax2.plot(tt, ll, marker=".", label=lab)
+    ax1.set_xlabel(round_label)
+    ax2.set_xlabel("simulated time")
+    for ax in (ax1, ax2):
+      ax.set_ylabel("server test loss")
+      loss_axis(ax, allv)
+      ax.grid(alpha=0.3)
+      ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / name, dpi=110)
 
-  fig = common.figure(figsize=(10, 4))
-  ax1, ax2 = fig.subplots(1, 2)
-  allv = []
-  lines = [("asynchronous (afl)", main_run),
-           ("synchronous (fedavg)", sync_run)]
+  loss_figure([(f"M={m}", runs[f"afl_M{m}"][1], m) for m in ms],
+              "round (M client updates)", "fig3_clients_per_round.png")
+  lines = [("asynchronous (afl)", main_run, m0),
+           ("synchronous (fedavg)", sync_run, m0)]
   if cmp_label:
     lines.append((f"asynchronous (afl, afl_lr {args.compare_afl_lr:g})",
-                  runs[cmp_label][1]))
-  for lab, r in lines:
-    rr, tt, ll = xy(r, m0)
-    allv += list(ll)
-    ax1.plot(rr, ll, marker=".", label=lab)
-    ax2.plot(tt, ll, marker=".", label=lab)
-  ax1.set_xlabel(f"round ({m0} client updates)")
-  ax2.set_xlabel("simulated time")
-  for ax in (ax1, ax2):
-    ax.set_ylabel("server test loss")
-    loss_axis(ax, allv)
-    ax.grid(alpha=0.3)
-    ax.legend()
-  fig.tight_layout()
-  fig.savefig(out_dir / "fig4_async_vs_sync.png", dpi=110)
+                  runs[cmp_label][1], m0))
+  loss_figure(lines, f"round ({m0} client updates)",
+              "fig4_async_vs_sync.png")
 
   # ---------------- summary
   def final(r):

@@ -12,10 +12,7 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import dataclasses
 import datetime
-import json
 import os
 import platform
 import shlex
@@ -25,6 +22,8 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
+
+from fedasync_jax import results
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -211,34 +210,9 @@ def with_fields(cfg, **sections):
 # Files.
 
 
-def write_rows(path: Path, rows: list) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  keys = []
-  for r in rows:
-    for k in r:
-      if k not in keys:
-        keys.append(k)
-  with open(path, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=keys)
-    w.writeheader()
-    for r in rows:
-      w.writerow(r)
-
-
-def write_json(path: Path, obj) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-
-  def default(o):
-    if isinstance(o, (np.integer,)):
-      return int(o)
-    if isinstance(o, (np.floating,)):
-      return float(o)
-    if isinstance(o, np.ndarray):
-      return o.tolist()
-    if dataclasses.is_dataclass(o):
-      return dataclasses.asdict(o)
-    return str(o)
-  path.write_text(json.dumps(obj, indent=1, default=default) + "\n")
+# CSV and JSON go through the library's atomic writers.
+write_rows = results.write_csv
+write_json = results.write_json
 
 
 def figure(*args, **kw):

@@ -125,6 +125,27 @@ def main(argv=None):
   eval_every = 50
   work = np.full(n, float(args.steps * args.batch))
 
+  def record(regime, mx, seed, label, out, wall):
+    """Adds one run's curve, history rows and result row; returns its
+    accuracies at the evaluation points."""
+    h = common.history_of(out)
+    curves.setdefault((regime, mx, label), []).append(h)
+    for e in h:
+      hist.append({"regime": regime, "max_staleness": mx, "seed": seed,
+                   "run": label, **e})
+    accs = [e["accuracy"] for e in h]
+    fin = full_eval(out.state.params)
+    rows.append({"regime": regime, "max_staleness": mx, "seed": seed,
+                 "run": label, "final_accuracy": accs[-1],
+                 "final_full_test_accuracy": float(fin["accuracy"]),
+                 "mean_acc_last_quarter": float(np.mean(
+                     accs[-max(1, len(accs) // 4):])),
+                 "mean_acc_run": float(np.mean(accs[1:])),
+                 "final_loss": h[-1]["loss"],
+                 "applied": int(out.arrivals["applied"].sum()),
+                 "wall_s": wall})
+    return accs
+
   def schedule(regime, mx, seed, sync=False):
     if regime == "fixed":
       dm = delays.delay_model(np.ones(n), work, jitter="none")
@@ -188,23 +209,7 @@ def main(argv=None):
               f"{seq_wall:.0f} s; max |accuracy difference| vs the sweep "
               f"{diff:.2e}")
         for (k, a), out in zip(members, outs):
-          label = f"{KINDS[k]} alpha={a}"
-          h = common.history_of(out)
-          curves.setdefault((regime, mx, label), []).append(h)
-          for e in h:
-            hist.append({"regime": regime, "max_staleness": mx, "seed": seed,
-                         "run": label, **e})
-          accs = [e["accuracy"] for e in h]
-          fin = full_eval(out.state.params)
-          rows.append({"regime": regime, "max_staleness": mx, "seed": seed,
-                       "run": label, "final_accuracy": accs[-1],
-                       "final_full_test_accuracy": float(fin["accuracy"]),
-                       "mean_acc_last_quarter": float(np.mean(
-                           accs[-max(1, len(accs) // 4):])),
-                       "mean_acc_run": float(np.mean(accs[1:])),
-                       "final_loss": h[-1]["loss"],
-                       "applied": int(out.arrivals["applied"].sum()),
-                       "wall_s": wall})
+          record(regime, mx, seed, f"{KINDS[k]} alpha={a}", out, wall)
         # FedAvg with the same number of clients at work.
         ssched, _, _ = schedule(regime, mx, seed, sync=True)
         t0 = time.perf_counter()
@@ -213,23 +218,7 @@ def main(argv=None):
                                 eval_fn=eval_fn,
                                 eval_every=max(1, eval_every // c))
         wall = time.perf_counter() - t0
-        label = f"FedAvg (cohort {c})"
-        h = common.history_of(out)
-        curves.setdefault((regime, mx, label), []).append(h)
-        for e in h:
-          hist.append({"regime": regime, "max_staleness": mx, "seed": seed,
-                       "run": label, **e})
-        accs = [e["accuracy"] for e in h]
-        fin = full_eval(out.state.params)
-        rows.append({"regime": regime, "max_staleness": mx, "seed": seed,
-                     "run": label, "final_accuracy": accs[-1],
-                     "final_full_test_accuracy": float(fin["accuracy"]),
-                     "mean_acc_last_quarter": float(np.mean(
-                         accs[-max(1, len(accs) // 4):])),
-                     "mean_acc_run": float(np.mean(accs[1:])),
-                     "final_loss": h[-1]["loss"],
-                     "applied": int(out.arrivals["applied"].sum()),
-                     "wall_s": wall})
+        accs = record(regime, mx, seed, f"FedAvg (cohort {c})", out, wall)
         say(f"  FedAvg: {wall:.0f} s, final acc {accs[-1]:.4f}")
         common.write_rows(out_dir / "history.csv", hist)
         common.write_rows(out_dir / "results.csv", rows)

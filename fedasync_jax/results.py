@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -42,6 +43,8 @@ def atomic_write_bytes(path, payload: bytes) -> None:
 
 
 def _plain(v):
+  if dataclasses.is_dataclass(v) and not isinstance(v, type):
+    return dataclasses.asdict(v)
   if isinstance(v, (np.integer,)):
     return int(v)
   if isinstance(v, (np.floating,)):
@@ -54,18 +57,20 @@ def _plain(v):
 
 
 def write_json(path, obj) -> None:
-  """Writes ``obj`` as indented JSON (numpy scalars and arrays converted)."""
+  """Writes ``obj`` as indented JSON (numpy scalars and arrays, and
+  dataclasses such as configurations, converted)."""
   text = json.dumps(obj, indent=2, default=_plain, sort_keys=False)
   atomic_write_bytes(path, (text + "\n").encode())
 
 
 def write_csv(path, rows: Iterable[Mapping]) -> None:
-  """Writes a list of dicts as CSV (columns from the first row)."""
+  """Writes a list of dicts as CSV: the columns are every key, in the order
+  first seen; a row without a key leaves that cell empty."""
   rows = list(rows)
   buf = io.StringIO()
   if rows:
-    w = csv.DictWriter(buf, fieldnames=list(rows[0].keys()),
-                       lineterminator="\n")
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
     w.writeheader()
     for r in rows:
       w.writerow({k: _plain(v) for k, v in r.items()})
