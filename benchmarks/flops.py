@@ -77,7 +77,7 @@ def main(argv=None):
   import optax
   from fedasync_jax import (client, executor, models, rules, scheduler,
                             staleness)
-  from fedasync_jax.client import ClientHParams, ClientRef
+  from fedasync_jax.core.client import ClientHParams, ClientRef
   import paper_cnn
 
   n = args.n

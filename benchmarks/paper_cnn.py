@@ -12,7 +12,7 @@ negligible), so this measures training examples per second of:
 * ``lib_scan``: ``client.local_update`` (``lax.scan`` over local steps, the
   library's path inside the executor) on ONE client, jitted, with the
   library's default model (``conv=None``: on CPU the convolutions of
-  ``fedasync_jax.conv``, whose gradients are canonical forward
+  ``fedasync_jax.models.conv``, whose gradients are canonical forward
   convolutions);
 * ``lib_steploop``: one jitted local step of the default model (same loss,
   Adam) called from a Python loop: no XLA loop around the convolutions;
@@ -282,7 +282,7 @@ def worker(args):
   import jax.numpy as jnp
   import optax
   from fedasync_jax import client, models
-  from fedasync_jax.client import ClientHParams, ClientRef
+  from fedasync_jax.core.client import ClientHParams, ClientRef
   sys.path.insert(0, os.path.join(C.ROOT, "experiments"))
 
   B, R = 64, args.repeats
@@ -463,7 +463,7 @@ def probe(X, Y, libs, params, scan_update):
   28x28x32 -> 32): forward, input gradient, kernel gradient, alone
   (jitted, called 5 times) and inside a ``fori_loop`` of 5 iterations,
   with ``lax.conv_general_dilated`` (``lax_*``) and with
-  ``fedasync_jax.conv.conv_general_dilated`` (``canonical_*``); and lists
+  ``fedasync_jax.models.conv.conv_general_dilated`` (``canonical_*``); and lists
   the convolution instructions and YNNPACK fusions of the compiled HLO of
   the scanned client update of each model in ``libs``."""
   import re
@@ -521,7 +521,7 @@ def probe(X, Y, libs, params, scan_update):
     out[name]["gflop_per_s_in_loop"] = (flops / out[name]["in_fori_loop_ms"]
                                         / 1e6)
   # HLO: convolution instructions, their dimension labels, YNN fusions.
-  from fedasync_jax.client import ClientHParams, ClientRef
+  from fedasync_jax.core.client import ClientHParams, ClientRef
   hp = ClientHParams(jnp.float32(1.0), jnp.float32(0.0))
   for lib_name, lib in libs.items():
     upd = scan_update(lib.loss)

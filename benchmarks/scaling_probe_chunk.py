@@ -9,7 +9,7 @@ import common as C
 import jax, jax.numpy as jnp, numpy as np, optax
 from fedasync_jax import (client, data, delays, executor, models, plan as
                           plan_lib, rules, scheduler, staleness)
-from fedasync_jax.reference import task_hparams
+from fedasync_jax.sim.tasks import task_hparams
 
 E, D, POP, SMALL = 4, 16, 1_000_000, 1000
 UPD = int(os.environ.get("UPD", 30000))

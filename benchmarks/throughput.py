@@ -61,6 +61,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402  (also puts the repository on sys.path)
 from common import W1, log, median  # noqa: E402
+from fedasync_jax import tasks
 
 
 # ---------------------------------------------------------------------------
@@ -121,8 +122,8 @@ def skip_masked_update(loss_fn, optimizer, *, batch_size, max_examples):
   import jax
   import jax.numpy as jnp
   import optax
-  from fedasync_jax.client import ClientUpdate
-  from fedasync_jax.rules import ClientResult
+  from fedasync_jax.core.client import ClientUpdate
+  from fedasync_jax.core.types import ClientResult
   B, M = int(batch_size), int(max_examples)
   per_epoch = -(-M // B)
 
@@ -175,8 +176,8 @@ def null_update(update):
   (start-parameter gather, result slot, mix, snapshot writes)."""
   import jax
   import jax.numpy as jnp
-  from fedasync_jax.client import ClientUpdate
-  from fedasync_jax.rules import ClientResult
+  from fedasync_jax.core.client import ClientUpdate
+  from fedasync_jax.core.types import ClientResult
 
   def fn(params, data, key, hparams):
     dtype = jax.tree.leaves(params)[0].dtype
@@ -194,7 +195,7 @@ def check_skip_update(st, n=24):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from fedasync_jax.client import ClientHParams, ClientRef
+  from fedasync_jax.core.client import ClientHParams, ClientRef
   x, y = jnp.asarray(st.ds.x), jnp.asarray(st.ds.y)
   h = ClientHParams(jnp.float32(1.0), jnp.float32(0.0))
 
@@ -329,7 +330,7 @@ def proto_run_chunk(rule, update, lanes=1):
   trash slot)."""
   import jax
   import jax.numpy as jnp
-  from fedasync_jax.client import ClientRef
+  from fedasync_jax.core.client import ClientRef
 
   def run_chunk(carry, steps, key, hp_table, dev):
     def step(carry, xs):
@@ -425,7 +426,7 @@ class ExecStepper:
     self.real_steps = p.num_steps
     p = p.pad_steps(-(-p.num_steps // chunk_steps) * chunk_steps)
     self.plan, self.chunk_steps = p, chunk_steps
-    self.hp_table = jax.tree.map(jnp.asarray, reference.task_hparams(sched))
+    self.hp_table = jax.tree.map(jnp.asarray, tasks.task_hparams(sched))
     self.dev = st.dev
     self.prog = executor.make_program(
         lambda _: st.rule, update, batching=batching,
@@ -478,7 +479,7 @@ class PureStepper:
     import jax.numpy as jnp
     import numpy as np
     from fedasync_jax import reference
-    from fedasync_jax.client import ClientRef
+    from fedasync_jax.core.client import ClientRef
     self.name = name
     G = max(1, len(tasks) // n_units // width)
     self.per_call = G * width
@@ -486,7 +487,7 @@ class PureStepper:
     self.tasks = np.asarray(tasks[:self.n_units * self.per_call],
                             np.int32).reshape(self.n_units, G, width)
     self.dev = st.dev
-    self.hp_table = jax.tree.map(jnp.asarray, reference.task_hparams(sched))
+    self.hp_table = jax.tree.map(jnp.asarray, tasks.task_hparams(sched))
     client_of = jnp.asarray(sched.client, jnp.int32)
 
     def call(params, tasks, key, hp_table, dev):
@@ -533,13 +534,13 @@ class LoopStepper:
     import jax.numpy as jnp
     import numpy as np
     from fedasync_jax import reference
-    from fedasync_jax.client import ClientRef
+    from fedasync_jax.core.client import ClientRef
     self.name, self.st = name, st
     self.per_call = len(tasks) // n_units
     self.n_units = n_units
     self.tasks = np.asarray(tasks[:n_units * self.per_call]).reshape(
         n_units, self.per_call)
-    hp = reference.task_hparams(sched)
+    hp = tasks.task_hparams(sched)
     self.hp = hp
     self.client = sched.client
     dev = st.dev
@@ -612,7 +613,7 @@ def empty_step_cost(st, sched, *, width, arrivals_per_step, n_steps=64):
   p = p.pad_steps(S + n_steps)
   arrays = executor.plan_arrays(p, sched, None)
   pad = {k: v[S:] for k, v in arrays.items()}
-  hp_table = jax.tree.map(jnp.asarray, reference.task_hparams(sched))
+  hp_table = jax.tree.map(jnp.asarray, tasks.task_hparams(sched))
   dev = st.dev
   prog = executor.make_program(lambda _: st.rule, st.update, batching="map",
                                params_like=st.params, data_like=dev)
@@ -661,7 +662,7 @@ def map_batched_broadcasts_dataset(st, width=8, map_batch_size=8):
   carry = prog.init(st.params, p.num_snaps, p.num_slots, p.init_snap)
   arrays = executor.plan_arrays(p, sched, None)
   chunk = {k: v[:2] for k, v in arrays.items()}
-  hp = reference.task_hparams(sched)
+  hp = tasks.task_hparams(sched)
   txt = str(jax.make_jaxpr(prog.run_chunk)(carry, chunk, st.key, hp, dev))
   n = st.ds.x.shape[0]
   return f"[{map_batch_size},{n},{st.ds.x.shape[1]}]" in txt.replace(" ", "")

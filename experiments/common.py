@@ -2,7 +2,7 @@
 
 * locating the shared real data (``--data-dir``) and skipping cleanly when it
   is absent;
-* building a run from a ``fedasync_jax.config.Config`` through the library's
+* building a run from a ``fedasync_jax.run.config.Config`` through the library's
   own ``experiment.setup`` and running it with ``executor.simulate``,
   optionally evaluating on a test subset (cheaper evaluations on this 2-core
   CPU);
@@ -24,6 +24,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from fedasync_jax import results
+from fedasync_jax import tasks, types
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -108,7 +109,7 @@ def fmt(x, nd=3) -> str:
 
 class Run(NamedTuple):
   setup: object     # experiment.Setup (with any substitutions)
-  out: object       # reference.RunResult
+  out: object       # types.RunResult
   history: list     # dicts: version, updates, time, loss, accuracy
   wall_s: float
 
@@ -136,7 +137,7 @@ def build(cfg, *, test_subset: Optional[int] = None, fed=None):
 
   The models are the library's as they are (``experiment.make_model``; on
   CPU ``models.mnist_cnn`` / ``models.resnet20`` use the loop-friendly
-  convolution of ``fedasync_jax.conv`` by default).
+  convolution of ``fedasync_jax.models.conv`` by default).
 
   Args:
     cfg: a validated ``config.Config``.
@@ -154,7 +155,7 @@ def build(cfg, *, test_subset: Optional[int] = None, fed=None):
     c = cfg.client
     s = experiment.Setup(
         fed, model, None, rule, sched,
-        reference.task_hparams(sched, prox_rho=c.prox_rho,
+        tasks.task_hparams(sched, prox_rho=c.prox_rho,
                                delay_beta=c.delay_beta),
         model.init(jax.random.key(cfg.run.seed)), None, 1)
     per_version = (rule.arrivals_per_version if rule.arrivals_per_version

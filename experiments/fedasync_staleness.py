@@ -4,7 +4,7 @@ arXiv:1903.03934) at maximum staleness 4 and 16, against FedAvg.
 FedAsync mixes every arrival at once: ``w <- (1 - a_t) w + a_t w_k`` with
 ``a_t = alpha * s(tau)``. We compare ``s`` = constant, polynomial (a=0.5)
 and hinge (a=10, b=4), each with alpha in {0.6, 0.9}: 6 members that share
-one compiled program (``fedasync_jax.sweep.sweep``; the staleness family is a
+one compiled program (``fedasync_jax.sim.sweep.sweep``; the staleness family is a
 traced member index, see ``mixed_staleness``), for each staleness setting,
 plus synchronous FedAvg. Data: MNIST, 100 clients, Dirichlet(0.5); model:
 the 784-200-200-10 MLP; clients: SGD, fixed local steps.
@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 import common  # noqa: E402
+from fedasync_jax import tasks
 
 KINDS = ("constant", "polynomial", "hinge")
 ALPHAS = (0.6, 0.9)
@@ -184,7 +185,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         outs = sweep.sweep(make_rule, hp, update, params, fed.train, sched,
                            keys=jax.random.key(seed),
-                           hparams=reference.task_hparams(sched),
+                           hparams=tasks.task_hparams(sched),
                            eval_fn=eval_fn, eval_every=eval_every,
                            batching=batching)
         wall = time.perf_counter() - t0
@@ -197,7 +198,7 @@ def main(argv=None):
           seq = [executor.simulate(
               make_rule({"kind": jnp.int32(k), "alpha": jnp.float32(a)}),
               update, params, fed.train, sched, key=jax.random.key(seed),
-              hparams=reference.task_hparams(sched), eval_fn=eval_fn,
+              hparams=tasks.task_hparams(sched), eval_fn=eval_fn,
               eval_every=eval_every) for k, a in members]
           seq_wall = time.perf_counter() - t1
           diff = max(abs(e1["accuracy"] - e2["accuracy"])
@@ -331,7 +332,7 @@ def main(argv=None):
   {eval_every} client updates); final accuracy on the full test set.
 - FedAsync: s(tau) constant, polynomial (a=0.5), hinge (a=10, b=4), alpha in
   {{0.6, 0.9}}: the 6 members of each setting ran as ONE compiled program
-  (`fedasync_jax.sweep.sweep`, member axis vmapped; the staleness family is a
+  (`fedasync_jax.sim.sweep.sweep`, member axis vmapped; the staleness family is a
   traced index).
 - "Maximum staleness" regimes: {'; '.join(f'{r}: {sdesc[r]}' for r in regimes)}.
 - FedAvg baseline: synchronous cohorts of C (same number of clients at work),

@@ -3,7 +3,7 @@
 FedAsync (arXiv:1903.03934) on a NON-CONVEX problem with known constants
 (``theory.nonconvex``: least squares plus ``nu sum psi(w - w*)``, exact
 ``L``, ``w*`` and ``F*``), with the staleness functions of
-``fedasync_jax.staleness`` -- constant, polynomial, hinge, exponential and
+``fedasync_jax.core.staleness`` -- constant, polynomial, hinge, exponential and
 the delay-adaptive rules ``koloskova`` (arXiv:2206.08307, Thm. 8) and
 ``mishchenko`` (arXiv:2206.07638) -- under four device-speed distributions
 (constant, exponential, lognormal, Pareto; one speed per client, no per-task

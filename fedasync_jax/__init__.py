@@ -1,18 +1,23 @@
 """fedasync_jax: a JAX-accelerated, vectorized simulator of asynchronous FL.
 
-The public API, by module:
+The package is layered; each layer imports only the ones above it:
 
-* ``staleness``: staleness functions ``s(tau)`` and the cutoff;
-* ``rules``: server rules (FedAsync, FedBuff, FedAvg, AFL) as pure functions;
-* ``client``: the local update of one client;
-* ``delays``, ``scheduler``: delay models and the discrete-event schedule;
-* ``reference``: the one-client-at-a-time oracle;
-* ``plan``, ``executor``, ``sweep``: the vectorized executor and sweeps;
-* ``data``, ``synthetic``, ``datasets``, ``partition``, ``models``: data and
-  models;
-* ``robust``, ``faults``: guarded rules and fault injection;
-* ``theory``: problems with known constants, tracking and bounds;
-* ``config``, ``experiment``, ``cli``: configured runs and the command line.
+* ``fedasync_jax.core``: pure pieces with no simulator (``tree``,
+  ``checks``, ``registry``, ``types``, ``staleness``, ``rules``,
+  ``robust``, ``client``, ``arrival``);
+* ``fedasync_jax.sim``: event schedules in numpy (``delays``,
+  ``scheduler``, ``faults``), per-task inputs (``tasks``), the vectorized executor (``plan``,
+  ``executor``, ``sweep``), the oracle (``reference``) and
+  ``compile_cache``;
+* ``fedasync_jax.data`` (``synthetic``, ``datasets``, ``partition``) and
+  ``fedasync_jax.models`` (``conv``);
+* ``fedasync_jax.theory``: problems with known constants, tracking, bounds;
+* ``fedasync_jax.run``: ``config``, ``experiment``, ``results``, ``demo``,
+  ``cli``.
+
+The public API is what ``__all__`` names: those modules (reachable as
+``fedasync_jax.<name>`` after ``import fedasync_jax``) and the entry points
+and types below.
 
 Example:
   >>> import fedasync_jax as fj
@@ -21,17 +26,37 @@ Example:
   True
 """
 
-from fedasync_jax import (client, data, delays, executor, plan, reference,
-                          robust, rules, scheduler, staleness, sweep,
-                          synthetic, tree)
-from fedasync_jax.client import ClientHParams, ClientRef, local_update
+from fedasync_jax import data, models, theory
+from fedasync_jax.core import (arrival, checks, client, registry, robust,
+                               rules, staleness, tree, types)
+from fedasync_jax.data import datasets, partition, synthetic
+from fedasync_jax.models import conv
+from fedasync_jax.run import config, experiment, results
+from fedasync_jax.sim import (compile_cache, delays, executor, faults, plan,
+                              reference, scheduler, sweep, tasks)
+from fedasync_jax.core.client import ClientHParams, ClientRef, local_update
 from fedasync_jax.data import ClientDataset, FederatedData
-from fedasync_jax.executor import simulate
-from fedasync_jax.reference import RunResult, task_hparams
-from fedasync_jax.reference import run as run_reference
-from fedasync_jax.rules import (ClientResult, ServerRule, afl, fedasync,
-                                fedavg, fedbuff)
-from fedasync_jax.scheduler import Schedule, asynchronous, synchronous
-from fedasync_jax.sweep import sweep as run_sweep
+from fedasync_jax.sim.executor import simulate
+from fedasync_jax.core.types import RunResult
+from fedasync_jax.sim.tasks import task_hparams
+from fedasync_jax.sim.reference import run as run_reference
+from fedasync_jax.core.rules import (ClientResult, ServerRule, afl, fedasync,
+                                     fedavg, fedbuff)
+from fedasync_jax.sim.scheduler import Schedule
+from fedasync_jax.sim.sweep import sweep as run_sweep
 
 __version__ = "0.1.0"
+
+__all__ = [
+    # modules
+    "arrival", "checks", "client", "compile_cache", "config", "conv", "data", "datasets",
+    "delays", "executor", "experiment", "faults", "models", "partition",
+    "plan", "reference", "registry", "results", "robust", "rules",
+    "scheduler", "staleness", "sweep", "synthetic", "tasks", "theory",
+    "tree", "types",
+    # entry points and types
+    "simulate", "run_sweep", "run_reference", "task_hparams", "RunResult",
+    "Schedule", "ClientDataset", "FederatedData", "ClientHParams",
+    "ClientRef", "local_update", "ClientResult", "ServerRule", "fedasync",
+    "fedbuff", "fedavg", "afl",
+]

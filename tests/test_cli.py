@@ -129,7 +129,7 @@ def test_interrupt_and_resume_end_with_same_params(tmp_path):
   assert cli.main(["run", "--config", str(cfg), "--out", str(full)]) == 0
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   proc = subprocess.Popen(
-      [sys.executable, "-m", "fedasync_jax.cli", "run", "--config", str(cfg),
+      [sys.executable, "-m", "fedasync_jax.run.cli", "run", "--config", str(cfg),
        "--out", str(cut)], env=env, stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 120

@@ -1,4 +1,4 @@
-"""Tests for fedasync_jax.conv: the canonical-VJP convolution equals lax's.
+"""Tests for fedasync_jax.models.conv: the canonical-VJP convolution equals lax's.
 
 XLA:CPU compiles slowly, so each test builds ONE jitted program that
 computes the lax and the canonical results side by side for all its cases,

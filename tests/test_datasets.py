@@ -1,4 +1,4 @@
-"""Tests for fedasync_jax.datasets.
+"""Tests for fedasync_jax.data.datasets.
 
 TFDS is exercised offline in two ways: ``tfds.testing.mock_data`` (random
 records, no files; its data sources implement ``__getitem__`` but not a

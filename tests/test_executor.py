@@ -16,6 +16,7 @@ import pytest
 from conftest import lsq_loss, make_lsq_data
 from fedasync_jax import (client, data, delays, executor, models, plan,
                           reference, rules, scheduler, staleness, sweep)
+from fedasync_jax import tasks
 
 N = 100
 ARRIVALS = 500
@@ -98,7 +99,7 @@ def run_both(name, dtype, **kw):
   dm = delays.delay_model(speeds(sp, N), ds.counts.astype(float))
   s = scheduler.asynchronous(dm, num_updates=ARRIVALS, concurrency=C, seed=0,
                              **skw)
-  hp = reference.task_hparams(s, delay_beta=0.05 if "afl" in name else None,
+  hp = tasks.task_hparams(s, delay_beta=0.05 if "afl" in name else None,
                               prox_rho=0.01)
   rule = make_rule(ds)
   key = jax.random.key(7)
@@ -281,7 +282,7 @@ def test_sweep_members_equal_separate_runs():
   outs = sweep.sweep(make_rule, grid, upd, params, ds, scheds, keys=keys,
                      client_lr_scale=lr, eval_fn=ev, eval_every=100)
   for m in range(3):
-    hp = reference.task_hparams(scheds[m], lr_scale=lr[m])
+    hp = tasks.task_hparams(scheds[m], lr_scale=lr[m])
     single = executor.simulate(
         make_rule({k: float(v[m]) for k, v in grid.items()}), upd, params,
         ds, scheds[m], key=keys[m], hparams=hp, eval_fn=ev, eval_every=100)

@@ -1,4 +1,4 @@
-"""Tests for fedasync_jax.partition."""
+"""Tests for fedasync_jax.data.partition."""
 
 import sys
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fedasync_jax import delays, scheduler
-from fedasync_jax.scheduler import ARRIVAL, DISPATCH, LOST
+from fedasync_jax.sim.scheduler import ARRIVAL, DISPATCH, LOST
 
 
 def model(n=50, kind="lognormal", seed=0, **kw):

@@ -1,4 +1,4 @@
-"""Tests for fedasync_jax.synthetic (FedProx Synthetic(alpha, beta))."""
+"""Tests for fedasync_jax.data.synthetic (FedProx Synthetic(alpha, beta))."""
 
 import time
 

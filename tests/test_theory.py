@@ -8,6 +8,7 @@ import pytest
 
 from fedasync_jax import (client, delays, executor, reference, rules,
                           scheduler, staleness, theory)
+from fedasync_jax import tasks
 
 
 def _rows(p):
@@ -282,7 +283,7 @@ def test_averaged_gradient_slope_is_about_minus_half():
       sc = scheduler.asynchronous(dm, num_updates=T, concurrency=4,
                                   max_staleness=8, seed=1000 * j + s)
       scheds.append(sc)
-      hps.append(reference.task_hparams(sc, lr_scale=np.sqrt(T0 / T)))
+      hps.append(tasks.task_hparams(sc, lr_scale=np.sqrt(T0 / T)))
   outs = theory.track_many(rule, upd, jnp.zeros(5), p.data, scheds,
                            keys=jax.random.split(jax.random.key(0),
                                                  len(scheds)),

@@ -48,42 +48,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedasync_jax import tree as tree_lib
-from fedasync_jax import staleness as staleness_lib
-from fedasync_jax.staleness import StalenessFn, _check
-
-Params = Any
-
-
-class ClientResult(NamedTuple):
-  """What a client sends back.
-
-  Attributes:
-    params: the client's parameters after local training.
-    delta: ``params - start_params`` (the pseudo-gradient, negated).
-    num_examples: the client's number of training examples (a weight).
-  """
-  params: Params
-  delta: Params
-  num_examples: Any
-
-
-class ServerRule(NamedTuple):
-  """A server rule: ``init``, ``apply`` and (synchronous rules) ``end_round``.
-
-  ``max_staleness`` is the cutoff of the rule's staleness function (or
-  ``None``), and ``arrivals_per_version`` tells the scheduler how versions
-  advance (1 for FedAsync and AFL, ``K`` for FedBuff, ``None`` for rounds).
-  ``result_fields`` names the ``ClientResult`` fields ``apply`` reads
-  (``"params"`` and/or ``"delta"``); the executor keeps only those for
-  clients in flight, halving that memory for most rules.
-  """
-  init: Callable[[Params], Any]
-  apply: Callable[[Any, ClientResult, Any], Any]
-  end_round: Optional[Callable[[Any], Any]] = None
-  max_staleness: Optional[int] = None
-  arrivals_per_version: Optional[int] = 1
-  result_fields: tuple = ("params", "delta")
+from fedasync_jax.core import tree as tree_lib
+from fedasync_jax.core import staleness as staleness_lib
+from fedasync_jax.core.staleness import StalenessFn, _check
+from fedasync_jax.core.types import ClientResult, Params, ServerRule
 
 
 def _tree_mix(old, new, weight):

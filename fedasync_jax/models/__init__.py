@@ -28,7 +28,7 @@ Convolutions. :func:`mnist_cnn` and :func:`resnet20` take a keyword-only
 ``conv`` option choosing the function their ``nn.Conv`` layers call.
 XLA:CPU runs JAX's own (transposed) backward convolutions 8-108x slower
 inside loops than alone (jax-ml/jax#12868), and clients train inside
-``lax.scan``; :func:`fedasync_jax.conv.conv_general_dilated` has the same
+``lax.scan``; :func:`fedasync_jax.models.conv.conv_general_dilated` has the same
 forward and a gradient made of canonical forward convolutions, fast in
 loops. The choice changes neither parameters, initialisation nor outputs;
 gradients agree up to float reassociation. Values of ``conv``:
@@ -36,7 +36,7 @@ gradients agree up to float reassociation. Values of ``conv``:
 * ``None`` or ``"auto"`` (default): decided when the model is traced, from
   ``jax.default_backend()``: the canonical gradient on CPU,
   ``jax.lax.conv_general_dilated`` elsewhere.
-* ``"canonical"``: :func:`fedasync_jax.conv.conv_general_dilated` on every
+* ``"canonical"``: :func:`fedasync_jax.models.conv.conv_general_dilated` on every
   backend.
 * ``"lax"``: ``jax.lax.conv_general_dilated``. Use it for forward-mode
   differentiation (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which the
@@ -76,7 +76,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedasync_jax import conv as conv_lib
+from fedasync_jax.models import conv as conv_lib
 
 PyTree = Any
 Array = jax.Array
@@ -453,7 +453,7 @@ def mnist_cnn(*, num_classes: int = 10,
     num_classes: number of classes.
     conv: ``None``/``"auto"``, ``"canonical"``, ``"lax"`` or a callable: the
       convolution the layers call (see the module docstring). The default
-      uses :mod:`fedasync_jax.conv`'s loop-friendly gradient on the CPU
+      uses :mod:`fedasync_jax.models.conv`'s loop-friendly gradient on the CPU
       backend. Parameters, initialisation and outputs do not depend on it.
 
   Returns:

@@ -43,9 +43,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedasync_jax import tree as tree_lib
-from fedasync_jax.rules import ClientResult
-from fedasync_jax.staleness import _check
+from fedasync_jax.core import tree as tree_lib
+from fedasync_jax.core.types import ClientResult
+from fedasync_jax.core.staleness import _check
 
 Params = Any
 

@@ -22,8 +22,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fedasync_jax import (client, delays, executor, models, results, rules,
-                          scheduler, staleness, synthetic)
+from fedasync_jax.core import client
+from fedasync_jax.sim import delays
+from fedasync_jax.sim import executor
+from fedasync_jax import models
+from fedasync_jax.run import results
+from fedasync_jax.core import rules
+from fedasync_jax.sim import scheduler
+from fedasync_jax.core import staleness
+from fedasync_jax.data import synthetic
 
 
 def _accuracy_at(evals, key, points):

@@ -7,7 +7,7 @@ They carry unusual dimension numbers (``b01f_01oi->b01f`` and
 them into its fast (Eigen) form; inside a ``while`` loop (``lax.scan``,
 ``lax.fori_loop``, ``lax.map``) it does not, and they run on a slow generic
 path (jax-ml/jax#12868). The library trains every client inside such a loop
-(:func:`fedasync_jax.client.local_update` is a ``lax.scan`` over local
+(:func:`fedasync_jax.core.client.local_update` is a ``lax.scan`` over local
 steps), so the backward pass of every convolutional model landed there.
 Measured on a 2-core CPU for one 28x28x32->32 layer at batch 64: the input
 gradient ran 8x slower and the kernel gradient 108x slower in a loop than

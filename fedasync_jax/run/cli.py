@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fedasync_jax import compile_cache
+from fedasync_jax.sim import compile_cache
 
 
 def _demo(args) -> int:
-  from fedasync_jax import demo
+  from fedasync_jax.run import demo
   out = args.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
   print(f"output folder: {out}")
   demo.run_demo(out, num_updates=args.updates, concurrency=args.concurrency,
@@ -70,7 +70,8 @@ outputs (in --out):
 
 
 def _run(args) -> int:
-  from fedasync_jax import config as config_lib, experiment
+  from fedasync_jax.run import config as config_lib
+  from fedasync_jax.run import experiment
   if args.resume is not None:
     if args.config is not None or args.set:
       raise ValueError("--resume continues a run with its saved config; do "
@@ -99,7 +100,8 @@ def _run(args) -> int:
 
 
 def _sweep(args) -> int:
-  from fedasync_jax import config as config_lib, experiment
+  from fedasync_jax.run import config as config_lib
+  from fedasync_jax.run import experiment
   cfg = (config_lib.load(args.config) if args.config is not None
          else config_lib.Config())
   cfg = config_lib.apply_overrides(cfg, args.set)
@@ -119,7 +121,7 @@ def _sweep(args) -> int:
 
 
 def _config(args) -> int:
-  from fedasync_jax import config as config_lib
+  from fedasync_jax.run import config as config_lib
   cfg = (config_lib.load(args.config) if args.config is not None
          else config_lib.Config())
   cfg = config_lib.apply_overrides(cfg, args.set)

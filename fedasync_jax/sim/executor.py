@@ -46,12 +46,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedasync_jax import plan as plan_lib
-from fedasync_jax.client import ClientHParams, ClientRef, ClientUpdate
+from fedasync_jax.sim import plan as plan_lib
+from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.data import ClientDataset
-from fedasync_jax.reference import RunResult, eval_points, task_hparams
-from fedasync_jax.rules import ClientResult, ServerRule
-from fedasync_jax.scheduler import Schedule
+from fedasync_jax.core.types import ClientResult, RunResult, ServerRule
+from fedasync_jax.sim.tasks import eval_points, task_hparams
+from fedasync_jax.sim.scheduler import Schedule
 
 BATCHINGS = ("vmap", "map", "map_batched")
 
@@ -456,7 +456,7 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
     schedule: the events.
     key: PRNG key; task ``k`` trains with ``jax.random.fold_in(key, k)``
       (as in the reference simulator).
-    hparams: per-task client hyperparameters (``reference.task_hparams``).
+    hparams: per-task client hyperparameters (``tasks.task_hparams``).
     width: clients trained per step. Default: 1 with ``"map"`` batching
       (the direct path: ``choose_width``), else ``plan.default_width`` of
       the concurrency.

@@ -41,10 +41,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fedasync_jax import (client, config as config_lib, data, datasets,
-                          delays, executor, models, partition, reference,
-                          results, robust, rules, scheduler, staleness,
-                          synthetic)
+from fedasync_jax.core import client
+from fedasync_jax.run import config as config_lib
+from fedasync_jax import data
+from fedasync_jax.data import datasets
+from fedasync_jax.sim import delays
+from fedasync_jax.sim import executor
+from fedasync_jax import models
+from fedasync_jax.data import partition
+from fedasync_jax.sim import reference
+from fedasync_jax.run import results
+from fedasync_jax.core import robust
+from fedasync_jax.core import rules
+from fedasync_jax.sim import scheduler
+from fedasync_jax.core import staleness
+from fedasync_jax.data import synthetic
+from fedasync_jax.sim import tasks
+from fedasync_jax.core import types
 
 CHECKPOINT = "checkpoint.msgpack"
 
@@ -343,7 +356,7 @@ def setup(cfg: config_lib.Config) -> Setup:
       patience=c.patience, stateful=model.stateful)
   rule = make_rule_from(cfg, fed)
   sched = make_schedule(cfg, fed, rule)
-  hparams = reference.task_hparams(sched, prox_rho=c.prox_rho,
+  hparams = tasks.task_hparams(sched, prox_rho=c.prox_rho,
                                    delay_beta=c.delay_beta)
   params = model.init(jax.random.key(cfg.run.seed))
   eval_fn = models.make_evaluator(model, fed.x_test, fed.y_test)
@@ -388,7 +401,7 @@ class ProgressBar:
       self.stream.write("\n")
 
 
-def _history_rows(s: Setup, out: reference.RunResult, param_bytes: int):
+def _history_rows(s: Setup, out: types.RunResult, param_bytes: int):
   sched = s.schedule
   arr = out.arrivals
   stale_cum = np.cumsum(arr["staleness"])
@@ -409,7 +422,7 @@ def _history_rows(s: Setup, out: reference.RunResult, param_bytes: int):
 
 
 def write_outputs(workdir: Path, cfg: config_lib.Config, s: Setup,
-                  out: reference.RunResult, *, wall_time: float) -> dict:
+                  out: types.RunResult, *, wall_time: float) -> dict:
   """Writes the history, logs, summary and plots of a finished run."""
   param_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(s.params))
   rows = _history_rows(s, out, param_bytes)
@@ -451,7 +464,7 @@ def write_outputs(workdir: Path, cfg: config_lib.Config, s: Setup,
   return summary
 
 
-def plot_run(workdir: Path, s: Setup, out: reference.RunResult, rows):
+def plot_run(workdir: Path, s: Setup, out: types.RunResult, rows):
   """Writes the PNG plots (needs matplotlib: the ``plots`` extra)."""
   from matplotlib.figure import Figure
   v = [r["version"] for r in rows]
@@ -624,7 +637,7 @@ def sweep_and_evaluate(cfg: config_lib.Config, grid: dict, seeds, workdir,
   import dataclasses
   import itertools
   import jax.numpy as jnp
-  from fedasync_jax import sweep as sweep_lib
+  from fedasync_jax.sim import sweep as sweep_lib
   config_lib.validate(cfg)
   seeds = [int(s) for s in (seeds or [cfg.run.seed])]
   names = list(grid)
@@ -648,7 +661,7 @@ def sweep_and_evaluate(cfg: config_lib.Config, grid: dict, seeds, workdir,
   for seed in seeds:
     c = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, seed=seed))
     sched = make_schedule(c, base.fed, base.rule)
-    per_seed[seed] = (sched, reference.task_hparams(
+    per_seed[seed] = (sched, tasks.task_hparams(
         sched, prox_rho=cfg.client.prox_rho, delay_beta=cfg.client.delay_beta),
         base.model.init(jax.random.key(seed)))
   rule_keys = [n for n in names if SWEEPABLE[n] is not None]

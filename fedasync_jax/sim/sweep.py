@@ -34,13 +34,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedasync_jax import executor
-from fedasync_jax import plan as plan_lib
-from fedasync_jax.client import ClientHParams, ClientUpdate
+from fedasync_jax.sim import executor
+from fedasync_jax.sim import plan as plan_lib
+from fedasync_jax.core.client import ClientHParams, ClientUpdate
 from fedasync_jax.data import ClientDataset
-from fedasync_jax.reference import RunResult, task_hparams
-from fedasync_jax.rules import ServerRule
-from fedasync_jax.scheduler import Schedule
+from fedasync_jax.core.types import RunResult, ServerRule
+from fedasync_jax.sim.tasks import task_hparams
+from fedasync_jax.sim.scheduler import Schedule
 
 
 def _num_members(rule_hparams) -> int:

@@ -37,7 +37,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from fedasync_jax.scheduler import Schedule
+from fedasync_jax.sim.scheduler import Schedule
 
 
 class Plan(NamedTuple):

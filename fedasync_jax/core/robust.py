@@ -46,9 +46,9 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from fedasync_jax import tree as tree_lib
-from fedasync_jax.rules import ClientResult, ServerRule
-from fedasync_jax.staleness import _check
+from fedasync_jax.core import tree as tree_lib
+from fedasync_jax.core.types import ClientResult, ServerRule
+from fedasync_jax.core.staleness import _check
 
 
 class GuardedState(NamedTuple):

@@ -63,13 +63,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedasync_jax import tree as tree_lib
+from fedasync_jax.core import tree as tree_lib
 from fedasync_jax import data as data_lib
-from fedasync_jax import scheduler as sched_lib
-from fedasync_jax.client import ClientHParams, ClientRef, ClientUpdate
-from fedasync_jax.reference import RunResult, task_hparams
-from fedasync_jax.rules import ServerRule
-from fedasync_jax.sweep import member_keys
+from fedasync_jax.sim import scheduler as sched_lib
+from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
+from fedasync_jax.core.types import RunResult, ServerRule
+from fedasync_jax.sim.tasks import task_hparams
+from fedasync_jax.sim.sweep import member_keys
 
 Params = Any
 
@@ -1022,7 +1022,7 @@ def track(rule: ServerRule, client_update: ClientUpdate, params,
     data: the population's examples.
     schedule: the events.
     key: PRNG key (task ``k`` uses ``fold_in(key, k)``, as the simulators).
-    hparams: per-task client hyperparameters (``reference.task_hparams``).
+    hparams: per-task client hyperparameters (``tasks.task_hparams``).
     metrics: jit-traceable ``params -> dict`` (e.g. ``metrics_fn(p)``).
     ring_size: stored versions (default: the largest applied staleness + 1).
 

@@ -38,7 +38,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from fedasync_jax.delays import DelayModel
+from fedasync_jax.sim.delays import DelayModel
 
 SELECTIONS = ("uniform", "without_replacement", "weighted")
 
@@ -310,7 +310,7 @@ def asynchronous(delays: DelayModel, *, num_updates: int,
   seq = 0
   version, kept = 0, 0
   skipped = 0
-  from fedasync_jax.delays import sample_durations
+  from fedasync_jax.sim.delays import sample_durations
 
   def dispatch(t):
     nonlocal seq
@@ -433,7 +433,7 @@ def synchronous(delays: DelayModel, *, num_rounds: int, cohort_size: int,
                      f"size {n}, got {cohort_size + over_selection}")
   if deadline is not None and not (np.isfinite(deadline) and deadline > 0):
     raise ValueError(f"deadline must be finite and > 0, got {deadline!r}")
-  from fedasync_jax.delays import sample_durations
+  from fedasync_jax.sim.delays import sample_durations
   rng = np.random.default_rng(seed)
   sel = _Selector(selection, n, rng, weights, delays.availability)
   busy_until = np.zeros(n)

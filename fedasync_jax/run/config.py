@@ -95,7 +95,7 @@ class RuleConfig:
 
 @dataclasses.dataclass
 class DelayConfig:
-  """How long a client task takes (see ``fedasync_jax.delays``).
+  """How long a client task takes (see ``fedasync_jax.sim.delays``).
 
   A task of client ``c`` takes ``speed[c] * work[c] * jitter + comm_time``
   simulated seconds; ``work`` is the client's examples x local epochs (or

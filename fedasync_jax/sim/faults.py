@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedasync_jax.client import ClientUpdate
+from fedasync_jax.core.client import ClientUpdate
 from fedasync_jax.data import ClientDataset
 
 

@@ -2,7 +2,7 @@
 
 Loaders return a ``CentralData`` (train and test arrays, images kept as uint8
 on the host); ``federate`` splits the training set among clients with a
-scheme of ``fedasync_jax.partition`` and returns a ``data.FederatedData``.
+scheme of ``fedasync_jax.data.partition`` and returns a ``data.FederatedData``.
 
   * ``load_tfds``: any image classification data set of tensorflow-datasets
     (mnist, fashion_mnist, cifar10, emnist/balanced, ...), read through
@@ -37,7 +37,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from fedasync_jax import data
-from fedasync_jax import partition as partition_lib
+from fedasync_jax.data import partition as partition_lib
 
 # Per-channel mean and standard deviation of the training images scaled to
 # [0, 1]. MNIST and Fashion-MNIST measured on the exact training sets; the
