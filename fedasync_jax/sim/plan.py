@@ -52,6 +52,8 @@ class Plan(NamedTuple):
   ``arr_snap`` (snapshot slot to write after the arrival, or the trash slot),
   ``arr_valid``. ``init_snap``: slot of version 0. Trash slots are
   ``num_slots`` and ``num_snaps`` (one past the last real slot).
+  ``direct``: a ``make_direct_plan`` (one arrival per step, trained and
+  applied in the same step, no result slots).
   """
   wave_task: np.ndarray
   wave_client: np.ndarray
@@ -67,6 +69,7 @@ class Plan(NamedTuple):
   init_snap: int
   num_slots: int
   num_snaps: int
+  direct: bool = False
 
   @property
   def num_steps(self) -> int:
@@ -109,7 +112,7 @@ class Plan(NamedTuple):
 
 def default_width(concurrency: float) -> int:
   """A step width from the concurrency: the mean wave is about sqrt(C)
-  (measured; see DESIGN.md), so twice that covers most waves whole."""
+  (measured; docs/design.md), so twice that covers most waves whole."""
   return int(max(1, min(256, math.ceil(2 * math.sqrt(max(concurrency, 1))))))
 
 
@@ -314,4 +317,45 @@ def make_direct_plan(schedule: Schedule) -> Plan:
       arr_staleness=col(schedule.staleness, np.int32),
       arr_ends_round=col(schedule.ends_round, bool),
       arr_snap=col(arr_snap, np.int32), arr_valid=np.ones((n, 1), bool),
-      init_snap=init_snap, num_slots=0, num_snaps=n_snaps)
+      init_snap=init_snap, num_slots=0, num_snaps=n_snaps, direct=True)
+
+
+class Steps(NamedTuple):
+  """The plan's per-step arrays as the compiled program reads them.
+
+  The fields are those of ``Plan`` that the program needs (see there),
+  plus ``arr_eval``: whether an evaluation runs after the arrival. Leading
+  axis: steps (a sweep over different schedules adds a member axis first).
+  """
+  wave_task: np.ndarray
+  wave_client: np.ndarray
+  wave_snap: np.ndarray
+  wave_slot: np.ndarray
+  wave_valid: np.ndarray
+  arr_slot: np.ndarray
+  arr_staleness: np.ndarray
+  arr_ends_round: np.ndarray
+  arr_snap: np.ndarray
+  arr_valid: np.ndarray
+  arr_eval: np.ndarray
+
+
+def steps_of(p: Plan, eval_flags: np.ndarray) -> Steps:
+  """The program's ``Steps`` of plan ``p``; ``eval_flags[a]`` says whether
+  an evaluation follows arrival ``a`` (``tasks.eval_points``).
+
+  Example:
+    >>> import numpy as np
+    >>> from fedasync_jax import delays, scheduler
+    >>> s = scheduler.asynchronous(delays.delay_model(np.ones(4), np.ones(4)),
+    ...                            num_updates=6, concurrency=2, seed=0)
+    >>> st = steps_of(make_direct_plan(s), np.ones(6, bool))
+    >>> st.arr_eval.shape, bool(st.arr_eval.all())
+    ((6, 1), True)
+  """
+  flags = np.asarray(eval_flags, bool)
+  arr_eval = (flags[p.arr_index] & p.arr_valid if flags.size
+              else np.zeros_like(p.arr_valid))
+  return Steps(p.wave_task, p.wave_client, p.wave_snap, p.wave_slot,
+               p.wave_valid, p.arr_slot, p.arr_staleness, p.arr_ends_round,
+               p.arr_snap, p.arr_valid, arr_eval)

@@ -3,9 +3,10 @@
 This is the oracle for every speed-up. It walks the schedule's events in
 order, keeps the parameters each in-flight client downloaded, trains a
 client (one jitted call per client) when its update arrives, measures its
-staleness from the server's own version counter, and applies the rule. It
-shares nothing with the vectorized executor but the rule, the client update
-and the schedule.
+staleness from the server's own version counter, and applies the update
+through ``core.arrival.arrive`` (the one arrival step every simulator
+uses). It shares nothing with the vectorized executor but that step, the
+rule, the client update and the schedule: no plan, no slots, no chunks.
 
 Example:
   >>> import jax, jax.numpy as jnp, numpy as np, optax
@@ -34,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedasync_jax.core.arrival import arrive
 from fedasync_jax.sim import scheduler as sched_lib
 from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.data import ClientDataset
@@ -49,7 +51,7 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
         schedule: sched_lib.Schedule, *, key, hparams: Optional[
             ClientHParams] = None, eval_fn: Optional[Callable] = None,
         eval_every: Optional[int] = None, progress: Optional[
-            Callable[[int, int], None]] = None) -> RunResult:
+            Callable[[dict], None]] = None) -> RunResult:
   """Runs the schedule one client at a time.
 
   Args:
@@ -63,7 +65,9 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
     eval_fn: ``params -> dict of scalars``, run when the version becomes a
       multiple of ``eval_every`` (and on the initial parameters).
     eval_every: evaluation interval in versions.
-    progress: called as ``progress(arrivals_done, num_arrivals)``.
+    progress: called after every arrival with a dict (``arrivals_done``,
+      ``num_arrivals``, ``version``, ``wall_time_s``, ``last_eval``), as
+      ``executor.simulate`` calls it after every chunk.
 
   Returns:
     A ``RunResult``.
@@ -77,8 +81,8 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
   offsets, counts = data.offsets, data.counts
   train = jax.jit(lambda p, o, c, k, h: client.update(
       p, ClientRef(x, y, o, c), k, h))
-  apply = jax.jit(rule.apply)
-  end_round = jax.jit(rule.end_round) if rule.end_round is not None else None
+  step = jax.jit(lambda st, r, tau, end: arrive(rule, st, r, tau,
+                                                ends_round=end))
   eval_jit = jax.jit(eval_fn) if eval_fn is not None else None
 
   t_start = time.perf_counter()
@@ -104,15 +108,13 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
     result, metrics = train(start, offsets[c], counts[c],
                             jax.random.fold_in(key, k), _index(hparams, k))
     tau = int(state.version) - v0
-    dropped_before = int(state.dropped)
     version_before = int(state.version)
-    state = apply(state, result, tau)
-    if end_round is not None and schedule.ends_round[a]:
-      state = end_round(state)
+    state, _, applied = step(state, result, tau,
+                             bool(schedule.ends_round[a]))
     arr["client"][a] = c
     arr["time"][a] = schedule.arrival_time[k]
     arr["staleness"][a] = tau
-    arr["applied"][a] = int(state.dropped) == dropped_before
+    arr["applied"][a] = bool(applied)
     arr["version"][a] = int(state.version)
     arr["train_loss"][a] = float(metrics["loss"])
     if (eval_jit is not None and eval_every and int(state.version) !=
@@ -124,7 +126,10 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
                        eval_jit(state.params).items()}})
     a += 1
     if progress is not None:
-      progress(a, n_arr)
+      progress({"arrivals_done": a, "num_arrivals": n_arr,
+                "version": int(state.version),
+                "wall_time_s": time.perf_counter() - t_start,
+                "last_eval": evals[-1] if evals else None})
   jax.block_until_ready(state)
   participation = np.bincount(arr["client"][arr["applied"]],
                               minlength=schedule.num_clients)

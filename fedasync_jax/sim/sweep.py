@@ -34,13 +34,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedasync_jax.sim import executor
-from fedasync_jax.sim import plan as plan_lib
 from fedasync_jax.core.client import ClientHParams, ClientUpdate
-from fedasync_jax.data import ClientDataset
 from fedasync_jax.core.types import RunResult, ServerRule
-from fedasync_jax.sim.tasks import task_hparams
+from fedasync_jax.data import ClientDataset
+from fedasync_jax.sim import driver, strategies
+from fedasync_jax.sim.program import device_data, make_program
 from fedasync_jax.sim.scheduler import Schedule
+from fedasync_jax.sim.tasks import task_hparams
 
 
 def _num_members(rule_hparams) -> int:
@@ -70,6 +70,41 @@ def _pad_tasks(hp: ClientHParams, n: int) -> ClientHParams:
   return jax.tree.map(
       lambda a: np.concatenate([np.asarray(a), np.zeros(
           n - np.shape(a)[0], np.asarray(a).dtype)]), hp)
+
+
+def _member_hparams(scheds, hparams, client_lr_scale, M):
+  """One ``ClientHParams`` per member (``client_lr_scale`` applied)."""
+  if hparams is None or isinstance(hparams, ClientHParams):
+    hps = [hparams if hparams is not None else task_hparams(s)
+           for s in scheds]
+  else:
+    hps = list(hparams)
+    if len(hps) != M:
+      raise ValueError(f"hparams must be one ClientHParams or {M}, got "
+                       f"{len(hps)}")
+  if client_lr_scale is not None:
+    scale = np.asarray(client_lr_scale, np.float32).reshape(-1)
+    if scale.shape != (M,):
+      raise ValueError(f"client_lr_scale must have shape ({M},), got "
+                       f"{scale.shape}")
+    hps = [h._replace(lr_scale=np.asarray(h.lr_scale) * s)
+           for h, s in zip(hps, scale)]
+  return hps
+
+
+def _sharding(mesh, mesh_axis, M):
+  """``(put, put_replicated)`` for the member axis over ``mesh``."""
+  if mesh is None:
+    return (lambda x: x), (lambda x: x)
+  axis = mesh_axis or mesh.axis_names[0]
+  n_dev = mesh.shape[axis]
+  if M % n_dev:
+    raise ValueError(f"the number of members ({M}) must be a multiple of "
+                     f"the mesh axis {axis!r} size {n_dev}")
+  shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+  repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return (lambda x: jax.device_put(x, shard)), (
+      lambda x: jax.device_put(x, repl))
 
 
 def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
@@ -116,129 +151,74 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   if len(scheds) != M:
     raise ValueError(f"schedules must be one Schedule or {M} of them, got "
                      f"{len(scheds)}")
-  if chunk_steps < 1 or int(chunk_steps) != chunk_steps:
-    raise ValueError(f"chunk_steps must be an integer >= 1, got "
-                     f"{chunk_steps!r}")
+  chunk_steps = driver.check_chunk_steps(chunk_steps)
   keys = member_keys(keys, M)
-  if hparams is None or isinstance(hparams, ClientHParams):
-    hps = [hparams if hparams is not None else task_hparams(s)
-           for s in scheds]
-  else:
-    hps = list(hparams)
-    if len(hps) != M:
-      raise ValueError(f"hparams must be one ClientHParams or {M}, got "
-                       f"{len(hps)}")
-  if client_lr_scale is not None:
-    scale = np.asarray(client_lr_scale, np.float32).reshape(-1)
-    if scale.shape != (M,):
-      raise ValueError(f"client_lr_scale must have shape ({M},), got "
-                       f"{scale.shape}")
-    hps = [h._replace(lr_scale=np.asarray(h.lr_scale) * s)
-           for h, s in zip(hps, scale)]
-  for s in scheds:
-    if s.num_clients != data.num_clients:
-      raise ValueError(f"a schedule has {s.num_clients} clients but data "
-                       f"has {data.num_clients}")
+  hps = _member_hparams(scheds, hparams, client_lr_scale, M)
+  driver.check_schedules(scheds, data.num_clients)
   t0 = time.perf_counter()
-  batching = batching or executor.default_batching()
-  width, direct = executor.choose_width(
-      width, arrivals_per_step, batching,
-      max(s.stats.get("realised_concurrency", 1) for s in scheds))
-  plans = {}
-  for s in scheds:
-    if id(s) not in plans:
-      plans[id(s)] = (plan_lib.make_direct_plan(s) if direct else
-                      plan_lib.make_plan(s, width=width,
-                                         arrivals_per_step=arrivals_per_step))
-  n_steps = max(p.num_steps for p in plans.values())
-  n_steps = -(-n_steps // chunk_steps) * chunk_steps
-  num_slots = max(p.num_slots for p in plans.values())
-  num_snaps = max(p.num_snaps for p in plans.values())
-  member_plans = [plans[id(s)].pad_steps(n_steps) for s in scheds]
+  strategy, width = strategies.choose(
+      batching, width=width, arrivals_per_step=arrivals_per_step,
+      concurrency=max(s.stats.get("realised_concurrency", 1)
+                      for s in scheds), map_batch_size=map_batch_size)
+  plans = driver.make_plans(scheds, strategy, width=width,
+                            arrivals_per_step=arrivals_per_step,
+                            chunk_steps=chunk_steps)
   # One schedule for all members: the plan is passed once, unbatched, so
   # its loop bounds and conditions (padding, evaluation points) stay
   # conditions under the member vmap instead of becoming selects that run
   # both branches.
-  shared = len(plans) == 1
-  if shared:
-    stacked = executor.plan_arrays(member_plans[0], scheds[0], eval_every)
-  else:
-    arrays = [executor.plan_arrays(p, s, eval_every)
-              for p, s in zip(member_plans, scheds)]
-    stacked = {k: np.stack([a[k] for a in arrays]) for k in arrays[0]}
+  steps = driver.steps_for(plans, scheds, eval_every)
   n_tasks = max(s.num_tasks for s in scheds)
   hp_table = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)),
                           *[_pad_tasks(h, n_tasks) for h in hps])
-  init_snaps = jnp.asarray([p.init_snap for p in member_plans], jnp.int32)
+  init_snaps = jnp.asarray([p.init_snap for p in plans.members], jnp.int32)
   rule_hp = jax.tree.map(jnp.asarray, rule_hparams)
-
   one_params = (jax.tree.map(lambda a: a[0], params) if member_params
                 else params)
-  dev = executor.device_data(data, eval_fn)
-  prog = executor.make_program(make_rule, client, batching=batching,
-                               map_batch_size=map_batch_size,
-                               eval_fn=eval_fn, params_like=one_params,
-                               data_like=dev, direct=direct)
+  dev = device_data(data, eval_fn)
+  prog = make_program(make_rule, client, strategy, eval_fn=eval_fn,
+                      params_like=one_params, data_like=dev)
+  like = plans.like
   init = jax.jit(jax.vmap(
-      lambda p, snap, hp: prog.init(p, num_snaps, num_slots, snap, hp),
+      lambda p, snap, hp: prog.init(p, like, hp, init_snap=snap),
       in_axes=(0 if member_params else None, 0, 0)))
   run = jax.vmap(prog.run_chunk,
-                 in_axes=(0, None if shared else 0, 0, 0, None, 0))
-
-  put = lambda x: x  # noqa: E731
-  if mesh is not None:
-    axis = mesh_axis or mesh.axis_names[0]
-    n_dev = mesh.shape[axis]
-    if M % n_dev:
-      raise ValueError(f"the number of members ({M}) must be a multiple of "
-                       f"the mesh axis {axis!r} size {n_dev}")
-    shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
-    repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    put = lambda x: jax.device_put(x, shard)  # noqa: E731
-    dev = jax.device_put(dev, repl)
-    keys, hp_table, init_snaps, rule_hp = put((keys, hp_table, init_snaps,
-                                               rule_hp))
+                 in_axes=(0, None if plans.shared else 0, 0, 0, None, 0))
+  put, put_repl = _sharding(mesh, mesh_axis, M)
+  dev = put_repl(dev)
+  keys, hp_table, init_snaps, rule_hp = put((keys, hp_table, init_snaps,
+                                             rule_hp))
   carry = put(init(params, init_snaps, rule_hp))
   run_chunk = jax.jit(run, donate_argnums=0)
-  outs = []
-  done = 0
-  for i in range(0, n_steps, chunk_steps):
-    if shared:
-      chunk = {k: v[i:i + chunk_steps] for k, v in stacked.items()}
-    else:
-      chunk = put({k: v[:, i:i + chunk_steps] for k, v in stacked.items()})
-    carry, out = run_chunk(carry, chunk, keys, hp_table, dev, rule_hp)
-    outs.append(jax.device_get(out))
-    if progress is not None:
-      done += int(chunk["arr_valid"].sum()) * (M if shared else 1)
-      progress({"arrivals_done": done,
-                "num_arrivals": sum(s.num_arrivals for s in scheds),
-                "wall_time_s": time.perf_counter() - t0})
-  state = jax.block_until_ready(carry[0])
+  loop = driver.Loop(
+      lambda c, chunk: run_chunk(c, chunk if plans.shared else put(chunk),
+                                 keys, hp_table, dev, rule_hp),
+      batched=True, shared=plans.shared)
+  carry, outs = driver.run_loop(
+      loop, carry, steps, chunk_steps=chunk_steps,
+      num_arrivals=sum(s.num_arrivals for s in scheds), progress=progress,
+      t0=t0)
+  state = jax.block_until_ready(carry.state)
   wall = time.perf_counter() - t0
-  merged = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *outs)
+  merged = driver.merged_outputs(outs, True)
   init_evals = [None] * M
   if eval_fn is not None:
-    ev_jit = jax.jit(executor._call_eval, static_argnums=0)
-    eval_data = getattr(eval_fn, "data", None)
     for m in range(M):
-      p_m = (jax.tree.map(lambda a: a[m], params) if member_params
-             else params)
       if m == 0 or member_params:
-        ev0 = ev_jit(eval_fn, p_m, eval_data)
-      init_evals[m] = {"version": 0, "time": 0.0, "arrival": -1,
-                       "updates": 0, **{k: float(v) for k, v in ev0.items()}}
-  results = []
-  for m in range(M):
-    out_m = jax.tree.map(lambda a: a[m], merged)
-    arrivals, evals, participation = executor.assemble(
-        scheds[m], member_plans[m], out_m, eval_every, eval_fn,
-        init_evals[m])
-    stats = {"wall_time_s": wall, "member": m, "members": M,
-             "num_arrivals": scheds[m].num_arrivals,
-             "updates_per_s": sum(s.num_arrivals for s in scheds) / wall,
-             "padding_waste": plans[id(scheds[m])].padding_waste,
-             "width": width, "batching": batching, "direct": direct}
-    results.append(RunResult(jax.tree.map(lambda a: np.asarray(a[m]), state),
-                             arrivals, evals, participation, stats))
-  return results
+        p_m = (jax.tree.map(lambda a: a[m], params) if member_params
+               else params)
+        ev0 = driver.initial_eval(eval_fn, p_m, dev.eval_data)
+      init_evals[m] = dict(ev0)
+
+  def stats(m):
+    return {"wall_time_s": wall, "member": m, "members": M,
+            "num_arrivals": scheds[m].num_arrivals,
+            "updates_per_s": sum(s.num_arrivals for s in scheds) / wall,
+            "padding_waste": plans.real[m].padding_waste,
+            "width": width, "batching": batching or
+            strategies.default_batching(), "direct": strategy.direct}
+  return driver.results_for(
+      scheds, plans, [jax.tree.map(lambda a: a[m], merged) for m in range(M)],
+      [jax.tree.map(lambda a: np.asarray(a[m]), state) for m in range(M)],
+      eval_every=eval_every, eval_fn=eval_fn, init_evals=init_evals,
+      stats=stats)

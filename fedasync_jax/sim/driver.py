@@ -1,0 +1,326 @@
+"""The host driver shared by ``executor.simulate`` and ``sweep.sweep``.
+
+A run of ``M`` members (one for ``simulate``) goes through the same steps:
+choose the strategy and width once; plan each distinct schedule; pad the
+plans to one shape (a whole number of chunks); evaluate the initial
+parameters; run the compiled chunks, reporting progress and handing out
+checkpoints between them; and assemble each member's history in the
+reference simulator's format. Only how the program is batched differs:
+``simulate`` runs it as is, a sweep ``vmap``s it over the member axis.
+
+Example:
+  >>> import numpy as np
+  >>> from fedasync_jax import delays, scheduler
+  >>> s = scheduler.asynchronous(delays.delay_model(np.ones(4), np.ones(4)),
+  ...                            num_updates=6, concurrency=2, seed=0)
+  >>> from fedasync_jax.sim import strategies
+  >>> plans = make_plans([s, s], strategies.Direct(), width=1,
+  ...                    arrivals_per_step=None, chunk_steps=4)
+  >>> plans.num_steps, len(plans.members), plans.shared
+  (8, 2, True)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fedasync_jax.core import checks
+from fedasync_jax.core.types import RunResult
+from fedasync_jax.sim import plan as plan_lib
+from fedasync_jax.sim.program import evaluate
+from fedasync_jax.sim.scheduler import Schedule
+from fedasync_jax.sim.tasks import eval_points
+
+
+class Checkpoint(NamedTuple):
+  """The driver's state between two chunks, on the host.
+
+  ``carry_leaves``: the leaves of the program's ``Carry``; ``next_chunk``:
+  the first chunk still to run; ``outputs``: the per-step outputs of the
+  chunks already run, concatenated (a dict).
+  """
+  carry_leaves: list
+  next_chunk: int
+  outputs: dict
+
+  @classmethod
+  def capture(cls, carry, next_chunk, outs, step_axis: int = 0):
+    leaves = [np.asarray(x) for x in jax.device_get(jax.tree.leaves(carry))]
+    return cls(leaves, int(next_chunk), _merge(outs, step_axis))
+
+  def restore(self, like):
+    """Returns ``(carry, next_chunk, outs)``, checking shapes against
+    ``like`` (a freshly initialised carry of the same run)."""
+    ref, treedef = jax.tree.flatten(like)
+    if len(ref) != len(self.carry_leaves):
+      raise ValueError(f"checkpoint has {len(self.carry_leaves)} arrays but "
+                       f"this run needs {len(ref)}: it is from another run")
+    for a, b in zip(ref, self.carry_leaves):
+      if tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
+        raise ValueError(f"checkpoint array {b.shape} {b.dtype} does not "
+                         f"match this run's {a.shape} {a.dtype}: it is from "
+                         f"another run")
+    carry = jax.tree.unflatten(treedef, [jnp.asarray(x)
+                                         for x in self.carry_leaves])
+    return carry, self.next_chunk, [self.outputs]
+
+  def to_bytes(self) -> bytes:
+    """Serialises with flax's msgpack serialization."""
+    from flax import serialization
+    return serialization.msgpack_serialize({
+        "carry": {str(i): x for i, x in enumerate(self.carry_leaves)},
+        "next_chunk": self.next_chunk, "outputs": self.outputs})
+
+  @classmethod
+  def from_bytes(cls, payload: bytes) -> "Checkpoint":
+    from flax import serialization
+    d = serialization.msgpack_restore(payload)
+    carry = [np.asarray(d["carry"][str(i)]) for i in range(len(d["carry"]))]
+    return cls(carry, int(d["next_chunk"]), d["outputs"])
+
+
+def _outputs_dict(out) -> dict:
+  """``StepOutputs`` as a plain dict (the checkpoint's format)."""
+  d = {"applied": out.applied, "version": out.version,
+       "train_loss": out.train_loss}
+  if out.eval is not None:
+    d["eval"] = out.eval
+  return d
+
+
+def _merge(outs: list, axis: int) -> dict:
+  return jax.tree.map(lambda *xs: np.concatenate(xs, axis=axis), *outs)
+
+
+class Plans(NamedTuple):
+  """The members' plans, padded to one shape.
+
+  ``members``: one ``Plan`` per member (members that share a schedule share
+  the object); ``real``: the unpadded plan per member (for stats);
+  ``shared``: whether every member runs the same schedule (the plan then
+  enters the program once, unbatched); ``num_steps``: padded step count
+  (a multiple of the chunk); ``num_snaps``, ``num_slots``: buffer sizes.
+  """
+  members: list
+  real: list
+  shared: bool
+  num_steps: int
+  num_snaps: int
+  num_slots: int
+
+  @property
+  def like(self) -> plan_lib.Plan:
+    """A plan with the common buffer sizes (for ``Program.init``)."""
+    return self.members[0]._replace(num_snaps=self.num_snaps,
+                                    num_slots=self.num_slots)
+
+
+def make_plans(schedules: Sequence[Schedule], strategy, *, width: int,
+               arrivals_per_step: Optional[int], chunk_steps: int) -> Plans:
+  """Plans each distinct schedule once and pads all to one shape."""
+  by_id, real = {}, []
+  for s in schedules:
+    if id(s) not in by_id:
+      by_id[id(s)] = (plan_lib.make_direct_plan(s) if strategy.direct else
+                      plan_lib.make_plan(s, width=width,
+                                         arrivals_per_step=arrivals_per_step))
+    real.append(by_id[id(s)])
+  n_steps = max(p.num_steps for p in by_id.values())
+  n_steps = max(1, -(-n_steps // chunk_steps)) * chunk_steps
+  padded = {k: p.pad_steps(n_steps) for k, p in by_id.items()}
+  num_snaps = max(p.num_snaps for p in by_id.values())
+  num_slots = max(p.num_slots for p in by_id.values())
+  if len(by_id) > 1:
+    # Trash slots must agree across members: re-point each plan's trash
+    # (its own num_snaps / num_slots) to the common one.
+    padded = {k: _retrash(p, num_snaps, num_slots) for k, p in padded.items()}
+  return Plans([padded[id(s)] for s in schedules], real, len(by_id) == 1,
+               n_steps, num_snaps, num_slots)
+
+
+def _retrash(p: plan_lib.Plan, num_snaps: int, num_slots: int):
+  snap = lambda a: np.where(a == p.num_snaps, num_snaps, a).astype(a.dtype)  # noqa: E731
+  slot = lambda a: np.where(a == p.num_slots, num_slots, a).astype(a.dtype)  # noqa: E731
+  return p._replace(wave_snap=snap(p.wave_snap), arr_snap=snap(p.arr_snap),
+                    wave_slot=slot(p.wave_slot), arr_slot=slot(p.arr_slot),
+                    num_snaps=num_snaps, num_slots=num_slots)
+
+
+def steps_for(plans: Plans, schedules: Sequence[Schedule],
+              eval_every: Optional[int]) -> plan_lib.Steps:
+  """The program's ``Steps``: one plan's, or stacked over members."""
+  if plans.shared:
+    return plan_lib.steps_of(plans.members[0], eval_points(
+        schedules[0].version_after, eval_every))
+  each = [plan_lib.steps_of(p, eval_points(s.version_after, eval_every))
+          for p, s in zip(plans.members, schedules)]
+  return jax.tree.map(lambda *xs: np.stack(xs), *each)
+
+
+def initial_eval(eval_fn, params, eval_data=None) -> dict:
+  """The evaluation of the initial parameters as a history entry."""
+  ev = jax.jit(evaluate, static_argnums=0)(eval_fn, params, eval_data)
+  return {"version": 0, "time": 0.0, "arrival": -1, "updates": 0,
+          **{k: float(v) for k, v in ev.items()}}
+
+
+def assemble(schedule: Schedule, p: plan_lib.Plan, outs: dict,
+             eval_every: Optional[int], eval_fn, init_eval):
+  """Turns one member's per-step outputs into the reference's history.
+
+  ``outs`` may cover only the first steps of the plan (a run stopped early):
+  the history then holds the arrivals applied so far.
+
+  Returns:
+    ``(arrivals, evals, participation)`` as in ``RunResult``.
+  """
+  n_steps = np.asarray(outs["applied"]).shape[0]
+  valid = p.arr_valid[:n_steps]
+  arr_index = p.arr_index[:n_steps]
+  idx = arr_index[valid]
+  n_arr = int(valid.sum())
+  applied = np.zeros(n_arr, bool)
+  applied[idx] = np.asarray(outs["applied"])[valid]
+  version = np.zeros(n_arr, np.int64)
+  version[idx] = np.asarray(outs["version"])[valid]
+  loss_of_task = np.full(schedule.num_tasks, np.nan)
+  wv = p.wave_valid[:n_steps]
+  loss_of_task[p.wave_task[:n_steps][wv]] = np.asarray(
+      outs["train_loss"])[wv]
+  a_task = schedule.arrival_task[:n_arr]
+  arrivals = {"client": schedule.client[a_task].astype(np.int64),
+              "time": schedule.arrival_time[a_task],
+              "staleness": schedule.staleness[:n_arr].astype(np.int64),
+              "applied": applied, "version": version,
+              "train_loss": loss_of_task[a_task]}
+  evals = []
+  if eval_fn is not None:
+    evals.append(init_eval)
+    flags = eval_points(schedule.version_after, eval_every)
+    ev = {k: np.asarray(v) for k, v in outs["eval"].items()}
+    mask = valid & flags[arr_index]
+    pos = np.argwhere(mask)
+    for i, j in pos[np.argsort(arr_index[mask], kind="stable")]:
+      a = int(arr_index[i, j])
+      evals.append({"version": int(version[a]),
+                    "time": float(arrivals["time"][a]), "arrival": a,
+                    "updates": a + 1,
+                    **{k: float(v[i, j]) for k, v in ev.items()}})
+  participation = np.bincount(arrivals["client"][applied],
+                              minlength=schedule.num_clients)
+  return arrivals, evals, participation
+
+
+class Loop(NamedTuple):
+  """How the driver calls the compiled chunk and reads its outputs.
+
+  ``run_chunk(carry, chunk) -> (carry, StepOutputs)`` (jitted, with every
+  other argument bound); ``batched``: whether outputs have a leading member
+  axis; ``shared``: whether ``steps`` has no member axis.
+  """
+  run_chunk: Callable
+  batched: bool
+  shared: bool
+
+
+def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
+             num_arrivals: int, first_chunk: int = 0, outs=None,
+             progress: Optional[Callable[[dict], None]] = None,
+             checkpoint: Optional[Callable[[Checkpoint], Any]] = None,
+             last_eval: Optional[dict] = None, t0: Optional[float] = None):
+  """Runs the chunks from ``first_chunk`` on.
+
+  Calls ``progress(dict)`` after every chunk with ``arrivals_done``,
+  ``num_arrivals``, ``version`` (largest so far), ``wall_time_s`` and
+  ``last_eval`` (the latest evaluation, of member 0 in a sweep); calls
+  ``checkpoint(Checkpoint)`` after every chunk and stops when it returns
+  True.
+
+  Returns:
+    ``(carry, outs)``: the final carry and the per-step outputs (dicts, one
+    per chunk run, after those of a resumed checkpoint).
+  """
+  t0 = time.perf_counter() if t0 is None else t0
+  step_axis = 0 if loop.shared else 1
+  out_axis = 1 if loop.batched else 0
+  valid = np.asarray(steps.arr_valid)
+  n_steps = valid.shape[step_axis]
+  members = 1 if loop.shared and not loop.batched else None
+  outs = list(outs or [])
+  done = int(np.take(valid, range(first_chunk * chunk_steps),
+                     axis=step_axis).sum())
+  for i in range(first_chunk * chunk_steps, n_steps, chunk_steps):
+    chunk = jax.tree.map(
+        lambda a: np.take(a, range(i, min(i + chunk_steps, n_steps)),
+                          axis=step_axis), steps)
+    carry, out = loop.run_chunk(carry, chunk)
+    outs.append(_outputs_dict(jax.device_get(out)))
+    stop = False
+    if checkpoint is not None:
+      stop = bool(checkpoint(Checkpoint.capture(
+          carry, i // chunk_steps + 1, outs, out_axis)))
+    if progress is not None:
+      n_members = members or (jax.tree.leaves(carry.state)[0].shape[0]
+                              if loop.batched and loop.shared else 1)
+      done += int(chunk.arr_valid.sum()) * n_members
+      last_eval = _last_eval(outs[-1], chunk, loop) or last_eval
+      progress({"arrivals_done": done, "num_arrivals": num_arrivals,
+                "version": int(np.max(outs[-1]["version"])),
+                "wall_time_s": time.perf_counter() - t0,
+                "last_eval": last_eval})
+    if stop:
+      break
+  return carry, outs
+
+
+def _last_eval(out: dict, chunk: plan_lib.Steps, loop: Loop):
+  if "eval" not in out:
+    return None
+  flags = np.asarray(chunk.arr_eval)
+  ev = out["eval"]
+  if loop.batched:
+    ev = jax.tree.map(lambda v: v[0], ev)
+    if not loop.shared:
+      flags = flags[0]
+  if not flags.any():
+    return None
+  i, j = np.argwhere(flags)[-1]
+  return {k: float(v[i, j]) for k, v in ev.items()}
+
+
+def merged_outputs(outs: list, batched: bool) -> dict:
+  """The per-chunk outputs concatenated along the step axis."""
+  return _merge(outs, 1 if batched else 0)
+
+
+def check_chunk_steps(chunk_steps) -> int:
+  """``chunk_steps`` as an integer ``>= 1`` (or a clear error)."""
+  return checks.integer("chunk_steps", chunk_steps, low=1)
+
+
+def check_schedules(schedules: Sequence[Schedule], num_clients: int):
+  """Every schedule must have the data's number of clients."""
+  for s in schedules:
+    if s.num_clients != num_clients:
+      raise ValueError(f"schedule has {s.num_clients} clients but data has "
+                       f"{num_clients}")
+
+
+def results_for(schedules, plans: Plans, member_outs: list, states: list, *,
+                eval_every, eval_fn, init_evals, stats: Callable[[int], dict]
+                ) -> list:
+  """One ``RunResult`` per member from its outputs and final state."""
+  out = []
+  for m, s in enumerate(schedules):
+    arrivals, evals, participation = assemble(
+        s, plans.members[m], member_outs[m], eval_every, eval_fn,
+        init_evals[m])
+    st = stats(m)
+    st["stopped_early"] = len(arrivals["client"]) < s.num_arrivals
+    out.append(RunResult(states[m], arrivals, evals, participation, st))
+  return out

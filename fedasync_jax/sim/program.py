@@ -1,0 +1,184 @@
+"""The compiled program: pure ``init`` and ``run_chunk`` over typed state.
+
+``run_chunk`` is a ``lax.scan`` of the strategy's step
+(``strategies.Direct`` or a wave strategy) over a chunk of the plan's
+``Steps``. The carry is a ``Carry`` (server state, snapshot buffer, result
+buffer); each step emits ``StepOutputs``. Both functions are pure and not
+jitted here: the host driver jits them (and ``vmap``s them over the members
+of a sweep).
+
+Example:
+  >>> import jax, jax.numpy as jnp, numpy as np, optax
+  >>> from fedasync_jax import client, data, delays, rules, scheduler
+  >>> from fedasync_jax.sim import plan, strategies, tasks
+  >>> ds = data.from_client_arrays([np.ones((2, 1), np.float32)] * 4,
+  ...                              [np.ones(2, np.float32)] * 4)
+  >>> def loss(w, x, y, m):
+  ...   return jnp.sum(m * (x @ w - y) ** 2) / jnp.maximum(m.sum(), 1)
+  >>> upd = client.local_update(loss, optax.sgd(0.1), batch_size=2,
+  ...                           max_examples=2)
+  >>> s = scheduler.asynchronous(delays.delay_model(np.ones(4), np.ones(4)),
+  ...                            num_updates=6, concurrency=2, seed=0)
+  >>> p = plan.make_direct_plan(s)
+  >>> dev = device_data(ds)
+  >>> prog = make_program(lambda _: rules.fedasync(0.5), upd,
+  ...                     strategies.Direct(), params_like=jnp.zeros(1),
+  ...                     data_like=dev)
+  >>> carry = prog.init(jnp.zeros(1), p)
+  >>> steps = plan.steps_of(p, np.zeros(6, bool))
+  >>> carry, outs = prog.run_chunk(carry, steps, jax.random.key(0),
+  ...                              tasks.task_hparams(s), dev)
+  >>> int(carry.state.version), outs.applied.shape
+  (6, (6, 1))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
+from fedasync_jax.core.types import ServerRule
+from fedasync_jax.data import ClientDataset
+from fedasync_jax.sim import plan as plan_lib
+from fedasync_jax.sim.strategies import Context
+
+
+class DeviceData(NamedTuple):
+  """Arguments of the compiled chunk that are data, not program: the
+  population's examples, client ranges and the evaluation set."""
+  x: Any
+  y: Any
+  offsets: Any
+  counts: Any
+  eval_data: Any = None
+
+
+def device_data(data: ClientDataset, eval_fn=None) -> DeviceData:
+  """Places the examples on the device once (clients stay index ranges)."""
+  return DeviceData(jnp.asarray(data.x), jnp.asarray(data.y),
+                    jnp.asarray(data.offsets, jnp.int32),
+                    jnp.asarray(data.counts, jnp.int32),
+                    getattr(eval_fn, "data", None))
+
+
+def evaluate(eval_fn: Callable, params, eval_data=None) -> dict:
+  """Calls ``eval_fn(params)``, or ``eval_fn(params, eval_data)`` when the
+  evaluation set is passed as data (``models.make_evaluator``)."""
+  if eval_data is None:
+    return eval_fn(params)
+  return eval_fn(params, eval_data)
+
+
+class Carry(NamedTuple):
+  """The program's loop state.
+
+  Attributes:
+    state: the server rule's state.
+    snaps: snapshot buffer: parameters of versions that clients still start
+      from (leaves ``(num_snaps + 1, ...)``; the last slot is the trash).
+    results: result buffer of trained clients not yet arrived (leaves
+      ``(num_slots + 1, ...)``), or ``None`` on the direct path.
+  """
+  state: Any
+  snaps: Any
+  results: Any = None
+
+
+class StepOutputs(NamedTuple):
+  """What each step emits, per arrival position (``applied``, ``version``,
+  ``eval``: a dict of metrics or ``None``) and per wave lane
+  (``train_loss``)."""
+  applied: Any
+  version: Any
+  train_loss: Any
+  eval: Any = None
+
+
+class Program(NamedTuple):
+  """The pure pieces of a simulation.
+
+  ``init(params, plan, rule_hp=None) -> Carry`` and
+  ``run_chunk(carry, steps, key, hp_table, dev, rule_hp=None) -> (carry,
+  StepOutputs)``, a scan over the leading axis of ``steps``. ``rule_hp``
+  reaches ``make_rule`` inside the trace (a sweep batches it).
+  """
+  init: Callable
+  run_chunk: Callable
+
+
+def _zeros(shape_tree):
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape_tree)
+
+
+def make_program(make_rule: Callable[[Any], ServerRule],
+                 client: ClientUpdate, strategy, *,
+                 eval_fn: Optional[Callable] = None, params_like=None,
+                 data_like: Optional[DeviceData] = None) -> Program:
+  """Builds the pure ``init`` and ``run_chunk`` functions (not jitted).
+
+  Args:
+    make_rule: ``rule_hp -> ServerRule`` (called inside the trace).
+    client: the client update.
+    strategy: a strategy object from ``strategies.choose``.
+    eval_fn: optional ``params -> dict of scalars`` (see ``evaluate``).
+    params_like: parameters with the run's shapes (for the output shapes).
+    data_like: the run's ``DeviceData`` (for the output shapes).
+
+  Returns:
+    A ``Program``.
+  """
+
+  def train_fn(dev, fields):
+    def train_one(p, o, c, k, h):
+      res, met = client.update(p, ClientRef(dev.x, dev.y, o, c), k, h)
+      # Only what the rule reads is kept for clients in flight.
+      return res._replace(**{f: None for f in ("params", "delta")
+                             if f not in fields}), met
+    return train_one
+
+  eval_zeros = None
+  if eval_fn is not None:
+    eval_zeros = jax.eval_shape(
+        lambda p: evaluate(eval_fn, p, getattr(eval_fn, "data", None)),
+        params_like)
+
+  def init(params, p: plan_lib.Plan, rule_hp=None, init_snap=None):
+    """``init_snap`` overrides ``p.init_snap`` (a traced value in sweeps)."""
+    # The carry is donated to the compiled chunks: copy, never alias, the
+    # caller's parameters.
+    params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
+    rule = make_rule(rule_hp)
+    state = rule.init(params)
+    first = p.init_snap if init_snap is None else init_snap
+    snaps = jax.tree.map(
+        lambda x: jnp.zeros((p.num_snaps + 1,) + x.shape, x.dtype)
+        .at[first].set(x), params)
+    results = None
+    if not p.direct:
+      res_shape = jax.eval_shape(
+          train_fn(data_like, rule.result_fields), params, jnp.int32(0),
+          jnp.int32(0), jax.random.key(0),
+          ClientHParams(jnp.float32(1), jnp.float32(0)))[0]
+      results = jax.tree.map(
+          lambda s: jnp.zeros((p.num_slots + 1,) + s.shape, s.dtype),
+          res_shape)
+    # Every leaf its own buffer: rules may share one array between fields
+    # (e.g. zero counters), and the carry is donated.
+    return jax.tree.map(lambda x: jnp.array(x, copy=True),
+                        Carry(state, snaps, results))
+
+  def run_chunk(carry: Carry, steps: plan_lib.Steps, key, hp_table, dev,
+                rule_hp=None):
+    rule = make_rule(rule_hp)
+    hp_table = jax.tree.map(jnp.asarray, hp_table)
+    ctx = Context(rule, train_fn(dev, rule.result_fields), key, hp_table,
+                  dev, None if eval_fn is None else
+                  (lambda p, d: evaluate(eval_fn, p, d.eval_data)),
+                  None if eval_zeros is None else _zeros(eval_zeros))
+    return jax.lax.scan(lambda c, row: strategy.step(ctx, c, row), carry,
+                        steps)
+
+  return Program(init, run_chunk)

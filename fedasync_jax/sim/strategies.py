@@ -1,0 +1,274 @@
+"""How a step of the compiled program trains its clients: strategy objects.
+
+A strategy is chosen once per run, on the host, before anything is traced
+(``choose``); the program then calls its ``step``. Two kinds:
+
+* ``Direct``: one arrival per step (``plan.make_direct_plan``): train the
+  arriving client from its snapshot and apply its update at once; no result
+  slots. The CPU default: clients are trained one after the other anyway,
+  and skipping the slots is faster (docs/benchmarks.md).
+* wave strategies (``plan.make_plan``): train a wave of up to ``width``
+  clients whose start versions exist, keep their results in slots, then
+  apply the step's arrivals in order. They differ in how the wave is
+  batched: ``Vmap`` (one batched program over all lanes; the accelerator
+  default), ``Map`` (``lax.fori_loop`` over the valid prefix of the wave:
+  padding costs nothing) and ``MapBatched`` (``lax.map`` with a batch size).
+
+The batching family is declared once, in ``BATCHINGS``.
+
+Example:
+  >>> s, width = choose("map", width=None, arrivals_per_step=None,
+  ...                   concurrency=10.0)
+  >>> type(s).__name__, width
+  ('Direct', 1)
+  >>> s, width = choose("vmap", width=None, arrivals_per_step=None,
+  ...                   concurrency=100.0)
+  >>> type(s).__name__, width
+  ('Vmap', 20)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from fedasync_jax.core import checks
+from fedasync_jax.core.arrival import arrive
+from fedasync_jax.core.registry import Param, Registry
+from fedasync_jax.core.types import ServerRule
+from fedasync_jax.sim import plan as plan_lib
+
+
+class Context(NamedTuple):
+  """What a step reads besides the carry (fixed for a chunk).
+
+  Attributes:
+    rule: the server rule (built inside the trace from its hyperparameters).
+    train_one: ``(start, offset, count, key, hparams) -> (result, metrics)``
+      for one client.
+    key: the run's PRNG key (task ``k`` trains with ``fold_in(key, k)``).
+    hp_table: per-task client hyperparameters (leading axis: tasks).
+    dev: the device data (``program.DeviceData``).
+    evaluate: ``(params, dev) -> dict of scalars``, or ``None``.
+    eval_zeros: zeros shaped like ``evaluate``'s output (or ``None``).
+  """
+  rule: ServerRule
+  train_one: Callable
+  key: Any
+  hp_table: Any
+  dev: Any
+  evaluate: Optional[Callable]
+  eval_zeros: Any
+
+
+def _hp(ctx: Context, task):
+  return jax.tree.map(lambda a: a[task], ctx.hp_table)
+
+
+def _train(ctx: Context, snaps, snap, client, task):
+  start = jax.tree.map(lambda b: b[snap], snaps)
+  return ctx.train_one(start, ctx.dev.offsets[client], ctx.dev.counts[client],
+                       jax.random.fold_in(ctx.key, task), _hp(ctx, task))
+
+
+def _eval_or_zeros(ctx: Context, flag, params):
+  return jax.lax.cond(flag, lambda p: ctx.evaluate(p, ctx.dev),
+                      lambda p: ctx.eval_zeros, params)
+
+
+class Direct:
+  """Train the arriving client and apply it in the same step."""
+  direct = True
+  name = "direct"
+
+  def step(self, ctx: Context, carry, row: plan_lib.Steps):
+    """One arrival (a dropped one is not trained)."""
+    from fedasync_jax.sim.program import Carry, StepOutputs
+    res_shape, met_shape = jax.eval_shape(
+        lambda: _train(ctx, carry.snaps, 0, 0, 0))
+
+    def train(_):
+      res, met = _train(ctx, carry.snaps, row.wave_snap[0],
+                        row.wave_client[0], row.wave_task[0])
+      return res, met["loss"]
+
+    def skip(_):  # dropped by the staleness cutoff: the rule discards it
+      return (jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), res_shape),
+              jnp.zeros((), met_shape["loss"].dtype))
+    res, loss = jax.lax.cond(row.wave_valid[0], train, skip, None)
+    out = arrive(ctx.rule, carry.state, res, row.arr_staleness[0],
+                 ends_round=row.arr_ends_round[0], valid=row.arr_valid[0],
+                 snaps=carry.snaps, snap_slot=row.arr_snap[0])
+    ev = None
+    if ctx.evaluate is not None:
+      ev = jax.tree.map(lambda v: jnp.expand_dims(v, 0),
+                        _eval_or_zeros(ctx, row.arr_eval[0], out.state.params))
+    outs = StepOutputs(applied=jnp.reshape(out.applied, (1,)),
+                       version=jnp.reshape(out.state.version, (1,)),
+                       train_loss=jnp.reshape(loss, (1,)), eval=ev)
+    return Carry(out.state, out.snaps, carry.results), outs
+
+
+class _Wave:
+  """Train a wave into result slots, then apply the step's arrivals."""
+  direct = False
+  name = ""
+
+  def train(self, ctx: Context, results, snaps, row: plan_lib.Steps):
+    """Returns ``(results, train_losses)``; ``train_losses`` per lane."""
+    raise NotImplementedError
+
+  def step(self, ctx: Context, carry, row: plan_lib.Steps):
+    from fedasync_jax.sim.program import Carry, StepOutputs
+    results, train_loss = self.train(ctx, carry.results, carry.snaps, row)
+    A = row.arr_valid.shape[0]
+    outs = StepOutputs(
+        applied=jnp.zeros((A,), bool),
+        version=jnp.zeros((A,), jnp.asarray(carry.state.version).dtype),
+        train_loss=train_loss,
+        eval=(None if ctx.evaluate is None else jax.tree.map(
+            lambda z: jnp.zeros((A,) + z.shape, z.dtype), ctx.eval_zeros)))
+
+    # The step's arrivals are a prefix of its A positions: apply exactly
+    # those, in order (padding costs nothing).
+    def one(j, c):
+      state, snaps, outs = c
+      res = jax.tree.map(lambda b: b[row.arr_slot[j]], results)
+      out = arrive(ctx.rule, state, res, row.arr_staleness[j],
+                   ends_round=row.arr_ends_round[j], snaps=snaps,
+                   snap_slot=row.arr_snap[j])
+      ev = outs.eval
+      if ctx.evaluate is not None:
+        ev = jax.tree.map(lambda o, v: o.at[j].set(v), ev,
+                          _eval_or_zeros(ctx, row.arr_eval[j],
+                                         out.state.params))
+      outs = outs._replace(applied=outs.applied.at[j].set(out.applied),
+                           version=outs.version.at[j].set(out.state.version),
+                           eval=ev)
+      return out.state, out.snaps, outs
+    n_arr = jnp.sum(row.arr_valid.astype(jnp.int32))
+    state, snaps, outs = jax.lax.fori_loop(0, n_arr, one,
+                                           (carry.state, carry.snaps, outs))
+    return Carry(state, snaps, results), outs
+
+
+def _scatter(results, slots, res):
+  return jax.tree.map(lambda b, r: b.at[slots].set(r), results, res)
+
+
+class _Batched(_Wave):
+  def run_lanes(self, fn, args):
+    raise NotImplementedError
+
+  def train(self, ctx, results, snaps, row):
+    tasks = row.wave_task
+    start = jax.tree.map(lambda b: b[row.wave_snap], snaps)
+    keys = jax.vmap(lambda t: jax.random.fold_in(ctx.key, t))(tasks)
+    args = (start, ctx.dev.offsets[row.wave_client],
+            ctx.dev.counts[row.wave_client], keys, _hp(ctx, tasks))
+    res, met = self.run_lanes(ctx.train_one, args)
+    return _scatter(results, row.wave_slot, res), met["loss"]
+
+
+class Vmap(_Batched):
+  """All ``width`` lanes in one ``jax.vmap``-batched program (padding
+  lanes are trained too); the accelerator default."""
+  name = "vmap"
+
+  def run_lanes(self, fn, args):
+    return jax.vmap(fn)(*args)
+
+
+class MapBatched(_Batched):
+  """``lax.map`` over the lanes with ``batch_size`` lanes per call."""
+  name = "map_batched"
+
+  def __init__(self, batch_size: int = 8):
+    self.batch_size = checks.integer("map_batch_size", batch_size, low=1)
+
+  def run_lanes(self, fn, args):
+    return jax.lax.map(lambda a: fn(*a), args, batch_size=self.batch_size)
+
+
+class Map(_Wave):
+  """One client after the other over the valid prefix of the wave
+  (``lax.fori_loop``), each result written straight into its slot."""
+  name = "map"
+
+  def train(self, ctx, results, snaps, row):
+    def body(j, c):
+      results, losses = c
+      res, met = _train(ctx, snaps, row.wave_snap[j], row.wave_client[j],
+                        row.wave_task[j])
+      return (_scatter(results, row.wave_slot[j], res),
+              losses.at[j].set(met["loss"]))
+    n_valid = jnp.sum(row.wave_valid.astype(jnp.int32))
+    loss_dtype = jax.tree.leaves(snaps)[0].dtype
+    return jax.lax.fori_loop(
+        0, n_valid, body,
+        (results, jnp.zeros(row.wave_valid.shape, loss_dtype)))
+
+
+BATCHINGS = Registry("batching")
+BATCHINGS.add("map", Map, doc="one client after the other in the compiled "
+              "step (CPU default; the direct path at width 1)")
+BATCHINGS.add("vmap", Vmap, doc="all lanes of a wave in one vmap "
+              "(accelerator default)")
+BATCHINGS.add("map_batched", MapBatched, params=(
+    Param("batch_size", 8, low=1, kind=int,
+          meaning="lanes per lax.map call"),),
+    doc="lax.map over the lanes, batch_size lanes per call")
+
+
+def default_batching(backend: Optional[str] = None) -> str:
+  """``"vmap"`` on accelerators, ``"map"`` on CPU (measured: XLA:CPU's
+  batched matmuls are weak; docs/benchmarks.md).
+
+  Example:
+    >>> default_batching("gpu"), default_batching("cpu")
+    ('vmap', 'map')
+  """
+  backend = backend or jax.default_backend()
+  return "map" if backend == "cpu" else "vmap"
+
+
+def choose(batching: Optional[str], *, width: Optional[int],
+           arrivals_per_step: Optional[int], concurrency: float,
+           map_batch_size: int = 8):
+  """Picks the strategy and the step width, once, on the host.
+
+  The direct path is taken for ``width=1`` with one arrival per step, and
+  by default with ``"map"`` batching, where wave clients are trained one
+  after the other anyway (measured faster on CPU); ``"vmap"`` and
+  ``"map_batched"`` default to ``plan.default_width`` of the concurrency.
+
+  Args:
+    batching: ``"map"``, ``"vmap"``, ``"map_batched"`` or ``None``
+      (``default_batching()``).
+    width: clients trained per step, or ``None`` (automatic).
+    arrivals_per_step: arrivals applied per step, or ``None``.
+    concurrency: the schedule's realised concurrency.
+    map_batch_size: lanes per call of ``"map_batched"``.
+
+  Returns:
+    ``(strategy, width)``.
+  """
+  batching = batching or default_batching()
+  checks.choice("batching", batching, BATCHINGS.names())
+  if width is not None:
+    width = checks.integer("width", width, low=1)
+  if arrivals_per_step is not None:
+    arrivals_per_step = checks.integer("arrivals_per_step",
+                                       arrivals_per_step, low=1)
+  one_arrival = arrivals_per_step in (None, 1)
+  if width is None:
+    if batching == "map" and one_arrival:
+      return Direct(), 1
+    width = plan_lib.default_width(concurrency)
+  if width == 1 and one_arrival:
+    return Direct(), 1
+  if batching == "map_batched":
+    return BATCHINGS.build(batching, batch_size=map_batch_size), width
+  return BATCHINGS.build(batching), width
