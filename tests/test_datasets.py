@@ -393,3 +393,79 @@ def test_federate_invalid(kwargs, match):
     datasets.federate(x, y[:-1], x, y, num_clients=2)
   with pytest.raises(ValueError, match="y_train"):
     datasets.federate(x, y * 0.5, x, y, num_clients=2)
+
+
+# ------------------------------------------------------ registry and images
+
+
+def test_registry_lists_every_data_set():
+  assert datasets.DATASETS.names() == ("synthetic", "mnist", "fashion_mnist",
+                                       "cifar10", "emnist", "npz")
+  for m in datasets.DATASETS.members():
+    assert m.doc and all(p.meaning for p in m.params), m.name
+    assert m.info["federated"] == (m.name == "synthetic")
+  syn = datasets.DATASETS["synthetic"]
+  assert [p.name for p in syn.params][:2] == ["alpha", "beta"]
+  assert syn.param("test_fraction").range_text == "in [0, 1)"
+  assert not datasets.DATASETS["npz"].param("path").optional
+  fed = datasets.DATASETS.build("synthetic", num_clients=3.0, dim=4, seed=1)
+  assert fed.train.num_clients == 3
+  with pytest.raises(ValueError, match="dataset 'synthetic': num_clients"):
+    datasets.DATASETS.build("synthetic", num_clients=True)
+  with pytest.raises(ValueError, match="missing parameter"):
+    datasets.DATASETS.build("npz")
+  with pytest.raises(ValueError, match="download must be true or false"):
+    datasets.DATASETS.build("mnist", download="yes")
+
+
+def test_registry_loads_files_by_name(tmp_path):
+  path = _save(tmp_path / "toy.npz", **_good_arrays())
+  c = datasets.DATASETS.build("npz", path=str(path))
+  assert c.name == "toy" and c.num_classes == 3
+  c = datasets.DATASETS.build("mnist", path=str(path))
+  assert c.name == "mnist" and c.x_train.shape == (12, 4, 2)
+  jpeg, _ = _jpeg_file(tmp_path / "c_jpeg_bytes.npz", _smooth_images(2, 0),
+                       [0, 1], _smooth_images(1, 1), [2])
+  c = datasets.DATASETS.build("cifar10", path=str(jpeg))
+  assert c.name == "cifar10_jpeg" and c.x_train.shape == (2, 32, 32, 3)
+  with pytest.raises(ValueError, match="path must name an .npz"):
+    datasets.load("npz")
+
+
+@pytest.mark.parametrize("name", ["mnist", "emnist"])
+def test_registry_info_matches_tfds(tfds, tmp_path, name):
+  info = datasets.DATASETS[name].info
+  with tfds.testing.mock_data(num_examples=4,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    c = datasets.DATASETS.build(name, data_dir=str(tmp_path))
+  assert c.x_train.shape[1:] == info["image_shape"]
+  assert c.num_classes == info["num_classes"] and c.name == info["tfds_name"]
+
+
+def test_image_normalization_per_data_set():
+  assert datasets.normalization("mnist") == datasets.NORMALIZATION["mnist"]
+  assert datasets.normalization("npz") == ((0.0,), (1.0,))
+  x = np.arange(2 * 3 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3, 3) * 7
+  for name in ("cifar10", "emnist"):
+    mean, std = datasets.normalization(name)
+    z = np.asarray(datasets.image_transform(name)(x))
+    assert z.dtype == np.float32
+    np.testing.assert_allclose(z, datasets.normalize(x, mean=mean, std=std),
+                               rtol=1e-6, atol=1e-6)
+  grey = np.full((1, 4), 255, np.uint8)
+  expected = (1.0 - 0.1307) / 0.3081
+  np.testing.assert_allclose(np.asarray(
+      datasets.image_transform("mnist")(grey)), expected, rtol=1e-6)
+
+
+def test_with_image_inputs_standardizes_uint8_only():
+  import jax  # pylint: disable=import-outside-toplevel
+  from fedasync_jax import models  # pylint: disable=import-outside-toplevel
+  m = datasets.with_image_inputs(models.logistic_regression(4, 2), "mnist")
+  p = jax.tree.map(lambda a: a + 0.1, m.init(jax.random.key(0)))
+  x8 = np.arange(8, dtype=np.uint8).reshape(2, 4) * 30
+  xf = np.asarray(datasets.image_transform("mnist")(x8))
+  np.testing.assert_array_equal(np.asarray(m.apply(p, x8)),
+                                np.asarray(m.apply(p, xf)))
+  y, mask = np.zeros(2, np.int32), np.ones(2, np.float32)
+  assert float(m.loss(p, x8, y, mask)) == float(m.loss(p, xf, y, mask))

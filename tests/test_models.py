@@ -393,3 +393,54 @@ def test_bad_inputs_raise():
   cnn, cnn_params = _model("mnist_cnn")
   with pytest.raises(ValueError, match=r"\(B, H, W, 1\)"):
     cnn.apply(cnn_params, jnp.zeros((2, 28, 28, 3)))
+
+
+def test_registry_lists_every_model_with_its_parameters():
+  assert models.MODELS.names() == ("mnist_cnn", "resnet20", "mlp",
+                                   "logistic_regression")
+  assert models.MODEL_NAMES == models.MODELS.names()
+  assert models.model_aliases() == {"cnn": "mnist_cnn", "2nn": "mlp",
+                                    "logreg": "logistic_regression"}
+  params = {m.name: [p.name for p in m.params]
+            for m in models.MODELS.members()}
+  assert params == {"mnist_cnn": ["num_classes", "conv"],
+                    "resnet20": ["num_classes", "conv"],
+                    "mlp": ["hidden", "num_classes", "input_dim"],
+                    "logistic_regression": ["input_dim", "num_classes"]}
+  for m in models.MODELS.members():
+    assert m.doc and all(p.meaning for p in m.params), m.name
+    assert m.info["stateful"] == (m.name == "resnet20")
+  fns = models.MODELS.build("mlp", hidden=(8,), num_classes=3.0, input_dim=5)
+  assert (fns.name, fns.num_classes, fns.input_shape) == ("mlp", 3, (5,))
+  assert models.MODELS.build("logistic_regression", input_dim=2,
+                             num_classes=2).name == "logistic_regression"
+
+
+@pytest.mark.parametrize("name, kwargs, match", [
+    ("mlp", dict(num_classes=0), "model 'mlp': num_classes must be an "
+     r"integer >= 1, got 0"),
+    ("mlp", dict(input_dim=True), "input_dim must be an integer"),
+    ("mnist_cnn", dict(num_classes=2.5), "num_classes must be an integer"),
+    ("logistic_regression", dict(input_dim=3), r"missing parameter.*"
+     "num_classes"),
+    ("resnet20", dict(width=3), "unknown parameter"),
+])
+def test_registry_build_checks_parameters(name, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    models.MODELS.build(name, **kwargs)
+
+
+def test_factories_follow_the_shared_checks():
+  # core.checks: an integer is an int or an integral float, never a bool.
+  assert models.mlp(hidden=(4.0,), num_classes=2.0, input_dim=3.0
+                    ).input_shape == (3,)
+  assert models.logistic_regression(3.0, 2).num_classes == 2
+  for call in (lambda: models.mlp(num_classes=True),
+               lambda: models.mlp(hidden=(True,)),
+               lambda: models.logistic_regression(True, 2),
+               lambda: models.mnist_cnn(num_classes=True),
+               lambda: models.resnet20(num_classes=True),
+               lambda: models.make_evaluator(models.mlp(), np.zeros((1, 784)),
+                                             np.zeros(1), batch_size=True)):
+    with pytest.raises(ValueError, match="must be an integer >= 1, got True"):
+      call()

@@ -194,7 +194,8 @@ def test_plot_without_matplotlib(monkeypatch, tmp_path):
 @pytest.mark.parametrize("call, match", [
     (lambda y: partition.iid(y, 0), "num_clients"),
     (lambda y: partition.iid(y, 101), "num_clients"),
-    (lambda y: partition.iid(y, 2.0), "num_clients"),
+    (lambda y: partition.iid(y, 2.5), "num_clients"),
+    (lambda y: partition.iid(y, True), "num_clients"),
     (lambda y: partition.iid(y.reshape(10, 10), 2), "labels"),
     (lambda y: partition.dirichlet(y, 5, alpha=0.0), "alpha"),
     (lambda y: partition.dirichlet(y, 5, alpha=float("inf")), "alpha"),
@@ -220,3 +221,51 @@ def test_invalid_arguments(call, match):
 def test_stats_needs_clients():
   with pytest.raises(ValueError, match="parts"):
     partition.stats(np.array([0, 1]), [])
+
+
+def test_integer_options_follow_the_shared_checks():
+  # core.checks: an integer is an int or an integral float, never a bool.
+  labels = np.arange(100) % 10
+  for fn, kw in ((partition.iid, {}), (partition.shards, {}),
+                 (partition.power_law, {}),
+                 (partition.dirichlet, {"alpha": 0.5})):
+    a = fn(labels, 5.0, seed=0, **kw)
+    b = fn(labels, 5, seed=0, **kw)
+    assert len(a) == 5
+    for pa, pb in zip(a, b):
+      np.testing.assert_array_equal(pa, pb)
+  np.testing.assert_array_equal(
+      np.concatenate(partition.shards(labels, 5, shards_per_client=2.0,
+                                      seed=1)),
+      np.concatenate(partition.shards(labels, 5, shards_per_client=2,
+                                      seed=1)))
+  with pytest.raises(ValueError, match="min_size must be an integer >= 0"):
+    partition.dirichlet(labels, 5, alpha=1.0, min_size=True)
+  with pytest.raises(ValueError, match="alpha must be a number > 0"):
+    partition.dirichlet(labels, 5, alpha=True)
+
+
+def test_registry_lists_every_scheme_with_its_options():
+  assert partition.PARTITIONS.names() == ("iid", "dirichlet", "shards",
+                                          "power_law")
+  assert partition.SCHEMES == partition.PARTITIONS.names()
+  params = {m.name: [p.name for p in m.params]
+            for m in partition.PARTITIONS.members()}
+  assert params == {"iid": [], "dirichlet": ["alpha", "min_size",
+                                             "max_tries"],
+                    "shards": ["shards_per_client"],
+                    "power_law": ["exponent", "min_size"]}
+  alpha = partition.PARTITIONS["dirichlet"].param("alpha")
+  assert (alpha.low, alpha.low_open, alpha.range_text) == (0, True, "> 0")
+  assert all(p.meaning for m in partition.PARTITIONS.members()
+             for p in m.params)
+  labels = np.arange(100) % 10
+  built = partition.PARTITIONS.build("dirichlet", labels, 5, seed=3,
+                                     alpha=0.5)
+  direct = partition.dirichlet(labels, 5, alpha=0.5, seed=3)
+  for a, b in zip(built, direct):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match="partition 'dirichlet': alpha"):
+    partition.PARTITIONS.build("dirichlet", labels, 5, seed=0, alpha=0.0)
+  with pytest.raises(ValueError, match="unknown parameter"):
+    partition.PARTITIONS.build("shards", labels, 5, seed=0, alpha=1.0)

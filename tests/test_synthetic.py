@@ -141,3 +141,27 @@ def test_fast():
 def test_invalid_arguments(kwargs, match):
   with pytest.raises(ValueError, match=match):
     synthetic.synthetic(**kwargs)
+
+
+def test_integer_options_follow_the_shared_checks():
+  # core.checks: an integer is an int or an integral float, never a bool.
+  a = synthetic.synthetic(num_clients=4.0, dim=3.0, num_classes=3.0,
+                          seed=2.0, min_examples=10.0, mean_examples=20)
+  b = synthetic.synthetic(num_clients=4, dim=3, num_classes=3, seed=2,
+                          min_examples=10, mean_examples=20)
+  np.testing.assert_array_equal(a.train.x, b.train.x)
+  np.testing.assert_array_equal(a.y_test, b.y_test)
+  assert a.name == b.name
+  for key in ("num_clients", "dim", "num_classes", "seed", "min_examples"):
+    with pytest.raises(ValueError, match=f"{key} must be an integer"):
+      synthetic.synthetic(**{key: True})
+  with pytest.raises(ValueError, match="alpha must be a number >= 0"):
+    synthetic.synthetic(alpha=True)
+
+
+def test_params_declare_every_option_with_its_default():
+  import inspect  # pylint: disable=import-outside-toplevel
+  sig = inspect.signature(synthetic.synthetic).parameters
+  assert [p.name for p in synthetic.PARAMS] == list(sig)
+  for p in synthetic.PARAMS:
+    assert p.default == sig[p.name].default and p.meaning, p.name

@@ -142,7 +142,7 @@ def test_nonconvex_constants():
 
 def test_problem_input_errors():
   kw = dict(num_clients=4, examples_per_client=6, dim=2, batch_size=2)
-  with pytest.raises(ValueError, match="lipschitz must be > 0"):
+  with pytest.raises(ValueError, match="lipschitz must be a number > 0"):
     theory.least_squares(**{**kw, "lipschitz": 0.0})
   with pytest.raises(ValueError, match="mu must be in"):
     theory.least_squares(**kw, lipschitz=1.0, mu=2.0)
@@ -154,9 +154,9 @@ def test_problem_input_errors():
     theory.least_squares(**kw, zeta2=1.0, sigma2=1e-4)
   with pytest.raises(ValueError, match="shift must be one of"):
     theory.least_squares(**kw, shift="bogus")
-  with pytest.raises(ValueError, match="zeta2 must be >= 0"):
+  with pytest.raises(ValueError, match="zeta2 must be a number >= 0"):
     theory.least_squares(**kw, zeta2=-1.0)
-  with pytest.raises(ValueError, match="nu must be >= 0"):
+  with pytest.raises(ValueError, match="nu must be a number >= 0"):
     theory.nonconvex(**kw, nu=-1.0)
 
 
@@ -324,7 +324,7 @@ def test_bounds_are_consistent():
       np.array([0, 1, 3]), gamma=0.5, sigma2=2.0, grad_sq=1.0),
       [0.0, 1.5, 7.5])
   assert theory.fit_constant([3.0, 12.0], [1.0, 4.0]) == pytest.approx(3.0)
-  with pytest.raises(ValueError, match="lipschitz must be > 0"):
+  with pytest.raises(ValueError, match="lipschitz must be a number > 0"):
     theory.koloskova_constant_rate(10, lipschitz=0.0, f0_gap=1.0, sigma2=1.0,
                                    tau_c=1, tau_max=1)
   with pytest.raises(ValueError, match="T must be > 0"):
@@ -346,7 +346,7 @@ def test_loglog_slope_interval():
   assert abs(fit.seed_mean + 0.5) < 3 * fit.seed_se + 1e-3
   with pytest.raises(ValueError, match="values must have shape"):
     theory.loglog_slope(T, vals[:, :3])
-  with pytest.raises(ValueError, match="level must be in"):
+  with pytest.raises(ValueError, match=r"level must be a number in \(0, 1\)"):
     theory.loglog_slope(T, vals, level=1.0)
 
 
@@ -357,3 +357,46 @@ def test_weighted_average_and_stats_inputs():
   s = theory.staleness_stats({"staleness": np.array([3, 1]),
                               "applied": np.array([False, False])})
   assert s.num_applied == 0 and s.num_dropped == 2
+
+
+def test_package_reexports_every_module_name():
+  from fedasync_jax.theory import bounds, fits, measures, problems, tracking
+  for name in theory.__all__:
+    assert hasattr(theory, name), name
+  modules = (bounds, fits, measures, problems, tracking)
+  public = {n for m in modules for n in vars(m)
+            if not n.startswith("_") and getattr(vars(m)[n], "__module__",
+                                                 None) == m.__name__}
+  assert public <= set(theory.__all__), public - set(theory.__all__)
+  assert theory.least_squares is problems.least_squares
+  assert theory.tracker is tracking.tracker
+
+
+def test_arguments_follow_the_shared_checks():
+  # core.checks: an integer is an int or an integral float, never a bool;
+  # a number is never a bool.
+  kw = dict(examples_per_client=6, dim=2, batch_size=2, zeta2=0.3,
+            dtype=np.float64)
+  a = theory.least_squares(num_clients=4.0, **kw)
+  b = theory.least_squares(num_clients=4, **kw)
+  np.testing.assert_array_equal(a.data.x, b.data.x)
+  assert a.num_clients == 4 and a.lipschitz == b.lipschitz
+  with pytest.raises(ValueError, match="num_clients must be an integer >= 1"):
+    theory.least_squares(num_clients=True, **kw)
+  with pytest.raises(ValueError, match="lipschitz must be a number > 0"):
+    theory.least_squares(num_clients=4, lipschitz=True, **kw)
+  bkw = dict(lipschitz=1.0, f0_gap=1.0, sigma2=1.0)
+  assert theory.delayed_sgd_bound([0.1] * 4, tau_max=2.0, **bkw) == (
+      theory.delayed_sgd_bound([0.1] * 4, tau_max=2, **bkw))
+  with pytest.raises(ValueError, match="tau_max must be an integer >= 0"):
+    theory.delayed_sgd_bound([0.1], tau_max=True, **bkw)
+  with pytest.raises(ValueError, match="tau_max must be an integer >= 0"):
+    theory.delayed_sgd_bound([0.1], tau_max=1.5, **bkw)
+  assert theory.sampling_variance(1.0, 4.0, 10, replace=False) == (
+      theory.sampling_variance(1.0, 4, 10, replace=False))
+  with pytest.raises(ValueError, match="m must be an integer >= 1"):
+    theory.sampling_variance(1.0, True, 10, replace=True)
+  with pytest.raises(ValueError, match="c must be a number > 0"):
+    theory.sqrt_t_bound(4.0, gamma0=1.0, tau_max=0, c=True, **bkw)
+  with pytest.raises(ValueError, match="steps must be finite"):
+    theory.delayed_sgd_bound([0.1, float("nan")], tau_max=0, **bkw)

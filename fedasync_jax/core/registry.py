@@ -8,6 +8,10 @@ whether a sweep may vary it). The configuration schema, the command line's
 ``--set``/``--grid`` checks, ``fedasync-jax config`` and the docs read the
 registries; nothing else keeps a list of names.
 
+A member may also take *inputs*: values its caller supplies that are not
+settings (a rule's staleness function, a speed trace...). They are named in
+``info["inputs"]``; ``build`` passes them through unchecked.
+
 Example:
   >>> shapes = Registry("shape")
   >>> @shapes.register("square", params=(
@@ -104,6 +108,12 @@ class Member(NamedTuple):
         return p
     raise KeyError(name)
 
+  @property
+  def inputs(self) -> tuple:
+    """Keywords the caller supplies that are not parameters
+    (``info["inputs"]``), e.g. a rule's ``staleness_fn``."""
+    return tuple(self.info.get("inputs", ()))
+
 
 class Registry:
   """A named family of factories.
@@ -159,17 +169,35 @@ class Registry:
     """The ``Member`` records, in registration order."""
     return tuple(self._members.values())
 
+  def check(self, name: str, **values) -> dict:
+    """Checks ``values`` of parameters that member ``name`` declares and
+    returns them converted (a factory calls this on its own arguments, so
+    that its ranges are the declared ones).
+
+    Example:
+      >>> sizes = Registry("size")
+      >>> @sizes.register("n", params=(Param("n", 1, low=1, kind=int),))
+      ... def n(n):
+      ...   return sizes.check("n", n=n)["n"]
+      >>> n(3.0)
+      3
+    """
+    m = self[name]
+    where = f"{self.family} {name!r}"
+    return {k: m.param(k).check(v, where) for k, v in values.items()}
+
   def build(self, name: str, *args, **kwargs):
     """Calls the member's factory after checking every keyword it declares
-    (unknown keywords are an error naming the allowed ones)."""
+    (unknown keywords are an error naming the allowed ones; the member's
+    ``inputs`` pass unchecked)."""
     m = self[name]
     where = f"{self.family} {name!r}"
     known = {p.name: p for p in m.params}
-    if m.params:
-      extra = sorted(set(kwargs) - set(known))
+    if m.params or m.inputs:
+      extra = sorted(set(kwargs) - set(known) - set(m.inputs))
       if extra:
         raise ValueError(f"{where}: unknown parameter(s) {extra}; allowed: "
-                         f"{sorted(known)}")
+                         f"{sorted(known) + sorted(m.inputs)}")
     checked = {k: (known[k].check(v, where) if k in known else v)
                for k, v in kwargs.items()}
     missing = [p.name for p in m.params

@@ -1,7 +1,10 @@
 """Data: the population's examples laid out once (``dataset``, whose names
 this package re-exports), the embedded Synthetic(alpha, beta) data
-(``synthetic``), real data sets (``datasets``) and partitions
-(``partition``).
+(``synthetic``), named data sets and their family ``DATASETS``
+(``datasets``, which re-exports the loaders of ``tfds_loader`` and ``npz``,
+``central``'s ``CentralData`` and ``federate``, and ``images``), image
+normalization and decoding (``images``) and partitions with their family
+``PARTITIONS`` (``partition``).
 
 Example:
   >>> import numpy as np

@@ -19,12 +19,22 @@ Schemes and where they come from:
     labels iid, as in the unbalanced splits of Li et al. 2020
     (arXiv:1812.06127).
 
+Every scheme registers itself in ``PARTITIONS`` (``core.registry``) with
+its options, their ranges and meanings, and checks its arguments against
+them; ``SCHEMES`` and ``make`` derive from it. A member's factory is called
+as ``factory(labels, num_clients, seed=..., **options)``; ``seed`` (an
+integer or a numpy ``Generator``) is an input, not an option.
+
 Example:
   >>> import numpy as np
   >>> labels = np.repeat(np.arange(3), 4)
   >>> parts = dirichlet(labels, 3, alpha=0.5, seed=0)
   >>> sorted(np.concatenate(parts).tolist()) == list(range(12))
   True
+  >>> PARTITIONS.names()
+  ('iid', 'dirichlet', 'shards', 'power_law')
+  >>> len(PARTITIONS.build("shards", labels, 3, seed=0, shards_per_client=2))
+  3
 """
 
 from __future__ import annotations
@@ -33,9 +43,28 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-SCHEMES = ("iid", "dirichlet", "shards", "power_law")
+from fedasync_jax.core import checks
+from fedasync_jax.core.registry import REQUIRED, Param, Registry
+
+PARTITIONS = Registry("partition")
+"""The partition schemes: name -> factory and options."""
+
+_ALPHA = Param("alpha", REQUIRED, low=0, low_open=True,
+               meaning="Dirichlet concentration: small gives each client few "
+               "classes, large approaches iid")
+_MIN_SIZE = Param("min_size", 1, low=0, kind=int,
+                  meaning="smallest client size")
+_MAX_TRIES = Param("max_tries", 100, low=1, kind=int,
+                   meaning="Dirichlet draws before short clients are repaired")
+_SHARDS_PER_CLIENT = Param("shards_per_client", 2, low=1, kind=int,
+                           meaning="label-sorted shards per client (2 in "
+                           "McMahan et al.)")
+_EXPONENT = Param("exponent", 1.5, low=0, low_open=True,
+                  meaning="Pareto tail index of client sizes (smaller is more "
+                  "unequal)")
 
 
+@PARTITIONS.register("iid", inputs=("seed",))
 def iid(labels: np.ndarray, num_clients: int, *,
         seed: int | np.random.Generator = 0) -> list[np.ndarray]:
   """Splits the examples uniformly at random into near-equal parts.
@@ -53,12 +82,14 @@ def iid(labels: np.ndarray, num_clients: int, *,
     [4, 3, 3]
   """
   labels = _check_labels(labels)
-  _check_num_clients(num_clients, len(labels), min_size=1)
+  num_clients = _num_clients(num_clients, len(labels), min_size=1)
   rng = np.random.default_rng(seed)
   order = rng.permutation(len(labels)).astype(np.int64)
   return [np.sort(p) for p in np.array_split(order, num_clients)]
 
 
+@PARTITIONS.register("dirichlet", params=(_ALPHA, _MIN_SIZE, _MAX_TRIES),
+                     inputs=("seed",))
 def dirichlet(labels: np.ndarray, num_clients: int, *, alpha: float,
               seed: int | np.random.Generator = 0, min_size: int = 1,
               max_tries: int = 100) -> list[np.ndarray]:
@@ -93,10 +124,10 @@ def dirichlet(labels: np.ndarray, num_clients: int, *, alpha: float,
     True
   """
   labels = _check_labels(labels)
-  _check_int("min_size", min_size, 0)
-  _check_num_clients(num_clients, len(labels), min_size=min_size)
-  _check_positive("alpha", alpha)
-  _check_int("max_tries", max_tries, 1)
+  min_size = PARTITIONS.check("dirichlet", min_size=min_size)["min_size"]
+  num_clients = _num_clients(num_clients, len(labels), min_size=min_size)
+  opts = PARTITIONS.check("dirichlet", alpha=alpha, max_tries=max_tries)
+  alpha, max_tries = opts["alpha"], opts["max_tries"]
   rng = np.random.default_rng(seed)
   classes = np.unique(labels)
   by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
@@ -119,6 +150,8 @@ def dirichlet(labels: np.ndarray, num_clients: int, *, alpha: float,
   return [np.sort(p) for p in parts]
 
 
+@PARTITIONS.register("shards", params=(_SHARDS_PER_CLIENT,),
+                     inputs=("seed",))
 def shards(labels: np.ndarray, num_clients: int, *,
            shards_per_client: int = 2,
            seed: int | np.random.Generator = 0) -> list[np.ndarray]:
@@ -147,8 +180,9 @@ def shards(labels: np.ndarray, num_clients: int, *,
     True
   """
   labels = _check_labels(labels)
-  _check_int("num_clients", num_clients, 1)
-  _check_int("shards_per_client", shards_per_client, 1)
+  num_clients = checks.integer("num_clients", num_clients, low=1)
+  shards_per_client = PARTITIONS.check(
+      "shards", shards_per_client=shards_per_client)["shards_per_client"]
   num_shards = num_clients * shards_per_client
   if num_shards > len(labels):
     raise ValueError(
@@ -165,6 +199,8 @@ def shards(labels: np.ndarray, num_clients: int, *,
           for row in assignment]
 
 
+@PARTITIONS.register("power_law", params=(_EXPONENT, _MIN_SIZE),
+                     inputs=("seed",))
 def power_law(labels: np.ndarray, num_clients: int, *, exponent: float = 1.5,
               seed: int | np.random.Generator = 0,
               min_size: int = 1) -> list[np.ndarray]:
@@ -192,9 +228,9 @@ def power_law(labels: np.ndarray, num_clients: int, *, exponent: float = 1.5,
     (1000, True)
   """
   labels = _check_labels(labels)
-  _check_int("min_size", min_size, 0)
-  _check_num_clients(num_clients, len(labels), min_size=min_size)
-  _check_positive("exponent", exponent)
+  min_size = PARTITIONS.check("power_law", min_size=min_size)["min_size"]
+  num_clients = _num_clients(num_clients, len(labels), min_size=min_size)
+  exponent = PARTITIONS.check("power_law", exponent=exponent)["exponent"]
   rng = np.random.default_rng(seed)
   weights = rng.pareto(float(exponent), size=num_clients) + 1.0
   rest = len(labels) - num_clients * min_size
@@ -209,9 +245,13 @@ def power_law(labels: np.ndarray, num_clients: int, *, exponent: float = 1.5,
   return [np.sort(p) for p in np.split(order, bounds)]
 
 
+SCHEMES = PARTITIONS.names()
+"""The registered scheme names, in registration order."""
+
+
 def make(scheme: str, labels: np.ndarray, num_clients: int, *,
          seed: int | np.random.Generator = 0, **options) -> list[np.ndarray]:
-  """Runs the partition scheme named ``scheme`` (one of ``SCHEMES``).
+  """Runs the partition scheme named ``scheme`` (a name of ``PARTITIONS``).
 
   Args:
     scheme: ``"iid"``, ``"dirichlet"``, ``"shards"`` or ``"power_law"``.
@@ -228,11 +268,8 @@ def make(scheme: str, labels: np.ndarray, num_clients: int, *,
     >>> len(make("iid", np.zeros(6), 2, seed=0))
     2
   """
-  functions = {"iid": iid, "dirichlet": dirichlet, "shards": shards,
-               "power_law": power_law}
-  if scheme not in functions:
-    raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-  return functions[scheme](labels, num_clients, seed=seed, **options)
+  checks.choice("scheme", scheme, PARTITIONS.names())
+  return PARTITIONS[scheme].factory(labels, num_clients, seed=seed, **options)
 
 
 class PartitionStats(NamedTuple):
@@ -332,7 +369,7 @@ def stats(labels: np.ndarray, parts: Sequence[np.ndarray], *,
     raise ValueError("parts must hold at least one client, got 0")
   if num_classes is None:
     num_classes = int(labels.max()) + 1 if len(labels) else 1
-  _check_int("num_classes", num_classes, 1)
+  num_classes = checks.integer("num_classes", num_classes, low=1)
   if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
     raise ValueError(f"labels must be in [0, num_classes={num_classes}), got "
                      f"range [{labels.min()}, {labels.max()}]")
@@ -367,7 +404,7 @@ def plot(partition_stats: PartitionStats, path, *,
     raise ImportError(
         "partition.plot needs matplotlib, which is not installed; install "
         "the 'plots' extra: pip install 'fedasync_jax[plots]'") from e
-  _check_int("max_clients", max_clients, 1)
+  max_clients = checks.integer("max_clients", max_clients, low=1)
   s = partition_stats
   shown = min(s.num_clients, max_clients)
   # The object-oriented API: no pyplot, no global figure or backend state.
@@ -421,22 +458,11 @@ def _check_labels(labels) -> np.ndarray:
   return labels
 
 
-def _check_int(name: str, value, minimum: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-  if value < minimum:
-    raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_positive(name: str, value) -> None:
-  if not isinstance(value, (int, float, np.integer, np.floating)) or not (
-      np.isfinite(value) and value > 0):
-    raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _check_num_clients(num_clients, n: int, *, min_size: int) -> None:
-  _check_int("num_clients", num_clients, 1)
+def _num_clients(num_clients, n: int, *, min_size: int) -> int:
+  """``num_clients`` as an int, checked against the ``n`` examples."""
+  num_clients = checks.integer("num_clients", num_clients, low=1)
   if num_clients * min_size > n:
     raise ValueError(
         f"num_clients * min_size must be <= the number of examples {n}, got "
         f"num_clients={num_clients} with min_size={min_size}")
+  return num_clients

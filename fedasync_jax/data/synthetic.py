@@ -23,6 +23,9 @@ argmax, hence the labels, do not depend on it. The label skew across clients
 grows with ``beta`` (and is present even for ``alpha = beta = 0``, because
 every client still draws its own ``W_k`` and ``b_k``).
 
+``PARAMS`` declares the options of ``synthetic`` (ranges and meanings); the
+``synthetic`` member of ``datasets.DATASETS`` is built from it.
+
 Example:
   >>> fed = synthetic(1.0, 1.0, num_clients=5, seed=0)
   >>> fed.train.num_clients, fed.x_test.dtype.name, fed.num_classes
@@ -36,11 +39,35 @@ import math
 import numpy as np
 
 from fedasync_jax import data
+from fedasync_jax.core import checks
+from fedasync_jax.core.registry import Param
 
 # FedProx draws client sizes as lognormal(4, 2) + 50: mean 50 + exp(4 + 2).
 _FEDPROX_SIZE_SIGMA = 2.0
 _FEDPROX_MIN_EXAMPLES = 50
 _FEDPROX_MEAN_EXAMPLES = 50 + int(round(math.exp(4.0 + 2.0 ** 2 / 2)))
+
+PARAMS = (
+    Param("alpha", 1.0, low=0, meaning="standard deviation of the "
+          "per-client model shift u_k"),
+    Param("beta", 1.0, low=0, meaning="standard deviation of the per-client "
+          "input shift B_k (label skew grows with it)"),
+    Param("num_clients", 30, low=1, kind=int, meaning="number of clients"),
+    Param("dim", 60, low=1, kind=int, meaning="input dimension"),
+    Param("num_classes", 10, low=2, kind=int, meaning="number of classes"),
+    Param("seed", 0, low=0, kind=int, meaning="seed of the data"),
+    Param("mean_examples", _FEDPROX_MEAN_EXAMPLES, low=1, low_open=True,
+          meaning="expected examples of a client (train + test), larger "
+          "than min_examples"),
+    Param("min_examples", _FEDPROX_MIN_EXAMPLES, low=1, kind=int,
+          meaning="smallest number of examples of a client (train + test)"),
+    Param("size_sigma", _FEDPROX_SIZE_SIGMA, low=0,
+          meaning="lognormal shape of the client sizes (0: equal sizes)"),
+    Param("test_fraction", 0.2, low=0, high=1, high_open=True,
+          meaning="fraction of each client's examples held out for testing"),
+)
+"""The options of ``synthetic`` with their defaults, ranges and meanings."""
+_P = {p.name: p for p in PARAMS}
 
 
 def client_sizes(num_clients: int, *, mean_examples: float,
@@ -68,13 +95,11 @@ def client_sizes(num_clients: int, *, mean_examples: float,
     >>> sizes.shape, bool((sizes >= 50).all())
     ((4,), True)
   """
-  _check_int("num_clients", num_clients, 1)
-  _check_int("min_examples", min_examples, 1)
-  if not np.isfinite(mean_examples) or mean_examples <= min_examples:
-    raise ValueError(f"mean_examples must be finite and larger than "
-                     f"min_examples={min_examples}, got {mean_examples}")
-  if not np.isfinite(sigma) or sigma < 0:
-    raise ValueError(f"sigma must be finite and >= 0, got {sigma}")
+  num_clients = checks.integer("num_clients", num_clients, low=1)
+  min_examples = checks.integer("min_examples", min_examples, low=1)
+  checks.number("mean_examples", mean_examples, low=min_examples,
+                low_open=True)
+  checks.number("sigma", sigma, low=0)
   rng = np.random.default_rng(seed)
   mu = math.log(mean_examples - min_examples) - sigma ** 2 / 2
   extra = np.floor(rng.lognormal(mu, sigma, size=num_clients))
@@ -120,15 +145,13 @@ def synthetic(alpha: float = 1.0, beta: float = 1.0, *,
     >>> fed.train.x.shape[1], fed.name
     (4, 'synthetic(0.5,0.5)')
   """
-  for name, value in (("alpha", alpha), ("beta", beta)):
-    if not np.isfinite(value) or value < 0:
-      raise ValueError(f"{name} must be finite and >= 0, got {value}")
-  _check_int("num_clients", num_clients, 1)
-  _check_int("dim", dim, 1)
-  _check_int("num_classes", num_classes, 2)
-  _check_int("seed", seed, 0)
-  if not 0 <= test_fraction < 1:
-    raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+  alpha = _P["alpha"].check(alpha)
+  beta = _P["beta"].check(beta)
+  num_clients = _P["num_clients"].check(num_clients)
+  dim = _P["dim"].check(dim)
+  num_classes = _P["num_classes"].check(num_classes)
+  seed = _P["seed"].check(seed)
+  test_fraction = _P["test_fraction"].check(test_fraction)
 
   rng = np.random.default_rng(seed)
   sizes = client_sizes(num_clients, mean_examples=mean_examples,
@@ -162,9 +185,3 @@ def synthetic(alpha: float = 1.0, beta: float = 1.0, *,
       num_classes=int(num_classes),
       name=f"synthetic({alpha:g},{beta:g})")
 
-
-def _check_int(name: str, value, minimum: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-  if value < minimum:
-    raise ValueError(f"{name} must be >= {minimum}, got {value}")
