@@ -31,7 +31,7 @@ from fedasync_jax.core import (arrival, checks, client, registry, robust,
                                rules, staleness, tree, types)
 from fedasync_jax.data import datasets, partition, synthetic
 from fedasync_jax.models import conv
-from fedasync_jax.run import config, experiment, results
+from fedasync_jax.run import cli, config, demo, experiment, results
 from fedasync_jax.sim import (compile_cache, delays, executor, faults, plan,
                               reference, scheduler, sweep, tasks)
 from fedasync_jax.core.client import ClientHParams, ClientRef, local_update
@@ -49,7 +49,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     # modules
-    "arrival", "checks", "client", "compile_cache", "config", "conv", "data", "datasets",
+    "arrival", "checks", "cli", "client", "compile_cache", "config", "conv",
+    "data", "datasets", "demo",
     "delays", "executor", "experiment", "faults", "models", "partition",
     "plan", "reference", "registry", "results", "robust", "rules",
     "scheduler", "staleness", "sweep", "synthetic", "tasks", "theory",

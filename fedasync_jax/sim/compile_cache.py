@@ -7,9 +7,9 @@ compilation cache stores compiled executables on disk, keyed by the
 program and the compiler version, so that a second run of the same
 configuration (a rerun, a resumed run, the next seed of a study) loads the
 program instead of compiling it. Measured on W1 (5000 updates): compile
-3.2 -> 1.0 s, 1.31x end to end (benchmarks/RESULTS_issue6.md).
+3.2 -> 1.0 s, 1.31x end to end (docs/benchmarks.md).
 
-The command line enables it by default (``--no-compile-cache`` turns it
+The command line enables it by default (``--compile-cache off`` turns it
 off); library users call ``enable`` once, before their first run.
 
 Example:

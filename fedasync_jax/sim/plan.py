@@ -111,8 +111,17 @@ class Plan(NamedTuple):
 
 
 def default_width(concurrency: float) -> int:
-  """A step width from the concurrency: the mean wave is about sqrt(C)
-  (measured; docs/design.md), so twice that covers most waves whole."""
+  """A step width from the concurrency ``C``: twice the mean wave.
+
+  Measured on simulated schedules with exponential task jitter, the mean
+  wave is about sqrt(C) (3.6 clients at C=10, 12 at 100, 40 at 1000), and
+  shorter with heavy-tailed speeds (7.5 on W1's lognormal speeds at
+  C=100), so ``2 sqrt(C)`` covers most waves whole (docs/design.md).
+
+  Example:
+    >>> default_width(100)
+    20
+  """
   return int(max(1, min(256, math.ceil(2 * math.sqrt(max(concurrency, 1))))))
 
 
