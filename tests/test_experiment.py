@@ -72,3 +72,51 @@ def test_float_data_models_are_not_wrapped():
   raw = models.logistic_regression(fed.train.x.shape[1], fed.num_classes)
   np.testing.assert_array_equal(model.apply(p, fed.x_test[:4]),
                                 raw.apply(p, fed.x_test[:4]))
+
+
+def test_progress_bar_takes_every_simulators_progress_dict(lsq, lsq_update):
+  """executor.simulate and reference.run report the same dict; the bar
+  draws both (simulated time from the schedule, accuracy from last_eval)."""
+  import io
+  import jax.numpy as jnp
+  from fedasync_jax import delays, reference, scheduler
+  ds, _ = lsq
+  sched = scheduler.asynchronous(
+      delays.delay_model(np.ones(ds.num_clients), np.ones(ds.num_clients),
+                         jitter="none"), num_updates=6, concurrency=2,
+      seed=0)
+  rule = rules.fedasync(0.5)
+  evaluate = lambda p: {"accuracy": jnp.sum(p) * 0 + 0.25}  # noqa: E731
+  for run in (executor.simulate, reference.run):
+    bar = experiment.ProgressBar(sched.num_arrivals, sched,
+                                 stream=io.StringIO())
+    run(rule, lsq_update, jnp.zeros(5), ds, sched, key=jax.random.key(0),
+        eval_fn=evaluate, eval_every=2, progress=bar)
+    text = bar.stream.getvalue()
+    last = text.rstrip("\n").split("\r")[-1]
+    assert "6/6 updates" in last and "test acc  0.250" in last, last
+    t_end = float(sched.arrival_time[sched.arrival_task[-1]])
+    assert f"sim time {t_end:9.1f}" in last
+    assert text.endswith("\n")
+  # Without a schedule or total (a sweep): the dict's num_arrivals.
+  bar = experiment.ProgressBar(stream=io.StringIO(), label="sweep")
+  bar({"arrivals_done": 3, "num_arrivals": 12, "version": 3,
+       "wall_time_s": 2.0, "last_eval": None})
+  out = bar.stream.getvalue()
+  assert out.startswith("\rsweep [") and "3/12 updates" in out
+  assert "sim time" not in out and "2.0 s elapsed" in out
+
+
+def test_experiment_keeps_its_public_names():
+  for name in ("train_and_evaluate", "sweep_and_evaluate", "setup",
+               "load_data", "make_model", "make_rule_from", "make_delays",
+               "make_schedule", "make_staleness", "parse_grid", "SWEEPABLE",
+               "Setup", "Interrupted", "ProgressBar", "write_outputs",
+               "plot_run", "load_trace", "image_transform",
+               "with_image_inputs", "normalization", "CHECKPOINT",
+               "_optimizer"):
+    assert hasattr(experiment, name), name
+  opt = experiment._optimizer("sgd", 0.1, 0.9)
+  assert isinstance(opt, optax.GradientTransformation)
+  with pytest.raises(ValueError, match="momentum"):
+    experiment._optimizer("sgd", 0.1, 1.5)

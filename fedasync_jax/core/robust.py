@@ -48,7 +48,18 @@ import jax.numpy as jnp
 
 from fedasync_jax.core import tree as tree_lib
 from fedasync_jax.core.types import ClientResult, ServerRule
-from fedasync_jax.core.staleness import _check
+from fedasync_jax.core.registry import Param
+
+
+GUARD_PARAMS = (
+    Param("quarantine", True, kind=bool,
+          meaning="do not apply NaN/Inf updates"),
+    Param("max_norm", None, low=0, low_open=True, optional=True,
+          meaning="clip each update to this L2 norm (null: no clip)"),
+    Param("noise_multiplier", None, low=0, optional=True,
+          meaning="client-level DP noise z (needs the clip norm C)"),
+)
+"""The settings of ``guard`` (the configuration reads their ranges)."""
 
 
 class GuardedState(NamedTuple):
@@ -96,10 +107,10 @@ def guard(rule: ServerRule, *, quarantine: bool = True,
   Returns:
     A ``ServerRule`` whose state is a ``GuardedState``.
   """
-  if max_norm is not None:
-    _check("max_norm", max_norm, strict=True)
+  _, max_norm_p, noise_p = GUARD_PARAMS
+  max_norm = max_norm_p.check(max_norm)
+  noise_multiplier = noise_p.check(noise_multiplier)
   if noise_multiplier is not None:
-    _check("noise_multiplier", noise_multiplier)
     if max_norm is None:
       raise ValueError("noise_multiplier needs max_norm (the clip norm C)")
     if key is None:

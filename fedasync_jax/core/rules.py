@@ -29,6 +29,12 @@ Algorithms:
   (arXiv:2508.01675): staleness-aware aggregation weighted by the client's
   dataset size, ``w <- w + min(1, lr (n_k / n_bar) s(tau)) (w_k - w)``.
 
+Every rule is registered in ``RULES`` with its parameters (their ranges and
+meaning) and the inputs its caller supplies (``staleness_fn``,
+``server_optimizer``, ``mean_examples``); the configuration builds rules
+from there. A synchronous rule is one with an ``end_round``
+(``rule.synchronous``).
+
 Example:
   >>> import jax.numpy as jnp
   >>> from fedasync_jax import staleness
@@ -48,10 +54,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fedasync_jax.core import checks
 from fedasync_jax.core import tree as tree_lib
 from fedasync_jax.core import staleness as staleness_lib
-from fedasync_jax.core.staleness import StalenessFn, _check
+from fedasync_jax.core.registry import Param, Registry
+from fedasync_jax.core.staleness import StalenessFn
 from fedasync_jax.core.types import ClientResult, Params, ServerRule
+
+RULES = Registry("rule")
+"""The server rules by name. A member's inputs (``info["inputs"]``) are
+among ``staleness_fn``, ``server_optimizer`` (an optax optimizer) and
+``mean_examples`` (the population's mean examples per client)."""
 
 
 def _tree_mix(old, new, weight):
@@ -107,12 +120,9 @@ def _counters():
   return jnp.zeros((), jnp.int32)
 
 
-def _check_alpha(name, alpha):
-  _check(name, alpha)
-  if not isinstance(alpha, jax.core.Tracer) and float(alpha) > 1:
-    raise ValueError(f"{name} must be in [0, 1], got {alpha!r}")
-
-
+@RULES.register("fedasync", params=(
+    Param("alpha", 0.6, low=0, high=1, sweepable=True,
+          meaning="FedAsync mixing weight"),), inputs=("staleness_fn",))
 def fedasync(alpha: float, staleness_fn: Optional[StalenessFn] = None
              ) -> ServerRule:
   """FedAsync: mix every arrival into the global model at once.
@@ -130,7 +140,7 @@ def fedasync(alpha: float, staleness_fn: Optional[StalenessFn] = None
     >>> rule.arrivals_per_version
     1
   """
-  _check_alpha("alpha", alpha)
+  RULES.check("fedasync", alpha=alpha)
   s = staleness_fn if staleness_fn is not None else staleness_lib.constant()
 
   def init(params):
@@ -166,6 +176,10 @@ def _server_step(optimizer, params, opt_state, mean_delta):
   return optax.apply_updates(params, updates), opt_state
 
 
+@RULES.register("fedbuff", params=(
+    Param("buffer_size", 10, low=1, kind=int,
+          meaning="FedBuff K (updates per server step)"),),
+    inputs=("server_optimizer", "staleness_fn"))
 def fedbuff(buffer_size: int,
             server_optimizer: Optional[optax.GradientTransformation] = None,
             staleness_fn: Optional[StalenessFn] = None) -> ServerRule:
@@ -187,8 +201,7 @@ def fedbuff(buffer_size: int,
     >>> rule.arrivals_per_version
     5
   """
-  _check("buffer_size", buffer_size, low=1, integer=True)
-  K = int(buffer_size)
+  K = RULES.check("fedbuff", buffer_size=buffer_size)["buffer_size"]
   opt = server_optimizer if server_optimizer is not None else optax.sgd(1.0)
   s = staleness_fn if staleness_fn is not None else staleness_lib.constant()
 
@@ -230,6 +243,7 @@ class FedAvgState(NamedTuple):
   opt_state: Any
 
 
+@RULES.register("fedavg", inputs=("server_optimizer",))
 def fedavg(server_optimizer: Optional[optax.GradientTransformation] = None
            ) -> ServerRule:
   """Synchronous FedAvg: average a round's deltas weighted by example count.
@@ -276,6 +290,9 @@ def fedavg(server_optimizer: Optional[optax.GradientTransformation] = None
   return ServerRule(init, apply, end_round, None, None, ("delta",))
 
 
+@RULES.register("afl", params=(
+    Param("lr", 1.0, low=0, sweepable=True, meaning="AFL mixing rate"),),
+    inputs=("mean_examples", "staleness_fn"))
 def afl(*, lr: float = 1.0, mean_examples: float,
         staleness_fn: Optional[StalenessFn] = None) -> ServerRule:
   """The AFL paper's staleness-aware, data-size-weighted aggregation.
@@ -295,8 +312,8 @@ def afl(*, lr: float = 1.0, mean_examples: float,
     >>> rule.end_round is None
     True
   """
-  _check("lr", lr)
-  _check("mean_examples", mean_examples, strict=True)
+  RULES.check("afl", lr=lr)
+  checks.number("mean_examples", mean_examples, low=0, low_open=True)
   s = staleness_fn if staleness_fn is not None else staleness_lib.polynomial(
       0.5)
 

@@ -19,6 +19,12 @@ normalised so the full step is 1:
   Beats Minibatch SGD Under Arbitrary Delays" (arXiv:2206.07638): the step
   ``gamma * min(1, n / tau)``; here the factor ``min(1, n / tau)``.
 
+Every family registers itself in ``STALENESS`` with its parameters (range,
+meaning, whether a sweep may vary it) and checks its arguments against
+them; the configuration (``rule.staleness``, ``rule.staleness_a``,
+``rule.staleness_params``...) and ``get`` read the registry. Adding a
+staleness function is one decorated factory here (and one test).
+
 Example:
   >>> import jax.numpy as jnp
   >>> s = polynomial(0.5)
@@ -31,42 +37,28 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 
+from fedasync_jax.core.registry import REQUIRED, Param, Registry
+
 StalenessFn = Callable[[Any], jax.Array]
 
+STALENESS = Registry("staleness")
+"""The staleness functions by name: each factory returns an ``s(tau)``."""
 
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
-
-
-def _check(name: str, value, *, low: float = 0.0, strict: bool = False,
-           integer: bool = False):
-  """Validates a hyperparameter (skipped for traced values in sweeps)."""
-  if not _is_concrete(value):
-    return
-  try:
-    v = float(value)
-  except (TypeError, ValueError):
-    raise ValueError(f"{name} must be a number, got {value!r}") from None
-  if math.isnan(v) or math.isinf(v):
-    raise ValueError(f"{name} must be finite, got {value!r}")
-  if integer and v != int(v):
-    raise ValueError(f"{name} must be an integer, got {value!r}")
-  if strict and not v > low:
-    raise ValueError(f"{name} must be > {low}, got {value!r}")
-  if not strict and not v >= low:
-    raise ValueError(f"{name} must be >= {low}, got {value!r}")
+CUTOFF = Param("max_staleness", None, low=0, kind=int, optional=True,
+               meaning="drop updates staler than this (null: keep all)")
+"""The parameter of ``cutoff`` (any staleness function can be cut off)."""
 
 
 def _tau(tau) -> jax.Array:
   return jnp.asarray(tau, dtype=jnp.result_type(float))
 
 
+@STALENESS.register("constant")
 def constant() -> StalenessFn:
   """``s(tau) = 1``: every update counts fully (plain FedAsync).
 
@@ -79,6 +71,8 @@ def constant() -> StalenessFn:
   return fn
 
 
+@STALENESS.register("polynomial", params=(
+    Param("a", 0.5, low=0, sweepable=True, meaning="decay exponent"),))
 def polynomial(a: float) -> StalenessFn:
   """``s(tau) = (1 + tau)^-a`` (FedAsync's polynomial function).
 
@@ -89,13 +83,17 @@ def polynomial(a: float) -> StalenessFn:
     >>> float(polynomial(1.0)(1))
     0.5
   """
-  _check("a", a)
+  STALENESS.check("polynomial", a=a)
 
   def fn(tau):
     return jnp.power(1.0 + _tau(tau), -a)
   return fn
 
 
+@STALENESS.register("hinge", params=(
+    Param("a", 10.0, low=0, sweepable=True, meaning="slope after the hinge"),
+    Param("b", 4.0, low=0, sweepable=True,
+          meaning="staleness up to which updates count fully")))
 def hinge(a: float, b: float) -> StalenessFn:
   """``s(tau) = 1`` if ``tau <= b`` else ``1 / (a (tau - b) + 1)``.
 
@@ -107,8 +105,7 @@ def hinge(a: float, b: float) -> StalenessFn:
     >>> float(hinge(10.0, 4.0)(5))
     0.09090909...
   """
-  _check("a", a)
-  _check("b", b)
+  STALENESS.check("hinge", a=a, b=b)
 
   def fn(tau):
     t = _tau(tau)
@@ -116,6 +113,8 @@ def hinge(a: float, b: float) -> StalenessFn:
   return fn
 
 
+@STALENESS.register("exponential", params=(
+    Param("a", 0.5, low=0, sweepable=True, meaning="decay rate"),))
 def exponential(a: float) -> StalenessFn:
   """``s(tau) = exp(-a tau)``.
 
@@ -126,13 +125,20 @@ def exponential(a: float) -> StalenessFn:
     >>> round(float(exponential(1.0)(1)), 4)
     0.3679
   """
-  _check("a", a)
+  STALENESS.check("exponential", a=a)
 
   def fn(tau):
     return jnp.exp(-a * _tau(tau))
   return fn
 
 
+@STALENESS.register("koloskova", params=(
+    Param("tau_c", REQUIRED, low=0, sweepable=True,
+          meaning="staleness up to which the full step is taken"),
+    Param("lipschitz", REQUIRED, low=0, low_open=True, sweepable=True,
+          meaning="smoothness constant L"),
+    Param("lr", REQUIRED, low=0, low_open=True, sweepable=True,
+          meaning="the base (full) step size gamma")))
 def koloskova(*, tau_c: float, lipschitz: float, lr: float) -> StalenessFn:
   """Delay-adaptive step of arXiv:2206.08307 (Thm. 8), relative to ``lr``.
 
@@ -149,9 +155,7 @@ def koloskova(*, tau_c: float, lipschitz: float, lr: float) -> StalenessFn:
     >>> float(s(2)), round(float(s(5)), 3)
     (1.0, 0.5)
   """
-  _check("tau_c", tau_c)
-  _check("lipschitz", lipschitz, strict=True)
-  _check("lr", lr, strict=True)
+  STALENESS.check("koloskova", tau_c=tau_c, lipschitz=lipschitz, lr=lr)
 
   def fn(tau):
     t = _tau(tau)
@@ -160,6 +164,9 @@ def koloskova(*, tau_c: float, lipschitz: float, lr: float) -> StalenessFn:
   return fn
 
 
+@STALENESS.register("mishchenko", params=(
+    Param("n", REQUIRED, low=0, low_open=True, sweepable=True,
+          meaning="number of workers (the paper's n)"),))
 def mishchenko(n: float) -> StalenessFn:
   """Delay-adaptive factor ``min(1, n / tau)`` of arXiv:2206.07638.
 
@@ -170,7 +177,7 @@ def mishchenko(n: float) -> StalenessFn:
     >>> float(mishchenko(4)(8))
     0.5
   """
-  _check("n", n, strict=True)
+  STALENESS.check("mishchenko", n=n)
 
   def fn(tau):
     t = _tau(tau)
@@ -212,8 +219,7 @@ def cutoff(fn: StalenessFn, max_staleness: int) -> Cutoff:
   """
   if not callable(fn):
     raise ValueError(f"fn must be a staleness function, got {fn!r}")
-  _check("max_staleness", max_staleness, integer=True)
-  return Cutoff(fn, int(max_staleness))
+  return Cutoff(fn, CUTOFF._replace(optional=False).check(max_staleness))
 
 
 def keep(fn: StalenessFn, tau) -> jax.Array:
@@ -229,31 +235,23 @@ def max_staleness(fn: StalenessFn) -> Optional[int]:
   return fn.max_staleness if isinstance(fn, Cutoff) else None
 
 
-_BY_NAME = {
-    "constant": constant,
-    "polynomial": polynomial,
-    "hinge": hinge,
-    "exponential": exponential,
-    "koloskova": koloskova,
-    "mishchenko": mishchenko,
-}
-
-
 def get(name: str, **kwargs) -> StalenessFn:
-  """Builds a staleness function by name, e.g. ``get("polynomial", a=0.5)``.
+  """Builds a registered staleness function by name, e.g.
+  ``get("polynomial", a=0.5)``.
 
   A ``max_staleness=...`` keyword wraps the result in ``cutoff``.
+
+  Raises:
+    ValueError: an unknown name (the message lists the registered ones),
+      an unknown parameter, or a parameter out of its range.
 
   Example:
     >>> float(get("hinge", a=10, b=4, max_staleness=16)(3))
     1.0
   """
-  if name not in _BY_NAME:
-    raise ValueError(f"staleness name must be one of {sorted(_BY_NAME)}, "
-                     f"got {name!r}")
+  if name not in STALENESS:
+    raise ValueError(f"staleness name must be one of "
+                     f"{', '.join(STALENESS.names())}; got {name!r}")
   limit = kwargs.pop("max_staleness", None)
-  try:
-    fn = _BY_NAME[name](**kwargs)
-  except TypeError as e:
-    raise ValueError(f"bad parameters for staleness {name!r}: {e}") from None
+  fn = STALENESS.build(name, **kwargs)
   return fn if limit is None else cutoff(fn, limit)

@@ -1,2 +1,11 @@
 """The run layer: configuration, building a run from it, training and
-evaluating, outputs on disk, and the command line."""
+evaluating, outputs on disk, and the command line.
+
+``schema`` (the configuration's fields, derived from the registries),
+``config`` (dataclasses, files, overrides, checks), ``setup`` (data, model,
+rule, delays and schedule from a configuration), ``outputs`` (progress bar,
+CSV/JSON, plots), ``checkpoints`` (signals, checkpoints, resume), ``grid``
+(sweepable fields and grids), ``experiment`` (``train_and_evaluate``,
+``sweep_and_evaluate``), ``results`` (atomic CSV/JSON writers), ``demo`` and
+``cli``.
+"""

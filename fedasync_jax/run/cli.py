@@ -41,32 +41,49 @@ configuration:
 
   A smaller example (real MNIST, 100 Dirichlet clients, FedAsync):
 
-    data:   {name: mnist, path: ../shared/data/mnist.npz, num_clients: 100,
-             partition: dirichlet, alpha: 0.5}
-    model:  {name: mlp}
-    client: {optimizer: sgd, lr: 0.05, batch_size: 10, epochs: 1}
-    rule:   {name: fedasync, alpha: 0.6, staleness: polynomial,
-             staleness_a: 0.5}
-    delays: {speeds: pareto, pareto_shape: 1.5, jitter: lognormal,
-             jitter_sigma: 0.3}
-    run:    {concurrency: 20, num_updates: 2000, eval_every: 100, seed: 0}
+    data:   {{name: mnist, path: ../shared/data/mnist.npz, num_clients: 100,
+             partition: dirichlet, alpha: 0.5}}
+    model:  {{name: mlp}}
+    client: {{optimizer: sgd, lr: 0.05, batch_size: 10, epochs: 1}}
+    rule:   {{name: fedasync, alpha: 0.6, staleness: polynomial,
+             staleness_a: 0.5}}
+    delays: {{speeds: pareto, pareto_shape: 1.5, jitter: lognormal,
+             jitter_sigma: 0.3}}
+    run:    {{concurrency: 20, num_updates: 2000, eval_every: 100, seed: 0}}
 
   Every field can be overridden with --set SECTION.FIELD=VALUE, repeated:
     --set rule.alpha=0.9 --set run.seed=3 --set client.steps=null
-  (booleans: true/false; an optional field is unset with null).
+  (booleans: true/false; an optional field is unset with null). Parameters
+  without a field of their own go in a mapping, one entry at a time:
+    --set rule.staleness=koloskova --set rule.staleness_params.tau_c=4
   Without --config the defaults run FedAsync on Synthetic(1,1).
 
-rules (rule.name):
-  fedasync  mix every arrival: w <- (1 - a s(tau)) w + a s(tau) w_client
-  fedbuff   apply the mean of K = rule.buffer_size updates (server optimizer)
-  afl       mix with weight min(1, afl_lr n_k / mean n s(tau))
-  fedavg    synchronous rounds of run.concurrency clients (barrier)
-
+{families}
 outputs (in --out):
   config.json, history.csv, arrivals.csv, participation.csv, summary.json,
   final_params.msgpack, and PNG plots when matplotlib is installed.
   Ctrl-C (or SIGTERM) saves checkpoint.msgpack; --resume DIR continues.
 """
+
+
+def _families_text() -> str:
+  """The rules and staleness functions with their one-line docs and where
+  their parameters are set, read from the registries."""
+  from fedasync_jax.run import schema
+  out = []
+  for field, title in (("name", "rules"), ("staleness",
+                                           "staleness functions")):
+    out.append(f"{title} (rule.{field}):")
+    for m in schema.family("rule", field).members():
+      where = []
+      for p in m.params:
+        b = schema.bound_field("rule", field, m.name, p.name)
+        ex = schema.extra_field("rule", field)
+        where.append(f"rule.{b.name}" if b else f"rule.{ex.name}.{p.name}")
+      sets = f" [{', '.join(where)}]" if where else ""
+      out.append(f"  {m.name:<12}{m.doc}{sets}")
+    out.append("")
+  return "\n".join(out)
 
 
 def _run(args) -> int:
@@ -151,6 +168,11 @@ value instead.
 """
 
 
+def _sweepable_text() -> str:
+  from fedasync_jax.run import grid
+  return ", ".join(sorted(grid.sweepable()))
+
+
 def _config_args(parser, config_help: str, set_help: str) -> None:
   parser.add_argument("--config", type=Path, default=None, help=config_help)
   parser.add_argument("--set", action="append", default=[],
@@ -158,6 +180,9 @@ def _config_args(parser, config_help: str, set_help: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+  """The parser of ``fedasync-jax``: ``demo``, ``run``, ``sweep``,
+  ``config``; the help texts list the registered rules, staleness
+  functions and sweepable fields."""
   p = argparse.ArgumentParser(
       prog="fedasync-jax",
       description="A JAX-accelerated, vectorized simulator of asynchronous "
@@ -169,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
            f"${compile_cache.ENV_VAR} or ~/.cache/fedasync_jax/xla); 'off' "
            "turns it off")
   sub = p.add_subparsers(dest="command", required=True)
+  _add_demo(sub)
+  _add_run(sub)
+  _add_sweep(sub)
+  _add_config(sub)
+  return p
+
+
+def _add_demo(sub) -> None:
   d = sub.add_parser(
       "demo", help="run FedAsync, FedBuff and FedAvg on the embedded "
                    "Synthetic(1,1) data (no download)",
@@ -190,13 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
                  help="client SGD learning rate (default: 0.01)")
   d.add_argument("--seed", type=int, default=0, help="random seed")
   d.set_defaults(func=_demo)
+
+
+def _add_run(sub) -> None:
   r = sub.add_parser(
       "run", help="run one configuration (JSON/YAML file plus overrides)",
       description="Runs one simulation from a configuration file and "
                   "command-line\noverrides, with a progress bar (updates, "
                   "simulated time, test accuracy,\nETA), checkpoints, and "
                   "results written to an output folder.",
-      epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+      epilog=RUN_EPILOG.format(families=_families_text()),
+      formatter_class=argparse.RawDescriptionHelpFormatter)
   _config_args(r, "configuration file (.json, .yaml or .yml)",
                "override one field, e.g. rule.alpha=0.9 or "
                "delays.pareto_shape=1.5 (repeatable)")
@@ -205,16 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--resume", type=Path, default=None, metavar="DIR",
                  help="continue the interrupted run in DIR")
   r.set_defaults(func=_run)
+
+
+def _add_sweep(sub) -> None:
   w = sub.add_parser(
       "sweep", help="run a grid of settings x seeds as ONE compiled program",
       description="Runs every combination of the --grid values and --seeds "
                   "as ONE compiled\nprogram (the vectorized sweep) on top "
                   "of a base configuration (--config,\n--set: as for "
                   "`fedasync-jax run`).\n\n"
-                  "Sweepable fields: rule.alpha, rule.staleness_a, "
-                  "rule.staleness_b,\nrule.server_lr, rule.afl_lr, "
-                  "client.lr. Seeds change the schedule, the\ninitial "
-                  "model and the training keys.",
+                  f"Sweepable fields: {_sweepable_text()}.\nSeeds change "
+                  "the schedule, the initial model and the training keys.",
       epilog=SWEEP_EPILOG,
       formatter_class=argparse.RawDescriptionHelpFormatter)
   _config_args(w, "base configuration file (.json/.yaml)",
@@ -227,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
   w.add_argument("--out", type=Path, default=None,
                  help="output folder (default: runs/sweep-<date>-<time>)")
   w.set_defaults(func=_sweep)
+
+
+def _add_config(sub) -> None:
   c = sub.add_parser(
       "config", help="print every configuration field with its default, "
                      "meaning and range (YAML)",
@@ -238,7 +279,6 @@ def build_parser() -> argparse.ArgumentParser:
   _config_args(c, "start from this file instead of the defaults",
                "override one field (repeatable)")
   c.set_defaults(func=_config)
-  return p
 
 
 def _enable_compile_cache(args) -> None:

@@ -15,22 +15,18 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fedasync_jax.core import client
-from fedasync_jax.sim import delays
-from fedasync_jax.sim import executor
 from fedasync_jax import models
-from fedasync_jax.run import results
-from fedasync_jax.core import rules
-from fedasync_jax.sim import scheduler
-from fedasync_jax.core import staleness
+from fedasync_jax.core import (checks, client, optimizers, rules,
+                               staleness)
 from fedasync_jax.data import synthetic
+from fedasync_jax.run import results
+from fedasync_jax.sim import delays, executor, scheduler
 
 
 def _accuracy_at(evals, key, points):
@@ -52,46 +48,21 @@ def _table(title, header, rows):
   return "\n".join(lines)
 
 
-def run_demo(out_dir, *, num_updates: int = 3000, concurrency: int = 10,
-             num_clients: int = 100, seed: int = 0, client_lr: float = 0.01,
-             log: Callable[[str], None] = print) -> dict:
-  """Runs the demo and writes its files into ``out_dir``.
-
-  Args:
-    out_dir: output folder (created).
-    num_updates: client updates per algorithm (a multiple of 100).
-    concurrency: clients in flight (FedAsync, FedBuff) and cohort (FedAvg).
-    num_clients: population of Synthetic(1, 1).
-    seed: seed of data, delays, schedule and training.
-    log: where progress and tables go.
-
-  Returns:
-    The summary dict (also written to ``summary.json``).
-  """
+def _check(num_updates, concurrency, num_clients):
+  num_clients = checks.integer("num_clients", num_clients, low=1)
+  num_updates = checks.integer("num_updates", num_updates)
   if num_updates < 100 or num_updates % 100:
     raise ValueError(f"num_updates must be a positive multiple of 100, got "
                      f"{num_updates}")
-  if not 1 <= concurrency <= num_clients:
-    raise ValueError(f"concurrency must be in [1, num_clients={num_clients}]"
-                     f", got {concurrency}")
-  out = Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  t_all = time.perf_counter()
-  fed = synthetic.synthetic(1.0, 1.0, num_clients=num_clients, seed=seed,
-                            mean_examples=100, min_examples=20)
-  ds = fed.train
-  model = models.logistic_regression(ds.x.shape[1], fed.num_classes)
-  evaluate = models.make_evaluator(model, fed.x_test, fed.y_test)
-  params = model.init(jax.random.key(seed))
-  epochs, batch, lr = 1, 10, client_lr
-  upd = client.local_update(model.loss, optax.sgd(lr), batch_size=batch,
-                            max_examples=ds.max_count, epochs=epochs)
-  speeds = delays.device_speeds("lognormal", num_clients, seed=seed,
-                                sigma=1.0, mean=0.01)
-  dm = delays.delay_model(speeds, ds.counts * float(epochs),
-                          comm_time=0.5)
+  concurrency = checks.integer("concurrency", concurrency, low=1,
+                               high=num_clients)
+  return num_updates, concurrency, num_clients
+
+
+def _runs(dm, *, num_updates, concurrency, seed):
+  """The three algorithms: ``{name: (rule, schedule, eval_every)}``."""
   K = concurrency // 2 or 1
-  runs = {
+  return {
       "fedasync": (rules.fedasync(0.6, staleness.polynomial(0.5)),
                    scheduler.asynchronous(dm, num_updates=num_updates,
                                           concurrency=concurrency,
@@ -107,38 +78,39 @@ def run_demo(out_dir, *, num_updates: int = 3000, concurrency: int = 10,
                                        seed=seed),
                  math.ceil(100 / concurrency)),
   }
-  log(f"fedasync-jax demo: Synthetic(1,1), {num_clients} clients "
-      f"({int(ds.counts.sum())} training examples), logistic regression, "
-      f"lognormal device speeds, {num_updates} client updates per algorithm")
-  summary = {"data": fed.name, "num_clients": num_clients,
-             "num_updates": num_updates, "concurrency": concurrency,
-             "seed": seed, "backend": jax.default_backend(), "runs": {}}
-  histories = {}
-  for name, (rule, sched, every) in runs.items():
-    t0 = time.perf_counter()
 
-    def progress(info, name=name):
-      log(f"  {name}: {info['arrivals_done']}/{info['num_arrivals']} updates,"
-          f" version {info['version']}, "
-          f"{time.perf_counter() - t0:.1f} s")
-    res = executor.simulate(rule, upd, params, ds, sched,
-                            key=jax.random.key(seed), eval_fn=evaluate,
-                            eval_every=every, chunk_steps=128,
-                            progress=progress)
-    wall = time.perf_counter() - t0
-    histories[name] = res.evals
-    results.write_csv(out / f"history_{name}.csv", res.evals)
-    results.write_columns(out / f"arrivals_{name}.csv", res.arrivals)
-    summary["runs"][name] = {
-        "final_accuracy": res.evals[-1]["accuracy"],
-        "final_loss": res.evals[-1]["loss"],
-        "versions": int(res.state.version),
-        "simulated_time": float(sched.stats["end_time"]),
-        "mean_staleness": float(np.mean(res.arrivals["staleness"])),
-        "max_staleness": int(np.max(res.arrivals["staleness"])),
-        "wall_time_s": wall,
-        "padding_waste": res.stats["padding_waste"],
-    }
+
+def _run_one(name, rule, sched, every, *, upd, params, ds, evaluate, seed,
+             out, log) -> dict:
+  """Runs one algorithm, writes its CSVs, returns its summary entry (and
+  its evaluations under ``"evals"``)."""
+  t0 = time.perf_counter()
+
+  def progress(info):
+    log(f"  {name}: {info['arrivals_done']}/{info['num_arrivals']} updates, "
+        f"version {info['version']}, {time.perf_counter() - t0:.1f} s")
+  res = executor.simulate(rule, upd, params, ds, sched,
+                          key=jax.random.key(seed), eval_fn=evaluate,
+                          eval_every=every, chunk_steps=128,
+                          progress=progress)
+  wall = time.perf_counter() - t0
+  results.write_csv(out / f"history_{name}.csv", res.evals)
+  results.write_columns(out / f"arrivals_{name}.csv", res.arrivals)
+  return {
+      "final_accuracy": res.evals[-1]["accuracy"],
+      "final_loss": res.evals[-1]["loss"],
+      "versions": int(res.state.version),
+      "simulated_time": float(sched.stats["end_time"]),
+      "mean_staleness": float(np.mean(res.arrivals["staleness"])),
+      "max_staleness": int(np.max(res.arrivals["staleness"])),
+      "wall_time_s": wall,
+      "padding_waste": res.stats["padding_waste"],
+      "evals": res.evals,
+  }
+
+
+def _report(summary, histories, num_updates):
+  """The two accuracy tables (text), recorded in ``summary`` too."""
   updates = [num_updates // 4 * i for i in range(1, 5)]
   t_max = min(r["simulated_time"] for r in summary["runs"].values())
   times = [t_max / 4 * i for i in range(1, 5)]
@@ -155,14 +127,62 @@ def run_demo(out_dir, *, num_updates: int = 3000, concurrency: int = 10,
   summary["accuracy_by_time"] = {
       n: dict(zip([f"{t:.1f}" for t in times], _accuracy_at(h, "time", times)))
       for n, h in histories.items()}
+  return t1, t2
+
+
+def run_demo(out_dir, *, num_updates: int = 3000, concurrency: int = 10,
+             num_clients: int = 100, seed: int = 0, client_lr: float = 0.01,
+             log: Callable[[str], None] = print) -> dict:
+  """Runs the demo and writes its files into ``out_dir``.
+
+  Args:
+    out_dir: output folder (created).
+    num_updates: client updates per algorithm (a multiple of 100).
+    concurrency: clients in flight (FedAsync, FedBuff) and cohort (FedAvg).
+    num_clients: population of Synthetic(1, 1).
+    seed: seed of data, delays, schedule and training.
+    client_lr: the clients' SGD learning rate.
+    log: where progress and tables go.
+
+  Returns:
+    The summary dict (also written to ``summary.json``).
+  """
+  num_updates, concurrency, num_clients = _check(num_updates, concurrency,
+                                                 num_clients)
+  out = Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  t_all = time.perf_counter()
+  fed = synthetic.synthetic(1.0, 1.0, num_clients=num_clients, seed=seed,
+                            mean_examples=100, min_examples=20)
+  ds = fed.train
+  model = models.logistic_regression(ds.x.shape[1], fed.num_classes)
+  upd = client.local_update(model.loss, optimizers.sgd(client_lr),
+                            batch_size=10, max_examples=ds.max_count)
+  speeds = delays.device_speeds("lognormal", num_clients, seed=seed,
+                                sigma=1.0, mean=0.01)
+  dm = delays.delay_model(speeds, ds.counts * 1.0, comm_time=0.5)
+  log(f"fedasync-jax demo: Synthetic(1,1), {num_clients} clients "
+      f"({int(ds.counts.sum())} training examples), logistic regression, "
+      f"lognormal device speeds, {num_updates} client updates per algorithm")
+  summary = {"data": fed.name, "num_clients": num_clients,
+             "num_updates": num_updates, "concurrency": concurrency,
+             "seed": seed, "backend": jax.default_backend(), "runs": {}}
+  histories = {}
+  common = dict(upd=upd, params=model.init(jax.random.key(seed)), ds=ds,
+                evaluate=models.make_evaluator(model, fed.x_test, fed.y_test),
+                seed=seed, out=out, log=log)
+  for name, (rule, sched, every) in _runs(
+      dm, num_updates=num_updates, concurrency=concurrency,
+      seed=seed).items():
+    entry = _run_one(name, rule, sched, every, **common)
+    histories[name] = entry.pop("evals")
+    summary["runs"][name] = entry
+  t1, t2 = _report(summary, histories, num_updates)
   summary["wall_time_s"] = time.perf_counter() - t_all
   results.write_json(out / "summary.json", summary)
   (out / "tables.txt").write_text(t1 + "\n\n" + t2 + "\n")
-  log("")
-  log(t1)
-  log("")
-  log(t2)
-  log("")
+  for text in ("", t1, "", t2, ""):
+    log(text)
   log(f"wrote {out}/summary.json, tables.txt, history_*.csv, arrivals_*.csv "
       f"({summary['wall_time_s']:.1f} s)")
   return summary

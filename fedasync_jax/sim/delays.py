@@ -10,7 +10,9 @@ arrives. An ``Availability`` restricts when a client can be dispatched
 Device-speed distributions follow the systems-heterogeneity models of the
 cross-device FL literature (e.g. FedScale, Lai et al. 2022, arXiv:2105.11367):
 constant, uniform, exponential, lognormal and Pareto heavy tails, or a
-user-supplied trace.
+user-supplied trace. They are the members of ``SPEEDS``, the per-task
+jitters those of ``JITTERS``; each declares its parameters (range and
+meaning), which the configuration reads.
 
 Example:
   >>> import numpy as np
@@ -28,36 +30,116 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-SPEED_KINDS = ("constant", "uniform", "exponential", "lognormal", "pareto",
-               "trace")
-JITTER_KINDS = ("none", "exponential", "lognormal")
+from fedasync_jax.core import checks
+from fedasync_jax.core.registry import Param, Registry
+
+SPEEDS = Registry("speeds")
+"""Device-speed distributions: ``factory(num_clients, rng, **params)``
+returns one positive speed per client."""
+
+JITTERS = Registry("jitter")
+"""Per-task duration factors (mean 1): ``factory(rng, shape, **params)``.
+A parameter ``p`` is read from the delay model's ``jitter_<p>``."""
+
+DELAY_PARAMS = (
+    Param("comm_time", 0.0, low=0, meaning="seconds added to every task"),
+    Param("dropout", 0.0, low=0, high=1, high_open=True,
+          meaning="probability an update never arrives"),
+)
+"""The settings of ``delay_model`` besides speeds, work and jitter."""
+
+_MEAN = Param("mean", 1.0, low=0, low_open=True,
+              meaning="speed scale: median (lognormal), mean (others)")
 
 
-def _positive(name, value, *, strict=True):
-  try:
-    v = float(value)
-  except (TypeError, ValueError):
-    raise ValueError(f"{name} must be a number, got {value!r}") from None
-  if not np.isfinite(v) or (v <= 0 if strict else v < 0):
-    rng = "> 0" if strict else ">= 0"
-    raise ValueError(f"{name} must be finite and {rng}, got {value!r}")
-  return v
+@SPEEDS.register("constant", params=(_MEAN,))
+def _constant(n, rng, *, mean):
+  """every client the same speed ``mean``"""
+  del rng
+  return np.full(n, float(mean))
+
+
+@SPEEDS.register("uniform", params=(
+    Param("low", 0.5, low=0, low_open=True, meaning="low"),
+    Param("high", 1.5, low=0, low_open=True, meaning="high")))
+def _uniform(n, rng, *, low, high):
+  """uniform on [low, high]"""
+  low, high = float(low), float(high)
+  if high < low:
+    raise ValueError(f"high must be >= low ({low}), got {high}")
+  return rng.uniform(low, high, n)
+
+
+@SPEEDS.register("exponential", params=(_MEAN,))
+def _exponential(n, rng, *, mean):
+  """exponential with mean ``mean``"""
+  return rng.exponential(float(mean), n)
+
+
+@SPEEDS.register("lognormal", params=(
+    _MEAN, Param("sigma", 1.0, low=0, meaning="log std")))
+def _lognormal(n, rng, *, mean, sigma):
+  """lognormal with median ``mean`` and log standard deviation ``sigma``"""
+  return float(mean) * rng.lognormal(0.0, float(sigma), n)
+
+
+@SPEEDS.register("pareto", params=(
+    _MEAN, Param("shape", 2.0, low=0, low_open=True,
+                 meaning="tail index (smaller: heavier)")))
+def _pareto(n, rng, *, mean, shape):
+  """Lomax tail index ``shape``, scaled to mean ``mean`` when ``shape > 1``"""
+  mean, shape = float(mean), float(shape)
+  scale = mean * (shape - 1.0) if shape > 1 else mean
+  return scale * rng.pareto(shape, n)
+
+
+@SPEEDS.register("trace", inputs=("trace",))
+def _trace(n, rng, *, trace):
+  """measured speeds ``trace``, cycled over the clients"""
+  del rng
+  if trace is None:
+    raise ValueError("trace must be given when kind='trace'")
+  t = np.asarray(trace, dtype=np.float64).ravel()
+  if t.size == 0 or not np.all(np.isfinite(t)) or np.any(t <= 0):
+    raise ValueError("trace must be a non-empty array of finite values > 0")
+  return t[np.arange(n) % t.size]
+
+
+@JITTERS.register("none")
+def _no_jitter(rng, shape):
+  """no jitter: a task takes its expected time"""
+  del rng
+  return np.ones(shape)
+
+
+@JITTERS.register("exponential")
+def _exponential_jitter(rng, shape):
+  """exponential with mean 1"""
+  return rng.exponential(1.0, shape)
+
+
+@JITTERS.register("lognormal", params=(
+    Param("sigma", 0.5, low=0, meaning="log std"),))
+def _lognormal_jitter(rng, shape, *, sigma):
+  """lognormal with mean 1 and log standard deviation ``sigma``"""
+  return rng.lognormal(-0.5 * sigma * sigma, sigma, shape)
 
 
 def device_speeds(kind: str, num_clients: int, *, seed: int = 0,
                   mean: float = 1.0, sigma: float = 1.0, low: float = 0.5,
                   high: float = 1.5, shape: float = 2.0,
-                  trace: Optional[np.ndarray] = None) -> np.ndarray:
+                  trace: Optional[np.ndarray] = None, **params) -> np.ndarray:
   """Draws one speed (seconds per unit of work) per client.
 
   Args:
-    kind: one of ``constant``, ``uniform`` (on ``[low, high]``),
-      ``exponential`` (mean ``mean``), ``lognormal`` (median ``mean``, log
-      standard deviation ``sigma``), ``pareto`` (Lomax tail index ``shape``,
-      scaled to mean ``mean`` when ``shape > 1``), ``trace`` (``trace``
-      values, cycled over the clients).
+    kind: a member of ``SPEEDS``: ``constant``, ``uniform`` (on ``[low,
+      high]``), ``exponential`` (mean ``mean``), ``lognormal`` (median
+      ``mean``, log standard deviation ``sigma``), ``pareto`` (Lomax tail
+      index ``shape``, scaled to mean ``mean`` when ``shape > 1``),
+      ``trace`` (``trace`` values, cycled over the clients).
     num_clients: population size, ``>= 1``.
     seed: the random seed.
+    **params: parameters of other registered distributions.
 
   Returns:
     ``(num_clients,)`` float64 array of positive speeds.
@@ -66,38 +148,16 @@ def device_speeds(kind: str, num_clients: int, *, seed: int = 0,
     >>> device_speeds("constant", 3, mean=2.0).tolist()
     [2.0, 2.0, 2.0]
   """
-  if kind not in SPEED_KINDS:
-    raise ValueError(f"kind must be one of {SPEED_KINDS}, got {kind!r}")
-  if int(num_clients) != num_clients or num_clients < 1:
-    raise ValueError(f"num_clients must be an integer >= 1, got "
-                     f"{num_clients!r}")
-  n = int(num_clients)
+  checks.choice("kind", kind, SPEEDS.names())
+  n = checks.integer("num_clients", num_clients, low=1)
   rng = np.random.default_rng(seed)
-  mean = _positive("mean", mean)
-  if kind == "constant":
-    out = np.full(n, mean)
-  elif kind == "uniform":
-    low = _positive("low", low)
-    high = _positive("high", high)
-    if high < low:
-      raise ValueError(f"high must be >= low ({low}), got {high}")
-    out = rng.uniform(low, high, n)
-  elif kind == "exponential":
-    out = rng.exponential(mean, n)
-  elif kind == "lognormal":
-    sigma = _positive("sigma", sigma, strict=False)
-    out = mean * rng.lognormal(0.0, sigma, n)
-  elif kind == "pareto":
-    shape = _positive("shape", shape)
-    scale = mean * (shape - 1.0) if shape > 1 else mean
-    out = scale * rng.pareto(shape, n)
-  else:
-    if trace is None:
-      raise ValueError("trace must be given when kind='trace'")
-    t = np.asarray(trace, dtype=np.float64).ravel()
-    if t.size == 0 or not np.all(np.isfinite(t)) or np.any(t <= 0):
-      raise ValueError("trace must be a non-empty array of finite values > 0")
-    out = t[np.arange(n) % t.size]
+  mean = float(_MEAN.check(mean))
+  values = {"mean": mean, "sigma": sigma, "low": low, "high": high,
+            "shape": shape, "trace": trace, **params}
+  member = SPEEDS[kind]
+  names = [p.name for p in member.params] + list(member.inputs)
+  out = SPEEDS.build(kind, n, rng, **{k: values[k] for k in names
+                                      if k in values})
   # A zero speed would make a task take no time; keep every speed positive.
   return np.maximum(out, 1e-9 * mean)
 
@@ -135,10 +195,9 @@ def availability(num_clients: int, *, period: float, on_fraction: float,
     >>> a.phase.shape
     (2,)
   """
-  period = _positive("period", period)
-  f = _positive("on_fraction", on_fraction)
-  if f > 1:
-    raise ValueError(f"on_fraction must be in (0, 1], got {on_fraction!r}")
+  period = float(checks.number("period", period, low=0, low_open=True))
+  f = float(checks.number("on_fraction", on_fraction, low=0, high=1,
+                          low_open=True))
   phase = np.random.default_rng(seed).uniform(0, period, int(num_clients))
   return Availability(period, f, phase)
 
@@ -167,8 +226,9 @@ def delay_model(speed: np.ndarray, work: np.ndarray, *,
   Args:
     speed: ``(N,)`` seconds per unit of work, from ``device_speeds``.
     work: ``(N,)`` units of work per task (e.g. examples x local epochs).
-    jitter: per-task factor: ``none``, ``exponential`` (mean 1) or
-      ``lognormal`` (mean 1, log standard deviation ``jitter_sigma``).
+    jitter: per-task factor, a member of ``JITTERS``: ``none``,
+      ``exponential`` (mean 1) or ``lognormal`` (mean 1, log standard
+      deviation ``jitter_sigma``).
     comm_time: added to every task (download + upload), ``>= 0``.
     dropout: probability in ``[0, 1)`` that an update never arrives.
     availability: optional on/off windows.
@@ -190,13 +250,11 @@ def delay_model(speed: np.ndarray, work: np.ndarray, *,
     raise ValueError("speed must be finite and > 0 for every client")
   if not np.all(np.isfinite(work)) or np.any(work < 0):
     raise ValueError("work must be finite and >= 0 for every client")
-  if jitter not in JITTER_KINDS:
-    raise ValueError(f"jitter must be one of {JITTER_KINDS}, got {jitter!r}")
-  jitter_sigma = _positive("jitter_sigma", jitter_sigma, strict=False)
-  comm_time = _positive("comm_time", comm_time, strict=False)
-  dropout = _positive("dropout", dropout, strict=False)
-  if dropout >= 1:
-    raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+  checks.choice("jitter", jitter, JITTERS.names())
+  jitter_sigma = float(checks.number("jitter_sigma", jitter_sigma, low=0))
+  comm_p, dropout_p = DELAY_PARAMS
+  comm_time = float(comm_p.check(comm_time))
+  dropout = float(dropout_p.check(dropout))
   if availability is not None and availability.phase.shape != speed.shape:
     raise ValueError("availability must have one phase per client")
   return DelayModel(speed, work, jitter, jitter_sigma, comm_time, dropout,
@@ -217,13 +275,9 @@ def sample_durations(model: DelayModel, clients: np.ndarray,
   """
   clients = np.asarray(clients)
   n = clients.shape
-  if model.jitter == "exponential":
-    jit = rng.exponential(1.0, n)
-  elif model.jitter == "lognormal":
-    s = model.jitter_sigma
-    jit = rng.lognormal(-0.5 * s * s, s, n)
-  else:
-    jit = np.ones(n)
+  member = JITTERS[model.jitter]
+  jit = member.factory(rng, n, **{p.name: getattr(model, "jitter_" + p.name)
+                                  for p in member.params})
   lost = rng.random(n) < model.dropout
   dur = model.speed[clients] * model.work[clients] * jit + model.comm_time
   return dur, lost

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedasync_jax.core import checks
 from fedasync_jax.core.client import ClientUpdate
 from fedasync_jax.data import ClientDataset
 
@@ -49,7 +50,8 @@ def nan_clients(update: ClientUpdate, offsets) -> ClientUpdate:
 def scaled_clients(update: ClientUpdate, offsets, scale: float
                    ) -> ClientUpdate:
   """Clients whose data starts at ``offsets`` send ``scale`` times their
-  update (``w_start + scale * delta``)."""
+  update (``w_start + scale * delta``); ``scale`` is any finite number."""
+  checks.number("scale", scale)
   targets = np.asarray(offsets)
 
   def run(params, data, key, hparams):

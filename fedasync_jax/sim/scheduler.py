@@ -10,9 +10,10 @@ whenever one arrives or is lost, as in FedScale, arXiv:2105.11367) and
 open-loop Poisson dispatches (as in FLSim); synchronous rounds with a
 cohort, a barrier, an optional deadline and over-selection (Bonawitz et al.
 2019, "Towards Federated Learning at Scale", arXiv:1902.01046). Client
-selection is uniform with replacement, uniform without replacement (a fresh
-permutation of the population per pass), or weighted by data size; a client
-in flight is never dispatched again until it returns (the AFL paper,
+selection is a member of ``selection.SELECTIONS`` (re-exported here):
+uniform with replacement, uniform without replacement (a fresh permutation
+of the population per pass), or weighted by data size; a client in flight
+is never dispatched again until it returns (the AFL paper,
 arXiv:2508.01675, Section 2.2, analyses both sampling schemes).
 
 Versions advance by the rule: one per applied arrival (FedAsync, AFL), one
@@ -31,16 +32,14 @@ Example:
 
 from __future__ import annotations
 
-import collections
 import heapq
-import math
 from typing import NamedTuple, Optional
 
 import numpy as np
 
-from fedasync_jax.sim.delays import DelayModel
-
-SELECTIONS = ("uniform", "without_replacement", "weighted")
+from fedasync_jax.core import checks
+from fedasync_jax.sim.delays import DelayModel, sample_durations
+from fedasync_jax.sim.selection import SELECTIONS, Selector  # noqa: F401
 
 DISPATCH, ARRIVAL, LOST = 0, 1, 2
 
@@ -95,98 +94,6 @@ class Schedule(NamedTuple):
 
 
 MAX_EVENTS = 10**9  # more would not fit in memory as arrays anyway
-
-
-def _int(name, value, low, high=None):
-  try:
-    ok = (not isinstance(value, bool) and math.isfinite(value)
-          and int(value) == value and value >= low
-          and (high is None or value <= high))
-  except (TypeError, ValueError, OverflowError):
-    ok = False
-  if not ok:
-    rng = f">= {low}" if high is None else f"in [{low}, {high}]"
-    raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
-  return int(value)
-
-
-class _Selector:
-  """Picks idle clients: uniform, without replacement, or weighted."""
-
-  def __init__(self, kind, n, rng, weights, avail):
-    if kind not in SELECTIONS:
-      raise ValueError(f"selection must be one of {SELECTIONS}, got {kind!r}")
-    self.kind, self.n, self.rng, self.avail = kind, n, rng, avail
-    self.busy = np.zeros(n, dtype=bool)
-    self.queue = collections.deque()
-    if kind == "weighted":
-      if weights is None:
-        raise ValueError("selection='weighted' needs weights (e.g. the "
-                         "clients' example counts)")
-      w = np.asarray(weights, dtype=np.float64)
-      if w.shape != (n,) or np.any(w < 0) or not np.all(np.isfinite(w)) \
-          or w.sum() <= 0:
-        raise ValueError(f"weights must be ({n},) finite, >= 0, not all 0")
-      self.cdf = np.cumsum(w) / w.sum()
-
-  def _ok(self, c, t):
-    return not self.busy[c] and (self.avail is None
-                                 or bool(self.avail.available(c, t)))
-
-  def _eligible(self, t):
-    idle = np.flatnonzero(~self.busy)
-    if self.avail is not None and idle.size:
-      idle = idle[self.avail.available(idle, t)]
-    return idle
-
-  def pick(self, t) -> Optional[int]:
-    """A client that is idle and available at ``t``, or None."""
-    if self.kind == "without_replacement":
-      for _ in range(2):
-        if not self.queue:
-          self.queue.extend(self.rng.permutation(self.n).tolist())
-        for i, c in enumerate(self.queue):
-          if self._ok(c, t):
-            del self.queue[i]
-            return c
-        if len(self.queue) < self.n:
-          # Every client left in this pass is busy: start the next pass so
-          # the dispatch is not refused while idle clients exist.
-          rest = list(self.queue)
-          in_rest = set(rest)
-          self.queue.clear()
-          self.queue.extend(rest + [c for c in self.rng.permutation(self.n)
-                                    if c not in in_rest])
-        else:
-          return None
-      return None
-    for _ in range(64):
-      if self.kind == "uniform":
-        c = int(self.rng.integers(self.n))
-      else:
-        c = int(np.searchsorted(self.cdf, self.rng.random(), side="right"))
-        c = min(c, self.n - 1)
-      if self._ok(c, t):
-        return c
-    cand = self._eligible(t)
-    if cand.size == 0:
-      return None
-    if self.kind == "uniform":
-      return int(cand[self.rng.integers(cand.size)])
-    w = np.diff(np.concatenate([[0.0], self.cdf]))[cand]
-    if w.sum() <= 0:
-      return None
-    return int(cand[np.searchsorted(np.cumsum(w) / w.sum(), self.rng.random(),
-                                    side="right").clip(0, cand.size - 1)])
-
-  def next_available(self, t):
-    """The earliest time an idle client becomes available (inf if none)."""
-    idle = np.flatnonzero(~self.busy)
-    if idle.size == 0:
-      return np.inf
-    if self.avail is None:
-      return t
-    return float(self.avail.next_start(idle, t).min())
 
 
 class _Builder:
@@ -260,8 +167,9 @@ def asynchronous(delays: DelayModel, *, num_updates: int,
       replacement is dispatched at every arrival or loss).
     poisson_rate: open loop: dispatches per unit time (Poisson process); a
       dispatch finding no idle, available client is skipped and counted.
-    selection: ``uniform`` (with replacement), ``without_replacement`` or
-      ``weighted`` (by ``weights``, e.g. example counts).
+    selection: a member of ``SELECTIONS``: ``uniform`` (with
+      replacement), ``without_replacement`` or ``weighted`` (by
+      ``weights``, e.g. example counts).
     weights: selection weights for ``weighted``.
     arrivals_per_version: applied arrivals per server version (``K`` of
       FedBuff, 1 for FedAsync).
@@ -281,125 +189,140 @@ def asynchronous(delays: DelayModel, *, num_updates: int,
     True
   """
   n = delays.num_clients
-  num_updates = _int("num_updates", num_updates, 1, MAX_EVENTS)
-  K = _int("arrivals_per_version", arrivals_per_version, 1)
+  num_updates = checks.integer("num_updates", num_updates, low=1,
+                               high=MAX_EVENTS)
+  K = checks.integer("arrivals_per_version", arrivals_per_version, low=1)
   if max_staleness is not None:
-    max_staleness = _int("max_staleness", max_staleness, 0)
+    max_staleness = checks.integer("max_staleness", max_staleness, low=0)
   if (concurrency is None) == (poisson_rate is None):
     raise ValueError("give exactly one of concurrency (closed loop) and "
                      "poisson_rate (open loop)")
   if concurrency is not None:
-    concurrency = _int("concurrency", concurrency, 1)
+    concurrency = checks.integer("concurrency", concurrency, low=1)
     if concurrency > n:
       raise ValueError(f"concurrency must be <= the population size {n}, got "
                        f"{concurrency}")
   else:
-    try:
-      rate = float(poisson_rate)
-    except (TypeError, ValueError, OverflowError):
-      rate = float("nan")
-    if not math.isfinite(rate) or rate <= 0 or isinstance(poisson_rate,
-                                                           bool):
-      raise ValueError(f"poisson_rate must be finite and > 0, got "
-                       f"{poisson_rate!r}")
-    poisson_rate = rate
+    poisson_rate = float(checks.number("poisson_rate", poisson_rate, low=0,
+                                       low_open=True))
   rng = np.random.default_rng(seed)
-  sel = _Selector(selection, n, rng, weights, delays.availability)
-  b = _Builder()
-  heap = []  # (time, kind, seq, task): arrival/lost events and retries
-  seq = 0
-  version, kept = 0, 0
-  skipped = 0
-  from fedasync_jax.sim.delays import sample_durations
+  loop = _AsyncLoop(delays, Selector(selection, n, rng, weights,
+                                      delays.availability), rng,
+                    concurrency=concurrency, poisson_rate=poisson_rate,
+                    per_version=K, max_staleness=max_staleness)
+  return loop.run(num_updates)
 
-  def dispatch(t):
-    nonlocal seq
-    c = sel.pick(t)
+
+_STUCK = ("the schedule cannot make progress: no client can ever be "
+          "dispatched (check availability)")
+
+
+class _AsyncLoop:
+  """The event loop of ``asynchronous``.
+
+  ``heap`` holds ``(time, kind, seq, task)``: arrivals and losses of tasks
+  (``task >= 0``) and dispatch opportunities (``task < 0``: a Poisson tick
+  or an availability retry); ``seq`` breaks ties in push order.
+  """
+
+  def __init__(self, delays, sel, rng, *, concurrency, poisson_rate,
+               per_version, max_staleness):
+    self.delays, self.sel, self.rng = delays, sel, rng
+    self.concurrency, self.rate = concurrency, poisson_rate
+    self.per_version, self.max_staleness = per_version, max_staleness
+    self.b = _Builder()
+    self.heap, self.seq = [], 0
+    self.version, self.kept, self.skipped = 0, 0, 0
+
+  def push(self, t, kind, task):
+    heapq.heappush(self.heap, (t, kind, self.seq, task))
+    self.seq += 1
+
+  def dispatch(self, t) -> bool:
+    c = self.sel.pick(t)
     if c is None:
       return False
-    dur, lost = sample_durations(delays, np.array([c]), rng)
-    k = b.dispatch(c, t, float(dur[0]), bool(lost[0]), version)
-    sel.busy[c] = True
-    heapq.heappush(heap, (t + float(dur[0]), 0, seq, k))
-    seq += 1
+    dur, lost = sample_durations(self.delays, np.array([c]), self.rng)
+    k = self.b.dispatch(c, t, float(dur[0]), bool(lost[0]), self.version)
+    self.sel.busy[c] = True
+    self.push(t + float(dur[0]), 0, k)
     return True
 
-  def schedule_retry(t):
-    nonlocal seq
-    t_next = sel.next_available(t)
-    if np.isfinite(t_next):
-      heapq.heappush(heap, (max(t_next, t), 1, seq, -1))
-      seq += 1
+  def dispatch_or_retry(self, t) -> None:
+    if not self.dispatch(t):
+      t_next = self.sel.next_available(t)
+      if np.isfinite(t_next):
+        self.push(max(t_next, t), 1, -1)
 
-  if concurrency is not None:
-    for _ in range(concurrency):
-      if not dispatch(0.0):
-        schedule_retry(0.0)
-  else:
-    heapq.heappush(heap, (rng.exponential(1.0 / poisson_rate), 1, seq, -1))
-    seq += 1
+  def tick(self, t) -> None:
+    """A Poisson tick: dispatch, else skip every tick until a client can
+    be dispatched (by memorylessness, their number is one Poisson draw)."""
+    t_next = t
+    if not self.dispatch(t):
+      t_avail = self.sel.next_available(t)
+      t_next = min(self.heap[0][0] if self.heap else np.inf,
+                   t_avail if t_avail > t else np.inf)
+      if not np.isfinite(t_next):
+        raise ValueError(_STUCK)
+      self.skipped += 1 + int(min(self.rng.poisson(
+          min(self.rate * (t_next - t), 1e15)), 1e15))
+    self.push(t_next + self.rng.exponential(1.0 / self.rate), 1, -1)
 
-  arrived = 0
-  t = 0.0
-  while arrived < num_updates:
-    if not heap:
-      raise ValueError("the schedule cannot make progress: no client can "
-                       "ever be dispatched (check availability)")
-    t, kind, _, k = heapq.heappop(heap)
-    if k < 0:  # a dispatch opportunity (Poisson tick or availability retry)
-      if concurrency is None:
-        t_next = t
-        if not dispatch(t):
-          # No idle, available client until the next arrival (or window):
-          # the ticks in between are all skipped. By memorylessness the next
-          # tick after that is an exponential gap later; draw the number
-          # skipped instead of simulating each one.
-          t_avail = sel.next_available(t)
-          t_next = min(heap[0][0] if heap else np.inf,
-                       t_avail if t_avail > t else np.inf)
-          if not np.isfinite(t_next):
-            raise ValueError("the schedule cannot make progress: no client "
-                             "can ever be dispatched (check availability)")
-          skipped += 1 + int(min(rng.poisson(min(poisson_rate
-                                                 * (t_next - t), 1e15)),
-                                 1e15))
-        heapq.heappush(heap, (t_next + rng.exponential(1.0 / poisson_rate),
-                              1, seq, -1))
-        seq += 1
-      elif not dispatch(t):
-        schedule_retry(t)
-      continue
-    sel.busy[b.client[k]] = False
+  def arrive(self, k) -> bool:
+    """Task ``k`` comes back; returns whether it counts as an arrival."""
+    b = self.b
+    self.sel.busy[b.client[k]] = False
     if b.lost[k]:
       b.events.append((LOST, k))
-    else:
-      tau = version - b.v0[k]
-      dropped = max_staleness is not None and tau > max_staleness
-      if not dropped:
-        kept += 1
-        if kept == K:
-          version += 1
-          kept = 0
-      b.arrive(k, tau, dropped, version)
-      arrived += 1
-    if concurrency is not None and arrived < num_updates:
-      if not dispatch(t):
-        schedule_retry(t)
+      return False
+    tau = self.version - b.v0[k]
+    dropped = self.max_staleness is not None and tau > self.max_staleness
+    if not dropped:
+      self.kept += 1
+      if self.kept == self.per_version:
+        self.version += 1
+        self.kept = 0
+    b.arrive(k, tau, dropped, self.version)
+    return True
 
-  t_end = t
-  done = np.zeros(len(b.client), bool)
-  done[[k for kind, k in b.events if kind != DISPATCH]] = True
-  t0 = np.asarray(b.t0)
-  t1 = np.minimum(np.asarray(b.t1), t_end)
-  busy_time = float(np.sum(np.maximum(t1 - t0, 0.0)))
-  stats = {
-      "realised_concurrency": busy_time / t_end if t_end > 0 else 0.0,
-      "end_time": t_end,
-      "num_versions": version,
-      "skipped_dispatches": skipped,
-      "lost_updates": int(np.sum(np.asarray(b.lost)[done])),
-  }
-  return b.build(n, False, stats, keep_tasks=np.flatnonzero(done))
+  def run(self, num_updates: int) -> Schedule:
+    if self.concurrency is not None:
+      for _ in range(self.concurrency):
+        self.dispatch_or_retry(0.0)
+    else:
+      self.push(self.rng.exponential(1.0 / self.rate), 1, -1)
+    arrived, t = 0, 0.0
+    while arrived < num_updates:
+      if not self.heap:
+        raise ValueError(_STUCK)
+      t, _, _, k = heapq.heappop(self.heap)
+      if k < 0:
+        if self.concurrency is None:
+          self.tick(t)
+        else:
+          self.dispatch_or_retry(t)
+        continue
+      arrived += self.arrive(k)
+      if self.concurrency is not None and arrived < num_updates:
+        self.dispatch_or_retry(t)
+    return self.build(t)
+
+  def build(self, t_end: float) -> Schedule:
+    b = self.b
+    done = np.zeros(len(b.client), bool)
+    done[[k for kind, k in b.events if kind != DISPATCH]] = True
+    t0 = np.asarray(b.t0)
+    t1 = np.minimum(np.asarray(b.t1), t_end)
+    busy_time = float(np.sum(np.maximum(t1 - t0, 0.0)))
+    stats = {
+        "realised_concurrency": busy_time / t_end if t_end > 0 else 0.0,
+        "end_time": t_end,
+        "num_versions": self.version,
+        "skipped_dispatches": self.skipped,
+        "lost_updates": int(np.sum(np.asarray(b.lost)[done])),
+    }
+    return b.build(self.delays.num_clients, False, stats,
+                   keep_tasks=np.flatnonzero(done))
 
 
 def synchronous(delays: DelayModel, *, num_rounds: int, cohort_size: int,
@@ -425,57 +348,28 @@ def synchronous(delays: DelayModel, *, num_rounds: int, cohort_size: int,
     (3, 3)
   """
   n = delays.num_clients
-  num_rounds = _int("num_rounds", num_rounds, 1, MAX_EVENTS)
-  cohort_size = _int("cohort_size", cohort_size, 1)
-  over_selection = _int("over_selection", over_selection, 0)
+  num_rounds = checks.integer("num_rounds", num_rounds, low=1,
+                              high=MAX_EVENTS)
+  cohort_size = checks.integer("cohort_size", cohort_size, low=1)
+  over_selection = checks.integer("over_selection", over_selection, low=0)
   if cohort_size + over_selection > n:
     raise ValueError(f"cohort_size + over_selection must be <= the population "
                      f"size {n}, got {cohort_size + over_selection}")
-  if deadline is not None and not (np.isfinite(deadline) and deadline > 0):
-    raise ValueError(f"deadline must be finite and > 0, got {deadline!r}")
-  from fedasync_jax.sim.delays import sample_durations
+  if deadline is not None:
+    checks.number("deadline", deadline, low=0, low_open=True)
   rng = np.random.default_rng(seed)
-  sel = _Selector(selection, n, rng, weights, delays.availability)
+  sel = Selector(selection, n, rng, weights, delays.availability)
   busy_until = np.zeros(n)
   b = _Builder()
-  version = 0
-  t = 0.0
-  rounds_used = 0
+  version, t, rounds_used = 0, 0.0, 0
   for _ in range(num_rounds):
-    sel.busy = busy_until > t
-    picked = []
-    while len(picked) < cohort_size + over_selection:
-      c = sel.pick(t)
-      if c is None:
-        # Wait until an idle client becomes available or a straggler of an
-        # earlier round comes back.
-        t_avail = sel.next_available(t)
-        later = busy_until[busy_until > t]
-        t_back = float(later.min()) if later.size else np.inf
-        t_next = t_avail if t_avail > t else t_back
-        if not np.isfinite(t_next):
-          raise ValueError("no client can be selected for the round")
-        t = t_next
-        sel.busy = busy_until > t
-        sel.busy[picked] = True
-        continue
-      sel.busy[c] = True
-      picked.append(c)
-    picked = np.asarray(picked)
+    picked, t = _pick_cohort(sel, busy_until, t,
+                             cohort_size + over_selection)
     dur, lost = sample_durations(delays, picked, rng)
     tasks = [b.dispatch(int(c), t, float(d), bool(l), version)
              for c, d, l in zip(picked, dur, lost)]
     busy_until[picked] = t + dur
-    order = np.argsort(t + dur, kind="stable")
-    used = []
-    for i in order:
-      if lost[i]:
-        continue
-      if deadline is not None and dur[i] > deadline:
-        continue
-      if len(used) == cohort_size:
-        break
-      used.append(i)
+    used = _first_back(t, dur, lost, deadline, cohort_size)
     for i in range(len(tasks)):
       if i not in used:
         b.lost[tasks[i]] = True
@@ -499,3 +393,42 @@ def synchronous(delays: DelayModel, *, num_rounds: int, cohort_size: int,
       "lost_updates": int(np.sum(b.lost)),
   }
   return b.build(n, True, stats)
+
+
+def _pick_cohort(sel, busy_until, t, size):
+  """``size`` distinct idle clients, waiting (advancing ``t``) until an
+  idle client becomes available or a straggler of an earlier round comes
+  back; returns ``(clients, t)``."""
+  sel.busy = busy_until > t
+  picked = []
+  while len(picked) < size:
+    c = sel.pick(t)
+    if c is None:
+      t_avail = sel.next_available(t)
+      later = busy_until[busy_until > t]
+      t_back = float(later.min()) if later.size else np.inf
+      t_next = t_avail if t_avail > t else t_back
+      if not np.isfinite(t_next):
+        raise ValueError("no client can be selected for the round")
+      t = t_next
+      sel.busy = busy_until > t
+      sel.busy[picked] = True
+      continue
+    sel.busy[c] = True
+    picked.append(c)
+  return np.asarray(picked), t
+
+
+def _first_back(t, dur, lost, deadline, cohort_size) -> list:
+  """Indices of the first ``cohort_size`` updates back (before the
+  deadline), in order of arrival time ``t + dur``."""
+  used = []
+  for i in np.argsort(t + dur, kind="stable"):
+    if lost[i]:
+      continue
+    if deadline is not None and dur[i] > deadline:
+      continue
+    if len(used) == cohort_size:
+      break
+    used.append(i)
+  return used

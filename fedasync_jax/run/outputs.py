@@ -1,0 +1,197 @@
+"""What a run shows and leaves behind: the progress bar, CSV/JSON, plots.
+
+``ProgressBar`` takes the progress dict every simulator reports
+(``arrivals_done``, ``num_arrivals``, ``version``, ``wall_time_s``,
+``last_eval``). ``write_outputs`` writes a finished (or interrupted) run's
+``history.csv``, ``arrivals.csv``, ``participation.csv``, ``summary.json``
+and, when matplotlib is installed, its PNG plots.
+
+Example:
+  >>> import io
+  >>> bar = ProgressBar(stream=io.StringIO())
+  >>> bar({"arrivals_done": 5, "num_arrivals": 10, "version": 5,
+  ...      "wall_time_s": 1.0, "last_eval": {"accuracy": 0.5}})
+  >>> "5/10 updates" in bar.stream.getvalue()
+  True
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import jax
+import numpy as np
+
+from fedasync_jax.core import types
+from fedasync_jax.data import partition
+from fedasync_jax.run import results
+
+
+class ProgressBar:
+  """A one-line progress bar: updates, simulated time, accuracy, ETA.
+
+  Args:
+    total: the number of arrivals (default: the dict's ``num_arrivals``).
+    schedule: the run's ``Schedule``, for the simulated time (optional).
+    stream: where to draw (default stderr).
+    width: characters of the bar.
+    label: words before the bar (e.g. ``"sweep of 8 members"``).
+  """
+
+  def __init__(self, total: Optional[int] = None, schedule=None, *,
+               stream=None, width: int = 24, label: str = ""):
+    self.total, self.schedule = total, schedule
+    self.stream = stream or sys.stderr
+    self.width, self.label = width, label
+    self.t0 = time.perf_counter()
+    self.start_done = None
+    self.t_first = self.t0
+
+  def _sim_time(self, done: int) -> Optional[float]:
+    s = self.schedule
+    if s is None or not done:
+      return None if s is None else 0.0
+    return float(s.arrival_time[s.arrival_task[done - 1]])
+
+  def __call__(self, info: dict) -> None:
+    done = int(info["arrivals_done"])
+    total = int(self.total if self.total is not None
+                else info.get("num_arrivals", done))
+    now = time.perf_counter()
+    if self.start_done is None:  # the first report (maybe after a resume)
+      self.start_done = done - 1 if done else 0
+      self.t_first = now
+    elapsed = info.get("wall_time_s", now - self.t0)
+    rate_done = done - self.start_done
+    eta = ((now - self.t_first) / max(rate_done, 1) * (total - done)
+           if rate_done > 0 else math.nan)
+    acc = (info.get("last_eval") or {}).get("accuracy", math.nan)
+    filled = int(self.width * done / max(total, 1))
+    bar = "#" * filled + "-" * (self.width - filled)
+    sim_t = self._sim_time(done)
+    sim = "" if sim_t is None else f" | sim time {sim_t:9.1f}"
+    label = f"{self.label} " if self.label else ""
+    self.stream.write(f"\r{label}[{bar}] {done}/{total} updates{sim} | test "
+                      f"acc {acc:6.3f} | {elapsed:6.1f} s elapsed, ETA "
+                      f"{eta:6.1f} s ")
+    self.stream.flush()
+    if done >= total:
+      self.stream.write("\n")
+
+
+def history_rows(s, out: types.RunResult, param_bytes: int) -> list:
+  """One row per evaluation: version, simulated time, client updates, test
+  loss and accuracy, mean staleness so far, bytes sent each way so far."""
+  sched = s.schedule
+  stale_cum = np.cumsum(out.arrivals["staleness"])
+  rows = []
+  for e in out.evals:
+    a = e["arrival"]
+    t = e["time"]
+    sent = int(np.sum(sched.dispatch_time <= t)) if a >= 0 else 0
+    received = a + 1
+    rows.append({
+        "version": e["version"], "simulated_time": t,
+        "client_updates": received,
+        "test_loss": e["loss"], "test_accuracy": e["accuracy"],
+        "mean_staleness": float(stale_cum[a] / (a + 1)) if a >= 0 else 0.0,
+        "bytes_to_clients": sent * param_bytes,
+        "bytes_from_clients": received * param_bytes})
+  return rows
+
+
+def _summary(s, out: types.RunResult, final: dict, wall_time: float) -> dict:
+  arr = out.arrivals
+  return {
+      "final_test_accuracy": final["test_accuracy"],
+      "final_test_loss": final["test_loss"],
+      "versions": int(out.state.version),
+      "client_updates": int(len(arr["client"])),
+      "stopped_early": bool(out.stats.get("stopped_early", False)),
+      "dropped_updates": int((~arr["applied"]).sum()),
+      "quarantined_updates": int(getattr(out.state, "quarantined", 0)),
+      "clipped_updates": int(getattr(out.state, "clipped", 0)),
+      "simulated_time": float(arr["time"][-1]) if len(arr["time"]) else 0.0,
+      "realised_concurrency": float(s.schedule.stats["realised_concurrency"]),
+      "mean_staleness": float(arr["staleness"].mean()),
+      "max_staleness": int(arr["staleness"].max()),
+      "wall_time_s": wall_time,
+      "executor": dict(out.stats),
+      "data": s.fed.name, "num_clients": s.fed.train.num_clients,
+      "backend": jax.default_backend(),
+  }
+
+
+def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
+                  wall_time: float) -> dict:
+  """Writes the history, logs, summary and plots of a finished run.
+
+  Returns:
+    The summary dict (also ``summary.json``).
+  """
+  del cfg  # the configuration is written by the caller (config.json)
+  workdir = Path(workdir)
+  param_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(s.params))
+  rows = history_rows(s, out, param_bytes)
+  results.write_csv(workdir / "history.csv", rows)
+  arr = out.arrivals
+  results.write_columns(workdir / "arrivals.csv", {
+      "client": arr["client"], "time": arr["time"],
+      "staleness": arr["staleness"],
+      "status": np.where(arr["applied"], "applied", "dropped"),
+      "version": arr["version"]})
+  results.write_columns(workdir / "participation.csv", {
+      "client": np.arange(s.fed.train.num_clients),
+      "applied_updates": out.participation,
+      "examples": s.fed.train.counts})
+  summary = _summary(s, out, rows[-1], wall_time)
+  results.write_json(workdir / "summary.json", summary)
+  try:
+    plot_run(workdir, s, out, rows)
+  except ImportError:
+    pass
+  return summary
+
+
+def _plot_metric(workdir: Path, rows: list, metric: str) -> None:
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=(10, 4))
+  ax1, ax2 = fig.subplots(1, 2)
+  y = [r[metric] for r in rows]
+  ax1.plot([r["version"] for r in rows], y, marker=".")
+  ax1.set_xlabel("server version")
+  ax2.plot([r["simulated_time"] for r in rows], y, marker=".")
+  ax2.set_xlabel("simulated time (s)")
+  for ax in (ax1, ax2):
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(workdir / f"{metric}.png", dpi=100)
+
+
+def plot_run(workdir: Path, s, out: types.RunResult, rows) -> None:
+  """Writes the PNG plots (needs matplotlib: the ``plots`` extra)."""
+  from matplotlib.figure import Figure
+  for metric in ("test_accuracy", "test_loss"):
+    _plot_metric(workdir, rows, metric)
+  fig = Figure(figsize=(10, 4))
+  ax1, ax2 = fig.subplots(1, 2)
+  st = out.arrivals["staleness"]
+  ax1.hist(st, bins=min(50, int(st.max()) + 1))
+  ax1.set_xlabel("staleness")
+  ax1.set_ylabel("updates")
+  ax2.bar(np.arange(len(out.participation)), out.participation)
+  ax2.set_xlabel("client")
+  ax2.set_ylabel("applied updates")
+  fig.tight_layout()
+  fig.savefig(workdir / "staleness_participation.png", dpi=100)
+  ds = s.fed.train
+  if np.issubdtype(ds.y.dtype, np.integer):
+    st_ = partition.stats(ds.y, [np.arange(o, o + n) for o, n in
+                                 zip(ds.offsets, ds.counts)],
+                          num_classes=s.fed.num_classes)
+    partition.plot(st_, workdir / "clients.png")
