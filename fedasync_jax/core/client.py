@@ -43,9 +43,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fedasync_jax.core import checks
 from fedasync_jax.core import tree as tree_lib
 from fedasync_jax.core.types import ClientResult
-from fedasync_jax.core.staleness import _check
 
 Params = Any
 
@@ -106,7 +106,8 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
                  *, batch_size: int, max_examples: int, epochs: int = 1,
                  steps: Optional[int] = None, epoch_decay: bool = False,
                  patience: Optional[int] = None, min_delta: float = 0.0,
-                 stateful: bool = False) -> ClientUpdate:
+                 stateful: bool = False,
+                 fixed_steps: bool = False) -> ClientUpdate:
   """Builds the local training of one client.
 
   Args:
@@ -125,24 +126,28 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
       improvement of more than ``min_delta`` (``None``: never stop early).
     min_delta: the improvement that resets the patience counter.
     stateful: see ``loss_fn``.
+    fixed_steps: run every client for the largest client's number of steps
+      (a ``lax.scan``), masking the steps past its own; the result is the
+      same, the work is the largest client's, and the loop has a fixed
+      length, so reverse-mode differentiation (``jax.grad``) works through
+      it (``sim.pure``). Default: a ``fori_loop`` over the client's own
+      steps only (faster; forward-mode differentiation only).
 
   Returns:
     A ``ClientUpdate``.
   """
-  _check("batch_size", batch_size, low=1, integer=True)
-  _check("max_examples", max_examples, low=1, integer=True)
-  _check("epochs", epochs, low=1, integer=True)
+  B = checks.integer("batch_size", batch_size, low=1)
+  M = checks.integer("max_examples", max_examples, low=1)
+  epochs = checks.integer("epochs", epochs, low=1)
   if steps is not None:
-    _check("steps", steps, low=1, integer=True)
+    steps = checks.integer("steps", steps, low=1)
   if patience is not None:
-    _check("patience", patience, low=1, integer=True)
-  _check("min_delta", min_delta)
-  B = int(batch_size)
-  M = int(max_examples)
+    patience = checks.integer("patience", patience, low=1)
+  checks.number("min_delta", min_delta, low=0)
   if steps is not None:
-    n_epochs, per_epoch = 1, int(steps)
+    n_epochs, per_epoch = 1, steps
   else:
-    n_epochs, per_epoch = int(epochs), math.ceil(M / B)
+    n_epochs, per_epoch = epochs, math.ceil(M / B)
 
   def split(params):
     if stateful:
@@ -216,9 +221,15 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
       else:
         n_active = jnp.where(count > 0, per_epoch, 0)
       n_active = jnp.where(epoch_active, n_active, 0).astype(jnp.int32)
-      trainable, stats, opt_state, loss_sum = jax.lax.fori_loop(
-          0, n_active, one_step,
-          (trainable, stats, opt_state, jnp.zeros((), dtype)))
+      c0 = (trainable, stats, opt_state, jnp.zeros((), dtype))
+      if fixed_steps:
+        def masked_step(c, j):
+          return tree_lib.where(j < n_active, one_step(j, c), c), None
+        (trainable, stats, opt_state, loss_sum), _ = jax.lax.scan(
+            masked_step, c0, jnp.arange(per_epoch, dtype=jnp.int32))
+      else:
+        trainable, stats, opt_state, loss_sum = jax.lax.fori_loop(
+            0, n_active, one_step, c0)
       losses = loss_sum
       epoch_loss = loss_sum / jnp.maximum(n_active, 1)
       if patience is not None:
