@@ -110,9 +110,10 @@ def number(name: str, value, *, low: Optional[float] = None,
     except (TypeError, ValueError, OverflowError):
       ok = False
   if not ok:
-    raise ValueError(f"{name} must be a number "
-                     f"{range_text(low, high, low_open=low_open, high_open=high_open)}"
-                     f", got {value!r}")
+    if low is None and high is None:
+      raise ValueError(f"{name} must be a finite number, got {value!r}")
+    rng = range_text(low, high, low_open=low_open, high_open=high_open)
+    raise ValueError(f"{name} must be a number {rng}, got {value!r}")
   return value
 
 

@@ -110,6 +110,11 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
                  fixed_steps: bool = False) -> ClientUpdate:
   """Builds the local training of one client.
 
+  (Longer than this project's 80-line guide, on purpose: the per-step,
+  per-epoch and per-client functions are nested closures so that each reads
+  the factory's options and the level above it directly; split apart, each
+  would take a dozen arguments.)
+
   Args:
     loss_fn: ``loss_fn(params, x, y, mask) -> scalar``, the mean loss over
       the examples with ``mask == 1``. With ``stateful=True`` it returns

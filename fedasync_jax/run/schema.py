@@ -42,7 +42,7 @@ from fedasync_jax import models
 from fedasync_jax.core import optimizers, robust, rules, staleness
 from fedasync_jax.core.registry import REQUIRED, Param, Registry
 from fedasync_jax.data import datasets, partition
-from fedasync_jax.sim import delays, scheduler
+from fedasync_jax.sim import delays, scheduler, strategies
 
 
 class ConfigError(ValueError):
@@ -51,33 +51,23 @@ class ConfigError(ValueError):
 
 
 # ---------------------------------------------------------------------------
-# The families the configuration names. Other engineers' registries are
-# read where they exist; the fallbacks (names only) are here and only here.
-
-_FALLBACK_DATASETS = ("synthetic", "mnist", "fashion_mnist", "cifar10",
-                      "emnist", "npz")
-# TODO(lead): drop once sim.strategies.BATCHINGS is there on every branch.
-_FALLBACK_BATCHINGS = ("vmap", "map", "map_batched")
+# The families the configuration names, read from their registries.
 
 
 def _datasets():
-  return getattr(datasets, "DATASETS", _FALLBACK_DATASETS)
+  return datasets.DATASETS
 
 
 def _partitions():
-  return getattr(partition, "PARTITIONS", partition.SCHEMES)
+  return partition.PARTITIONS
 
 
 def _models():
-  return getattr(models, "MODELS", None) or models.MODEL_NAMES
+  return models.MODELS
 
 
 def _batchings():
-  try:
-    from fedasync_jax.sim import strategies
-    return strategies.BATCHINGS
-  except (ImportError, AttributeError):
-    return _FALLBACK_BATCHINGS
+  return strategies.BATCHINGS
 
 
 def names(family) -> tuple:

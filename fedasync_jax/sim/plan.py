@@ -143,6 +143,14 @@ def make_plan(schedule: Schedule, *, width: int,
   A = int(arrivals_per_step) if arrivals_per_step is not None else 2 * W
   if A < 1:
     raise ValueError(f"arrivals_per_step must be >= 1, got {A}")
+  waves, arrs, init_snap, n_slots, n_snaps = _walk(schedule, W, A)
+  return _plan_arrays(waves, arrs, W, A, init_snap, n_slots, n_snaps)
+
+
+def _walk(schedule: Schedule, W: int, A: int):
+  """The host walk of ``make_plan``: per step, the wave ``[(task, client,
+  snap, slot)]`` and the arrivals ``[(index, slot, tau, ends_round,
+  snap_written)]``; plus the initial snapshot slot and the slot counts."""
   n_arr = schedule.num_arrivals
   a_task = schedule.arrival_task
   trainable = ~schedule.dropped
@@ -219,7 +227,11 @@ def make_plan(schedule: Schedule, *, width: int,
       raise RuntimeError("plan made no progress (inconsistent schedule)")
     waves.append(wave)
     arrs.append(applied)
+  return waves, arrs, init_snap, n_slots, n_snaps
 
+
+def _plan_arrays(waves, arrs, W, A, init_snap, n_slots, n_snaps) -> Plan:
+  """The walk's steps as a ``Plan`` of padded arrays."""
   S = len(waves)
   wave_task = np.zeros((S, W), np.int32)
   wave_client = np.zeros((S, W), np.int32)
