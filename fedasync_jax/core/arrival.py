@@ -43,13 +43,12 @@ class Arrived(NamedTuple):
 
 def write_snapshot(snaps, slot, params):
   """Writes ``params`` into ``snaps`` (leaves with a leading slot axis) at
-  ``slot``; a slot past the end (the trash slot) writes nothing."""
-  size = jax.tree.leaves(snaps)[0].shape[0]
-  slot = jnp.asarray(slot)
-  return jax.lax.cond(
-      slot < size - 1,
-      lambda b: jax.tree.map(lambda x, p: x.at[slot].set(p), b, params),
-      lambda b: b, snaps)
+  ``slot``. Arrivals that create no version a client starts from write the
+  trash slot (the last one, never read): an unconditional masked write,
+  so that a ``vmap`` over members with different plans copies one slot per
+  arrival instead of selecting between two whole buffers."""
+  return jax.tree.map(lambda x, p: x.at[slot].set(p.astype(x.dtype)), snaps,
+                      params)
 
 
 def arrive(rule: ServerRule, state, result: ClientResult, staleness, *,

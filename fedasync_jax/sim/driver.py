@@ -120,9 +120,31 @@ class Plans(NamedTuple):
                                     num_slots=self.num_slots)
 
 
+def bucket(n: int) -> int:
+  """``n`` rounded up to the next of 0, 4, 8, 10, 12, 14, 16, 20, 24, 28,
+  32, 40...: buffer sizes that vary a little from schedule to schedule
+  (snapshot and result slots, task counts) land on a few values, so one
+  compiled program serves many schedules (buffers at most 25% larger, or
+  a few slots for small ones).
+
+  Example:
+    >>> [bucket(n) for n in (0, 3, 5, 9, 11, 13, 17, 100)]
+    [0, 4, 8, 10, 12, 14, 20, 112]
+  """
+  n = int(n)
+  if n <= 8:
+    return 0 if n <= 0 else 4 if n <= 4 else 8
+  base = 1 << (n.bit_length() - 1)
+  for step in (base // 4, base // 2, 3 * base // 4, base):
+    if base + step >= n:
+      return base + step
+  return 2 * base  # pragma: no cover
+
+
 def make_plans(schedules: Sequence[Schedule], strategy, *, width: int,
                arrivals_per_step: Optional[int], chunk_steps: int) -> Plans:
-  """Plans each distinct schedule once and pads all to one shape."""
+  """Plans each distinct schedule once and pads all to one shape (buffer
+  sizes rounded up by ``bucket``)."""
   by_id, real = {}, []
   for s in schedules:
     if id(s) not in by_id:
@@ -132,13 +154,12 @@ def make_plans(schedules: Sequence[Schedule], strategy, *, width: int,
     real.append(by_id[id(s)])
   n_steps = max(p.num_steps for p in by_id.values())
   n_steps = max(1, -(-n_steps // chunk_steps)) * chunk_steps
-  padded = {k: p.pad_steps(n_steps) for k, p in by_id.items()}
-  num_snaps = max(p.num_snaps for p in by_id.values())
-  num_slots = max(p.num_slots for p in by_id.values())
-  if len(by_id) > 1:
-    # Trash slots must agree across members: re-point each plan's trash
-    # (its own num_snaps / num_slots) to the common one.
-    padded = {k: _retrash(p, num_snaps, num_slots) for k, p in padded.items()}
+  num_snaps = bucket(max(p.num_snaps for p in by_id.values()))
+  num_slots = bucket(max(p.num_slots for p in by_id.values()))
+  # Trash slots must agree across members: re-point each plan's trash
+  # (its own num_snaps / num_slots) to the common one.
+  padded = {k: _retrash(p.pad_steps(n_steps), num_snaps, num_slots)
+            for k, p in by_id.items()}
   return Plans([padded[id(s)] for s in schedules], real, len(by_id) == 1,
                n_steps, num_snaps, num_slots)
 
@@ -152,14 +173,25 @@ def _retrash(p: plan_lib.Plan, num_snaps: int, num_slots: int):
 
 
 def steps_for(plans: Plans, schedules: Sequence[Schedule],
-              eval_every: Optional[int]) -> plan_lib.Steps:
-  """The program's ``Steps``: one plan's, or stacked over members."""
+              eval_every: Optional[int]):
+  """The program's ``Steps`` and their member axes (``in_axes`` of a
+  ``vmap``): one plan's, unbatched, when all members share a schedule;
+  else stacked over members, except ``arr_eval``, which stays unbatched as
+  the union of the members' evaluation points. Every condition of the
+  compiled step then stays a condition under the member ``vmap`` (a
+  batched one would run both branches for every member at every step);
+  a member that needs no evaluation at a point just ignores it.
+  """
   if plans.shared:
-    return plan_lib.steps_of(plans.members[0], eval_points(
+    steps = plan_lib.steps_of(plans.members[0], eval_points(
         schedules[0].version_after, eval_every))
+    return steps, jax.tree.map(lambda _: None, steps)
   each = [plan_lib.steps_of(p, eval_points(s.version_after, eval_every))
           for p, s in zip(plans.members, schedules)]
-  return jax.tree.map(lambda *xs: np.stack(xs), *each)
+  steps = jax.tree.map(lambda *xs: np.stack(xs), *each)
+  steps = steps._replace(arr_eval=np.any(steps.arr_eval, axis=0))
+  axes = jax.tree.map(lambda _: 0, steps)._replace(arr_eval=None)
+  return steps, axes
 
 
 def initial_eval(eval_fn, params, eval_data=None) -> dict:
@@ -220,12 +252,19 @@ class Loop(NamedTuple):
   """How the driver calls the compiled chunk and reads its outputs.
 
   ``run_chunk(carry, chunk) -> (carry, StepOutputs)`` (jitted, with every
-  other argument bound); ``batched``: whether outputs have a leading member
-  axis; ``shared``: whether ``steps`` has no member axis.
+  other argument bound); ``members``: the number of members when outputs
+  have a leading member axis (a sweep), else ``None``; ``axes``: the member
+  axis of each field of ``steps`` (``None``: shared by all members).
   """
   run_chunk: Callable
-  batched: bool
-  shared: bool
+  members: Optional[int]
+  axes: Any
+
+
+def _slice_steps(steps, axes, start: int, stop: int):
+  return jax.tree.map(
+      lambda a, ax: np.take(a, range(start, stop), axis=1 if ax == 0 else 0),
+      steps, axes)
 
 
 def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
@@ -246,18 +285,16 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
     per chunk run, after those of a resumed checkpoint).
   """
   t0 = time.perf_counter() if t0 is None else t0
-  step_axis = 0 if loop.shared else 1
-  out_axis = 1 if loop.batched else 0
+  out_axis = 0 if loop.members is None else 1
+  valid_axis = 1 if loop.axes.arr_valid == 0 else 0
   valid = np.asarray(steps.arr_valid)
-  n_steps = valid.shape[step_axis]
-  members = 1 if loop.shared and not loop.batched else None
+  n_steps = valid.shape[valid_axis]
+  per_step = (loop.members or 1) if loop.axes.arr_valid is None else 1
   outs = list(outs or [])
   done = int(np.take(valid, range(first_chunk * chunk_steps),
-                     axis=step_axis).sum())
+                     axis=valid_axis).sum()) * per_step
   for i in range(first_chunk * chunk_steps, n_steps, chunk_steps):
-    chunk = jax.tree.map(
-        lambda a: np.take(a, range(i, min(i + chunk_steps, n_steps)),
-                          axis=step_axis), steps)
+    chunk = _slice_steps(steps, loop.axes, i, min(i + chunk_steps, n_steps))
     carry, out = loop.run_chunk(carry, chunk)
     outs.append(_outputs_dict(jax.device_get(out)))
     stop = False
@@ -265,9 +302,7 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
       stop = bool(checkpoint(Checkpoint.capture(
           carry, i // chunk_steps + 1, outs, out_axis)))
     if progress is not None:
-      n_members = members or (jax.tree.leaves(carry.state)[0].shape[0]
-                              if loop.batched and loop.shared else 1)
-      done += int(chunk.arr_valid.sum()) * n_members
+      done += int(chunk.arr_valid.sum()) * per_step
       last_eval = _last_eval(outs[-1], chunk, loop) or last_eval
       progress({"arrivals_done": done, "num_arrivals": num_arrivals,
                 "version": int(np.max(outs[-1]["version"])),
@@ -279,13 +314,14 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
 
 
 def _last_eval(out: dict, chunk: plan_lib.Steps, loop: Loop):
+  """The chunk's last evaluation (member 0's in a sweep), or ``None``."""
   if "eval" not in out:
     return None
   flags = np.asarray(chunk.arr_eval)
   ev = out["eval"]
-  if loop.batched:
+  if loop.members is not None:
     ev = jax.tree.map(lambda v: v[0], ev)
-    if not loop.shared:
+    if loop.axes.arr_eval == 0:
       flags = flags[0]
   if not flags.any():
     return None

@@ -36,7 +36,7 @@ Example:
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -46,14 +46,16 @@ from fedasync_jax.core.types import RunResult, ServerRule
 from fedasync_jax.data import ClientDataset
 from fedasync_jax.sim import driver, strategies
 from fedasync_jax.sim.driver import Checkpoint  # noqa: F401  (public)
-from fedasync_jax.sim.program import device_data, make_program
+from fedasync_jax.sim.program import (cached, device_data, make_program,
+                                      signature)
 from fedasync_jax.sim.scheduler import Schedule
 from fedasync_jax.sim.strategies import BATCHINGS, default_batching  # noqa: F401
-from fedasync_jax.sim.tasks import task_hparams
+from fedasync_jax.sim.tasks import pad_tasks, task_hparams
 
 
-def simulate(rule: ServerRule, client: ClientUpdate, params,
-             data: ClientDataset, schedule: Schedule, *, key,
+def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
+             client: ClientUpdate, params, data: ClientDataset,
+             schedule: Schedule, *, key, rule_hp=None,
              hparams: Optional[ClientHParams] = None,
              width: Optional[int] = None,
              arrivals_per_step: Optional[int] = None,
@@ -66,13 +68,20 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
   """Runs a schedule with the vectorized executor.
 
   Args:
-    rule: the server rule.
+    rule: the server rule, or a function ``rule_hp -> ServerRule`` (called
+      inside the compiled program with ``rule_hp`` as traced arrays).
+      Compiled programs are kept in memory: a call whose rule (the same
+      object, or the same function with other ``rule_hp`` values), client
+      update, evaluation function and shapes equal an earlier call's
+      compiles nothing.
     client: the client update.
     params: initial server parameters.
     data: the population's examples (placed on the device once).
     schedule: the events.
     key: PRNG key; task ``k`` trains with ``jax.random.fold_in(key, k)``
       (as in the reference simulator).
+    rule_hp: the hyperparameters passed to ``rule`` when it is a function
+      (a pytree of numbers or arrays).
     hparams: per-task client hyperparameters (``tasks.task_hparams``).
     width: clients trained per step. Default: 1 with ``"map"`` batching
       (the direct path), else ``plan.default_width`` of the concurrency
@@ -103,6 +112,14 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
   """
   chunk_steps = driver.check_chunk_steps(chunk_steps)
   driver.check_schedules([schedule], data.num_clients)
+  if isinstance(rule, ServerRule):
+    make_rule = lambda _: rule  # noqa: E731
+  elif callable(rule):
+    make_rule = rule
+  else:
+    raise ValueError(f"rule must be a ServerRule or a function rule_hp -> "
+                     f"ServerRule, got {rule!r}")
+  rule_hp = jax.tree.map(jnp.asarray, rule_hp)
   strategy, width = strategies.choose(
       batching, width=width, arrivals_per_step=arrivals_per_step,
       concurrency=schedule.stats.get("realised_concurrency", 1.0),
@@ -112,21 +129,30 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
                             arrivals_per_step=arrivals_per_step,
                             chunk_steps=chunk_steps)
   plan_time = time.perf_counter() - t0
-  hp_table = jax.tree.map(jnp.asarray, hparams if hparams is not None
-                          else task_hparams(schedule))
+  hp_table = jax.tree.map(jnp.asarray, pad_tasks(
+      hparams if hparams is not None else task_hparams(schedule),
+      driver.bucket(schedule.num_tasks)))
   dev = device_data(data, eval_fn)
-  prog = make_program(lambda _: rule, client, strategy, eval_fn=eval_fn,
-                      params_like=params, data_like=dev)
-  carry = prog.init(params, plans.like)
+
+  def build():
+    prog = make_program(make_rule, client, strategy, eval_fn=eval_fn,
+                        params_like=params, data_like=dev)
+    return prog, jax.jit(prog.run_chunk, donate_argnums=0)
+  # Compile once per shape: equal calls reuse the jitted program.
+  prog, run_chunk = cached(
+      ("simulate", rule, client, strategy, eval_fn, plans.num_snaps,
+       plans.num_slots, signature(params), signature(dev),
+       signature(hp_table), signature(rule_hp)), build)
+  carry = prog.init(params, plans.like, rule_hp)
   first_chunk, outs = 0, []
   if resume is not None:
     carry, first_chunk, outs = resume.restore(carry)
   init_eval = (driver.initial_eval(eval_fn, params, dev.eval_data)
                if eval_fn is not None else None)
-  run_chunk = jax.jit(prog.run_chunk, donate_argnums=0)
-  loop = driver.Loop(lambda c, chunk: run_chunk(c, chunk, key, hp_table, dev),
-                     batched=False, shared=True)
-  steps = driver.steps_for(plans, [schedule], eval_every)
+  steps, axes = driver.steps_for(plans, [schedule], eval_every)
+  loop = driver.Loop(
+      lambda c, chunk: run_chunk(c, chunk, key, hp_table, dev, rule_hp),
+      members=None, axes=axes)
   carry, outs = driver.run_loop(
       loop, carry, steps, chunk_steps=chunk_steps,
       num_arrivals=schedule.num_arrivals, first_chunk=first_chunk, outs=outs,
@@ -142,8 +168,8 @@ def simulate(rule: ServerRule, client: ClientUpdate, params,
             "num_steps": real.num_steps, "padded_steps": padded.num_steps,
             "width": padded.width,
             "arrivals_per_step": padded.arrivals_per_step,
-            "result_slots": padded.num_slots,
-            "snapshot_slots": padded.num_snaps,
+            "result_slots": real.num_slots,
+            "snapshot_slots": real.num_snaps,
             "padding_waste": real.padding_waste,
             "batching": batching or default_batching(),
             "direct": strategy.direct,

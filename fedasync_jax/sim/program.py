@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -182,3 +183,51 @@ def make_program(make_rule: Callable[[Any], ServerRule],
                         steps)
 
   return Program(init, run_chunk)
+
+
+def signature(tree) -> tuple:
+  """The structure, shapes and dtypes of a pytree (a cache key part)."""
+  leaves, treedef = jax.tree.flatten(tree)
+  return treedef, tuple((tuple(jnp.shape(x)), str(jnp.result_type(x)))
+                        for x in leaves)
+
+
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+CACHE_SIZE = 32
+"""Compiled programs kept in memory (least recently used dropped first)."""
+
+
+def cached(key, build: Callable[[], Any]):
+  """``build()``, or the value built before for an equal ``key``.
+
+  The simulators key their jitted programs by the rule (or ``make_rule``),
+  the client update, the strategy, the evaluation function, the buffer
+  sizes and the shapes of parameters and data, so a second call with equal
+  shapes reuses the compiled program instead of tracing and compiling it
+  again. Keys hold the objects themselves (compared by identity for
+  functions), never bare ``id``s, so a key cannot match a new object that
+  reuses a freed address. An unhashable key part (an ``eval_fn`` that
+  defines ``__eq__`` without ``__hash__``) disables the cache for the call.
+
+  Example:
+    >>> clear_cache()
+    >>> cached(("k", 1), lambda: object()) is cached(("k", 1), object)
+    True
+  """
+  try:
+    hash(key)
+  except TypeError:
+    return build()
+  if key in _COMPILED:
+    _COMPILED.move_to_end(key)
+    return _COMPILED[key]
+  value = build()
+  _COMPILED[key] = value
+  while len(_COMPILED) > CACHE_SIZE:
+    _COMPILED.popitem(last=False)
+  return value
+
+
+def clear_cache() -> None:
+  """Forgets every compiled program kept by ``cached``."""
+  _COMPILED.clear()

@@ -78,7 +78,20 @@ def _eval_or_zeros(ctx: Context, flag, params):
                       lambda p: ctx.eval_zeros, params)
 
 
-class Direct:
+class _Strategy:
+  """Strategies compare equal when they are of one kind with equal
+  settings (they are part of the compiled-program cache key)."""
+  direct = False
+  name = ""
+
+  def __eq__(self, other):
+    return type(self) is type(other) and vars(self) == vars(other)
+
+  def __hash__(self):
+    return hash((type(self), tuple(sorted(vars(self).items()))))
+
+
+class Direct(_Strategy):
   """Train the arriving client and apply it in the same step."""
   direct = True
   name = "direct"
@@ -111,10 +124,8 @@ class Direct:
     return Carry(out.state, out.snaps, carry.results), outs
 
 
-class _Wave:
+class _Wave(_Strategy):
   """Train a wave into result slots, then apply the step's arrivals."""
-  direct = False
-  name = ""
 
   def train(self, ctx: Context, results, snaps, row: plan_lib.Steps):
     """Returns ``(results, train_losses)``; ``train_losses`` per lane."""

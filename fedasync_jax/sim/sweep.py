@@ -34,13 +34,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedasync_jax.core import checks
 from fedasync_jax.core.client import ClientHParams, ClientUpdate
 from fedasync_jax.core.types import RunResult, ServerRule
 from fedasync_jax.data import ClientDataset
 from fedasync_jax.sim import driver, strategies
-from fedasync_jax.sim.program import device_data, make_program
+from fedasync_jax.sim.program import (cached, device_data, make_program,
+                                      signature)
 from fedasync_jax.sim.scheduler import Schedule
-from fedasync_jax.sim.tasks import task_hparams
+from fedasync_jax.sim.tasks import pad_tasks, task_hparams
 
 
 def _num_members(rule_hparams) -> int:
@@ -66,12 +68,6 @@ def member_keys(keys, num_members: int):
   return keys
 
 
-def _pad_tasks(hp: ClientHParams, n: int) -> ClientHParams:
-  return jax.tree.map(
-      lambda a: np.concatenate([np.asarray(a), np.zeros(
-          n - np.shape(a)[0], np.asarray(a).dtype)]), hp)
-
-
 def _member_hparams(scheds, hparams, client_lr_scale, M):
   """One ``ClientHParams`` per member (``client_lr_scale`` applied)."""
   if hparams is None or isinstance(hparams, ClientHParams):
@@ -90,6 +86,46 @@ def _member_hparams(scheds, hparams, client_lr_scale, M):
     hps = [h._replace(lr_scale=np.asarray(h.lr_scale) * s)
            for h, s in zip(hps, scale)]
   return hps
+
+
+def _member_schedules(schedules, M, data) -> list:
+  """One schedule per member, each with the data's number of clients."""
+  scheds = ([schedules] * M if isinstance(schedules, Schedule)
+            else list(schedules))
+  if len(scheds) != M:
+    raise ValueError(f"schedules must be one Schedule or {M} of them, got "
+                     f"{len(scheds)}")
+  driver.check_schedules(scheds, data.num_clients)
+  return scheds
+
+
+def _initial_evals(eval_fn, params, dev, M, member_params) -> list:
+  """Each member's evaluation of its initial parameters (or ``None``s)."""
+  if eval_fn is None:
+    return [None] * M
+  out = []
+  for m in range(M):
+    if m == 0 or member_params:
+      p_m = jax.tree.map(lambda a: a[m], params) if member_params else params
+      ev0 = driver.initial_eval(eval_fn, p_m, dev.eval_data)
+    out.append(dict(ev0))
+  return out
+
+
+def _mapped(run_chunk, axes):
+  """``run_chunk`` over the member axis with ``lax.map``: one member after
+  the other inside one compiled program (fields of ``steps`` whose axis is
+  ``None`` are shared by all members)."""
+  def run(carry, steps, keys, hp_table, dev, rule_hp):
+    own = jax.tree.map(lambda a, ax: a if ax == 0 else None, steps, axes)
+
+    def one(args):
+      c, st, k, hp, rhp = args
+      st = jax.tree.map(lambda mine, shared, ax: mine if ax == 0 else shared,
+                        st, steps, axes, is_leaf=lambda x: x is None)
+      return run_chunk(c, st, k, hp, dev, rhp)
+    return jax.lax.map(one, (carry, own, keys, hp_table, rule_hp))
+  return run
 
 
 def _sharding(mesh, mesh_axis, M):
@@ -118,8 +154,10 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
           eval_every: Optional[int] = None, member_params: bool = False,
           mesh=None,
           mesh_axis: Optional[str] = None,
-          progress: Optional[Callable[[dict], None]] = None
-          ) -> list[RunResult]:
+          progress: Optional[Callable[[dict], None]] = None,
+          checkpoint: Optional[Callable[[driver.Checkpoint], Any]] = None,
+          resume: Optional[driver.Checkpoint] = None,
+          members: Optional[str] = None) -> list[RunResult]:
   """Runs ``M`` configurations as one compiled program.
 
   Args:
@@ -135,26 +173,29 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
     hparams: per-task client hyperparameters, shared or one per member.
     client_lr_scale: ``(M,)`` factors on every member's client rate.
     width, arrivals_per_step, batching, map_batch_size, chunk_steps,
-    eval_fn, eval_every, progress: as in ``executor.simulate``.
+    eval_fn, eval_every, progress, checkpoint, resume: as in
+    ``executor.simulate`` (the checkpoint holds every member's carry and
+    outputs; a sweep stopped by ``checkpoint`` returns every member's
+    history so far, ``stats["stopped_early"]``).
     member_params: whether ``params`` has a leading member axis.
     mesh: a ``jax.sharding.Mesh`` to shard the member axis over, with
       automatic axis types, e.g.
       ``jax.sharding.Mesh(np.array(jax.devices()), ("members",))``.
     mesh_axis: the mesh axis name (default: the mesh's first axis).
+    members: how the compiled chunk runs the members: ``"vmap"`` (one
+      batched program; the accelerator default) or ``"map"`` (one member
+      after the other inside the compiled chunk, ``lax.map``; the CPU
+      default: XLA:CPU's batched matmuls are weak, and a batched client
+      loop runs every member for the longest member's local steps).
 
   Returns:
     One ``RunResult`` per member, in order.
   """
   M = _num_members(rule_hparams)
-  scheds = ([schedules] * M if isinstance(schedules, Schedule)
-            else list(schedules))
-  if len(scheds) != M:
-    raise ValueError(f"schedules must be one Schedule or {M} of them, got "
-                     f"{len(scheds)}")
+  scheds = _member_schedules(schedules, M, data)
   chunk_steps = driver.check_chunk_steps(chunk_steps)
   keys = member_keys(keys, M)
   hps = _member_hparams(scheds, hparams, client_lr_scale, M)
-  driver.check_schedules(scheds, data.num_clients)
   t0 = time.perf_counter()
   strategy, width = strategies.choose(
       batching, width=width, arrivals_per_step=arrivals_per_step,
@@ -166,49 +207,59 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   # One schedule for all members: the plan is passed once, unbatched, so
   # its loop bounds and conditions (padding, evaluation points) stay
   # conditions under the member vmap instead of becoming selects that run
-  # both branches.
-  steps = driver.steps_for(plans, scheds, eval_every)
-  n_tasks = max(s.num_tasks for s in scheds)
+  # both branches. Different schedules share their evaluation points.
+  steps, axes = driver.steps_for(plans, scheds, eval_every)
+  n_tasks = driver.bucket(max(s.num_tasks for s in scheds))
   hp_table = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)),
-                          *[_pad_tasks(h, n_tasks) for h in hps])
+                          *[pad_tasks(h, n_tasks) for h in hps])
   init_snaps = jnp.asarray([p.init_snap for p in plans.members], jnp.int32)
   rule_hp = jax.tree.map(jnp.asarray, rule_hparams)
   one_params = (jax.tree.map(lambda a: a[0], params) if member_params
                 else params)
   dev = device_data(data, eval_fn)
-  prog = make_program(make_rule, client, strategy, eval_fn=eval_fn,
-                      params_like=one_params, data_like=dev)
   like = plans.like
-  init = jax.jit(jax.vmap(
-      lambda p, snap, hp: prog.init(p, like, hp, init_snap=snap),
-      in_axes=(0 if member_params else None, 0, 0)))
-  run = jax.vmap(prog.run_chunk,
-                 in_axes=(0, None if plans.shared else 0, 0, 0, None, 0))
+  member_mode = checks.choice("members", members or (
+      "map" if jax.default_backend() == "cpu" and mesh is None else "vmap"),
+      ("map", "vmap"))
+
+  def build():
+    prog = make_program(make_rule, client, strategy, eval_fn=eval_fn,
+                        params_like=one_params, data_like=dev)
+    init = jax.jit(jax.vmap(
+        lambda p, snap, hp: prog.init(p, like, hp, init_snap=snap),
+        in_axes=(0 if member_params else None, 0, 0)))
+    run = (jax.vmap(prog.run_chunk, in_axes=(0, axes, 0, 0, None, 0))
+           if member_mode == "vmap" else _mapped(prog.run_chunk, axes))
+    return init, jax.jit(run, donate_argnums=0)
+  # Compile once per shape: equal sweeps reuse the jitted programs.
+  init, run_chunk = cached(
+      ("sweep", member_mode, make_rule, client, strategy, eval_fn,
+       like.num_snaps,
+       like.num_slots, like.direct, member_params, axes, signature(params),
+       signature(dev), signature(hp_table), signature(rule_hp)), build)
   put, put_repl = _sharding(mesh, mesh_axis, M)
   dev = put_repl(dev)
   keys, hp_table, init_snaps, rule_hp = put((keys, hp_table, init_snaps,
                                              rule_hp))
   carry = put(init(params, init_snaps, rule_hp))
-  run_chunk = jax.jit(run, donate_argnums=0)
+  first_chunk, outs = 0, []
+  if resume is not None:
+    carry, first_chunk, outs = resume.restore(carry)
+    carry = put(carry)
   loop = driver.Loop(
-      lambda c, chunk: run_chunk(c, chunk if plans.shared else put(chunk),
-                                 keys, hp_table, dev, rule_hp),
-      batched=True, shared=plans.shared)
+      lambda c, chunk: run_chunk(
+          c, jax.tree.map(lambda a, ax: a if ax is None else put(a), chunk,
+                          axes, is_leaf=lambda x: x is None), keys, hp_table,
+          dev, rule_hp),
+      members=M, axes=axes)
   carry, outs = driver.run_loop(
       loop, carry, steps, chunk_steps=chunk_steps,
-      num_arrivals=sum(s.num_arrivals for s in scheds), progress=progress,
-      t0=t0)
+      num_arrivals=sum(s.num_arrivals for s in scheds), first_chunk=first_chunk,
+      outs=outs, progress=progress, checkpoint=checkpoint, t0=t0)
   state = jax.block_until_ready(carry.state)
   wall = time.perf_counter() - t0
   merged = driver.merged_outputs(outs, True)
-  init_evals = [None] * M
-  if eval_fn is not None:
-    for m in range(M):
-      if m == 0 or member_params:
-        p_m = (jax.tree.map(lambda a: a[m], params) if member_params
-               else params)
-        ev0 = driver.initial_eval(eval_fn, p_m, dev.eval_data)
-      init_evals[m] = dict(ev0)
+  init_evals = _initial_evals(eval_fn, params, dev, M, member_params)
 
   def stats(m):
     return {"wall_time_s": wall, "member": m, "members": M,
@@ -216,7 +267,8 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
             "updates_per_s": sum(s.num_arrivals for s in scheds) / wall,
             "padding_waste": plans.real[m].padding_waste,
             "width": width, "batching": batching or
-            strategies.default_batching(), "direct": strategy.direct}
+            strategies.default_batching(), "direct": strategy.direct,
+            "members_as": member_mode}
   return driver.results_for(
       scheds, plans, [jax.tree.map(lambda a: a[m], merged) for m in range(M)],
       [jax.tree.map(lambda a: np.asarray(a[m]), state) for m in range(M)],

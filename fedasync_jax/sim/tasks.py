@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import jax
+
 import numpy as np
 
 from fedasync_jax.core.client import ClientHParams
@@ -63,3 +65,16 @@ def eval_points(version_after: np.ndarray, eval_every: Optional[int]):
     return np.zeros(version_after.shape, bool)
   prev = np.concatenate([[0], version_after[:-1]])
   return (version_after != prev) & (version_after % eval_every == 0)
+
+
+def pad_tasks(hp: ClientHParams, n: int) -> ClientHParams:
+  """Pads per-task hyperparameters with zeros to ``n`` tasks (tasks past a
+  schedule's own are never trained).
+
+  Example:
+    >>> pad_tasks(ClientHParams(np.ones(2), np.zeros(2)), 3).lr_scale.tolist()
+    [1.0, 1.0, 0.0]
+  """
+  return jax.tree.map(
+      lambda a: np.concatenate([np.asarray(a), np.zeros(
+          n - np.shape(a)[0], np.asarray(a).dtype)]), hp)

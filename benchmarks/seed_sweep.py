@@ -1,0 +1,180 @@
+#!/usr/bin/env python
+"""Seed sweeps: members with different schedules as one compiled program
+vs the same runs one after another.
+
+Workload (W1-sized): MNIST over 1000 Dirichlet(0.5) clients, MLP
+784-200-200-10, 1 local epoch, batch 10, SGD 0.05; FedAsync with
+polynomial staleness; closed-loop concurrency 100, lognormal speeds
+(sigma 1), work = example counts; ``--updates`` client updates per member
+(default 300); test accuracy every ``--eval-every`` versions (default 100)
+on the 10,000 test images. Each seed has its own schedule (seed k), PRNG
+key and initial parameters are shared.
+
+Cases:
+
+* ``grid_x_seeds``: alpha in {0.3, 0.9} x a in {0.5, 1.0} x 4 seeds (16
+  members, 4 schedules);
+* ``seeds``: alpha 0.6, a 0.5, 16 seeds (16 members, 16 schedules).
+
+Systems (wall time including compilation, as a user sees it):
+
+* ``separate``: one ``executor.simulate`` per member, written as a user
+  would: one rule object per grid point, reused for its seeds (the
+  in-process program cache then compiles once per grid point);
+* ``sweep``: one ``sweep.sweep`` over all members.
+
+Each member of the sweep is compared with its separate run (largest
+relative parameter difference). Targets (issue "the simulator as a JAX
+function"): both cases >= 3x separate.
+
+The LAST line printed is one JSON object, also written to
+``benchmarks/results/seed_sweep_<date>[_quick|_smoke].json``.
+
+Usage:
+  python benchmarks/seed_sweep.py               # 300 updates per member
+  python benchmarks/seed_sweep.py --quick       # 150 updates
+  python benchmarks/seed_sweep.py --smoke --out /tmp/x   # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common as C  # noqa: E402
+
+SMOKE_OUTPUT = "seed_sweep_*_smoke.json"
+
+
+def parse_args(argv):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--quick", action="store_true")
+  C.add_output_args(ap)
+  ap.add_argument("--data", default=None, help="MNIST .npz (default: the "
+                  "shared copy)")
+  ap.add_argument("--updates", type=int, default=None)
+  ap.add_argument("--eval-every", type=int, default=None)
+  ap.add_argument("--seeds", type=int, default=None,
+                  help="seeds per case (default 4 for the grid, 16 alone)")
+  args = ap.parse_args(argv)
+  if args.updates is None:
+    args.updates = 20 if args.smoke else 150 if args.quick else 300
+  args.eval_every = args.eval_every or (10 if args.smoke else 100)
+  args.clients = 50 if args.smoke else C.W1["num_clients"]
+  args.concurrency = 5 if args.smoke else 100
+  return args
+
+
+def cases(args):
+  """``{name: [(alpha, a, seed), ...]}``."""
+  grid_seeds = args.seeds or (2 if args.smoke else 4)
+  seeds = args.seeds or (2 if args.smoke else 16)
+  return {"grid_x_seeds": [(al, a, s) for al in (0.3, 0.9)
+                           for a in (0.5, 1.0) for s in range(grid_seeds)],
+          "seeds": [(0.6, 0.5, s) for s in range(seeds)]}
+
+
+class Workload:
+  """W1's data, model and client update; one schedule per seed."""
+
+  def __init__(self, args, path):
+    import jax
+    from fedasync_jax import delays, models, scheduler
+    self.ds, xt, yt = C.w1_data(path, num_clients=args.clients)
+    model, self.params, self.upd, _, self.key = C.w1_pieces(self.ds)
+    self.eval_fn = models.make_evaluator(model, xt, yt)
+    dm = C.w1_delay_model(self.ds)
+    self.scheds = {}
+    self.make = lambda s: scheduler.asynchronous(
+        dm, num_updates=args.updates, concurrency=args.concurrency, seed=s)
+    self.eval_every = args.eval_every
+    del jax, delays
+
+  def sched(self, seed):
+    if seed not in self.scheds:
+      self.scheds[seed] = self.make(seed)
+    return self.scheds[seed]
+
+  def separate(self, members):
+    """One ``executor.simulate`` per member; (wall s, final params)."""
+    import jax
+    from fedasync_jax import executor, rules, staleness
+    t = time.perf_counter()
+    rule_of, finals = {}, []
+    for al, a, s in members:
+      if (al, a) not in rule_of:
+        rule_of[(al, a)] = rules.fedasync(al, staleness.polynomial(a))
+      out = executor.simulate(rule_of[(al, a)], self.upd, self.params,
+                              self.ds, self.sched(s), key=self.key,
+                              eval_fn=self.eval_fn,
+                              eval_every=self.eval_every)
+      finals.append(jax.device_get(out.state.params))
+    return time.perf_counter() - t, finals
+
+  def swept(self, members):
+    """All members as one ``sweep.sweep``; (wall s, final params)."""
+    import jax.numpy as jnp
+    from fedasync_jax import rules, staleness, sweep
+    hp = {"alpha": jnp.asarray([m[0] for m in members], jnp.float32),
+          "a": jnp.asarray([m[1] for m in members], jnp.float32)}
+
+    def make_rule(h):
+      return rules.fedasync(h["alpha"], staleness.polynomial(h["a"]))
+    t = time.perf_counter()
+    outs = sweep.sweep(make_rule, hp, self.upd, self.params, self.ds,
+                       [self.sched(m[2]) for m in members], keys=self.key,
+                       eval_fn=self.eval_fn, eval_every=self.eval_every)
+    return time.perf_counter() - t, [o.state.params for o in outs]
+
+
+def rel(a, b):
+  import jax
+  import numpy as np
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+             for x, y in zip(la, lb)) / max(
+                 float(np.max(np.abs(np.asarray(y)))) for y in lb)
+
+
+def run_case(w, name, members):
+  """Separate runs, then the sweep; the case's record."""
+  for m in members:  # schedules are drawn before either system is timed
+    w.sched(m[2])
+  sep_s, sep = w.separate(members)
+  C.log(f"{name}: separate {sep_s:.1f} s")
+  sw_s, sw = w.swept(members)
+  C.log(f"{name}: sweep {sw_s:.1f} s ({sep_s / sw_s:.2f}x)")
+  n = sum(w.sched(m[2]).num_arrivals for m in members)
+  return {"members": len(members),
+          "schedules": len({m[2] for m in members}),
+          "separate_s": sep_s, "sweep_s": sw_s,
+          "speedup": sep_s / sw_s,
+          "separate_updates_per_s": n / sep_s,
+          "sweep_updates_per_s": n / sw_s,
+          "max_rel_param_diff": max(rel(a, b) for a, b in zip(sw, sep))}
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  started, load_start = time.perf_counter(), C.loadavg()
+  out = C.out_dir(args)
+  path = C.mnist_path(args, out)
+  if C.skip_if_no_mnist(path, "seed_sweep"):
+    return 0
+  w = Workload(args, path)
+  result = {"workload": {**C.W1, "num_clients": args.clients,
+                         "concurrency": args.concurrency,
+                         "num_updates": args.updates,
+                         "eval_every": args.eval_every}, "cases": {}}
+  for name, members in cases(args).items():
+    result["cases"][name] = run_case(w, name, members)
+  C.finish("seed_sweep", result, args=args, started=started,
+           load_start=load_start)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

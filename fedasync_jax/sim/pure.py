@@ -1,0 +1,189 @@
+"""The simulator as one pure JAX function: jit, vmap and differentiate a run.
+
+A run splits in two:
+
+1. ``prepare(schedule, ...)`` (host, numpy, once per schedule): the plan
+   and its ``Steps``, the per-task client hyperparameters and the strategy.
+   ``stack`` pads several of them to one shape and stacks them, so that a
+   ``vmap`` can run different schedules (seeds) side by side.
+2. ``run(make_rule, client, params, prepared, ...)`` (pure): the whole
+   simulation as ``init`` plus one ``lax.scan`` over the steps. Rule
+   hyperparameters enter as ``rule_hp`` (``make_rule(rule_hp)`` is called
+   inside the trace), so ``jax.jit``, ``jax.vmap`` (over hyperparameters,
+   initial parameters, keys and stacked plans) and ``jax.jacfwd`` work on
+   it. Reverse mode (``jax.grad``) needs loops of fixed length: the direct
+   path (the CPU default, or ``batching="map", width=1``) and a client
+   built with ``client.local_update(..., fixed_steps=True)``.
+
+``executor.simulate`` and ``sweep.sweep`` run the same program in chunks,
+with progress, checkpoints and histories on the host.
+
+Example:
+  >>> import jax, jax.numpy as jnp, numpy as np, optax
+  >>> from fedasync_jax import client, data, delays, rules, scheduler
+  >>> from fedasync_jax import staleness
+  >>> ds = data.from_client_arrays([np.ones((2, 1), np.float32)] * 4,
+  ...                              [np.ones(2, np.float32)] * 4)
+  >>> def loss(w, x, y, m):
+  ...   return jnp.sum(m * (x @ w - y) ** 2) / jnp.maximum(m.sum(), 1)
+  >>> upd = client.local_update(loss, optax.sgd(0.1), batch_size=2,
+  ...                           max_examples=2)
+  >>> s = scheduler.asynchronous(delays.delay_model(np.ones(4), np.ones(4)),
+  ...                            num_updates=8, concurrency=2, seed=0)
+  >>> prep = prepare(s)
+  >>> make_rule = lambda a: rules.fedasync(a, staleness.polynomial(0.5))
+  >>> def final_w(alpha):
+  ...   state, _ = run(make_rule, upd, jnp.zeros(1), prep, rule_hp=alpha,
+  ...                  key=jax.random.key(0), data=ds)
+  ...   return state.params[0]
+  >>> w = jax.jit(final_w)(0.5)
+  >>> ws = jax.vmap(final_w)(jnp.array([0.3, 0.5]))
+  >>> bool(jnp.isclose(ws[1], w)), float(jax.jacfwd(final_w)(0.5)) != 0.0
+  (True, True)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fedasync_jax.core.client import ClientHParams, ClientUpdate
+from fedasync_jax.core.types import ServerRule
+from fedasync_jax.data import ClientDataset
+from fedasync_jax.sim import driver, strategies
+from fedasync_jax.sim import plan as plan_lib
+from fedasync_jax.sim.program import DeviceData, device_data, make_program
+from fedasync_jax.sim.scheduler import Schedule
+from fedasync_jax.sim.tasks import eval_points, pad_tasks, task_hparams
+
+
+class Prepared(NamedTuple):
+  """A schedule planned for the pure run (host-side, numpy).
+
+  Attributes:
+    plan: the padded ``plan.Plan`` (its buffer sizes fix the carry's
+      shapes; with a member axis after ``stack``).
+    steps: the program's ``plan.Steps``.
+    hparams: per-task ``ClientHParams``, padded to the plan's task count.
+    strategy: the strategy object (``strategies.choose``).
+    schedules: the schedule(s) planned.
+  """
+  plan: plan_lib.Plan
+  steps: plan_lib.Steps
+  hparams: ClientHParams
+  strategy: Any
+  schedules: tuple
+
+
+def prepare(schedule: Schedule, *, batching: Optional[str] = None,
+            width: Optional[int] = None,
+            arrivals_per_step: Optional[int] = None,
+            eval_every: Optional[int] = None,
+            hparams: Optional[ClientHParams] = None,
+            chunk_steps: int = 1) -> Prepared:
+  """Plans one schedule for ``run`` (see ``executor.simulate`` for the
+  arguments; ``chunk_steps`` pads the step count to a multiple of it).
+
+  Example:
+    >>> import numpy as np
+    >>> from fedasync_jax import delays, scheduler
+    >>> s = scheduler.asynchronous(delays.delay_model(np.ones(3),
+    ...     np.ones(3)), num_updates=5, concurrency=2, seed=0)
+    >>> prepare(s).steps.arr_valid.shape
+    (5, 1)
+  """
+  return stack([schedule], batching=batching, width=width,
+               arrivals_per_step=arrivals_per_step, eval_every=eval_every,
+               hparams=None if hparams is None else [hparams],
+               chunk_steps=chunk_steps, _member_axis=False)
+
+
+def stack(schedules: Sequence[Schedule], *, batching: Optional[str] = None,
+          width: Optional[int] = None,
+          arrivals_per_step: Optional[int] = None,
+          eval_every: Optional[int] = None,
+          hparams: Optional[Sequence[ClientHParams]] = None,
+          chunk_steps: int = 1, _member_axis: bool = True) -> Prepared:
+  """Plans several schedules to one shape, stacked on a leading member axis
+  (``vmap`` ``run`` over ``steps``, ``hparams`` and ``plan.init_snap``).
+
+  Example:
+    >>> import numpy as np
+    >>> from fedasync_jax import delays, scheduler
+    >>> m = delays.delay_model(np.ones(3), np.ones(3))
+    >>> ss = [scheduler.asynchronous(m, num_updates=5, concurrency=2,
+    ...                              seed=k) for k in range(3)]
+    >>> stack(ss).steps.arr_valid.shape
+    (3, 5, 1)
+  """
+  scheds = list(schedules)
+  if not scheds:
+    raise ValueError("schedules must hold at least one Schedule")
+  strategy, width = strategies.choose(
+      batching, width=width, arrivals_per_step=arrivals_per_step,
+      concurrency=max(s.stats.get("realised_concurrency", 1.0)
+                      for s in scheds))
+  chunk_steps = driver.check_chunk_steps(chunk_steps)
+  plans = driver.make_plans(scheds, strategy, width=width,
+                            arrivals_per_step=arrivals_per_step,
+                            chunk_steps=chunk_steps)
+  hps = list(hparams) if hparams is not None else [task_hparams(s)
+                                                   for s in scheds]
+  if len(hps) != len(scheds):
+    raise ValueError(f"hparams must hold {len(scheds)} entries, got "
+                     f"{len(hps)}")
+  n_tasks = max(s.num_tasks for s in scheds)
+  hps = [pad_tasks(h, n_tasks) for h in hps]
+  if not _member_axis:
+    return Prepared(plans.like, driver.steps_for(plans, scheds,
+                                                 eval_every)[0],
+                    hps[0], strategy, tuple(scheds))
+  each = [plan_lib.steps_of(p, eval_points(s.version_after, eval_every))
+          for p, s in zip(plans.members, scheds)]
+  steps = jax.tree.map(lambda *xs: np.stack(xs), *each)
+  like = plans.like._replace(
+      init_snap=np.asarray([p.init_snap for p in plans.members], np.int32))
+  return Prepared(like, steps, jax.tree.map(lambda *xs: np.stack(xs), *hps),
+                  strategy, tuple(scheds))
+
+
+def run(make_rule: Callable[[Any], ServerRule], client: ClientUpdate, params,
+        prepared: Prepared, *, key, data, rule_hp=None,
+        eval_fn: Optional[Callable] = None, steps=None, hparams=None,
+        init_snap=None):
+  """The whole simulation as one pure function.
+
+  Args:
+    make_rule: ``rule_hp -> ServerRule`` (called inside the trace).
+    client: the client update.
+    params: initial parameters.
+    prepared: from ``prepare`` (or one member of ``stack``: pass its
+      ``steps``, ``hparams`` and ``init_snap`` explicitly under ``vmap``).
+    key: PRNG key (task ``k`` trains with ``fold_in(key, k)``).
+    data: a ``ClientDataset`` or ``program.DeviceData``.
+    rule_hp: the rule's hyperparameters (any pytree; may be traced).
+    eval_fn: optional ``params -> dict`` evaluated where ``steps.arr_eval``
+      says.
+    steps, hparams, init_snap: override ``prepared``'s (e.g. one member
+      of a stacked ``Prepared`` under ``vmap``).
+
+  Returns:
+    ``(state, outputs)``: the final server state and the per-step
+    ``program.StepOutputs`` (``applied``, ``version``, ``train_loss``,
+    ``eval``), padding included (``steps.arr_valid`` marks real arrivals).
+  """
+  dev = data if isinstance(data, DeviceData) else device_data(data, eval_fn)
+  prog = make_program(make_rule, client, prepared.strategy, eval_fn=eval_fn,
+                      params_like=params, data_like=dev)
+  steps = prepared.steps if steps is None else steps
+  hparams = prepared.hparams if hparams is None else hparams
+  first = prepared.plan.init_snap if init_snap is None else init_snap
+  carry = prog.init(params, prepared.plan, rule_hp, init_snap=first)
+  steps = jax.tree.map(jnp.asarray, steps)
+  carry, outs = prog.run_chunk(carry, steps, key,
+                               jax.tree.map(jnp.asarray, hparams), dev,
+                               rule_hp)
+  return carry.state, outs

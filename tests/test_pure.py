@@ -1,0 +1,255 @@
+"""The simulator as a JAX function: jit, vmap, jacfwd and grad through a run
+(sim.pure), compile once per shape in process, and seed sweeps whose
+members equal their own runs."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import lsq_loss, make_lsq_data
+from fedasync_jax import (client, delays, executor, rules, scheduler,
+                          staleness, sweep)
+from fedasync_jax.sim import program, pure
+
+N = 30
+
+
+def setup(num_updates=40, seed=0, fixed_steps=False, cutoff=None):
+  ds, w_true = make_lsq_data(num_clients=N, dtype=np.float64, max_size=8)
+  upd = client.local_update(lsq_loss, optax.sgd(0.05), batch_size=4,
+                            max_examples=ds.max_count,
+                            fixed_steps=fixed_steps)
+  dm = delays.delay_model(delays.device_speeds("lognormal", N, sigma=1.0,
+                                               seed=1),
+                          ds.counts.astype(float))
+  s = scheduler.asynchronous(dm, num_updates=num_updates, concurrency=6,
+                             seed=seed, max_staleness=cutoff)
+  return ds, w_true, upd, s
+
+
+def make_rule(hp):
+  return rules.fedasync(hp["alpha"], staleness.polynomial(hp["a"]))
+
+
+def final_loss_fn(ds, upd, s, w0, key):
+  prep = pure.prepare(s)
+  x, y = jnp.asarray(ds.x), jnp.asarray(ds.y)
+
+  def f(alpha, a):
+    state, _ = pure.run(make_rule, upd, w0, prep, key=key, data=ds,
+                        rule_hp={"alpha": alpha, "a": a})
+    return jnp.mean((x @ state.params - y) ** 2)
+  return f
+
+
+def test_jit_and_vmap_equal_simulate():
+  with jax.enable_x64(True):
+    ds, _, upd, s = setup()
+    w0, key = jnp.zeros(5), jax.random.key(3)
+    prep = pure.prepare(s)
+
+    def final(alpha, a):
+      return pure.run(make_rule, upd, w0, prep, key=key, data=ds,
+                      rule_hp={"alpha": alpha, "a": a})[0].params
+    alphas = jnp.array([0.2, 0.5, 0.9])
+    batched = jax.jit(jax.vmap(final, in_axes=(0, None)))(alphas, 0.5)
+    for i, al in enumerate([0.2, 0.5, 0.9]):
+      ref = executor.simulate(make_rule({"alpha": al, "a": 0.5}), upd, w0,
+                              ds, s, key=key).state.params
+      np.testing.assert_allclose(batched[i], ref, rtol=1e-10, atol=1e-12)
+      np.testing.assert_allclose(jax.jit(final)(al, 0.5), ref, rtol=1e-10,
+                                 atol=1e-12)
+
+
+def test_vmap_over_stacked_plans_equals_each_seed():
+  with jax.enable_x64(True):
+    ds, _, upd, _ = setup()
+    scheds = [setup(seed=k)[3] for k in range(3)]
+    st = pure.stack(scheds)
+    keys = jax.random.split(jax.random.key(0), 3)
+    w0 = jnp.zeros(5)
+    hp = {"alpha": 0.6, "a": 0.5}
+
+    def one(steps, hparams, snap, key):
+      return pure.run(make_rule, upd, w0, st, key=key, data=ds, rule_hp=hp,
+                      steps=steps, hparams=hparams, init_snap=snap)[0].params
+    out = jax.jit(jax.vmap(one))(st.steps, st.hparams, st.plan.init_snap,
+                                 keys)
+    for k, s in enumerate(scheds):
+      ref = executor.simulate(make_rule(hp), upd, w0, ds, s,
+                              key=keys[k]).state.params
+      np.testing.assert_allclose(out[k], ref, rtol=1e-10, atol=1e-12)
+
+
+def finite_difference(f, x, h=1e-5):
+  return (f(x + h) - f(x - h)) / (2 * h)
+
+
+@pytest.mark.parametrize("fixed_steps", [False, True])
+def test_forward_mode_derivatives_equal_finite_differences(fixed_steps):
+  with jax.enable_x64(True):
+    ds, _, upd, s = setup(fixed_steps=fixed_steps)
+    f = final_loss_fn(ds, upd, s, jnp.zeros(5), jax.random.key(3))
+    f = jax.jit(f)
+    d_alpha = jax.jacfwd(f, argnums=0)(0.6, 0.5)
+    d_a = jax.jacfwd(f, argnums=1)(0.6, 0.5)
+    fd_alpha = finite_difference(lambda al: f(al, 0.5), 0.6)
+    fd_a = finite_difference(lambda a: f(0.6, a), 0.5)
+    assert abs(float(d_alpha)) > 1e-6 and abs(float(d_a)) > 1e-8
+    np.testing.assert_allclose(d_alpha, fd_alpha, rtol=1e-4)
+    np.testing.assert_allclose(d_a, fd_a, rtol=1e-4)
+
+
+def test_reverse_mode_with_fixed_steps_equals_forward_mode():
+  with jax.enable_x64(True):
+    ds, _, upd, s = setup(fixed_steps=True, cutoff=4)
+    f = jax.jit(final_loss_fn(ds, upd, s, jnp.zeros(5), jax.random.key(3)))
+    g_alpha, g_a = jax.grad(f, argnums=(0, 1))(0.6, 0.5)
+    np.testing.assert_allclose(g_alpha, jax.jacfwd(f, argnums=0)(0.6, 0.5),
+                               rtol=1e-8)
+    np.testing.assert_allclose(g_a, jax.jacfwd(f, argnums=1)(0.6, 0.5),
+                               rtol=1e-8)
+    np.testing.assert_allclose(
+        g_alpha, finite_difference(lambda al: f(al, 0.5), 0.6), rtol=1e-4)
+
+
+def test_fixed_steps_client_equals_default_client():
+  with jax.enable_x64(True):
+    ds, _, upd, s = setup()
+    _, _, fixed, _ = setup(fixed_steps=True)
+    hp = {"alpha": 0.6, "a": 0.5}
+    a = executor.simulate(make_rule(hp), upd, jnp.zeros(5), ds, s,
+                          key=jax.random.key(1))
+    b = executor.simulate(make_rule(hp), fixed, jnp.zeros(5), ds, s,
+                          key=jax.random.key(1))
+    np.testing.assert_allclose(a.state.params, b.state.params, rtol=1e-12,
+                               atol=1e-14)
+
+
+def test_second_simulate_call_does_not_compile(monkeypatch):
+  """Equal shapes reuse the compiled chunk: a new schedule (another seed),
+  new initial parameters and a new key trace nothing."""
+  program.clear_cache()
+  traces = []
+  real = executor.make_program
+
+  def counted(*args, **kw):
+    prog = real(*args, **kw)
+
+    def run_chunk(*a, **k):
+      traces.append(1)
+      return prog.run_chunk(*a, **k)
+    return prog._replace(run_chunk=run_chunk)
+  monkeypatch.setattr(executor, "make_program", counted)
+  ds, _, upd, s0 = setup(num_updates=60)
+  rule = rules.fedasync(0.6, staleness.polynomial(0.5))
+  first = executor.simulate(rule, upd, jnp.zeros(5, jnp.float32), ds, s0,
+                            key=jax.random.key(0), chunk_steps=16)
+  assert len(traces) == 1
+  for seed in (1, 2):
+    s = setup(num_updates=60, seed=seed)[3]
+    out = executor.simulate(rule, upd, jnp.ones(5, jnp.float32), ds, s,
+                            key=jax.random.key(seed), chunk_steps=16)
+    assert int(out.state.version) == 60
+  assert len(traces) == 1
+  # A different shape (float64 parameters) is a new program.
+  with jax.enable_x64(True):
+    executor.simulate(rule, upd, jnp.zeros(5), ds, s0,
+                      key=jax.random.key(0), chunk_steps=16)
+  assert len(traces) == 2
+  assert int(first.state.version) == 60
+
+
+@pytest.mark.parametrize("members", ["map", "vmap"])
+@pytest.mark.parametrize("cutoff", [None, 3])
+def test_seed_sweep_members_equal_their_own_runs(cutoff, members):
+  """Different schedules per member share their evaluation points; each
+  member's parameters and evaluations equal its own run's (with a cutoff
+  the members' evaluation points differ)."""
+  with jax.enable_x64(True):
+    ds, w_true, upd, _ = setup()
+    scheds = [setup(seed=k, cutoff=cutoff, num_updates=60)[3]
+              for k in range(3)]
+    keys = jax.random.split(jax.random.key(0), 3)
+    ev = lambda p: {"dist": jnp.linalg.norm(p - w_true)}  # noqa: E731
+
+    def rule_of(hp):
+      s = staleness.polynomial(hp["a"])
+      return rules.fedasync(hp["alpha"], s if cutoff is None else
+                            staleness.cutoff(s, cutoff))
+    outs = sweep.sweep(rule_of, {"alpha": jnp.full(3, 0.6),
+                                   "a": jnp.full(3, 0.5)},
+                       upd, jnp.zeros(5), ds, scheds, keys=keys,
+                       eval_fn=ev, eval_every=7, chunk_steps=16,
+                       members=members)
+    assert all(o.stats["members_as"] == members for o in outs)
+    for k, s in enumerate(scheds):
+      own = executor.simulate(rule_of({"alpha": 0.6, "a": 0.5}), upd,
+                              jnp.zeros(5), ds, s, key=keys[k], eval_fn=ev,
+                              eval_every=7, chunk_steps=16)
+      chex.assert_trees_all_close(outs[k].state.params, own.state.params,
+                                  rtol=1e-10, atol=1e-12)
+      assert [e["version"] for e in outs[k].evals] == [
+          e["version"] for e in own.evals]
+      np.testing.assert_allclose([e["dist"] for e in outs[k].evals],
+                                 [e["dist"] for e in own.evals], rtol=1e-10)
+    if cutoff is not None:
+      assert any((~o.arrivals["applied"]).any() for o in outs)
+
+
+def test_sweep_stopped_and_resumed_equals_uninterrupted():
+  ds, w_true, upd, _ = setup()
+  scheds = [setup(seed=k, num_updates=60)[3] for k in range(2)]
+  keys = jax.random.split(jax.random.key(0), 2)
+  ev = lambda p: {"dist": jnp.linalg.norm(p - w_true)}  # noqa: E731
+  grid = {"alpha": jnp.array([0.3, 0.8]), "a": jnp.full(2, 0.5)}
+  kw = dict(keys=keys, eval_fn=ev, eval_every=5, chunk_steps=8)
+  full = sweep.sweep(make_rule, grid, upd, jnp.zeros(5, jnp.float32), ds,
+                     scheds, **kw)
+  saved = []
+
+  def stop_after_two(ck):
+    saved.append(ck.to_bytes())
+    return len(saved) == 2
+  part = sweep.sweep(make_rule, grid, upd, jnp.zeros(5, jnp.float32), ds,
+                     scheds, checkpoint=stop_after_two, **kw)
+  assert all(p.stats["stopped_early"] for p in part)
+  assert len(part[0].arrivals["client"]) == 16
+  resumed = sweep.sweep(make_rule, grid, upd, jnp.zeros(5, jnp.float32), ds,
+                        scheds, resume=sweep.driver.Checkpoint.from_bytes(
+                            saved[-1]), **kw)
+  for a, b in zip(full, resumed):
+    np.testing.assert_array_equal(a.state.params, b.state.params)
+    assert a.evals == b.evals
+    for k in a.arrivals:
+      np.testing.assert_array_equal(a.arrivals[k], b.arrivals[k])
+
+
+def test_simulate_with_rule_function_compiles_once_for_all_values(
+    monkeypatch):
+  program.clear_cache()
+  traces = []
+  real = executor.make_program
+
+  def counted(*args, **kw):
+    prog = real(*args, **kw)
+
+    def run_chunk(*a, **k):
+      traces.append(1)
+      return prog.run_chunk(*a, **k)
+    return prog._replace(run_chunk=run_chunk)
+  monkeypatch.setattr(executor, "make_program", counted)
+  ds, _, upd, s = setup()
+  w0 = jnp.zeros(5, jnp.float32)
+  for a in (0.25, 0.5, 1.0):
+    out = executor.simulate(make_rule, upd, w0, ds, s, key=jax.random.key(0),
+                            rule_hp={"alpha": 0.6, "a": a})
+    ref = executor.simulate(rules.fedasync(0.6, staleness.polynomial(a)),
+                            upd, w0, ds, s, key=jax.random.key(0))
+    np.testing.assert_allclose(out.state.params, ref.state.params,
+                               rtol=1e-6, atol=1e-7)
+  # One trace for the rule function, one per rule object.
+  assert len(traces) == 1 + 3
