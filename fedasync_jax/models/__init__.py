@@ -12,23 +12,10 @@ loss helpers, ``count_params``/``split_params``/``merge_params``,
 family, ``get_model``) and ``conv`` (a convolution with loop-friendly
 gradients). This package re-exports their public names.
 
-Models and where they come from:
-
-* :func:`mnist_cnn`: the MNIST CNN of the AFL paper (Forootani and
-  Iervolino 2025, "Asynchronous Federated Learning with non-convex client
-  objective functions and heterogeneous dataset", arXiv:2508.01675): three
-  3x3, 32-channel convolutions at full 28x28 resolution, Xavier init, global
-  average pooling, a linear layer and log-softmax (19,146 parameters).
-* :func:`resnet20`: the CIFAR ResNet-20 used by the same paper, i.e. the CIFAR
-  variant of He, Zhang, Ren and Sun 2016, "Deep Residual Learning for Image
-  Recognition" (arXiv:1512.03385), Section 4.2 (272,474 parameters with 1x1
-  projection shortcuts, see :func:`resnet20`).
-* :func:`mlp`: the "2NN" of McMahan et al. 2017, "Communication-Efficient
-  Learning of Deep Networks from Decentralized Data" (arXiv:1602.05629),
-  784-200-200-10 with ReLU (199,210 parameters).
-* :func:`logistic_regression`: multinomial logistic regression, the convex
-  model of FedProx's Synthetic(alpha, beta) experiments (Li et al. 2020,
-  arXiv:1812.06127).
+The models and the papers they come from (the AFL paper's MNIST CNN and
+CIFAR ResNet-20, FedAvg's 2NN MLP, FedProx's logistic regression) are
+listed, with their parameter counts, in ``networks``; ``MODELS`` is their
+family.
 
 Convolutions. :func:`mnist_cnn` and :func:`resnet20` take a keyword-only
 ``conv`` option choosing the function their ``nn.Conv`` layers call.

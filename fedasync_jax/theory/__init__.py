@@ -30,12 +30,8 @@ Papers:
 This package re-exports every public name of its modules.
 
 Example:
-  >>> import jax.numpy as jnp
-  >>> p = least_squares(num_clients=8, examples_per_client=12, dim=3,
-  ...                   lipschitz=2.0, zeta2=0.5, batch_size=4, seed=0)
-  >>> round(p.lipschitz, 6), round(p.zeta2, 6)
-  (2.0, 0.5)
-  >>> float(jnp.sum(p.full_grad(jnp.asarray(p.w_star)) ** 2)) < 1e-10
+  >>> from fedasync_jax import theory
+  >>> theory.least_squares is theory.problems.least_squares
   True
 """
 
