@@ -117,6 +117,23 @@ def test_help_is_there(capsys):
     cli.main(["run", "--help"])
   text = capsys.readouterr().out
   assert "--resume" in text and "rule.alpha" in text
+  with pytest.raises(SystemExit):
+    cli.main(["sweep", "--help"])
+  text = capsys.readouterr().out
+  assert "--resume DIR" in text and "summary.csv" in text
+
+
+def test_run_never_writes_into_another_runs_folder(tmp_path, capsys):
+  out = tmp_path / "taken"
+  out.mkdir()
+  (out / "config.json").write_text("{}")
+  assert cli.main(["run", "--out", str(out)]) == 2
+  assert "already holds the outputs" in capsys.readouterr().err
+  assert (out / "config.json").read_text() == "{}"
+  assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+  (out / "checkpoint.msgpack").write_bytes(b"x")
+  assert cli.main(["sweep", "--out", str(out)]) == 2
+  assert f"fedasync-jax sweep --resume {out}" in capsys.readouterr().err
 
 
 def test_interrupt_and_resume_end_with_same_params(tmp_path):
@@ -170,8 +187,8 @@ def test_sweep_command_members_match_single_runs(tmp_path, capsys):
   assert cli.main(["run", "--config", str(cfg), "--out", str(single),
                    "--set", "run.seed=1", "--set", "rule.alpha=0.9",
                    "--set", "client.lr=0.02"]) == 0
-  a = list(csv.DictReader(open(out / f"m{member['member']}" /
-                               "history.csv")))
+  assert member["folder"] == "alpha=0.9,lr=0.02,seed=1"
+  a = list(csv.DictReader(open(out / member["folder"] / "history.csv")))
   b = list(csv.DictReader(open(single / "history.csv")))
   assert [r["version"] for r in a] == [r["version"] for r in b]
   for ra, rb in zip(a, b):
@@ -202,6 +219,21 @@ def test_resume_with_corrupt_or_missing_checkpoint(tmp_path, capsys):
   (out / "checkpoint.msgpack").write_bytes(b"\x93garbage")
   assert cli.main(["run", "--resume", str(out)]) == 2
   assert "unreadable" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_config(tmp_path):
+  from fedasync_jax import experiment
+  out = tmp_path / "run"
+  out.mkdir()
+  (out / "config.json").write_text(json.dumps(config.to_dict(
+      config.from_dict(TINY))))
+  (out / "checkpoint.msgpack").write_bytes(b"placeholder")
+  other = config.apply_overrides(config.from_dict(TINY), ["rule.alpha=0.9"])
+  with pytest.raises(ValueError, match=r"another configuration "
+                                       r"\(rule.alpha: 0.9 here, 0.6 saved"):
+    experiment.train_and_evaluate(other, out, resume=True)
+  with pytest.raises(ValueError, match="holds a single run, not a sweep"):
+    experiment.sweep_and_evaluate(None, None, None, out, resume=True)
 
 
 def test_image_data_stays_uint8_and_trains(tmp_path):

@@ -28,3 +28,13 @@ def test_json_converts_configs_and_numpy(tmp_path):
   assert got["config"]["rule"]["alpha"] == 0.9
   assert got["n"] == 3 and got["v"] == [0, 1]
   assert not list(tmp_path.glob(".s.json.*"))  # no temporary file left
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+  import os
+  from fedasync_jax.run import results
+  path = tmp_path / "a.json"
+  results.write_json(path, {"a": 1})
+  umask = os.umask(0)
+  os.umask(umask)
+  assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)

@@ -5,6 +5,11 @@ Example:
   $ fedasync-jax config > my.yaml     # every field, its default and range
   $ fedasync-jax run --config my.yaml --set rule.alpha=0.9 --out runs/a
   $ fedasync-jax run --resume runs/a  # continue an interrupted run
+  $ fedasync-jax sweep --grid rule.alpha=0.3,0.9 --seeds 0,1 --out runs/s
+  $ fedasync-jax sweep --resume runs/s  # continue an interrupted sweep
+
+Ctrl-C (or SIGTERM) stops a run or sweep at the next chunk after saving
+its checkpoint and outputs so far, with exit status 130.
 
 Compiled programs are kept on disk between runs (``compile_cache``);
 ``--compile-cache off`` before the command turns that off.
@@ -13,6 +18,7 @@ Compiled programs are kept on disk between runs (``compile_cache``);
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -86,6 +92,13 @@ def _families_text() -> str:
   return "\n".join(out)
 
 
+def _interrupted(e, command: str, out) -> int:
+  """The message and exit code (130, as for Ctrl-C) of a stopped run."""
+  print(f"\n{e}; continue with: fedasync-jax {command} --resume {out}",
+        file=sys.stderr)
+  return 130
+
+
 def _run(args) -> int:
   from fedasync_jax.run import config as config_lib
   from fedasync_jax.run import experiment
@@ -95,19 +108,19 @@ def _run(args) -> int:
                        "not pass --config or --set with it")
     out = args.resume
     print(f"resuming {out}", file=sys.stderr)
-    summary = experiment.train_and_evaluate(None, out, resume=True)
+    call = functools.partial(experiment.train_and_evaluate, None, out,
+                             resume=True)
   else:
     cfg = (config_lib.load(args.config) if args.config is not None
            else config_lib.Config())
     cfg = config_lib.apply_overrides(cfg, args.set)
     out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     print(f"output folder: {out}", file=sys.stderr)
-    try:
-      summary = experiment.train_and_evaluate(cfg, out)
-    except experiment.Interrupted as e:
-      print(f"\n{e}; continue with: fedasync-jax run --resume {out}",
-            file=sys.stderr)
-      return 130
+    call = functools.partial(experiment.train_and_evaluate, cfg, out)
+  try:
+    summary = call()
+  except experiment.Interrupted as e:
+    return _interrupted(e, "run", out)
   print(f"final test accuracy {summary['final_test_accuracy']:.4f}, "
         f"loss {summary['final_test_loss']:.4f}, "
         f"{summary['client_updates']} client updates, "
@@ -116,24 +129,46 @@ def _run(args) -> int:
   return 0
 
 
-def _sweep(args) -> int:
-  from fedasync_jax.run import config as config_lib
-  from fedasync_jax.run import experiment
-  cfg = (config_lib.load(args.config) if args.config is not None
-         else config_lib.Config())
-  cfg = config_lib.apply_overrides(cfg, args.set)
-  grid = experiment.parse_grid(args.grid)
-  seeds = ([int(x) for x in args.seeds.split(",") if x.strip()]
-           if args.seeds else None)
-  out = args.out or Path("runs") / time.strftime("sweep-%Y%m%d-%H%M%S")
-  print(f"output folder: {out}", file=sys.stderr)
-  rows = experiment.sweep_and_evaluate(cfg, grid, seeds, out)
-  keys = [k for k in rows[0] if k not in ("versions",)]
+def _print_sweep(rows, out) -> None:
+  """The members' settings and final metrics, one line each."""
+  keys = [k for k in rows[0] if k not in (
+      "versions", "client_updates", "stopped_early", "folder")]
   print(" | ".join(f"{k:>20}" for k in keys))
   for r in rows:
     print(" | ".join(f"{r[k]:>20.4g}" if isinstance(r[k], float)
                      else f"{r[k]:>20}" for k in keys))
-  print(f"wrote {out}/sweep.csv and m<i>/ folders")
+  print(f"wrote {out}: history.csv, summary.csv, sweep.csv, plots and one "
+        f"folder per member ({rows[0]['folder']}/, ...)")
+
+
+def _sweep(args) -> int:
+  from fedasync_jax.run import config as config_lib
+  from fedasync_jax.run import experiment
+  if args.resume is not None:
+    if args.config is not None or args.set or args.grid or args.seeds:
+      raise ValueError("--resume continues a sweep with its saved config, "
+                       "grid and seeds; do not pass --config, --set, --grid "
+                       "or --seeds with it")
+    out = args.resume
+    print(f"resuming {out}", file=sys.stderr)
+    call = functools.partial(experiment.sweep_and_evaluate, None, None,
+                             None, out, resume=True)
+  else:
+    cfg = (config_lib.load(args.config) if args.config is not None
+           else config_lib.Config())
+    cfg = config_lib.apply_overrides(cfg, args.set)
+    grid = experiment.parse_grid(args.grid)
+    seeds = ([int(x) for x in args.seeds.split(",") if x.strip()]
+             if args.seeds else None)
+    out = args.out or Path("runs") / time.strftime("sweep-%Y%m%d-%H%M%S")
+    print(f"output folder: {out}", file=sys.stderr)
+    call = functools.partial(experiment.sweep_and_evaluate, cfg, grid,
+                             seeds, out)
+  try:
+    rows = call()
+  except experiment.Interrupted as e:
+    return _interrupted(e, "sweep", out)
+  _print_sweep(rows, out)
   return 0
 
 
@@ -153,14 +188,29 @@ examples:
       --grid rule.staleness_a=0,0.5,1 --seeds 0,1 --set run.num_updates=1000
 
   # a base configuration file plus a learning-rate grid
-  fedasync-jax sweep --config my.yaml --grid client.lr=0.01,0.03,0.1
+  fedasync-jax sweep --config my.yaml --grid client.lr=0.01,0.03,0.1 \
+      --out runs/lr
+
+  # continue it after Ctrl-C
+  fedasync-jax sweep --resume runs/lr
 
 outputs (in --out):
-  sweep.csv (one row per member: settings, final test accuracy and loss),
-  config.json (base config, grid, seeds), summary.json (wall time), and
-  m<i>/ per member with history.csv, arrivals.csv, participation.csv,
-  summary.json and plots. Every member equals its own `fedasync-jax run`
-  with the same values (--set ...).
+  history.csv (long format: one row per evaluation of every member: member,
+  grid values, seed, version, simulated time, client updates, client
+  training loss, test loss and accuracy), summary.csv (per grid point: seeds,
+  mean and 95% interval over seeds of the final test accuracy and loss),
+  sweep.csv (one row per member: settings, final metrics, folder),
+  config.json (base config, grid, seeds), summary.json (wall time),
+  test_accuracy.png and test_loss.png (mean and band over seeds against
+  client updates and simulated time; with matplotlib), and one folder per
+  member named by its values (alpha=0.3,seed=1/; m<i> links to it) with
+  history.csv, arrivals.csv, participation.csv, summary.json and
+  final_params.msgpack. Every member equals its own `fedasync-jax run` with
+  the same values (--set ...).
+
+  Ctrl-C (or SIGTERM) stops at the next chunk (run.chunk_steps steps shared
+  out over the members on CPU) and saves checkpoint.msgpack and the outputs
+  so far; --resume DIR continues and ends as an uninterrupted sweep would.
 
 Fields that change shapes or the schedule (data, model, rule.name,
 run.concurrency, ...) cannot vary inside one program: run one sweep per
@@ -238,7 +288,8 @@ def _add_run(sub) -> None:
                "override one field, e.g. rule.alpha=0.9 or "
                "delays.pareto_shape=1.5 (repeatable)")
   r.add_argument("--out", type=Path, default=None,
-                 help="output folder (default: runs/run-<date>-<time>)")
+                 help="output folder (default: runs/run-<date>-<time>); "
+                      "never one that holds another run's files")
   r.add_argument("--resume", type=Path, default=None, metavar="DIR",
                  help="continue the interrupted run in DIR")
   r.set_defaults(func=_run)
@@ -263,7 +314,11 @@ def _add_sweep(sub) -> None:
   w.add_argument("--seeds", default=None, metavar="S1,S2,...",
                  help="comma-separated seeds (default: run.seed)")
   w.add_argument("--out", type=Path, default=None,
-                 help="output folder (default: runs/sweep-<date>-<time>)")
+                 help="output folder (default: runs/sweep-<date>-<time>); "
+                      "never one that holds another run's files")
+  w.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                 help="continue the interrupted sweep in DIR (with its "
+                      "saved config, grid and seeds)")
   w.set_defaults(func=_sweep)
 
 
@@ -300,6 +355,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except (ValueError, FileNotFoundError) as e:
     print(f"fedasync-jax: error: {e}", file=sys.stderr)
     return 2
+  except KeyboardInterrupt:  # before a run could catch the signal
+    print("\nfedasync-jax: interrupted before the first checkpoint",
+          file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

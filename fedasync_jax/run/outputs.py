@@ -117,8 +117,9 @@ def _summary(s, out: types.RunResult, final: dict, wall_time: float) -> dict:
       "clipped_updates": int(getattr(out.state, "clipped", 0)),
       "simulated_time": float(arr["time"][-1]) if len(arr["time"]) else 0.0,
       "realised_concurrency": float(s.schedule.stats["realised_concurrency"]),
-      "mean_staleness": float(arr["staleness"].mean()),
-      "max_staleness": int(arr["staleness"].max()),
+      "mean_staleness": (float(arr["staleness"].mean())
+                         if len(arr["staleness"]) else 0.0),
+      "max_staleness": int(arr["staleness"].max(initial=0)),
       "wall_time_s": wall_time,
       "executor": dict(out.stats),
       "data": s.fed.name, "num_clients": s.fed.train.num_clients,
@@ -127,8 +128,17 @@ def _summary(s, out: types.RunResult, final: dict, wall_time: float) -> dict:
 
 
 def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
-                  wall_time: float) -> dict:
+                  wall_time: float, plots: bool = True) -> dict:
   """Writes the history, logs, summary and plots of a finished run.
+
+  Args:
+    workdir: the output folder.
+    cfg: unused (the caller writes ``config.json``).
+    s: the run's ``Setup`` (its schedule, data and initial parameters).
+    out: the run's result (complete, or stopped early).
+    wall_time: seconds the run took, for ``summary.json``.
+    plots: draw the PNG plots (when matplotlib is installed); a sweep's
+      members leave them to the sweep's plots over seeds.
 
   Returns:
     The summary dict (also ``summary.json``).
@@ -150,10 +160,11 @@ def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
       "examples": s.fed.train.counts})
   summary = _summary(s, out, rows[-1], wall_time)
   results.write_json(workdir / "summary.json", summary)
-  try:
-    plot_run(workdir, s, out, rows)
-  except ImportError:
-    pass
+  if plots:
+    try:
+      plot_run(workdir, s, out, rows)
+    except ImportError:
+      pass
   return summary
 
 
@@ -170,7 +181,7 @@ def _plot_metric(workdir: Path, rows: list, metric: str) -> None:
     ax.set_ylabel(metric.replace("_", " "))
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(workdir / f"{metric}.png", dpi=100)
+  results.write_figure(workdir / f"{metric}.png", fig)
 
 
 def plot_run(workdir: Path, s, out: types.RunResult, rows) -> None:
@@ -181,14 +192,14 @@ def plot_run(workdir: Path, s, out: types.RunResult, rows) -> None:
   fig = Figure(figsize=(10, 4))
   ax1, ax2 = fig.subplots(1, 2)
   st = out.arrivals["staleness"]
-  ax1.hist(st, bins=min(50, int(st.max()) + 1))
+  ax1.hist(st, bins=min(50, int(st.max(initial=0)) + 1))
   ax1.set_xlabel("staleness")
   ax1.set_ylabel("updates")
   ax2.bar(np.arange(len(out.participation)), out.participation)
   ax2.set_xlabel("client")
   ax2.set_ylabel("applied updates")
   fig.tight_layout()
-  fig.savefig(workdir / "staleness_participation.png", dpi=100)
+  results.write_figure(workdir / "staleness_participation.png", fig)
   ds = s.fed.train
   if np.issubdtype(ds.y.dtype, np.integer):
     st_ = partition.stats(ds.y, [np.arange(o, o + n) for o, n in

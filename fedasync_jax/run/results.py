@@ -35,6 +35,10 @@ def atomic_write_bytes(path, payload: bytes) -> None:
       f.write(payload)
       f.flush()
       os.fsync(f.fileno())
+    # mkstemp creates 0600; give the file the mode a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -63,6 +67,18 @@ def write_json(path, obj) -> None:
   atomic_write_bytes(path, (text + "\n").encode())
 
 
+def read_json(path):
+  """Reads a JSON file.
+
+  Raises:
+    ValueError: the file is missing or is not JSON (naming it).
+  """
+  try:
+    return json.loads(Path(path).read_text())
+  except (OSError, ValueError) as e:
+    raise ValueError(f"cannot read {path}: {e}") from None
+
+
 def write_csv(path, rows: Iterable[Mapping]) -> None:
   """Writes a list of dicts as CSV: the columns are every key, in the order
   first seen; a row without a key leaves that cell empty."""
@@ -77,9 +93,23 @@ def write_csv(path, rows: Iterable[Mapping]) -> None:
   atomic_write_bytes(path, buf.getvalue().encode())
 
 
+def write_figure(path, fig, dpi: int = 100) -> None:
+  """Saves a matplotlib figure as PNG, atomically."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=dpi)
+  atomic_write_bytes(path, buf.getvalue())
+
+
 def write_columns(path, columns: Mapping[str, np.ndarray]) -> None:
-  """Writes equal-length arrays as the columns of a CSV file."""
+  """Writes equal-length arrays as the columns of a CSV file (the same
+  text as ``write_csv`` of the rows, written column-wise: fast for long
+  logs)."""
   names = list(columns)
-  n = len(next(iter(columns.values()))) if names else 0
-  rows = ({k: columns[k][i] for k in names} for i in range(n))
-  write_csv(path, rows)
+  buf = io.StringIO()
+  if names:
+    cols = [np.asarray(columns[k]).tolist() for k in names]
+    if len(cols[0]):
+      w = csv.writer(buf, lineterminator="\n")
+      w.writerow(names)
+      w.writerows(zip(*cols))
+  atomic_write_bytes(path, buf.getvalue().encode())

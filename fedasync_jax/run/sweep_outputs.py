@@ -1,0 +1,286 @@
+"""What a sweep leaves behind: one long history, a summary over seeds, one
+folder per member and plots with a band over seeds.
+
+``write_sweep`` writes, into the sweep's folder (every file atomically):
+
+* ``history.csv``: long format, one row per evaluation of every member:
+  ``member``, each grid field's value, ``seed``, ``version``,
+  ``simulated_time``, ``client_updates``, ``client_train_loss`` (the mean
+  local training loss of the client updates received since the previous
+  evaluation), ``test_loss``, ``test_accuracy``, ``mean_staleness`` and the
+  bytes sent each way so far;
+* ``summary.csv``: one row per grid point: each grid field's value,
+  ``seeds`` (how many), the mean and 95% interval over seeds (Student t) of
+  the final test accuracy and loss (``final_test_accuracy_mean``,
+  ``..._ci95_low``, ``..._ci95_high``; with one seed the interval is NaN and
+  the ``interval`` column says so), the fewest client updates of its
+  members and whether any stopped early;
+* ``sweep.csv``: one row per member: settings, final metrics, folder;
+* ``summary.json``: members, wall time, client updates, throughput,
+  whether the sweep stopped early and the seconds spent writing outputs;
+* one folder per member, named by its values (``alpha=0.3,seed=1``), with
+  the ``history.csv``, ``arrivals.csv``, ``participation.csv`` and
+  ``summary.json`` of a single run (``outputs.write_outputs``); ``m<i>``
+  links to member ``i``'s folder;
+* ``test_accuracy.png`` and ``test_loss.png`` (when matplotlib is
+  installed): per grid point, the mean over seeds with its 95% band,
+  against client updates and against simulated time.
+
+Example:
+  >>> grid = {"rule.alpha": [0.3, 1.0], "client.lr": [0.01]}
+  >>> member_folders(grid, [({"rule.alpha": 0.3, "client.lr": 0.01}, 1),
+  ...                       ({"rule.alpha": 1.0, "client.lr": 0.01}, 1)])
+  ['alpha=0.3,lr=0.01,seed=1', 'alpha=1,lr=0.01,seed=1']
+  >>> mean, low, high = interval([0.5, 0.7])
+  >>> round(float(mean), 3), round(float(high - mean), 3)
+  (0.6, 1.271)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from fedasync_jax.run import results
+from fedasync_jax.run.outputs import history_rows, write_outputs
+
+FINALS = ("final_test_accuracy", "final_test_loss")
+
+
+def labels(keys) -> dict:
+  """Short names of grid fields for folder names and legends: the last part
+  (``alpha``), or the whole field when two fields share it."""
+  last = [k.rsplit(".", 1)[-1] for k in keys]
+  return {k: (s if last.count(s) == 1 and s != "seed" else k)
+          for k, s in zip(keys, last)}
+
+
+def format_value(v) -> str:
+  """A grid value as written in names: shortest exact float, no ``.0``."""
+  if isinstance(v, (float, np.floating)):
+    text = repr(float(v))
+    return text[:-2] if text.endswith(".0") else text
+  return str(v)
+
+
+def point_label(values: dict, names: dict) -> str:
+  """``alpha=0.3,lr=0.01`` for one grid point (``names``: ``labels``)."""
+  return ",".join(f"{names[k]}={format_value(v)}" for k, v in values.items())
+
+
+def member_folders(grid: dict, grid_members) -> list:
+  """Each member's folder name: its grid values and seed."""
+  names = labels(list(grid))
+  return [",".join(filter(None, [point_label(values, names),
+                                 f"seed={seed}"]))
+          for values, seed in grid_members]
+
+
+def interval(values, axis: int = 0):
+  """Mean and 95% Student t interval of the mean along ``axis``.
+
+  Returns:
+    ``(mean, low, high)``; ``low`` and ``high`` are NaN with one value.
+  """
+  a = np.asarray(values, np.float64)
+  n = a.shape[axis]
+  mean = a.mean(axis=axis)
+  if n < 2:
+    nan = np.full_like(mean, np.nan)
+    return mean, nan, nan
+  from scipy.special import stdtrit  # Student t quantile (light import)
+  half = stdtrit(n - 1, 0.975) * a.std(axis=axis, ddof=1) / math.sqrt(n)
+  return mean, mean - half, mean + half
+
+
+def client_train_loss(out, evals) -> list:
+  """Per evaluation, the mean local training loss of the client updates
+  received since the previous evaluation (NaN when there are none)."""
+  loss = np.asarray(out.arrivals["train_loss"], np.float64)
+  out_, start = [], 0
+  for e in evals:
+    end = e["arrival"] + 1
+    window = loss[start:end]
+    window = window[~np.isnan(window)]
+    out_.append(float(window.mean()) if len(window) else math.nan)
+    start = max(start, end)
+  return out_
+
+
+def _member_history(s, out) -> list:
+  """The member's history rows (as a single run's), with the clients'
+  training loss after ``client_updates``."""
+  param_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(s.params))
+  rows = []
+  for r, tl in zip(history_rows(s, out, param_bytes),
+                   client_train_loss(out, out.evals)):
+    row = {}
+    for k, v in r.items():
+      row[k] = v
+      if k == "client_updates":
+        row["client_train_loss"] = tl
+    rows.append(row)
+  return rows
+
+
+def _link(workdir: Path, i: int, folder: str) -> None:
+  """``m<i>`` -> ``folder`` (a relative symlink, replaced atomically;
+  skipped where links cannot be made)."""
+  link = workdir / f"m{i}"
+  if link.exists() and not link.is_symlink():
+    return
+  tmp = workdir / f".m{i}.{os.getpid()}.link"
+  try:
+    if tmp.is_symlink():
+      tmp.unlink()
+    os.symlink(folder, tmp, target_is_directory=True)
+    os.replace(tmp, link)
+  except OSError:
+    pass
+
+
+def points(grid_members) -> dict:
+  """``{grid values (tuple): [member indices]}``, in grid order."""
+  out = {}
+  for i, (values, _) in enumerate(grid_members):
+    out.setdefault(tuple(values.items()), []).append(i)
+  return out
+
+
+def summary_rows(grid_members, rows: list) -> list:
+  """One row per grid point: seeds, mean and 95% interval over seeds of the
+  final test accuracy and loss (``rows``: one per member, ``sweep.csv``)."""
+  out = []
+  for key, idx in points(grid_members).items():
+    row = dict(key)
+    row["seeds"] = len(idx)
+    for m in FINALS:
+      mean, low, high = interval([rows[i][m] for i in idx])
+      row.update({f"{m}_mean": float(mean), f"{m}_ci95_low": float(low),
+                  f"{m}_ci95_high": float(high)})
+    row["interval"] = (f"95% Student t interval of the mean over "
+                       f"{len(idx)} seeds" if len(idx) > 1 else
+                       "none: one seed (low and high are NaN)")
+    row["client_updates"] = min(rows[i]["client_updates"] for i in idx)
+    row["stopped_early"] = any(rows[i]["stopped_early"] for i in idx)
+    out.append(row)
+  return out
+
+
+def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
+                outs: list, *, wall_time: float) -> list:
+  """Writes every output of a finished (or interrupted) sweep.
+
+  Args:
+    workdir: the sweep's folder.
+    base: the base ``Setup`` (data, model, evaluator).
+    per_seed: ``{seed: (schedule, hparams, initial params)}``.
+    grid: ``{field: [values]}``.
+    grid_members: ``[(values, seed)]``, one per member (``grid.members``).
+    outs: one ``RunResult`` per member.
+    wall_time: seconds the sweep ran.
+
+  Returns:
+    One row dict per member (as in ``sweep.csv``).
+  """
+  t0 = time.perf_counter()
+  workdir = Path(workdir)
+  folders = member_folders(grid, grid_members)
+  rows, history, histories = [], [], []
+  for i, ((values, seed), out, folder) in enumerate(
+      zip(grid_members, outs, folders)):
+    s_i = base._replace(schedule=per_seed[seed][0], params=per_seed[seed][2])
+    summary = write_outputs(workdir / folder, None, s_i, out,
+                            wall_time=wall_time, plots=False)
+    _link(workdir, i, folder)
+    member_rows = _member_history(s_i, out)
+    histories.append(member_rows)
+    head = {"member": i, **values, "seed": seed}
+    history.extend({**head, **r} for r in member_rows)
+    rows.append({"member": i, "seed": seed, **values,
+                 **{m: summary[m] for m in FINALS},
+                 "versions": summary["versions"],
+                 "mean_staleness": summary["mean_staleness"],
+                 "client_updates": summary["client_updates"],
+                 "stopped_early": summary["stopped_early"],
+                 "folder": folder})
+  results.write_csv(workdir / "history.csv", history)
+  results.write_csv(workdir / "sweep.csv", rows)
+  results.write_csv(workdir / "summary.csv", summary_rows(grid_members, rows))
+  try:
+    plot_sweep(workdir, grid, grid_members, histories)
+  except ImportError:
+    pass
+  total = sum(r["client_updates"] for r in rows)
+  results.write_json(workdir / "summary.json", {
+      "members": len(grid_members), "wall_time_s": wall_time,
+      "client_updates": total, "updates_per_s": total / max(wall_time, 1e-9),
+      "stopped_early": any(r["stopped_early"] for r in rows),
+      "output_time_s": time.perf_counter() - t0,
+      "backend": jax.default_backend()})
+  return rows
+
+
+def mean_band(curves: list):
+  """Mean and 95% band over seeds of curves ``[(x, y)]`` sampled at
+  different ``x``: each is interpolated at the union of their ``x`` up to
+  the smallest last ``x`` (no extrapolation).
+
+  Returns:
+    ``(x, mean, low, high)``.
+  """
+  stop = min(float(x[-1]) for x, _ in curves)
+  xs = np.unique(np.concatenate([x for x, _ in curves]))
+  xs = xs[xs <= stop]
+  ys = np.stack([np.interp(xs, x, y) for x, y in curves])
+  return (xs, *interval(ys, axis=0))
+
+
+def plot_sweep(workdir, grid: dict, grid_members, histories: list) -> None:
+  """Writes ``test_accuracy.png`` and ``test_loss.png``: per grid point,
+  the mean over seeds and its 95% band, against client updates and against
+  simulated time (needs matplotlib: the ``plots`` extra).
+
+  Args:
+    workdir: the sweep's folder.
+    grid: ``{field: [values]}``.
+    grid_members: ``[(values, seed)]``, one per member.
+    histories: per member, its history rows (``history_rows``).
+  """
+  from matplotlib.figure import Figure
+  names = labels(list(grid))
+  by_point = points(grid_members)
+  n_seeds = len({s for _, s in grid_members})
+  for metric in ("test_accuracy", "test_loss"):
+    fig = Figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2)
+    for ax, x_key, x_label in zip(
+        axes, ("client_updates", "simulated_time"),
+        ("client updates", "simulated time (s)")):
+      for key, idx in by_point.items():
+        curves = [(np.asarray([r[x_key] for r in histories[i]], float),
+                   np.asarray([r[metric] for r in histories[i]], float))
+                  for i in idx]
+        xs, mean, low, high = mean_band(curves)
+        line, = ax.plot(xs, mean, label=point_label(dict(key), names)
+                        or "all members")
+        if len(idx) > 1:
+          ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2,
+                          linewidth=0)
+      ax.set_xlabel(x_label)
+      ax.set_ylabel(metric.replace("_", " "))
+      ax.grid(alpha=0.3)
+    if len(by_point) <= 10:
+      axes[1].legend(fontsize="small")
+    else:  # beside the plot, so it hides no line
+      axes[1].legend(fontsize="x-small", ncol=1 + len(by_point) // 25,
+                     loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    band = "95% interval" if n_seeds > 1 else "no band: one seed"
+    fig.suptitle(f"mean over {n_seeds} seed(s) per grid point ({band})")
+    fig.tight_layout()
+    results.write_figure(workdir / f"{metric}.png", fig)

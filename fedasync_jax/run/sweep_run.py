@@ -1,0 +1,270 @@
+"""A sweep from a configuration: ``sweep_and_evaluate(cfg, grid, seeds,
+workdir)``.
+
+Runs a grid of sweepable settings (``grid.SWEEPABLE``) x seeds as one
+compiled program (``sim.sweep.sweep``) and writes the outputs that
+``sweep_outputs`` describes, plus ``config.json`` (the base configuration,
+grid, seeds and chunk size) and each member's ``final_params.msgpack``.
+
+SIGINT and SIGTERM stop the sweep at the next chunk boundary: the
+checkpoint (``checkpoint.msgpack``) and the outputs so far are written and
+``Interrupted`` is raised. ``sweep_and_evaluate(..., resume=True)``
+(``fedasync-jax sweep --resume DIR``) continues with the configuration,
+grid and seeds saved in the folder and ends bit-identical to an
+uninterrupted sweep. The machinery is the single run's (``checkpoints``).
+
+Chunks: on CPU a chunk runs the members one after another
+(``members="map"``), so the sweep's chunk is ``ceil(run.chunk_steps /
+members)`` steps: about as much work as one run's chunk, and a signal is
+acted on as quickly. On an accelerator the members run batched and the
+chunk is ``run.chunk_steps``.
+
+Example:
+  >>> from fedasync_jax.run import config
+  >>> cfg = config.from_dict({"run": {"num_updates": 200}})
+  >>> rows = sweep_and_evaluate(cfg, {"rule.alpha": [0.3, 0.9]}, [0, 1],
+  ...                           "/tmp/sweep")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from fedasync_jax.run import config as config_lib
+from fedasync_jax.run import results, sweep_outputs
+from fedasync_jax.run.checkpoints import (CHECKPOINT, FINAL_PARAMS,
+                                          Interrupted, check_same,
+                                          checkpoint_writer, claim_folder,
+                                          read_checkpoint, remove_checkpoint,
+                                          stop_on_signals, write_params)
+from fedasync_jax.run.grid import (members, set_field, sweepable,
+                                   with_rule_values)
+from fedasync_jax.run.outputs import ProgressBar
+from fedasync_jax.run.setup import (Setup, make_rule_from, make_schedule,
+                                    setup)
+from fedasync_jax.sim import tasks
+
+
+def members_mode() -> str:
+  """How the compiled chunk runs the members here: ``"map"`` (one after
+  another) on CPU, ``"vmap"`` (batched) on an accelerator."""
+  return "map" if jax.default_backend() == "cpu" else "vmap"
+
+
+def chunk_steps_for(cfg, num_members: int,
+                    mode: Optional[str] = None) -> int:
+  """The sweep's steps per compiled chunk: ``run.chunk_steps`` shared out
+  over the members when they run one after another, so a chunk does about
+  as much work as a single run's.
+
+  Example:
+    >>> from fedasync_jax.run import config
+    >>> cfg = config.from_dict({"run": {"chunk_steps": 64}})
+    >>> chunk_steps_for(cfg, 18, "map"), chunk_steps_for(cfg, 18, "vmap")
+    (4, 64)
+  """
+  steps = cfg.run.chunk_steps
+  if (mode or members_mode()) == "vmap":
+    return steps
+  return max(1, -(-steps // max(1, num_members)))
+
+
+def _check_members(cfg, grid_members) -> None:
+  """Validates every member's values through the configuration, before
+  any work."""
+  for values, seed in grid_members:
+    d = config_lib.to_dict(cfg)
+    for k, v in values.items():
+      set_field(d, k, v)
+    d["run"]["seed"] = seed
+    config_lib.from_dict(d)
+
+
+def checked(cfg, grid: dict, seeds):
+  """The grid (values as floats) and seeds (ints, default ``run.seed``)
+  after checking them and every member's configuration.
+
+  Returns:
+    ``(grid, seeds, grid_members)``.
+
+  Raises:
+    ValueError: a repeated value or seed, or a member's invalid value.
+  """
+  config_lib.validate(cfg)
+  grid = {str(k): [float(v) for v in vals] for k, vals in (grid or
+                                                           {}).items()}
+  seeds = [int(s) for s in (seeds if seeds is not None and len(seeds)
+                            else [cfg.run.seed])]
+  for name, vals in [*grid.items(), ("seeds", seeds)]:
+    dup = sorted({v for v in vals if vals.count(v) > 1})
+    if dup:
+      raise ValueError(f"{name} lists {dup} more than once; each member "
+                       f"must differ")
+  grid_members = members(grid, seeds)
+  _check_members(cfg, grid_members)
+  return grid, seeds, grid_members
+
+
+def read_sweep_resume(workdir: Path, cfg=None, grid=None, seeds=None):
+  """The saved configuration, grid, seeds, chunk size and checkpoint of an
+  interrupted sweep.
+
+  Args:
+    workdir: the sweep's folder.
+    cfg, grid, seeds: what the caller expects (``None``: the saved ones);
+      any that differ from the saved ones are refused.
+
+  Returns:
+    ``(config, grid, seeds, chunk_steps, checkpoint)``.
+
+  Raises:
+    ValueError: no checkpoint or an unreadable one, a single run's folder,
+      or a configuration, grid or seeds that differ (naming them).
+  """
+  workdir = Path(workdir)
+  if not (workdir / CHECKPOINT).exists():
+    read_checkpoint(workdir)  # raises: no checkpoint
+  saved = results.read_json(workdir / "config.json")
+  if not (isinstance(saved, dict) and "base" in saved and "grid" in saved):
+    raise ValueError(f"--resume: {workdir} holds a single run, not a "
+                     f"sweep; continue it with: fedasync-jax run --resume "
+                     f"{workdir}")
+  saved_cfg = config_lib.from_dict(saved["base"])
+  check_same(workdir, "configuration", None if cfg is None else
+             config_lib.to_dict(cfg), config_lib.to_dict(saved_cfg))
+  check_same(workdir, "grid", None if grid is None else
+             {str(k): [float(v) for v in vs] for k, vs in grid.items()},
+             saved["grid"])
+  check_same(workdir, "seeds", None if seeds is None else
+             [int(s) for s in seeds], saved["seeds"])
+  chunk = saved.get("chunk_steps") or chunk_steps_for(
+      saved_cfg, len(members(saved["grid"], saved["seeds"])))
+  return (saved_cfg, saved["grid"], saved["seeds"], int(chunk),
+          read_checkpoint(workdir))
+
+
+def _per_seed(cfg, base: Setup, seeds) -> dict:
+  """``{seed: (schedule, hparams, initial params)}``."""
+  out = {}
+  for seed in seeds:
+    c = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, seed=seed))
+    sched = make_schedule(c, base.fed, base.rule)
+    out[seed] = (sched, tasks.task_hparams(
+        sched, prox_rho=cfg.client.prox_rho,
+        delay_beta=cfg.client.delay_beta),
+        base.model.init(jax.random.key(seed)))
+  return out
+
+
+def _run_sweep(cfg, base: Setup, grid_members, per_seed, *, chunk_steps,
+               progress=None, checkpoint=None, resume=None):
+  """The grid as one compiled program (``sweep.sweep``)."""
+  from fedasync_jax.sim import sweep as sweep_lib
+  paths = sweepable()
+  rule_keys = [k for k in (grid_members[0][0] if grid_members else {})
+               if paths[k] is not None]
+  rule_hp = {paths[k]: jnp.asarray([v[k] for v, _ in grid_members],
+                                   jnp.float32) for k in rule_keys}
+  if not rule_hp:
+    rule_hp = {"_": jnp.zeros(len(grid_members))}
+
+  def make_rule(hp):
+    r = with_rule_values(cfg.rule, {k: v for k, v in hp.items() if k != "_"})
+    return make_rule_from(dataclasses.replace(cfg, rule=r), base.fed)
+  lr_scale = [v.get("client.lr", cfg.client.lr) / cfg.client.lr
+              for v, _ in grid_members]
+  params = jax.tree.map(lambda *xs: jnp.stack(xs),
+                        *[per_seed[s][2] for _, s in grid_members])
+  return sweep_lib.sweep(
+      make_rule, rule_hp, base.update, params, base.fed.train,
+      [per_seed[s][0] for _, s in grid_members],
+      keys=jnp.stack([jax.random.key(s) for _, s in grid_members]),
+      hparams=[per_seed[s][1] for _, s in grid_members],
+      client_lr_scale=lr_scale, width=cfg.run.width,
+      batching=None if cfg.run.batching == "auto" else cfg.run.batching,
+      chunk_steps=chunk_steps, eval_fn=base.eval_fn,
+      eval_every=base.eval_every_versions, member_params=True,
+      progress=progress, checkpoint=checkpoint, resume=resume,
+      members=members_mode())
+
+
+def _start(cfg, grid, seeds, workdir: Path, resume: bool):
+  """Checks the inputs and claims the folder (a new sweep) or reads what
+  it saved (a resumed one).
+
+  Returns:
+    ``(cfg, grid, seeds, grid_members, chunk_steps, checkpoint or None)``.
+  """
+  if resume:
+    cfg, grid, seeds, chunk, ck = read_sweep_resume(workdir, cfg, grid,
+                                                    seeds)
+    grid, seeds, grid_members = checked(cfg, grid, seeds)
+    return cfg, grid, seeds, grid_members, chunk, ck
+  grid, seeds, grid_members = checked(cfg, grid, seeds)
+  chunk = chunk_steps_for(cfg, len(grid_members))
+  claim_folder(workdir, "sweep")
+  results.write_json(workdir / "config.json", {
+      "base": config_lib.to_dict(cfg), "grid": grid, "seeds": seeds,
+      "chunk_steps": chunk})
+  return cfg, grid, seeds, grid_members, chunk, None
+
+
+def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
+                       resume: bool = False, show_progress: bool = True
+                       ) -> list:
+  """Runs the full grid x seeds as one compiled program and writes the
+  sweep's outputs (``sweep_outputs``) into ``workdir``.
+
+  Args:
+    cfg: the base configuration (``None`` with ``resume``: the saved one).
+    grid: ``{field: [values]}`` of sweepable fields (``grid.parse_grid``;
+      ``None`` with ``resume``: the saved one).
+    seeds: the seeds (default ``[cfg.run.seed]``; ``None`` with
+      ``resume``: the saved ones).
+    workdir: the output folder; a new sweep refuses one that holds another
+      run's or sweep's files.
+    resume: continue the interrupted sweep in ``workdir`` (a ``cfg``,
+      ``grid`` or ``seeds`` given must equal the saved ones).
+    show_progress: draw the progress bar on stderr.
+
+  Returns:
+    One row dict per member (as in ``sweep.csv``).
+
+  Raises:
+    Interrupted: a signal stopped the sweep (after its checkpoint and the
+      outputs so far were written).
+    ValueError: bad inputs, a taken folder, or nothing to resume.
+  """
+  workdir = Path(workdir)
+  cfg, grid, seeds, grid_members, chunk, ck = _start(cfg, grid, seeds,
+                                                     workdir, resume)
+  t0 = time.perf_counter()
+  with stop_on_signals({}) as flag:
+    base = setup(cfg)
+    per_seed = _per_seed(cfg, base, seeds)
+    bar = (ProgressBar(label=f"sweep of {len(grid_members)} members")
+           if show_progress else None)
+    outs = _run_sweep(
+        cfg, base, grid_members, per_seed, chunk_steps=chunk, progress=bar,
+        checkpoint=checkpoint_writer(workdir / CHECKPOINT, flag,
+                                     cfg.run.checkpoint_every_s),
+        resume=ck)
+    rows = sweep_outputs.write_sweep(
+        workdir, base, per_seed, grid, grid_members, outs,
+        wall_time=time.perf_counter() - t0)
+  if any(o.stats["stopped_early"] for o in outs):
+    done = sum(r["client_updates"] for r in rows)
+    total = sum(per_seed[s][0].num_arrivals for _, s in grid_members)
+    raise Interrupted(f"stopped by {flag.get('signal')} after {done} of "
+                      f"{total} client updates ({len(rows)} members); "
+                      f"outputs so far and checkpoint saved in {workdir}")
+  for row, out in zip(rows, outs):
+    write_params(workdir / row["folder"] / FINAL_PARAMS, out.state.params)
+  remove_checkpoint(workdir)
+  return rows

@@ -1,0 +1,285 @@
+"""Sweeps from the run layer: outputs, interrupt and resume, refusals."""
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from fedasync_jax import cli, config
+from fedasync_jax.run import experiment, sweep_outputs, sweep_run
+
+TINY = {"data": {"num_clients": 20}, "client": {"batch_size": 20},
+        "run": {"num_updates": 60, "concurrency": 4, "eval_every": 20,
+                "chunk_steps": 8}}
+GRID = {"rule.alpha": [0.3, 0.9]}
+
+
+def _csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def _write_cfg(tmp_path, d):
+  p = tmp_path / "cfg.json"
+  p.write_text(json.dumps(d))
+  return p
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+  """A finished 2 x 3-seed sweep: ``(folder, rows)``."""
+  out = tmp_path_factory.mktemp("sweep") / "s"
+  rows = experiment.sweep_and_evaluate(config.from_dict(TINY), GRID,
+                                       [0, 1, 2], out, show_progress=False)
+  return out, rows
+
+
+def test_sweep_folder_layout(swept):
+  out, rows = swept
+  names = [f"alpha={a},seed={s}" for s in (0, 1, 2) for a in (0.3, 0.9)]
+  assert [r["folder"] for r in rows] == names
+  for i, name in enumerate(names):
+    for f in ("history.csv", "arrivals.csv", "participation.csv",
+              "summary.json", "final_params.msgpack"):
+      assert (out / name / f).exists(), (name, f)
+    assert (out / f"m{i}").resolve() == (out / name).resolve()
+  for f in ("config.json", "history.csv", "summary.csv", "sweep.csv",
+            "summary.json", "test_accuracy.png", "test_loss.png"):
+    assert (out / f).exists(), f
+  assert not (out / "checkpoint.msgpack").exists()
+  saved = json.loads((out / "config.json").read_text())
+  assert saved["grid"] == GRID and saved["seeds"] == [0, 1, 2]
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["members"] == 6 and not summary["stopped_early"]
+  assert summary["client_updates"] == 6 * 60
+  assert not list(out.glob(".*"))  # no temporary file left
+
+
+def test_long_history_is_every_members_history(swept):
+  out, _ = swept
+  long = _csv(out / "history.csv")
+  assert list(long[0])[:6] == ["member", "rule.alpha", "seed", "version",
+                               "simulated_time", "client_updates"]
+  for col in ("client_train_loss", "test_loss", "test_accuracy"):
+    assert col in long[0]
+  total = 0
+  for r in _csv(out / "sweep.csv"):
+    own = _csv(out / r["folder"] / "history.csv")
+    mine = [x for x in long if x["member"] == r["member"]]
+    assert len(mine) == len(own) > 1
+    total += len(own)
+    for a, b in zip(mine, own):
+      assert (a["rule.alpha"], a["seed"]) == (r["rule.alpha"], r["seed"])
+      for k in b:
+        assert a[k] == b[k], k
+    # the clients' training loss: none before the first update
+    assert mine[0]["client_train_loss"] == "nan"
+    assert all(math.isfinite(float(x["client_train_loss"]))
+               for x in mine[1:])
+  assert len(long) == total
+
+
+def test_summary_is_the_mean_and_interval_over_seeds(swept):
+  out, _ = swept
+  finals = {}
+  for r in _csv(out / "sweep.csv"):
+    s = json.loads((out / r["folder"] / "summary.json").read_text())
+    finals.setdefault(float(r["rule.alpha"]), []).append(s)
+  rows = _csv(out / "summary.csv")
+  assert [float(r["rule.alpha"]) for r in rows] == [0.3, 0.9]
+  for r in rows:
+    members = finals[float(r["rule.alpha"])]
+    assert int(r["seeds"]) == len(members) == 3
+    for m in ("final_test_accuracy", "final_test_loss"):
+      v = np.array([s[m] for s in members])
+      half = stats.t.ppf(0.975, 2) * v.std(ddof=1) / np.sqrt(3)
+      assert float(r[f"{m}_mean"]) == pytest.approx(v.mean(), rel=1e-12)
+      assert float(r[f"{m}_ci95_low"]) == pytest.approx(v.mean() - half,
+                                                        rel=1e-9)
+      assert float(r[f"{m}_ci95_high"]) == pytest.approx(v.mean() + half,
+                                                         rel=1e-9)
+    assert "over 3 seeds" in r["interval"]
+
+
+def test_one_seed_has_no_interval_and_plots_are_optional(tmp_path,
+                                                         monkeypatch):
+  monkeypatch.setitem(sys.modules, "matplotlib", None)
+  monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+  out = tmp_path / "s"
+  experiment.sweep_and_evaluate(config.from_dict(TINY), GRID, [4], out,
+                                show_progress=False)
+  rows = _csv(out / "summary.csv")
+  assert len(rows) == 2 and {r["seeds"] for r in rows} == {"1"}
+  for r in rows:
+    assert r["final_test_accuracy_ci95_low"] == "nan"
+    assert "one seed" in r["interval"]
+    assert float(r["final_test_accuracy_mean"]) > 0
+  assert not list(out.glob("*.png"))
+  assert (out / "alpha=0.3,seed=4" / "final_params.msgpack").exists()
+
+
+def test_names_and_intervals():
+  names = sweep_outputs.member_folders(
+      {"rule.alpha": [1.0], "client.lr": [1e-5], "rule.params.lr": [0.5]},
+      [({"rule.alpha": 1.0, "client.lr": 1e-5, "rule.params.lr": 0.5}, 3)])
+  assert names == ["alpha=1,client.lr=1e-05,rule.params.lr=0.5,seed=3"]
+  assert sweep_outputs.member_folders({}, [({}, 0), ({}, 1)]) == \
+      ["seed=0", "seed=1"]
+  mean, low, high = sweep_outputs.interval([[1.0, 2.0], [3.0, 2.0]])
+  np.testing.assert_allclose(mean, [2.0, 2.0])
+  np.testing.assert_allclose(high - mean, [stats.t.ppf(0.975, 1) * 2 ** 0.5
+                                           / 2 ** 0.5, 0.0])
+  x, m, lo, hi = sweep_outputs.mean_band([
+      (np.array([0.0, 10.0, 20.0]), np.array([0.0, 1.0, 2.0])),
+      (np.array([0.0, 5.0, 15.0]), np.array([2.0, 2.0, 2.0]))])
+  np.testing.assert_array_equal(x, [0.0, 5.0, 10.0, 15.0])
+  np.testing.assert_allclose(m, [1.0, 1.25, 1.5, 1.75])
+
+
+def test_sweep_refuses_a_taken_folder_and_repeated_values(tmp_path, swept):
+  out, _ = swept
+  with pytest.raises(ValueError, match="already holds"):
+    experiment.sweep_and_evaluate(config.from_dict(TINY), GRID, [0], out)
+  with pytest.raises(ValueError, match=r"seeds lists \[1\] more than once"):
+    experiment.sweep_and_evaluate(config.from_dict(TINY), GRID, [1, 1],
+                                  tmp_path / "x")
+  assert not (tmp_path / "x").exists()
+  with pytest.raises(ValueError, match="holds a sweep; continue it with: "
+                                       "fedasync-jax sweep --resume"):
+    _fake_checkpoint_then(lambda: experiment.train_and_evaluate(
+        None, out, resume=True), out)
+
+
+def _fake_checkpoint_then(fn, folder):
+  """Calls ``fn`` with a placeholder checkpoint in ``folder`` (the checks
+  that refuse a folder come before the checkpoint is read)."""
+  ck = folder / "checkpoint.msgpack"
+  ck.write_bytes(b"placeholder")
+  try:
+    return fn()
+  finally:
+    ck.unlink()
+
+
+def test_resume_refuses_another_config_grid_or_seeds(swept, capsys):
+  out, _ = swept
+  cfg = config.from_dict(TINY)
+  cases = [
+      (cfg, {"rule.alpha": [0.3, 0.6]}, [0, 1, 2],
+       r"another grid \(rule.alpha: \[0.3, 0.6\] here, \[0.3, 0.9\] saved"),
+      (cfg, GRID, [0, 1], r"another seeds \(\[0, 1\] here, \[0, 1, 2\]"),
+      (config.apply_overrides(cfg, ["rule.alpha=0.5"]), GRID, [0, 1, 2],
+       r"another configuration \(rule.alpha: 0.5 here, 0.6 saved\)")]
+  for c, g, s, match in cases:
+    with pytest.raises(ValueError, match=match):
+      _fake_checkpoint_then(lambda: experiment.sweep_and_evaluate(
+          c, g, s, out, resume=True), out)
+  assert cli.main(["sweep", "--resume", str(out)]) == 2
+  assert "no checkpoint" in capsys.readouterr().err
+  assert cli.main(["sweep", "--resume", str(out), "--grid",
+                   "rule.alpha=0.3"]) == 2
+  assert "do not pass --config, --set, --grid" in capsys.readouterr().err
+
+
+def test_chunk_is_shared_out_over_members_on_cpu():
+  cfg = config.from_dict({"run": {"chunk_steps": 64}})
+  assert sweep_run.chunk_steps_for(cfg, 1, "map") == 64
+  assert sweep_run.chunk_steps_for(cfg, 16, "map") == 4
+  assert sweep_run.chunk_steps_for(cfg, 100, "map") == 1
+  assert sweep_run.chunk_steps_for(cfg, 100, "vmap") == 64
+
+
+def test_sigterm_stops_and_resume_in_process_matches(swept, tmp_path,
+                                                      monkeypatch):
+  full, _ = swept
+  reports = []
+
+  class Bar:
+    """Sends SIGTERM to this process at the first progress report."""
+
+    def __init__(self, *args, **kwargs):
+      del args, kwargs
+
+    def __call__(self, info):
+      reports.append(info)
+      if len(reports) == 1:
+        signal.raise_signal(signal.SIGTERM)
+
+  monkeypatch.setattr(sweep_run, "ProgressBar", Bar)
+  out = tmp_path / "s"
+  with pytest.raises(experiment.Interrupted, match="stopped by SIGTERM"):
+    experiment.sweep_and_evaluate(config.from_dict(TINY), GRID, [0, 1, 2],
+                                  out)
+  assert len(reports) == 2  # stopped at the next chunk boundary
+  assert (out / "checkpoint.msgpack").exists()
+  assert json.loads((out / "summary.json").read_text())["stopped_early"]
+  monkeypatch.undo()
+  rows = experiment.sweep_and_evaluate(None, None, None, out, resume=True,
+                                       show_progress=False)
+  assert len(rows) == 6 and not (out / "checkpoint.msgpack").exists()
+  for name in ("history.csv", "summary.csv", "sweep.csv"):
+    assert (out / name).read_text() == (full / name).read_text(), name
+  for r in rows:
+    assert (out / r["folder"] / "final_params.msgpack").read_bytes() == \
+        (full / r["folder"] / "final_params.msgpack").read_bytes()
+
+
+def test_sweep_interrupt_and_resume_are_bit_identical(tmp_path, capsys):
+  d = {**TINY, "data": {"num_clients": 40, "synthetic_alpha": 0.5},
+       "run": {**TINY["run"], "num_updates": 400, "concurrency": 8,
+               "eval_every": 40, "chunk_steps": 4,
+               "checkpoint_every_s": 0}}
+  cfg = _write_cfg(tmp_path, d)
+  args = ["--config", str(cfg), "--grid", "rule.alpha=0.3,0.9", "--seeds",
+          "0,1"]
+  full, cut = tmp_path / "full", tmp_path / "cut"
+  assert cli.main(["sweep", *args, "--out", str(full)]) == 0
+  env = dict(os.environ, PYTHONUNBUFFERED="1", FEDASYNC_JAX_CACHE_DIR="off")
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "fedasync_jax.run.cli", "sweep", *args,
+       "--out", str(cut)], env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 180
+  while not (cut / "checkpoint.msgpack").exists():
+    assert proc.poll() is None, proc.communicate()
+    assert time.time() < deadline
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err[-2000:]
+  assert "Traceback" not in err, err[-2000:]
+  assert f"fedasync-jax sweep --resume {cut}" in err
+  assert (cut / "checkpoint.msgpack").exists()
+  # The outputs so far were written too.
+  partial = json.loads((cut / "summary.json").read_text())
+  assert partial["stopped_early"] and 0 < partial["client_updates"] < 1600
+  members = _csv(cut / "sweep.csv")
+  assert len(members) == 4
+  assert sum(int(r["client_updates"]) for r in members) == \
+      partial["client_updates"]
+  for r in members:
+    assert not (cut / r["folder"] / "final_params.msgpack").exists()
+    assert len(_csv(cut / r["folder"] / "arrivals.csv")) == \
+        int(r["client_updates"])
+  # A new sweep cannot take the folder; the resume must be the same sweep.
+  assert cli.main(["sweep", *args, "--out", str(cut)]) == 2
+  assert "--resume" in capsys.readouterr().err
+  with pytest.raises(ValueError, match="another grid"):
+    experiment.sweep_and_evaluate(None, {"rule.alpha": [0.3, 0.6]}, None,
+                                  cut, resume=True)
+  assert cli.main(["sweep", "--resume", str(cut)]) == 0
+  assert not (cut / "checkpoint.msgpack").exists()
+  for name in ("history.csv", "summary.csv", "sweep.csv"):
+    assert (cut / name).read_text() == (full / name).read_text(), name
+  for r in _csv(full / "sweep.csv"):
+    for name in ("final_params.msgpack", "history.csv", "arrivals.csv"):
+      assert (cut / r["folder"] / name).read_bytes() == \
+          (full / r["folder"] / name).read_bytes(), (r["folder"], name)
