@@ -5,7 +5,8 @@ evaluating, outputs on disk, and the command line.
 ``config`` (dataclasses, files, overrides, checks), ``setup`` (data, model,
 rule, delays and schedule from a configuration), ``outputs`` (progress bar,
 CSV/JSON, plots), ``checkpoints`` (signals, checkpoints, resume), ``grid``
-(sweepable fields and grids), ``experiment`` (``train_and_evaluate``,
-``sweep_and_evaluate``), ``results`` (atomic CSV/JSON writers), ``demo`` and
+(sweepable fields and grids), ``experiment`` (``train_and_evaluate``, and
+``sweep_and_evaluate`` from ``sweep_run``), ``sweep_outputs`` (a sweep's
+long history, summary over seeds, member folders and plots), ``results`` (atomic CSV/JSON writers), ``demo`` and
 ``cli``.
 """
