@@ -75,7 +75,8 @@ def test_vmap_over_stacked_plans_equals_each_seed():
 
     def one(steps, hparams, snap, key):
       return pure.run(make_rule, upd, w0, st, key=key, data=ds, rule_hp=hp,
-                      steps=steps, hparams=hparams, init_snap=snap)[0].params
+                      steps=steps, hparams=hparams, init_snap=snap,
+                      masked_writes=True)[0].params
     out = jax.jit(jax.vmap(one))(st.steps, st.hparams, st.plan.init_snap,
                                  keys)
     for k, s in enumerate(scheds):

@@ -41,20 +41,33 @@ class Arrived(NamedTuple):
   applied: jax.Array
 
 
-def write_snapshot(snaps, slot, params):
+def write_snapshot(snaps, slot, params, *, masked: bool = False):
   """Writes ``params`` into ``snaps`` (leaves with a leading slot axis) at
-  ``slot``. Arrivals that create no version a client starts from write the
-  trash slot (the last one, never read): an unconditional masked write,
-  so that a ``vmap`` over members with different plans copies one slot per
-  arrival instead of selecting between two whole buffers."""
-  return jax.tree.map(lambda x, p: x.at[slot].set(p.astype(x.dtype)), snaps,
-                      params)
+  ``slot``. Arrivals that create no version a client starts from give the
+  trash slot (the last one, never read).
+
+  By default a write to the trash slot is skipped (``lax.cond``): measured
+  on W1 (direct path, CPU), an unconditional write cost about 30% of the
+  run's speed. With ``masked=True`` the write is unconditional: under a
+  ``vmap`` whose members have different plans, a batched ``cond`` would
+  select between two whole buffers at every arrival, and one masked slot
+  write is far cheaper.
+  """
+  if masked:
+    return jax.tree.map(lambda x, p: x.at[slot].set(p.astype(x.dtype)),
+                        snaps, params)
+  size = jax.tree.leaves(snaps)[0].shape[0]
+  slot = jnp.asarray(slot)
+  return jax.lax.cond(
+      slot < size - 1,
+      lambda b: jax.tree.map(lambda x, p: x.at[slot].set(p), b, params),
+      lambda b: b, snaps)
 
 
 def arrive(rule: ServerRule, state, result: ClientResult, staleness, *,
            ends_round=False, valid=True, snaps=None,
-           snap_slot: Optional[Union[Any, Callable[[Any], Any]]] = None
-           ) -> Arrived:
+           snap_slot: Optional[Union[Any, Callable[[Any], Any]]] = None,
+           masked_write: bool = False) -> Arrived:
   """Applies one arrival.
 
   Args:
@@ -69,6 +82,7 @@ def arrive(rule: ServerRule, state, result: ClientResult, staleness, *,
       is the trash slot, never read).
     snap_slot: the slot that receives the new parameters, or a function of
       the new state that gives it (e.g. ``version mod ring``).
+    masked_write: see ``write_snapshot``.
 
   Returns:
     An ``Arrived``.
@@ -82,5 +96,5 @@ def arrive(rule: ServerRule, state, result: ClientResult, staleness, *,
   applied = jnp.asarray(valid) & (new.dropped == state.dropped)
   if snaps is not None:
     slot = snap_slot(new) if callable(snap_slot) else snap_slot
-    snaps = write_snapshot(snaps, slot, new.params)
+    snaps = write_snapshot(snaps, slot, new.params, masked=masked_write)
   return Arrived(new, snaps, applied)

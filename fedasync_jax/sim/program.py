@@ -117,7 +117,8 @@ def _zeros(shape_tree):
 def make_program(make_rule: Callable[[Any], ServerRule],
                  client: ClientUpdate, strategy, *,
                  eval_fn: Optional[Callable] = None, params_like=None,
-                 data_like: Optional[DeviceData] = None) -> Program:
+                 data_like: Optional[DeviceData] = None,
+                 masked_writes: bool = False) -> Program:
   """Builds the pure ``init`` and ``run_chunk`` functions (not jitted).
 
   Args:
@@ -127,6 +128,8 @@ def make_program(make_rule: Callable[[Any], ServerRule],
     eval_fn: optional ``params -> dict of scalars`` (see ``evaluate``).
     params_like: parameters with the run's shapes (for the output shapes).
     data_like: the run's ``DeviceData`` (for the output shapes).
+    masked_writes: snapshot writes as masked scatters (for a ``vmap`` over
+      members with different plans; ``core.arrival.write_snapshot``).
 
   Returns:
     A ``Program``.
@@ -178,7 +181,8 @@ def make_program(make_rule: Callable[[Any], ServerRule],
     ctx = Context(rule, train_fn(dev, rule.result_fields), key, hp_table,
                   dev, None if eval_fn is None else
                   (lambda p, d: evaluate(eval_fn, p, d.eval_data)),
-                  None if eval_zeros is None else _zeros(eval_zeros))
+                  None if eval_zeros is None else _zeros(eval_zeros),
+                  masked_writes)
     return jax.lax.scan(lambda c, row: strategy.step(ctx, c, row), carry,
                         steps)
 

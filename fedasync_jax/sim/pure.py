@@ -153,7 +153,7 @@ def stack(schedules: Sequence[Schedule], *, batching: Optional[str] = None,
 def run(make_rule: Callable[[Any], ServerRule], client: ClientUpdate, params,
         prepared: Prepared, *, key, data, rule_hp=None,
         eval_fn: Optional[Callable] = None, steps=None, hparams=None,
-        init_snap=None):
+        init_snap=None, masked_writes: bool = False):
   """The whole simulation as one pure function.
 
   Args:
@@ -169,6 +169,8 @@ def run(make_rule: Callable[[Any], ServerRule], client: ClientUpdate, params,
       says.
     steps, hparams, init_snap: override ``prepared``'s (e.g. one member
       of a stacked ``Prepared`` under ``vmap``).
+    masked_writes: write snapshots as masked scatters; pass True under a
+      ``vmap`` over stacked plans (see ``core.arrival.write_snapshot``).
 
   Returns:
     ``(state, outputs)``: the final server state and the per-step
@@ -177,7 +179,8 @@ def run(make_rule: Callable[[Any], ServerRule], client: ClientUpdate, params,
   """
   dev = data if isinstance(data, DeviceData) else device_data(data, eval_fn)
   prog = make_program(make_rule, client, prepared.strategy, eval_fn=eval_fn,
-                      params_like=params, data_like=dev)
+                      params_like=params, data_like=dev,
+                      masked_writes=masked_writes)
   steps = prepared.steps if steps is None else steps
   hparams = prepared.hparams if hparams is None else hparams
   first = prepared.plan.init_snap if init_snap is None else init_snap

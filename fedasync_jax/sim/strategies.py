@@ -53,6 +53,9 @@ class Context(NamedTuple):
     dev: the device data (``program.DeviceData``).
     evaluate: ``(params, dev) -> dict of scalars``, or ``None``.
     eval_zeros: zeros shaped like ``evaluate``'s output (or ``None``).
+    masked_writes: snapshot writes as masked scatters
+      (``core.arrival.write_snapshot``), for a ``vmap`` over members with
+      different plans.
   """
   rule: ServerRule
   train_one: Callable
@@ -61,6 +64,7 @@ class Context(NamedTuple):
   dev: Any
   evaluate: Optional[Callable]
   eval_zeros: Any
+  masked_writes: bool = False
 
 
 def _hp(ctx: Context, task):
@@ -113,7 +117,8 @@ class Direct(_Strategy):
     res, loss = jax.lax.cond(row.wave_valid[0], train, skip, None)
     out = arrive(ctx.rule, carry.state, res, row.arr_staleness[0],
                  ends_round=row.arr_ends_round[0], valid=row.arr_valid[0],
-                 snaps=carry.snaps, snap_slot=row.arr_snap[0])
+                 snaps=carry.snaps, snap_slot=row.arr_snap[0],
+                 masked_write=ctx.masked_writes)
     ev = None
     if ctx.evaluate is not None:
       ev = jax.tree.map(lambda v: jnp.expand_dims(v, 0),
@@ -149,7 +154,7 @@ class _Wave(_Strategy):
       res = jax.tree.map(lambda b: b[row.arr_slot[j]], results)
       out = arrive(ctx.rule, state, res, row.arr_staleness[j],
                    ends_round=row.arr_ends_round[j], snaps=snaps,
-                   snap_slot=row.arr_snap[j])
+                   snap_slot=row.arr_snap[j], masked_write=ctx.masked_writes)
       ev = outs.eval
       if ctx.evaluate is not None:
         ev = jax.tree.map(lambda o, v: o.at[j].set(v), ev,

@@ -224,7 +224,9 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
 
   def build():
     prog = make_program(make_rule, client, strategy, eval_fn=eval_fn,
-                        params_like=one_params, data_like=dev)
+                        params_like=one_params, data_like=dev,
+                        masked_writes=member_mode == "vmap" and
+                        not plans.shared)
     init = jax.jit(jax.vmap(
         lambda p, snap, hp: prog.init(p, like, hp, init_snap=snap),
         in_axes=(0 if member_params else None, 0, 0)))
