@@ -1,18 +1,26 @@
-"""Shared helpers of the issue-6 benchmarks (torch_w1, torch_w2, paper_cnn,
-scaling, sweep_bench, flops).
+"""Shared helpers of the benchmark harnesses (not imported by the library).
 
-* the W1 data (MNIST over 1000 Dirichlet(0.5) clients) and model set-up;
+* the W1 workload (MNIST over 1000 Dirichlet(0.5) clients; ``W1``,
+  ``w1_data``, ``w1_delay_model``) and, for ``--smoke`` runs, a tiny
+  MNIST-shaped stand-in generated on the spot (``smoke_mnist``);
 * a lean PyTorch copy of the 784-200-200-10 MLP that starts from the same
-  initial weights as the JAX model;
+  initial weights as the JAX model, and a lean PyTorch simulator loop
+  (``TorchFed``); torch is imported lazily and is optional;
 * machine / version / thread information, the load average, medians, and
-  writing one JSON result per run under ``benchmarks/results/``.
+  writing one JSON result per run (``finish``): under
+  ``benchmarks/results/`` for recorded runs, under ``--out`` (a temporary
+  folder by default) for ``--smoke`` runs, which never touch the recorded
+  results.
 
-Nothing here is imported by the library; torch is imported lazily.
+Every harness takes ``--smoke``: a tiny configuration on generated data
+that runs the real code path in seconds (``tests/test_scripts.py`` runs it).
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
+import importlib.util
 import json
 import math
 import os
@@ -20,6 +28,7 @@ import platform
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +49,9 @@ W1 = {
     "jitter": "exponential (library default)",
     "num_updates": 5000, "schedule_seed": 0, "model_seed": 0, "train_key": 0,
 }
+# W1 shrunk for --smoke runs (generated data, seconds).
+W1_SMOKE = dict(W1, num_clients=20, concurrency=5, num_updates=100,
+                data="generated MNIST-shaped images (smoke_mnist)")
 
 
 def log(msg):
@@ -59,21 +71,102 @@ def loadavg():
     return None
 
 
+# ---------------------------------------------------------------------------
+# Command line: --smoke / --out, and skipping.
+
+
+def add_output_args(ap: argparse.ArgumentParser):
+  """Adds ``--smoke`` and ``--out`` to a harness's parser."""
+  ap.add_argument("--smoke", action="store_true",
+                  help="a tiny configuration on generated data (seconds); "
+                  "writes to --out (default: a new temporary folder), never "
+                  "to benchmarks/results/")
+  ap.add_argument("--out", type=Path, default=None,
+                  help="folder for the result JSON (default: "
+                  "benchmarks/results/, or a temporary folder with --smoke)")
+  return ap
+
+
+def out_dir(args) -> Path:
+  """Where this run writes: ``--out``, else a temporary folder for
+  ``--smoke`` runs, else ``benchmarks/results/``."""
+  if args.out is not None:
+    path = Path(args.out)
+  elif getattr(args, "smoke", False):
+    path = Path(tempfile.mkdtemp(prefix="benchmark_smoke_"))
+  else:
+    path = RESULTS_DIR
+  path.mkdir(parents=True, exist_ok=True)
+  args.out = path  # later calls (and subprocesses) use the same folder
+  return path
+
+
+def skip(name, reason):
+  """Prints why ``name`` is skipped (and the one-line JSON saying so)."""
+  print(reason)
+  print(json.dumps({"benchmark": name, "skipped": True, "reason": reason}))
+
+
 def skip_if_no_mnist(path, name):
   """Prints a skip message and returns True when MNIST is absent."""
   path = Path(path)
   if path.exists():
     return False
-  msg = (f"{name} needs MNIST at {path.resolve()} (x_train, y_train, x_test, "
-         f"y_test); it is absent, so the benchmark is skipped. Pass --data "
-         f"PATH to point at a copy.")
-  print(msg)
-  print(json.dumps({"benchmark": name, "skipped": True, "reason": msg}))
+  skip(name, f"{name} needs MNIST at {path.resolve()} (x_train, y_train, "
+       f"x_test, y_test); it is absent, so the benchmark is skipped. Pass "
+       f"--data PATH to point at a copy (or --smoke for generated data).")
+  return True
+
+
+def has_torch() -> bool:
+  return importlib.util.find_spec("torch") is not None
+
+
+def skip_if_no_torch(name):
+  """Prints a skip message and returns True when torch is not installed."""
+  if has_torch():
+    return False
+  skip(name, f"{name} compares against PyTorch, which is not installed "
+       f"(pip install -e '.[bench]'); skipped.")
   return True
 
 
 # ---------------------------------------------------------------------------
 # Data.
+
+
+def fake_images(n, shape, seed=0, num_classes=10):
+  """``n`` uint8 images of ``shape`` whose class is a bright horizontal
+  band (class c at rows 2c..2c+2) on noise, and their int64 labels: a
+  learnable stand-in for MNIST/CIFAR in smoke runs."""
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, num_classes, n)
+  x = rng.integers(0, 60, (n,) + tuple(shape)).astype(np.uint8)
+  rows = np.arange(shape[0])[None, :]
+  band = (rows >= 2 * y[:, None]) & (rows < 2 * y[:, None] + 3)
+  x[band] += np.uint8(150)
+  return x, y.astype(np.int64)
+
+
+def smoke_mnist(folder, n_train=2000, n_test=200):
+  """Writes ``<folder>/mnist_smoke.npz`` (MNIST-shaped ``fake_images``:
+  ``x_train, y_train, x_test, y_test``) and returns its path."""
+  import numpy as np
+  path = Path(folder) / "mnist_smoke.npz"
+  if not path.exists():
+    x, y = fake_images(n_train, (28, 28), seed=0)
+    xt, yt = fake_images(n_test, (28, 28), seed=1)
+    np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
+  return path
+
+
+def mnist_path(args, out):
+  """The MNIST file of this run: ``--data``, the shared copy, or (with
+  ``--smoke``) a generated stand-in written into ``out``."""
+  if getattr(args, "smoke", False):
+    return smoke_mnist(out)
+  return Path(getattr(args, "data", None) or DEFAULT_MNIST)
 
 
 def normalize_mnist(x, flat=True):
@@ -90,13 +183,12 @@ def load_mnist(path, flat=True):
             normalize_mnist(f["x_test"], flat), f["y_test"].astype(np.int32))
 
 
-def w1_data(path):
-  """``(ClientDataset, x_test, y_test)`` of W1 (1000 Dirichlet(0.5)
-  clients, seed 0, normalized, flattened)."""
+def w1_data(path, num_clients=W1["num_clients"]):
+  """``(ClientDataset, x_test, y_test)`` of W1 (``num_clients``
+  Dirichlet(0.5) clients, seed 0, normalized, flattened)."""
   from fedasync_jax import data, partition
   x, y, xt, yt = load_mnist(path)
-  parts = partition.dirichlet(y, W1["num_clients"],
-                              alpha=W1["dirichlet_alpha"],
+  parts = partition.dirichlet(y, num_clients, alpha=W1["dirichlet_alpha"],
                               seed=W1["partition_seed"])
   return data.from_partition(x, y, parts), xt, yt
 
@@ -106,6 +198,20 @@ def w1_delay_model(ds):
   speeds = delays.device_speeds("lognormal", ds.num_clients, sigma=1.0,
                                 seed=0)
   return delays.delay_model(speeds, ds.counts.astype(float) * W1["epochs"])
+
+
+def w1_pieces(ds):
+  """W1's model, initial parameters, client update, rule and key."""
+  import jax
+  import optax
+  from fedasync_jax import client, models, rules, staleness
+  model = models.mlp()
+  params = model.init(jax.random.key(W1["model_seed"]))
+  update = client.local_update(model.loss, optax.sgd(W1["client_lr"]),
+                               batch_size=W1["batch_size"],
+                               max_examples=ds.max_count, epochs=W1["epochs"])
+  rule = rules.fedasync(0.6, staleness.polynomial(0.5))
+  return model, params, update, rule, jax.random.key(W1["train_key"])
 
 
 # ---------------------------------------------------------------------------
@@ -244,29 +350,38 @@ def thread_settings():
   return out
 
 
+def _library_sources():
+  pkg = ROOT / "fedasync_jax"
+  return [(f.relative_to(pkg).as_posix(), f)
+          for f in sorted(pkg.rglob("*.py"))]
+
+
 def library_fingerprint():
   """sha256 of the library's sources (the library changes while benchmarks
-  run; this says which version a result measured) and their mtimes."""
+  run; this says which version a result measured) and the mtimes of the
+  files that matter most for speed."""
   import hashlib
   h = hashlib.sha256()
   mtimes = {}
-  for f in sorted((ROOT / "fedasync_jax").glob("*.py")):
-    h.update(f.name.encode())
+  for name, f in _library_sources():
+    h.update(name.encode())
     h.update(f.read_bytes())
-    mtimes[f.name] = datetime.datetime.fromtimestamp(
+    mtimes[name] = datetime.datetime.fromtimestamp(
         f.stat().st_mtime, datetime.timezone.utc).isoformat(timespec="seconds")
   return {"sha256": h.hexdigest()[:16], "mtimes": {
-      k: mtimes[k] for k in ("client.py", "executor.py", "plan.py",
-                             "rules.py", "sweep.py", "models.py")
-      if k in mtimes}}
+      k: v for k, v in mtimes.items()
+      if Path(k).name in ("client.py", "executor.py", "plan.py", "rules.py",
+                          "sweep.py", "conv.py", "__init__.py")
+      and not k.endswith("/__init__.py")}}
 
 
 def library_files():
-  """sha256 (first 12 hex) and mtime of every library source file."""
+  """sha256 (first 12 hex) and mtime of every library source file, by path
+  inside the package (``sim/executor.py``)."""
   import hashlib
   out = {}
-  for f in sorted((ROOT / "fedasync_jax").glob("*.py")):
-    out[f.name] = {
+  for name, f in _library_sources():
+    out[name] = {
         "sha256": hashlib.sha256(f.read_bytes()).hexdigest()[:12],
         "mtime": datetime.datetime.fromtimestamp(
             f.stat().st_mtime, datetime.timezone.utc).isoformat(
@@ -301,34 +416,37 @@ def clean(o):
   return o
 
 
-def write_json(name, result, *, quick):
+def write_json(name, result, *, quick, folder=RESULTS_DIR, smoke=False):
   """Writes ``result`` atomically to
-  ``benchmarks/results/<name>_<UTC stamp>[_quick].json``; returns the
-  path."""
-  RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+  ``<folder>/<name>_<UTC stamp>[_quick|_smoke].json``; returns the path."""
+  folder = Path(folder)
+  folder.mkdir(parents=True, exist_ok=True)
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
       "%Y-%m-%dT%H%M%SZ")
-  path = RESULTS_DIR / f"{name}_{stamp}{'_quick' if quick else ''}.json"
+  tag = "_smoke" if smoke else "_quick" if quick else ""
+  path = folder / f"{name}_{stamp}{tag}.json"
   tmp = path.with_suffix(".json.tmp")
   tmp.write_text(json.dumps(result, indent=2) + "\n")
   os.replace(tmp, path)
   return path
 
 
-def finish(name, result, *, quick, started, load_start):
+def finish(name, result, *, args, started, load_start):
   """Adds the machine, versions, threads, date, command, load averages and
-  wall time; writes ``benchmarks/results/<name>_<stamp>[_quick].json``;
+  wall time; writes ``<out_dir(args)>/<name>_<stamp>[_quick|_smoke].json``;
   prints the one-line JSON last. Returns the path."""
   result = dict(result)
+  quick, smoke = bool(getattr(args, "quick", False)), bool(args.smoke)
   result.update({
-      "benchmark": name, "quick": bool(quick), "machine": machine_info(),
-      "versions": versions(), "threads": thread_settings(),
-      "library": library_fingerprint(),
+      "benchmark": name, "quick": quick, "smoke": smoke,
+      "machine": machine_info(), "versions": versions(),
+      "threads": thread_settings(), "library": library_fingerprint(),
       "date": now_iso(), "command": command_line(),
       "loadavg_start": load_start, "loadavg_end": loadavg(),
       "wall_s": time.perf_counter() - started})
   result = clean(result)
-  path = write_json(name, result, quick=quick)
+  path = write_json(name, result, quick=quick, folder=out_dir(args),
+                    smoke=smoke)
   log(f"wrote {path}")
   print(json.dumps(result, separators=(",", ":")))
   return path
@@ -514,84 +632,98 @@ def simulate_timed(executor_mod, rule, update, params, ds, sched, key, **kw):
 # Our executor against the lean torch loop on one schedule (W1 and W2).
 
 
-def versus_torch(name, args, *, rule, torch_rule, make_sched, check_sched,
-                 target, workload_config, waves_width):
-  """Runs ``executor.simulate`` (library defaults, and the wave path of
-  width ``waves_width``) and ``TorchFed`` (``--torch-threads`` threads and
-  1 thread) on W1's data, model and client training, whole runs in
-  rotating order for ``args.repeats`` repeats; records medians, per-repeat
-  paired ratios, test accuracies, an exact equal-work check on
-  ``check_sched`` (the torch loop fed the library's permutations) and the
-  final parameters' differences between our variants. Writes the result
-  with ``finish``."""
-  import jax
-  import numpy as np
-  import optax
-  from fedasync_jax import client, executor, models
-  started, load0 = time.perf_counter(), loadavg()
-  torch = torch_setup(args.torch_threads)
-  ds, x_test, y_test = w1_data(args.data or DEFAULT_MNIST)
-  model = models.mlp()
-  params = model.init(jax.random.key(W1["model_seed"]))
-  key = jax.random.key(W1["train_key"])
-  upd = client.local_update(model.loss, optax.sgd(W1["client_lr"]),
-                            batch_size=W1["batch_size"],
-                            max_examples=ds.max_count, epochs=W1["epochs"])
-  sched = make_sched(ds)
-  n = sched.num_arrivals
-  evaluate = jax.jit(models.make_evaluator(model, x_test, y_test))
-  tf = TorchFed(torch_mlp_from_jax(jax.device_get(params)), ds,
-                lr=W1["client_lr"], batch_size=W1["batch_size"])
-  chk = check_sched(ds)
-  p_ours = executor.simulate(rule, upd, params, ds, chk, key=key).state.params
-  g_torch, _, _ = tf.run(chk, perm=jax_perm_fn(key, ds.max_count),
-                         **torch_rule)
-  equal_work = {"updates": chk.num_arrivals,
-                "max_rel_param_diff": tf.rel_diff_to_jax(g_torch, p_ours)}
-  log(f"{name}: {n} client updates; equal-work check ({chk.num_arrivals} "
-      f"updates, library permutations): max rel param diff "
-      f"{equal_work['max_rel_param_diff']:.2e}")
-  finals = {}
+class _Versus:
+  """What ``versus_torch``'s steps share: W1's data, model, client update,
+  test-set evaluator and the torch loop, built once."""
 
-  def ours(label, **kw):
+  def __init__(self, args, num_clients):
+    import jax
+    from fedasync_jax import models
+    self.torch = torch_setup(args.torch_threads)
+    self.ds, self.x_test, self.y_test = w1_data(args.data_path, num_clients)
+    self.model, self.params, self.update, _, self.key = w1_pieces(self.ds)
+    self.evaluate = jax.jit(models.make_evaluator(self.model, self.x_test,
+                                                  self.y_test))
+    self.tf = TorchFed(torch_mlp_from_jax(jax.device_get(self.params)),
+                       self.ds, lr=W1["client_lr"],
+                       batch_size=W1["batch_size"])
+    self.finals = {}
+
+  def equal_work(self, name, rule, torch_rule, chk):
+    """The torch loop fed the library's permutations against
+    ``executor.simulate`` on ``chk``: max relative parameter difference."""
+    from fedasync_jax import executor
+    p_ours = executor.simulate(rule, self.update, self.params, self.ds, chk,
+                               key=self.key).state.params
+    g_torch, _, _ = self.tf.run(
+        chk, perm=jax_perm_fn(self.key, self.ds.max_count), **torch_rule)
+    out = {"updates": chk.num_arrivals,
+           "max_rel_param_diff": self.tf.rel_diff_to_jax(g_torch, p_ours)}
+    log(f"{name}: equal-work check ({chk.num_arrivals} updates, library "
+        f"permutations): max rel param diff "
+        f"{out['max_rel_param_diff']:.2e}")
+    return out
+
+  def ours(self, label, rule, sched, **kw):
+    """One whole ``executor.simulate`` run, timed (a callable)."""
+    import jax
+    from fedasync_jax import executor
+
     def run():
-      res, out = simulate_timed(executor, rule, upd, params, ds, sched, key,
-                                **kw)
-      res["accuracy"] = float(evaluate(out.state.params)["accuracy"])
+      res, out = simulate_timed(executor, rule, self.update, self.params,
+                                self.ds, sched, self.key, **kw)
+      res["accuracy"] = float(self.evaluate(out.state.params)["accuracy"])
       res["direct"] = out.stats["direct"]
-      finals[label] = jax.device_get(out.state.params)
+      self.finals[label] = jax.device_get(out.state.params)
       return res
     return run
 
-  def torch_loop(threads):
+  def torch_loop(self, sched, torch_rule, threads, default_threads):
+    """One whole run of the lean torch loop with ``threads`` threads."""
     def run():
-      torch.set_num_threads(threads)
+      self.torch.set_num_threads(threads)
       try:
-        glob, taus, wall = tf.run(sched, **torch_rule)
+        glob, taus, wall = self.tf.run(sched, **torch_rule)
       finally:
-        torch.set_num_threads(args.torch_threads)
+        self.torch.set_num_threads(default_threads)
       return {"updates_per_s": len(taus) / wall, "wall_s": wall,
-              "accuracy": tf.accuracy(glob, x_test, y_test),
+              "accuracy": self.tf.accuracy(glob, self.x_test, self.y_test),
               "threads": threads}
     return run
 
-  systems = {"ours_default": ours("ours_default"),
-             "ours_waves": ours("ours_waves", width=waves_width),
-             "torch": torch_loop(args.torch_threads),
-             "torch_1thread": torch_loop(1)}
-  names = args.systems.split(",") if args.systems else list(systems)
+  def param_diffs(self):
+    """Max relative difference of every variant's final parameters from
+    ``ours_default``'s."""
+    import jax
+    import numpy as np
+    if "ours_default" not in self.finals:
+      return {}
+    ref = jax.tree.leaves(self.finals["ours_default"])
+    scale = max(float(np.abs(b).max()) for b in ref)
+    return {k: max(float(np.abs(a - b).max()) for a, b in
+                   zip(jax.tree.leaves(p), ref)) / scale
+            for k, p in self.finals.items() if k != "ours_default"}
+
+
+def run_rotating(systems, names, repeats):
+  """Runs every system once per repeat, in rotating order; returns the
+  samples per system."""
   runs = {k: [] for k in names}
-  for r in range(args.repeats):
+  for r in range(repeats):
     for label in names[r % len(names):] + names[:r % len(names)]:
       res = systems[label]()
       res["loadavg"] = loadavg()
       runs[label].append(res)
-      log(f"  repeat {r + 1}/{args.repeats} {label}: "
+      log(f"  repeat {r + 1}/{repeats} {label}: "
           f"{res['updates_per_s']:.1f} updates/s"
           + (f" (steady {res['steady_updates_per_s']:.1f}, compile "
              f"{res['compile_s']:.1f} s)" if "compile_s" in res else "")
           + f", accuracy {res['accuracy']:.4f}, load {res['loadavg']}")
+  return runs
 
+
+def summarize_versus(runs, names):
+  """Medians per system and the paired ratios of ours against torch."""
   def med(label, field):
     return median([x[field] for x in runs[label]])
 
@@ -620,19 +752,40 @@ def versus_torch(name, args, *, rule, torch_rule, make_sched, check_sched,
       if "torch_1thread" in runs:
         ratios[f"{k}_vs_best_torch"] = paired(k, "updates_per_s",
                                               ["torch", "torch_1thread"])
-  diffs = {}
-  if "ours_default" in finals:
-    ref = jax.tree.leaves(finals["ours_default"])
-    scale = max(float(np.abs(b).max()) for b in ref)
-    for k, p in finals.items():
-      if k != "ours_default":
-        diffs[k] = max(float(np.abs(a - b).max()) for a, b in
-                       zip(jax.tree.leaves(p), ref)) / scale
+  return summary, ratios
+
+
+def versus_torch(name, args, *, rule, torch_rule, make_sched, check_sched,
+                 target, workload_config, waves_width):
+  """Runs ``executor.simulate`` (library defaults, and the wave path of
+  width ``waves_width``) and ``TorchFed`` (``--torch-threads`` threads and
+  1 thread) on W1's data, model and client training, whole runs in
+  rotating order for ``args.repeats`` repeats; records medians, per-repeat
+  paired ratios, test accuracies, an exact equal-work check on
+  ``check_sched`` (the torch loop fed the library's permutations) and the
+  final parameters' differences between our variants. Writes the result
+  with ``finish``."""
+  started, load0 = time.perf_counter(), loadavg()
+  vs = _Versus(args, workload_config["num_clients"])
+  sched = make_sched(vs.ds)
+  log(f"{name}: {sched.num_arrivals} client updates")
+  equal_work = vs.equal_work(name, rule, torch_rule, check_sched(vs.ds))
+  systems = {
+      "ours_default": vs.ours("ours_default", rule, sched),
+      "ours_waves": vs.ours("ours_waves", rule, sched, width=waves_width),
+      "torch": vs.torch_loop(sched, torch_rule, args.torch_threads,
+                             args.torch_threads),
+      "torch_1thread": vs.torch_loop(sched, torch_rule, 1,
+                                     args.torch_threads)}
+  names = args.systems.split(",") if args.systems else list(systems)
+  runs = run_rotating(systems, names, args.repeats)
+  summary, ratios = summarize_versus(runs, names)
   result = {
-      "workload": name, "workload_config": workload_config, "updates": n,
-      "repeats": args.repeats, "summary": summary, "ratios": ratios,
-      "target": target, "equal_work_check": equal_work,
-      "max_rel_param_diff_vs_ours_default": diffs,
+      "workload": name, "workload_config": workload_config,
+      "updates": sched.num_arrivals, "repeats": args.repeats,
+      "summary": summary, "ratios": ratios, "target": target,
+      "equal_work_check": equal_work,
+      "max_rel_param_diff_vs_ours_default": vs.param_diffs(),
       "schedule": {"mean_staleness": float(sched.staleness.mean()),
                    "max_staleness": int(sched.staleness.max()),
                    "realised_concurrency":
@@ -645,19 +798,19 @@ def versus_torch(name, args, *, rule, torch_rule, make_sched, check_sched,
                 "compilation); steady = after the first chunk; ratios are "
                 "medians of per-repeat paired ratios",
   }
-  return finish(f"torch_{name.lower()}", result, quick=args.quick,
-                started=started, load_start=load0)
+  return finish(f"torch_{name.lower()}", result, args=args, started=started,
+                load_start=load0)
 
 
 def versus_torch_args(argv, doc, *, sizes, size_help):
   """The command line shared by torch_w1.py and torch_w2.py; ``sizes`` maps
   the workload-size option (``--updates`` / ``--rounds``) to its (full,
-  quick) defaults."""
-  import argparse
+  quick, smoke) defaults."""
   ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
   ap.add_argument("--quick", action="store_true")
   ap.add_argument("--data", default=None, help="path of mnist.npz")
-  (opt, (full, quick)), = sizes.items()
+  add_output_args(ap)
+  (opt, (full, quick, smoke)), = sizes.items()
   ap.add_argument(f"--{opt}", type=int, default=None, help=size_help)
   ap.add_argument("--repeats", type=int, default=None)
   ap.add_argument("--torch-threads", type=int, default=2)
@@ -668,9 +821,10 @@ def versus_torch_args(argv, doc, *, sizes, size_help):
                        "torch, torch_1thread")
   args = ap.parse_args(argv)
   if getattr(args, opt) is None:
-    setattr(args, opt, quick if args.quick else full)
+    setattr(args, opt, smoke if args.smoke else quick if args.quick
+            else full)
   if args.repeats is None:
-    args.repeats = 2 if args.quick else 3
+    args.repeats = 1 if args.smoke else 2 if args.quick else 3
   if args.omp_wait_policy.lower() != "default":
     os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
   return args

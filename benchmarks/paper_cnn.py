@@ -30,9 +30,11 @@ negligible), so this measures training examples per second of:
   JAX initial weights copied in), Adam lr 1e-3, pre-made tensors, a
   ``randperm`` per epoch, batch 64, 2 threads / 1 thread.
 
-On request (``--variants``) only, kept to reproduce older results:
-``nchw_scan`` (plain-JAX NCHW/OIHW CNN in the
-scan, lax gradient).
+The torch variants need torch (``pip install -e '.[bench]'``); without it
+they are left out and the JAX variants still run. Variants of the
+prototypes that became ``fedasync_jax/models/conv.py`` (``canon_*``,
+``loopconv_*``) and the plain-JAX ``nchw_scan`` were removed; their
+results are recorded in RESULTS_vs_pytorch.md, section 3.2.
 
 XLA flag attempts run in fresh subprocesses (``XLA_FLAGS`` is read when the
 backend starts), each measuring its JAX variants AND the torch baseline
@@ -50,11 +52,25 @@ compiled HLO of ``lib_scan`` vs ``lib_steploop``.
 The LAST line printed is one JSON object, also written to
 ``benchmarks/results/paper_cnn_<date>[_quick].json``.
 
+Recorded (RESULTS_vs_pytorch.md, section 3):
+``results/paper_cnn_2026-11-22T055600Z.json`` by ``python
+benchmarks/paper_cnn.py --models cnn --flags default,onednn --variants
+lib_scan,lib_map5,lib_steploop,torch,torch_1thread --repeats 7 --timeout
+800``; ``results/paper_cnn_2026-11-22T055949Z.json`` by ``python
+benchmarks/paper_cnn.py --models resnet --flags default --variants
+lib_scan,lib_map5,torch,torch_1thread --repeats 5 --timeout 800``;
+``results/paper_cnn_2026-11-22T055017Z.json`` (the op-level probe) by the
+first command with ``--probe --timeout 1200`` instead of ``--timeout
+800``; ``results/paper_cnn_2026-11-22T054246Z.json`` (every variant, CNN
+and ResNet-20) by ``python benchmarks/paper_cnn.py --probe --timeout
+1800``.
+
 Usage:
   python benchmarks/paper_cnn.py --quick     # CNN only, default flags
   python benchmarks/paper_cnn.py             # CNN + ResNet-20, default
                                              # flags and oneDNN (CNN)
   python benchmarks/paper_cnn.py --flags default,thunk_runtime_off,...
+  python benchmarks/paper_cnn.py --smoke --out /tmp/x   # 1 step, seconds
 """
 
 from __future__ import annotations
@@ -67,6 +83,10 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import common as C  # noqa: E402
+
+SMOKE_OUTPUT = "paper_cnn_*_smoke.json"
 
 FLAG_SETS = {
     "default": "",
@@ -93,14 +113,15 @@ FLAG_VARIANTS = ("lib_scan", "lib_map5", "lib_steploop", "laxconv_steploop",
 DEFAULT_FLAGS = ("default", "onednn")
 # Variants whose convolution gradients run inside an XLA loop on the slow
 # path: timed on --slow-steps local steps per client (examples/s is a rate).
-SLOW_VARIANTS = ("laxconv_scan", "laxconv_map5", "laxconv_vmap5",
-                 "nchw_scan")
+SLOW_VARIANTS = ("laxconv_scan", "laxconv_map5", "laxconv_vmap5")
+SMOKE_VARIANTS = ("lib_scan", "lib_steploop", "torch")
 
 
 def parse_args(argv):
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--quick", action="store_true",
                   help="CNN only, default flags, fewer repeats")
+  C.add_output_args(ap)
   ap.add_argument("--data", default=None)
   ap.add_argument("--steps", type=int, default=None,
                   help="local steps (batch 64) per timed call")
@@ -118,58 +139,24 @@ def parse_args(argv):
   ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   ap.add_argument("--model", default="cnn", help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
+  short = args.quick or args.smoke
   if args.steps is None:
-    args.steps = 6 if args.quick else 12
+    args.steps = 1 if args.smoke else 6 if args.quick else 12
   if args.repeats is None:
-    args.repeats = 2 if args.quick else 3
+    args.repeats = 1 if args.smoke else 2 if args.quick else 3
   if args.models is None:
-    args.models = "cnn" if args.quick else "cnn,resnet"
+    args.models = "cnn" if short else "cnn,resnet"
   if args.flags is None:
-    args.flags = "default" if args.quick else ",".join(DEFAULT_FLAGS)
+    args.flags = "default" if short else ",".join(DEFAULT_FLAGS)
+  if args.smoke and args.variants is None:
+    args.variants = ",".join(SMOKE_VARIANTS)
+  if args.smoke:
+    args.slow_steps = 1
   return args
 
 
 # ---------------------------------------------------------------------------
 # Models.
-
-
-def nchw_cnn(num_classes=10):
-  """The paper's CNN in plain JAX with NCHW activations and OIHW kernels
-  (same init distributions as ``models.mnist_cnn``)."""
-  import jax
-  import jax.numpy as jnp
-  from jax import lax
-
-  def init(key):
-    ks = jax.random.split(key, 4)
-    glorot_oihw = jax.nn.initializers.glorot_uniform(in_axis=(1, 2, 3),
-                                                     out_axis=0)
-    p, cin = {}, 1
-    for i in range(3):
-      p[f"conv{i}"] = {"w": glorot_oihw(ks[i], (32, cin, 3, 3), jnp.float32),
-                       "b": jnp.zeros((32,), jnp.float32)}
-      cin = 32
-    p["dense"] = {"w": jax.nn.initializers.glorot_uniform()(
-        ks[3], (32, num_classes), jnp.float32),
-                  "b": jnp.zeros((num_classes,), jnp.float32)}
-    return p
-
-  def apply(p, x):
-    x = jnp.asarray(x, jnp.float32).reshape(x.shape[0], 1, 28, 28)
-    for i in range(3):
-      x = lax.conv_general_dilated(x, p[f"conv{i}"]["w"], (1, 1), "SAME",
-                                   dimension_numbers=("NCHW", "OIHW",
-                                                      "NCHW"))
-      x = jax.nn.relu(x + p[f"conv{i}"]["b"][None, :, None, None])
-    x = jnp.mean(x, axis=(2, 3))
-    return jax.nn.log_softmax(x @ p["dense"]["w"] + p["dense"]["b"])
-
-  def loss(p, x, y, mask):
-    lp = apply(p, x)
-    nll = -jnp.take_along_axis(lp, y[:, None].astype(jnp.int32), 1)[:, 0]
-    return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-  return init, apply, loss
 
 
 def torch_cnn_from_jax(params):
@@ -255,8 +242,10 @@ def torch_resnet20():
 
 
 def load_images(model_name, data_path, n):
+  """``n`` training images (NHWC float32) and labels: MNIST for the CNN,
+  the CIFAR-10 lossless subset beside ``data_path`` (repeated) for
+  ResNet-20, or None when that file is absent."""
   import numpy as np
-  import common as C
   if model_name == "cnn":
     x, y, _, _ = C.load_mnist(data_path, flat=False)
     return x[:n, :, :, None], y[:n]
@@ -275,60 +264,63 @@ def load_images(model_name, data_path, n):
           np.concatenate([y] * reps)[:n])
 
 
-def worker(args):
-  import common as C
-  C.torch_setup(2)
-  import jax
-  import jax.numpy as jnp
-  import optax
-  from fedasync_jax import client, models
-  from fedasync_jax.core.client import ClientHParams, ClientRef
-  sys.path.insert(0, os.path.join(C.ROOT, "experiments"))
+class Variants:
+  """Builds the timed callables of one model: ``make(v)`` returns
+  ``(fn, examples per call)`` for variant ``v``."""
 
-  B, R = 64, args.repeats
-  data_path = args.data or C.DEFAULT_MNIST
-  imgs = load_images(args.model, data_path, 5 * args.steps * B)
-  if imgs is None:
-    return {"skipped": "CIFAR-10 subset not found"}
-  x_np, y_np = imgs
-  variants = [v for v in (args.variants.split(",") if args.variants else
-                          (CNN_VARIANTS if args.model == "cnn"
-                           else RESNET_VARIANTS))]
-  if os.environ.get("XLA_FLAGS"):
-    variants = [v for v in variants if v in FLAG_VARIANTS]
-  stateful = args.model == "resnet"
-  lib = models.mnist_cnn() if args.model == "cnn" else models.resnet20()
-  laxlib = (models.mnist_cnn(conv="lax") if args.model == "cnn"
-            else models.resnet20(conv="lax"))
-  params = lib.init(jax.random.key(0))
-  X, Y = jnp.asarray(x_np), jnp.asarray(y_np)
-  key = jax.random.key(0)
-  hp = ClientHParams(jnp.float32(1.0), jnp.float32(0.0))
-  opt = optax.adam(1e-3)
+  def __init__(self, args, x_np, y_np):
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from fedasync_jax import ClientHParams, models
+    self.args, self.x_np, self.y_np, self.B = args, x_np, y_np, 64
+    self.stateful = args.model == "resnet"
+    cnn = args.model == "cnn"
+    self.lib = models.mnist_cnn() if cnn else models.resnet20()
+    self.laxlib = (models.mnist_cnn(conv="lax") if cnn
+                   else models.resnet20(conv="lax"))
+    self.params = self.lib.init(jax.random.key(0))
+    self.X, self.Y = jnp.asarray(x_np), jnp.asarray(y_np)
+    self.key = jax.random.key(0)
+    self.hp = ClientHParams(jnp.float32(1.0), jnp.float32(0.0))
+    self.opt = optax.adam(1e-3)
 
-  def scan_update(loss, n):
-    return client.local_update(loss, opt, batch_size=B, max_examples=n,
-                               epochs=1, stateful=stateful)
+  def scan_update(self, loss, n):
+    from fedasync_jax import client
+    return client.local_update(loss, self.opt, batch_size=self.B,
+                               max_examples=n, epochs=1,
+                               stateful=self.stateful)
 
-  def one_client(upd, n):
-    f = jax.jit(lambda p: upd.update(p, ClientRef(X, Y, 0, n), key, hp))
-    return lambda: f(params)
+  def one_client(self, upd, n):
+    import jax
+    from fedasync_jax import ClientRef
+    f = jax.jit(lambda p: upd.update(p, ClientRef(self.X, self.Y, 0, n),
+                                     self.key, self.hp))
+    return lambda: f(self.params)
 
-  def batched(upd, how, n):
+  def batched(self, upd, how, n):
+    import jax
+    import jax.numpy as jnp
+    from fedasync_jax import ClientRef
     offs = jnp.arange(5, dtype=jnp.int32) * n
 
     def g(p):
       def one(o):
-        return upd.update(p, ClientRef(X, Y, o, n),
-                          jax.random.fold_in(key, o), hp)
+        return upd.update(p, ClientRef(self.X, self.Y, o, n),
+                          jax.random.fold_in(self.key, o), self.hp)
       return jax.vmap(one)(offs) if how == "vmap" else jax.lax.map(one, offs)
     f = jax.jit(g)
-    return lambda: f(params)
+    return lambda: f(self.params)
 
-  def step_loop(loss, batch):
+  def step_loop(self, loss, batch):
+    """One jitted local step called from a Python loop (no XLA loop)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    stateful, opt, X, Y = self.stateful, self.opt, self.X, self.Y
     split = (lambda p: (p["params"], p["batch_stats"])) if stateful else (
         lambda p: (p, None))
-    tr0, _ = split(params)
+    tr0, _ = split(self.params)
     opt_state0 = opt.init(tr0)
 
     def obj(tr, st, xb, yb):
@@ -339,63 +331,60 @@ def worker(args):
     @jax.jit
     def step(tr, st, o, i):
       idx = i * batch + jnp.arange(batch)
-      (l, st2), g = jax.value_and_grad(obj, has_aux=True)(
+      (_, st2), g = jax.value_and_grad(obj, has_aux=True)(
           tr, st, X[idx], Y[idx])
       upd, o = opt.update(g, o, tr)
       return optax.apply_updates(tr, upd), (st2 if stateful else st), o
-    n_steps = (5 * args.steps * B) // batch
+    n_steps = (5 * self.args.steps * self.B) // batch
 
     def run():
-      tr, st = split(params)
+      tr, st = split(self.params)
       o = opt_state0
       for i in range(n_steps):
         tr, st, o = step(tr, st, o, i % n_steps)
       return tr
     return run, n_steps * batch
 
-  fns, examples = {}, {}
-  for v in variants:
-    n = (args.slow_steps if v in SLOW_VARIANTS else args.steps) * B
+  def make(self, v):
+    a, B = self.args, self.B
+    n = (a.slow_steps if v in SLOW_VARIANTS else a.steps) * B
     prefix, _, kind = v.partition("_")
-    model = laxlib if prefix == "laxconv" else lib
-    if prefix not in ("lib", "laxconv"):
-      kind = None
-    if kind == "scan":
-      fns[v], examples[v] = one_client(scan_update(model.loss, n), n), n
-    elif kind == "steploop":
-      fns[v], examples[v] = step_loop(model.loss, B)
-    elif kind in ("map5", "vmap5"):
-      fns[v] = batched(scan_update(model.loss, n), kind[:-1], n)
-      examples[v] = 5 * n
-    elif v == "nchw_scan":
-      init, _, loss = nchw_cnn()
-      upd = scan_update(loss, n)
-      p_nchw = init(jax.random.key(0))
-      f = jax.jit(lambda p: upd.update(p, ClientRef(X, Y, 0, n), key, hp))
-      fns[v] = (lambda f=f, p=p_nchw: f(p))
-      examples[v] = n
-    elif v == "bigbatch_steploop":
-      fns[v], examples[v] = step_loop(lib.loss, 5 * B)
-    elif v.startswith("torch"):
+    model = self.laxlib if prefix == "laxconv" else self.lib
+    if v == "bigbatch_steploop":
+      return self.step_loop(self.lib.loss, 5 * B)
+    if v.startswith("torch"):
       threads = 1 if v == "torch_1thread" else 2
-      fns[v], examples[v] = torch_trainer(args.model, params, x_np, y_np,
-                                          B, threads), len(y_np)
-    else:
-      raise ValueError(f"unknown variant {v!r}")
+      return torch_trainer(a.model, self.params, self.x_np, self.y_np, B,
+                           threads), len(self.y_np)
+    if prefix in ("lib", "laxconv"):
+      if kind == "scan":
+        return self.one_client(self.scan_update(model.loss, n), n), n
+      if kind == "steploop":
+        return self.step_loop(model.loss, B)
+      if kind in ("map5", "vmap5"):
+        return self.batched(self.scan_update(model.loss, n), kind[:-1],
+                            n), 5 * n
+    raise ValueError(f"unknown variant {v!r}")
+
+
+def time_variants(fns, examples, args):
+  """First call (compile) of each, then ``--repeats`` rotating passes;
+  examples/s medians and paired ratios against torch."""
+  import jax
+  variants = list(fns)
   out = {v: {"rates": [], "loadavg": []} for v in variants}
   for v in variants:  # compile / warm up
     t = time.perf_counter()
     jax.block_until_ready(fns[v]())
     out[v]["first_call_s"] = time.perf_counter() - t
     C.log(f"    [{args.model}] {v}: first call {out[v]['first_call_s']:.1f} s")
-  for r in range(R):
+  for r in range(args.repeats):
     for v in variants[r % len(variants):] + variants[:r % len(variants)]:
       t = time.perf_counter()
       jax.block_until_ready(fns[v]())
-      dt = time.perf_counter() - t
-      out[v]["rates"].append(examples[v] / dt)
+      out[v]["rates"].append(examples[v] / (time.perf_counter() - t))
       out[v]["loadavg"].append(C.loadavg())
-    C.log(f"    [{args.model}] repeat {r + 1}/{R}: " + ", ".join(
+    C.log(f"    [{args.model}] repeat {r + 1}/{args.repeats}: " + ", ".join(
         f"{v} {out[v]['rates'][-1]:.0f}" for v in variants))
   for v in variants:
     o = out[v]
@@ -412,13 +401,37 @@ def worker(args):
             [a / max(b, c) for a, b, c in zip(out[v]["rates"],
                                               out["torch"]["rates"],
                                               out["torch_1thread"]["rates"])])
-  res = {"variants": out, "steps_per_call": args.steps,
-         "slow_steps_per_call": args.slow_steps, "batch": B,
-         "flags": os.environ.get("XLA_FLAGS", ""),
+  return out
+
+
+def worker(args):
+  """One XLA flag set (from the environment), one model, all variants
+  interleaved, in this fresh process."""
+  if C.has_torch():
+    C.torch_setup(2)
+  data_path = args.data or C.DEFAULT_MNIST
+  imgs = load_images(args.model, data_path, 5 * args.steps * 64)
+  if imgs is None:
+    return {"skipped": "CIFAR-10 subset not found"}
+  variants = [v for v in (args.variants.split(",") if args.variants else
+                          (CNN_VARIANTS if args.model == "cnn"
+                           else RESNET_VARIANTS))]
+  if os.environ.get("XLA_FLAGS"):
+    variants = [v for v in variants if v in FLAG_VARIANTS]
+  if not C.has_torch():
+    variants = [v for v in variants if not v.startswith("torch")]
+  vs = Variants(args, *imgs)
+  fns, examples = {}, {}
+  for v in variants:
+    fns[v], examples[v] = vs.make(v)
+  res = {"variants": time_variants(fns, examples, args),
+         "steps_per_call": args.steps, "slow_steps_per_call": args.slow_steps,
+         "batch": vs.B, "flags": os.environ.get("XLA_FLAGS", ""),
          "threads": C.thread_settings(), "versions": C.versions()}
   if args.probe and args.model == "cnn" and not os.environ.get("XLA_FLAGS"):
-    res["probe"] = probe(X, Y, {"lib": lib, "laxconv": laxlib}, params,
-                         lambda loss: scan_update(loss, args.slow_steps * B))
+    res["probe"] = probe(vs.X, vs.Y, {"lib": vs.lib, "laxconv": vs.laxlib},
+                         vs.params, lambda loss: vs.scan_update(
+                             loss, args.slow_steps * vs.B))
   return res
 
 
@@ -459,24 +472,26 @@ def torch_trainer(model_name, jparams, x_np, y_np, B, threads):
 
 
 def probe(X, Y, libs, params, scan_update):
+  """Op-level evidence: ``probe_ops`` and ``probe_hlo``."""
+  out = probe_ops()
+  out.update(probe_hlo(X, Y, libs, params, scan_update))
+  return out
+
+
+def probe_ops(K=5):
   """Times the three convolutions of the CNN's middle layer (batch 64,
   28x28x32 -> 32): forward, input gradient, kernel gradient, alone
-  (jitted, called 5 times) and inside a ``fori_loop`` of 5 iterations,
-  with ``lax.conv_general_dilated`` (``lax_*``) and with
-  ``fedasync_jax.models.conv.conv_general_dilated`` (``canonical_*``); and lists
-  the convolution instructions and YNNPACK fusions of the compiled HLO of
-  the scanned client update of each model in ``libs``."""
-  import re
+  (jitted, called ``K`` times) and inside a ``fori_loop`` of ``K``
+  iterations, with ``lax.conv_general_dilated`` (``lax_*``) and with
+  ``fedasync_jax.models.conv.conv_general_dilated`` (``canonical_*``)."""
   import jax
   import jax.numpy as jnp
   from jax import lax
-  import common as C
   from fedasync_jax import conv as conv_lib
   dn = ("NHWC", "HWIO", "NHWC")
   x = jax.random.normal(jax.random.key(1), (64, 28, 28, 32))
   w = jax.random.normal(jax.random.key(2), (3, 3, 32, 32)) * 0.1
   out = {}
-  K = 5
   for impl, conv_fn in (("lax", lax.conv_general_dilated),
                         ("canonical", conv_lib.conv_general_dilated)):
     def fwd(x, w, conv_fn=conv_fn):
@@ -516,13 +531,22 @@ def probe(X, Y, libs, params, scan_update):
       C.log(f"    probe {name}: alone {out[name]['alone_ms']:.2f} ms, in "
             f"loop {out[name]['in_fori_loop_ms']:.2f} ms")
   flops = 2 * 64 * 28 * 28 * 32 * 32 * 9
-  for name in list(out):
-    out[name]["gflop_per_s_alone"] = flops / out[name]["alone_ms"] / 1e6
-    out[name]["gflop_per_s_in_loop"] = (flops / out[name]["in_fori_loop_ms"]
-                                        / 1e6)
-  # HLO: convolution instructions, their dimension labels, YNN fusions.
-  from fedasync_jax.core.client import ClientHParams, ClientRef
+  for o in out.values():
+    o["gflop_per_s_alone"] = flops / o["alone_ms"] / 1e6
+    o["gflop_per_s_in_loop"] = flops / o["in_fori_loop_ms"] / 1e6
+  return out
+
+
+def probe_hlo(X, Y, libs, params, scan_update):
+  """The convolution instructions (dimension labels), YNNPACK fusions and
+  custom calls of the compiled HLO of the scanned client update of each
+  model in ``libs``."""
+  import re
+  import jax
+  import jax.numpy as jnp
+  from fedasync_jax import ClientHParams, ClientRef
   hp = ClientHParams(jnp.float32(1.0), jnp.float32(0.0))
+  out = {}
   for lib_name, lib in libs.items():
     upd = scan_update(lib.loss)
     n = int(upd.max_examples)
@@ -534,8 +558,8 @@ def probe(X, Y, libs, params, scan_update):
     customs = sorted(set(re.findall(r'custom_call_target="([^"]+)"', txt)))
     out[f"hlo_scan_{lib_name}"] = {
         "convolutions_dim_labels": convs,
-        "ynn_fusions": len(re.findall(r"= [^\n]*fusion\([^\n]*__ynn_fusion",
-                                      txt)),
+        "ynn_fusions": len(re.findall(
+            r"= [^\n]*fusion\([^\n]*__ynn_fusion", txt)),
         "custom_call_targets": customs,
         "while_loops": txt.count(" while(")}
   return out
@@ -545,117 +569,113 @@ def probe(X, Y, libs, params, scan_update):
 # Driver.
 
 
+def run_attempt(args, model, flag_name):
+  """One model under one XLA flag set, in a fresh subprocess."""
+  env = dict(os.environ)
+  flags = FLAG_SETS[flag_name]
+  if flags:
+    env["XLA_FLAGS"] = flags
+  else:
+    env.pop("XLA_FLAGS", None)
+  cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--model",
+         model, "--steps", str(args.steps), "--slow-steps",
+         str(args.slow_steps if model == "cnn" else 1), "--repeats",
+         str(args.repeats), "--data", str(args.data)]
+  if args.variants:
+    cmd += ["--variants", args.variants]
+  if args.probe and flag_name == "default":
+    cmd += ["--probe"]
+  C.log(f"attempt: model={model} flags={flag_name!r} ({flags})")
+  t = time.perf_counter()
+  try:
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                       timeout=args.timeout)
+    line = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
+    res = (json.loads(line[-1][7:]) if line else
+           {"error": f"rc={p.returncode}", "stderr_tail": p.stderr[-2000:]})
+    for l in p.stderr.splitlines():
+      if l.startswith("    "):
+        C.log(l)
+    warn = [l for l in p.stderr.splitlines()
+            if "no longer supported" in l or "Unknown flag" in l
+            or "unknown" in l.lower() and "flag" in l.lower()]
+    if warn:
+      res["xla_warnings"] = warn[:5]
+  except subprocess.TimeoutExpired:
+    res = {"error": f"timeout after {args.timeout} s"}
+  res.update({"model": model, "flag_set": flag_name, "xla_flags": flags,
+              "subprocess_wall_s": time.perf_counter() - t})
+  if "variants" in res:
+    C.log("  => " + ", ".join(f"{v} {o['examples_per_s']:.0f}/s"
+                             for v, o in res["variants"].items()))
+  else:
+    C.log(f"  => {res.get('error') or res.get('skipped')}")
+  return res
+
+
+def summarize_model(attempts, model):
+  """The default-flags numbers of one model and its best variant."""
+  base = next((a for a in attempts if a["model"] == model
+               and a["flag_set"] == "default" and "variants" in a), None)
+  if base is None:
+    return None
+  rows = [(o.get("vs_torch_paired", float("nan")), v, a["flag_set"],
+           o["examples_per_s"]) for a in attempts
+          if a["model"] == model and "variants" in a
+          for v, o in a["variants"].items() if not v.startswith("torch")]
+  rows = [r for r in rows if r[0] == r[0]]
+  b = max(rows) if rows else None
+  v = base["variants"]
+
+  def get(variant, field):
+    return v.get(variant, {}).get(field)
+  return {
+      "ours_lib_scan_examples_per_s": get("lib_scan", "examples_per_s"),
+      "torch_examples_per_s": get("torch", "examples_per_s"),
+      "torch_1thread_examples_per_s": get("torch_1thread", "examples_per_s"),
+      "lib_scan_vs_torch": get("lib_scan", "vs_torch_paired"),
+      "lib_scan_vs_best_torch": get("lib_scan", "vs_best_torch_paired"),
+      "laxconv_scan_examples_per_s": get("laxconv_scan", "examples_per_s"),
+      "lib_scan_vs_laxconv_scan": (
+          v["lib_scan"]["examples_per_s"]
+          / v["laxconv_scan"]["examples_per_s"]
+          if "lib_scan" in v and "laxconv_scan" in v else None),
+      "best": ({"vs_torch": b[0], "variant": b[1], "flag_set": b[2],
+                "examples_per_s": b[3]} if b else None),
+      "paper_client_update_s_lib_scan": (
+          60000 / v["lib_scan"]["examples_per_s"] if "lib_scan" in v
+          else None),
+      "paper_client_update_s_torch": (
+          60000 / v["torch"]["examples_per_s"] if "torch" in v else None),
+  }
+
+
 def main(argv=None):
   args = parse_args(sys.argv[1:] if argv is None else argv)
   os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-  sys.path.insert(0, HERE)
   if args.worker:
     print("RESULT " + json.dumps(worker(args)))
     return 0
-  import common as C
-  data_path = args.data or C.DEFAULT_MNIST
-  if C.skip_if_no_mnist(data_path, "paper_cnn"):
+  args.data = C.mnist_path(args, C.out_dir(args) if args.smoke else None)
+  if C.skip_if_no_mnist(args.data, "paper_cnn"):
     return 0
+  if not C.has_torch():
+    C.log("torch is not installed: the torch variants are left out")
   started, load0 = time.perf_counter(), C.loadavg()
-  attempts = []
-  for model in args.models.split(","):
-    for flag_name in args.flags.split(","):
-      if model == "resnet" and flag_name != "default":
-        continue  # flag attempts on the CNN only (keeps compute reasonable)
-      env = dict(os.environ)
-      flags = FLAG_SETS[flag_name]
-      if flags:
-        env["XLA_FLAGS"] = flags
-      else:
-        env.pop("XLA_FLAGS", None)
-      cmd = [sys.executable, os.path.abspath(__file__), "--worker",
-             "--model", model, "--steps", str(args.steps), "--slow-steps",
-             str(args.slow_steps if model == "cnn" else 1), "--repeats",
-             str(args.repeats)]
-      if args.data:
-        cmd += ["--data", str(args.data)]
-      if args.variants:
-        cmd += ["--variants", args.variants]
-      if args.probe and flag_name == "default":
-        cmd += ["--probe"]
-      C.log(f"attempt: model={model} flags={flag_name!r} ({flags})")
-      t = time.perf_counter()
-      try:
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                           timeout=args.timeout)
-        line = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
-        res = (json.loads(line[-1][7:]) if line else
-               {"error": f"rc={p.returncode}", "stderr_tail":
-                p.stderr[-2000:]})
-        for l in p.stderr.splitlines():
-          if l.startswith("    "):
-            C.log(l)
-        warn = [l for l in p.stderr.splitlines()
-                if "no longer supported" in l or "Unknown flag" in l
-                or "unknown" in l.lower() and "flag" in l.lower()]
-        if warn:
-          res["xla_warnings"] = warn[:5]
-      except subprocess.TimeoutExpired:
-        res = {"error": f"timeout after {args.timeout} s"}
-      res.update({"model": model, "flag_set": flag_name, "xla_flags": flags,
-                  "subprocess_wall_s": time.perf_counter() - t})
-      attempts.append(res)
-      if "variants" in res:
-        C.log("  => " + ", ".join(
-            f"{v} {o['examples_per_s']:.0f}/s" for v, o in
-            res["variants"].items()))
-      else:
-        C.log(f"  => {res.get('error') or res.get('skipped')}")
-
-  def best(model):
-    rows = []
-    for a in attempts:
-      if a["model"] != model or "variants" not in a:
-        continue
-      for v, o in a["variants"].items():
-        if not v.startswith("torch"):
-          rows.append((o.get("vs_torch_paired", float("nan")), v,
-                       a["flag_set"], o["examples_per_s"]))
-    rows = [r for r in rows if r[0] == r[0]]
-    return max(rows) if rows else None
-
-  summary = {}
-  for model in args.models.split(","):
-    base = next((a for a in attempts if a["model"] == model
-                 and a["flag_set"] == "default" and "variants" in a), None)
-    if base is None:
-      continue
-    v = base["variants"]
-    b = best(model)
-    summary[model] = {
-        "ours_lib_scan_examples_per_s": v.get("lib_scan", {}).get(
-            "examples_per_s"),
-        "torch_examples_per_s": v.get("torch", {}).get("examples_per_s"),
-        "torch_1thread_examples_per_s": v.get("torch_1thread", {}).get(
-            "examples_per_s"),
-        "lib_scan_vs_torch": v.get("lib_scan", {}).get("vs_torch_paired"),
-        "lib_scan_vs_best_torch": v.get("lib_scan", {}).get(
-            "vs_best_torch_paired"),
-        "laxconv_scan_examples_per_s": v.get("laxconv_scan", {}).get(
-            "examples_per_s"),
-        "lib_scan_vs_laxconv_scan": (
-            v["lib_scan"]["examples_per_s"]
-            / v["laxconv_scan"]["examples_per_s"]
-            if "lib_scan" in v and "laxconv_scan" in v else None),
-        "best": ({"vs_torch": b[0], "variant": b[1], "flag_set": b[2],
-                  "examples_per_s": b[3]} if b else None),
-        "paper_client_update_s_lib_scan": (
-            60000 / v["lib_scan"]["examples_per_s"]
-            if "lib_scan" in v else None),
-        "paper_client_update_s_torch": (
-            60000 / v["torch"]["examples_per_s"] if "torch" in v else None),
-    }
+  attempts = [run_attempt(args, model, flag_name)
+              for model in args.models.split(",")
+              for flag_name in args.flags.split(",")
+              # flag attempts on the CNN only (keeps compute reasonable)
+              if model == "cnn" or flag_name == "default"]
+  summary = {m: s for m in args.models.split(",")
+             for s in [summarize_model(attempts, m)] if s is not None}
   result = {"config": {"dataset": "MNIST (CNN) / CIFAR-10 lossless subset, "
                        "repeated (ResNet-20)", "clients": 10,
                        "per_round": 5, "local_epochs": 10, "batch": 64,
                        "optimizer": "adam(1e-3)",
                        "steps_per_timed_call": args.steps},
             "summary": summary, "attempts": attempts,
+            "torch": C.has_torch(),
             "target": "the library's client training (lib_scan, default "
                       "model) at least PyTorch's examples/s, CNN batch 64 "
                       "Adam (DESIGN.md: XLA 1,270-1,345 vs torch 1,925 "
@@ -664,7 +684,7 @@ def main(argv=None):
                       "and torch interleaved, repeats in rotating order; "
                       "examples/s = medians; vs_torch = median of per-repeat "
                       "paired ratios"}
-  C.finish("paper_cnn", result, quick=args.quick, started=started,
+  C.finish("paper_cnn", result, args=args, started=started,
            load_start=load0)
   return 0
 

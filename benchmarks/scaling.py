@@ -29,21 +29,30 @@ example array (``_shared_rows``), which separates costs of the simulator
 that grow with the population (schedule, plan, offsets/counts) from
 memory effects of a large, randomly accessed example array.
 
-Probes of the 1e6 vs 1e3 gap (RESULTS_issue6.md, section 4):
-``scaling_probe_chunk.py`` (same compiled chunk, large vs small array, and
-its HLO), ``scaling_probe_threshold.py`` (the 512 KiB gather-split
-threshold), ``scaling_gather_ab.py`` (old whole-array gather vs
-``client._client_rows``, interleaved), ``scaling_probe_identity.py`` and
-``scaling_probe_w1.py`` (bit-identity; no W1 regression).
+The pair also lists, per population, the fusions of the compiled client
+update that XLA:CPU splits over its intra-op thread pool
+(``outer_dimension_partitions`` in the HLO of ``jax.jit(update.update)``
+on that population's arrays): the cause of the old 1e6 vs 1e3 gap, fixed
+in ``client.py`` by gathering from the client's block (none should be
+split at either size now). The one-off probes of that gap
+(``scaling_probe_*.py``, ``scaling_gather_ab.py``, which patched a private
+function of the library) were removed; their findings are recorded in
+RESULTS_vs_pytorch.md, section 4.
 
 Targets: 1e6 clients runs; peak RSS < 4 GB; updates/s at 1e6 within 20% of
 the 1e3 figure; time per update flat in the population; memory bounded by
 concurrency x params + data.
 
+Recorded: ``results/scaling_2026-11-22T053529Z.json`` (the tables) by
+``python benchmarks/scaling.py`` and ``results/scaling_2026-11-22T053650Z.json``
+(the interleaved pair, 9 repeats) by
+``python benchmarks/scaling.py --only-pair --pair-repeats 9``.
+
 Usage:
   python benchmarks/scaling.py --only-pair   # just the interleaved pair
   python benchmarks/scaling.py            # 100k updates/point, 2 rounds
   python benchmarks/scaling.py --quick    # 20k updates/point, 1 round
+  python benchmarks/scaling.py --smoke --out /tmp/x   # 1e2 and 1e3, seconds
 """
 
 from __future__ import annotations
@@ -56,11 +65,16 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import common as C  # noqa: E402
+
+SMOKE_OUTPUT = "scaling_*_smoke.json"
 
 
 def parse_args(argv):
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--quick", action="store_true")
+  C.add_output_args(ap)
   ap.add_argument("--updates", type=int, default=None)
   ap.add_argument("--examples", type=int, default=4)
   ap.add_argument("--dim", type=int, default=16)
@@ -83,10 +97,13 @@ def parse_args(argv):
   ap.add_argument("--pair-worker", action="store_true",
                   help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
+  if args.smoke:  # one small population, the pair 1e2 vs 1e3, one round
+    args.populations, args.concurrencies = "1000", ""
+    args.pair, args.pair_repeats, args.runs = "100,1000", 1, 1
   if args.updates is None:
-    args.updates = 20000 if args.quick else 100000
+    args.updates = 2000 if args.smoke else 20000 if args.quick else 100000
   if args.rounds is None:
-    args.rounds = 1 if args.quick else 2
+    args.rounds = 1 if args.quick or args.smoke else 2
   return args
 
 
@@ -105,38 +122,70 @@ def model_update_rule(args):
           rules.fedasync(0.6, staleness.polynomial(0.5)))
 
 
-def worker(args, population, concurrency):
-  import resource
-  t_start = time.perf_counter()
-  import common as C
-  import jax
+def make_population(args, population, *, rows_of=None):
+  """A ``ClientDataset`` of ``population`` clients with ``--examples``
+  rows each (a random linear teacher); ``rows_of``: make the clients point
+  into the example array of a ``rows_of``-client population instead."""
   import numpy as np
-  from fedasync_jax import data, delays, executor, scheduler
-  rss_imports = C.peak_rss_mb()
-  t = time.perf_counter()
+  from fedasync_jax import data
   rng = np.random.default_rng(0)
-  n_ex = population * args.examples
-  x = rng.standard_normal((n_ex, args.dim), dtype=np.float32)
+  n_rows = (rows_of or population) * args.examples
+  x = rng.standard_normal((n_rows, args.dim), dtype=np.float32)
   teacher = rng.standard_normal((args.dim, 10)).astype(np.float32)
   y = np.argmax(x @ teacher, axis=1).astype(np.int32)
   counts = np.full(population, args.examples, np.int64)
-  offsets = np.arange(population, dtype=np.int64) * args.examples
-  ds = data.ClientDataset(x, y, offsets, counts)
+  ids = np.arange(population, dtype=np.int64)
+  offsets = (ids % rows_of if rows_of else ids) * args.examples
+  return data.ClientDataset(x, y, offsets, counts)
+
+
+def make_schedule(args, counts, concurrency):
+  from fedasync_jax import delays, scheduler
+  speeds = delays.device_speeds("lognormal", len(counts), sigma=1.0, seed=0)
+  return scheduler.asynchronous(
+      delays.delay_model(speeds, counts.astype(float)),
+      num_updates=args.updates, concurrency=concurrency, seed=0)
+
+
+def split_fusions(upd, params, ds):
+  """The fusions of the compiled client update that XLA:CPU splits over
+  its intra-op thread pool (their ``outer_dimension_partitions``), on this
+  population's example arrays."""
+  import re
+  import jax
+  import jax.numpy as jnp
+  from fedasync_jax import ClientHParams, ClientRef
+  ref = ClientRef(jnp.asarray(ds.x), jnp.asarray(ds.y), jnp.int32(0),
+                  jnp.int32(int(ds.counts[0])))
+  txt = jax.jit(upd.update).lower(
+      params, ref, jax.random.key(0),
+      ClientHParams(jnp.float32(1), jnp.float32(0))).compile().as_text()
+  found = re.findall(r'outer_dimension_partitions":\[([^\]]*)\]', txt)
+  return [m for m in found if m.strip()]  # [] = nothing split
+
+
+def worker(args, population, concurrency):
+  """One point in a fresh process: data, schedule, ``--runs`` simulate
+  calls; peak RSS and the sizes that should bound it."""
+  import resource
+  t_start = time.perf_counter()
+  import jax
+  import numpy as np
+  from fedasync_jax import executor
+  rss_imports = C.peak_rss_mb()
+  t = time.perf_counter()
+  ds = make_population(args, population)
   data_s = time.perf_counter() - t
   params, upd, rule = model_update_rule(args)
   t = time.perf_counter()
-  speeds = delays.device_speeds("lognormal", population, sigma=1.0, seed=0)
-  sched = scheduler.asynchronous(
-      delays.delay_model(speeds, counts.astype(float)),
-      num_updates=args.updates, concurrency=concurrency, seed=0)
+  sched = make_schedule(args, ds.counts, concurrency)
   sched_s = time.perf_counter() - t
   runs = []
   for _ in range(args.runs):
     res, out = C.simulate_timed(executor, rule, upd, params, ds, sched,
                                 jax.random.key(0), width=args.width)
-    res["plan_time_s"] = out.stats["plan_time_s"]
-    res["result_slots"] = out.stats["result_slots"]
-    res["snapshot_slots"] = out.stats["snapshot_slots"]
+    res.update({k: out.stats.get(k) for k in (
+        "plan_time_s", "result_slots", "snapshot_slots")})
     runs.append(res)
   param_bytes = sum(int(np.asarray(p).nbytes)
                     for p in jax.tree.leaves(params))
@@ -144,20 +193,19 @@ def worker(args, population, concurrency):
   return {
       "population": population, "concurrency": concurrency,
       "updates": sched.num_arrivals,
-      "steady_updates_per_s": C.median([r["steady_updates_per_s"]
-                                        for r in runs]),
-      "updates_per_s_end_to_end": C.median([r["updates_per_s"]
-                                            for r in runs]),
-      "compile_s": C.median([r["compile_s"] for r in runs]),
+      **{k: C.median([r[f] for r in runs]) for k, f in (
+          ("steady_updates_per_s", "steady_updates_per_s"),
+          ("updates_per_s_end_to_end", "updates_per_s"),
+          ("compile_s", "compile_s"))},
       "runs": runs, "data_gen_s": data_s, "schedule_s": sched_s,
       "realised_concurrency": sched.stats["realised_concurrency"],
       "peak_rss_mb": C.peak_rss_mb(), "rss_after_imports_mb": rss_imports,
-      "data_mb": (x.nbytes + y.nbytes + offsets.nbytes + counts.nbytes)
+      "data_mb": sum(a.nbytes for a in (ds.x, ds.y, ds.offsets, ds.counts))
       / 2**20,
       "param_bytes": param_bytes,
-      "slot_buffers_mb": ((last["result_slots"] + 1) * 2
-                          + (last["snapshot_slots"] + 1)) * param_bytes
-      / 2**20,
+      "slot_buffers_mb": (((last["result_slots"] or 0) + 1) * 2
+                          + ((last["snapshot_slots"] or 0) + 1))
+      * param_bytes / 2**20,
       "width": last["width"], "batching": last["batching"],
       "padding_waste": last["padding_waste"],
       "maxrss_raw": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
@@ -168,38 +216,26 @@ def worker(args, population, concurrency):
 
 def pair_worker(args):
   """Two populations, same everything else, simulate calls alternated in
-  one process; returns the rates and the per-repeat paired ratios."""
-  import common as C
+  one process; returns the rates, the per-repeat paired ratios and the
+  split fusions of the client update on each population's arrays.
+
+  The third setup, ``<large>_shared_rows``, is the large population whose
+  clients all point into the small population's example array (same
+  schedule and offsets/counts sizes, small data): it separates
+  population-size costs of the simulator from memory effects of a large
+  data array."""
   import jax
-  import numpy as np
-  from fedasync_jax import data, delays, executor, scheduler
+  from fedasync_jax import executor
   pops = [int(float(v)) for v in args.pair.split(",")]
   params, upd, rule = model_update_rule(args)
   setups = {}
-  small_rows = pops[0] * args.examples
-  for name, pop, shared in ((str(pops[0]), pops[0], False),
-                            (str(pops[1]), pops[1], False),
-                            (f"{pops[1]}_shared_rows", pops[1], True)):
-    # shared=True: the large population's clients all point into the
-    # small population's example array (same schedule and offsets/counts
-    # sizes as the large one, small data): separates population-size
-    # costs of the simulator from memory effects of a large data array.
-    rng = np.random.default_rng(0)
-    n_rows = small_rows if shared else pop * args.examples
-    x = rng.standard_normal((n_rows, args.dim), dtype=np.float32)
-    y = np.argmax(x @ rng.standard_normal((args.dim, 10)).astype(
-        np.float32), axis=1).astype(np.int32)
-    counts = np.full(pop, args.examples, np.int64)
-    offsets = (np.arange(pop, dtype=np.int64) % pops[0] if shared
-               else np.arange(pop, dtype=np.int64)) * args.examples
-    ds = data.ClientDataset(x, y, offsets, counts)
-    sched = scheduler.asynchronous(
-        delays.delay_model(delays.device_speeds("lognormal", pop, sigma=1.0,
-                                                seed=0),
-                           counts.astype(float)),
-        num_updates=args.updates, concurrency=args.pop_concurrency, seed=0)
-    setups[name] = (ds, sched)
+  for name, pop, rows_of in ((str(pops[0]), pops[0], None),
+                             (str(pops[1]), pops[1], None),
+                             (f"{pops[1]}_shared_rows", pops[1], pops[0])):
+    ds = make_population(args, pop, rows_of=rows_of)
+    setups[name] = (ds, make_schedule(args, ds.counts, args.pop_concurrency))
   names = list(setups)
+  splits = {n: split_fusions(upd, params, setups[n][0]) for n in names[:2]}
   rates = {k: [] for k in names}
   for r in range(args.pair_repeats):
     for name in names[r % 3:] + names[:r % 3]:
@@ -216,46 +252,39 @@ def pair_worker(args):
               [y / x for x, y in zip(rates[a], rates[b])]),
           "paired_ratio_shared_rows_over_first": C.median(
               [y / x for x, y in zip(rates[a], rates[c])]),
+          "split_fusions_in_client_update": splits,
           "loadavg": C.loadavg()}
 
 
-def main(argv=None):
-  args = parse_args(sys.argv[1:] if argv is None else argv)
-  sys.path.insert(0, HERE)
-  if args.pair_worker:
-    print("RESULT " + json.dumps(pair_worker(args)))
-    return 0
-  if args.worker:
-    pop, conc = (int(v) for v in args.worker.split(","))
-    print("RESULT " + json.dumps(worker(args, pop, conc)))
-    return 0
-  import common as C
-  started, load0 = time.perf_counter(), C.loadavg()
-  pops = [int(float(v)) for v in args.populations.split(",")]
-  concs = [int(v) for v in args.concurrencies.split(",")]
-  points = [("population", p, min(args.pop_concurrency, p)) for p in pops]
-  points += [("concurrency", args.conc_population, c) for c in concs]
-  if args.only_pair:
-    points = []
-  results = {(kind, p, c): [] for kind, p, c in points}
+def subprocess_result(cmd):
+  """Runs ``cmd`` and returns the JSON after its ``RESULT `` line (or an
+  error record), plus its stderr."""
+  proc = subprocess.run(cmd, capture_output=True, text=True)
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+  if line:
+    return json.loads(line[-1][7:]), proc.stderr
+  return {"error": f"rc={proc.returncode}",
+          "stderr_tail": proc.stderr[-1500:]}, proc.stderr
+
+
+def worker_cmd(args, *extra):
+  cmd = [sys.executable, os.path.abspath(__file__), *extra, "--updates",
+         str(args.updates), "--examples", str(args.examples), "--dim",
+         str(args.dim), "--runs", str(args.runs), "--pop-concurrency",
+         str(args.pop_concurrency)]
+  return cmd + (["--width", str(args.width)] if args.width else [])
+
+
+def run_points(args, points):
+  """Every point in a fresh subprocess, ``--rounds`` times in alternating
+  order; returns the samples per point."""
+  results = {pt: [] for pt in points}
   for r in range(args.rounds):
-    order = points if r % 2 == 0 else points[::-1]
-    for kind, p, c in order:
-      cmd = [sys.executable, os.path.abspath(__file__), "--worker",
-             f"{p},{c}", "--updates", str(args.updates), "--examples",
-             str(args.examples), "--dim", str(args.dim), "--runs",
-             str(args.runs)]
-      if args.width:
-        cmd += ["--width", str(args.width)]
+    for kind, p, c in (points if r % 2 == 0 else points[::-1]):
       t = time.perf_counter()
-      proc = subprocess.run(cmd, capture_output=True, text=True)
-      line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-      if not line:
-        res = {"population": p, "concurrency": c, "error":
-               f"rc={proc.returncode}", "stderr_tail": proc.stderr[-1500:]}
-      else:
-        res = json.loads(line[-1][7:])
-      res["wall_s"] = time.perf_counter() - t
+      res, _ = subprocess_result(worker_cmd(args, "--worker", f"{p},{c}"))
+      res.update(population=p, concurrency=c,
+                 wall_s=time.perf_counter() - t)
       results[(kind, p, c)].append(res)
       C.log(f"  round {r + 1} {kind} P={p} C={c}: "
             + (f"{res['steady_updates_per_s']:.0f} updates/s steady, "
@@ -264,43 +293,39 @@ def main(argv=None):
                f"{res['data_mb']:.0f} MiB), schedule "
                f"{res['schedule_s']:.1f} s, load {res['loadavg']}"
                if "error" not in res else res["error"]))
+  return results
 
-  def agg(rows):
-    ok = [x for x in rows if "error" not in x]
-    if not ok:
-      return {"error": rows[-1].get("error"),
-              "stderr_tail": rows[-1].get("stderr_tail")}
-    out = {k: C.median([x[k] for x in ok]) for k in (
-        "steady_updates_per_s", "updates_per_s_end_to_end", "compile_s",
-        "peak_rss_mb", "rss_after_imports_mb", "data_mb", "slot_buffers_mb",
-        "schedule_s", "data_gen_s", "realised_concurrency")}
-    out["us_per_update_steady"] = 1e6 / out["steady_updates_per_s"]
-    out.update({k: ok[0][k] for k in ("population", "concurrency", "width",
-                                      "batching", "param_bytes",
-                                      "padding_waste")})
-    return out
-  table = {kind: [] for kind in ("population", "concurrency")}
-  for (kind, p, c), rows in results.items():
-    table[kind].append(agg(rows))
-  pop_rows = {r["population"]: r for r in table["population"]
-              if "error" not in r}
-  pair = None
-  if args.pair:
-    cmd = [sys.executable, os.path.abspath(__file__), "--pair-worker",
-           "--pair", args.pair, "--pair-repeats", str(args.pair_repeats),
-           "--updates", str(args.updates), "--examples", str(args.examples),
-           "--dim", str(args.dim), "--pop-concurrency",
-           str(args.pop_concurrency)]
-    if args.width:
-      cmd += ["--width", str(args.width)]
-    C.log(f"  interleaved pair {args.pair} in one process")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    for l in proc.stderr.splitlines():
-      if l.startswith("    pair"):
-        C.log(l)
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    pair = (json.loads(line[-1][7:]) if line else
-            {"error": proc.stderr[-1500:]})
+
+def aggregate(rows):
+  """Medians over the rounds of one point."""
+  ok = [x for x in rows if "error" not in x]
+  if not ok:
+    return {"error": rows[-1].get("error"),
+            "stderr_tail": rows[-1].get("stderr_tail")}
+  out = {k: C.median([x[k] for x in ok]) for k in (
+      "steady_updates_per_s", "updates_per_s_end_to_end", "compile_s",
+      "peak_rss_mb", "rss_after_imports_mb", "data_mb", "slot_buffers_mb",
+      "schedule_s", "data_gen_s", "realised_concurrency")}
+  out["us_per_update_steady"] = 1e6 / out["steady_updates_per_s"]
+  out.update({k: ok[0][k] for k in ("population", "concurrency", "width",
+                                    "batching", "param_bytes",
+                                    "padding_waste")})
+  return out
+
+
+def run_pair(args):
+  C.log(f"  interleaved pair {args.pair} in one process")
+  res, err = subprocess_result(worker_cmd(
+      args, "--pair-worker", "--pair", args.pair, "--pair-repeats",
+      str(args.pair_repeats)))
+  for l in err.splitlines():
+    if l.startswith("    pair"):
+      C.log(l)
+  return res
+
+
+def checks_of(pop_rows, points, pair):
+  """The targets: 1e6 runs, peak RSS < 4 GB, 1e6 within 20% of 1e3."""
   checks = {}
   if 1000 in pop_rows and 1000000 in pop_rows:
     a, b = pop_rows[1000], pop_rows[1000000]
@@ -324,6 +349,32 @@ def main(argv=None):
     checks["within_20pct_interleaved"] = r >= 0.8
     checks["shared_rows_control_ratio"] = pair.get(
         "paired_ratio_shared_rows_over_first")
+  return checks
+
+
+def main(argv=None):
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  if args.pair_worker:
+    print("RESULT " + json.dumps(pair_worker(args)))
+    return 0
+  if args.worker:
+    pop, conc = (int(v) for v in args.worker.split(","))
+    print("RESULT " + json.dumps(worker(args, pop, conc)))
+    return 0
+  started, load0 = time.perf_counter(), C.loadavg()
+  pops = [int(float(v)) for v in args.populations.split(",") if v]
+  concs = [int(v) for v in args.concurrencies.split(",") if v]
+  points = [("population", p, min(args.pop_concurrency, p)) for p in pops]
+  points += [("concurrency", args.conc_population, c) for c in concs]
+  if args.only_pair:
+    points = []
+  results = run_points(args, points)
+  table = {kind: [] for kind in ("population", "concurrency")}
+  for (kind, p, c), rows in results.items():
+    table[kind].append(aggregate(rows))
+  pop_rows = {r["population"]: r for r in table["population"]
+              if "error" not in r}
+  pair = run_pair(args) if args.pair else None
   result = {"config": {"examples_per_client": args.examples,
                        "dim": args.dim, "model": "logistic_regression",
                        "updates_per_point": args.updates,
@@ -331,7 +382,8 @@ def main(argv=None):
                        "conc_population": args.conc_population,
                        "runs_per_point": args.runs, "rounds": args.rounds,
                        "width": args.width or "library default"},
-            "table": table, "checks": checks, "interleaved_pair": pair,
+            "table": table, "checks": checks_of(pop_rows, points, pair),
+            "interleaved_pair": pair,
             "samples": [dict(kind=k, rows=v) for (k, _, _), v in
                         results.items()],
             "target": "1e6 clients runs, peak RSS < 4 GB, steady updates/s "
@@ -339,8 +391,7 @@ def main(argv=None):
             "method": "fresh subprocess per point; peak RSS = ru_maxrss of "
                       "that subprocess; medians over rounds (and over the "
                       "simulate calls inside a subprocess)"}
-  C.finish("scaling", result, quick=args.quick, started=started,
-           load_start=load0)
+  C.finish("scaling", result, args=args, started=started, load_start=load0)
   return 0
 
 

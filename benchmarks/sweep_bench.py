@@ -24,9 +24,13 @@ relative parameter difference). Target: sweep >= 3x separate.
 The LAST line printed is one JSON object, also written to
 ``benchmarks/results/sweep_bench_<date>[_quick].json``.
 
+Recorded: ``results/sweep_bench_2026-11-22T061200Z.json`` by
+``python benchmarks/sweep_bench.py``.
+
 Usage:
   python benchmarks/sweep_bench.py            # 2000 updates, 3 repeats
   python benchmarks/sweep_bench.py --quick    # 500 updates, 2 repeats
+  python benchmarks/sweep_bench.py --smoke --out /tmp/x   # 2 members, seconds
 """
 
 from __future__ import annotations
@@ -36,103 +40,126 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common as C  # noqa: E402
+
+SMOKE_OUTPUT = "sweep_bench_*_smoke.json"
+ALPHAS, EXPONENTS = (0.2, 0.4, 0.6, 0.8), (0.0, 0.5, 1.0, 2.0)
+
 
 def parse_args(argv):
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--quick", action="store_true")
+  C.add_output_args(ap)
   ap.add_argument("--updates", type=int, default=None)
   ap.add_argument("--repeats", type=int, default=None)
-  ap.add_argument("--clients", type=int, default=100)
-  ap.add_argument("--concurrency", type=int, default=10)
+  ap.add_argument("--clients", type=int, default=None)
+  ap.add_argument("--concurrency", type=int, default=None)
   ap.add_argument("--width", type=int, default=None,
                   help="executor width for every system (default: library)")
   args = ap.parse_args(argv)
   if args.updates is None:
-    args.updates = 500 if args.quick else 2000
+    args.updates = 100 if args.smoke else 500 if args.quick else 2000
   if args.repeats is None:
-    args.repeats = 2 if args.quick else 3
+    args.repeats = 1 if args.smoke else 2 if args.quick else 3
+  args.clients = args.clients or (20 if args.smoke else 100)
+  args.concurrency = args.concurrency or (5 if args.smoke else 10)
+  # --smoke: 2 members (alpha 0.2, 0.6 x a = 0.5) instead of 16.
+  args.grid = ([(0.2, 0.5), (0.6, 0.5)] if args.smoke else
+               [(a, e) for a in ALPHAS for e in EXPONENTS])
   return args
 
 
-def main(argv=None):
-  args = parse_args(sys.argv[1:] if argv is None else argv)
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import common as C
-  started, load0 = time.perf_counter(), C.loadavg()
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  import optax
-  from fedasync_jax import (client, delays, executor, models, rules,
-                            scheduler, staleness, sweep, synthetic)
+class Workload:
+  """Synthetic(1, 1), logistic regression, one schedule and key."""
 
-  fed = synthetic.synthetic(1.0, 1.0, num_clients=args.clients, seed=0,
-                            mean_examples=40, min_examples=10,
-                            size_sigma=1.0)
-  ds = fed.train
-  model = models.logistic_regression(60, 10)
-  params = model.init(jax.random.key(0))
-  upd = client.local_update(model.loss, optax.sgd(0.01), batch_size=10,
-                            max_examples=ds.max_count, epochs=1)
-  speeds = delays.device_speeds("lognormal", ds.num_clients, sigma=1.0,
-                                seed=0)
-  sched = scheduler.asynchronous(
-      delays.delay_model(speeds, ds.counts.astype(float)),
-      num_updates=args.updates, concurrency=args.concurrency, seed=0)
-  alphas = [0.2, 0.4, 0.6, 0.8]
-  exps = [0.0, 0.5, 1.0, 2.0]
-  grid_pairs = [(a, e) for a in alphas for e in exps]
-  grid = {"alpha": jnp.asarray([a for a, _ in grid_pairs], jnp.float32),
-          "a": jnp.asarray([e for _, e in grid_pairs], jnp.float32)}
-  M = len(grid_pairs)
-  key = jax.random.key(0)
+  def __init__(self, args):
+    import jax
+    import optax
+    from fedasync_jax import (client, delays, models, scheduler, synthetic)
+    fed = synthetic.synthetic(1.0, 1.0, num_clients=args.clients, seed=0,
+                              mean_examples=40, min_examples=10,
+                              size_sigma=1.0)
+    self.ds = fed.train
+    model = models.logistic_regression(60, 10)
+    self.params = model.init(jax.random.key(0))
+    self.upd = client.local_update(model.loss, optax.sgd(0.01),
+                                   batch_size=10,
+                                   max_examples=self.ds.max_count, epochs=1)
+    speeds = delays.device_speeds("lognormal", self.ds.num_clients,
+                                  sigma=1.0, seed=0)
+    self.sched = scheduler.asynchronous(
+        delays.delay_model(speeds, self.ds.counts.astype(float)),
+        num_updates=args.updates, concurrency=args.concurrency, seed=0)
+    self.key = jax.random.key(0)
+    self.width = args.width
 
-  def make_rule(hp):
-    return rules.fedasync(hp["alpha"], staleness.polynomial(hp["a"]))
-
-  C.log(f"sweep: {M} members x {sched.num_arrivals} updates, "
-        f"{ds.num_clients} clients (max {ds.max_count} examples, "
-        f"{upd.num_steps} local steps)")
-
-  def separate():
+  def separate(self, grid):
+    """One ``executor.simulate`` per member; (wall s, final params)."""
+    import jax
+    from fedasync_jax import executor, rules, staleness
     t = time.perf_counter()
     finals = []
-    for a, e in grid_pairs:
+    for a, e in grid:
       out = executor.simulate(
-          rules.fedasync(a, staleness.polynomial(e)), upd, params, ds,
-          sched, key=key, width=args.width)
+          rules.fedasync(a, staleness.polynomial(e)), self.upd, self.params,
+          self.ds, self.sched, key=self.key, width=self.width)
       finals.append(jax.device_get(out.state.params))
     return time.perf_counter() - t, finals
 
-  def swept(batching):
-    def run():
-      t = time.perf_counter()
-      outs = sweep.sweep(make_rule, grid, upd, params, ds, sched, keys=key,
-                         batching=batching, width=args.width)
-      return time.perf_counter() - t, [o.state.params for o in outs]
-    return run
+  def swept(self, grid, batching):
+    """All members as one ``sweep.sweep``; (wall s, final params)."""
+    import jax.numpy as jnp
+    from fedasync_jax import rules, staleness, sweep
+    hp = {"alpha": jnp.asarray([a for a, _ in grid], jnp.float32),
+          "a": jnp.asarray([e for _, e in grid], jnp.float32)}
 
-  systems = {"separate": separate, "sweep_map": swept("map"),
-             "sweep_vmap": swept("vmap")}
-  names = list(systems)
-  runs = {k: [] for k in names}
-  finals = {}
+    def make_rule(h):
+      return rules.fedasync(h["alpha"], staleness.polynomial(h["a"]))
+    t = time.perf_counter()
+    outs = sweep.sweep(make_rule, hp, self.upd, self.params, self.ds,
+                       self.sched, keys=self.key, batching=batching,
+                       width=self.width)
+    return time.perf_counter() - t, [o.state.params for o in outs]
+
+
+def rel(a, b):
+  import jax
+  import numpy as np
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+             for x, y in zip(la, lb)) / max(
+                 float(np.max(np.abs(np.asarray(y)))) for y in lb)
+
+
+def measure(args, w):
+  """The three systems in rotating order; (samples, final params)."""
+  systems = {"separate": lambda: w.separate(args.grid),
+             "sweep_map": lambda: w.swept(args.grid, "map"),
+             "sweep_vmap": lambda: w.swept(args.grid, "vmap")}
+  names, M, n = list(systems), len(args.grid), w.sched.num_arrivals
+  runs, finals = {k: [] for k in names}, {}
   for r in range(args.repeats):
     for name in names[r % len(names):] + names[:r % len(names)]:
       wall, fin = systems[name]()
       runs[name].append({"wall_s": wall, "loadavg": C.loadavg(),
-                         "member_updates_per_s":
-                             M * sched.num_arrivals / wall})
+                         "member_updates_per_s": M * n / wall})
       finals[name] = fin
       C.log(f"  repeat {r + 1}/{args.repeats} {name}: {wall:.1f} s "
-            f"({M * sched.num_arrivals / wall:.0f} member-updates/s), load "
-            f"{C.loadavg()}")
+            f"({M * n / wall:.0f} member-updates/s), load {C.loadavg()}")
+  return runs, finals
 
-  def rel(a, b):
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-               for x, y in zip(la, lb)) / max(
-                   float(np.max(np.abs(np.asarray(y)))) for y in lb)
+
+def main(argv=None):
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  started, load0 = time.perf_counter(), C.loadavg()
+  w = Workload(args)
+  M = len(args.grid)
+  C.log(f"sweep: {M} members x {w.sched.num_arrivals} updates, "
+        f"{w.ds.num_clients} clients (max {w.ds.max_count} examples, "
+        f"{w.upd.num_steps} local steps)")
+  runs, finals = measure(args, w)
+  names = list(runs)
   agree = {k: max(rel(finals[k][m], finals["separate"][m])
                   for m in range(M)) for k in names if k != "separate"}
   summary = {k: {"wall_s": C.median([x["wall_s"] for x in runs[k]]),
@@ -144,11 +171,13 @@ def main(argv=None):
                                                   runs[k])])
             for k in names if k != "separate"}
   result = {
-      "config": {"data": "synthetic(1,1) 100 clients, sizes min 10 mean 40 "
-                         "sigma 1", "model": "logistic_regression(60, 10)",
+      "config": {"data": f"synthetic(1,1) {args.clients} clients, sizes "
+                         "min 10 mean 40 sigma 1",
+                 "model": "logistic_regression(60, 10)",
                  "client": "1 epoch, batch 10, sgd 0.01",
-                 "grid": {"alpha": alphas, "polynomial_a": exps},
-                 "members": M, "updates_per_member": sched.num_arrivals,
+                 "grid": {"alpha": sorted({a for a, _ in args.grid}),
+                          "polynomial_a": sorted({e for _, e in args.grid})},
+                 "members": M, "updates_per_member": w.sched.num_arrivals,
                  "concurrency": args.concurrency,
                  "width": args.width or "library default"},
       "summary": summary, "speedup": ratios,
@@ -159,7 +188,7 @@ def main(argv=None):
                 "compilation; systems in rotating order per repeat; "
                 "speedup = median of per-repeat paired ratios",
   }
-  C.finish("sweep_bench", result, quick=args.quick, started=started,
+  C.finish("sweep_bench", result, args=args, started=started,
            load_start=load0)
   return 0
 

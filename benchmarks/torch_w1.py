@@ -42,12 +42,17 @@ OpenMP spin-wait with 2 threads collapsed to 4-17 updates/s (100 ms per
 MLP step instead of 0.4 ms); passive waiting is the fair baseline.
 ``--omp-wait-policy default`` keeps the library default.
 
-The LAST line printed is one JSON object, also written to
+Needs torch (``pip install -e '.[bench]'``); without it the script says so
+and exits 0. The LAST line printed is one JSON object, also written to
 ``benchmarks/results/torch_w1_<date>[_quick].json``.
+
+Recorded: ``results/torch_w1_2026-11-22T061117Z.json`` by
+``python benchmarks/torch_w1.py --repeats 5``.
 
 Usage:
   python benchmarks/torch_w1.py            # 5000 updates, 3 repeats
   python benchmarks/torch_w1.py --quick    # 1000 updates, 2 repeats
+  python benchmarks/torch_w1.py --smoke --out /tmp/x   # 20 clients, seconds
 """
 
 from __future__ import annotations
@@ -55,28 +60,36 @@ from __future__ import annotations
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common as C  # noqa: E402
+
+SMOKE_OUTPUT = "torch_w1_*_smoke.json"
+SMOKE_REQUIRES = ("torch",)
+
 
 def main(argv=None):
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import common as C
   args = C.versus_torch_args(sys.argv[1:] if argv is None else argv,
-                             __doc__, sizes={"updates": (5000, 1000)},
+                             __doc__, sizes={"updates": (5000, 1000, 100)},
                              size_help="client updates")
-  if C.skip_if_no_mnist(args.data or C.DEFAULT_MNIST, "torch_w1"):
+  if C.skip_if_no_torch("torch_w1"):
+    return 0
+  args.data_path = C.mnist_path(args, C.out_dir(args) if args.smoke else None)
+  if C.skip_if_no_mnist(args.data_path, "torch_w1"):
     return 0
   from fedasync_jax import plan, rules, scheduler, staleness
+  w1 = dict(C.W1_SMOKE if args.smoke else C.W1, num_updates=args.updates)
 
   def make_sched(ds, n=args.updates):
     return scheduler.asynchronous(C.w1_delay_model(ds), num_updates=n,
-                                  concurrency=C.W1["concurrency"],
-                                  seed=C.W1["schedule_seed"])
+                                  concurrency=w1["concurrency"],
+                                  seed=w1["schedule_seed"])
   C.versus_torch(
       "W1", args, rule=rules.fedasync(0.6, staleness.polynomial(0.5)),
       torch_rule={"rule": "fedasync", "alpha": 0.6, "staleness_a": 0.5},
-      make_sched=make_sched, check_sched=lambda ds: make_sched(ds, 200),
+      make_sched=make_sched,
+      check_sched=lambda ds: make_sched(ds, min(200, args.updates)),
       target="ours >= 2x torch updates/s, accuracy within 1 point",
-      workload_config=dict(C.W1, num_updates=args.updates),
-      waves_width=plan.default_width(C.W1["concurrency"]))
+      workload_config=w1, waves_width=plan.default_width(w1["concurrency"]))
   return 0
 
 

@@ -1,10 +1,11 @@
 """The AFL paper's experiments (Forootani and Iervolino 2025, arXiv:2508.01675).
 
 Shared by ``afl_mnist.py`` (MNIST, the paper's CNN) and ``afl_cifar10.py``
-(CIFAR-10, ResNet-20). Setting (the paper's): 10 clients, Dirichlet(0.5)
-labels, M clients per round (M in flight in the asynchronous run, a cohort
-of M in synchronous FedAvg), Adam at lr 1e-3 with the delay-aware client
-rate ``lr0 / (sqrt(epoch + 1) (1 + beta * delay))`` (``client.delay_beta``,
+(CIFAR-10, ResNet-20); a helper module, not a script. Setting (the
+paper's): 10 clients, Dirichlet(0.5) labels, M clients per round (M in
+flight in the asynchronous run, a cohort of M in synchronous FedAvg), Adam
+at lr 1e-3 with the delay-aware client rate
+``lr0 / (sqrt(epoch + 1) (1 + beta * delay))`` (``client.delay_beta``,
 ``client.epoch_decay``), NLL loss, server rule ``afl`` (staleness-aware,
 data-size-weighted mixing). Figures:
 
@@ -19,12 +20,17 @@ Simulated time comes from the scheduler: lognormal device speeds (sigma 1)
 times local work times exponential jitter; ``delays.mean`` is set so that a
 client of mean size on a median device takes 1 time unit, which is also the
 unit of the delay in the delay-aware rate.
+
+``--smoke``: 2 rounds of one local step, the default M and FedAvg only, on
+generated images (``common.smoke_data``), with the MLP in place of the
+paper's CNN / ResNet-20 (whose compilation alone takes ~10 s here; the
+library's tests cover those models), written to ``--out``.
 """
 
 from __future__ import annotations
 
-import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -50,6 +56,7 @@ SETTINGS = {
         speed_note="ResNet-20 trains at roughly 300 examples/s on this CPU "
                    "when the machine is idle"),
 }
+SMOKE = dict(rounds=2, epochs=None, steps=1, test_subset=100, ms=())
 
 
 def parser(name):
@@ -107,98 +114,102 @@ def time_unit_mean(fed, cfg) -> float:
   return 1.0 / float(work)
 
 
-def main(name, argv=None):
+def resolve(name, args):
+  """The run's length and settings from the mode and the options."""
   st = SETTINGS[name]
-  args = parser(name).parse_args(argv)
-  prov = common.Provenance()
-  data_path = common.require(args.data_dir, st["file"])
-  mode = st["quick"] if args.quick else st["full"]
-  rounds = args.rounds or mode["rounds"]
+  if args.smoke:  # the MLP: the paper's CNN / ResNet-20 compile for ~10 s
+    st = dict(st, model="mlp")
+  mode = SMOKE if args.smoke else st["quick"] if args.quick else st["full"]
   steps = args.steps if args.steps is not None else (
       None if args.epochs is not None else mode["steps"])
-  epochs = args.epochs or mode["epochs"] or 1
   ms = (tuple(int(x) for x in args.ms.split(",")) if args.ms else
         mode.get("ms", st["ms"]))
   m0 = st["default_m"]
-  if m0 not in ms:
-    ms = tuple(sorted(set(ms) | {m0}))
-  subset = args.test_subset if args.test_subset is not None else \
-      mode["test_subset"]
-  out_dir = args.out or common.RESULTS / f"afl_{name}"
-  out_dir.mkdir(parents=True, exist_ok=True)
-  log = open(out_dir / "log.txt", "w")
+  return SimpleNamespace(
+      name=name, st=st, args=args, rounds=args.rounds or mode["rounds"],
+      steps=steps, epochs=args.epochs or mode["epochs"] or 1,
+      ms=tuple(sorted(set(ms) | {m0})), m0=m0,
+      subset=(args.test_subset if args.test_subset is not None
+              else mode["test_subset"]))
 
-  def say(msg):
-    print(msg, file=sys.stderr, flush=True)
-    print(msg, file=log, flush=True)
 
-  from fedasync_jax import experiment
-  base = make_config(st, data_path, m=m0, rounds=rounds, epochs=epochs,
-                     steps=steps, beta=args.delay_beta, seed=args.seed)
-  t = time.perf_counter()
-  fed = experiment.load_data(base)
-  say(f"loaded {fed.name}: {fed.train.num_clients} clients, sizes "
-      f"{fed.train.counts.tolist()} ({time.perf_counter() - t:.1f} s)")
-  mean = time_unit_mean(fed, base)
-
-  runs = {}
-  hist_rows = []
+def run_all(ctx, fed, data_path, out_dir, say):
+  """AFL for every M, FedAvg at the default M (and AFL with
+  ``--compare-afl-lr``); returns ``{label: (cfg, Run)}`` and the label of
+  the comparison run (or None). Writes history.csv as it goes."""
+  a = ctx.args
+  mean = time_unit_mean(fed, make_config(
+      ctx.st, data_path, m=ctx.m0, rounds=ctx.rounds, epochs=ctx.epochs,
+      steps=ctx.steps, beta=a.delay_beta, seed=a.seed))
+  runs, hist_rows = {}, []
 
   def run(label, afl_lr=None, **kw):
-    cfg = make_config(st, data_path, rounds=rounds, epochs=epochs,
-                      steps=steps, beta=args.delay_beta, seed=args.seed, **kw)
+    cfg = make_config(ctx.st, data_path, rounds=ctx.rounds, epochs=ctx.epochs,
+                      steps=ctx.steps, beta=a.delay_beta, seed=a.seed, **kw)
     cfg = common.with_fields(cfg, delays={"mean": mean}, rule={
-        "afl_lr": args.afl_lr if afl_lr is None else afl_lr})
-    s = common.build(cfg, test_subset=subset, fed=fed)
+        "afl_lr": a.afl_lr if afl_lr is None else afl_lr})
+    s = common.build(cfg, test_subset=ctx.subset, fed=fed)
     say(f"run {label}: {s.schedule.num_arrivals} client updates, "
         f"{int(s.schedule.stats['num_versions'])} versions")
-    r = common.simulate(s, cfg, label=label, log=log)
+    r = common.simulate(s, cfg, label=label, log=say)
     say(f"  done in {r.wall_s:.0f} s: final test loss "
         f"{r.history[-1]['loss']:.4f}, accuracy "
         f"{r.history[-1]['accuracy']:.4f}, mean staleness "
         f"{r.out.arrivals['staleness'].mean():.2f}")
     runs[label] = (cfg, r)
     m = cfg.run.concurrency
-    for h in r.history:
-      hist_rows.append({"run": label, "rule": cfg.rule.name,
-                        "clients_per_round": m,
-                        "round": h["updates"] / m, **h})
+    hist_rows.extend({"run": label, "rule": cfg.rule.name,
+                      "clients_per_round": m, "round": h["updates"] / m, **h}
+                     for h in r.history)
     common.write_rows(out_dir / "history.csv", hist_rows)
-    return r
 
-  for m in ms:
+  for m in ctx.ms:
     run(f"afl_M{m}", m=m)
-  run(f"fedavg_M{m0}", m=m0, rule="fedavg")
+  run(f"fedavg_M{ctx.m0}", m=ctx.m0, rule="fedavg")
   cmp_label = None
-  if args.compare_afl_lr is not None:
-    cmp_label = f"afl_M{m0}_lr{args.compare_afl_lr:g}"
-    run(cmp_label, m=m0, afl_lr=args.compare_afl_lr)
+  if a.compare_afl_lr is not None:
+    cmp_label = f"afl_M{ctx.m0}_lr{a.compare_afl_lr:g}"
+    run(cmp_label, m=ctx.m0, afl_lr=a.compare_afl_lr)
+  return runs, cmp_label
 
-  # ---------------- figures
-  def loss_axis(ax, values):
-    v = np.asarray([x for x in values if np.isfinite(x) and x > 0])
-    if v.size and v.max() / v.min() > 4:
-      ax.set_yscale("log")
-      ax.set_ylabel(ax.get_ylabel() + " (log scale)")
 
-  main_cfg, main_run = runs[f"afl_M{m0}"]
-  sync_cfg, sync_run = runs[f"fedavg_M{m0}"]
+# ---------------------------------------------------------------------------
+# Figures.
 
-  def xy(r, m, key="loss"):
-    h = r.history
-    return (np.array([e["updates"] / m for e in h]),
-            np.array([e["time"] for e in h]),
-            np.array([e[key] for e in h]))
 
+def loss_axis(ax, values):
+  v = np.asarray([x for x in values if np.isfinite(x) and x > 0])
+  if v.size and v.max() / v.min() > 4:
+    ax.set_yscale("log")
+    ax.set_ylabel(ax.get_ylabel() + " (log scale)")
+
+
+def xy(r, m, key="loss"):
+  """(rounds, simulated times, ``key`` values) of a run's evaluations."""
+  h = r.history
+  return (np.array([e["updates"] / m for e in h]),
+          np.array([e["time"] for e in h]), np.array([e[key] for e in h]))
+
+
+def fig_server_loss(ctx, runs, cmp_label, out_dir):
+  """Figure 1: server loss and accuracy of AFL at the default M."""
+  m0, a = ctx.m0, ctx.args
+  main_run = runs[f"afl_M{m0}"][1]
   fig = common.figure(figsize=(10, 4))
   ax1, ax2 = fig.subplots(1, 2)
-  rr, tt, ll = xy(main_run, m0)
-  ax1.plot(rr * m0, ll, marker="o", label=f"afl_lr {args.afl_lr:g}")
+  rr, _, ll = xy(main_run, m0)
+  ax1.plot(rr * m0, ll, marker="o", label=f"afl_lr {a.afl_lr:g}")
+  _, _, aa = xy(main_run, m0, "accuracy")
+  ax2.plot(rr * m0, aa, marker="o", color="C2", label=f"afl_lr {a.afl_lr:g}")
   if cmp_label:
     rc, _, lc = xy(runs[cmp_label][1], m0)
+    _, _, ac = xy(runs[cmp_label][1], m0, "accuracy")
     ax1.plot(rc * m0, lc, marker="s", color="C1",
-             label=f"afl_lr {args.compare_afl_lr:g}")
+             label=f"afl_lr {a.compare_afl_lr:g}")
+    ax2.plot(rc * m0, ac, marker="s", color="C1",
+             label=f"afl_lr {a.compare_afl_lr:g}")
     ax1.legend()
+    ax2.legend()
   ax1.set_xlabel("server version (= client updates, AFL)")
   ax1.set_ylabel("server test loss (NLL)")
   loss_axis(ax1, ll)
@@ -206,13 +217,6 @@ def main(name, argv=None):
   top = ax1.secondary_xaxis("top", functions=(lambda v: v / m0,
                                               lambda r: r * m0))
   top.set_xlabel("round")
-  _, _, aa = xy(main_run, m0, "accuracy")
-  ax2.plot(rr * m0, aa, marker="o", color="C2", label=f"afl_lr {args.afl_lr:g}")
-  if cmp_label:
-    _, _, ac = xy(runs[cmp_label][1], m0, "accuracy")
-    ax2.plot(rc * m0, ac, marker="s", color="C1",
-             label=f"afl_lr {args.compare_afl_lr:g}")
-    ax2.legend()
   ax2.set_xlabel("server version")
   ax2.set_ylabel("test accuracy")
   for ax in (ax1, ax2):
@@ -220,121 +224,105 @@ def main(name, argv=None):
   fig.tight_layout()
   fig.savefig(out_dir / "fig1_server_loss.png", dpi=110)
 
-  part = main_run.out.participation
+
+def fig_participation(ctx, part, counts, out_dir):
+  """Figure 2: applied updates per client."""
   fig = common.figure(figsize=(6, 4))
   ax = fig.subplots()
   ax.bar(np.arange(len(part)), part)
-  for i, (p, n) in enumerate(zip(part, fed.train.counts)):
+  for i, (p, n) in enumerate(zip(part, counts)):
     ax.text(i, p, f"{n}", ha="center", va="bottom", fontsize=7)
   ax.set_xlabel("client (label above bar: its number of examples)")
   ax.set_ylabel("applied updates")
-  ax.set_title(f"participation, AFL M={m0}, uniform sampling")
+  ax.set_title(f"participation, AFL M={ctx.m0}, uniform sampling")
   fig.tight_layout()
   fig.savefig(out_dir / "fig2_participation.png", dpi=110)
 
-  def loss_figure(lines, round_label, name):
-    """Server test loss against rounds (left) and simulated time (right)
-    of ``(label, run, M)`` lines."""
-    fig = common.figure(figsize=(10, 4))
-    ax1, ax2 = fig.subplots(1, 2)
-    allv = []
-    for lab, r, m in lines:
-      rr, tt, ll = xy(r, m)
-      allv += list(ll)
-      ax1.plot(rr, ll, marker=".", label=lab)
-      ax2.plot(tt, ll, marker=".", label=lab)
-    ax1.set_xlabel(round_label)
-    ax2.set_xlabel("simulated time")
-    for ax in (ax1, ax2):
-      ax.set_ylabel("server test loss")
-      loss_axis(ax, allv)
-      ax.grid(alpha=0.3)
-      ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / name, dpi=110)
 
-  loss_figure([(f"M={m}", runs[f"afl_M{m}"][1], m) for m in ms],
-              "round (M client updates)", "fig3_clients_per_round.png")
-  lines = [("asynchronous (afl)", main_run, m0),
-           ("synchronous (fedavg)", sync_run, m0)]
+def loss_figure(lines, round_label, path):
+  """Server test loss against rounds (left) and simulated time (right)
+  of ``(label, run, M)`` lines (figures 3 and 4)."""
+  fig = common.figure(figsize=(10, 4))
+  ax1, ax2 = fig.subplots(1, 2)
+  allv = []
+  for lab, r, m in lines:
+    rr, tt, ll = xy(r, m)
+    allv += list(ll)
+    ax1.plot(rr, ll, marker=".", label=lab)
+    ax2.plot(tt, ll, marker=".", label=lab)
+  ax1.set_xlabel(round_label)
+  ax2.set_xlabel("simulated time")
+  for ax in (ax1, ax2):
+    ax.set_ylabel("server test loss")
+    loss_axis(ax, allv)
+    ax.grid(alpha=0.3)
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
+def figures(ctx, runs, cmp_label, fed, out_dir):
+  m0 = ctx.m0
+  fig_server_loss(ctx, runs, cmp_label, out_dir)
+  fig_participation(ctx, runs[f"afl_M{m0}"][1].out.participation,
+                    fed.train.counts, out_dir)
+  loss_figure([(f"M={m}", runs[f"afl_M{m}"][1], m) for m in ctx.ms],
+              "round (M client updates)",
+              out_dir / "fig3_clients_per_round.png")
+  lines = [("asynchronous (afl)", runs[f"afl_M{m0}"][1], m0),
+           ("synchronous (fedavg)", runs[f"fedavg_M{m0}"][1], m0)]
   if cmp_label:
-    lines.append((f"asynchronous (afl, afl_lr {args.compare_afl_lr:g})",
+    lines.append((f"asynchronous (afl, afl_lr {ctx.args.compare_afl_lr:g})",
                   runs[cmp_label][1], m0))
   loss_figure(lines, f"round ({m0} client updates)",
-              "fig4_async_vs_sync.png")
+              out_dir / "fig4_async_vs_sync.png")
 
-  # ---------------- summary
-  def final(r):
-    return r.history[-1]
 
-  def at_time(r, t_lim):
-    best = [e for e in r.history if e["time"] <= t_lim]
-    return best[-1] if best else r.history[0]
-  t_sync_end = sync_run.history[-1]["time"]
-  t_async_end = main_run.history[-1]["time"]
-  ps = common.participation_stats(part)
-  from fedasync_jax import delays as delays_lib
-  d = main_cfg.delays
-  speeds = delays_lib.device_speeds(d.speeds, fed.train.num_clients,
-                                    seed=main_cfg.run.seed, mean=d.mean,
-                                    sigma=d.sigma)
-  rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
-  rho = float(np.corrcoef(rank(part), rank(-speeds))[0, 1])
-  rows = []
-  for m in ms:
-    cfg, r = runs[f"afl_M{m}"]
-    f = final(r)
-    rows.append(f"| afl | {m} | {rounds} | {r.out.arrivals['staleness'].mean():.2f} | "
-                f"{int(r.out.arrivals['staleness'].max())} | {f['time']:.2f} | "
-                f"{f['loss']:.4f} | {f['accuracy']:.4f} | {r.wall_s:.0f} |")
-  f = final(sync_run)
-  rows.append(f"| fedavg | {m0} | {rounds} | 0 | 0 | {f['time']:.2f} | "
-              f"{f['loss']:.4f} | {f['accuracy']:.4f} | {sync_run.wall_s:.0f} |")
+# ---------------------------------------------------------------------------
+# Summary.
+
+
+def final(r):
+  return r.history[-1]
+
+
+def table_rows(ctx, runs, cmp_label):
+  """The results table's rows (markdown)."""
+  rounds, m0 = ctx.rounds, ctx.m0
+
+  def row(rule, m, r, stale=True):
+    f, st = final(r), r.out.arrivals["staleness"]
+    tau = f"{st.mean():.2f} | {int(st.max())}" if stale else "0 | 0"
+    return (f"| {rule} | {m} | {rounds} | {tau} | {f['time']:.2f} | "
+            f"{f['loss']:.4f} | {f['accuracy']:.4f} | {r.wall_s:.0f} |")
+  rows = [row("afl", m, runs[f"afl_M{m}"][1]) for m in ctx.ms]
+  rows.append(row("fedavg", m0, runs[f"fedavg_M{m0}"][1], stale=False))
   if cmp_label:
-    r = runs[cmp_label][1]
-    f = final(r)
-    rows.append(f"| afl (afl_lr {args.compare_afl_lr:g}) | {m0} | {rounds} | "
-                f"{r.out.arrivals['staleness'].mean():.2f} | "
-                f"{int(r.out.arrivals['staleness'].max())} | {f['time']:.2f} | "
-                f"{f['loss']:.4f} | {f['accuracy']:.4f} | {r.wall_s:.0f} |")
-  c = main_cfg.client
-  local = (f"{c.epochs} local epoch{'s' if c.epochs != 1 else ''} over the client's data" if c.steps is None else
-           f"{c.steps} local steps of batch {c.batch_size} "
-           f"({c.steps * c.batch_size} examples, instead of 10 epochs over "
-           f"~{int(fed.train.counts.mean())} examples)")
-  s_same = at_time(sync_run, t_async_end)
-  data_note = ""
-  if name == "cifar10":
-    data_note = (
-        "\n**Data: CIFAR-10 here is the JPEG-decoded copy "
-        "(`cifar10_jpeg_bytes.npz`, lossy, about 30 dB PSNR to the "
-        "originals), read by `experiment.load_data` through "
-        "`datasets.load_cifar10_jpeg` (because `data.path` ends in "
-        "`jpeg_bytes.npz`) and normalised with the CIFAR-10 channel "
-        "statistics. Accuracies are not comparable one-to-one with results "
-        "on the original PNG images.**\n\n"
-        "The initial server loss (~32) is that of the freshly initialised ResNet-20 evaluated with its initial batch-norm running statistics (mean 0, variance 1), which do not match the activations; it falls to ~2-5 after the first round, as the running statistics are mixed in from the clients.\n")
-  full_updates = (sum(st['ms']) * st['full']['rounds']
-                  + st['default_m'] * st['full']['rounds'])
-  work = sum(float(np.sum(r.setup.fed.train.counts[
-      r.out.arrivals["client"]])) * (c.epochs if c.steps is None else 0)
-      + (len(r.out.arrivals["client"]) * c.steps * c.batch_size
-         if c.steps is not None else 0) for _, r in runs.values())
-  rate = work / max(sum(r.wall_s for _, r in runs.values()), 1e-9)
+    rows.append(row(f"afl (afl_lr {ctx.args.compare_afl_lr:g})", m0,
+                    runs[cmp_label][1]))
+  return rows
 
-  def trend(r):
-    h = r.history
-    ls = np.array([e["loss"] for e in h])
-    last = ls[-min(4, len(ls) - 1):]
-    return (f"{ls[0]:.2f} -> {ls[-1]:.2f} (mean of the last {len(last)} "
-            f"evaluations {last.mean():.2f}, mean |change| between "
-            f"evaluations {np.abs(np.diff(ls)).mean():.2f}), accuracy "
-            f"{h[0]['accuracy']:.2f} -> {h[-1]['accuracy']:.2f}")
-  reading = (
+
+def trend(r):
+  h = r.history
+  ls = np.array([e["loss"] for e in h])
+  last = ls[-min(4, len(ls) - 1):] if len(ls) > 1 else ls
+  change = np.abs(np.diff(ls)).mean() if len(ls) > 1 else 0.0
+  return (f"{ls[0]:.2f} -> {ls[-1]:.2f} (mean of the last {len(last)} "
+          f"evaluations {last.mean():.2f}, mean |change| between "
+          f"evaluations {change:.2f}), accuracy "
+          f"{h[0]['accuracy']:.2f} -> {h[-1]['accuracy']:.2f}")
+
+
+def reading_paragraph(ctx, runs, cmp_label):
+  """The summary's "Reading" paragraph."""
+  a, m0, rounds = ctx.args, ctx.m0, ctx.rounds
+  main_run, sync_run = runs[f"afl_M{m0}"][1], runs[f"fedavg_M{m0}"][1]
+  return (
       f"Server test loss over {rounds} rounds with M={m0}: AFL (afl_lr "
-      f"{args.afl_lr:g}) {trend(main_run)}; synchronous FedAvg "
+      f"{a.afl_lr:g}) {trend(main_run)}; synchronous FedAvg "
       f"{trend(sync_run)}"
-      + (f"; AFL with afl_lr {args.compare_afl_lr:g} "
+      + (f"; AFL with afl_lr {a.compare_afl_lr:g} "
          f"{trend(runs[cmp_label][1])}" if cmp_label else "")
       + ". The server is evaluated once per round, so a single final value "
       "of a noisy curve says little; compare the means. With afl_lr 1 the "
@@ -344,21 +332,94 @@ def main(name, argv=None):
       f"trained on a few classes under Dirichlet(0.5): its loss jumps from "
       f"arrival to arrival, while FedAvg's average of M models moves "
       f"smoothly"
-      + (f"; a smaller server rate (afl_lr {args.compare_afl_lr:g}, i.e. "
-         f"weight ~{args.compare_afl_lr:g} n_k/n_bar) averages over "
+      + (f"; a smaller server rate (afl_lr {a.compare_afl_lr:g}, i.e. "
+         f"weight ~{a.compare_afl_lr:g} n_k/n_bar) averages over "
          f"several arrivals and gives a smooth curve" if cmp_label else "")
       + ". M changes the staleness (mean "
       + ", ".join(f"{runs[f'afl_M{m}'][1].out.arrivals['staleness'].mean():.1f}"
-                  f" at M={m}" for m in ms)
+                  f" at M={m}" for m in ctx.ms)
       + ") and the simulated time per round. In simulated time AFL is much "
       f"faster than FedAvg (no barrier): it finished {rounds} rounds at "
-      f"t={t_async_end:.1f} against {t_sync_end:.1f}.")
-  full_cmd = f"python experiments/afl_{name}.py"
+      f"t={main_run.history[-1]['time']:.1f} against "
+      f"{sync_run.history[-1]['time']:.1f}.")
+
+
+DATA_NOTE_CIFAR = (
+    "\n**Data: CIFAR-10 here is the JPEG-decoded copy "
+    "(`cifar10_jpeg_bytes.npz`, lossy, about 30 dB PSNR to the "
+    "originals), read by `experiment.load_data` through "
+    "`datasets.load_cifar10_jpeg` (because `data.path` ends in "
+    "`jpeg_bytes.npz`) and normalised with the CIFAR-10 channel "
+    "statistics. Accuracies are not comparable one-to-one with results "
+    "on the original PNG images.**\n\n"
+    "The initial server loss (~32) is that of the freshly initialised "
+    "ResNet-20 evaluated with its initial batch-norm running statistics "
+    "(mean 0, variance 1), which do not match the activations; it falls to "
+    "~2-5 after the first round, as the running statistics are mixed in "
+    "from the clients.\n")
+
+
+def participation_numbers(ctx, runs, fed):
+  """Participation statistics of the main run and the Spearman
+  correlation of participation with device speed."""
+  from fedasync_jax import delays as delays_lib
+  main_cfg, main_run = runs[f"afl_M{ctx.m0}"]
+  part = main_run.out.participation
+  d = main_cfg.delays
+  speeds = delays_lib.device_speeds(d.speeds, fed.train.num_clients,
+                                    seed=main_cfg.run.seed, mean=d.mean,
+                                    sigma=d.sigma)
+
+  def rank(v):
+    return np.argsort(np.argsort(v))
+  return (common.participation_stats(part),
+          float(np.corrcoef(rank(part), rank(-speeds))[0, 1]))
+
+
+def length_numbers(ctx, runs, fed):
+  """(shortened?, local-work text, examples/s over all runs, full-length
+  client updates)."""
+  st, a = ctx.st, ctx.args
+  c = runs[f"afl_M{ctx.m0}"][0].client
+  local = (f"{c.epochs} local epoch{'s' if c.epochs != 1 else ''} over the "
+           f"client's data" if c.steps is None else
+           f"{c.steps} local steps of batch {c.batch_size} "
+           f"({c.steps * c.batch_size} examples, instead of 10 epochs over "
+           f"~{int(fed.train.counts.mean())} examples)")
+  work = sum(float(np.sum(r.setup.fed.train.counts[
+      r.out.arrivals["client"]])) * (c.epochs if c.steps is None else 0)
+      + (len(r.out.arrivals["client"]) * c.steps * c.batch_size
+         if c.steps is not None else 0) for _, r in runs.values())
+  rate = work / max(sum(r.wall_s for _, r in runs.values()), 1e-9)
   full = st["full"]
-  shortened = (args.quick or c.steps is not None or rounds < full["rounds"]
+  shortened = (a.quick or a.smoke or c.steps is not None
+               or ctx.rounds < full["rounds"]
                or (c.steps is None and c.epochs < full["epochs"])
-               or tuple(ms) != tuple(st["ms"]))
-  header = ("QUICK RUN (`--quick`): heavily shortened, see below."
+               or tuple(ctx.ms) != tuple(st["ms"]))
+  full_updates = (sum(st["ms"]) * full["rounds"]
+                  + st["default_m"] * full["rounds"])
+  return shortened, local, rate, full_updates
+
+
+def summary_markdown(ctx, runs, cmp_label, fed, prov):
+  """summary.md (the text every recorded summary was written with)."""
+  st, args, name = ctx.st, ctx.args, ctx.name
+  rounds, ms, m0, subset = ctx.rounds, ctx.ms, ctx.m0, ctx.subset
+  main_run, sync_run = runs[f"afl_M{m0}"][1], runs[f"fedavg_M{m0}"][1]
+  c = runs[f"afl_M{m0}"][0].client
+  rows = table_rows(ctx, runs, cmp_label)
+  ps, rho = participation_numbers(ctx, runs, fed)
+  shortened, local, rate, full_updates = length_numbers(ctx, runs, fed)
+  t_sync_end = sync_run.history[-1]["time"]
+  t_async_end = main_run.history[-1]["time"]
+  s_same = [e for e in sync_run.history if e["time"] <= t_async_end]
+  s_same = s_same[-1] if s_same else sync_run.history[0]
+  data_note = DATA_NOTE_CIFAR if name == "cifar10" else ""
+  reading = reading_paragraph(ctx, runs, cmp_label)
+  full_cmd = f"python experiments/afl_{name}.py"
+  header = ("SMOKE RUN (`--smoke`): generated data, a few updates; the "
+            "numbers mean nothing." if args.smoke else
+            "QUICK RUN (`--quick`): heavily shortened, see below."
             if args.quick else
             "SHORTENED RUN (not `--quick`, but shorter than the paper; see "
             "below)." if shortened else "Full-length run.")
@@ -436,12 +497,33 @@ use `--rounds`, `--epochs`/`--steps`, `--ms` to pick an intermediate length).
 ## Provenance
 
 {prov.markdown()}"""
+  return md
+
+
+def main(name, argv=None):
+  """Experiment 1 (``name="mnist"``) or 2 (``"cifar10"``)."""
+  args = parser(name).parse_args(argv)
+  prov = common.Provenance()
+  ctx = resolve(name, args)
+  out_dir, data_path = common.prepare(args, f"afl_{name}", ctx.st["file"])
+  say = common.Log(out_dir)
+  from fedasync_jax import experiment
+  t = time.perf_counter()
+  fed = experiment.load_data(make_config(
+      ctx.st, data_path, m=ctx.m0, rounds=ctx.rounds, epochs=ctx.epochs,
+      steps=ctx.steps, beta=args.delay_beta, seed=args.seed))
+  say(f"loaded {fed.name}: {fed.train.num_clients} clients, sizes "
+      f"{fed.train.counts.tolist()} ({time.perf_counter() - t:.1f} s)")
+  runs, cmp_label = run_all(ctx, fed, data_path, out_dir, say)
+  figures(ctx, runs, cmp_label, fed, out_dir)
+  md = summary_markdown(ctx, runs, cmp_label, fed, prov)
   (out_dir / "summary.md").write_text(md)
   common.write_json(out_dir / "summary.json", {
       "runs": {k: {"final": final(r), "wall_s": r.wall_s,
                    "mean_staleness": float(r.out.arrivals["staleness"].mean()),
                    "participation": r.out.participation.tolist(),
                    "config": cfg} for k, (cfg, r) in runs.items()},
-      "wall_s": prov.wall(), "command": prov.command, "quick": args.quick})
+      "wall_s": prov.wall(), "command": prov.command, "quick": args.quick,
+      "smoke": args.smoke})
   say(f"wrote {out_dir}/summary.md ({prov.wall():.0f} s)")
-  log.close()
+  say.close()

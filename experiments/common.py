@@ -1,11 +1,17 @@
 """Helpers shared by the experiment scripts (not part of the library).
 
-* locating the shared real data (``--data-dir``) and skipping cleanly when it
-  is absent;
-* building a run from a ``fedasync_jax.run.config.Config`` through the library's
-  own ``experiment.setup`` and running it with ``executor.simulate``,
-  optionally evaluating on a test subset (cheaper evaluations on this 2-core
-  CPU);
+* the command line every experiment shares (``--quick``, ``--smoke``,
+  ``--data-dir``, ``--out``) and where a run reads and writes
+  (``prepare``): the real data in ``--data-dir`` (skipping cleanly when it
+  is absent), or, for ``--smoke``, a tiny generated stand-in, with the
+  outputs in ``--out`` (a new temporary folder by default) so that a smoke
+  run never touches ``experiments/results/``;
+* building a run from a ``fedasync_jax.config.Config`` through the
+  library's public pieces (``experiment.load_data`` / ``make_model`` /
+  ``make_rule_from`` / ``make_schedule``, ``client.local_update``,
+  ``tasks.task_hparams``) and running it with ``executor.simulate``,
+  optionally evaluating on a test subset (cheaper evaluations on this
+  2-core CPU);
 * provenance (command, machine, date, wall time) for the summaries.
 """
 
@@ -13,29 +19,35 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import platform
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
 
-from fedasync_jax import results
-from fedasync_jax import tasks, types
-
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+if str(REPO) not in sys.path:  # run from a checkout without installing
+  sys.path.insert(0, str(REPO))
 RESULTS = HERE / "results"
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DEFAULT_DATA = REPO / ".." / "shared" / "data"
+
+from fedasync_jax import results, tasks  # noqa: E402
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=description)
   p.add_argument("--quick", action="store_true",
                  help="a short run that finishes in minutes on a 2-core CPU")
+  p.add_argument("--smoke", action="store_true",
+                 help="a tiny run on generated data (seconds) that writes "
+                      "to --out (default: a new temporary folder)")
   p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
                  help="folder with mnist.npz / cifar10_jpeg_bytes.npz "
                       "(default: ../shared/data beside the repository)")
@@ -50,8 +62,60 @@ def require(data_dir: Path, filename: str) -> Path:
   if not path.is_file():
     print(f"SKIPPED: {path} not found. This experiment needs the real data "
           f"file {filename}; pass --data-dir DIR to point at a folder that "
-          f"has it.", file=sys.stderr)
+          f"has it (or --smoke for a tiny run on generated data).",
+          file=sys.stderr)
     sys.exit(0)
+  return path.resolve()
+
+
+def output_dir(args, name: str) -> Path:
+  """``--out``, else a temporary folder for ``--smoke``, else
+  ``experiments/results/<name>``; created."""
+  if args.out is not None:
+    out = Path(args.out)
+  elif args.smoke:
+    out = Path(tempfile.mkdtemp(prefix=f"smoke_{name}_"))
+  else:
+    out = RESULTS / name
+  out.mkdir(parents=True, exist_ok=True)
+  return out
+
+
+def prepare(args, name: str, filename: Optional[str] = "mnist.npz"):
+  """``(output folder, data file)`` of a run: the real ``filename`` in
+  ``--data-dir`` (exit(0) when absent), or with ``--smoke`` a generated
+  stand-in written into the output folder."""
+  out = output_dir(args, name)
+  if filename is None:
+    return out, None
+  if args.smoke:
+    return out, smoke_data(out, "cifar10" if "cifar" in filename
+                           else "mnist")
+  return out, require(args.data_dir, filename)
+
+
+def fake_images(n, shape, seed=0, num_classes=10):
+  """``n`` uint8 images of ``shape`` whose class is a bright horizontal
+  band (class c at rows 2c..2c+2) on noise, and their int64 labels."""
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, num_classes, n)
+  x = rng.integers(0, 60, (n,) + tuple(shape)).astype(np.uint8)
+  rows = np.arange(shape[0])[None, :]
+  x[(rows >= 2 * y[:, None]) & (rows < 2 * y[:, None] + 3)] += np.uint8(150)
+  return x, y.astype(np.int64)
+
+
+def smoke_data(folder: Path, kind: str = "mnist") -> Path:
+  """Writes a tiny MNIST- or CIFAR-10-shaped ``.npz`` (``x_train, y_train,
+  x_test, y_test``, uint8 ``fake_images``) into ``folder``; returns it.
+  The CIFAR stand-in is not named ``*jpeg_bytes.npz``, so
+  ``experiment.load_data`` reads it as a plain ``.npz``."""
+  shape, n = ((28, 28), 2000) if kind == "mnist" else ((32, 32, 3), 600)
+  path = Path(folder) / f"{kind}_smoke.npz"
+  if not path.exists():
+    x, y = fake_images(n, shape, seed=0)
+    xt, yt = fake_images(200, shape, seed=1)
+    np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
   return path.resolve()
 
 
@@ -97,6 +161,20 @@ class Provenance:
             f"- wall time: {w:.0f} s ({w / 60:.1f} min)\n")
 
 
+class Log:
+  """Prints to stderr and to ``<out>/log.txt``."""
+
+  def __init__(self, out: Path):
+    self.file = open(Path(out) / "log.txt", "w")
+
+  def __call__(self, msg: str):
+    print(msg, file=sys.stderr, flush=True)
+    print(msg, file=self.file, flush=True)
+
+  def close(self):
+    self.file.close()
+
+
 def fmt(x, nd=3) -> str:
   if x is None or (isinstance(x, float) and not np.isfinite(x)):
     return "n/a"
@@ -107,8 +185,21 @@ def fmt(x, nd=3) -> str:
 # Running one configuration.
 
 
+class Setup(NamedTuple):
+  """A run's pieces (the fields of ``experiment.Setup``)."""
+  fed: object
+  model: object
+  update: object
+  rule: object
+  schedule: object
+  hparams: object
+  params: object
+  eval_fn: object
+  eval_every_versions: int
+
+
 class Run(NamedTuple):
-  setup: object     # experiment.Setup (with any substitutions)
+  setup: Setup
   out: object       # types.RunResult
   history: list     # dicts: version, updates, time, loss, accuracy
   wall_s: float
@@ -120,63 +211,58 @@ def history_of(out) -> list:
           for e in out.evals]
 
 
-def training_loss(model, fed, cfg):
-  """``model.loss``, with uint8 training images standardized inside it the
-  way ``experiment.make_model`` does (the library keeps training images
-  uint8 on the device and standardizes each minibatch;
-  ``experiment.with_image_inputs`` passes float inputs through, so wrapping
-  an already wrapped model changes nothing)."""
+def client_optimizer(c):
+  """The optax optimizer that ``c`` (a config's ``client`` section)
+  names: the library's ``experiment.make_optimizer`` where it exists, else
+  built here from the same fields."""
+  import optax
   from fedasync_jax import experiment
-  if fed.train.x.dtype != np.uint8:
-    return model.loss
-  return experiment.with_image_inputs(model, cfg.data.name).loss
+  make = getattr(experiment, "make_optimizer", None)
+  if make is not None:
+    return make(c)
+  if c.optimizer == "sgd":
+    return optax.sgd(c.lr, momentum=getattr(c, "momentum", 0.0) or None)
+  return getattr(optax, c.optimizer)(c.lr)
 
 
-def build(cfg, *, test_subset: Optional[int] = None, fed=None):
-  """``experiment.setup(cfg)`` with optional substitutions.
+def build(cfg, *, fed=None, test_subset: Optional[int] = None) -> Setup:
+  """A run's pieces from ``cfg`` through the library's public builders.
 
   The models are the library's as they are (``experiment.make_model``; on
   CPU ``models.mnist_cnn`` / ``models.resnet20`` use the loop-friendly
-  convolution of ``fedasync_jax.models.conv`` by default).
+  convolution of ``fedasync_jax.models.conv`` by default; uint8 training
+  images are standardized by the model).
 
   Args:
     cfg: a validated ``config.Config``.
-    test_subset: evaluate on the first ``test_subset`` test examples.
     fed: reuse already loaded ``FederatedData`` (same ``cfg.data``).
+    test_subset: evaluate on the first ``test_subset`` test examples.
   """
   import jax
-  from fedasync_jax import client, experiment, models, reference
+  from fedasync_jax import client, experiment, models
   if fed is None:
-    s = experiment.setup(cfg)
-  else:
-    model = experiment.make_model(cfg, fed)
-    rule = experiment.make_rule_from(cfg, fed)
-    sched = experiment.make_schedule(cfg, fed, rule)
-    c = cfg.client
-    s = experiment.Setup(
-        fed, model, None, rule, sched,
-        tasks.task_hparams(sched, prox_rho=c.prox_rho,
-                               delay_beta=c.delay_beta),
-        model.init(jax.random.key(cfg.run.seed)), None, 1)
-    per_version = (rule.arrivals_per_version if rule.arrivals_per_version
-                   else cfg.run.concurrency)
-    s = s._replace(eval_every_versions=max(
-        1, -(-cfg.run.eval_every // per_version)))
-  model = s.model
+    fed = experiment.load_data(cfg)
+  model = experiment.make_model(cfg, fed)
+  rule = experiment.make_rule_from(cfg, fed)
+  sched = experiment.make_schedule(cfg, fed, rule)
   c = cfg.client
   update = client.local_update(
-      training_loss(model, s.fed, cfg),
-      experiment._optimizer(c.optimizer, c.lr, c.momentum),
-      batch_size=c.batch_size, max_examples=s.fed.train.max_count,
-      epochs=c.epochs, steps=c.steps, epoch_decay=c.epoch_decay,
-      patience=c.patience, stateful=model.stateful)
-  n = len(s.fed.y_test) if test_subset is None else int(test_subset)
-  eval_fn = models.make_evaluator(model, s.fed.x_test[:n], s.fed.y_test[:n])
-  return s._replace(model=model, update=update, eval_fn=eval_fn,
-                    params=model.init(jax.random.key(cfg.run.seed)))
+      model.loss, client_optimizer(c), batch_size=c.batch_size,
+      max_examples=fed.train.max_count, epochs=c.epochs, steps=c.steps,
+      epoch_decay=c.epoch_decay, patience=c.patience,
+      stateful=model.stateful)
+  n = len(fed.y_test) if test_subset is None else int(test_subset)
+  per_version = rule.arrivals_per_version or cfg.run.concurrency
+  return Setup(
+      fed, model, update, rule, sched,
+      tasks.task_hparams(sched, prox_rho=c.prox_rho,
+                         delay_beta=c.delay_beta),
+      model.init(jax.random.key(cfg.run.seed)),
+      models.make_evaluator(model, fed.x_test[:n], fed.y_test[:n]),
+      max(1, math.ceil(cfg.run.eval_every / per_version)))
 
 
-def simulate(s, cfg, *, label: str = "", log=None) -> Run:
+def simulate(s: Setup, cfg, *, label: str = "", log=None) -> Run:
   """Runs a setup with the vectorized executor, printing progress."""
   import jax
   from fedasync_jax import executor
@@ -187,15 +273,14 @@ def simulate(s, cfg, *, label: str = "", log=None) -> Run:
     acc = (info.get("last_eval") or {}).get("accuracy", float("nan"))
     msg = (f"  [{label}] {info['arrivals_done']}/{total} updates, "
            f"{time.perf_counter() - t0:.0f} s, last test acc {acc:.3f}")
-    print(msg, file=log or sys.stderr, flush=True)
+    print(msg, file=getattr(log, "file", log) or sys.stderr, flush=True)
   batching = None if cfg.run.batching == "auto" else cfg.run.batching
   out = executor.simulate(
       s.rule, s.update, s.params, s.fed.train, s.schedule,
       key=jax.random.key(cfg.run.seed), hparams=s.hparams,
       width=cfg.run.width, batching=batching, chunk_steps=cfg.run.chunk_steps,
       eval_fn=s.eval_fn, eval_every=s.eval_every_versions, progress=progress)
-  wall = time.perf_counter() - t0
-  return Run(s, out, history_of(out), wall)
+  return Run(s, out, history_of(out), time.perf_counter() - t0)
 
 
 def with_fields(cfg, **sections):

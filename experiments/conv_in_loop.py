@@ -9,6 +9,11 @@ the AFL paper's MNIST CNN (Adam, batch 64) inside ``client.local_update``
 with ``models.mnist_cnn(conv="lax")`` and with the default
 (``models.mnist_cnn()``), plus the default model's jitted step outside any
 loop as a reference, and writes experiments/results/conv_in_loop/summary.md.
+Random inputs; no data file needed.
+
+Recorded (experiments/results/conv_in_loop/): ``python
+experiments/conv_in_loop.py --quick``. ``--smoke``: one local step, written
+to ``--out``, at batch 8.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
+SMOKE_OUTPUT = "summary.md"
+
 
 def main(argv=None):
   p = common.base_parser(__doc__.splitlines()[0])
@@ -28,9 +35,8 @@ def main(argv=None):
                  help="local steps timed (quick 3, full 10)")
   args = p.parse_args(argv)
   prov = common.Provenance()
-  steps = args.steps or (3 if args.quick else 10)
-  out_dir = args.out or common.RESULTS / "conv_in_loop"
-  out_dir.mkdir(parents=True, exist_ok=True)
+  steps = args.steps or (1 if args.smoke else 3 if args.quick else 10)
+  out_dir, _ = common.prepare(args, "conv_in_loop", None)
 
   import jax
   import jax.numpy as jnp
@@ -38,10 +44,10 @@ def main(argv=None):
   from fedasync_jax import client, models
 
   key = jax.random.key(0)
-  n = 64 * steps
+  b = 8 if args.smoke else 64  # --smoke: batch 8 (the slow path is slow)
+  n = b * steps
   x = jax.random.normal(key, (n, 28, 28))
   y = jnp.arange(n) % 10
-  b = 64
   res = {}
 
   default = models.mnist_cnn()
@@ -76,7 +82,7 @@ def main(argv=None):
     jax.block_until_ready(f(params, key))
     res[name] = (time.perf_counter() - t) / steps
 
-  lines = ["| models.mnist_cnn variant | seconds per local step (batch 64) "
+  lines = [f"| models.mnist_cnn variant | seconds per local step (batch {b}) "
            "| examples/s |", "|---|---|---|"]
   for k, v in res.items():
     lines.append(f"| {k} | {v:.3f} | {b / v:,.0f} |")

@@ -15,6 +15,10 @@ both with lognormal device speeds.
 Part B (training): the AFL MNIST setting of experiment 1 (10 clients,
 Dirichlet(0.5), 5 in flight, Adam 1e-3 with the delay-aware rate, rule
 ``afl``) with both schemes and several seeds: server test loss curves.
+
+Recorded (experiments/results/sampling/): ``python experiments/sampling.py
+--quick``. ``--smoke``: part A with 2 seeds, part B with the MLP, 2 rounds
+of one local step and one seed, on generated images, written to ``--out``.
 """
 
 from __future__ import annotations
@@ -28,10 +32,13 @@ import numpy as np  # noqa: E402
 
 import common  # noqa: E402
 
+SMOKE_OUTPUT = "summary.md"
 SCHEMES = ("uniform", "without_replacement")
+M = 5  # clients in flight (a "round" is M updates)
 
 
 def part_a(fed_counts_10, fed_counts_100, seeds, say):
+  """Participation spread of both schemes, schedules only."""
   from fedasync_jax import delays, scheduler
   out = {}
   for tag, counts, c, total in (("10 clients, 5 in flight", fed_counts_10,
@@ -67,7 +74,7 @@ def part_a(fed_counts_10, fed_counts_100, seeds, say):
   return out
 
 
-def main(argv=None):
+def parse_args(argv):
   p = common.base_parser(__doc__.splitlines()[0])
   p.add_argument("--model", default=None, choices=("mlp", "mnist_cnn"),
                  help="model of part B (quick: mlp, full: mnist_cnn)")
@@ -78,62 +85,47 @@ def main(argv=None):
   p.add_argument("--seeds", default=None,
                  help="training seeds (quick 0..9, full 0..4)")
   args = p.parse_args(argv)
-  prov = common.Provenance()
-  data_path = common.require(args.data_dir, "mnist.npz")
-  model = args.model or ("mlp" if args.quick else "mnist_cnn")
-  rounds = args.rounds or 40
-  steps = args.steps if args.steps is not None else (10 if args.quick
-                                                     else None)
-  seeds = [int(s) for s in (args.seeds or (
-      "0,1,2,3,4,5,6,7,8,9" if args.quick else "0,1,2,3,4")).split(",")]
-  out_dir = args.out or common.RESULTS / "sampling"
-  out_dir.mkdir(parents=True, exist_ok=True)
-  log = open(out_dir / "log.txt", "w")
+  short = args.quick or args.smoke
+  args.model = args.model or ("mlp" if short else "mnist_cnn")
+  args.rounds = args.rounds or (2 if args.smoke else 40)
+  if args.steps is None:
+    args.steps = 1 if args.smoke else 10 if args.quick else None
+  args.seeds = [int(s) for s in (args.seeds or (
+      "0" if args.smoke else "0,1,2,3,4,5,6,7,8,9" if args.quick
+      else "0,1,2,3,4")).split(",")]
+  args.a_seeds = list(range(2 if args.smoke else 20))
+  args.test_subset = 100 if args.smoke else 2000 if args.quick else None
+  return args
 
-  def say(msg):
-    print(msg, file=sys.stderr, flush=True)
-    print(msg, file=log, flush=True)
 
+def part_b(args, st, data_path, fed, mean, out_dir, say):
+  """AFL training with both schemes and every seed; ``{(sel, seed): Run}``."""
   import afl_paper
-  from fedasync_jax import experiment, partition
-  st = dict(afl_paper.SETTINGS["mnist"], model=model)
-  m = 5
-  base = afl_paper.make_config(st, data_path, m=m, rounds=rounds, epochs=10,
-                               steps=steps, beta=0.5, seed=0)
-  fed = experiment.load_data(base)
-  mean = afl_paper.time_unit_mean(fed, base)
-  raw = np.load(data_path)
-  counts100 = np.array([len(q) for q in partition.dirichlet(
-      raw["y_train"], 100, alpha=0.5, seed=0)], float)
-
-  # ------------------------------------------------------------ part A
-  a = part_a(fed.train.counts.astype(float), counts100, list(range(20)), say)
-
-  # ------------------------------------------------------------ part B
-  runs = {}
-  hist = []
+  runs, hist = {}, []
   for sel in SCHEMES:
-    for seed in seeds:
-      cfg = afl_paper.make_config(st, data_path, m=m, rounds=rounds,
-                                  epochs=10, steps=steps, beta=0.5,
+    for seed in args.seeds:
+      cfg = afl_paper.make_config(st, data_path, m=M, rounds=args.rounds,
+                                  epochs=10, steps=args.steps, beta=0.5,
                                   seed=seed, selection=sel)
       # Same data partition for every seed; the seed changes the device
       # speeds, the schedule, the initial model and the training keys.
       cfg = common.with_fields(cfg, delays={"mean": mean},
                                data={"seed": 0})
-      s = common.build(cfg, fed=fed,
-                       test_subset=2000 if args.quick else None)
-      r = common.simulate(s, cfg, label=f"{sel} seed {seed}", log=log)
+      s = common.build(cfg, fed=fed, test_subset=args.test_subset)
+      r = common.simulate(s, cfg, label=f"{sel} seed {seed}", log=say)
       part = r.out.participation
       say(f"[B] {sel} seed {seed}: {r.wall_s:.0f} s; final loss "
           f"{r.history[-1]['loss']:.4f}, acc {r.history[-1]['accuracy']:.4f};"
           f" participation {part.tolist()}")
       runs[(sel, seed)] = r
-      for e in r.history:
-        hist.append({"selection": sel, "seed": seed, **e})
+      hist.extend({"selection": sel, "seed": seed, **e} for e in r.history)
       common.write_rows(out_dir / "history.csv", hist)
+  return runs
 
-  # ------------------------------------------------------------ figures
+
+def figure(args, a, runs, out_dir):
+  """sampling.png: participation CV, one seed's participation, losses."""
+  seeds, m = args.seeds, M
   fig = common.figure(figsize=(15, 4.2))
   axs = fig.subplots(1, 3)
   tags = sorted({t for t, _ in a})
@@ -148,7 +140,7 @@ def main(argv=None):
   axs[0].set_xscale("log")
   axs[0].set_xlabel("client updates")
   axs[0].set_ylabel("participation CV (std/mean over clients)")
-  axs[0].set_title("A: participation spread (20 seeds)")
+  axs[0].set_title(f"A: participation spread ({len(args.a_seeds)} seeds)")
   axs[0].legend(fontsize=7)
   axs[0].grid(alpha=0.3)
   tag10 = [t for t in tags if t.startswith("10 ")][0]
@@ -170,22 +162,24 @@ def main(argv=None):
       axs[2].plot(x, row, color=f"C{i}", alpha=0.25, lw=0.8)
   axs[2].set_xlabel(f"round ({m} client updates)")
   axs[2].set_ylabel("server test loss")
-  axs[2].set_title(f"B: AFL, {model}, {len(seeds)} seeds")
+  axs[2].set_title(f"B: AFL, {args.model}, {len(seeds)} seeds")
   axs[2].legend(fontsize=7)
   axs[2].grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(out_dir / "sampling.png", dpi=110)
 
-  # ------------------------------------------------------------ summary
-  la = []
-  for tag in tags:
-    for sel in SCHEMES:
-      d = a[(tag, sel)]
-      la.append(f"| {tag} | {sel} | {d['checkpoints'][-1]} | "
-                f"{d['cv'][:, -1].mean():.3f} +- {d['cv'][:, -1].std():.3f} | "
-                f"{d['rho']:.2f} |")
-  lb = []
-  finals = {}
+
+def part_a_rows(a):
+  return [f"| {tag} | {sel} | {a[(tag, sel)]['checkpoints'][-1]} | "
+          f"{a[(tag, sel)]['cv'][:, -1].mean():.3f} +- "
+          f"{a[(tag, sel)]['cv'][:, -1].std():.3f} | "
+          f"{a[(tag, sel)]['rho']:.2f} |"
+          for tag in sorted({t for t, _ in a}) for sel in SCHEMES]
+
+
+def part_b_rows(args, runs):
+  """Part B's table rows and the verdict on the difference."""
+  seeds, lb, finals = args.seeds, [], {}
   for sel in SCHEMES:
     f_loss = [runs[(sel, sd)].history[-1]["loss"] for sd in seeds]
     f_acc = [runs[(sel, sd)].history[-1]["accuracy"] for sd in seeds]
@@ -195,30 +189,39 @@ def main(argv=None):
     y = np.array([[e["loss"] for e in runs[(sel, sd)].history]
                   for sd in seeds])
     auc = y[:, 1:].mean(1)
-    finals[sel] = (np.mean(f_loss), np.std(f_loss), auc.mean(), auc.std())
+    finals[sel] = (auc.mean(), auc.std())
     lb.append(f"| {sel} | {np.mean(f_loss):.4f} +- {np.std(f_loss):.4f} | "
               f"{auc.mean():.4f} +- {auc.std():.4f} | "
               f"{np.mean(f_acc):.4f} +- {np.std(f_acc):.4f} | "
               f"{y[:, 1:].std(0).mean():.4f} | {np.mean(cv):.3f} |")
-  (fu, su, au, bu), (fw, sw, aw, bw) = finals[SCHEMES[0]], finals[SCHEMES[1]]
+  (au, bu), (aw, bw) = finals[SCHEMES[0]], finals[SCHEMES[1]]
   noise = 2 * np.hypot(bu, bw) / np.sqrt(len(seeds))
   verdict = (
       f"Mean loss over the run: without replacement {aw:.4f} vs uniform "
       f"{au:.4f} (difference {aw - au:+.4f}; two standard errors of the "
       f"difference of the means over {len(seeds)} seeds: {noise:.4f}). "
       + ("At this length the difference is within two standard errors (not "
-          "significant)."
+         "significant)."
          if abs(aw - au) < noise else
          ("Sampling without replacement gives the lower loss."
           if aw < au else "Uniform sampling gives the lower loss.")))
+  return lb, verdict
+
+
+def summary_markdown(args, base, a, runs, prov):
+  """summary.md (the text the recorded summary was written with)."""
+  la = part_a_rows(a)
+  lb, verdict = part_b_rows(args, runs)
+  model, rounds, m, seeds, steps = (args.model, args.rounds, M, args.seeds,
+                                    args.steps)
   c = base.client
   local = (f"{c.steps} local steps of batch {c.batch_size}" if steps else
            "10 local epochs")
   md = f"""# Client sampling with and without replacement (AFL paper's analysis)
 
-{'QUICK RUN (`--quick`).' if args.quick else 'Full-length run.'}
+{'SMOKE RUN (`--smoke`): generated data; the numbers mean nothing.' if args.smoke else 'QUICK RUN (`--quick`).' if args.quick else 'Full-length run.'}
 
-## A. Participation spread (schedule only, 20 seeds, lognormal speeds)
+## A. Participation spread (schedule only, {len(args.a_seeds)} seeds, lognormal speeds)
 
 | population | selection | updates | participation CV | Spearman(participation, device speed) |
 |---|---|---|---|---|
@@ -237,7 +240,7 @@ equalises participation.
 Model {model}; Adam 1e-3, {local}, delay-aware rate (beta 0.5), rule `afl`;
 {rounds} rounds of {m} updates; seeds {seeds} (the seed changes device
 speeds, schedule, initial model and training keys; the data partition is
-fixed); server loss on {'the first 2000' if args.quick else 'all 10,000'}
+fixed); server loss on {'the first ' + str(args.test_subset) if args.test_subset else 'all 10,000'}
 test examples.
 
 | selection | final test loss | mean loss over the run | final test accuracy | std over seeds of the loss (mean over the curve) | participation CV |
@@ -259,8 +262,31 @@ seed, thick: mean).
 ## Provenance
 
 {prov.markdown()}"""
-  (out_dir / "summary.md").write_text(md)
+  return md
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  prov = common.Provenance()
+  out_dir, data_path = common.prepare(args, "sampling")
+  say = common.Log(out_dir)
+  import afl_paper
+  from fedasync_jax import experiment, partition
+  st = dict(afl_paper.SETTINGS["mnist"], model=args.model)
+  base = afl_paper.make_config(st, data_path, m=M, rounds=args.rounds,
+                               epochs=10, steps=args.steps, beta=0.5, seed=0)
+  fed = experiment.load_data(base)
+  mean = afl_paper.time_unit_mean(fed, base)
+  with np.load(data_path) as raw:
+    counts100 = np.array([len(q) for q in partition.dirichlet(
+        raw["y_train"], 100, alpha=0.5, seed=0)], float)
+  a = part_a(fed.train.counts.astype(float), counts100, args.a_seeds, say)
+  runs = part_b(args, st, data_path, fed, mean, out_dir, say)
+  figure(args, a, runs, out_dir)
+  (out_dir / "summary.md").write_text(
+      summary_markdown(args, base, a, runs, prov))
   say(f"wrote {out_dir}/summary.md ({prov.wall():.0f} s)")
+  say.close()
 
 
 if __name__ == "__main__":

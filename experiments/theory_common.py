@@ -1,16 +1,20 @@
 """Shared pieces of the theory-lab experiments (experiments/theory_*.py).
 
-Results go to ``experiments/results/theory/``; every written file records
-the exact command that produced it.
+Results go to ``experiments/results/theory/`` (``--out`` elsewhere;
+``--smoke`` runs go to a new temporary folder by default and never touch
+the recorded results); every written file records the exact command that
+produced it.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,9 +31,33 @@ def command() -> str:
   return f"cd /work/main && .venv/bin/python {script} {args}".rstrip()
 
 
-def out_dir() -> Path:
-  RESULTS.mkdir(parents=True, exist_ok=True)
-  return RESULTS
+def parser(doc: str) -> argparse.ArgumentParser:
+  """The command line every theory experiment shares."""
+  ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+  ap.add_argument("--quick", action="store_true", help="a smaller run")
+  ap.add_argument("--smoke", action="store_true",
+                  help="a tiny run (seconds), written to --out (default: a "
+                       "new temporary folder)")
+  ap.add_argument("--out", type=Path, default=None,
+                  help="output folder (default: experiments/results/theory)")
+  return ap
+
+
+def out_dir(args=None) -> Path:
+  """``--out``, a temporary folder for ``--smoke``, else ``RESULTS``."""
+  if args is not None and args.out is not None:
+    path = Path(args.out)
+  elif args is not None and args.smoke:
+    path = Path(tempfile.mkdtemp(prefix="smoke_theory_"))
+  else:
+    path = RESULTS
+  path.mkdir(parents=True, exist_ok=True)
+  return path
+
+
+def run_name(base: str, args) -> str:
+  """``base`` with ``_smoke`` / ``_quick`` for those runs."""
+  return base + ("_smoke" if args.smoke else "_quick" if args.quick else "")
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

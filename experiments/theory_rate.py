@@ -13,12 +13,16 @@ bounds of ``theory`` (the delayed-SGD / FedAsync-AFL ``O(1/sqrt(T))`` bound
 and Koloskova et al.'s rates, arXiv:2206.08307), each with one fitted
 multiplicative constant.
 
-Run: ``.venv/bin/python experiments/theory_rate.py [--quick]``
+Recorded (experiments/results/theory/theory_rate.*): ``python
+experiments/theory_rate.py``. ``--smoke``: T in {50, 100}, 2 seeds, written
+to ``--out``.
+
+Run: ``.venv/bin/python experiments/theory_rate.py [--quick | --smoke]``
 """
 
 from __future__ import annotations
 
-import argparse
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +32,8 @@ import optax
 import theory_common as tc
 from fedasync_jax import (client, delays, rules, scheduler, staleness, sweep,
                           theory)
+
+SMOKE_OUTPUT = "theory_rate_smoke.md"
 
 
 def make_problem():
@@ -104,14 +110,18 @@ def predictions(T, *, p, alpha, eta0, T0, tau_max, tau_c, tau_avg, measured):
           "fitted": fitted}
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--quick", action="store_true", help="a smaller run")
-  args = ap.parse_args()
+def sizes(args):
+  """(horizons, seeds) of the run."""
+  if args.smoke:
+    return [50, 100], 2
   if args.quick:
-    horizons, seeds = [250, 500, 1000, 2000, 4000], 8
-  else:
-    horizons, seeds = [500, 1000, 2000, 4000, 8000, 16000], 32
+    return [250, 500, 1000, 2000, 4000], 8
+  return [500, 1000, 2000, 4000, 8000, 16000], 32
+
+
+def measure(args):
+  """The sweeps, the fits and the predictions (a namespace)."""
+  horizons, seeds = sizes(args)
   conc, tau_max, alpha = 8, 16, 0.5
   p = make_problem()
   eta0 = 0.8 / p.client_lipschitz
@@ -119,12 +129,12 @@ def main():
   vals, records, sweep_wall = run(horizons, seeds, concurrency=conc,
                                   tau_max=tau_max, alpha=alpha, eta0=eta0,
                                   problem=p)
-  fit = theory.loglog_slope(horizons, vals, num_boot=4000, seed=0)
+  nb = 200 if args.smoke else 4000
+  fit = theory.loglog_slope(horizons, vals, num_boot=nb, seed=0)
   # The 1/T terms (staleness, transient) steepen the slope at small T: fit
   # the largest three horizons too.
-  tail = theory.loglog_slope(horizons[-3:], vals[:, -3:], num_boot=4000,
+  tail = theory.loglog_slope(horizons[-3:], vals[:, -3:], num_boot=nb,
                              seed=1)
-  local = np.diff(np.log(vals.mean(0))) / np.diff(np.log(horizons))
   T = np.asarray(horizons, float)
   mean = vals.mean(0)
   tau_avg = float(np.mean([r["tau_avg"] for r in records]))
@@ -132,59 +142,83 @@ def main():
   pred = predictions(T, p=p, alpha=alpha, eta0=eta0, T0=horizons[0],
                      tau_max=tau_real, tau_c=conc, tau_avg=tau_avg,
                      measured=mean)
-  total = tc.Timer()
-  out = tc.out_dir()
-  name = "theory_rate" + ("_quick" if args.quick else "")
-  tc.write_csv(out / f"{name}.csv", records)
-  n_updates = int(sum(horizons) * seeds)
-  summary = {
+  return SimpleNamespace(
+      horizons=horizons, seeds=seeds, conc=conc, tau_max=tau_max,
+      alpha=alpha, p=p, eta0=eta0, vals=vals, records=records,
+      sweep_wall=sweep_wall, fit=fit, tail=tail, T=T, mean=mean,
+      local=np.diff(np.log(mean)) / np.diff(np.log(horizons)),
+      tau_avg=tau_avg, tau_real=tau_real, pred=pred, timer=timer,
+      n_updates=int(sum(horizons) * seeds))
+
+
+def summary(m):
+  """The JSON summary."""
+  p, fit, tail, pred = m.p, m.fit, m.tail, m.pred
+  return {
       "problem": {"name": p.name, "L": p.lipschitz, "mu": p.mu,
                   "sigma2": p.sigma2, "zeta2": p.zeta2, "f_star": p.f_star,
                   "client_lipschitz": p.client_lipschitz},
-      "setup": {"horizons": horizons, "seeds": seeds, "concurrency": conc,
-                "tau_max_cutoff": tau_max, "alpha": alpha, "eta0": eta0,
-                "T0": horizons[0], "speeds": "constant",
-                "jitter": "exponential", "local_steps": 1},
-      "measured_mean": mean, "measured_std": vals.std(0, ddof=1),
+      "setup": {"horizons": m.horizons, "seeds": m.seeds,
+                "concurrency": m.conc, "tau_max_cutoff": m.tau_max,
+                "alpha": m.alpha, "eta0": m.eta0, "T0": m.horizons[0],
+                "speeds": "constant", "jitter": "exponential",
+                "local_steps": 1},
+      "measured_mean": m.mean, "measured_std": m.vals.std(0, ddof=1),
       "slope": fit.slope, "ci": [fit.ci_low, fit.ci_high],
       "tail_slope": tail.slope, "tail_ci": [tail.ci_low, tail.ci_high],
-      "tail_horizons": horizons[-3:], "local_slopes": local,
+      "tail_horizons": m.horizons[-3:], "local_slopes": m.local,
       "level": fit.level, "seed_slope_mean": fit.seed_mean,
-      "seed_slope_se": fit.seed_se, "tau_avg": tau_avg, "tau_max": tau_real,
+      "seed_slope_se": fit.seed_se, "tau_avg": m.tau_avg,
+      "tau_max": m.tau_real,
       "predictions": {k: {"c": v["c"], "slope_over_range": v["slope"],
                           "curve_fitted": v["curve"],
                           "curve_raw": pred["raw"][k]}
                       for k, v in pred["fitted"].items()},
       "f0_gap": pred["f0_gap"], "sigma2_eff": pred["sigma2_eff"],
-      "gamma0": pred["gamma0"], "updates": n_updates,
-      "sweep_wall_s": sweep_wall, "wall_s": timer(),
+      "gamma0": pred["gamma0"], "updates": m.n_updates,
+      "sweep_wall_s": m.sweep_wall, "wall_s": m.timer(),
   }
-  tc.write_json(out / f"{name}.json", summary)
+
+
+def plot(m, path):
   plt = tc.pyplot()
-  if plt is not None:
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for s in range(seeds):
-      ax.plot(T, vals[s], color="0.8", lw=0.6, zorder=1)
-    ax.plot(T, mean, "ko-", label=f"measured (mean of {seeds} seeds), slope "
-            f"{fit.slope:.3f} [{fit.ci_low:.3f}, {fit.ci_high:.3f}]",
-            zorder=3)
-    styles = {"sqrt_t_bound": "C0--", "koloskova_constant": "C1-.",
-              "koloskova_adaptive": "C2:"}
-    for k, v in pred["fitted"].items():
-      ax.plot(T, v["curve"], styles[k], label=f"{k} x c={v['c']:.3g}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.xaxis.set_minor_formatter(plt.NullFormatter())
-    ax.set_xlabel("T (arrivals; client step ~ 1/sqrt(T))")
-    ax.set_ylabel("(1/T) sum_t ||grad F(w_t)||^2")
-    ax.set_title("FedAsync, tau <= 16: averaged squared gradient norm")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / f"{name}.png", dpi=120)
-  rows = [[int(t), tc.fmt(m), tc.fmt(sd), tc.fmt(
+  if plt is None:
+    return
+  fit, T = m.fit, m.T
+  fig, ax = plt.subplots(figsize=(6, 4.2))
+  for s in range(m.seeds):
+    ax.plot(T, m.vals[s], color="0.8", lw=0.6, zorder=1)
+  ax.plot(T, m.mean, "ko-", label=f"measured (mean of {m.seeds} seeds), "
+          f"slope {fit.slope:.3f} [{fit.ci_low:.3f}, {fit.ci_high:.3f}]",
+          zorder=3)
+  styles = {"sqrt_t_bound": "C0--", "koloskova_constant": "C1-.",
+            "koloskova_adaptive": "C2:"}
+  for k, v in m.pred["fitted"].items():
+    ax.plot(T, v["curve"], styles[k], label=f"{k} x c={v['c']:.3g}")
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.xaxis.set_minor_formatter(plt.NullFormatter())
+  ax.set_xlabel("T (arrivals; client step ~ 1/sqrt(T))")
+  ax.set_ylabel("(1/T) sum_t ||grad F(w_t)||^2")
+  ax.set_title("FedAsync, tau <= 16: averaged squared gradient norm")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def markdown(m, name):
+  """The markdown body (the text the recorded file was written with)."""
+  p, fit, tail, pred, horizons = m.p, m.fit, m.tail, m.pred, m.horizons
+  alpha, tau_max, conc, eta0, seeds = (m.alpha, m.tau_max, m.conc, m.eta0,
+                                       m.seeds)
+  tau_avg, tau_real, local, timer = m.tau_avg, m.tau_real, m.local, m.timer
+  n_updates, sweep_wall = m.n_updates, m.sweep_wall
+  rows = [[int(t), tc.fmt(mu), tc.fmt(sd), tc.fmt(
       pred["fitted"]["sqrt_t_bound"]["curve"][i]), tc.fmt(
       pred["fitted"]["koloskova_constant"]["curve"][i])]
-      for i, (t, m, sd) in enumerate(zip(T, mean, vals.std(0, ddof=1)))]
+      for i, (t, mu, sd) in enumerate(zip(m.T, m.mean,
+                                          m.vals.std(0, ddof=1)))]
   body = f"""Problem: {p.name}, L = {p.lipschitz:.4g}, mu = {p.mu:.4g},
 sigma^2 = {p.sigma2:.4g} (minibatch of {p.batch_size} at w*), zeta^2 =
 {p.zeta2:.4g}, max client smoothness {p.client_lipschitz:.4g}, F0 = F(0) - F*
@@ -228,6 +262,18 @@ Timing: {n_updates} client updates, sweeps {sweep_wall:.1f} s, total
 {timer():.1f} s (2-core CPU, shared). Plot: `{name}.png`; per-seed numbers:
 `{name}.csv`; everything: `{name}.json`.
 """
+  return body
+
+
+def main():
+  args = tc.parser(__doc__).parse_args()
+  m = measure(args)
+  out = tc.out_dir(args)
+  name = tc.run_name("theory_rate", args)
+  tc.write_csv(out / f"{name}.csv", m.records)
+  tc.write_json(out / f"{name}.json", summary(m))
+  plot(m, out / f"{name}.png")
+  body = markdown(m, name)
   tc.write_md(out / f"{name}.md", "Experiment 1: averaged gradient norm vs T",
               body)
   print(body)

@@ -16,18 +16,22 @@ B. The library's own scheduler (``scheduler.asynchronous`` with
    blocks of ``m`` consecutive dispatches inside a pass are samples without
    replacement.
 
-Run: ``.venv/bin/python experiments/theory_sampling.py [--quick]``
+Recorded (experiments/results/theory/theory_sampling.*): ``python
+experiments/theory_sampling.py``. ``--smoke``: 200 Monte-Carlo samples and
+20 scheduler passes per point, written to ``--out``.
+
+Run: ``.venv/bin/python experiments/theory_sampling.py [--quick | --smoke]``
 """
 
 from __future__ import annotations
-
-import argparse
 
 import jax.numpy as jnp
 import numpy as np
 
 import theory_common as tc
 from fedasync_jax import delays, scheduler, theory
+
+SMOKE_OUTPUT = "theory_sampling_smoke.md"
 
 
 def updates_for(N, seed=0):
@@ -51,13 +55,8 @@ def block_variance(u, clients, m, N):
   return float(sq.mean()), float(sq.std(ddof=1) / np.sqrt(sq.size)), sq.size
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--quick", action="store_true", help="a smaller run")
-  args = ap.parse_args()
-  trials = 5_000 if args.quick else 50_000
-  passes = 200 if args.quick else 2_000
-  timer = tc.Timer()
+def monte_carlo(trials):
+  """Monte-Carlo rows: N in {10, 50, 200}, m from 1 to N."""
   records = []
   for N in (10, 50, 200):
     u, sigma2, zeta2 = updates_for(N)
@@ -74,6 +73,12 @@ def main():
                         "ratio": emp / exact if exact else float("nan"),
                         "se_ratio": float("nan"), "sigma2": sigma2,
                         "zeta2": zeta2})
+  return records
+
+
+def scheduler_rows(passes):
+  """Rows from the library's scheduler, N = 50, concurrency 1."""
+  records = []
   sched_N = 50
   u, sigma2, zeta2 = updates_for(sched_N)
   dm = delays.delay_model(np.ones(sched_N), np.ones(sched_N))
@@ -92,57 +97,56 @@ def main():
                       "ratio": emp / exact if exact else float("nan"),
                       "se_ratio": se / exact if exact else float("nan"),
                       "sigma2": sigma2, "zeta2": zeta2})
-  wall = timer()
-  out = tc.out_dir()
-  name = "theory_sampling" + ("_quick" if args.quick else "")
-  tc.write_csv(out / f"{name}.csv", records)
-  finite = [r for r in records if np.isfinite(r["ratio"])]
-  worst = max(finite, key=lambda r: abs(r["ratio"] - 1))
-  zero_max = max(r["empirical"] for r in records if r["closed_form"] == 0)
-  tc.write_json(out / f"{name}.json", {
-      "trials": trials, "passes": passes, "records": records,
-      "max_abs_rel_error": abs(worst["ratio"] - 1),
-      "max_empirical_where_closed_form_is_0": zero_max, "wall_s": wall})
+  return records, sched_N
+
+
+def plot(records, sched_N, path):
   plt = tc.pyplot()
-  if plt is not None:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    ax = axes[0]
-    for i, N in enumerate((10, 50, 200)):
-      for replace, mk in ((True, "o"), (False, "s")):
-        rs = [r for r in records if r["method"] == "monte_carlo"
-              and r["N"] == N and r["replace"] == replace]
-        m = np.array([r["m"] for r in rs], float)
-        ax.plot(m, [r["empirical"] for r in rs], mk, color=f"C{i}",
-                mfc="none" if replace else f"C{i}",
-                label=f"N={N}, {'with' if replace else 'without'}")
-        mm = np.linspace(1, N, 200)
-        cf = ([theory.sampling_variance(rs[0]["sigma2"], 1, N, replace=True)
-               / x for x in mm] if replace else
-              [rs[0]["sigma2"] / x * (N - x) / (N - 1) for x in mm])
-        ax.plot(mm, np.maximum(cf, 1e-6), "-" if replace else "--",
-                color=f"C{i}", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_ylim(1e-3, 2)
-    ax.set_xlabel("m (clients per sample)")
-    ax.set_ylabel("E||mean - u_bar||^2")
-    ax.set_title("Monte Carlo (marks) vs closed forms (lines)")
-    ax.legend(fontsize=6, ncol=2)
-    ax = axes[1]
-    for sel, c in (("uniform", "C0"), ("without_replacement", "C1")):
-      rs = [r for r in records if r["method"] == f"scheduler:{sel}"
-            and np.isfinite(r["ratio"])]
-      ax.errorbar([r["m"] for r in rs], [r["ratio"] for r in rs],
-                  yerr=[2 * r["se_ratio"] for r in rs], fmt="o-", color=c,
-                  label=f"scheduler selection={sel}")
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("m")
-    ax.set_ylabel("empirical / closed form (+- 2 s.e.)")
-    ax.set_title(f"scheduler, N={sched_N}, C=1")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / f"{name}.png", dpi=120)
+  if plt is None:
+    return
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  ax = axes[0]
+  for i, N in enumerate((10, 50, 200)):
+    for replace, mk in ((True, "o"), (False, "s")):
+      rs = [r for r in records if r["method"] == "monte_carlo"
+            and r["N"] == N and r["replace"] == replace]
+      m = np.array([r["m"] for r in rs], float)
+      ax.plot(m, [r["empirical"] for r in rs], mk, color=f"C{i}",
+              mfc="none" if replace else f"C{i}",
+              label=f"N={N}, {'with' if replace else 'without'}")
+      mm = np.linspace(1, N, 200)
+      cf = ([theory.sampling_variance(rs[0]["sigma2"], 1, N, replace=True)
+             / x for x in mm] if replace else
+            [rs[0]["sigma2"] / x * (N - x) / (N - 1) for x in mm])
+      ax.plot(mm, np.maximum(cf, 1e-6), "-" if replace else "--",
+              color=f"C{i}", lw=0.8)
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_ylim(1e-3, 2)
+  ax.set_xlabel("m (clients per sample)")
+  ax.set_ylabel("E||mean - u_bar||^2")
+  ax.set_title("Monte Carlo (marks) vs closed forms (lines)")
+  ax.legend(fontsize=6, ncol=2)
+  ax = axes[1]
+  for sel, c in (("uniform", "C0"), ("without_replacement", "C1")):
+    rs = [r for r in records if r["method"] == f"scheduler:{sel}"
+          and np.isfinite(r["ratio"])]
+    ax.errorbar([r["m"] for r in rs], [r["ratio"] for r in rs],
+                yerr=[2 * r["se_ratio"] for r in rs], fmt="o-", color=c,
+                label=f"scheduler selection={sel}")
+  ax.axhline(1.0, color="k", lw=0.8)
+  ax.set_xscale("log")
+  ax.set_xlabel("m")
+  ax.set_ylabel("empirical / closed form (+- 2 s.e.)")
+  ax.set_title(f"scheduler, N={sched_N}, C=1")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def markdown(records, trials, passes, sched_N, worst, zero_max, wall, name):
+  """The markdown body (the text the recorded file was written with)."""
   rows = [[r["method"], r["N"], r["m"], "with" if r["replace"] else
            "without", r["samples"], tc.fmt(r["empirical"]),
            tc.fmt(r["closed_form"]),
@@ -170,6 +174,31 @@ concurrency 1 (so no client is ever busy and `uniform` is exactly sampling
 with replacement); blocks of m consecutive dispatches inside a pass
 (floor(N/m) blocks per pass). Total {wall:.1f} s. Plot: `{name}.png`.
 """
+  return body
+
+
+def main():
+  args = tc.parser(__doc__).parse_args()
+  trials = 200 if args.smoke else 5_000 if args.quick else 50_000
+  passes = 20 if args.smoke else 200 if args.quick else 2_000
+  timer = tc.Timer()
+  records = monte_carlo(trials)
+  sched_rows, sched_N = scheduler_rows(passes)
+  records += sched_rows
+  wall = timer()
+  out = tc.out_dir(args)
+  name = tc.run_name("theory_sampling", args)
+  tc.write_csv(out / f"{name}.csv", records)
+  finite = [r for r in records if np.isfinite(r["ratio"])]
+  worst = max(finite, key=lambda r: abs(r["ratio"] - 1))
+  zero_max = max(r["empirical"] for r in records if r["closed_form"] == 0)
+  tc.write_json(out / f"{name}.json", {
+      "trials": trials, "passes": passes, "records": records,
+      "max_abs_rel_error": abs(worst["ratio"] - 1),
+      "max_empirical_where_closed_form_is_0": zero_max, "wall_s": wall})
+  plot(records, sched_N, out / f"{name}.png")
+  body = markdown(records, trials, passes, sched_N, worst, zero_max, wall,
+                  name)
   tc.write_md(out / f"{name}.md",
               "Experiment 4: sampling with vs without replacement", body)
   print(body)

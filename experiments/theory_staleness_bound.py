@@ -14,12 +14,16 @@ ONE constant fitted on the ``tau_max = 0`` runs), and the measured drift
 ``||w_t - w_{t - tau}||^2`` (``theory.track_many``, ring buffer) next to
 ``theory.drift_bound``.
 
-Run: ``.venv/bin/python experiments/theory_staleness_bound.py [--quick]``
+Recorded (experiments/results/theory/theory_staleness_bound.*): ``python
+experiments/theory_staleness_bound.py``. ``--smoke``: T in {50, 100},
+tau_max in {0, 4}, 2 seeds, written to ``--out``.
+
+Run: ``.venv/bin/python experiments/theory_staleness_bound.py [--quick | --smoke]``
 """
 
 from __future__ import annotations
 
-import argparse
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +33,8 @@ import optax
 import theory_common as tc
 from fedasync_jax import client, delays, rules, scheduler, staleness, theory
 from theory_rate import make_problem, run
+
+SMOKE_OUTPUT = "theory_staleness_bound_smoke.md"
 
 
 def drift_runs(p, tau, *, T, seeds, alpha, eta, seed_offset):
@@ -54,16 +60,19 @@ def drift_runs(p, tau, *, T, seeds, alpha, eta, seed_offset):
   return float(drift), float(grad), wall
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--quick", action="store_true", help="a smaller run")
-  args = ap.parse_args()
+def sizes(args):
+  """(horizons, seeds, drift horizon, drift seeds, tau_max values)."""
+  if args.smoke:
+    return [50, 100], 2, 100, 2, [0, 4]
   if args.quick:
-    horizons, seeds, drift_T, drift_seeds = [500, 1000, 2000, 4000], 6, 2000, 4
-  else:
-    horizons, seeds, drift_T, drift_seeds = ([500, 1000, 2000, 4000, 8000],
-                                             16, 4000, 8)
-  taus = [0, 4, 16, 64]
+    return [500, 1000, 2000, 4000], 6, 2000, 4, [0, 4, 16, 64]
+  return [500, 1000, 2000, 4000, 8000], 16, 4000, 8, [0, 4, 16, 64]
+
+
+def measure(args):
+  """Sweeps per tau_max, fits, predictions and drift (a namespace)."""
+  horizons, seeds, drift_T, drift_seeds, taus = sizes(args)
+  nb = 200 if args.smoke else 4000
   alpha = 0.5
   p = make_problem()
   eta0 = 0.8 / p.client_lipschitz
@@ -76,9 +85,9 @@ def main():
                            tau_max=tau, alpha=alpha, eta0=eta0, problem=p,
                            jitter="none", seed_offset=100_000 * (i + 1))
     measured[tau] = vals
-    fits[tau] = theory.loglog_slope(horizons, vals, num_boot=4000, seed=i)
+    fits[tau] = theory.loglog_slope(horizons, vals, num_boot=nb, seed=i)
     tails[tau] = theory.loglog_slope(horizons[-3:], vals[:, -3:],
-                                     num_boot=4000, seed=i)
+                                     num_boot=nb, seed=i)
     for r in recs:
       r["tau_bound"] = tau
     records += recs
@@ -118,10 +127,21 @@ def main():
       r["final_grad_sq"] for r in records
       if r["tau_bound"] == tau and r["T"] == horizons[last]]))
       for tau in taus}
-  out = tc.out_dir()
-  name = "theory_staleness_bound" + ("_quick" if args.quick else "")
-  tc.write_csv(out / f"{name}.csv", records)
-  summary = {
+  return SimpleNamespace(**{k: v for k, v in locals().items()
+                            if k != "args"})
+
+
+UNPACK = ("horizons seeds drift_T drift_seeds taus alpha p eta0 T timer "
+          "measured fits records walls realised tails f0 s2 gamma0 c pred "
+          "drift last final_at_last").split()
+
+
+def summary(ns):
+  """The JSON summary."""
+  (horizons, seeds, drift_T, drift_seeds, taus, alpha, p, eta0, T, timer,
+   measured, fits, records, walls, realised, tails, f0, s2, gamma0, c, pred,
+   drift, last, final_at_last) = (getattr(ns, k) for k in UNPACK)
+  return {
       "problem": {"name": p.name, "L": p.lipschitz, "mu": p.mu,
                   "sigma2": p.sigma2, "zeta2": p.zeta2},
       "setup": {"horizons": horizons, "seeds": seeds, "taus": taus,
@@ -141,50 +161,64 @@ def main():
       "end_level_at_largest_T": final_at_last,
       "drift_T": drift_T, "drift_seeds": drift_seeds, "wall_s": timer(),
   }
-  tc.write_json(out / f"{name}.json", summary)
+
+
+def plot(ns, path):
+  (horizons, seeds, drift_T, drift_seeds, taus, alpha, p, eta0, T, timer,
+   measured, fits, records, walls, realised, tails, f0, s2, gamma0, c, pred,
+   drift, last, final_at_last) = (getattr(ns, k) for k in UNPACK)
   plt = tc.pyplot()
-  if plt is not None:
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    ax = axes[0]
-    for i, tau in enumerate(taus):
-      ax.plot(T, measured[tau].mean(0), "o-", color=f"C{i}",
-              label=f"tau={tau}: slope {fits[tau].slope:.2f}")
-      ax.plot(T, pred[tau]["koloskova_constant"], ":", color=f"C{i}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.xaxis.set_minor_formatter(plt.NullFormatter())
-    ax.set_xlabel("T")
-    ax.set_ylabel("(1/T) sum ||grad F(w_t)||^2")
-    ax.set_title("measured (o-) and Koloskova x c (:)")
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    tau_axis = np.asarray(taus, float)
-    for j in (0, len(horizons) - 1):
-      m = np.array([measured[t].mean(0)[j] for t in taus])
-      ax.plot(tau_axis, m / m[0], "ko-" if j else "ks-",
-              label=f"measured, T={horizons[j]}")
-      for k, st in (("sqrt_t_bound", "--"), ("koloskova_constant", ":")):
-        pr = np.array([pred[t][k][j] for t in taus])
-        ax.plot(tau_axis, pr / pr[0], st, color="C0" if j else "C3",
-                label=f"{k}, T={horizons[j]}")
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("tau_max")
-    ax.set_ylabel("relative to tau_max = 0")
-    ax.set_title("dependence on tau_max")
-    ax.legend(fontsize=6)
-    ax = axes[2]
-    ax.plot(tau_axis[1:], [drift[t]["measured"] for t in taus[1:]], "ko-",
-            label="measured E||w_t - w_{t-tau}||^2")
-    ax.plot(tau_axis[1:], [drift[t]["bound"] for t in taus[1:]], "C0--",
-            label="drift_bound (no fitted constant)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("tau")
-    ax.set_title(f"drift at T={drift_T}, second half")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / f"{name}.png", dpi=120)
+  if plt is None:
+    return
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+  ax = axes[0]
+  for i, tau in enumerate(taus):
+    ax.plot(T, measured[tau].mean(0), "o-", color=f"C{i}",
+            label=f"tau={tau}: slope {fits[tau].slope:.2f}")
+    ax.plot(T, pred[tau]["koloskova_constant"], ":", color=f"C{i}")
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.xaxis.set_minor_formatter(plt.NullFormatter())
+  ax.set_xlabel("T")
+  ax.set_ylabel("(1/T) sum ||grad F(w_t)||^2")
+  ax.set_title("measured (o-) and Koloskova x c (:)")
+  ax.legend(fontsize=7)
+  ax = axes[1]
+  tau_axis = np.asarray(taus, float)
+  for j in (0, len(horizons) - 1):
+    m = np.array([measured[t].mean(0)[j] for t in taus])
+    ax.plot(tau_axis, m / m[0], "ko-" if j else "ks-",
+            label=f"measured, T={horizons[j]}")
+    for k, st in (("sqrt_t_bound", "--"), ("koloskova_constant", ":")):
+      pr = np.array([pred[t][k][j] for t in taus])
+      ax.plot(tau_axis, pr / pr[0], st, color="C0" if j else "C3",
+              label=f"{k}, T={horizons[j]}")
+  ax.set_xscale("symlog", linthresh=1)
+  ax.set_yscale("log")
+  ax.set_xlabel("tau_max")
+  ax.set_ylabel("relative to tau_max = 0")
+  ax.set_title("dependence on tau_max")
+  ax.legend(fontsize=6)
+  ax = axes[2]
+  ax.plot(tau_axis[1:], [drift[t]["measured"] for t in taus[1:]], "ko-",
+          label="measured E||w_t - w_{t-tau}||^2")
+  ax.plot(tau_axis[1:], [drift[t]["bound"] for t in taus[1:]], "C0--",
+          label="drift_bound (no fitted constant)")
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("tau")
+  ax.set_title(f"drift at T={drift_T}, second half")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def markdown(ns, name):
+  """The markdown body (the text the recorded file was written with)."""
+  (horizons, seeds, drift_T, drift_seeds, taus, alpha, p, eta0, T, timer,
+   measured, fits, records, walls, realised, tails, f0, s2, gamma0, c, pred,
+   drift, last, final_at_last) = (getattr(ns, k) for k in UNPACK)
   last = len(horizons) - 1
   rows = []
   for tau in taus:
@@ -212,7 +246,7 @@ tau_max + 1 (after the first C arrivals tau = tau_max exactly). {seeds}
 seeds per (tau_max, T), one `sweep.sweep` per pair.
 
 {tc.md_table(["tau_max", "tau_avg / max (realised)", "slope [95% CI]",
-              f"slope over T >= {horizons[-3]}",
+              f"slope over T >= {horizons[-3:][0]}",
               f"avg ||grad||^2 at T={horizons[0]}",
               f"at T={horizons[last]}",
               f"end level at T={horizons[last]}", "measured ratio to tau=0",
@@ -249,6 +283,18 @@ Timing: total {timer():.1f} s (sweeps: {', '.join(
     f'tau={t}: {walls[t]:.1f} s' for t in taus)}). Plot: `{name}.png`;
 per-seed numbers: `{name}.csv`; everything: `{name}.json`.
 """
+  return body
+
+
+def main():
+  args = tc.parser(__doc__).parse_args()
+  ns = measure(args)
+  out = tc.out_dir(args)
+  name = tc.run_name("theory_staleness_bound", args)
+  tc.write_csv(out / f"{name}.csv", ns.records)
+  tc.write_json(out / f"{name}.json", summary(ns))
+  plot(ns, out / f"{name}.png")
+  body = markdown(ns, name)
   tc.write_md(out / f"{name}.md",
               "Experiment 2: effect of the staleness bound tau_max", body)
   print(body)

@@ -13,12 +13,16 @@ staleness function is picked by ``lax.switch`` on a per-member index. The
 exact final ``||grad F||^2`` and ``F - F*`` (mean over the last 20% of
 versions) are reported as a table and a heat map.
 
-Run: ``.venv/bin/python experiments/theory_staleness_functions.py [--quick]``
+Recorded (experiments/results/theory/theory_staleness_functions.*):
+``python experiments/theory_staleness_functions.py``. ``--smoke``: T = 100,
+one seed (24 members), written to ``--out``.
+
+Run: ``.venv/bin/python experiments/theory_staleness_functions.py [--quick | --smoke]``
 """
 
 from __future__ import annotations
 
-import argparse
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -29,15 +33,38 @@ import theory_common as tc
 from fedasync_jax import (client, delays, rules, scheduler, staleness, sweep,
                           theory)
 
+SMOKE_OUTPUT = "theory_staleness_functions_smoke.md"
 DISTS = {"constant": {}, "exponential": {}, "lognormal": {"sigma": 1.0},
          "pareto": {"shape": 1.5}}
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--quick", action="store_true", help="a smaller run")
-  args = ap.parse_args()
-  T, seeds = (2000, 3) if args.quick else (4000, 8)
+def member_records(members, outs, fns, names):
+  """One row per member: final and averaged gradient norm, gap, mean
+  weight, realised staleness."""
+  records = []
+  for (f, d, s), o in zip(members, outs):
+    g = theory.per_version(o.evals, "grad_sq")
+    gap = theory.per_version(o.evals, "gap")
+    V = len(g) - 1
+    tail = slice(V - max(1, V // 5), None)
+    tau = o.arrivals["staleness"][o.arrivals["applied"]]
+    w = np.asarray(fns[names[f]](jnp.asarray(tau)), np.float64)
+    st = theory.staleness_stats(o)
+    records.append({
+        "staleness_fn": names[f], "delays": d, "seed": s,
+        "final_grad_sq": g[tail].mean(), "final_gap": gap[tail].mean(),
+        "avg_grad_sq": g[:-1].mean(),
+        "weighted_avg_grad_sq": theory.weighted_average(g[:V], w[:V]),
+        "mean_weight": w.mean(), "tau_avg": st.tau_avg,
+        "tau_max": st.tau_max, "versions": V})
+  return records
+
+
+def measure(args):
+  """The problem, the one sweep of every member, and the per-member
+  records and per-cell means (a namespace)."""
+  T, seeds = (100, 1) if args.smoke else (2000, 3) if args.quick else (
+      4000, 8)
   conc, alpha, local_steps = 16, 0.5, 2
   p = theory.nonconvex(num_clients=100, examples_per_client=20, dim=10,
                        lipschitz=1.0, mu=0.1, nu=0.5, zeta2=1.0, sigma2=1.0,
@@ -83,22 +110,7 @@ def main():
                      eval_fn=theory.metrics_fn(p), eval_every=1,
                      chunk_steps=256)
   sweep_wall = timer()
-  records = []
-  for (f, d, s), o in zip(members, outs):
-    g = theory.per_version(o.evals, "grad_sq")
-    gap = theory.per_version(o.evals, "gap")
-    V = len(g) - 1
-    tail = slice(V - max(1, V // 5), None)
-    tau = o.arrivals["staleness"][o.arrivals["applied"]]
-    w = np.asarray(fns[names[f]](jnp.asarray(tau)), np.float64)
-    st = theory.staleness_stats(o)
-    records.append({
-        "staleness_fn": names[f], "delays": d, "seed": s,
-        "final_grad_sq": g[tail].mean(), "final_gap": gap[tail].mean(),
-        "avg_grad_sq": g[:-1].mean(),
-        "weighted_avg_grad_sq": theory.weighted_average(g[:V], w[:V]),
-        "mean_weight": w.mean(), "tau_avg": st.tau_avg,
-        "tau_max": st.tau_max, "versions": V})
+  records = member_records(members, outs, fns, names)
   def cell(fn, d, key):
     v = np.array([r[key] for r in records
                   if r["staleness_fn"] == fn and r["delays"] == d])
@@ -112,37 +124,63 @@ def main():
                   "tau_max": int(max(r["tau_max"] for r in records
                                      if r["delays"] == d))}
               for d in DISTS}
-  out = tc.out_dir()
-  name = "theory_staleness_functions" + ("_quick" if args.quick else "")
-  tc.write_csv(out / f"{name}.csv", records)
   best = {d: names[int(np.argmin(grad[:, j]))]
           for j, d in enumerate(DISTS)}
-  tc.write_json(out / f"{name}.json", {
+  return SimpleNamespace(**{k: v for k, v in locals().items()
+                            if k != "args"})
+
+
+UNPACK = ("T seeds conc alpha local_steps p N eta gamma fns names branches "
+          "upd scheds members M grid outs sweep_wall records cell grad gapm "
+          "tau_info best").split()
+
+
+def summary(ns):
+  """The JSON summary."""
+  (T, seeds, conc, alpha, local_steps, p, N, eta, gamma, fns, names,
+   branches, upd, scheds, members, M, grid, outs, sweep_wall, records, cell,
+   grad, gapm, tau_info, best) = (getattr(ns, k) for k in UNPACK)
+  return {
       "problem": {"name": p.name, "L": p.lipschitz, "mu": p.mu, "nu": p.nu,
                   "sigma2": p.sigma2, "zeta2": p.zeta2, "f_star": p.f_star},
       "setup": {"T": T, "seeds": seeds, "concurrency": conc, "alpha": alpha,
                 "eta": eta, "local_steps": local_steps,
                 "effective_step": gamma, "dists": DISTS, "members": M},
       "functions": names, "final_grad_sq": grad, "final_gap": gapm,
-      "tau": tau_info, "best_by_grad": best, "sweep_wall_s": sweep_wall})
+      "tau": tau_info, "best_by_grad": best, "sweep_wall_s": sweep_wall}
+
+
+def plot(ns, path):
+  (T, seeds, conc, alpha, local_steps, p, N, eta, gamma, fns, names,
+   branches, upd, scheds, members, M, grid, outs, sweep_wall, records, cell,
+   grad, gapm, tau_info, best) = (getattr(ns, k) for k in UNPACK)
   plt = tc.pyplot()
-  if plt is not None:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for ax, mat, title in ((axes[0], grad, "final ||grad F||^2"),
-                           (axes[1], gapm, "final F - F*")):
-      im = ax.imshow(np.log10(mat), cmap="viridis", aspect="auto")
-      ax.set_xticks(range(len(DISTS)),
-                    [f"{d}\ntau_avg={tau_info[d]['tau_avg']:.1f}"
-                     for d in DISTS], fontsize=7)
-      ax.set_yticks(range(len(names)), names, fontsize=7)
-      for i in range(len(names)):
-        for j in range(len(DISTS)):
-          ax.text(j, i, f"{mat[i, j]:.2g}", ha="center", va="center",
-                  color="w", fontsize=7)
-      ax.set_title(f"log10 {title} (mean of {seeds} seeds)")
-      fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    fig.savefig(out / f"{name}.png", dpi=120)
+  if plt is None:
+    return
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+  for ax, mat, title in ((axes[0], grad, "final ||grad F||^2"),
+                         (axes[1], gapm, "final F - F*")):
+    im = ax.imshow(np.log10(mat), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(DISTS)),
+                  [f"{d}\ntau_avg={tau_info[d]['tau_avg']:.1f}"
+                   for d in DISTS], fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    for i in range(len(names)):
+      for j in range(len(DISTS)):
+        ax.text(j, i, f"{mat[i, j]:.2g}", ha="center", va="center",
+                color="w", fontsize=7)
+    ax.set_title(f"log10 {title} (mean of {seeds} seeds)")
+    fig.colorbar(im, ax=ax)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def markdown(ns, name):
+  """The markdown body (the text the recorded file was written with)."""
+  (T, seeds, conc, alpha, local_steps, p, N, eta, gamma, fns, names,
+   branches, upd, scheds, members, M, grid, outs, sweep_wall, records, cell,
+   grad, gapm, tau_info, best) = (getattr(ns, k) for k in UNPACK)
   def table(key):
     rows = []
     for f in names:
@@ -193,6 +231,18 @@ Lowest final gradient norm per distribution: {', '.join(
     f'{d}: {b}' for d, b in best.items())}. Heat map: `{name}.png`; per-seed
 numbers (with the AFL-style step-weighted average): `{name}.csv`.
 """
+  return body
+
+
+def main():
+  args = tc.parser(__doc__).parse_args()
+  ns = measure(args)
+  out = tc.out_dir(args)
+  name = tc.run_name("theory_staleness_functions", args)
+  tc.write_csv(out / f"{name}.csv", ns.records)
+  tc.write_json(out / f"{name}.json", summary(ns))
+  plot(ns, out / f"{name}.png")
+  body = markdown(ns, name)
   tc.write_md(out / f"{name}.md",
               "Experiment 3: staleness functions x delay distributions", body)
   print(body)

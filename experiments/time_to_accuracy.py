@@ -16,12 +16,16 @@ Algorithms (each with C clients at work):
   the buffered deltas), polynomial staleness a=0.5, C in flight;
 * FedAvg: cohorts of C, barrier at the slowest client, example-weighted
   average.
+
+Recorded (experiments/results/time_to_accuracy/): ``python
+experiments/time_to_accuracy.py``. ``--smoke``: 20 clients of generated
+images, 100 updates, lognormal speeds, FedAsync and FedAvg, written to
+``--out``.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,6 +34,7 @@ import numpy as np  # noqa: E402
 
 import common  # noqa: E402
 
+SMOKE_OUTPUT = "summary.md"
 THRESHOLDS = (0.90, 0.95)
 
 
@@ -40,35 +45,40 @@ def first_time(history, thr):
   return None, None
 
 
-def main(argv=None):
+def parse_args(argv):
   p = common.base_parser(__doc__.splitlines()[0])
   p.add_argument("--updates", type=int, default=None,
                  help="client updates per run (quick 6000, full 30000)")
-  p.add_argument("--concurrency", type=int, default=50)
-  p.add_argument("--speeds", default="lognormal,pareto")
-  p.add_argument("--rules", default="fedasync,fedbuff,fedavg")
+  p.add_argument("--concurrency", type=int, default=None, help="default 50")
+  p.add_argument("--speeds", default=None, help="default lognormal,pareto")
+  p.add_argument("--rules", default=None,
+                 help="default fedasync,fedbuff,fedavg")
   p.add_argument("--lr", type=float, default=0.05)
-  p.add_argument("--eval-every", type=int, default=100,
+  p.add_argument("--eval-every", type=int, default=None,
                  help="client updates between evaluations (a multiple of "
-                      "the concurrency and of FedBuff's K=10)")
+                      "the concurrency and of FedBuff's K=10; default 100)")
   p.add_argument("--seed", type=int, default=0)
   args = p.parse_args(argv)
-  prov = common.Provenance()
-  data_path = common.require(args.data_dir, "mnist.npz")
-  updates = args.updates or (6000 if args.quick else 30000)
-  C = args.concurrency
-  out_dir = args.out or common.RESULTS / "time_to_accuracy"
-  out_dir.mkdir(parents=True, exist_ok=True)
-  log = open(out_dir / "log.txt", "w")
+  smoke = args.smoke
+  args.updates = args.updates or (100 if smoke else 6000 if args.quick
+                                  else 30000)
+  args.concurrency = args.concurrency or (5 if smoke else 50)
+  args.speeds = (args.speeds or ("lognormal" if smoke
+                                 else "lognormal,pareto")).split(",")
+  args.rules = (args.rules or ("fedasync,fedavg" if smoke
+                               else "fedasync,fedbuff,fedavg")).split(",")
+  args.eval_every = args.eval_every or (20 if smoke else 100)
+  args.clients = 20 if smoke else 1000
+  return args
 
-  def say(msg):
-    print(msg, file=sys.stderr, flush=True)
-    print(msg, file=log, flush=True)
 
+def run_all(args, data_path, out_dir, say):
+  """Every speed distribution x rule; ``(base config, fed, runs)``."""
   from fedasync_jax import config as config_lib, experiment
   base = config_lib.from_dict({
-      "data": {"name": "mnist", "path": str(data_path), "num_clients": 1000,
-               "partition": "dirichlet", "alpha": 0.5, "seed": 0},
+      "data": {"name": "mnist", "path": str(data_path),
+               "num_clients": args.clients, "partition": "dirichlet",
+               "alpha": 0.5, "seed": 0},
       "model": {"name": "mlp"},
       "client": {"optimizer": "sgd", "lr": args.lr, "batch_size": 10,
                  "epochs": 1},
@@ -76,17 +86,15 @@ def main(argv=None):
                "staleness_a": 0.5, "buffer_size": 10, "server_lr": 1.0},
       "delays": {"speeds": "lognormal", "sigma": 1.0, "mean": 1.0,
                  "jitter": "exponential"},
-      "run": {"concurrency": C, "num_updates": updates,
+      "run": {"concurrency": args.concurrency, "num_updates": args.updates,
               "eval_every": args.eval_every, "seed": args.seed}})
   fed = experiment.load_data(base)
   say(f"MNIST: {fed.train.num_clients} clients, "
       f"{fed.train.counts.min()}..{fed.train.counts.max()} examples "
       f"(mean {fed.train.counts.mean():.0f})")
-  speeds = args.speeds.split(",")
-  rule_names = args.rules.split(",")
   runs, hist = {}, []
-  for sp in speeds:
-    for rn in rule_names:
+  for sp in args.speeds:
+    for rn in args.rules:
       cfg = common.with_fields(base, rule={"name": rn},
                                delays={"speeds": sp})
       s = common.build(cfg, fed=fed)
@@ -94,64 +102,57 @@ def main(argv=None):
       say(f"run {label}: {s.schedule.num_arrivals} client updates, "
           f"{int(s.schedule.stats['num_versions'])} versions, simulated "
           f"end {s.schedule.stats['end_time']:.0f} s")
-      r = common.simulate(s, cfg, label=label, log=log)
+      r = common.simulate(s, cfg, label=label, log=say)
       t90, _ = first_time(r.history, 0.90)
       say(f"  {r.wall_s:.0f} s wall ({s.schedule.num_arrivals / r.wall_s:.0f}"
           f" updates/s); final acc {r.history[-1]['accuracy']:.4f}; "
           f"t(90%) {t90}")
       runs[(sp, rn)] = (cfg, r)
-      for e in r.history:
-        hist.append({"speeds": sp, "rule": rn, **e})
+      hist.extend({"speeds": sp, "rule": rn, **e} for e in r.history)
       common.write_rows(out_dir / "history.csv", hist)
+  return base, fed, runs
 
-  # ---------------- figure
-  fig = common.figure(figsize=(6 * len(speeds), 4.2))
-  axes = np.atleast_1d(fig.subplots(1, len(speeds)))
-  for sp, ax in zip(speeds, axes):
-    for i, rn in enumerate(rule_names):
-      _, r = runs[(sp, rn)]
-      h = [e for e in r.history if e["time"] > 0]
-      ax.plot([e["time"] for e in h], [e["accuracy"] for e in h],
-              marker=".", color=f"C{i}", label=rn)
-    for thr in THRESHOLDS:
-      ax.axhline(thr, color="gray", ls=":", lw=1)
-    ax.set_xscale("log")
-    ax.set_ylim(0.5, 1.0)
-    ax.set_xlabel("simulated wall-clock time (s, log scale)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"{sp} device speeds")
-    ax.grid(alpha=0.3)
-    ax.legend()
-  fig.tight_layout()
-  fig.savefig(out_dir / "accuracy_vs_time.png", dpi=110)
 
-  fig = common.figure(figsize=(6 * len(speeds), 4.2))
-  axes = np.atleast_1d(fig.subplots(1, len(speeds)))
-  for sp, ax in zip(speeds, axes):
-    for i, rn in enumerate(rule_names):
-      _, r = runs[(sp, rn)]
-      ax.plot([e["updates"] for e in r.history],
-              [e["accuracy"] for e in r.history], marker=".", color=f"C{i}",
-              label=rn)
-    ax.set_ylim(0.5, 1.0)
-    ax.set_xlabel("client updates")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"{sp} device speeds")
-    ax.grid(alpha=0.3)
-    ax.legend()
-  fig.tight_layout()
-  fig.savefig(out_dir / "accuracy_vs_updates.png", dpi=110)
+def figures(args, runs, out_dir):
+  """accuracy_vs_time.png (log time axis) and accuracy_vs_updates.png."""
+  for name, x_of, log_x in (
+      ("accuracy_vs_time.png", lambda e: e["time"], True),
+      ("accuracy_vs_updates.png", lambda e: e["updates"], False)):
+    fig = common.figure(figsize=(6 * len(args.speeds), 4.2))
+    axes = np.atleast_1d(fig.subplots(1, len(args.speeds)))
+    for sp, ax in zip(args.speeds, axes):
+      for i, rn in enumerate(args.rules):
+        h = runs[(sp, rn)][1].history
+        if log_x:
+          h = [e for e in h if e["time"] > 0]
+        ax.plot([x_of(e) for e in h], [e["accuracy"] for e in h],
+                marker=".", color=f"C{i}", label=rn)
+      if log_x:
+        for thr in THRESHOLDS:
+          ax.axhline(thr, color="gray", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("simulated wall-clock time (s, log scale)")
+      else:
+        ax.set_xlabel("client updates")
+      ax.set_ylim(0.5, 1.0)
+      ax.set_ylabel("test accuracy")
+      ax.set_title(f"{sp} device speeds")
+      ax.grid(alpha=0.3)
+      ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / name, dpi=110)
 
-  # ---------------- table
+
+def table(args, runs, out_dir):
+  """The results table (markdown lines); writes time_to_accuracy.csv."""
   lines = ["| speeds | rule | time to 90% | updates to 90% | time to 95% | "
            "updates to 95% | final acc | simulated end | wall s |",
            "|---|---|---|---|---|---|---|---|---|"]
-  table_rows = []
-  for sp in speeds:
-    for rn in rule_names:
-      _, r = runs[(sp, rn)]
-      cells = []
-      row = {"speeds": sp, "rule": rn}
+  rows = []
+  for sp in args.speeds:
+    for rn in args.rules:
+      r = runs[(sp, rn)][1]
+      cells, row = [], {"speeds": sp, "rule": rn}
       for thr in THRESHOLDS:
         t, u = first_time(r.history, thr)
         cells += [f"{t:,.0f} s" if t is not None else "not reached",
@@ -161,11 +162,17 @@ def main(argv=None):
       end = r.history[-1]
       row.update(final_accuracy=end["accuracy"], simulated_end=end["time"],
                  wall_s=r.wall_s)
-      table_rows.append(row)
+      rows.append(row)
       lines.append(f"| {sp} | {rn} | " + " | ".join(cells) +
                    f" | {end['accuracy']:.4f} | {end['time']:,.0f} s | "
                    f"{r.wall_s:.0f} |")
-  common.write_rows(out_dir / "time_to_accuracy.csv", table_rows)
+  common.write_rows(out_dir / "time_to_accuracy.csv", rows)
+  return lines
+
+
+def notes_of(args, runs):
+  """Speed-ups over FedAvg and the task / round durations."""
+  rule_names, C = args.rules, args.concurrency
 
   def speedup(sp, thr):
     t = {rn: first_time(runs[(sp, rn)][1].history, thr)[0]
@@ -176,9 +183,9 @@ def main(argv=None):
              if rn != "fedavg" and t[rn] is not None]
     return (f"- {sp}, {int(thr * 100)}%: speed-up over FedAvg in simulated "
             f"time: " + (", ".join(parts) if parts else "n/a"))
-  notes = [x for sp in speeds for thr in THRESHOLDS
+  notes = [x for sp in args.speeds for thr in THRESHOLDS
            for x in [speedup(sp, thr)] if x]
-  for sp in speeds:
+  for sp in args.speeds:
     async_rn = [rn for rn in rule_names if rn != "fedavg"]
     if async_rn:
       sch = runs[(sp, async_rn[0])][1].setup.schedule
@@ -195,13 +202,25 @@ def main(argv=None):
       notes.append(
           f"- {sp}: FedAvg rounds last {np.mean(rt):,.0f} s on average (the "
           f"slowest of {C} clients), median {np.median(rt):,.0f} s")
+  return notes
+
+
+def summary_markdown(args, base, fed, lines, notes, prov):
+  """summary.md (the text the recorded summary was written with)."""
+  updates, C = args.updates, args.concurrency
+  run_kind = ("SMOKE RUN (`--smoke`): generated data, " + str(updates)
+              + " client updates per run; the numbers mean nothing."
+              if args.smoke else
+              "QUICK RUN (`--quick`): " + str(updates)
+              + " client updates per run." if args.quick else
+              "Full-length run: " + str(updates) + " client updates per run.")
   md = f"""# Time to accuracy under heterogeneous devices (MNIST, 1000 clients)
 
-{'QUICK RUN (`--quick`): ' + str(updates) + ' client updates per run.' if args.quick else 'Full-length run: ' + str(updates) + ' client updates per run.'}
+{run_kind}
 
 ## Setting
 
-- MNIST, 1000 clients, Dirichlet(0.5) ({fed.train.counts.min()}..{fed.train.counts.max()}
+- MNIST, {fed.train.num_clients} clients, Dirichlet(0.5) ({fed.train.counts.min()}..{fed.train.counts.max()}
   examples per client, mean {fed.train.counts.mean():.0f}); MLP 784-200-200-10;
   one local epoch of SGD (lr {args.lr}, batch 10)
 - {C} clients at work at any time: FedAsync and FedBuff keep {C} in flight
@@ -235,8 +254,21 @@ log axis), `accuracy_vs_updates.png` (against client updates).
 ## Provenance
 
 {prov.markdown()}"""
+  return md
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  prov = common.Provenance()
+  out_dir, data_path = common.prepare(args, "time_to_accuracy")
+  say = common.Log(out_dir)
+  base, fed, runs = run_all(args, data_path, out_dir, say)
+  figures(args, runs, out_dir)
+  lines = table(args, runs, out_dir)
+  md = summary_markdown(args, base, fed, lines, notes_of(args, runs), prov)
   (out_dir / "summary.md").write_text(md)
   say(f"wrote {out_dir}/summary.md ({prov.wall():.0f} s)")
+  say.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,143 @@
+"""Smoke test of every script in experiments/ and benchmarks/.
+
+A *script* is a ``.py`` file directly in ``experiments/`` or
+``benchmarks/`` with a top-level ``if __name__ == "__main__":`` block; the
+other files there are helper modules that scripts import (``common.py``,
+``theory_common.py``, ``afl_paper.py``) and are exempt. Scripts are found
+with a glob, so a new one is covered (and must follow the rules) without
+editing this file. Every script must:
+
+* take ``--smoke --out DIR``: a tiny configuration on generated data that
+  runs its real code path in seconds and writes only into ``DIR``;
+* name what that run writes with a module constant ``SMOKE_OUTPUT``, a
+  glob relative to ``DIR`` (e.g. ``"summary.md"``);
+* declare optional third-party needs in ``SMOKE_REQUIRES`` (e.g.
+  ``("torch",)``); when one is missing the script must still exit 0 with a
+  message, and its test is skipped.
+
+The scripts run as subprocesses, two at a time (each with a timeout), all
+started by the first test that asks for a result, so that both cores stay
+busy. The 21 scripts of 2026-12 take about 300 s of CPU time in all (6-48 s
+each): about 2.5 minutes of the project's 2-core CPU when nothing else
+runs (estimated from that CPU time), 4-5 minutes measured while other jobs
+loaded it. A script whose smoke run gets
+slow should be made smaller, not skipped.
+"""
+
+from __future__ import annotations
+
+import ast
+import concurrent.futures
+import glob
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT_DIRS = ("benchmarks", "experiments")
+TIMEOUT_S = 170
+WORKERS = 2
+
+
+def _is_main_guard(node) -> bool:
+  test = getattr(node, "test", None)
+  return (isinstance(node, ast.If) and isinstance(test, ast.Compare)
+          and isinstance(test.left, ast.Name)
+          and test.left.id == "__name__"
+          and any(isinstance(c, ast.Constant) and c.value == "__main__"
+                  for c in test.comparators))
+
+
+def _constants(tree) -> dict:
+  out = {}
+  for node in tree.body:
+    if isinstance(node, ast.Assign):
+      for t in node.targets:
+        if isinstance(t, ast.Name) and t.id.startswith("SMOKE_"):
+          out[t.id] = ast.literal_eval(node.value)
+  return out
+
+
+def discover():
+  """``{relative path: constants}`` of every script (see the module doc)."""
+  found = {}
+  for d in SCRIPT_DIRS:
+    for path in sorted((ROOT / d).glob("*.py")):
+      tree = ast.parse(path.read_text(), filename=str(path))
+      if any(_is_main_guard(n) for n in tree.body):
+        found[str(path.relative_to(ROOT))] = _constants(tree)
+  return found
+
+
+SCRIPTS = discover()
+
+
+def _missing(script) -> list:
+  return [m for m in SCRIPTS[script].get("SMOKE_REQUIRES", ())
+          if importlib.util.find_spec(m) is None]
+
+
+def _run(script, out):
+  # Smoke runs check that the scripts work, not their speed: XLA's cheap
+  # compilation (JAX_DISABLE_MOST_OPTIMIZATIONS) cuts their CPU time by a
+  # third, most of which is compiling.
+  env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg",
+             JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+  try:
+    p = subprocess.run([sys.executable, script, "--smoke", "--out", out],
+                       cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=TIMEOUT_S)
+    return p.returncode, p.stdout, p.stderr
+  except subprocess.TimeoutExpired as e:
+    return "timeout", e.stdout or "", e.stderr or ""
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(request, tmp_path_factory):
+  """Starts the smoke run of every selected script (two at a time) and
+  returns ``{script: (future, out dir)}``."""
+  selected = [item.callspec.params["script"] for item in request.session.items
+              if getattr(item, "originalname", "") == "test_script_smoke"
+              and hasattr(item, "callspec")]
+  root = tmp_path_factory.mktemp("smoke")
+  pool = concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS)
+  request.addfinalizer(lambda: pool.shutdown(wait=False, cancel_futures=True))
+  runs = {}
+  for script in selected:
+    out = Path(tempfile.mkdtemp(prefix=Path(script).stem + "_", dir=root))
+    runs[script] = (pool.submit(_run, script, str(out)), out)
+  return runs
+
+
+def test_scripts_are_found():
+  names = {Path(s).name for s in SCRIPTS}
+  assert {"throughput.py", "time_to_accuracy.py"} <= names, SCRIPTS
+  assert "common.py" not in names  # helper modules are exempt
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_script_declares_its_smoke_output(script):
+  assert isinstance(SCRIPTS[script].get("SMOKE_OUTPUT"), str), (
+      f"{script} has a main but no SMOKE_OUTPUT (the glob of what "
+      f"`--smoke --out DIR` writes into DIR)")
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_script_smoke(script, smoke_runs):
+  future, out = smoke_runs[script]
+  rc, stdout, stderr = future.result()
+  tail = f"\n--- stdout ---\n{stdout[-3000:]}\n--- stderr ---\n{stderr[-3000:]}"
+  assert rc == 0, f"{script} --smoke exited with {rc}{tail}"
+  missing = _missing(script)
+  if missing:  # it must have said so and exited cleanly
+    assert any(m in stdout + stderr for m in missing), tail
+    pytest.skip(f"{script} needs {', '.join(missing)}, not installed")
+  pattern = SCRIPTS[script]["SMOKE_OUTPUT"]
+  assert glob.glob(str(out / pattern)), (
+      f"{script} --smoke wrote no {pattern} into {out}: "
+      f"{sorted(p.name for p in out.iterdir())}{tail}")
