@@ -678,7 +678,7 @@ def main(argv=None):
             "torch": C.has_torch(),
             "target": "the library's client training (lib_scan, default "
                       "model) at least PyTorch's examples/s, CNN batch 64 "
-                      "Adam (DESIGN.md: XLA 1,270-1,345 vs torch 1,925 "
+                      "Adam (the project's design notes: XLA 1,270-1,345 vs torch 1,925 "
                       "ex/s)",
             "method": "per attempt a fresh subprocess (XLA_FLAGS), variants "
                       "and torch interleaved, repeats in rotating order; "

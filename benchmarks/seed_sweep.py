@@ -61,16 +61,16 @@ def parse_args(argv):
                   help="seeds per case (default 4 for the grid, 16 alone)")
   args = ap.parse_args(argv)
   if args.updates is None:
-    args.updates = 20 if args.smoke else 150 if args.quick else 300
+    args.updates = 10 if args.smoke else 150 if args.quick else 300
   args.eval_every = args.eval_every or (10 if args.smoke else 100)
-  args.clients = 50 if args.smoke else C.W1["num_clients"]
+  args.clients = 20 if args.smoke else C.W1["num_clients"]
   args.concurrency = 5 if args.smoke else 100
   return args
 
 
 def cases(args):
   """``{name: [(alpha, a, seed), ...]}``."""
-  grid_seeds = args.seeds or (2 if args.smoke else 4)
+  grid_seeds = args.seeds or (1 if args.smoke else 4)
   seeds = args.seeds or (2 if args.smoke else 16)
   return {"grid_x_seeds": [(al, a, s) for al in (0.3, 0.9)
                            for a in (0.5, 1.0) for s in range(grid_seeds)],

@@ -18,8 +18,8 @@ split of the data).
    each step a ``jax.jit``-compiled ``value_and_grad`` of a whole run.
 
 Writes ``summary.md`` and ``results.json`` to ``--out`` (default
-experiments/results/jax_function). ``--smoke``: 40 updates, 4 exponents,
-2 optimizer steps.
+experiments/results/jax_function). ``--smoke``: 16 updates, 2 exponents,
+1 optimizer step.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ def parse_args(argv):
   p = common.base_parser(__doc__.splitlines()[0])
   p.add_argument("--updates", type=int, default=None)
   args = p.parse_args(argv)
-  args.updates = args.updates or (40 if args.smoke else 200)
-  args.num_a = 4 if args.smoke else 32
-  args.meta_steps = 2 if args.smoke else 10
+  args.updates = args.updates or (16 if args.smoke else 200)
+  args.num_a = 2 if args.smoke else 32
+  args.meta_steps = 1 if args.smoke else 10
   return args
 
 

@@ -92,7 +92,7 @@ def _client_rows(arr, offset, local, max_examples):
   an operand of 512 KiB or more, splits even a 4-row gather over the
   intra-op thread pool, which costs microseconds per local step (at 1e6
   clients of 4 examples of 16 floats, +4 us per update, 0.6x the 1e3-client
-  rate; benchmarks/RESULTS_issue6.md, section 4). The block's start is
+  rate; benchmarks/RESULTS_vs_pytorch.md, section 4). The block's start is
   clamped so that the slice stays inside the array; the rows are the same.
   """
   n = arr.shape[0]

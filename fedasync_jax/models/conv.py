@@ -12,7 +12,7 @@ steps), so the backward pass of every convolutional model landed there.
 Measured on a 2-core CPU for one 28x28x32->32 layer at batch 64: the input
 gradient ran 8x slower and the kernel gradient 108x slower in a loop than
 alone. The MNIST CNN's client update trained at 13 examples/s against
-PyTorch's ~1,000 (``benchmarks/RESULTS_issue6.md``, section 3).
+PyTorch's ~1,000 (``benchmarks/RESULTS_vs_pytorch.md``, section 3).
 
 :func:`conv_general_dilated` is a drop-in replacement (the signature flax's
 ``nn.Conv(conv_general_dilated=...)`` calls) with the same forward
