@@ -128,6 +128,32 @@ def _mapped(run_chunk, axes):
   return run
 
 
+def _compiled(make_rule, client, strategy, eval_fn, plans, axes,
+              member_mode, member_params, params, dev, hp_table, rule_hp):
+  """The sweep's jitted ``init`` and ``run_chunk``, built once per shape
+  (``program.cached``: an equal sweep compiles nothing)."""
+  like = plans.like
+  one_params = (jax.tree.map(lambda a: a[0], params) if member_params
+                else params)
+
+  def build():
+    prog = make_program(make_rule, client, strategy, eval_fn=eval_fn,
+                        params_like=one_params, data_like=dev,
+                        masked_writes=member_mode == "vmap" and
+                        not plans.shared)
+    init = jax.jit(jax.vmap(
+        lambda p, snap, hp: prog.init(p, like, hp, init_snap=snap),
+        in_axes=(0 if member_params else None, 0, 0)))
+    run = (jax.vmap(prog.run_chunk, in_axes=(0, axes, 0, 0, None, 0))
+           if member_mode == "vmap" else _mapped(prog.run_chunk, axes))
+    return init, jax.jit(run, donate_argnums=0)
+  return cached(
+      ("sweep", member_mode, make_rule, client, strategy, eval_fn,
+       like.num_snaps, like.num_slots, like.direct, member_params, axes,
+       signature(params), signature(dev), signature(hp_table),
+       signature(rule_hp)), build)
+
+
 def _sharding(mesh, mesh_axis, M):
   """``(put, put_replicated)`` for the member axis over ``mesh``."""
   if mesh is None:
@@ -214,31 +240,13 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
                           *[pad_tasks(h, n_tasks) for h in hps])
   init_snaps = jnp.asarray([p.init_snap for p in plans.members], jnp.int32)
   rule_hp = jax.tree.map(jnp.asarray, rule_hparams)
-  one_params = (jax.tree.map(lambda a: a[0], params) if member_params
-                else params)
   dev = device_data(data, eval_fn)
-  like = plans.like
   member_mode = checks.choice("members", members or (
       "map" if jax.default_backend() == "cpu" and mesh is None else "vmap"),
       ("map", "vmap"))
-
-  def build():
-    prog = make_program(make_rule, client, strategy, eval_fn=eval_fn,
-                        params_like=one_params, data_like=dev,
-                        masked_writes=member_mode == "vmap" and
-                        not plans.shared)
-    init = jax.jit(jax.vmap(
-        lambda p, snap, hp: prog.init(p, like, hp, init_snap=snap),
-        in_axes=(0 if member_params else None, 0, 0)))
-    run = (jax.vmap(prog.run_chunk, in_axes=(0, axes, 0, 0, None, 0))
-           if member_mode == "vmap" else _mapped(prog.run_chunk, axes))
-    return init, jax.jit(run, donate_argnums=0)
-  # Compile once per shape: equal sweeps reuse the jitted programs.
-  init, run_chunk = cached(
-      ("sweep", member_mode, make_rule, client, strategy, eval_fn,
-       like.num_snaps,
-       like.num_slots, like.direct, member_params, axes, signature(params),
-       signature(dev), signature(hp_table), signature(rule_hp)), build)
+  init, run_chunk = _compiled(
+      make_rule, client, strategy, eval_fn, plans, axes, member_mode,
+      member_params, params, dev, hp_table, rule_hp)
   put, put_repl = _sharding(mesh, mesh_axis, M)
   dev = put_repl(dev)
   keys, hp_table, init_snaps, rule_hp = put((keys, hp_table, init_snaps,
