@@ -54,6 +54,17 @@ W1_SMOKE = dict(W1, num_clients=20, concurrency=5, num_updates=100,
                 data="generated MNIST-shaped images (smoke_mnist)")
 
 
+def rel_diff(a, b):
+  """max |a - b| over all leaves / max |b| (pytrees of arrays)."""
+  import jax
+  import numpy as np
+  la = [np.asarray(x, np.float64) for x in jax.tree.leaves(a)]
+  lb = [np.asarray(x, np.float64) for x in jax.tree.leaves(b)]
+  num = max(float(np.max(np.abs(x - y))) for x, y in zip(la, lb))
+  den = max(float(np.max(np.abs(y))) for y in lb)
+  return num / den if den > 0 else num
+
+
 def log(msg):
   print(msg, file=sys.stderr, flush=True)
 

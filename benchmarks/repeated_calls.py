@@ -115,7 +115,7 @@ def main(argv=None):
   diff = max(float(np.max(np.abs(a - b))) for a, b in zip(
       finals["new_rule_each_call"], finals["rule_function"]))
   result = {"calls": args.calls, "updates_per_call": args.updates,
-            "wall_s": walls,
+            "style_wall_s": walls,
             "speedup_rule_function": walls["new_rule_each_call"]
             / walls["rule_function"],
             "speedup_same_rule": walls["new_rule_each_call"]

@@ -130,15 +130,6 @@ class Workload:
     return time.perf_counter() - t, [o.state.params for o in outs]
 
 
-def rel(a, b):
-  import jax
-  import numpy as np
-  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-             for x, y in zip(la, lb)) / max(
-                 float(np.max(np.abs(np.asarray(y)))) for y in lb)
-
-
 def run_case(w, name, members):
   """Separate runs, then the sweep; the case's record."""
   for m in members:  # schedules are drawn before either system is timed
@@ -154,7 +145,7 @@ def run_case(w, name, members):
           "speedup": sep_s / sw_s,
           "separate_updates_per_s": n / sep_s,
           "sweep_updates_per_s": n / sw_s,
-          "max_rel_param_diff": max(rel(a, b) for a, b in zip(sw, sep))}
+          "max_rel_param_diff": max(C.rel_diff(a, b) for a, b in zip(sw, sep))}
 
 
 def main(argv=None):

@@ -123,15 +123,6 @@ class Workload:
     return time.perf_counter() - t, [o.state.params for o in outs]
 
 
-def rel(a, b):
-  import jax
-  import numpy as np
-  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-             for x, y in zip(la, lb)) / max(
-                 float(np.max(np.abs(np.asarray(y)))) for y in lb)
-
-
 def measure(args, w):
   """The three systems in rotating order; (samples, final params)."""
   systems = {"separate": lambda: w.separate(args.grid),
@@ -160,7 +151,7 @@ def main(argv=None):
         f"{w.upd.num_steps} local steps)")
   runs, finals = measure(args, w)
   names = list(runs)
-  agree = {k: max(rel(finals[k][m], finals["separate"][m])
+  agree = {k: max(C.rel_diff(finals[k][m], finals["separate"][m])
                   for m in range(M)) for k in names if k != "separate"}
   summary = {k: {"wall_s": C.median([x["wall_s"] for x in runs[k]]),
                  "member_updates_per_s": C.median(

@@ -263,17 +263,6 @@ class PureCompute:
     return {"updates_per_s": self.updates / (time.perf_counter() - t)}
 
 
-def rel_diff(a, b):
-  """max |a - b| over all leaves / max |b|."""
-  import jax
-  import numpy as np
-  la = [np.asarray(x, np.float32) for x in jax.tree.leaves(a)]
-  lb = [np.asarray(x, np.float32) for x in jax.tree.leaves(b)]
-  num = max(float(np.max(np.abs(x - y))) for x, y in zip(la, lb))
-  den = max(float(np.max(np.abs(y))) for y in lb)
-  return num / den if den > 0 else num
-
-
 def summarize(samples):
   """Median of every numeric field over repeats."""
   keys = [k for k in samples[0] if isinstance(samples[0][k], (int, float))]
@@ -338,7 +327,7 @@ def measure_main(args, st, sched, ref_sched, kw):
       "executor_vs_reference_end_to_end": paired(
           runs, ex_ref, "reference", "updates_per_s_end_to_end"),
       "executor_vs_pure_compute": paired(runs, "executor", "pure_compute"),
-      "max_rel_diff_vs_reference": rel_diff(keep[f"{ex_ref}_params"],
+      "max_rel_diff_vs_reference": C.rel_diff(keep[f"{ex_ref}_params"],
                                             keep["reference_params"]),
       "test_accuracy": acc}
 

@@ -130,9 +130,9 @@ def test_fixed_steps_client_equals_default_client():
                                atol=1e-14)
 
 
-def test_second_simulate_call_does_not_compile(monkeypatch):
-  """Equal shapes reuse the compiled chunk: a new schedule (another seed),
-  new initial parameters and a new key trace nothing."""
+def count_traces(monkeypatch) -> list:
+  """Empties the program cache and returns a list that grows by one each
+  time ``simulate`` traces its chunk program."""
   program.clear_cache()
   traces = []
   real = executor.make_program
@@ -145,6 +145,13 @@ def test_second_simulate_call_does_not_compile(monkeypatch):
       return prog.run_chunk(*a, **k)
     return prog._replace(run_chunk=run_chunk)
   monkeypatch.setattr(executor, "make_program", counted)
+  return traces
+
+
+def test_second_simulate_call_does_not_compile(monkeypatch):
+  """Equal shapes reuse the compiled chunk: a new schedule (another seed),
+  new initial parameters and a new key trace nothing."""
+  traces = count_traces(monkeypatch)
   ds, _, upd, s0 = setup(num_updates=60)
   rule = rules.fedasync(0.6, staleness.polynomial(0.5))
   first = executor.simulate(rule, upd, jnp.zeros(5, jnp.float32), ds, s0,
@@ -231,18 +238,7 @@ def test_sweep_stopped_and_resumed_equals_uninterrupted():
 
 def test_simulate_with_rule_function_compiles_once_for_all_values(
     monkeypatch):
-  program.clear_cache()
-  traces = []
-  real = executor.make_program
-
-  def counted(*args, **kw):
-    prog = real(*args, **kw)
-
-    def run_chunk(*a, **k):
-      traces.append(1)
-      return prog.run_chunk(*a, **k)
-    return prog._replace(run_chunk=run_chunk)
-  monkeypatch.setattr(executor, "make_program", counted)
+  traces = count_traces(monkeypatch)
   ds, _, upd, s = setup()
   w0 = jnp.zeros(5, jnp.float32)
   for a in (0.25, 0.5, 1.0):
