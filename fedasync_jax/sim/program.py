@@ -143,6 +143,11 @@ def make_program(make_rule: Callable[[Any], ServerRule],
                              if f not in fields}), met
     return train_one
 
+  # Only shapes are kept: a compiled program held by the in-process cache
+  # must not keep the run's examples alive.
+  data_like = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
+      data_like)
   eval_zeros = None
   if eval_fn is not None:
     eval_zeros = jax.eval_shape(
@@ -163,9 +168,10 @@ def make_program(make_rule: Callable[[Any], ServerRule],
     results = None
     if not p.direct:
       res_shape = jax.eval_shape(
-          train_fn(data_like, rule.result_fields), params, jnp.int32(0),
-          jnp.int32(0), jax.random.key(0),
-          ClientHParams(jnp.float32(1), jnp.float32(0)))[0]
+          lambda d, q: train_fn(d, rule.result_fields)(
+              q, jnp.int32(0), jnp.int32(0), jax.random.key(0),
+              ClientHParams(jnp.float32(1), jnp.float32(0))),
+          data_like, params)[0]
       results = jax.tree.map(
           lambda s: jnp.zeros((p.num_slots + 1,) + s.shape, s.dtype),
           res_shape)
