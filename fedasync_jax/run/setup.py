@@ -28,7 +28,6 @@ import optax
 
 from fedasync_jax import data, models
 from fedasync_jax.core import client, robust, rules
-from fedasync_jax.core.registry import Registry
 from fedasync_jax.data import datasets, images, synthetic
 from fedasync_jax.run import schema
 from fedasync_jax.run.schema import ConfigError, make_staleness  # noqa: F401
@@ -113,15 +112,9 @@ def make_model(cfg, fed: data.FederatedData) -> models.ModelFns:
   name = cfg.model.name
   given = {"input_dim": int(np.prod(fed.train.x.shape[1:])),
            "num_classes": fed.num_classes}
-  fam = schema.family("model", "name")
-  if isinstance(fam, Registry):
-    declared = {p.name for p in fam[name].params}
-    model = fam.build(name, **{k: v for k, v in given.items()
-                               if k in declared})
-  else:  # TODO(models): the names-only fallback, until MODELS is merged.
-    if name not in ("logistic_regression", "mlp"):
-      given.pop("input_dim")
-    model = models.get_model(name, **given)
+  declared = {p.name for p in models.MODELS[name].params}
+  model = models.MODELS.build(name, **{k: v for k, v in given.items()
+                                       if k in declared})
   if fed.train.x.dtype == np.uint8:
     model = images.with_image_inputs(model, cfg.data.name)
   return model
