@@ -252,12 +252,14 @@ def resnet20(*, num_classes: int = 10,
   Example:
     >>> import jax, jax.numpy as jnp
     >>> fns = resnet20()
-    >>> params = fns.init(jax.random.key(0))
+    >>> params = jax.eval_shape(fns.init, jax.random.key(0))  # shapes only
     >>> from fedasync_jax.models import count_params
     >>> count_params(params)
     272474
     >>> x, y = jnp.zeros((2, 32, 32, 3)), jnp.zeros((2,), jnp.int32)
-    >>> loss, new_stats = fns.loss(params, x, y, jnp.ones(2))
+    >>> loss, new_stats = jax.eval_shape(fns.loss, params, x, y, jnp.ones(2))
+    >>> loss.shape
+    ()
   """
   num_classes = MODELS.check("resnet20", num_classes=num_classes)[
       "num_classes"]
