@@ -76,3 +76,16 @@ def test_all_names_exist_and_modules_are_reachable():
     assert hasattr(fedasync_jax, name), name
   import fedasync_jax.models as m
   assert fedasync_jax.models is m and callable(m.mlp)
+
+
+def test_files_the_library_cites_exist():
+  import re
+  root = PKG.parent
+  cited = set()
+  for _, path in library_modules():
+    cited |= set(re.findall(
+        r"\b((?:docs|benchmarks|experiments|tests)/[\w./-]+\.(?:md|py|json))",
+        path.read_text()))
+  assert cited, "the library cites no file: the pattern is broken"
+  missing = sorted(c for c in cited if not (root / c).exists())
+  assert not missing, missing
