@@ -24,6 +24,28 @@ if os.environ.get("CI"):
 from fedasync_jax import client, data  # noqa: E402
 
 
+def interrupt_after_checkpoint(argv, out, *, env=None, timeout=120):
+  """Starts ``python -m fedasync_jax.run.cli *argv`` in a subprocess, sends
+  SIGINT once ``out/checkpoint.msgpack`` exists (within ``timeout``
+  seconds) and returns ``(returncode, stderr)``."""
+  import signal
+  import subprocess
+  import sys
+  import time
+  env = dict(env or os.environ, PYTHONUNBUFFERED="1")
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "fedasync_jax.run.cli", *argv], env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + timeout
+  while not (out / "checkpoint.msgpack").exists():
+    assert proc.poll() is None, proc.communicate()
+    assert time.time() < deadline
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  return proc.returncode, err
+
+
 def lsq_loss(w, x, y, mask):
   """Mean squared error of a linear model over the masked examples."""
   err = (x @ w - y) ** 2

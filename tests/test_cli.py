@@ -2,17 +2,12 @@
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import write_image_npz
+from conftest import interrupt_after_checkpoint, write_image_npz
 from fedasync_jax import cli, config
 
 TINY = {"data": {"num_clients": 20},
@@ -144,19 +139,9 @@ def test_interrupt_and_resume_end_with_same_params(tmp_path):
   cfg = _write_cfg(tmp_path, d)
   full, cut = tmp_path / "full", tmp_path / "cut"
   assert cli.main(["run", "--config", str(cfg), "--out", str(full)]) == 0
-  env = dict(os.environ, PYTHONUNBUFFERED="1")
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "fedasync_jax.run.cli", "run", "--config", str(cfg),
-       "--out", str(cut)], env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 120
-  while not (cut / "checkpoint.msgpack").exists():
-    assert proc.poll() is None, proc.communicate()
-    assert time.time() < deadline
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGINT)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 130, err[-2000:]
+  rc, err = interrupt_after_checkpoint(
+      ["run", "--config", str(cfg), "--out", str(cut)], cut)
+  assert rc == 130, err[-2000:]
   assert "--resume" in err
   assert (cut / "checkpoint.msgpack").exists()
   assert not (cut / "final_params.msgpack").exists()

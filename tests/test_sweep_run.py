@@ -5,14 +5,13 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from conftest import interrupt_after_checkpoint
 from fedasync_jax import cli, config
 from fedasync_jax.run import experiment, sweep_outputs, sweep_run
 
@@ -242,19 +241,10 @@ def test_sweep_interrupt_and_resume_are_bit_identical(tmp_path, capsys):
           "0,1"]
   full, cut = tmp_path / "full", tmp_path / "cut"
   assert cli.main(["sweep", *args, "--out", str(full)]) == 0
-  env = dict(os.environ, PYTHONUNBUFFERED="1", FEDASYNC_JAX_CACHE_DIR="off")
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "fedasync_jax.run.cli", "sweep", *args,
-       "--out", str(cut)], env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 180
-  while not (cut / "checkpoint.msgpack").exists():
-    assert proc.poll() is None, proc.communicate()
-    assert time.time() < deadline
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGINT)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 130, err[-2000:]
+  rc, err = interrupt_after_checkpoint(
+      ["sweep", *args, "--out", str(cut)], cut,
+      env=dict(os.environ, FEDASYNC_JAX_CACHE_DIR="off"), timeout=180)
+  assert rc == 130, err[-2000:]
   assert "Traceback" not in err, err[-2000:]
   assert f"fedasync-jax sweep --resume {cut}" in err
   assert (cut / "checkpoint.msgpack").exists()
