@@ -172,6 +172,14 @@ def _retrash(p: plan_lib.Plan, num_snaps: int, num_slots: int):
                     num_snaps=num_snaps, num_slots=num_slots)
 
 
+def member_steps(plans: Plans, schedules: Sequence[Schedule],
+                 eval_every: Optional[int]) -> plan_lib.Steps:
+  """Every member's ``Steps``, stacked on a leading member axis."""
+  each = [plan_lib.steps_of(p, eval_points(s.version_after, eval_every))
+          for p, s in zip(plans.members, schedules)]
+  return jax.tree.map(lambda *xs: np.stack(xs), *each)
+
+
 def steps_for(plans: Plans, schedules: Sequence[Schedule],
               eval_every: Optional[int]):
   """The program's ``Steps`` and their member axes (``in_axes`` of a
@@ -186,9 +194,7 @@ def steps_for(plans: Plans, schedules: Sequence[Schedule],
     steps = plan_lib.steps_of(plans.members[0], eval_points(
         schedules[0].version_after, eval_every))
     return steps, jax.tree.map(lambda _: None, steps)
-  each = [plan_lib.steps_of(p, eval_points(s.version_after, eval_every))
-          for p, s in zip(plans.members, schedules)]
-  steps = jax.tree.map(lambda *xs: np.stack(xs), *each)
+  steps = member_steps(plans, schedules, eval_every)
   steps = steps._replace(arr_eval=np.any(steps.arr_eval, axis=0))
   axes = jax.tree.map(lambda _: 0, steps)._replace(arr_eval=None)
   return steps, axes

@@ -52,12 +52,11 @@ import numpy as np
 
 from fedasync_jax.core.client import ClientHParams, ClientUpdate
 from fedasync_jax.core.types import ServerRule
-from fedasync_jax.data import ClientDataset
 from fedasync_jax.sim import driver, strategies
 from fedasync_jax.sim import plan as plan_lib
 from fedasync_jax.sim.program import DeviceData, device_data, make_program
 from fedasync_jax.sim.scheduler import Schedule
-from fedasync_jax.sim.tasks import eval_points, pad_tasks, task_hparams
+from fedasync_jax.sim.tasks import pad_tasks, task_hparams
 
 
 class Prepared(NamedTuple):
@@ -95,10 +94,14 @@ def prepare(schedule: Schedule, *, batching: Optional[str] = None,
     >>> prepare(s).steps.arr_valid.shape
     (5, 1)
   """
-  return stack([schedule], batching=batching, width=width,
-               arrivals_per_step=arrivals_per_step, eval_every=eval_every,
-               hparams=None if hparams is None else [hparams],
-               chunk_steps=chunk_steps, _member_axis=False)
+  one = stack([schedule], batching=batching, width=width,
+              arrivals_per_step=arrivals_per_step, eval_every=eval_every,
+              hparams=None if hparams is None else [hparams],
+              chunk_steps=chunk_steps)
+  first = lambda tree: jax.tree.map(lambda a: a[0], tree)  # noqa: E731
+  return one._replace(plan=one.plan._replace(
+      init_snap=int(one.plan.init_snap[0])), steps=first(one.steps),
+                      hparams=first(one.hparams))
 
 
 def stack(schedules: Sequence[Schedule], *, batching: Optional[str] = None,
@@ -106,7 +109,7 @@ def stack(schedules: Sequence[Schedule], *, batching: Optional[str] = None,
           arrivals_per_step: Optional[int] = None,
           eval_every: Optional[int] = None,
           hparams: Optional[Sequence[ClientHParams]] = None,
-          chunk_steps: int = 1, _member_axis: bool = True) -> Prepared:
+          chunk_steps: int = 1) -> Prepared:
   """Plans several schedules to one shape, stacked on a leading member axis
   (``vmap`` ``run`` over ``steps``, ``hparams`` and ``plan.init_snap``).
 
@@ -137,13 +140,7 @@ def stack(schedules: Sequence[Schedule], *, batching: Optional[str] = None,
                      f"{len(hps)}")
   n_tasks = max(s.num_tasks for s in scheds)
   hps = [pad_tasks(h, n_tasks) for h in hps]
-  if not _member_axis:
-    return Prepared(plans.like, driver.steps_for(plans, scheds,
-                                                 eval_every)[0],
-                    hps[0], strategy, tuple(scheds))
-  each = [plan_lib.steps_of(p, eval_points(s.version_after, eval_every))
-          for p, s in zip(plans.members, scheds)]
-  steps = jax.tree.map(lambda *xs: np.stack(xs), *each)
+  steps = driver.member_steps(plans, scheds, eval_every)
   like = plans.like._replace(
       init_snap=np.asarray([p.init_snap for p in plans.members], np.int32))
   return Prepared(like, steps, jax.tree.map(lambda *xs: np.stack(xs), *hps),

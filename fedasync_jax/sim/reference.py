@@ -29,7 +29,7 @@ Example:
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +40,7 @@ from fedasync_jax.sim import scheduler as sched_lib
 from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.data import ClientDataset
 from fedasync_jax.core.types import RunResult, ServerRule
-from fedasync_jax.sim.tasks import eval_points, task_hparams
+from fedasync_jax.sim.tasks import task_hparams
 
 
 def _index(tree, i):
