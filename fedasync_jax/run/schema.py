@@ -42,7 +42,7 @@ from fedasync_jax import models
 from fedasync_jax.core import optimizers, robust, rules, staleness
 from fedasync_jax.core.registry import REQUIRED, Param, Registry
 from fedasync_jax.data import datasets, partition
-from fedasync_jax.sim import delays, scheduler, strategies
+from fedasync_jax.sim import delays, scheduler, strategies, traces
 
 
 class ConfigError(ValueError):
@@ -226,7 +226,12 @@ SECTIONS = (
         Bound("uniform_high", "speeds", "high", member="uniform",
               prefix="uniform speeds: "),
         Own(Param("trace_path", None, kind=str, optional=True,
-                  meaning="speeds=trace: .npy/.csv/.txt of speeds")),
+                  meaning="speeds=trace: a device table (FedScale .pkl/"
+                  ".json, or .csv with a computation column) or a list of "
+                  "speeds (.npy/.csv/.txt)")),
+        *(Own(p) for p in traces.TRACE_PARAMS),
+        Choice("trace_mapping", lambda: traces.MAPPINGS, "cycle",
+               "how clients are mapped to trace rows (seeded by run.seed)"),
         Choice("jitter", lambda: delays.JITTERS, "exponential",
                "per-task duration factor (mean 1)"),
         Bound("jitter_sigma", "jitter", "sigma", member="lognormal",

@@ -1,11 +1,14 @@
 """How long a client task takes: device speeds, work, jitter, availability.
 
-A task of client ``c`` takes ``speed[c] * work[c] * jitter + comm_time``
+A task of client ``c`` takes ``speed[c] * work[c] * jitter + comm_time[c]``
 simulated seconds, where ``speed`` (seconds per unit of work) is drawn once
-per client, ``work`` is the local work (examples x epochs), and ``jitter`` is
-drawn per task (mean 1). With probability ``dropout`` the update never
-arrives. An ``Availability`` restricts when a client can be dispatched
-(on/off windows such as "charging at night").
+per client, ``work`` is the local work (examples x epochs), ``jitter`` is
+drawn per task (mean 1) and ``comm_time`` is one number or one per client.
+With probability ``dropout`` the update never arrives. An ``Availability``
+restricts when a client can be dispatched (on/off windows such as "charging
+at night"; per-client intervals from a trace: ``sim.traces``); with
+``lose_offline`` a task is also lost when its client goes offline before it
+finishes, as FedScale's simulator can do.
 
 Device-speed distributions follow the systems-heterogeneity models of the
 cross-device FL literature (e.g. FedScale, Lai et al. 2022, arXiv:2105.11367):
@@ -26,7 +29,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -169,9 +172,19 @@ class Availability(NamedTuple):
   on_fraction: float
   phase: np.ndarray
 
+  @property
+  def num_clients(self) -> int:
+    return int(self.phase.shape[0])
+
   def available(self, clients, t):
     return ((t + self.phase[clients]) % self.period
             < self.on_fraction * self.period)
+
+  def online_until(self, clients, t):
+    """When each client's current on window ends (``t`` if it is off)."""
+    pos = (t + self.phase[clients]) % self.period
+    on = pos < self.on_fraction * self.period
+    return np.where(on, t - pos + self.on_fraction * self.period, t)
 
   def next_start(self, clients, t):
     """The earliest time ``>= t`` at which each client is available."""
@@ -208,9 +221,10 @@ class DelayModel(NamedTuple):
   work: np.ndarray
   jitter: str = "exponential"
   jitter_sigma: float = 0.5
-  comm_time: float = 0.0
+  comm_time: Any = 0.0
   dropout: float = 0.0
-  availability: Optional[Availability] = None
+  availability: Optional[Any] = None
+  lose_offline: bool = False
 
   @property
   def num_clients(self) -> int:
@@ -219,8 +233,8 @@ class DelayModel(NamedTuple):
 
 def delay_model(speed: np.ndarray, work: np.ndarray, *,
                 jitter: str = "exponential", jitter_sigma: float = 0.5,
-                comm_time: float = 0.0, dropout: float = 0.0,
-                availability: Optional[Availability] = None) -> DelayModel:
+                comm_time=0.0, dropout: float = 0.0,
+                availability=None, lose_offline: bool = False) -> DelayModel:
   """Validates and bundles a delay model.
 
   Args:
@@ -229,9 +243,13 @@ def delay_model(speed: np.ndarray, work: np.ndarray, *,
     jitter: per-task factor, a member of ``JITTERS``: ``none``,
       ``exponential`` (mean 1) or ``lognormal`` (mean 1, log standard
       deviation ``jitter_sigma``).
-    comm_time: added to every task (download + upload), ``>= 0``.
+    comm_time: seconds added to every task (download + upload), ``>= 0``:
+      one number, or one per client (from a device trace's bandwidths).
     dropout: probability in ``[0, 1)`` that an update never arrives.
-    availability: optional on/off windows.
+    availability: optional on/off windows (``availability``) or per-client
+      intervals (``traces.availability_of``).
+    lose_offline: a task is lost when its client goes offline before it
+      finishes (needs ``availability``).
 
   Example:
     >>> m = delay_model(np.ones(3), np.ones(3), dropout=0.1)
@@ -253,22 +271,36 @@ def delay_model(speed: np.ndarray, work: np.ndarray, *,
   checks.choice("jitter", jitter, JITTERS.names())
   jitter_sigma = float(checks.number("jitter_sigma", jitter_sigma, low=0))
   comm_p, dropout_p = DELAY_PARAMS
-  comm_time = float(comm_p.check(comm_time))
+  if np.ndim(comm_time) == 0:
+    comm_time = float(comm_p.check(comm_time))
+  else:
+    comm_time = np.asarray(comm_time, dtype=np.float64)
+    if comm_time.shape != speed.shape:
+      raise ValueError(f"comm_time must be one number or have the shape of "
+                       f"speed {speed.shape}, got {comm_time.shape}")
+    if not np.all(np.isfinite(comm_time)) or np.any(comm_time < 0):
+      raise ValueError("comm_time must be finite and >= 0 for every client")
   dropout = float(dropout_p.check(dropout))
-  if availability is not None and availability.phase.shape != speed.shape:
-    raise ValueError("availability must have one phase per client")
+  if availability is not None and availability.num_clients != speed.size:
+    raise ValueError(f"availability must cover the {speed.size} clients, "
+                     f"got {availability.num_clients}")
+  if lose_offline and availability is None:
+    raise ValueError("lose_offline needs an availability (windows or a "
+                     "trace)")
   return DelayModel(speed, work, jitter, jitter_sigma, comm_time, dropout,
-                    availability)
+                    availability, bool(lose_offline))
 
 
 def sample_durations(model: DelayModel, clients: np.ndarray,
-                     rng: np.random.Generator):
+                     rng: np.random.Generator, t: Optional[float] = None):
   """Draws durations (and whether each update is lost) for tasks.
 
   Args:
     model: the delay model.
     clients: client ids of the tasks.
     rng: the generator that the scheduler threads through.
+    t: dispatch time; with ``model.lose_offline``, a task that would end
+      after its client's online interval is lost.
 
   Returns:
     ``(durations, lost)`` arrays of the shape of ``clients``.
@@ -279,5 +311,9 @@ def sample_durations(model: DelayModel, clients: np.ndarray,
   jit = member.factory(rng, n, **{p.name: getattr(model, "jitter_" + p.name)
                                   for p in member.params})
   lost = rng.random(n) < model.dropout
-  dur = model.speed[clients] * model.work[clients] * jit + model.comm_time
+  comm = model.comm_time
+  dur = model.speed[clients] * model.work[clients] * jit + (
+      comm if np.ndim(comm) == 0 else comm[clients])
+  if model.lose_offline and t is not None:
+    lost = lost | (t + dur > model.availability.online_until(clients, t))
   return dur, lost

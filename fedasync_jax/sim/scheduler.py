@@ -242,7 +242,7 @@ class _AsyncLoop:
     c = self.sel.pick(t)
     if c is None:
       return False
-    dur, lost = sample_durations(self.delays, np.array([c]), self.rng)
+    dur, lost = sample_durations(self.delays, np.array([c]), self.rng, t=t)
     k = self.b.dispatch(c, t, float(dur[0]), bool(lost[0]), self.version)
     self.sel.busy[c] = True
     self.push(t + float(dur[0]), 0, k)
@@ -365,7 +365,7 @@ def synchronous(delays: DelayModel, *, num_rounds: int, cohort_size: int,
   for _ in range(num_rounds):
     picked, t = _pick_cohort(sel, busy_until, t,
                              cohort_size + over_selection)
-    dur, lost = sample_durations(delays, picked, rng)
+    dur, lost = sample_durations(delays, picked, rng, t=t)
     tasks = [b.dispatch(int(c), t, float(d), bool(l), version)
              for c, d, l in zip(picked, dur, lost)]
     busy_until[picked] = t + dur

@@ -1,0 +1,244 @@
+"""Trace-driven delays: FedScale's formats, the completion-time formula,
+availability intervals, population mapping, and exactness of a
+trace-driven schedule."""
+
+import csv
+import json
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import make_lsq_data
+from fedasync_jax import client, delays, executor, reference, rules
+from fedasync_jax import scheduler
+from fedasync_jax.sim import trace_files, traces
+
+import optax
+
+
+def write_device_files(tmp_path, rng, rows=7):
+  """The same random device table as pickle, JSON and two CSV layouts."""
+  ids = [str(1000 + 3 * i) for i in range(rows)]
+  comp = rng.uniform(5, 200, rows)
+  down = rng.uniform(100, 20000, rows)
+  up = rng.uniform(100, 20000, rows)
+  rec = {i: {"computation": float(c), "communication": float(d)}
+         for i, c, d in zip(ids, comp, down)}
+  paths = {"pkl": tmp_path / "device.pkl", "json": tmp_path / "device.json",
+           "csv": tmp_path / "device.csv", "csv2": tmp_path / "device2.csv"}
+  with open(paths["pkl"], "wb") as f:
+    pickle.dump(rec, f)
+  paths["json"].write_text(json.dumps(rec))
+  with open(paths["csv"], "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["client", "computation", "communication"])
+    w.writerows(zip(ids, comp, down))
+  with open(paths["csv2"], "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["client", "computation", "download", "upload"])
+    w.writerows(zip(ids, comp, down, up))
+  return ids, comp, down, up, paths
+
+
+def test_device_table_formats_agree(tmp_path):
+  ids, comp, down, up, paths = write_device_files(
+      tmp_path, np.random.default_rng(0))
+  with pytest.raises(ValueError, match="trust_pickle"):
+    trace_files.read_device_table(paths["pkl"])
+  tables = [trace_files.read_device_table(paths["pkl"], trust_pickle=True),
+            trace_files.read_device_table(paths["json"]),
+            trace_files.read_device_table(paths["csv"])]
+  for t in tables:
+    assert t.ids.tolist() == ids
+    np.testing.assert_allclose(t.computation, comp, rtol=1e-15)
+    np.testing.assert_allclose(t.download, down, rtol=1e-15)
+    np.testing.assert_allclose(t.upload, down, rtol=1e-15)
+  t2 = trace_files.read_device_table(paths["csv2"])
+  np.testing.assert_allclose(t2.upload, up, rtol=1e-15)
+  # The converter writes JSON that reads back to the same table.
+  out = trace_files.convert(paths["pkl"], tmp_path / "conv.json")
+  t3 = trace_files.read_device_table(out)
+  np.testing.assert_array_equal(t3.computation, tables[0].computation)
+  assert trace_files.main(["convert", str(paths["pkl"]),
+                           str(tmp_path / "c2.json")]) == 2  # no trust flag
+
+
+def test_fedscale_completion_time_exactly(tmp_path):
+  """Every task lasts 3 * examples * epochs * ms / 1000 + kbit / down +
+  kbit / up of its client's mapped device row."""
+  rng = np.random.default_rng(1)
+  _, comp, down, up, paths = write_device_files(tmp_path, rng)
+  n, epochs, kbit = 11, 2, 1234.5
+  counts = rng.integers(1, 50, n)
+  loaded = trace_files.load(n, device_path=paths["csv2"], mapping="random",
+                            seed=5, model_kbit=kbit)
+  rows = np.asarray([r[1] for r in loaded.mapping[1:]])
+  dm = delays.delay_model(loaded.speed, counts * float(epochs),
+                          comm_time=loaded.comm_time, jitter="none")
+  s = scheduler.asynchronous(dm, num_updates=40, concurrency=4, seed=0)
+  c = s.client
+  expected = (3.0 * counts[c] * epochs * comp[rows[c]] / 1000.0
+              + kbit / down[rows[c]] + kbit / up[rows[c]])
+  got = s.arrival_time - s.dispatch_time
+  np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def write_behaviour(tmp_path, rng, users=6, finish=100.0):
+  rec = {}
+  for u in range(users):
+    cuts = np.sort(rng.uniform(0, finish, 2 * int(rng.integers(1, 4))))
+    rec[f"u{u}"] = {"active": cuts[0::2].tolist(),
+                    "inactive": cuts[1::2].tolist(),
+                    "finish_time": finish, "duration": finish}
+  (tmp_path / "behave.json").write_text(json.dumps(rec))
+  with open(tmp_path / "behave.pkl", "wb") as f:
+    pickle.dump(rec, f)
+  with open(tmp_path / "behave.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["client", "start", "end"])
+    for u, r in rec.items():
+      w.writerows((u, a, b) for a, b in zip(r["active"], r["inactive"]))
+  return rec
+
+
+def test_behaviour_formats_agree_and_follow_the_intervals(tmp_path):
+  rng = np.random.default_rng(2)
+  rec = write_behaviour(tmp_path, rng)
+  a = trace_files.read_availability(tmp_path / "behave.json")
+  b = trace_files.read_availability(tmp_path / "behave.pkl",
+                                    trust_pickle=True)
+  c = trace_files.read_availability(tmp_path / "behave.csv", period=100.0)
+  for x in (b, c):
+    np.testing.assert_array_equal(x.start, a.start)
+    np.testing.assert_array_equal(x.end, a.end)
+    np.testing.assert_array_equal(x.period, a.period)
+  av = traces.availability_of(a, np.arange(a.num_rows))
+  # Brute force over a grid of times, two periods long.
+  for t in np.linspace(0, 199.5, 400):
+    for r, u in enumerate(a.ids):
+      on = any(s <= t % 100.0 < e for s, e in zip(rec[u]["active"],
+                                                 rec[u]["inactive"]))
+      assert av.available(r, t) == on, (u, t)
+      nxt = av.next_start(r, t)
+      assert nxt >= t and av.available(r, nxt)
+      if not on:  # nothing is online between t and next_start
+        for q in np.linspace(t, nxt, 7)[:-1]:
+          assert not av.available(r, q)
+      else:
+        end = av.online_until(r, t)
+        assert end > t and av.available(r, (t + end) / 2)
+        assert not av.available(r, end + 1e-9)
+
+
+def trace_run(tmp_path, *, lose_offline, rule_name="fedasync", n=30):
+  rng = np.random.default_rng(3)
+  _, _, _, _, paths = write_device_files(tmp_path, rng)
+  write_behaviour(tmp_path, rng, users=9, finish=50.0)
+  loaded = trace_files.load(n, device_path=paths["json"],
+                            availability_path=tmp_path / "behave.json",
+                            mapping="random", seed=1, model_kbit=50.0)
+  ds, _ = make_lsq_data(num_clients=n, dtype=np.float64)
+  dm = delays.delay_model(loaded.speed, ds.counts * 1.0,
+                          comm_time=loaded.comm_time,
+                          availability=loaded.availability,
+                          lose_offline=lose_offline)
+  return ds, dm
+
+
+def test_dispatch_only_when_online_and_loss_when_offline(tmp_path):
+  for lose in (False, True):
+    _, dm = trace_run(tmp_path, lose_offline=lose)
+    s = scheduler.asynchronous(dm, num_updates=60, concurrency=5, seed=0)
+    av = dm.availability
+    assert all(av.available(int(c), float(t))
+               for c, t in zip(s.client, s.dispatch_time))
+    ends = np.array([av.online_until(int(c), float(t))
+                     for c, t in zip(s.client, s.dispatch_time)])
+    late = s.arrival_time > ends
+    if lose:
+      assert late.any()  # the trace is short enough for some to be cut
+      np.testing.assert_array_equal(s.lost, late)
+    else:
+      assert not s.lost.any()
+
+
+def test_reference_and_executor_agree_on_a_trace_schedule(tmp_path):
+  jax.config.update("jax_enable_x64", True)
+  try:
+    ds, dm = trace_run(tmp_path, lose_offline=True)
+    s = scheduler.asynchronous(dm, num_updates=60, concurrency=5, seed=0)
+    assert s.lost.any()
+    upd = client.local_update(
+        lambda w, x, y, m: jnp.sum(m * (x @ w - y) ** 2)
+        / jnp.maximum(m.sum(), 1), optax.sgd(0.05), batch_size=4,
+        max_examples=ds.max_count)
+    rule = rules.fedasync(0.6)
+    key = jax.random.key(0)
+    p0 = jnp.zeros(5, jnp.float64)
+    r = reference.run(rule, upd, p0, ds, s, key=key)
+    e = executor.simulate(rule, upd, p0, ds, s, key=key)
+    np.testing.assert_allclose(np.asarray(e.state.params),
+                               np.asarray(r.state.params), rtol=1e-8,
+                               atol=1e-12)
+  finally:
+    jax.config.update("jax_enable_x64", False)
+
+
+def test_mapping_is_seeded_and_recorded():
+  a = traces.map_clients(10, 4, rule="random", seed=0)
+  assert traces.map_clients(10, 4, rule="random", seed=0).tolist() == \
+      a.tolist()
+  assert traces.map_clients(10, 4, rule="random", seed=1).tolist() != \
+      a.tolist()
+  assert sorted(np.bincount(a, minlength=4).tolist()) == [2, 2, 3, 3]
+  assert traces.map_clients(3, 5).tolist() == [0, 1, 2]
+  table = traces.mapping_table({"device": a}, {"device": np.asarray(
+      ["a", "b", "c", "d"])})
+  assert table[0] == ["client", "device_row", "device_id"]
+  assert [r[1] for r in table[1:]] == a.tolist()
+
+
+@pytest.mark.parametrize("text, match", [
+    ("client,start\n1,0\n", "missing column"),
+    ("client,start,end\n", "empty"),
+    ("client,start,end\n1,5,2\n", "start < end"),
+    ("client,start,end\n1,-1,2\n", "start < end"),
+    ("client,start,end\n1,0,5\n1,4,6\n", "overlapping"),
+    ("client,start,end\n1,0,x\n", "numbers"),
+])
+def test_bad_availability_csv(tmp_path, text, match):
+  p = tmp_path / "a.csv"
+  p.write_text(text)
+  with pytest.raises(ValueError, match=match):
+    trace_files.read_availability(p)
+
+
+@pytest.mark.parametrize("rec, match", [
+    ({"1": {"computation": -1, "communication": 5}}, "computation"),
+    ({"1": {"computation": 1}}, "communication"),
+    ({}, "non-empty"),
+    ({"1": {"active": [], "inactive": [], "finish_time": 5}},
+     "ever online"),
+])
+def test_bad_json_traces(tmp_path, rec, match):
+  p = tmp_path / "t.json"
+  p.write_text(json.dumps(rec))
+  read = (trace_files.read_availability if "active" in json.dumps(rec)
+          else trace_files.read_device_table)
+  with pytest.raises(ValueError, match=match):
+    read(p)
+
+
+def test_a_trace_that_goes_dark_fails_fast(tmp_path):
+  """Intervals that end (no period) stop the schedule with an error
+  instead of an endless wait."""
+  p = tmp_path / "a.csv"
+  p.write_text("client,start,end\n0,0,3\n1,1,2\n")
+  loaded = trace_files.load(4, availability_path=p)
+  dm = delays.delay_model(np.ones(4), np.ones(4), jitter="none",
+                          availability=loaded.availability)
+  with pytest.raises(ValueError, match="cannot make progress"):
+    scheduler.asynchronous(dm, num_updates=1000, concurrency=2, seed=0)
