@@ -27,6 +27,14 @@ Each member of the sweep is compared with its separate run (largest
 relative parameter difference). Targets (issue "the simulator as a JAX
 function"): both cases >= 3x separate.
 
+``compute_floor`` measures what no sweep can share between members with
+different parameters: their client SGD steps (the case's total, from the
+schedules and client sizes) and their test-set evaluations, each timed
+alone as a compiled loop, plus how much faster XLA runs those SGD steps
+batched over the members (``vmap``) than one member after another. The
+bound ``separate_s / (floor_s / batching_gain)`` is the most any sweep
+can gain on this machine.
+
 The LAST line printed is one JSON object, also written to
 ``benchmarks/results/seed_sweep_<date>[_quick|_smoke].json``.
 
@@ -130,6 +138,55 @@ class Workload:
     return time.perf_counter() - t, [o.state.params for o in outs]
 
 
+def _timed(fn, *args, repeats=3):
+  """Median wall seconds of ``fn(*args)`` after one warm-up call."""
+  import jax
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t)
+  return C.median(times)
+
+
+def compute_floor(w, members, *, steps=500):
+  """The members' unshareable compute, timed alone (see the docstring)."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from fedasync_jax import models
+  model = models.mlp()
+  B, lr = C.W1["batch_size"], C.W1["client_lr"]
+  x, y = jnp.asarray(w.ds.x[:5000]), jnp.asarray(w.ds.y[:5000])
+  mask = jnp.ones((B,), bool)
+
+  def sgd_step(p, i):
+    idx = (i * B + jnp.arange(B)) % x.shape[0]
+    g = jax.grad(model.loss)(p, x[idx], y[idx], mask)
+    return jax.tree.map(lambda a, b: a - lr * b, p, g)
+
+  one = jax.jit(lambda p: jax.lax.fori_loop(0, steps, lambda i, q:
+                                            sgd_step(q, i), p))
+  many = jax.jit(lambda p: jax.lax.fori_loop(
+      0, steps, lambda i, q: jax.vmap(lambda r: sgd_step(r, i))(q), p))
+  n = len(members)
+  stacked = jax.tree.map(lambda a: jnp.stack([a] * n), w.params)
+  step_s = _timed(one, w.params) / steps
+  batched_step_s = _timed(many, stacked) / (steps * n)
+  eval_s = _timed(jax.jit(w.eval_fn), w.params)
+  counts = np.asarray(w.ds.counts)
+  sgd_steps = sum(int(np.sum(-(-counts[w.sched(m[2]).arrival_client] // B)))
+                  * C.W1["epochs"] for m in members)
+  evals = sum(1 + -(-w.sched(m[2]).num_arrivals // w.eval_every)
+              for m in members)  # version 0, every eval_every, the last
+  floor = sgd_steps * step_s + evals * eval_s
+  return {"sgd_steps": sgd_steps, "sgd_step_s": step_s,
+          "batched_sgd_step_s": batched_step_s,
+          "batching_gain": step_s / batched_step_s,
+          "evaluations": evals, "eval_s": eval_s, "floor_s": floor}
+
+
 def run_case(w, name, members):
   """Separate runs, then the sweep; the case's record."""
   for m in members:  # schedules are drawn before either system is timed
@@ -139,7 +196,11 @@ def run_case(w, name, members):
   sw_s, sw = w.swept(members)
   C.log(f"{name}: sweep {sw_s:.1f} s ({sep_s / sw_s:.2f}x)")
   n = sum(w.sched(m[2]).num_arrivals for m in members)
-  return {"members": len(members),
+  floor = compute_floor(w, members)
+  bound = sep_s / (floor["floor_s"] / max(floor["batching_gain"], 1.0))
+  C.log(f"{name}: unshareable compute {floor['floor_s']:.1f} s, batching "
+        f"gain {floor['batching_gain']:.2f}x -> bound {bound:.2f}x")
+  return {"compute_floor": floor, "speedup_bound": bound,"members": len(members),
           "schedules": len({m[2] for m in members}),
           "separate_s": sep_s, "sweep_s": sw_s,
           "speedup": sep_s / sw_s,
