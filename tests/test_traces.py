@@ -242,3 +242,44 @@ def test_a_trace_that_goes_dark_fails_fast(tmp_path):
                           availability=loaded.availability)
   with pytest.raises(ValueError, match="cannot make progress"):
     scheduler.asynchronous(dm, num_updates=1000, concurrency=2, seed=0)
+
+
+def test_config_fields_drive_the_schedule(tmp_path):
+  """``delays.speeds=trace`` with a device table and
+  ``delays.availability_trace`` give FedScale's durations and dispatches
+  only while online; bad files name their field."""
+  from fedasync_jax import config, experiment
+  rng = np.random.default_rng(4)
+  _, comp, down, _, paths = write_device_files(tmp_path, rng)
+  write_behaviour(tmp_path, rng, users=5, finish=40.0)
+  d = {"data": {"num_clients": 12},
+       "delays": {"speeds": "trace", "trace_path": str(paths["csv"]),
+                  "availability_trace": str(tmp_path / "behave.json"),
+                  "jitter": "none", "model_kbit": 10.0,
+                  "trace_mapping": "random"},
+       "run": {"num_updates": 30, "concurrency": 3, "seed": 2}}
+  cfg = config.from_dict(d)
+  fed = experiment.load_data(cfg)
+  dm = experiment.make_delays(cfg, fed)
+  from fedasync_jax.run import setup
+  loaded = setup.load_traces(cfg, fed)
+  assert loaded.mapping[0] == ["client", "device_row", "device_id",
+                               "availability_row", "availability_id"]
+  rows = np.asarray([r[1] for r in loaded.mapping[1:]])
+  counts = fed.train.counts
+  np.testing.assert_allclose(
+      dm.speed * dm.work + dm.comm_time,
+      3 * counts * comp[rows] / 1000 + 2 * 10.0 / down[rows], rtol=1e-12)
+  s = experiment.make_schedule(cfg, fed, experiment.make_rule_from(cfg, fed))
+  assert all(dm.availability.available(int(c), float(t))
+             for c, t in zip(s.client, s.dispatch_time))
+  d["delays"]["availability_trace"] = str(tmp_path / "behave.pkl")
+  with pytest.raises(config.ConfigError,
+                     match="delays.availability_trace: .*trust_pickle"):
+    experiment.make_delays(config.from_dict(d), fed)
+  d["delays"]["trust_pickle"] = True
+  experiment.make_delays(config.from_dict(d), fed)
+  d["delays"]["lose_offline"] = True
+  d["delays"]["availability_trace"] = None
+  with pytest.raises(config.ConfigError, match="lose_offline"):
+    experiment.make_delays(config.from_dict(d), fed)

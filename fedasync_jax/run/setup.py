@@ -31,7 +31,7 @@ from fedasync_jax.core import client, robust, rules
 from fedasync_jax.data import datasets, images, synthetic
 from fedasync_jax.run import schema
 from fedasync_jax.run.schema import ConfigError, make_staleness  # noqa: F401
-from fedasync_jax.sim import delays, scheduler, tasks
+from fedasync_jax.sim import delays, scheduler, tasks, trace_files, traces
 
 
 class Setup(NamedTuple):
@@ -186,23 +186,79 @@ def make_delays(cfg, fed: data.FederatedData) -> delays.DelayModel:
   """
   d, run, c = cfg.delays, cfg.run, cfg.client
   n = fed.train.num_clients
-  _, params = schema.member_values(d, "delays", "speeds")
-  if "trace" in schema.family("delays", "speeds")[d.speeds].inputs:
-    params["trace"] = load_trace(d.trace_path)
-  # ``mean`` also floors every distribution's speeds (see device_speeds).
-  speeds = delays.device_speeds(d.speeds, n, seed=run.seed,
-                                **{"mean": d.mean, **params})
+  loaded = load_traces(cfg, fed)
+  comm = d.comm_time
+  if loaded.speed is not None:  # a device table: FedScale's completion time
+    speeds, comm = loaded.speed, loaded.comm_time + d.comm_time
+  else:
+    _, params = schema.member_values(d, "delays", "speeds")
+    if "trace" in schema.family("delays", "speeds")[d.speeds].inputs:
+      params["trace"] = load_trace(d.trace_path)
+    # ``mean`` also floors every distribution's speeds (see device_speeds).
+    speeds = delays.device_speeds(d.speeds, n, seed=run.seed,
+                                  **{"mean": d.mean, **params})
   work = (fed.train.counts * float(c.epochs) if c.steps is None
           else np.full(n, float(c.steps * c.batch_size)))
-  avail = None
+  avail = loaded.availability
   if d.availability_period is not None:
+    if avail is not None:
+      raise ConfigError("delays.availability_period and "
+                        "delays.availability_trace: give one of them")
     avail = delays.availability(n, period=d.availability_period,
                                 on_fraction=d.availability_on_fraction,
                                 seed=run.seed + 1)
+  if d.lose_offline and avail is None:
+    raise ConfigError("delays.lose_offline needs delays.availability_trace "
+                      "or delays.availability_period")
   return delays.delay_model(speeds, work, jitter=d.jitter,
                             jitter_sigma=d.jitter_sigma,
-                            comm_time=d.comm_time, dropout=d.dropout,
-                            availability=avail)
+                            comm_time=comm, dropout=d.dropout,
+                            availability=avail, lose_offline=d.lose_offline)
+
+
+def load_traces(cfg, fed: data.FederatedData) -> trace_files.Loaded:
+  """The device table (``delays.speeds=trace`` with a table in
+  ``delays.trace_path``) and availability trace
+  (``delays.availability_trace``) of a run, mapped onto its clients;
+  ``mapping`` records which trace row each client follows.
+
+  Raises:
+    config.ConfigError: naming the field whose file is unreadable or
+      invalid.
+  """
+  d = cfg.delays
+  table = (d.trace_path if d.speeds == "trace" and d.trace_path is not None
+           and traces.is_device_table(d.trace_path) else None)
+  kbit = d.model_kbit
+  if table is not None and kbit is None:  # float32 parameters, in kbit
+    shapes = jax.eval_shape(make_model(cfg, fed).init, jax.random.key(0))
+    kbit = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes)) \
+        * 32 / 1024
+  out = trace_files.Loaded(None, None, None, [])
+  for field, path in (("trace_path", table),
+                      ("availability_trace", d.availability_trace)):
+    if path is None:
+      continue
+    try:
+      got = trace_files.load(
+          fed.train.num_clients, mapping=d.trace_mapping, seed=cfg.run.seed,
+          trust_pickle=d.trust_pickle, model_kbit=kbit or 0.0,
+          augmentation=d.augmentation, period=d.trace_period,
+          **({"device_path": path} if field == "trace_path"
+             else {"availability_path": path}))
+    except ValueError as e:
+      raise ConfigError(f"delays.{field}: {e}") from None
+    out = out._replace(**{k: v for k, v in got._asdict().items()
+                          if v is not None and k != "mapping"},
+                       mapping=_join(out.mapping, got.mapping))
+  return out
+
+
+def _join(a: list, b: list) -> list:
+  """Two mapping tables side by side (same clients, first column once)."""
+  if not a:
+    return b
+  return [ra + rb[1:] for ra, rb in zip(a, b)]
 
 
 def make_schedule(cfg, fed: data.FederatedData,

@@ -227,6 +227,69 @@ def load(num_clients: int, *, device_path=None, availability_path=None,
   return Loaded(speed, comm, avail, traces.mapping_table(rows, ids))
 
 
+def write_synthetic(folder, *, num_devices: int = 1000, days: int = 7,
+                    seed: int = 0) -> tuple:
+  """Writes a generated trace pair in FedScale's JSON format.
+
+  Not measured data: a stand-in with the shape of FedScale's traces for
+  tests and experiments. Devices: lognormal compute time (median 300 ms
+  per sample, log standard deviation 0.8) and bandwidth (median 5,000
+  kbit/s, log standard deviation 1). Behaviour, diurnal: every user is
+  online each night (a charging session starting near the user's own hour
+  around 22:00, 3-9 hours long) and for 0-3 short daytime sessions (5-60
+  minutes); the trace spans ``days`` days and repeats.
+
+  Returns:
+    ``(device_path, behaviour_path)`` inside ``folder``.
+
+  Example:
+    >>> import tempfile
+    >>> dev, beh = write_synthetic(tempfile.mkdtemp(), num_devices=5, days=1)
+    >>> read_availability(beh).num_rows, read_device_table(dev).num_rows
+    (5, 5)
+  """
+  folder = Path(folder)
+  folder.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  n = int(num_devices)
+  comp = 300.0 * rng.lognormal(0.0, 0.8, n)
+  bw = 5000.0 * rng.lognormal(0.0, 1.0, n)
+  device = {str(i): {"computation": round(float(c), 3),
+                     "communication": round(float(b), 3)}
+            for i, (c, b) in enumerate(zip(comp, bw))}
+  day, finish = 86400.0, 86400.0 * int(days)
+  behaviour = {}
+  for i in range(n):
+    hour = rng.normal(22.0, 1.5)
+    sessions = []
+    for d in range(int(days)):
+      start = d * day + 3600.0 * (hour + rng.normal(0.0, 0.5))
+      sessions.append((start, start + 3600.0 * rng.uniform(3, 9)))
+      for _ in range(int(rng.integers(0, 4))):
+        s0 = d * day + 3600.0 * rng.uniform(8, 20)
+        sessions.append((s0, s0 + 60.0 * rng.uniform(5, 60)))
+    merged = []  # wrap into [0, finish), sort, merge overlaps
+    for a, b in sessions:
+      a, b = a % finish, b % finish
+      merged += [(a, b)] if a < b else [(a, finish), (0.0, b)]
+    merged = sorted((a, b) for a, b in merged if b - a >= 1.0)
+    out = [list(merged[0])]
+    for a, b in merged[1:]:
+      if a <= out[-1][1] + 1.0:  # gaps under 1 s would not survive rounding
+        out[-1][1] = max(out[-1][1], b)
+      else:
+        out.append([a, b])
+    behaviour[str(i)] = {"active": [round(a, 1) for a, _ in out],
+                         "inactive": [round(b, 1) for _, b in out],
+                         "finish_time": finish, "duration": finish}
+  paths = folder / "device_info.json", folder / "client_behave_trace.json"
+  for path, rec in zip(paths, (device, behaviour)):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(rec), encoding="utf-8")
+    tmp.replace(path)
+  return paths
+
+
 def convert(src, dst) -> Path:
   """Writes a trusted FedScale pickle (device table or behaviour trace) as
   JSON of the same shape, atomically; returns ``dst``."""
