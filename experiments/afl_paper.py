@@ -6,16 +6,20 @@ paper's): 10 clients, Dirichlet(0.5) labels, M clients per round (M in
 flight in the asynchronous run, a cohort of M in synchronous FedAvg), Adam
 at lr 1e-3 with the delay-aware client rate
 ``lr0 / (sqrt(epoch + 1) (1 + beta * delay))`` (``client.delay_beta``,
-``client.epoch_decay``), NLL loss, server rule ``afl`` (staleness-aware,
-data-size-weighted mixing). Figures:
+``client.epoch_decay``; the delay is the client's expected task duration,
+fixed at dispatch) and early stopping with patience 10 (the paper's code),
+NLL loss, server rule ``afl`` (the paper's aggregation: every M returned
+clients, the normalised average of their models weighted by data size and
+staleness). Figures:
 
 1. server (test) loss against rounds for the default M;
 2. client participation histogram;
 3. server loss for M = 3..8 clients per round;
 4. asynchronous AFL against synchronous FedAvg (same client training).
 
-A "round" of the asynchronous run is M client updates (M server versions
-for ``afl``); the synchronous run advances one version per round of M.
+A "round" of the asynchronous run is M client updates (one server version
+for ``afl``, which averages the round's M returned models); the synchronous
+run advances one version per round of M.
 Simulated time comes from the scheduler: lognormal device speeds (sigma 1)
 times local work times exponential jitter; ``delays.mean`` is set so that a
 client of mean size on a median device takes 1 time unit, which is also the
@@ -74,10 +78,11 @@ def parser(name):
   p.add_argument("--test-subset", type=int, default=None,
                  help="evaluate on the first N test examples")
   p.add_argument("--afl-lr", type=float, default=1.0,
-                 help="server mixing rate of the afl rule (rule.afl_lr)")
+                 help="server step of the afl rule toward the round's "
+                      "weighted average (rule.afl_lr; 1: the paper)")
   p.add_argument("--compare-afl-lr", type=float, default=None,
                  help="also run AFL with the default M and this server "
-                      "mixing rate (an extra line in figures 1 and 4)")
+                      "step (an extra line in figures 1 and 4)")
   p.add_argument("--seed", type=int, default=0)
   return p
 
@@ -86,7 +91,7 @@ def make_config(st, data_path, *, m, rounds, epochs, steps, beta, seed,
                 rule="afl", num_clients=10, selection="uniform"):
   from fedasync_jax import config as config_lib
   client = {"optimizer": "adam", "lr": 1e-3, "batch_size": st["batch"],
-            "delay_beta": beta, "epoch_decay": True}
+            "delay_beta": beta, "epoch_decay": True, "patience": 10}
   if steps is None:
     client["epochs"] = epochs
   else:
@@ -97,7 +102,8 @@ def make_config(st, data_path, *, m, rounds, epochs, steps, beta, seed,
                "alpha": 0.5, "seed": seed},
       "model": {"name": st["model"]},
       "client": client,
-      "rule": {"name": rule},
+      "rule": {"name": rule, "params": (
+          {"clients_per_round": m} if rule == "afl" else None)},
       "delays": {"speeds": "lognormal", "sigma": 1.0, "jitter": "exponential",
                  "mean": 1.0},
       "run": {"concurrency": m, "num_updates": rounds * m,
@@ -210,14 +216,14 @@ def fig_server_loss(ctx, runs, cmp_label, out_dir):
              label=f"afl_lr {a.compare_afl_lr:g}")
     ax1.legend()
     ax2.legend()
-  ax1.set_xlabel("server version (= client updates, AFL)")
+  ax1.set_xlabel("client updates (M per AFL round and server version)")
   ax1.set_ylabel("server test loss (NLL)")
   loss_axis(ax1, ll)
   ax1.set_title(f"AFL, M={m0} clients per round")
   top = ax1.secondary_xaxis("top", functions=(lambda v: v / m0,
                                               lambda r: r * m0))
   top.set_xlabel("round")
-  ax2.set_xlabel("server version")
+  ax2.set_xlabel("client updates")
   ax2.set_ylabel("test accuracy")
   for ax in (ax1, ax2):
     ax.grid(alpha=0.3)
@@ -325,16 +331,13 @@ def reading_paragraph(ctx, runs, cmp_label):
       + (f"; AFL with afl_lr {a.compare_afl_lr:g} "
          f"{trend(runs[cmp_label][1])}" if cmp_label else "")
       + ". The server is evaluated once per round, so a single final value "
-      "of a noisy curve says little; compare the means. With afl_lr 1 the "
-      "`afl` mixing weight min(1, lr n_k/n_bar "
-      f"s(tau)) saturates at 1 for clients with more than the mean data, "
-      f"so the server model is largely the last arriving client's model, "
-      f"trained on a few classes under Dirichlet(0.5): its loss jumps from "
-      f"arrival to arrival, while FedAvg's average of M models moves "
-      f"smoothly"
-      + (f"; a smaller server rate (afl_lr {a.compare_afl_lr:g}, i.e. "
-         f"weight ~{a.compare_afl_lr:g} n_k/n_bar) averages over "
-         f"several arrivals and gives a smooth curve" if cmp_label else "")
+      "of a noisy curve says little; compare the means. Like FedAvg, `afl` "
+      "replaces the server model by an average of M client models once per "
+      "round; unlike FedAvg, the M models are the next M to return (no "
+      "barrier), started from stale server models, and weighted by "
+      "n_k s(tau_k)"
+      + (f"; a server step of afl_lr {a.compare_afl_lr:g} moves only that "
+         f"far toward the round's average" if cmp_label else "")
       + ". M changes the staleness (mean "
       + ", ".join(f"{runs[f'afl_M{m}'][1].out.arrivals['staleness'].mean():.1f}"
                   f" at M={m}" for m in ctx.ms)
@@ -436,9 +439,12 @@ def summary_markdown(ctx, runs, cmp_label, fed, prov):
   convolutions use the loop-friendly gradient of `fedasync_jax/conv.py`)
 - clients: Adam lr 1e-3, batch {c.batch_size}, {local}; delay-aware rate
   lr0 / (sqrt(epoch+1) (1 + beta delay)) with beta = {args.delay_beta}
-  (`client.delay_beta`, `client.epoch_decay=true`); NLL loss
-- server: `afl` rule (mixing weight min(1, lr n_k/n_bar s(tau)), lr {args.afl_lr},
-  s = polynomial a=0.5); FedAvg baseline: cohort of M, example-weighted mean
+  and delay = the client's expected task duration, fixed at dispatch
+  (`client.delay_beta`, `client.epoch_decay=true`); early stopping with
+  patience {c.patience}; NLL loss
+- server: `afl` rule (every M returned clients, w <- (1 - lr) w + lr
+  sum n_k s(tau_k) w_k / sum n_k s(tau_k), lr {args.afl_lr}, s = polynomial
+  a=0.5); FedAvg baseline: cohort of M, example-weighted mean
 - delays: lognormal device speeds (sigma 1) x work x exponential jitter; one
   time unit = a mean-size client on a median device
 - {rounds} rounds per run; a round = M client updates (async) or one
@@ -470,10 +476,9 @@ def summary_markdown(ctx, runs, cmp_label, fed, prov):
   rounds (every round waits for its slowest client) while AFL finished its
   {rounds * m0} updates at {t_async_end:.1f}; by that time FedAvg had
   finished {s_same['version']} rounds, with loss {s_same['loss']:.3f}.
-  Rounds of AFL are not barriers: the server model moves at every arrival,
-  and with the `afl` mixing weight min(1, n_k/n_bar s(tau)) a large client
-  nearly replaces the server model, so on non-iid data the AFL curve is
-  much noisier than FedAvg's average of M models.
+  Rounds of AFL are not barriers: a round closes with the M-th client to
+  return, whatever version it started from, and its average is weighted by
+  n_k s(tau_k).
 
 ## Reading
 

@@ -256,7 +256,8 @@ def build(cfg, *, fed=None, test_subset: Optional[int] = None) -> Setup:
   return Setup(
       fed, model, update, rule, sched,
       tasks.task_hparams(sched, prox_rho=c.prox_rho,
-                         delay_beta=c.delay_beta),
+                         delay_beta=c.delay_beta,
+                         delay=experiment.make_delays(cfg, fed)),
       model.init(jax.random.key(cfg.run.seed)),
       models.make_evaluator(model, fed.x_test[:n], fed.y_test[:n]),
       max(1, math.ceil(cfg.run.eval_every / per_version)))

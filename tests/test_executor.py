@@ -71,10 +71,12 @@ CASES = {
     "fedbuff-momentum": (lambda ds: rules.fedbuff(
         5, optax.sgd(1.0, momentum=0.9), staleness.polynomial(0.5)),
         {"arrivals_per_version": 5}, 64, "pareto", "lsq"),
-    "afl": (lambda ds: rules.afl(lr=0.5, mean_examples=float(
-        ds.counts.mean())), {}, 7, "pareto", "lsq"),
-    "afl-mlp": (lambda ds: rules.afl(lr=0.5, mean_examples=float(
-        ds.counts.mean())), {}, 64, "lognormal", "mlp"),
+    "afl": (lambda ds: rules.afl(clients_per_round=3, lr=0.5,
+                                 staleness_fn=staleness.polynomial(0.5)),
+            {"arrivals_per_version": 3}, 7, "pareto", "lsq"),
+    "size-weighted-mix-mlp": (lambda ds: rules.size_weighted_mix(
+        lr=0.5, mean_examples=float(ds.counts.mean())), {}, 64, "lognormal",
+        "mlp"),
 }
 
 
@@ -100,7 +102,7 @@ def run_both(name, dtype, **kw):
   s = scheduler.asynchronous(dm, num_updates=ARRIVALS, concurrency=C, seed=0,
                              **skw)
   hp = tasks.task_hparams(s, delay_beta=0.05 if "afl" in name else None,
-                              prox_rho=0.01)
+                          delay=dm, prox_rho=0.01)
   rule = make_rule(ds)
   key = jax.random.key(7)
   r = reference.run(rule, upd, params, ds, s, key=key, hparams=hp,

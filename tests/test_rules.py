@@ -96,9 +96,10 @@ def test_fedavg_weighted_average():
   assert int(state.version) == 1 and float(state.sum_weight) == 0.0
 
 
-def test_afl_weights_by_size_and_staleness():
-  rule = rules.afl(lr=0.5, mean_examples=10.0,
-                   staleness_fn=staleness.polynomial(1.0))
+def test_size_weighted_mix_weights_by_size_and_staleness():
+  # The per-arrival rule once called ``afl``; max_weight=1 is the old cap.
+  rule = rules.size_weighted_mix(lr=0.5, max_weight=1.0, mean_examples=10.0,
+                                 staleness_fn=staleness.polynomial(1.0))
   state = rule.init(jnp.zeros(1))
   big = rule.apply(state, result(jnp.ones(1), n=20.0), 0)
   small = rule.apply(state, result(jnp.ones(1), n=5.0), 0)
@@ -106,13 +107,30 @@ def test_afl_weights_by_size_and_staleness():
   np.testing.assert_allclose(big.params, [1.0])     # min(1, 0.5 * 2)
   np.testing.assert_allclose(small.params, [0.25])
   np.testing.assert_allclose(stale.params, [0.5])
+  capped = rules.size_weighted_mix(lr=0.5, mean_examples=10.0,
+                                   staleness_fn=staleness.polynomial(1.0))
+  np.testing.assert_allclose(
+      capped.apply(state, result(jnp.ones(1), n=20.0), 0).params, [0.5])
+
+
+def test_afl_averages_a_round():
+  rule = rules.afl(clients_per_round=2,
+                   staleness_fn=staleness.polynomial(1.0))
+  state = rule.init(jnp.zeros(1))
+  state = rule.apply(state, result(jnp.ones(1), n=20.0), 0)
+  np.testing.assert_allclose(state.params, [0.0])   # the round is open
+  state = rule.apply(state, result(4 * jnp.ones(1), n=20.0), 1)
+  # weights 20 * 1 and 20 / 2: (20 * 1 + 10 * 4) / 30
+  np.testing.assert_allclose(state.params, [2.0], rtol=1e-6)
+  assert int(state.version) == 1
 
 
 @pytest.mark.parametrize("make, param", [
     (lambda: rules.fedasync(1.5), "alpha"),
     (lambda: rules.fedasync(-0.1), "alpha"),
     (lambda: rules.fedbuff(0), "buffer_size"),
-    (lambda: rules.afl(mean_examples=0.0), "mean_examples"),
+    (lambda: rules.size_weighted_mix(mean_examples=0.0), "mean_examples"),
+    (lambda: rules.afl(clients_per_round=0), "clients_per_round"),
 ])
 def test_invalid(make, param):
   with pytest.raises(ValueError, match=param):

@@ -16,10 +16,16 @@ Options follow the papers that use them:
   arXiv:1812.06127) and FedAsync's regularised local objective
   (arXiv:1903.03934);
 * a per-client learning-rate scale, e.g. the AFL paper's delay-aware rate
-  ``lr0 / (sqrt(epoch + 1) (1 + beta * delay))`` (arXiv:2508.01675): pass
-  ``lr_scale = 1 / (1 + beta * delay)`` in ``hparams`` and
-  ``epoch_decay=True``;
-* early stopping on the epoch's training loss with ``patience``.
+  ``lr0 / (sqrt(epoch + 1) (1 + beta * delay))`` (arXiv:2508.01675,
+  Section 3 and Algorithm 1; ``lr0`` the optimizer's rate, ``epoch``
+  counted from 0): pass ``lr_scale = 1 / (1 + beta * delay)`` in
+  ``hparams``, fixed when the task is dispatched
+  (``sim.tasks.task_hparams(delay_beta=..., delay=...)``), and
+  ``epoch_decay=True``; the scale multiplies the optimizer's update, which
+  is the same as scaling the rate for SGD and Adam;
+* early stopping on the epoch's training loss with ``patience`` (as the
+  AFL paper's experiments: stop once ``patience`` epochs in a row did not
+  improve on the best epoch loss by more than ``min_delta``).
 
 Example:
   >>> import jax, jax.numpy as jnp, optax
@@ -62,7 +68,8 @@ class ClientHParams(NamedTuple):
   """Per-client hyperparameters, batched with the clients.
 
   Attributes:
-    lr_scale: multiplies every local update (1 = the optimizer's own rate).
+    lr_scale: multiplies every local update (1 = the optimizer's own rate;
+      ``1 / (1 + beta delay)`` for the AFL paper's delay-aware rate).
     prox_rho: weight ``rho`` of the proximal term (0 = none).
   """
   lr_scale: Any = 1.0

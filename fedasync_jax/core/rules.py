@@ -24,10 +24,14 @@ Algorithms:
 * ``fedavg``: McMahan et al. 2017, "Communication-Efficient Learning of Deep
   Networks from Decentralized Data" (arXiv:1602.05629): a synchronous round
   averaged by example counts.
-* ``afl``: Forootani and Iervolino 2025, "Asynchronous Federated Learning
-  with non-convex client objective functions and heterogeneous dataset"
-  (arXiv:2508.01675): staleness-aware aggregation weighted by the client's
-  dataset size, ``w <- w + min(1, lr (n_k / n_bar) s(tau)) (w_k - w)``.
+* ``afl`` (defined in ``core/afl.py``): Forootani and Iervolino 2025,
+  "Asynchronous Federated Learning with non-convex client objective
+  functions and heterogeneous dataset" (arXiv:2508.01675), Section 3 and
+  Algorithm 1: every ``M`` returned clients, ``w`` becomes the normalised
+  average ``sum_k n_k s(tau_k) w_k / sum_k n_k s(tau_k)``;
+  ``size_weighted_mix`` (also there) is the per-arrival mix
+  ``w <- w + min(max_weight, lr (n_k / n_bar) s(tau)) (w_k - w)`` that this
+  library used to call ``afl``.
 
 Every rule is registered in ``RULES`` with its parameters (their ranges and
 meaning) and the inputs its caller supplies (``staleness_fn``,
@@ -54,7 +58,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedasync_jax.core import checks
 from fedasync_jax.core import tree as tree_lib
 from fedasync_jax.core import staleness as staleness_lib
 from fedasync_jax.core.registry import Param, Registry
@@ -290,46 +293,10 @@ def fedavg(server_optimizer: Optional[optax.GradientTransformation] = None
   return ServerRule(init, apply, end_round, None, None, ("delta",))
 
 
-@RULES.register("afl", params=(
-    Param("lr", 1.0, low=0, sweepable=True, meaning="AFL mixing rate"),),
-    inputs=("mean_examples", "staleness_fn"))
-def afl(*, lr: float = 1.0, mean_examples: float,
-        staleness_fn: Optional[StalenessFn] = None) -> ServerRule:
-  """The AFL paper's staleness-aware, data-size-weighted aggregation.
+# AFL lives in its own module, which registers its rules in ``RULES``;
+# importing it here makes every user of ``RULES`` see them.
+from fedasync_jax.core import afl as _afl  # noqa: E402
 
-  Each arrival is mixed at once with weight
-  ``min(1, lr * (n_k / mean_examples) * s(tau))``: clients with more data
-  count more, stale ones less (arXiv:2508.01675, Section 3). The state is a
-  ``FedAsyncState``.
-
-  Args:
-    lr: server mixing rate, ``>= 0``.
-    mean_examples: the population's mean examples per client (``> 0``).
-    staleness_fn: ``s(tau)`` (default ``staleness.polynomial(0.5)``).
-
-  Example:
-    >>> rule = afl(lr=0.5, mean_examples=100.0)
-    >>> rule.end_round is None
-    True
-  """
-  RULES.check("afl", lr=lr)
-  checks.number("mean_examples", mean_examples, low=0, low_open=True)
-  s = staleness_fn if staleness_fn is not None else staleness_lib.polynomial(
-      0.5)
-
-  def init(params):
-    return FedAsyncState(params, _counters(), _counters(), _counters())
-
-  def apply(state, result, tau):
-    tau = jnp.asarray(tau, jnp.int32)
-    kept = staleness_lib.keep(s, tau)
-    n = _as_float(result.num_examples, state.params)
-    a = jnp.minimum(1.0, lr * (n / mean_examples)
-                    * _as_float(s(tau), state.params))
-    mixed = _tree_mix(state.params, result.params, a.astype(n.dtype))
-    k = kept.astype(jnp.int32)
-    return FedAsyncState(tree_lib.where(kept, mixed, state.params), state.version + k,
-                         state.applied + k, state.dropped + 1 - k)
-
-  return ServerRule(init, apply, None, staleness_lib.max_staleness(s), 1,
-                    ("params",))
+afl = _afl.afl
+size_weighted_mix = _afl.size_weighted_mix
+AFLState = _afl.AFLState

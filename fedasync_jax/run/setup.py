@@ -302,8 +302,9 @@ def setup(cfg) -> Setup:
       stateful=model.stateful)
   rule = make_rule_from(cfg, fed)
   sched = make_schedule(cfg, fed, rule)
-  hparams = tasks.task_hparams(sched, prox_rho=c.prox_rho,
-                               delay_beta=c.delay_beta)
+  hparams = tasks.task_hparams(
+      sched, prox_rho=c.prox_rho, delay_beta=c.delay_beta,
+      delay=make_delays(cfg, fed) if c.delay_beta is not None else None)
   params = model.init(jax.random.key(cfg.run.seed))
   eval_fn = models.make_evaluator(model, fed.x_test, fed.y_test)
   return Setup(fed, model, update, rule, sched, hparams, params, eval_fn,

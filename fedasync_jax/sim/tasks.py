@@ -1,6 +1,7 @@
 """Per-task inputs derived from a schedule, shared by every simulator:
-the client hyperparameters of each task and the arrivals after which an
-evaluation runs.
+the client hyperparameters of each task (fixed when the task is
+dispatched, among them the AFL paper's delay-aware rate, arXiv:2508.01675)
+and the arrivals after which an evaluation runs.
 
 Example:
   >>> import numpy as np
@@ -10,38 +11,77 @@ Example:
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import jax
 
 import numpy as np
 
+from fedasync_jax.core import checks
 from fedasync_jax.core.client import ClientHParams
 from fedasync_jax.sim import scheduler as sched_lib
+from fedasync_jax.sim.delays import DelayModel
+
+
+def known_delays(model: DelayModel) -> np.ndarray:
+  """Each client's delay as known when it is dispatched: its expected task
+  duration ``speed * work + comm_time`` (``comm_time`` one number or one
+  per client; the per-task jitter, mean 1, is only realised while the task
+  runs).
+
+  Example:
+    >>> from fedasync_jax import delays
+    >>> m = delays.delay_model(np.array([1.0, 2.0]), np.array([3.0, 3.0]),
+    ...                        comm_time=0.5)
+    >>> known_delays(m).tolist()
+    [3.5, 6.5]
+  """
+  return model.speed * model.work + model.comm_time
 
 
 def task_hparams(schedule: sched_lib.Schedule, *, lr_scale=1.0,
-                 prox_rho=0.0, delay_beta: Optional[float] = None
+                 prox_rho=0.0, delay_beta: Optional[float] = None,
+                 delay: Union[DelayModel, np.ndarray, None] = None
                  ) -> ClientHParams:
   """Per-task client hyperparameters as arrays over the schedule's tasks.
+
+  The AFL paper's delay-aware rate (arXiv:2508.01675, Section 3 and
+  Algorithm 1) is ``lr0 / (sqrt(e + 1) (1 + beta d))``: ``lr0`` the local
+  optimizer's rate, ``e`` the local epoch (0-based), ``beta``
+  (``delay_beta``) the delay scaling factor and ``d`` the client's delay,
+  known when it trains. Here ``d`` is fixed when the task is dispatched:
+  given the schedule's delay model, the client's expected task duration
+  (``known_delays``: device speed x work + communication time, in the
+  schedule's time unit), not the task's realised duration, which is only
+  known when the update arrives. (That choice of ``d`` is this library's
+  reading of the paper.) This function gives the task's factor
+  ``lr_scale / (1 + beta d)``; ``client.local_update(epoch_decay=True)``
+  divides the rate of epoch ``e`` by ``sqrt(e + 1)``.
 
   Args:
     schedule: the schedule.
     lr_scale: a scalar or a per-client array of learning-rate scales.
     prox_rho: a scalar or a per-client array of proximal weights.
-    delay_beta: if given, multiply the rate by ``1 / (1 + beta * delay)``
-      with ``delay`` the task's simulated duration (the AFL paper's
-      delay-aware rate, arXiv:2508.01675).
+    delay_beta: ``beta >= 0``: multiply the rate by ``1 / (1 + beta d)``
+      (``None``: no delay-aware rate).
+    delay: the delays ``d`` known at dispatch, needed with ``delay_beta``:
+      the ``delays.DelayModel`` the schedule was drawn from (its
+      ``known_delays``), or a ``(num_clients,)`` array of per-client
+      delays.
 
   Returns:
     A ``ClientHParams`` of ``(num_tasks,)`` float arrays.
 
+  Raises:
+    ValueError: ``delay_beta`` without ``delay``, a negative or non-finite
+      ``delay_beta`` or delay, or delays of the wrong shape.
+
   Example:
     >>> import numpy as np
     >>> from fedasync_jax import delays, scheduler
-    >>> s = scheduler.asynchronous(delays.delay_model(np.ones(2),
-    ...     np.ones(2), jitter="none"), num_updates=2, concurrency=1)
-    >>> task_hparams(s, delay_beta=1.0).lr_scale.tolist()
+    >>> m = delays.delay_model(np.ones(2), np.ones(2), jitter="none")
+    >>> s = scheduler.asynchronous(m, num_updates=2, concurrency=1)
+    >>> task_hparams(s, delay_beta=1.0, delay=m).lr_scale.tolist()
     [0.5, 0.5]
   """
   c = schedule.client
@@ -50,11 +90,19 @@ def task_hparams(schedule: sched_lib.Schedule, *, lr_scale=1.0,
   rho = np.broadcast_to(np.asarray(prox_rho, np.float64),
                         (schedule.num_clients,))[c]
   if delay_beta is not None:
-    if not np.isfinite(delay_beta) or delay_beta < 0:
-      raise ValueError(f"delay_beta must be finite and >= 0, got "
-                       f"{delay_beta!r}")
-    delay = schedule.arrival_time - schedule.dispatch_time
-    scale = scale / (1.0 + delay_beta * delay)
+    beta = checks.number("delay_beta", delay_beta, low=0)
+    if delay is None:
+      raise ValueError(
+          "delay_beta needs the delays known at dispatch: pass delay=<the "
+          "schedule's delays.DelayModel> (expected task durations) or a "
+          "(num_clients,) array of per-client delays")
+    d = np.asarray(known_delays(delay) if isinstance(delay, DelayModel)
+                   else delay, np.float64)
+    if d.shape != (schedule.num_clients,) or not np.all(np.isfinite(d)) \
+        or np.any(d < 0):
+      raise ValueError(f"delay must hold one finite delay >= 0 per client "
+                       f"({schedule.num_clients}), got shape {d.shape}")
+    scale = scale / (1.0 + float(beta) * d[c])
   return ClientHParams(scale.astype(np.float32), rho.astype(np.float32))
 
 
