@@ -40,6 +40,7 @@ The LAST line printed is one JSON object, also written to
 
 Usage:
   python benchmarks/seed_sweep.py               # 300 updates per member
+  python benchmarks/seed_sweep.py --devices 2   # members split over 2 cores
   python benchmarks/seed_sweep.py --quick       # 150 updates
   python benchmarks/seed_sweep.py --smoke --out /tmp/x   # seconds
 """
@@ -67,6 +68,10 @@ def parse_args(argv):
   ap.add_argument("--eval-every", type=int, default=None)
   ap.add_argument("--seeds", type=int, default=None,
                   help="seeds per case (default 4 for the grid, 16 alone)")
+  ap.add_argument("--devices", type=int, default=1,
+                  help="CPU devices (one per core): the sweep's members are "
+                       "split over them (shard_map), the separate runs use "
+                       "the first")
   args = ap.parse_args(argv)
   if args.updates is None:
     args.updates = 10 if args.smoke else 150 if args.quick else 300
@@ -124,7 +129,9 @@ class Workload:
 
   def swept(self, members):
     """All members as one ``sweep.sweep``; (wall s, final params)."""
+    import jax
     import jax.numpy as jnp
+    import numpy as np
     from fedasync_jax import rules, staleness, sweep
     hp = {"alpha": jnp.asarray([m[0] for m in members], jnp.float32),
           "a": jnp.asarray([m[1] for m in members], jnp.float32)}
@@ -132,9 +139,12 @@ class Workload:
     def make_rule(h):
       return rules.fedasync(h["alpha"], staleness.polynomial(h["a"]))
     t = time.perf_counter()
+    mesh = (jax.sharding.Mesh(np.array(jax.devices()), ("members",))
+            if len(jax.devices()) > 1 else None)
     outs = sweep.sweep(make_rule, hp, self.upd, self.params, self.ds,
                        [self.sched(m[2]) for m in members], keys=self.key,
-                       eval_fn=self.eval_fn, eval_every=self.eval_every)
+                       eval_fn=self.eval_fn, eval_every=self.eval_every,
+                       mesh=mesh, members="map")
     return time.perf_counter() - t, [o.state.params for o in outs]
 
 
@@ -211,6 +221,9 @@ def run_case(w, name, members):
 
 def main(argv=None):
   args = parse_args(argv)
+  if args.devices > 1:  # before JAX starts its CPU backend
+    import jax
+    jax.config.update("jax_num_cpu_devices", args.devices)
   started, load_start = time.perf_counter(), C.loadavg()
   out = C.out_dir(args)
   path = C.mnist_path(args, out)
@@ -220,7 +233,8 @@ def main(argv=None):
   result = {"workload": {**C.W1, "num_clients": args.clients,
                          "concurrency": args.concurrency,
                          "num_updates": args.updates,
-                         "eval_every": args.eval_every}, "cases": {}}
+                         "eval_every": args.eval_every},
+            "devices": args.devices, "cases": {}}
   for name, members in cases(args).items():
     result["cases"][name] = run_case(w, name, members)
   C.finish("seed_sweep", result, args=args, started=started,

@@ -13,7 +13,10 @@ With ``mesh=`` the member axis is sharded over the mesh's devices
 (``jax.sharding.NamedSharding``): on several GPUs, or across hosts after
 ``jax.distributed.initialize()`` (JAX's own runtime is the distributed
 engine; build the mesh from ``jax.devices()``, which then lists every
-host's devices).
+host's devices). With ``members="map"`` each device runs its block of
+members one after the other (``shard_map``): on a CPU split into one
+device per core (``jax.config.update("jax_num_cpu_devices", 2)`` before
+JAX starts) the cores train different members at once.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -128,8 +131,23 @@ def _mapped(run_chunk, axes):
   return run
 
 
+def _sharded(run, mesh, axis, axes):
+  """``run`` (members mapped one after the other) on every device of
+  ``mesh`` at once, each device taking its block of members
+  (``shard_map``); fields of ``steps`` shared by all members are
+  replicated."""
+  P = jax.sharding.PartitionSpec
+  own = jax.tree.map(lambda ax: P() if ax is None else P(axis), axes,
+                     is_leaf=lambda x: x is None)
+  return jax.shard_map(run, mesh=mesh,
+                       in_specs=(P(axis), own, P(axis), P(axis), P(),
+                                 P(axis)),
+                       out_specs=P(axis), check_vma=False)
+
+
 def _compiled(make_rule, client, strategy, eval_fn, plans, axes,
-              member_mode, member_params, params, dev, hp_table, rule_hp):
+              member_mode, member_params, params, dev, hp_table, rule_hp,
+              mesh=None, mesh_axis=None):
   """The sweep's jitted ``init`` and ``run_chunk``, built once per shape
   (``program.cached``: an equal sweep compiles nothing)."""
   like = plans.like
@@ -146,9 +164,12 @@ def _compiled(make_rule, client, strategy, eval_fn, plans, axes,
         in_axes=(0 if member_params else None, 0, 0)))
     run = (jax.vmap(prog.run_chunk, in_axes=(0, axes, 0, 0, None, 0))
            if member_mode == "vmap" else _mapped(prog.run_chunk, axes))
+    if mesh is not None and member_mode == "map":
+      run = _sharded(run, mesh, mesh_axis or mesh.axis_names[0], axes)
     return init, jax.jit(run, donate_argnums=0)
   return cached(
-      ("sweep", member_mode, make_rule, client, strategy, eval_fn,
+      ("sweep", member_mode, mesh, mesh_axis, make_rule, client, strategy,
+       eval_fn,
        like.num_snaps, like.num_slots, like.direct, member_params, axes,
        signature(params), signature(dev), signature(hp_table),
        signature(rule_hp)), build)
@@ -246,7 +267,7 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
       ("map", "vmap"))
   init, run_chunk = _compiled(
       make_rule, client, strategy, eval_fn, plans, axes, member_mode,
-      member_params, params, dev, hp_table, rule_hp)
+      member_params, params, dev, hp_table, rule_hp, mesh, mesh_axis)
   put, put_repl = _sharding(mesh, mesh_axis, M)
   dev = put_repl(dev)
   keys, hp_table, init_snaps, rule_hp = put((keys, hp_table, init_snaps,
