@@ -180,5 +180,8 @@ def test_config_command_prints_a_loadable_file(tmp_path, capsys):
 
 def test_allowed_describes_choices_and_ranges():
   assert config.allowed("delays", "dropout") == "number in [0, 1)"
-  assert config.allowed("client", "steps") == "integer in [1, inf] or null"
+  assert config.allowed("client", "patience") == \
+      "integer in [1, inf] or null"
+  assert config.allowed("client", "steps") == \
+      "integer in [1, 1000000] or null"
   assert config.allowed("run", "selection").startswith("one of uniform")

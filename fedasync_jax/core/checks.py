@@ -10,7 +10,13 @@ value it got. The rules, once for the whole library:
 * a number is anything ``float()`` accepts except a ``bool`` or a string,
   and it must be finite;
 * traced values (inside ``jit``/``vmap``, e.g. a swept hyperparameter) are
-  not checked: their value is unknown when the program is built.
+  not checked: their value is unknown when the program is built;
+* a declared parameter whose range has no upper end still has one
+  (``limits``): ``FLOAT_LIMIT`` for numbers, ``INT_LIMIT`` for integers,
+  and a number that must be ``> 0`` must be at least ``FLOAT_TINY``, so
+  that every value a run is given stays finite in float32;
+* values are quoted shortened (``show``), and an unknown name comes with the
+  closest known one (``suggest``).
 
 Example:
   >>> integer("num_clients", 1e3, low=1)
@@ -25,12 +31,96 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import math
 import operator
+import reprlib
 from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
+
+
+FLOAT_LIMIT = 1e18
+"""The largest magnitude of a number whose declared range has no upper end:
+the product of two such numbers (a rate times a slope, a factor times a
+count) stays finite in float32 (largest 3.4e38)."""
+
+FLOAT_TINY = 1e-18
+"""The smallest value of a number that must be ``> 0``: its reciprocal
+(a period's rate, a step's inverse) stays within ``FLOAT_LIMIT``."""
+
+INT_LIMIT = 2**31 - 1
+"""The largest integer whose declared range has no upper end (int32, the
+integer type of JAX without x64)."""
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 2, 4, 4
+_REPR.maxtuple = _REPR.maxset = 4
+
+
+def show(value) -> str:
+  """``repr(value)`` shortened for an error message: long strings, large or
+  deeply nested containers (a YAML alias bomb) are cut with ``...``.
+
+  Example:
+    >>> show("x" * 100)[:12], len(show([[1] * 9] * 9)) < 100
+    ("'xxxxxxxxxxx", True)
+  """
+  try:
+    return _REPR.repr(value)
+  except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the error
+    return f"<{type(value).__name__}>"
+
+
+def suggest(name, options) -> str:
+  """``" (did you mean 'alpha'?)"`` for the option closest to ``name``, or
+  ``""`` when none is close.
+
+  Example:
+    >>> suggest("alhpa", ["alpha", "beta"])
+    " (did you mean 'alpha'?)"
+  """
+  if not isinstance(name, str):
+    return ""
+  close = difflib.get_close_matches(name, [str(o) for o in options], n=1,
+                                    cutoff=0.6)
+  return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def limits(name: str, value, *, kind: type = float, low=None, high=None,
+           low_open: bool = False):
+  """Applies the implicit limits to a number already in its declared range:
+  ``|value| <= FLOAT_LIMIT`` (``INT_LIMIT`` for ``kind=int``) when ``high``
+  is ``None``, and ``value >= FLOAT_TINY`` when the range is ``> 0``.
+  ``None`` and traced values pass; returns ``value``.
+
+  Example:
+    >>> limits("lr", 1e39, low=0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: lr must be <= 1e+18 (larger numbers overflow float32 ...
+    >>> limits("period", 1e-300, low=0, low_open=True)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: period must be >= 1e-18 (its reciprocal must stay <= 1e+18...
+  """
+  if value is None or is_traced(value) or kind not in (int, float):
+    return value
+  v = float(value) if kind is float else int(value)
+  if high is None:
+    top = INT_LIMIT if kind is int else FLOAT_LIMIT
+    if abs(v) > top:
+      why = "int32" if kind is int else "larger numbers overflow float32 in " \
+          "a run"
+      txt = str(top) if kind is int else f"{top:g}"
+      side = f"in [-{txt}, {txt}]" if low is None else f"<= {txt}"
+      raise ValueError(f"{name} must be {side} ({why}), got {show(value)}")
+  if kind is float and low == 0 and low_open and v < FLOAT_TINY:
+    raise ValueError(f"{name} must be >= {FLOAT_TINY:g} (its reciprocal must "
+                     f"stay <= {FLOAT_LIMIT:g}), got {show(value)}")
+  return value
 
 
 def is_traced(value) -> bool:
@@ -86,7 +176,7 @@ def integer(name: str, value, *, low: Optional[int] = None,
   if not ok:
     what = "an integer" + ("" if low is None and high is None
                            else " " + range_text(low, high))
-    raise ValueError(f"{name} must be {what}, got {value!r}")
+    raise ValueError(f"{name} must be {what}, got {show(value)}")
   return value
 
 
@@ -111,9 +201,9 @@ def number(name: str, value, *, low: Optional[float] = None,
       ok = False
   if not ok:
     if low is None and high is None:
-      raise ValueError(f"{name} must be a finite number, got {value!r}")
+      raise ValueError(f"{name} must be a finite number, got {show(value)}")
     rng = range_text(low, high, low_open=low_open, high_open=high_open)
-    raise ValueError(f"{name} must be a number {rng}, got {value!r}")
+    raise ValueError(f"{name} must be a number {rng}, got {show(value)}")
   return value
 
 
@@ -126,7 +216,7 @@ def choice(name: str, value, options: Sequence[str]) -> str:
   """
   if not isinstance(value, str) or value not in tuple(options):
     raise ValueError(f"{name} must be one of {', '.join(options)}; got "
-                     f"{value!r}")
+                     f"{show(value)}{suggest(value, options)}")
   return value
 
 
@@ -140,5 +230,5 @@ def callable_(name: str, value) -> Any:
     ValueError: staleness_fn must be callable, got 3
   """
   if not callable(value):
-    raise ValueError(f"{name} must be callable, got {value!r}")
+    raise ValueError(f"{name} must be callable, got {show(value)}")
   return value

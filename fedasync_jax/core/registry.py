@@ -65,8 +65,23 @@ class Param(NamedTuple):
     return checks.range_text(self.low, self.high, low_open=self.low_open,
                              high_open=self.high_open)
 
+  def limits(self, value, name: str = ""):
+    """``checks.limits`` for this parameter (named ``name``, default its
+    own): every number stays finite in float32 even where the declared
+    range has no upper end; the one place those implicit limits apply.
+
+    Example:
+      >>> Param("a", 0.5, low=0).limits(1e39)  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      ValueError: a must be <= 1e+18 (larger numbers overflow float32 ...
+    """
+    return checks.limits(name or self.name, value, kind=self.kind,
+                         low=self.low, high=self.high, low_open=self.low_open)
+
   def check(self, value, where: str = ""):
-    """Validates ``value``; returns it converted to ``kind``.
+    """Validates ``value`` (declared range, then ``limits``); returns it
+    converted to ``kind``.
 
     Raises:
       ValueError: naming ``where`` (e.g. ``"staleness 'hinge'"``), the
@@ -76,18 +91,20 @@ class Param(NamedTuple):
       if value is None and self.optional:
         return None
       if self.kind is int:
-        return checks.integer(self.name, value, low=self.low, high=self.high)
+        return self.limits(checks.integer(self.name, value, low=self.low,
+                                          high=self.high))
       if self.kind is float:
-        return checks.number(self.name, value, low=self.low, high=self.high,
-                             low_open=self.low_open, high_open=self.high_open)
+        return self.limits(checks.number(
+            self.name, value, low=self.low, high=self.high,
+            low_open=self.low_open, high_open=self.high_open))
       if self.kind is bool:
         if not isinstance(value, bool):
           raise ValueError(f"{self.name} must be true or false, got "
-                           f"{value!r}")
+                           f"{checks.show(value)}")
         return value
       if not isinstance(value, self.kind):
         raise ValueError(f"{self.name} must be a {self.kind.__name__}, got "
-                         f"{value!r}")
+                         f"{checks.show(value)}")
       return value
     except ValueError as e:
       raise ValueError(f"{where}: {e}" if where else str(e)) from None
@@ -149,7 +166,8 @@ class Registry:
   def __getitem__(self, name: str) -> Member:
     if name not in self._members:
       raise ValueError(f"{self.family} must be one of "
-                       f"{', '.join(self._members)}; got {name!r}")
+                       f"{', '.join(self._members)}; got {checks.show(name)}"
+                       f"{checks.suggest(name, self._members)}")
     return self._members[name]
 
   def __contains__(self, name) -> bool:
@@ -196,8 +214,9 @@ class Registry:
     if m.params or m.inputs:
       extra = sorted(set(kwargs) - set(known) - set(m.inputs))
       if extra:
+        allowed = sorted(known) + sorted(m.inputs)
         raise ValueError(f"{where}: unknown parameter(s) {extra}; allowed: "
-                         f"{sorted(known) + sorted(m.inputs)}")
+                         f"{allowed}{checks.suggest(extra[0], allowed)}")
     checked = {k: (known[k].check(v, where) if k in known else v)
                for k, v in kwargs.items()}
     missing = [p.name for p in m.params

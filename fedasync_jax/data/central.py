@@ -26,6 +26,10 @@ from fedasync_jax import data
 from fedasync_jax.core import checks
 from fedasync_jax.data import partition as partition_lib
 
+MAX_CLASSES = 100_000
+"""The most classes a data set may have: labels size per-class arrays
+(label histograms per client, the model's output layer)."""
+
 
 class DatasetNotFoundError(FileNotFoundError):
   """A data set is not on disk and downloading was not requested."""
@@ -121,7 +125,8 @@ def federate(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                      f"{len(y_test)}")
   if num_classes is None:
     num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
-  num_classes = checks.integer("num_classes", num_classes, low=1)
+  num_classes = checks.integer("num_classes", num_classes, low=1,
+                               high=MAX_CLASSES)
   for key, y in (("y_train", y_train), ("y_test", y_test)):
     if y.size and (y.min() < 0 or y.max() >= num_classes):
       raise ValueError(f"{key} must be in [0, num_classes={num_classes}), "

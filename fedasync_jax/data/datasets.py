@@ -113,7 +113,10 @@ def load(name: str, *, path: str | os.PathLike | None = None,
   if path:
     if name == "cifar10" and str(path).endswith(_JPEG_SUFFIX):
       return load_cifar10_jpeg(path)
-    raw = load_npz(path)
+    # A named data set's labels stay below its own number of classes.
+    known = DATASETS[name].info.get("num_classes") if name in DATASETS \
+        else None
+    raw = load_npz(path, **({"max_classes": known} if known else {}))
     return raw._replace(name=name if name != "npz" else Path(path).stem)
   return load_tfds(_TFDS_NAMES.get(name, name), data_dir=data_dir,
                    download=download)

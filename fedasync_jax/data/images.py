@@ -264,8 +264,12 @@ def decode_jpegs(blob: np.ndarray, offsets: np.ndarray, count: int, *,
   images = np.empty((count,) + shape, np.uint8)
   raw = blob.tobytes()
   for i in range(count):
-    with Image.open(io.BytesIO(raw[offsets[i]:offsets[i + 1]])) as im:
-      img = np.asarray(im.convert("RGB"))
+    try:
+      with Image.open(io.BytesIO(raw[offsets[i]:offsets[i + 1]])) as im:
+        img = np.asarray(im.convert("RGB"))
+    except Exception as e:  # noqa: BLE001 - any decoder error, one line
+      raise ValueError(f"{where}: image {i} cannot be decoded as a JPEG "
+                       f"({type(e).__name__}: {e})") from None
     if img.shape != shape:
       raise ValueError(f"{where}: image {i} decodes to shape {img.shape}, "
                        f"expected {shape}")

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from fedasync_jax.core import checks
-from fedasync_jax.data.central import CentralData
+from fedasync_jax.data.central import MAX_CLASSES, CentralData
 from fedasync_jax.data.images import decode_jpegs
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -34,8 +34,8 @@ _JPEG_KEYS = ("jpeg_train", "offsets_train", "y_train", "jpeg_test",
               "offsets_test", "y_test")
 
 
-def load_npz(path: str | os.PathLike, *,
-             num_classes: int | None = None) -> CentralData:
+def load_npz(path: str | os.PathLike, *, num_classes: int | None = None,
+             max_classes: int = MAX_CLASSES) -> CentralData:
   """Loads and checks a ``.npz`` with ``x_train, y_train, x_test, y_test``.
 
   Checks that the four keys exist, that ``len(x) == len(y)`` per split, that
@@ -46,6 +46,8 @@ def load_npz(path: str | os.PathLike, *,
   Args:
     path: the ``.npz`` file (written with ``numpy.savez``; no pickles).
     num_classes: number of classes; ``None`` infers ``max label + 1``.
+    max_classes: the most classes allowed (a named data set's own count);
+      labels ``>= max_classes`` are refused before anything is allocated.
 
   Returns:
     A ``CentralData`` with features as stored and int32 labels; its name is
@@ -63,10 +65,14 @@ def load_npz(path: str | os.PathLike, *,
   _check_shapes(path, arrays)
   x_train, y_train = arrays["x_train"], arrays["y_train"]
   x_test, y_test = arrays["x_test"], arrays["y_test"]
+  max_classes = checks.integer("max_classes", max_classes, low=1,
+                               high=MAX_CLASSES)
   if num_classes is None:
-    num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
+    num_classes = min(max_classes, int(max(y_train.max(initial=0),
+                                           y_test.max(initial=0))) + 1)
   else:
-    num_classes = checks.integer("num_classes", num_classes, low=1)
+    num_classes = checks.integer("num_classes", num_classes, low=1,
+                                 high=max_classes)
   for key in ("y_train", "y_test"):
     y = arrays[key]
     bad = (y < 0) | (y >= num_classes)
@@ -196,7 +202,12 @@ def _read_npz(path: Path, keys: Sequence[str]) -> dict:
       try:
         out[k] = archive[k]
       except ValueError as e:
+        if "pickle" not in str(e):
+          raise ValueError(f"{path}: key {k!r} is corrupt: {e}") from e
         raise ValueError(f"{path}: key {k!r} cannot be loaded without "
                          f"pickle (object arrays are not supported): "
                          f"{e}") from e
+      except Exception as e:  # noqa: BLE001 - BadZipFile, zlib.error, EOF...
+        raise ValueError(f"{path}: key {k!r} is corrupt "
+                         f"({type(e).__name__}: {e})") from e
   return out

@@ -37,7 +37,9 @@ from typing import Any, Optional
 import numpy as np
 
 from fedasync_jax.core import checks
-from fedasync_jax.run import schema
+from fedasync_jax.core.checks import show as _show
+_Q = "'"
+from fedasync_jax.run import config_files, schema
 from fedasync_jax.run.schema import ConfigError  # noqa: F401  (public)
 
 
@@ -116,18 +118,18 @@ def _coerce(field: str, value, p) -> Any:
       return True
     if isinstance(value, str) and value.lower() in ("false", "0", "no"):
       return False
-    raise ConfigError(f"{field} must be true or false, got {value!r}")
+    raise ConfigError(f"{field} must be true or false, got {_show(value)}")
   if p.kind in (int, float):
     return _coerce_number(field, value, p.kind)
   if p.kind is str:
     if not isinstance(value, str):
-      raise ConfigError(f"{field} must be a string, got {value!r}")
+      raise ConfigError(f"{field} must be a string, got {_show(value)}")
     return value
   if p.kind is dict:
     if not isinstance(value, dict) or not all(isinstance(k, str)
                                               for k in value):
       raise ConfigError(f"{field} must be a mapping of parameter names to "
-                        f"values, got {value!r}")
+                        f"values, got {_show(value)}")
     return dict(value)
   raise ConfigError(f"{field}: unsupported kind {p.kind}")  # pragma: no cover
 
@@ -139,9 +141,10 @@ def _coerce_number(field: str, value, kind):
     try:
       v = float(v)
     except ValueError:
-      raise ConfigError(f"{field} must be {what}, got {value!r}") from None
+      raise ConfigError(f"{field} must be {what}, got {_show(value)}") \
+          from None
   if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-    raise ConfigError(f"{field} must be {what}, got {value!r}")
+    raise ConfigError(f"{field} must be {what}, got {_show(value)}")
   if kind is int:
     try:
       return checks.integer(field, v)
@@ -152,18 +155,23 @@ def _coerce_number(field: str, value, kind):
   except OverflowError:
     f = math.inf
   if not math.isfinite(f):
-    raise ConfigError(f"{field} must be finite, got {value!r}")
+    raise ConfigError(f"{field} must be finite, got {_show(value)}")
   return f
 
 
 def _in_range(field: str, v, p) -> None:
-  if v is None or (p.low is None and p.high is None):
+  """The declared range of ``p``, then its implicit ``p.limits``."""
+  if v is None or p.kind not in (int, float):
     return
   bad = ((p.low is not None and (v < p.low or (p.low_open and v == p.low)))
          or (p.high is not None and (v > p.high
                                      or (p.high_open and v == p.high))))
   if bad:
     raise ConfigError(f"{field} must be in {schema.interval(p)}, got {v!r}")
+  try:
+    p.limits(v, field)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def _member_params(values, sec: str, choice: str):
@@ -186,7 +194,8 @@ def _check_choices(cfg) -> None:
       allowed_names = schema.choices(sec, f.name)
       if v not in allowed_names:
         raise ConfigError(f"{sec}.{f.name} must be one of "
-                          f"{list(allowed_names)}, got {v!r}")
+                          f"{list(allowed_names)}, got {_show(v)}"
+                          f"{checks.suggest(v, allowed_names)}")
 
 
 def _check_fields(cfg) -> None:
@@ -245,6 +254,17 @@ def _check_schedule(cfg) -> None:
       raise ConfigError(
           f"run.concurrency + run.over_selection must be <= data.num_clients"
           f" ({d.num_clients}), got {run.concurrency + run.over_selection}")
+    rounds = run.num_rounds or max(1, run.num_updates // run.concurrency)
+    if rounds * (run.concurrency + run.over_selection) > schema.MAX_TASKS:
+      raise ConfigError(
+          f"run.num_rounds ({rounds}) x (run.concurrency + run.over_selection)"
+          f" must be <= {schema.MAX_TASKS:g} client tasks")
+  elif run.num_updates / (1 - cfg.delays.dropout) > schema.MAX_TASKS:
+    raise ConfigError(
+        f"run.num_updates / (1 - delays.dropout) (the tasks drawn to get "
+        f"{run.num_updates} updates when {cfg.delays.dropout:g} of them are "
+        f"lost) must be <= {schema.MAX_TASKS:g}; lower run.num_updates or "
+        f"delays.dropout")
 
 
 def validate(cfg) -> Any:
@@ -263,6 +283,11 @@ def validate(cfg) -> Any:
   if d.name == "npz" and not d.path:
     raise ConfigError("data.path must name an .npz file when data.name is "
                       "'npz'")
+  takes = {p.name for p in schema.family("data", "name")[d.name].params}
+  for f in ("path", "data_dir"):
+    if getattr(d, f) and f not in takes:
+      raise ConfigError(f"data.{f} is unused with data.name {d.name!r} (its "
+                        f"own data); set data.name: 'npz', 'mnist', ...")
   _check_schedule(cfg)
   # TODO(models): these belong to the models' declarations (input shapes).
   if d.name in ("mnist", "fashion_mnist", "emnist") and cfg.model.name == \
@@ -303,19 +328,20 @@ def from_dict(d: Optional[dict]):
   classes = typing.get_type_hints(Config)
   for sec, values in d.items():
     if sec not in classes:
-      raise ConfigError(f"unknown section {sec!r}; sections are "
-                        f"{sorted(classes)}")
+      raise ConfigError(f"unknown section {_show(sec)}; sections are "
+                        f"{sorted(classes)}{checks.suggest(sec, classes)}")
     if values is None:
       values = {}
     if not isinstance(values, dict):
       raise ConfigError(f"section {sec!r} must be a mapping, got "
-                        f"{values!r}")
+                        f"{_show(values)}")
     known = {f.name for f in schema.section(sec).fields}
     fields = {}
     for name, v in values.items():
       if name not in known:
-        raise ConfigError(f"unknown field {sec}.{name}; fields are "
-                          f"{sorted(known)}")
+        raise ConfigError(f"unknown field {sec}.{_show(name).strip(_Q)}; fields"
+                          f" are {sorted(known)}"
+                          f"{checks.suggest(name, known)}")
       fields[name] = _coerce(f"{sec}.{name}", v, schema.param(sec, name))
     kwargs[sec] = classes[sec](**fields)
   cfg = Config(**kwargs)
@@ -332,22 +358,11 @@ def load(path):
   """Loads a JSON (``.json``) or YAML (``.yaml``/``.yml``) file.
 
   Raises:
-    ConfigError: unreadable file, bad syntax, or bad values (the message
-      names the file).
+    ConfigError: unreadable, oversized file, bad syntax, YAML aliases
+      (``config_files.read``) or bad values (the message names the file).
   """
   p = Path(path)
-  try:
-    text = p.read_text()
-  except OSError as e:
-    raise ConfigError(f"cannot read config file {p}: {e}") from None
-  try:
-    if p.suffix in (".yaml", ".yml"):
-      import yaml
-      raw = yaml.safe_load(text)
-    else:
-      raw = json.loads(text)
-  except Exception as e:  # noqa: BLE001 - any parse error becomes one message
-    raise ConfigError(f"cannot parse config file {p}: {e}") from None
+  raw = config_files.read(p)
   try:
     return from_dict(raw)
   except ConfigError as e:
@@ -386,10 +401,11 @@ def apply_overrides(cfg, overrides):
     name, _, entry = name.partition(".")
     if section not in d:
       raise ConfigError(f"unknown section {section!r} in override {item!r}; "
-                        f"sections are {sorted(d)}")
+                        f"sections are {sorted(d)}{checks.suggest(section, d)}")
     if name not in d[section]:
       raise ConfigError(f"unknown field {section}.{name} in override "
-                        f"{item!r}; fields are {sorted(d[section])}")
+                        f"{item!r}; fields are {sorted(d[section])}"
+                        f"{checks.suggest(name, d[section])}")
     is_map = isinstance(schema.spec(section, name), schema.Extra)
     if entry and not is_map:
       raise ConfigError(f"{section}.{name} is not a mapping; an override "
@@ -463,12 +479,14 @@ def to_yaml(cfg=None) -> str:
   Example:
     >>> text = to_yaml()
     >>> print([l for l in text.splitlines() if "num_clients" in l][0])
-      num_clients: 100               # population size; integer in [1, inf]
+      num_clients: 100               # population size; integer in [1, 1000000]
     >>> from_dict(__import__("yaml").safe_load(text)) == Config()
     True
   """
   cfg = cfg if cfg is not None else Config()
-  lines = []
+  lines = [f"# numbers: at most {checks.FLOAT_LIMIT:g} (integers "
+           f"{checks.INT_LIMIT}) where no upper end is shown; > 0 means >= "
+           f"{checks.FLOAT_TINY:g}"]
   for sec in schema.SECTIONS:
     lines.append(f"{sec.name}:")
     values = getattr(cfg, sec.name)

@@ -39,7 +39,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import optax
 
 from fedasync_jax import models
-from fedasync_jax.core import optimizers, robust, rules, staleness
+from fedasync_jax.core import checks, optimizers, robust, rules, staleness
 from fedasync_jax.core.registry import REQUIRED, Param, Registry
 from fedasync_jax.data import datasets, partition
 from fedasync_jax.sim import delays, scheduler, strategies, traces
@@ -64,10 +64,6 @@ def _partitions():
 
 def _models():
   return models.MODELS
-
-
-def _batchings():
-  return strategies.BATCHINGS
 
 
 def names(family) -> tuple:
@@ -131,6 +127,13 @@ class Section(NamedTuple):
   fields: tuple
 
 
+MAX_CLIENTS = 10**6
+"""The largest population (per-client arrays, partitions, speeds)."""
+MAX_TASKS = 10**7
+"""The most client tasks a schedule may draw (``run.num_updates``, rounds
+x cohort, and the tasks lost to ``delays.dropout``): about a gigabyte of
+schedule and a few minutes of drawing it."""
+MAX_SEED = 2**31 - 1
 _GUARD = {p.name: p for p in robust.GUARD_PARAMS}
 _DELAY = {p.name: p for p in delays.DELAY_PARAMS}
 
@@ -144,7 +147,7 @@ SECTIONS = (
                           "$TFDS_DATA_DIR)")),
         Own(Param("download", False, kind=bool,
                   meaning="let tfds download a missing data set")),
-        Own(Param("num_clients", 100, low=1, kind=int,
+        Own(Param("num_clients", 100, low=1, high=MAX_CLIENTS, kind=int,
                   meaning="population size")),
         Choice("partition", _partitions, "dirichlet",
                "how examples are split over clients"),
@@ -158,7 +161,7 @@ SECTIONS = (
         Bound("synthetic_beta", "name", "beta", member="synthetic",
               default=1.0, prefix="Synthetic(alpha, beta): ",
               fallback=Param("beta", 1.0, low=0, meaning="data skew")),
-        Own(Param("seed", 0, kind=int,
+        Own(Param("seed", 0, low=0, high=MAX_SEED, kind=int,
                   meaning="seed of the partition / synthetic data")),
     )),
     Section("model", "ModelConfig", "The model.", (
@@ -169,11 +172,11 @@ SECTIONS = (
                "local optimizer (fresh state per task)"),
         Bound("lr", "optimizer", "lr", prefix="local "),
         Bound("momentum", "optimizer", "momentum"),
-        Own(Param("batch_size", 10, low=1, kind=int,
+        Own(Param("batch_size", 10, low=1, high=10**5, kind=int,
                   meaning="examples per local step")),
-        Own(Param("epochs", 1, low=1, kind=int,
+        Own(Param("epochs", 1, low=1, high=10**4, kind=int,
                   meaning="local epochs over the client's data")),
-        Own(Param("steps", None, low=1, kind=int, optional=True,
+        Own(Param("steps", None, low=1, high=10**6, kind=int, optional=True,
                   meaning="fixed local steps instead of epochs")),
         Own(Param("prox_rho", 0.0, low=0,
                   meaning="proximal weight (FedProx / FedAsync)")),
@@ -253,9 +256,10 @@ SECTIONS = (
                   meaning="open loop: dispatches per second instead")),
         Choice("selection", lambda: scheduler.SELECTIONS, "uniform",
                "how idle clients are drawn"),
-        Own(Param("num_updates", 1000, low=1, kind=int,
+        Own(Param("num_updates", 1000, low=1, high=MAX_TASKS, kind=int,
                   meaning="client updates (asynchronous rules)")),
-        Own(Param("num_rounds", None, low=1, kind=int, optional=True,
+        Own(Param("num_rounds", None, low=1, high=MAX_TASKS, kind=int,
+                  optional=True,
                   meaning="synchronous rounds (default updates / cohort)")),
         Own(Param("over_selection", 0, low=0, kind=int,
                   meaning="synchronous: extra clients per round")),
@@ -263,13 +267,13 @@ SECTIONS = (
                   meaning="synchronous: round deadline in seconds")),
         Own(Param("eval_every", 100, low=1, kind=int,
                   meaning="evaluate every this many client updates")),
-        Own(Param("seed", 0, kind=int,
+        Own(Param("seed", 0, low=0, high=MAX_SEED, kind=int,
                   meaning="seed of schedule, init and training")),
-        Own(Param("chunk_steps", 64, low=1, kind=int,
+        Own(Param("chunk_steps", 64, low=1, high=10**5, kind=int,
                   meaning="executor steps per compiled chunk")),
-        Choice("batching", _batchings, "auto",
+        Choice("batching", lambda: strategies.BATCHINGS, "auto",
                "how a wave of clients is batched", also=("auto",)),
-        Own(Param("width", None, low=1, kind=int, optional=True,
+        Own(Param("width", None, low=1, high=10**4, kind=int, optional=True,
                   meaning="clients per wave (default: automatic)")),
         Own(Param("checkpoint_every_s", 30.0, low=0,
                   meaning="seconds between checkpoints")),
@@ -434,8 +438,9 @@ def member_values(values, section_name: str, choice: str):
     takes = [p.name for p in m.params
              if bound_field(section_name, choice, m.name, p.name) is None]
     raise ConfigError(f"{where}: {fam.family} {name!r} takes no parameter(s) "
-                      f"{unknown}; it takes {takes} here (clear the mapping "
-                      f"with {where}=null)")
+                      f"{checks.show(unknown)}; it takes {takes} here (clear "
+                      f"the mapping with {where}=null)"
+                      f"{checks.suggest(unknown[0], takes)}")
   return m, out
 
 

@@ -159,8 +159,12 @@ def device_speeds(kind: str, num_clients: int, *, seed: int = 0,
             "shape": shape, "trace": trace, **params}
   member = SPEEDS[kind]
   names = [p.name for p in member.params] + list(member.inputs)
-  out = SPEEDS.build(kind, n, rng, **{k: values[k] for k in names
-                                      if k in values})
+  given = {k: values[k] for k in names if k in values}
+  out = SPEEDS.build(kind, n, rng, **given)
+  if not np.all(np.isfinite(out)):
+    said = ", ".join(f"{k}={v!r}" for k, v in given.items() if k != "trace")
+    raise ValueError(f"speeds {kind!r} with {said} gives non-finite speeds "
+                     f"(overflow); lower {'them' if ',' in said else 'it'}")
   # A zero speed would make a task take no time; keep every speed positive.
   return np.maximum(out, 1e-9 * mean)
 
@@ -176,9 +180,16 @@ class Availability(NamedTuple):
   def num_clients(self) -> int:
     return int(self.phase.shape[0])
 
+  def unresolved(self, t):
+    """Whether the on windows are shorter than the float resolution at
+    ``t``; then every client counts as available (no float time can be
+    placed inside a window)."""
+    return np.spacing(np.abs(np.asarray(t, np.float64))) >= (
+        self.on_fraction * self.period)
+
   def available(self, clients, t):
-    return ((t + self.phase[clients]) % self.period
-            < self.on_fraction * self.period)
+    return self.unresolved(t) | ((t + self.phase[clients]) % self.period
+                                 < self.on_fraction * self.period)
 
   def online_until(self, clients, t):
     """When each client's current on window ends (``t`` if it is off)."""
@@ -187,10 +198,14 @@ class Availability(NamedTuple):
     return np.where(on, t - pos + self.on_fraction * self.period, t)
 
   def next_start(self, clients, t):
-    """The earliest time ``>= t`` at which each client is available."""
+    """The earliest time ``>= t`` at which each client is available; for a
+    client off at ``t``, always a float later than ``t`` (a start closer
+    than the resolution of ``t`` rounds up, so a scheduler's retry makes
+    progress)."""
+    on = self.available(clients, t)
     pos = (t + self.phase[clients]) % self.period
-    on = pos < self.on_fraction * self.period
-    return np.where(on, t, t + self.period - pos)
+    later = np.maximum(t + self.period - pos, np.nextafter(t, np.inf))
+    return np.where(on, t, later)
 
 
 def availability(num_clients: int, *, period: float, on_fraction: float,
@@ -208,9 +223,11 @@ def availability(num_clients: int, *, period: float, on_fraction: float,
     >>> a.phase.shape
     (2,)
   """
-  period = float(checks.number("period", period, low=0, low_open=True))
-  f = float(checks.number("on_fraction", on_fraction, low=0, high=1,
-                          low_open=True))
+  period = float(checks.limits("period", checks.number(
+      "period", period, low=0, low_open=True), low=0, low_open=True))
+  f = float(checks.limits("on_fraction", checks.number(
+      "on_fraction", on_fraction, low=0, high=1, low_open=True), high=1,
+      low=0, low_open=True))
   phase = np.random.default_rng(seed).uniform(0, period, int(num_clients))
   return Availability(period, f, phase)
 
