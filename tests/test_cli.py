@@ -234,3 +234,171 @@ def test_image_data_stays_uint8_and_trains(tmp_path):
   summary = experiment.train_and_evaluate(cfg, tmp_path / "out",
                                           show_progress=False)
   assert summary["final_test_accuracy"] > 0.9
+
+
+def _error_line(capsys) -> str:
+  """The one line of an error on stderr (after any ``output folder`` or
+  ``resuming`` note)."""
+  lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()
+           and not x.startswith(("output folder: ", "resuming "))]
+  assert len(lines) == 1 and lines[0].startswith("fedasync-jax: error: "), \
+      lines
+  return lines[0]
+
+
+def test_out_must_be_new_or_empty_unless_force(tmp_path, capsys):
+  cfg = _write_cfg(tmp_path, TINY)
+  out = tmp_path / "notes"
+  out.mkdir()
+  (out / "notes.txt").write_text("mine")
+  for command in ("run", "sweep"):
+    assert cli.main([command, "--config", str(cfg), "--out", str(out)]) == 2
+    err = _error_line(capsys)
+    assert f"--out {out} is not empty (notes.txt)" in err and "--force" in err
+  assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+  assert cli.main(["run", "--config", str(cfg), "--out", str(out),
+                   "--force"]) == 0
+  assert (out / "notes.txt").read_text() == "mine"
+  assert (out / "summary.json").exists()
+  capsys.readouterr()
+  assert cli.main(["run", "--resume", str(out), "--force"]) == 2
+  assert "pass one of them" in _error_line(capsys)
+
+
+def test_a_locked_folder_is_refused_and_a_stale_lock_taken_over(tmp_path,
+                                                                capsys):
+  import socket
+  import subprocess
+  import sys
+  from fedasync_jax.run import folders
+  cfg = _write_cfg(tmp_path, TINY)
+  out, cut = tmp_path / "locked", tmp_path / "cut"
+  out.mkdir()
+  cut.mkdir()
+  (cut / "checkpoint.msgpack").write_bytes(b"placeholder")
+  holder = subprocess.Popen([sys.executable, "-c",
+                             "import time; time.sleep(120)"])
+  try:
+    for d in (out, cut):
+      (d / folders.LOCK).write_text(f"{holder.pid}\n{socket.gethostname()}\n")
+    for argv in (["run", "--config", str(cfg), "--out", str(out)],
+                 ["sweep", "--config", str(cfg), "--out", str(out)],
+                 ["run", "--resume", str(cut)]):
+      assert cli.main(argv) == 2
+      d = cut if "--resume" in argv else out
+      assert (f"{d} is in use by another fedasync-jax process (pid "
+              f"{holder.pid}") in _error_line(capsys)
+  finally:
+    holder.kill()
+    holder.wait()
+  # Its holder is gone: the lock is stale and taken over.
+  assert cli.main(["run", "--config", str(cfg), "--out", str(out)]) == 0
+  assert (out / "final_params.msgpack").exists()
+  assert not (out / folders.LOCK).exists()
+
+
+def test_bad_out_gives_one_line_error(tmp_path, capsys, monkeypatch):
+  import errno
+  import os
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  monkeypatch.chdir(cwd)  # where an empty --out would write
+  for argv in (["run", "--out", ""], ["sweep", "--out", " "],
+               ["run", "--resume", ""], ["sweep", "--resume", ""]):
+    assert cli.main(argv) == 2
+    assert "must name a folder, got" in _error_line(capsys)
+  assert list(cwd.iterdir()) == []
+  f = tmp_path / "file"
+  f.write_text("x")
+  assert cli.main(["run", "--out", str(f)]) == 2
+  assert f"--out {f} is a file, not a folder" in _error_line(capsys)
+  assert f.read_text() == "x"
+  ro = tmp_path / "ro"
+  ro.mkdir()
+  ro.chmod(0o555)
+  real_open = os.open
+
+  def deny(path, *args, **kwargs):  # as root, chmod alone does not deny
+    if str(path).startswith(str(ro)):
+      raise PermissionError(errno.EACCES, "Permission denied", str(path))
+    return real_open(path, *args, **kwargs)
+  monkeypatch.setattr(os, "open", deny)
+  assert cli.main(["run", "--out", str(ro)]) == 2
+  assert f"cannot write into {ro} (Permission denied)" in _error_line(capsys)
+  assert list(ro.iterdir()) == []
+
+
+def test_a_run_that_fails_to_load_data_replaces_nothing(tmp_path, capsys):
+  cfg = _write_cfg(tmp_path, TINY)
+  done = tmp_path / "done"
+  assert cli.main(["run", "--config", str(cfg), "--out", str(done)]) == 0
+  before = {p.name: p.read_bytes() for p in done.iterdir()}
+  capsys.readouterr()
+  bad = ["--set", "data.name=npz", "--set",
+         f"data.path={tmp_path / 'missing.npz'}"]
+  assert cli.main(["run", "--config", str(cfg), "--out", str(done),
+                   "--force", *bad]) == 2
+  assert "missing.npz" in _error_line(capsys)
+  assert {p.name: p.read_bytes() for p in done.iterdir()} == before
+  new = tmp_path / "new"
+  assert cli.main(["sweep", "--config", str(cfg), "--out", str(new),
+                   *bad]) == 2
+  assert "missing.npz" in _error_line(capsys)
+  assert not new.exists()
+
+
+def test_plot_or_disk_error_after_training_keeps_what_was_computed(
+    tmp_path, capsys, monkeypatch):
+  import errno
+  from fedasync_jax.run import outputs, sweep_outputs
+
+  def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+  monkeypatch.setattr(outputs, "plot_run", no_space)
+  monkeypatch.setattr(sweep_outputs, "plot_sweep", no_space)
+  cfg = _write_cfg(tmp_path, TINY)
+  warning = ("warning: plots not written (OSError: [Errno 28] No space left "
+             "on device)")
+  for command, out in (("run", tmp_path / "r"), ("sweep", tmp_path / "s")):
+    assert cli.main([command, "--config", str(cfg), "--out", str(out)]) == 0
+    assert warning in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["warnings"] == [warning[len("warning: "):]]
+    assert not (out / "checkpoint.msgpack").exists()
+    for f in ("history.csv", "config.json"):
+      assert (out / f).exists(), f
+  assert (tmp_path / "r" / "final_params.msgpack").exists()
+  assert (tmp_path / "s" / "seed=0" / "final_params.msgpack").exists()
+
+
+def test_the_final_model_is_always_evaluated(tmp_path):
+  """150 updates, evaluated every 100 (a run) or every 1000 (a sweep's
+  member): the last evaluation is of the final model, at version 150."""
+  from flax import serialization
+  from fedasync_jax import experiment
+
+  def cfg_of(eval_every):
+    return config.from_dict({**TINY, "run": {
+        **TINY["run"], "num_updates": 150, "eval_every": eval_every}})
+  run, sweep = tmp_path / "run", tmp_path / "sweep"
+  summary = experiment.train_and_evaluate(cfg_of(100), run,
+                                          show_progress=False)
+  rows = experiment.sweep_and_evaluate(cfg_of(1000), {}, [0], sweep,
+                                       show_progress=False)
+  member = sweep / rows[0]["folder"]
+  s = experiment.setup(cfg_of(100))
+  for out, versions in ((run, [0, 100, 150]), (member, [0, 150])):
+    history = list(csv.DictReader(open(out / "history.csv")))
+    assert [int(r["version"]) for r in history] == versions
+    assert int(history[-1]["client_updates"]) == 150
+    final = json.loads((out / "summary.json").read_text())
+    assert final["final_test_accuracy"] == \
+        float(history[-1]["test_accuracy"])
+    params = serialization.from_bytes(
+        s.params, (out / "final_params.msgpack").read_bytes())
+    ev = s.eval_fn(params)
+    assert final["final_test_loss"] == pytest.approx(float(ev["loss"]),
+                                                     rel=1e-6)
+    assert final["final_test_accuracy"] == pytest.approx(
+        float(ev["accuracy"]), rel=1e-6)
+  assert summary["final_test_accuracy"] == rows[0]["final_test_accuracy"]

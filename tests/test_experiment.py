@@ -120,3 +120,32 @@ def test_experiment_keeps_its_public_names():
   assert isinstance(opt, optax.GradientTransformation)
   with pytest.raises(ValueError, match="momentum"):
     experiment._optimizer("sgd", 0.1, 1.5)
+
+
+def test_progress_after_a_resume_shows_the_resumed_accuracy_and_no_eta():
+  """After a resume the run has not evaluated yet: the bar shows the
+  latest evaluation before it (not the initial model's), and no ETA until
+  a second report has measured a rate."""
+  import io
+  bar = experiment.ProgressBar(1000, stream=io.StringIO(),
+                               resumed_eval={"accuracy": 0.75})
+  initial = {"version": 0, "time": 0.0, "arrival": -1, "updates": 0,
+             "accuracy": 0.1}
+  bar({"arrivals_done": 500, "num_arrivals": 1000, "version": 500,
+       "wall_time_s": 0.1, "last_eval": initial})
+  first = bar.stream.getvalue()
+  assert "500/1000 updates" in first and "test acc  0.750" in first, first
+  assert "ETA      ? s" in first, first
+  bar({"arrivals_done": 600, "num_arrivals": 1000, "version": 600,
+       "wall_time_s": 0.2, "last_eval": {"accuracy": 0.8}})
+  second = bar.stream.getvalue().split("\r")[-1]
+  assert "test acc  0.800" in second and "ETA      ?" not in second
+  # A run's first report has no rate yet either; its last has nothing left.
+  bar = experiment.ProgressBar(stream=io.StringIO())
+  bar({"arrivals_done": 8, "num_arrivals": 16, "version": 8,
+       "wall_time_s": 5.0, "last_eval": initial})
+  assert "test acc  0.100" in bar.stream.getvalue()
+  assert "ETA      ? s" in bar.stream.getvalue()
+  bar({"arrivals_done": 16, "num_arrivals": 16, "version": 16,
+       "wall_time_s": 5.1, "last_eval": None})
+  assert bar.stream.getvalue().endswith("ETA    0.0 s \n")

@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import sys
 
@@ -221,14 +222,50 @@ def test_sigterm_stops_and_resume_in_process_matches(swept, tmp_path,
   assert (out / "checkpoint.msgpack").exists()
   assert json.loads((out / "summary.json").read_text())["stopped_early"]
   monkeypatch.undo()
+  _edits_of_an_interrupted_sweep_are_refused(out, tmp_path)
   rows = experiment.sweep_and_evaluate(None, None, None, out, resume=True,
                                        show_progress=False)
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["wall_time_before_resume_s"] > 0
+  assert summary["wall_time_s"] > summary["wall_time_before_resume_s"]
   assert len(rows) == 6 and not (out / "checkpoint.msgpack").exists()
   for name in ("history.csv", "summary.csv", "sweep.csv"):
     assert (out / name).read_text() == (full / name).read_text(), name
   for r in rows:
     assert (out / r["folder"] / "final_params.msgpack").read_bytes() == \
         (full / r["folder"] / "final_params.msgpack").read_bytes()
+
+
+def _edits_of_an_interrupted_sweep_are_refused(out, tmp_path):
+  """Copies of the interrupted sweep ``out`` with an edited config.json or
+  a damaged checkpoint are refused, naming what changed."""
+  import shutil
+  saved = json.loads((out / "config.json").read_text())
+  edits = [(("base", "client", "lr"), 0.02,
+            "base.client.lr: 0.02 in config.json, 0.01 in the checkpoint"),
+           (("seeds",), [0, 1], "seeds: [0, 1] in config.json, [0, 1, 2]"),
+           (("grid", "rule.alpha"), [0.3, 0.6], "grid.rule.alpha: [0.3, 0.6]"),
+           (("chunk_steps",), 1, "chunk_steps: 1 in config.json")]
+  for i, (keys, value, match) in enumerate(edits):
+    c = tmp_path / f"edit{i}"
+    shutil.copytree(out, c)
+    d = json.loads(json.dumps(saved))
+    target = d
+    for k in keys[:-1]:
+      target = target[k]
+    target[keys[-1]] = value
+    (c / "config.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=re.escape(match)):
+      experiment.sweep_and_evaluate(None, None, None, c, resume=True,
+                                    show_progress=False)
+  c = tmp_path / "flipped"
+  shutil.copytree(out, c)
+  blob = bytearray((c / "checkpoint.msgpack").read_bytes())
+  blob[-5] ^= 0x01
+  (c / "checkpoint.msgpack").write_bytes(bytes(blob))
+  with pytest.raises(ValueError, match="checksum does not match"):
+    experiment.sweep_and_evaluate(None, None, None, c, resume=True,
+                                  show_progress=False)
 
 
 def test_sweep_interrupt_and_resume_are_bit_identical(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Stopping and resuming a run: signals, checkpoints, the final parameters.
+"""Stopping and resuming a run: signals, verified checkpoints, final params.
 
 SIGINT and SIGTERM set a flag (``stop_on_signals``); the checkpoint writer
 that the executor calls between chunks saves the checkpoint (atomically)
@@ -6,6 +6,17 @@ every ``every_s`` seconds and whenever the flag is set, and then tells the
 executor to stop. ``read_resume`` loads a run's saved configuration and
 checkpoint; a resumed run ends with the same parameters as an
 uninterrupted one.
+
+A checkpoint verifies itself. Its file (``encode``) starts with a format
+line and the SHA-256 of everything after it; then a JSON line of metadata:
+the library version, whether JAX runs in 64-bit mode (``x64``), the
+resolved configuration it belongs to and its SHA-256, the chunk it
+continues from and the wall time spent so far; then the executor's arrays
+(``executor.Checkpoint.to_bytes``). Resuming refuses, in one line naming
+what differs, a damaged file, another library version or x64 mode, and a
+``config.json`` edited since the checkpoint was written
+(``verify``). The writer refuses to replace a checkpoint with an
+inconsistent one (``check_consistent``) and writes atomically.
 
 Example:
   >>> import tempfile, pathlib
@@ -19,19 +30,39 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import signal
+import sys
 import time
 from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import numpy as np
 
 from fedasync_jax.run import config as config_lib
 from fedasync_jax.run import results
+from fedasync_jax.run.folders import CHECKPOINT, claim_folder  # noqa: F401
 
-CHECKPOINT = "checkpoint.msgpack"
 FINAL_PARAMS = "final_params.msgpack"
+MAGIC = b"fedasync-jax checkpoint 2\n"
 
 
 class Interrupted(RuntimeError):
   """The run was stopped by a signal after saving its checkpoint."""
+
+
+class Saved(NamedTuple):
+  """A checkpoint read back: the executor's ``Checkpoint`` and the
+  metadata it was written with (``encode``)."""
+  checkpoint: Any
+  meta: dict
+
+  @property
+  def elapsed_s(self) -> float:
+    """Wall time the run had spent when the checkpoint was written."""
+    return float(self.meta.get("elapsed_s", 0.0))
 
 
 @contextlib.contextmanager
@@ -63,42 +94,93 @@ def stop_on_signals(flag: dict):
       signal.signal(sig, h)
 
 
-def checkpoint_writer(path: Path, flag: dict, every_s: float):
-  """The executor's ``checkpoint`` callback: writes the checkpoint every
-  ``every_s`` seconds (0: every chunk) and when a signal came; returns
-  whether to stop."""
-  last = [time.perf_counter()]
+def config_digest(config: dict) -> str:
+  """SHA-256 of a configuration dict as canonical JSON (sorted keys).
 
-  def write(ck) -> bool:
-    now = time.perf_counter()
-    if flag.get("signal") or now - last[0] >= every_s:
-      results.atomic_write_bytes(path, ck.to_bytes())
-      last[0] = now
-    return bool(flag.get("signal"))
-  return write
+  Example:
+    >>> config_digest({"a": 1, "b": [1, 2]}) == config_digest(
+    ...     {"b": [1, 2], "a": 1})
+    True
+  """
+  plain = json.loads(json.dumps(config, default=results.plain))
+  text = json.dumps(plain, sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(text.encode()).hexdigest()
 
 
-def read_checkpoint(workdir: Path):
-  """The checkpoint saved in ``workdir`` (a run's or a sweep's).
+def stamp(config: dict) -> dict:
+  """What a checkpoint must match to be resumed here: the library version,
+  the x64 mode and the configuration's digest."""
+  import fedasync_jax
+  return {"library_version": fedasync_jax.__version__,
+          "x64": bool(jax.config.read("jax_enable_x64")),
+          "config_sha256": config_digest(config)}
+
+
+def check_consistent(ck, *, chunk_steps: int, step_axis: int = 0) -> None:
+  """Checks that a checkpoint holds the outputs of exactly the chunks it
+  says were run: every output array has ``next_chunk * chunk_steps``
+  steps along ``step_axis`` (0 for a run, 1 for a sweep).
 
   Raises:
-    ValueError: no checkpoint, or one this program cannot read.
+    ValueError: naming the inconsistency.
+  """
+  steps = int(ck.next_chunk) * int(chunk_steps)
+  if int(ck.next_chunk) < 1:
+    raise ValueError(f"the checkpoint continues from chunk "
+                     f"{ck.next_chunk}; it must be >= 1")
+  for path, leaf in jax.tree_util.tree_leaves_with_path(ck.outputs):
+    shape = np.shape(leaf)
+    if len(shape) <= step_axis or shape[step_axis] != steps:
+      name = jax.tree_util.keystr(path)
+      raise ValueError(
+          f"the checkpoint's outputs{name} have shape {shape}, but "
+          f"{ck.next_chunk} chunks of {chunk_steps} steps need {steps} "
+          f"steps along axis {step_axis}")
+
+
+def encode(ck, *, config: dict, elapsed_s: float) -> bytes:
+  """A checkpoint's file: format line, SHA-256 line, metadata, arrays."""
+  payload = ck.to_bytes()
+  meta = {**stamp(config), "config": config,
+          "next_chunk": int(ck.next_chunk), "elapsed_s": float(elapsed_s)}
+  body = (json.dumps(meta, sort_keys=True, default=results.plain).encode()
+          + b"\n" + payload)
+  return MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+
+
+def decode(blob: bytes, where="the checkpoint") -> Saved:
+  """Reads ``encode``'s bytes back, checking the format and the checksum.
+
+  Raises:
+    ValueError: ``--resume: the checkpoint ... is unreadable (why)``.
   """
   from fedasync_jax.sim import executor
-  ck_path = Path(workdir) / CHECKPOINT
-  if not ck_path.exists():
-    raise ValueError(f"--resume: no checkpoint at {ck_path}")
+
+  def unreadable(why):
+    return ValueError(f"--resume: the checkpoint {where} is unreadable "
+                      f"({why}); it was not written by this version of "
+                      f"fedasync-jax or is damaged; start a new folder")
+  if not blob.startswith(MAGIC):
+    raise unreadable("no fedasync-jax checkpoint header")
+  digest, _, body = blob[len(MAGIC):].partition(b"\n")
+  if hashlib.sha256(body).hexdigest().encode() != digest:
+    raise unreadable("its checksum does not match its contents")
+  head, _, payload = body.partition(b"\n")
   try:
-    return executor.Checkpoint.from_bytes(ck_path.read_bytes())
+    meta = json.loads(head)
+    ck = executor.Checkpoint.from_bytes(payload)
   except Exception as e:  # noqa: BLE001 - any decoding failure
-    raise ValueError(f"--resume: the checkpoint {ck_path} is unreadable "
-                     f"({type(e).__name__}: {e}); it was not written by "
-                     f"this program or is damaged") from None
+    raise unreadable(f"{type(e).__name__}: {e}") from None
+  if not isinstance(meta, dict) or meta.get("next_chunk") != ck.next_chunk:
+    raise unreadable("its metadata does not match its arrays")
+  return Saved(ck, meta)
 
 
-def differences(here: dict, saved: dict, prefix: str = "") -> list:
+def differences(here: dict, saved: dict, prefix: str = "", *,
+                names=("here", "saved")) -> list:
   """The fields (``section.field``) whose values differ between two
-  configuration dicts, each as ``"field: here X, saved Y"``.
+  configuration dicts, each as ``"field: X here, Y saved"`` (``names``:
+  the words for the two sides).
 
   Example:
     >>> differences({"rule": {"alpha": 0.5, "a": 1}},
@@ -109,11 +191,132 @@ def differences(here: dict, saved: dict, prefix: str = "") -> list:
   for k in list(dict.fromkeys([*here, *saved])):
     a, b = here.get(k), saved.get(k)
     name = f"{prefix}{k}"
-    if isinstance(a, dict) and isinstance(b, dict) and prefix == "":
-      out += differences(a, b, prefix=f"{name}.")
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += differences(a, b, prefix=f"{name}.", names=names)
     elif a != b:
-      out.append(f"{name}: {a!r} here, {b!r} saved")
+      out.append(f"{name}: {a!r} {names[0]}, {b!r} {names[1]}")
   return out
+
+
+def verify(saved: Saved, *, config: dict, workdir: Path) -> None:
+  """Refuses to resume ``workdir`` from ``saved`` unless it was written by
+  this library version, in this x64 mode, for ``config`` (the folder's
+  ``config.json``).
+
+  Raises:
+    ValueError: one line naming what changed.
+  """
+  here, meta = stamp(config), saved.meta
+  ck_path = Path(workdir) / CHECKPOINT
+  for key, what in (("library_version", "fedasync_jax version"),
+                    ("x64", "jax_enable_x64 (x64 mode)")):
+    if meta.get(key) != here[key]:
+      raise ValueError(
+          f"--resume: {ck_path} was written with {what} {meta.get(key)!r}, "
+          f"this process has {here[key]!r}; resume it with the same, or "
+          f"start a new folder")
+  if meta.get("config_sha256") != here["config_sha256"]:
+    old = meta.get("config")
+    changed = (differences(config, old, names=("in config.json",
+                                               "in the checkpoint"))
+               if isinstance(old, dict) else [])
+    detail = "; ".join(changed) or "same values, other types"
+    raise ValueError(
+        f"--resume: {Path(workdir) / 'config.json'} changed after the "
+        f"checkpoint was written ({detail}); restore it, or start a new "
+        f"folder with the new configuration")
+
+
+def save_checkpoint(path: Path, ck, *, config: dict, chunk_steps: int,
+                    step_axis: int = 0, elapsed_s: float = 0.0) -> None:
+  """Writes a checkpoint after checking it (``check_consistent``) and
+  reading its bytes back (``decode``), atomically: a failure at any point
+  leaves the previous checkpoint as it was.
+
+  Raises:
+    ValueError: an inconsistent checkpoint (nothing is written).
+    OSError: the disk refused it (the previous checkpoint is kept).
+  """
+  check_consistent(ck, chunk_steps=chunk_steps, step_axis=step_axis)
+  blob = encode(ck, config=config, elapsed_s=elapsed_s)
+  decode(blob, path)
+  results.atomic_write_bytes(path, blob)
+
+
+def checkpoint_writer(path: Path, flag: dict, every_s: float, *,
+                      config: dict, chunk_steps: int, step_axis: int = 0,
+                      elapsed: Optional[Callable[[], float]] = None,
+                      stream=None):
+  """The executor's ``checkpoint`` callback: writes the checkpoint every
+  ``every_s`` seconds (0: every chunk) and when a signal came; returns
+  whether to stop.
+
+  Args:
+    path: the checkpoint's file.
+    flag: set by ``stop_on_signals``.
+    every_s: seconds between checkpoints.
+    config: the resolved configuration (``config.json``) it belongs to.
+    chunk_steps: steps per compiled chunk (``check_consistent``).
+    step_axis: the outputs' step axis (0 for a run, 1 for a sweep).
+    elapsed: the wall time the run has spent so far, over every resume
+      (stored in the checkpoint; default 0).
+    stream: where a failed write is reported (default stderr); the run
+      goes on and the previous checkpoint is kept.
+  """
+  last = [time.perf_counter()]
+  warned = []
+
+  def write(ck) -> bool:
+    now = time.perf_counter()
+    if flag.get("signal") or now - last[0] >= every_s:
+      try:
+        save_checkpoint(path, ck, config=config, chunk_steps=chunk_steps,
+                        step_axis=step_axis,
+                        elapsed_s=elapsed() if elapsed else 0.0)
+      except OSError as e:
+        if not warned:
+          warned.append(e)
+          print(f"\nfedasync-jax: warning: checkpoint not written ({e}); "
+                f"the previous one is kept and the run goes on",
+                file=stream or sys.stderr)
+      last[0] = now
+    return bool(flag.get("signal"))
+  return write
+
+
+def read_checkpoint(workdir: Path) -> Saved:
+  """The checkpoint saved in ``workdir`` (a run's or a sweep's), checked
+  against its checksum (``decode``) but not yet against a configuration
+  (``verify``).
+
+  Raises:
+    ValueError: no checkpoint, or one this program cannot read.
+  """
+  ck_path = Path(workdir) / CHECKPOINT
+  if not ck_path.is_file():
+    raise ValueError(f"--resume: no checkpoint at {ck_path}")
+  try:
+    blob = ck_path.read_bytes()
+  except OSError as e:
+    raise ValueError(f"--resume: cannot read {ck_path}: {e}") from None
+  return decode(blob, ck_path)
+
+
+def read_verified(workdir: Path, *, config: dict, chunk_steps: int,
+                  step_axis: int = 0, saved: Optional[Saved] = None
+                  ) -> Saved:
+  """``read_checkpoint`` (unless ``saved`` is given), then ``verify``
+  against ``config`` and ``check_consistent`` (its error prefixed with
+  ``--resume``)."""
+  saved = saved if saved is not None else read_checkpoint(workdir)
+  verify(saved, config=config, workdir=workdir)
+  try:
+    check_consistent(saved.checkpoint, chunk_steps=chunk_steps,
+                     step_axis=step_axis)
+  except ValueError as e:
+    raise ValueError(f"--resume: {Path(workdir) / CHECKPOINT}: {e}; start "
+                     f"a new folder") from None
+  return saved
 
 
 def check_same(workdir: Path, what: str, here, saved) -> None:
@@ -139,7 +342,8 @@ def check_same(workdir: Path, what: str, here, saved) -> None:
 
 
 def read_resume(workdir: Path, cfg=None):
-  """The saved configuration and checkpoint of an interrupted run.
+  """The saved configuration and verified checkpoint of an interrupted
+  run.
 
   Args:
     workdir: the run's folder.
@@ -147,61 +351,30 @@ def read_resume(workdir: Path, cfg=None):
       a different one is refused.
 
   Returns:
-    ``(config, checkpoint)``.
+    ``(config, Saved)``.
 
   Raises:
     ValueError: no checkpoint, one this program cannot read, a sweep's
-      folder, or a configuration that differs from the saved one.
+      folder, a configuration that differs from the saved one, or a
+      checkpoint that does not belong to the saved configuration
+      (``verify``).
   """
   workdir = Path(workdir)
-  if not (workdir / CHECKPOINT).exists():
+  if not (workdir / CHECKPOINT).is_file():
     read_checkpoint(workdir)  # raises: no checkpoint
   saved = results.read_json(workdir / "config.json")
   if isinstance(saved, dict) and "grid" in saved and "base" in saved:
     raise ValueError(f"--resume: {workdir} holds a sweep; continue it with: "
                      f"fedasync-jax sweep --resume {workdir}")
+  if cfg is not None:
+    check_same(workdir, "configuration", config_lib.to_dict(cfg),
+               config_lib.to_dict(config_lib.load(workdir / "config.json")))
+  ck = read_checkpoint(workdir)
+  verify(ck, config=saved, workdir=workdir)  # config.json is unchanged
   saved_cfg = config_lib.load(workdir / "config.json")
-  check_same(workdir, "configuration", None if cfg is None else
-             config_lib.to_dict(cfg), config_lib.to_dict(saved_cfg))
-  return saved_cfg, read_checkpoint(workdir)
-
-
-def claim_folder(workdir: Path, command: str = "run") -> Path:
-  """Creates ``workdir`` for a new run or sweep, refusing one that already
-  holds a run's or a sweep's files (nothing is ever overwritten); an
-  existing empty folder, or one with other files, is fine.
-
-  Args:
-    workdir: the output folder.
-    command: ``"run"`` or ``"sweep"``, for the message.
-
-  Returns:
-    ``workdir`` as a ``Path``.
-
-  Raises:
-    ValueError: ``workdir`` holds ``config.json`` or a checkpoint.
-
-  Example:
-    >>> import tempfile, pathlib
-    >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> _ = (d / "config.json").write_text("{}")
-    >>> claim_folder(d)
-    Traceback (most recent call last):
-    ...
-    ValueError: ... already holds the outputs of a run or sweep ...
-  """
-  workdir = Path(workdir)
-  if (workdir / CHECKPOINT).exists():
-    raise ValueError(
-        f"{workdir} holds an interrupted run or sweep "
-        f"({CHECKPOINT}); continue it with: fedasync-jax {command} --resume "
-        f"{workdir}, or choose another --out (nothing is overwritten)")
-  if (workdir / "config.json").exists():
-    raise ValueError(
-        f"{workdir} already holds the outputs of a run or sweep "
-        f"(config.json); choose another --out (nothing is overwritten)")
-  workdir.mkdir(parents=True, exist_ok=True)
-  return workdir
+  return saved_cfg, read_verified(workdir, config=saved,
+                                  chunk_steps=saved_cfg.run.chunk_steps,
+                                  saved=ck)
 
 
 def write_params(path: Path, params) -> None:

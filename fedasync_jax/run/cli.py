@@ -68,7 +68,10 @@ configuration:
 outputs (in --out):
   config.json, history.csv, arrivals.csv, participation.csv, summary.json,
   final_params.msgpack, and PNG plots when matplotlib is installed.
-  Ctrl-C (or SIGTERM) saves checkpoint.msgpack; --resume DIR continues.
+  Ctrl-C (or SIGTERM) saves checkpoint.msgpack; --resume DIR continues
+  (refused, naming what changed, if config.json was edited since or the
+  checkpoint is damaged). --out must be new or empty (or --force); a
+  folder is locked while a run writes into it.
 """
 
 
@@ -99,13 +102,38 @@ def _interrupted(e, command: str, out) -> int:
   return 130
 
 
+def _folder(args, name: str) -> Optional[Path]:
+  """``args.<name>`` (``--out`` or ``--resume``) as a ``Path``, refusing an
+  empty one (``Path("")`` would be the current folder)."""
+  text = getattr(args, name)
+  if text is None:
+    return None
+  if not str(text).strip():
+    raise ValueError(f"--{name} must name a folder, got {str(text)!r}")
+  return Path(text)
+
+
+def _check_folder_args(args, command: str, extra: str) -> None:
+  """Refuses ``--force`` with ``--resume`` and the options a resume
+  ignores."""
+  if args.resume is None:
+    return
+  if args.force:
+    raise ValueError("--force starts a new " + command + "; --resume "
+                     "continues one: pass one of them")
+  if extra:
+    raise ValueError(extra)
+
+
 def _run(args) -> int:
   from fedasync_jax.run import config as config_lib
   from fedasync_jax.run import experiment
+  args.out, args.resume = _folder(args, "out"), _folder(args, "resume")
+  _check_folder_args(args, "run", (
+      "--resume continues a run with its saved config; do not pass "
+      "--config or --set with it") if args.config is not None or args.set
+      else "")
   if args.resume is not None:
-    if args.config is not None or args.set:
-      raise ValueError("--resume continues a run with its saved config; do "
-                       "not pass --config or --set with it")
     out = args.resume
     print(f"resuming {out}", file=sys.stderr)
     call = functools.partial(experiment.train_and_evaluate, None, out,
@@ -116,7 +144,8 @@ def _run(args) -> int:
     cfg = config_lib.apply_overrides(cfg, args.set)
     out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     print(f"output folder: {out}", file=sys.stderr)
-    call = functools.partial(experiment.train_and_evaluate, cfg, out)
+    call = functools.partial(experiment.train_and_evaluate, cfg, out,
+                             force=args.force)
   try:
     summary = call()
   except experiment.Interrupted as e:
@@ -144,11 +173,13 @@ def _print_sweep(rows, out) -> None:
 def _sweep(args) -> int:
   from fedasync_jax.run import config as config_lib
   from fedasync_jax.run import experiment
+  args.out, args.resume = _folder(args, "out"), _folder(args, "resume")
+  _check_folder_args(args, "sweep", (
+      "--resume continues a sweep with its saved config, grid and seeds; do "
+      "not pass --config, --set, --grid or --seeds with it")
+      if args.config is not None or args.set or args.grid or args.seeds
+      else "")
   if args.resume is not None:
-    if args.config is not None or args.set or args.grid or args.seeds:
-      raise ValueError("--resume continues a sweep with its saved config, "
-                       "grid and seeds; do not pass --config, --set, --grid "
-                       "or --seeds with it")
     out = args.resume
     print(f"resuming {out}", file=sys.stderr)
     call = functools.partial(experiment.sweep_and_evaluate, None, None,
@@ -163,7 +194,7 @@ def _sweep(args) -> int:
     out = args.out or Path("runs") / time.strftime("sweep-%Y%m%d-%H%M%S")
     print(f"output folder: {out}", file=sys.stderr)
     call = functools.partial(experiment.sweep_and_evaluate, cfg, grid,
-                             seeds, out)
+                             seeds, out, force=args.force)
   try:
     rows = call()
   except experiment.Interrupted as e:
@@ -287,10 +318,13 @@ def _add_run(sub) -> None:
   _config_args(r, "configuration file (.json, .yaml or .yml)",
                "override one field, e.g. rule.alpha=0.9 or "
                "delays.pareto_shape=1.5 (repeatable)")
-  r.add_argument("--out", type=Path, default=None,
-                 help="output folder (default: runs/run-<date>-<time>); "
-                      "never one that holds another run's files")
-  r.add_argument("--resume", type=Path, default=None, metavar="DIR",
+  r.add_argument("--out", default=None,
+                 help="output folder, new or empty (default: "
+                      "runs/run-<date>-<time>)")
+  r.add_argument("--force", action="store_true",
+                 help="write into a non-empty --out (its files may be "
+                      "replaced; a checkpoint there is removed)")
+  r.add_argument("--resume", default=None, metavar="DIR",
                  help="continue the interrupted run in DIR")
   r.set_defaults(func=_run)
 
@@ -313,10 +347,13 @@ def _add_sweep(sub) -> None:
                  help="values of one sweepable field (repeatable)")
   w.add_argument("--seeds", default=None, metavar="S1,S2,...",
                  help="comma-separated seeds (default: run.seed)")
-  w.add_argument("--out", type=Path, default=None,
-                 help="output folder (default: runs/sweep-<date>-<time>); "
-                      "never one that holds another run's files")
-  w.add_argument("--resume", type=Path, default=None, metavar="DIR",
+  w.add_argument("--out", default=None,
+                 help="output folder, new or empty (default: "
+                      "runs/sweep-<date>-<time>)")
+  w.add_argument("--force", action="store_true",
+                 help="write into a non-empty --out (its files may be "
+                      "replaced; a checkpoint there is removed)")
+  w.add_argument("--resume", default=None, metavar="DIR",
                  help="continue the interrupted sweep in DIR (with its "
                       "saved config, grid and seeds)")
   w.set_defaults(func=_sweep)
@@ -355,9 +392,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except (ValueError, FileNotFoundError) as e:
     print(f"fedasync-jax: error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # a disk or permission error: one line, no traceback
+    print(f"fedasync-jax: error: {e}", file=sys.stderr)
+    return 1
   except KeyboardInterrupt:  # before a run could catch the signal
-    print("\nfedasync-jax: interrupted before the first checkpoint",
-          file=sys.stderr)
+    print("\nfedasync-jax: interrupted before the run started; nothing was "
+          "written (a checkpoint there is unchanged)", file=sys.stderr)
     return 130
 
 

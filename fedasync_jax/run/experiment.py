@@ -19,14 +19,20 @@ progress bar (``outputs.ProgressBar``), checkpoints between chunks
 
 SIGINT and SIGTERM stop the run at the next chunk boundary after saving the
 checkpoint; ``train_and_evaluate(..., resume=True)`` continues it and ends
-with the same parameters as an uninterrupted run. A new run never writes
-into a folder that holds another run's or sweep's files.
+with the same parameters as an uninterrupted run. The checkpoint verifies
+itself: a damaged one, or one whose folder's ``config.json`` was edited,
+is refused (``checkpoints.verify``). A new run writes only into a new or
+empty folder (``force=True``: any folder), and a folder is locked while a
+run writes into it (``folders``). The final parameters are written first
+when training ends; a disk or plotting error after that is a warning that
+keeps them (``outputs.write_outputs``).
 ``sweep_and_evaluate`` (``sweep_run``) runs a grid of sweepable settings
 (``grid.SWEEPABLE``) x seeds as one compiled program, and is interrupted
 and resumed the same way.
 
 The pieces live in ``setup`` (building), ``outputs`` (progress bar, files,
-plots), ``checkpoints`` (signals, checkpoints), ``grid`` (grids),
+plots), ``checkpoints`` (signals, checkpoints), ``folders`` (claiming and
+locking output folders), ``grid`` (grids),
 ``sweep_run`` and ``sweep_outputs`` (sweeps); this module re-exports their
 public names.
 
@@ -46,15 +52,19 @@ import jax
 
 from fedasync_jax.run import config as config_lib
 from fedasync_jax.run import results
-from fedasync_jax.run.checkpoints import (CHECKPOINT, Interrupted,  # noqa: F401
+from fedasync_jax.run.checkpoints import (CHECKPOINT,  # noqa: F401
+                                          FINAL_PARAMS, Interrupted,
                                           checkpoint_writer, claim_folder,
                                           finish, read_resume,
-                                          stop_on_signals)
+                                          remove_checkpoint,
+                                          stop_on_signals, write_params)
+from fedasync_jax.run.folders import open_folder
 from fedasync_jax.run.grid import (SWEEPABLE, members,  # noqa: F401
                                    parse_grid, set_field, sweepable,
                                    with_rule_values)
 from fedasync_jax.run.outputs import (ProgressBar, history_rows,  # noqa: F401
-                                      plot_run, write_outputs)
+                                      last_history_eval, plot_run,
+                                      with_final_eval, write_outputs)
 from fedasync_jax.run.setup import (Setup, _optimizer,  # noqa: F401
                                     eval_every_versions, image_transform,
                                     load_data, load_trace, make_delays,
@@ -74,20 +84,25 @@ def _batching(cfg) -> Optional[str]:
 
 
 def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
-                       resume: bool = False, show_progress: bool = True
-                       ) -> dict:
+                       resume: bool = False, force: bool = False,
+                       show_progress: bool = True) -> dict:
   """Runs one configuration and writes its outputs into ``workdir``.
 
   Args:
     cfg: the configuration (validated).
-    workdir: output folder; a new run refuses one that holds another
-      run's or sweep's files (``checkpoints.claim_folder``).
+    workdir: output folder: a new or empty one (``force``: any), locked
+      while the run writes into it (``folders.open_folder``).
     resume: continue from ``workdir/checkpoint.msgpack`` with the config
-      saved there (``cfg``, when given, must equal it).
+      saved there (``cfg``, when given, must equal it); the checkpoint
+      must belong to that config (``checkpoints.verify``).
+    force: write into a non-empty folder (a checkpoint there is removed).
     show_progress: draw the progress bar on stderr.
 
   Checkpoints are written every ``cfg.run.checkpoint_every_s`` seconds (and
-  always when a signal stops the run).
+  always when a signal stops the run). ``config.json`` is written only
+  once the data are loaded, so a run that fails to start replaces nothing.
+  When training ends, the final parameters are written first, then the
+  summary, logs and plots (a disk or plotting error there is a warning).
 
   Returns:
     The summary dict (also ``summary.json``).
@@ -95,35 +110,68 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
   Raises:
     Interrupted: a signal stopped the run (after its checkpoint and the
       history so far were written).
+    ValueError: a bad configuration, a taken or locked folder, or a
+      checkpoint that cannot be resumed (naming why).
   """
   workdir = Path(workdir)
-  resume_from = None
-  if resume:
-    cfg, resume_from = read_resume(workdir, cfg)
-  config_lib.validate(cfg)
   if not resume:
-    claim_folder(workdir, "run")
-  results.write_json(workdir / "config.json", config_lib.to_dict(cfg))
-  t0 = time.perf_counter()
-  with stop_on_signals({}) as flag:
-    s = setup(cfg)
-    bar = (ProgressBar(s.schedule.num_arrivals, s.schedule)
-           if show_progress else None)
+    config_lib.validate(cfg)  # before any folder is made
+  with open_folder(workdir, command="run", resume=resume, force=force), \
+      stop_on_signals({}) as flag:
+    t0 = time.perf_counter()
+    saved = None
+    if resume:
+      cfg, saved = read_resume(workdir, cfg)
+      config_lib.validate(cfg)
+    before = saved.elapsed_s if saved is not None else 0.0
+    s = setup(cfg)  # loads the data: may fail, before anything is written
+    cfg_dict = config_lib.to_dict(cfg)
+    if not resume:  # (with force, another run's checkpoint goes)
+      remove_checkpoint(workdir)
+      results.write_json(workdir / "config.json", cfg_dict)
+    bar = None
+    if show_progress:
+      bar = ProgressBar(s.schedule.num_arrivals, s.schedule,
+                        resumed_eval=(last_history_eval(
+                            workdir / "history.csv") if resume else None))
+
+    def elapsed() -> float:
+      return before + time.perf_counter() - t0
     out = executor.simulate(
         s.rule, s.update, s.params, s.fed.train, s.schedule,
         key=jax.random.key(cfg.run.seed), hparams=s.hparams,
         width=cfg.run.width, batching=_batching(cfg),
         chunk_steps=cfg.run.chunk_steps, eval_fn=s.eval_fn,
         eval_every=s.eval_every_versions, progress=bar,
-        checkpoint=checkpoint_writer(workdir / CHECKPOINT, flag,
-                                     cfg.run.checkpoint_every_s),
-        resume=resume_from)
-    summary = write_outputs(workdir, cfg, s, out,
-                            wall_time=time.perf_counter() - t0)
-  if out.stats["stopped_early"]:
+        checkpoint=checkpoint_writer(
+            workdir / CHECKPOINT, flag, cfg.run.checkpoint_every_s,
+            config=cfg_dict, chunk_steps=cfg.run.chunk_steps,
+            elapsed=elapsed),
+        resume=None if saved is None else saved.checkpoint)
+    stopped = bool(out.stats["stopped_early"])
+    if not stopped:  # what was computed, first
+      _write_final_params(workdir, out.state.params)
+      out = with_final_eval(out, s.eval_fn)
+    summary = write_outputs(workdir, cfg, s, out, wall_time=elapsed(),
+                            resumed_s=before)
+    if not stopped:
+      remove_checkpoint(workdir)
+  if stopped:
     raise Interrupted(f"stopped by {flag.get('signal')} after "
                       f"{summary['client_updates']} of "
                       f"{s.schedule.num_arrivals} updates; history so far "
                       f"and checkpoint saved in {workdir}")
-  finish(workdir, out.state.params)
   return summary
+
+
+def _write_final_params(workdir: Path, params) -> None:
+  """Writes ``final_params.msgpack``; on a disk error the checkpoint is
+  kept and the error says how to continue."""
+  try:
+    write_params(workdir / FINAL_PARAMS, params)
+  except OSError as e:
+    kept = ("the checkpoint is kept: free space and continue with "
+            f"fedasync-jax run --resume {workdir}"
+            if (workdir / CHECKPOINT).exists() else "no checkpoint was kept")
+    raise OSError(e.errno, f"{workdir / FINAL_PARAMS} not written "
+                  f"({e.strerror}); {kept}") from None

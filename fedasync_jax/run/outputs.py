@@ -21,7 +21,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import numpy as np
@@ -34,19 +34,27 @@ from fedasync_jax.run import results
 class ProgressBar:
   """A one-line progress bar: updates, simulated time, accuracy, ETA.
 
+  The ETA is measured from the first report on (so neither compilation
+  nor the work done before a resume counts): ``?`` until a second report.
+
   Args:
     total: the number of arrivals (default: the dict's ``num_arrivals``).
     schedule: the run's ``Schedule``, for the simulated time (optional).
     stream: where to draw (default stderr).
     width: characters of the bar.
     label: words before the bar (e.g. ``"sweep of 8 members"``).
+    resumed_eval: after a resume, the latest evaluation before it (e.g.
+      ``{"accuracy": 0.8}``, ``last_history_eval``); shown instead of the
+      initial model's until the run reports a newer one.
   """
 
   def __init__(self, total: Optional[int] = None, schedule=None, *,
-               stream=None, width: int = 24, label: str = ""):
+               stream=None, width: int = 24, label: str = "",
+               resumed_eval: Optional[dict] = None):
     self.total, self.schedule = total, schedule
     self.stream = stream or sys.stderr
     self.width, self.label = width, label
+    self.resumed_eval = resumed_eval
     self.t0 = time.perf_counter()
     self.start_done = None
     self.t_first = self.t0
@@ -63,13 +71,18 @@ class ProgressBar:
                 else info.get("num_arrivals", done))
     now = time.perf_counter()
     if self.start_done is None:  # the first report (maybe after a resume)
-      self.start_done = done - 1 if done else 0
+      self.start_done = done
       self.t_first = now
     elapsed = info.get("wall_time_s", now - self.t0)
     rate_done = done - self.start_done
-    eta = ((now - self.t_first) / max(rate_done, 1) * (total - done)
-           if rate_done > 0 else math.nan)
-    acc = (info.get("last_eval") or {}).get("accuracy", math.nan)
+    eta = ((now - self.t_first) / rate_done * (total - done)
+           if rate_done > 0 else 0.0 if done >= total else math.nan)
+    ev = info.get("last_eval")
+    if self.resumed_eval is not None and (ev is None or
+                                          ev.get("arrival") == -1):
+      ev = self.resumed_eval  # the run has not evaluated since the resume
+    acc = (ev or {}).get("accuracy", math.nan)
+    eta_text = "     ?" if math.isnan(eta) else f"{eta:6.1f}"
     filled = int(self.width * done / max(total, 1))
     bar = "#" * filled + "-" * (self.width - filled)
     sim_t = self._sim_time(done)
@@ -77,10 +90,77 @@ class ProgressBar:
     label = f"{self.label} " if self.label else ""
     self.stream.write(f"\r{label}[{bar}] {done}/{total} updates{sim} | test "
                       f"acc {acc:6.3f} | {elapsed:6.1f} s elapsed, ETA "
-                      f"{eta:6.1f} s ")
+                      f"{eta_text} s ")
     self.stream.flush()
     if done >= total:
       self.stream.write("\n")
+
+
+def last_history_eval(path, member: Optional[int] = None
+                      ) -> Optional[dict]:
+  """The last evaluation in a ``history.csv`` (of ``member`` in a
+  sweep's long history) as ``{"accuracy", "loss"}``, or ``None`` when
+  there is none (for ``ProgressBar(resumed_eval=...)``)."""
+  import csv
+  try:
+    with open(path, newline="") as f:
+      rows = [r for r in csv.DictReader(f)
+              if member is None or r.get("member") == str(member)]
+    last = rows[-1]
+    return {"accuracy": float(last["test_accuracy"]),
+            "loss": float(last["test_loss"])}
+  except (OSError, LookupError, ValueError, TypeError):
+    return None
+
+
+def attempt(problems: list, what: str, write: Callable[[], None], *,
+            errors=(OSError,), stream=None) -> None:
+  """Runs ``write``; an error of ``errors`` becomes a warning (printed,
+  and appended to ``problems``) so that what was already computed and
+  written is kept. A missing optional package (``ImportError``) is
+  skipped silently.
+
+  Example:
+    >>> import io
+    >>> problems = []
+    >>> def full(): raise OSError(28, "No space left on device")
+    >>> attempt(problems, "plots", full, stream=io.StringIO())
+    >>> problems
+    ['plots not written (OSError: [Errno 28] No space left on device)']
+  """
+  try:
+    write()
+  except ImportError:
+    pass
+  except errors as e:
+    msg = f"{what} not written ({type(e).__name__}: {e})"
+    problems.append(msg)
+    print(f"\nfedasync-jax: warning: {msg}", file=stream or sys.stderr)
+
+
+def with_final_eval(out: types.RunResult, eval_fn) -> types.RunResult:
+  """``out`` with an evaluation of its final model appended, unless its
+  last evaluation is already of the final version (the simulators evaluate
+  every ``eval_every`` versions only). The entry is placed after the last
+  arrival, so the history's last row, and ``final_test_accuracy``, are
+  the final model's.
+
+  Args:
+    out: a finished run's result.
+    eval_fn: the run's evaluator (``models.make_evaluator``).
+  """
+  if eval_fn is None or not out.evals:
+    return out
+  version = int(out.state.version)
+  if out.evals[-1]["version"] == version:
+    return out
+  from fedasync_jax.sim import driver
+  ev = driver.initial_eval(eval_fn, out.state.params,
+                           getattr(eval_fn, "data", None))
+  a = len(out.arrivals["client"]) - 1
+  ev.update(version=version, arrival=a, updates=a + 1,
+            time=float(out.arrivals["time"][a]) if a >= 0 else 0.0)
+  return out._replace(evals=[*out.evals, ev])
 
 
 def history_rows(s, out: types.RunResult, param_bytes: int) -> list:
@@ -104,7 +184,21 @@ def history_rows(s, out: types.RunResult, param_bytes: int) -> list:
   return rows
 
 
-def _summary(s, out: types.RunResult, final: dict, wall_time: float) -> dict:
+def _executor_stats(stats: dict, resumed_s: float) -> dict:
+  """The executor's statistics over the whole run: the wall time before a
+  resume is added, and the throughput scaled to match."""
+  ex = dict(stats)
+  wall = ex.get("wall_time_s")
+  if resumed_s > 0 and isinstance(wall, (int, float)):
+    ex["wall_time_s"] = wall + resumed_s
+    if "updates_per_s" in ex:
+      ex["updates_per_s"] = ex["updates_per_s"] * wall / max(
+          ex["wall_time_s"], 1e-9)
+  return ex
+
+
+def _summary(s, out: types.RunResult, final: dict, wall_time: float,
+             resumed_s: float = 0.0) -> dict:
   arr = out.arrivals
   return {
       "final_test_accuracy": final["test_accuracy"],
@@ -121,24 +215,37 @@ def _summary(s, out: types.RunResult, final: dict, wall_time: float) -> dict:
                          if len(arr["staleness"]) else 0.0),
       "max_staleness": int(arr["staleness"].max(initial=0)),
       "wall_time_s": wall_time,
-      "executor": dict(out.stats),
+      "updates_per_s": len(arr["client"]) / max(wall_time, 1e-9),
+      "wall_time_before_resume_s": resumed_s,
+      "executor": _executor_stats(out.stats, resumed_s),
       "data": s.fed.name, "num_clients": s.fed.train.num_clients,
       "backend": jax.default_backend(),
   }
 
 
 def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
-                  wall_time: float, plots: bool = True) -> dict:
-  """Writes the history, logs, summary and plots of a finished run.
+                  wall_time: float, plots: bool = True,
+                  resumed_s: float = 0.0, stream=None) -> dict:
+  """Writes the summary, history, logs and plots of a finished (or
+  interrupted) run, in that order.
+
+  Everything here runs after training, so nothing computed may be lost to
+  a failing write: a disk error (``OSError``) writing a file, or any error
+  drawing the plots, is a warning (on ``stream``, and listed under
+  ``"warnings"`` in the summary) and the other files are still written.
 
   Args:
     workdir: the output folder.
     cfg: unused (the caller writes ``config.json``).
     s: the run's ``Setup`` (its schedule, data and initial parameters).
     out: the run's result (complete, or stopped early).
-    wall_time: seconds the run took, for ``summary.json``.
+    wall_time: seconds the run took over every resume, for
+      ``summary.json``.
     plots: draw the PNG plots (when matplotlib is installed); a sweep's
       members leave them to the sweep's plots over seeds.
+    resumed_s: seconds spent before the last resume (0: not resumed);
+      added to the executor's wall time.
+    stream: where warnings go (default stderr).
 
   Returns:
     The summary dict (also ``summary.json``).
@@ -147,24 +254,34 @@ def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
   workdir = Path(workdir)
   param_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(s.params))
   rows = history_rows(s, out, param_bytes)
-  results.write_csv(workdir / "history.csv", rows)
+  summary = _summary(s, out, rows[-1], wall_time, resumed_s)
+  problems = []
+
+  def save(what, fn, **kw):
+    attempt(problems, what, fn, stream=stream, **kw)
+  save("summary.json", lambda: results.write_json(workdir / "summary.json",
+                                                  summary))
+  save("history.csv", lambda: results.write_csv(workdir / "history.csv",
+                                                rows))
   arr = out.arrivals
-  results.write_columns(workdir / "arrivals.csv", {
-      "client": arr["client"], "time": arr["time"],
-      "staleness": arr["staleness"],
-      "status": np.where(arr["applied"], "applied", "dropped"),
-      "version": arr["version"]})
-  results.write_columns(workdir / "participation.csv", {
-      "client": np.arange(s.fed.train.num_clients),
-      "applied_updates": out.participation,
-      "examples": s.fed.train.counts})
-  summary = _summary(s, out, rows[-1], wall_time)
-  results.write_json(workdir / "summary.json", summary)
+  save("arrivals.csv", lambda: results.write_columns(
+      workdir / "arrivals.csv", {
+          "client": arr["client"], "time": arr["time"],
+          "staleness": arr["staleness"],
+          "status": np.where(arr["applied"], "applied", "dropped"),
+          "version": arr["version"]}))
+  save("participation.csv", lambda: results.write_columns(
+      workdir / "participation.csv", {
+          "client": np.arange(s.fed.train.num_clients),
+          "applied_updates": out.participation,
+          "examples": s.fed.train.counts}))
   if plots:
-    try:
-      plot_run(workdir, s, out, rows)
-    except ImportError:
-      pass
+    save("plots", lambda: plot_run(workdir, s, out, rows),
+         errors=(Exception,))
+  if problems:
+    summary["warnings"] = problems
+    attempt([], "summary.json", lambda: results.write_json(
+        workdir / "summary.json", summary), stream=stream)
   return summary
 
 

@@ -26,7 +26,10 @@ import numpy as np
 
 
 def atomic_write_bytes(path, payload: bytes) -> None:
-  """Writes ``payload`` to ``path`` atomically."""
+  """Writes ``payload`` to ``path`` atomically: into a temporary file in
+  the same folder, flushed to disk (``fsync``), then renamed over
+  ``path`` (``os.replace``) and the folder synced. On any error the
+  temporary file is removed and ``path`` is left as it was."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -44,6 +47,21 @@ def atomic_write_bytes(path, payload: bytes) -> None:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+  _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+  """Flushes a folder's entries (a rename) to disk, where supported."""
+  try:
+    fd = os.open(folder, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
 
 
 def _plain(v):
@@ -58,6 +76,9 @@ def _plain(v):
   if isinstance(v, np.bool_):
     return bool(v)
   return v
+
+
+plain = _plain  # public: converts what ``write_json`` converts
 
 
 def write_json(path, obj) -> None:

@@ -47,7 +47,7 @@ import jax
 import numpy as np
 
 from fedasync_jax.run import results
-from fedasync_jax.run.outputs import history_rows, write_outputs
+from fedasync_jax.run.outputs import attempt, history_rows, write_outputs
 
 FINALS = ("final_test_accuracy", "final_test_loss")
 
@@ -173,8 +173,13 @@ def summary_rows(grid_members, rows: list) -> list:
 
 
 def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
-                outs: list, *, wall_time: float) -> list:
+                outs: list, *, wall_time: float, resumed_s: float = 0.0,
+                stream=None) -> list:
   """Writes every output of a finished (or interrupted) sweep.
+
+  As for a single run (``outputs.write_outputs``), a disk error writing a
+  file, or any error drawing the plots, is a warning (on ``stream``, and
+  listed in ``summary.json``): the other files are still written.
 
   Args:
     workdir: the sweep's folder.
@@ -183,7 +188,9 @@ def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
     grid: ``{field: [values]}``.
     grid_members: ``[(values, seed)]``, one per member (``grid.members``).
     outs: one ``RunResult`` per member.
-    wall_time: seconds the sweep ran.
+    wall_time: seconds the sweep ran, over every resume.
+    resumed_s: seconds spent before the last resume (0: not resumed).
+    stream: where warnings go (default stderr).
 
   Returns:
     One row dict per member (as in ``sweep.csv``).
@@ -196,7 +203,8 @@ def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
       zip(grid_members, outs, folders)):
     s_i = base._replace(schedule=per_seed[seed][0], params=per_seed[seed][2])
     summary = write_outputs(workdir / folder, None, s_i, out,
-                            wall_time=wall_time, plots=False)
+                            wall_time=wall_time, plots=False,
+                            resumed_s=resumed_s, stream=stream)
     _link(workdir, i, folder)
     member_rows = _member_history(s_i, out)
     histories.append(member_rows)
@@ -209,20 +217,29 @@ def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
                  "client_updates": summary["client_updates"],
                  "stopped_early": summary["stopped_early"],
                  "folder": folder})
-  results.write_csv(workdir / "history.csv", history)
-  results.write_csv(workdir / "sweep.csv", rows)
-  results.write_csv(workdir / "summary.csv", summary_rows(grid_members, rows))
-  try:
-    plot_sweep(workdir, grid, grid_members, histories)
-  except ImportError:
-    pass
+  problems = []
+
+  def save(what, fn, **kw):
+    attempt(problems, what, fn, stream=stream, **kw)
+  save("history.csv", lambda: results.write_csv(workdir / "history.csv",
+                                                history))
+  save("sweep.csv", lambda: results.write_csv(workdir / "sweep.csv", rows))
+  save("summary.csv", lambda: results.write_csv(
+      workdir / "summary.csv", summary_rows(grid_members, rows)))
+  save("plots", lambda: plot_sweep(workdir, grid, grid_members, histories),
+       errors=(Exception,))
   total = sum(r["client_updates"] for r in rows)
-  results.write_json(workdir / "summary.json", {
+  summary = {
       "members": len(grid_members), "wall_time_s": wall_time,
+      "wall_time_before_resume_s": resumed_s,
       "client_updates": total, "updates_per_s": total / max(wall_time, 1e-9),
       "stopped_early": any(r["stopped_early"] for r in rows),
       "output_time_s": time.perf_counter() - t0,
-      "backend": jax.default_backend()})
+      "backend": jax.default_backend()}
+  if problems:
+    summary["warnings"] = problems
+  save("summary.json", lambda: results.write_json(workdir / "summary.json",
+                                                  summary))
   return rows
 
 

@@ -11,7 +11,10 @@ checkpoint (``checkpoint.msgpack``) and the outputs so far are written and
 ``Interrupted`` is raised. ``sweep_and_evaluate(..., resume=True)``
 (``fedasync-jax sweep --resume DIR``) continues with the configuration,
 grid and seeds saved in the folder and ends bit-identical to an
-uninterrupted sweep. The machinery is the single run's (``checkpoints``).
+uninterrupted sweep. The machinery is the single run's (``checkpoints``:
+the checkpoint verifies itself against the folder's ``config.json``;
+``folders``: a new sweep needs a new or empty folder, locked while it
+runs).
 
 Chunks: on CPU a chunk runs the members one after another
 (``members="map"``), so the sweep's chunk is ``ceil(run.chunk_steps /
@@ -40,14 +43,17 @@ from fedasync_jax.run import config as config_lib
 from fedasync_jax.run import results, sweep_outputs
 from fedasync_jax.run.checkpoints import (CHECKPOINT, FINAL_PARAMS,
                                           Interrupted, check_same,
-                                          checkpoint_writer, claim_folder,
-                                          read_checkpoint, remove_checkpoint,
-                                          stop_on_signals, write_params)
+                                          checkpoint_writer, read_checkpoint,
+                                          read_verified, remove_checkpoint,
+                                          stop_on_signals, verify,
+                                          write_params)
+from fedasync_jax.run.folders import open_folder
 from fedasync_jax.run.grid import (members, set_field, sweepable,
                                    with_rule_values)
-from fedasync_jax.run.outputs import ProgressBar
-from fedasync_jax.run.setup import (Setup, make_rule_from, make_schedule,
-                                    setup)
+from fedasync_jax.run.outputs import (ProgressBar, last_history_eval,
+                                      with_final_eval)
+from fedasync_jax.run.setup import (Setup, make_delays, make_rule_from,
+                                    make_schedule, setup)
 from fedasync_jax.sim import tasks
 
 
@@ -112,8 +118,8 @@ def checked(cfg, grid: dict, seeds):
 
 
 def read_sweep_resume(workdir: Path, cfg=None, grid=None, seeds=None):
-  """The saved configuration, grid, seeds, chunk size and checkpoint of an
-  interrupted sweep.
+  """The saved configuration, grid, seeds, chunk size and verified
+  checkpoint of an interrupted sweep.
 
   Args:
     workdir: the sweep's folder.
@@ -121,11 +127,13 @@ def read_sweep_resume(workdir: Path, cfg=None, grid=None, seeds=None):
       any that differ from the saved ones are refused.
 
   Returns:
-    ``(config, grid, seeds, chunk_steps, checkpoint)``.
+    ``(config, grid, seeds, chunk_steps, checkpoints.Saved)``.
 
   Raises:
     ValueError: no checkpoint or an unreadable one, a single run's folder,
-      or a configuration, grid or seeds that differ (naming them).
+      a configuration, grid or seeds that differ (naming them), or a
+      checkpoint that does not belong to the folder's ``config.json``
+      (``checkpoints.verify``).
   """
   workdir = Path(workdir)
   if not (workdir / CHECKPOINT).exists():
@@ -135,18 +143,22 @@ def read_sweep_resume(workdir: Path, cfg=None, grid=None, seeds=None):
     raise ValueError(f"--resume: {workdir} holds a single run, not a "
                      f"sweep; continue it with: fedasync-jax run --resume "
                      f"{workdir}")
-  saved_cfg = config_lib.from_dict(saved["base"])
-  check_same(workdir, "configuration", None if cfg is None else
-             config_lib.to_dict(cfg), config_lib.to_dict(saved_cfg))
+  if cfg is not None:
+    check_same(workdir, "configuration", config_lib.to_dict(cfg),
+               config_lib.to_dict(config_lib.from_dict(saved["base"])))
   check_same(workdir, "grid", None if grid is None else
              {str(k): [float(v) for v in vs] for k, vs in grid.items()},
              saved["grid"])
   check_same(workdir, "seeds", None if seeds is None else
              [int(s) for s in seeds], saved["seeds"])
+  ck = read_checkpoint(workdir)
+  verify(ck, config=saved, workdir=workdir)  # config.json is unchanged
+  saved_cfg = config_lib.from_dict(saved["base"])
   chunk = saved.get("chunk_steps") or chunk_steps_for(
       saved_cfg, len(members(saved["grid"], saved["seeds"])))
-  return (saved_cfg, saved["grid"], saved["seeds"], int(chunk),
-          read_checkpoint(workdir))
+  ck = read_verified(workdir, config=saved, chunk_steps=int(chunk),
+                     step_axis=1, saved=ck)
+  return saved_cfg, saved["grid"], saved["seeds"], int(chunk), ck
 
 
 def _per_seed(cfg, base: Setup, seeds) -> dict:
@@ -157,7 +169,9 @@ def _per_seed(cfg, base: Setup, seeds) -> dict:
     sched = make_schedule(c, base.fed, base.rule)
     out[seed] = (sched, tasks.task_hparams(
         sched, prox_rho=cfg.client.prox_rho,
-        delay_beta=cfg.client.delay_beta),
+        delay_beta=cfg.client.delay_beta,
+        delay=(make_delays(c, base.fed) if cfg.client.delay_beta is not None
+               else None)),
         base.model.init(jax.random.key(seed)))
   return out
 
@@ -195,29 +209,29 @@ def _run_sweep(cfg, base: Setup, grid_members, per_seed, *, chunk_steps,
 
 
 def _start(cfg, grid, seeds, workdir: Path, resume: bool):
-  """Checks the inputs and claims the folder (a new sweep) or reads what
-  it saved (a resumed one).
+  """Checks the inputs (a new sweep) or reads what the folder saved (a
+  resumed one; the folder is already locked).
 
   Returns:
-    ``(cfg, grid, seeds, grid_members, chunk_steps, checkpoint or None)``.
+    ``(cfg, grid, seeds, grid_members, chunk_steps, saved config dict,
+    checkpoints.Saved or None)``.
   """
   if resume:
     cfg, grid, seeds, chunk, ck = read_sweep_resume(workdir, cfg, grid,
                                                     seeds)
     grid, seeds, grid_members = checked(cfg, grid, seeds)
-    return cfg, grid, seeds, grid_members, chunk, ck
+    return (cfg, grid, seeds, grid_members, chunk,
+            results.read_json(workdir / "config.json"), ck)
   grid, seeds, grid_members = checked(cfg, grid, seeds)
   chunk = chunk_steps_for(cfg, len(grid_members))
-  claim_folder(workdir, "sweep")
-  results.write_json(workdir / "config.json", {
-      "base": config_lib.to_dict(cfg), "grid": grid, "seeds": seeds,
-      "chunk_steps": chunk})
-  return cfg, grid, seeds, grid_members, chunk, None
+  saved = {"base": config_lib.to_dict(cfg), "grid": grid, "seeds": seeds,
+           "chunk_steps": chunk}
+  return cfg, grid, seeds, grid_members, chunk, saved, None
 
 
 def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
-                       resume: bool = False, show_progress: bool = True
-                       ) -> list:
+                       resume: bool = False, force: bool = False,
+                       show_progress: bool = True) -> list:
   """Runs the full grid x seeds as one compiled program and writes the
   sweep's outputs (``sweep_outputs``) into ``workdir``.
 
@@ -227,10 +241,11 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
       ``None`` with ``resume``: the saved one).
     seeds: the seeds (default ``[cfg.run.seed]``; ``None`` with
       ``resume``: the saved ones).
-    workdir: the output folder; a new sweep refuses one that holds another
-      run's or sweep's files.
+    workdir: the output folder: a new or empty one (``force``: any),
+      locked while the sweep writes into it.
     resume: continue the interrupted sweep in ``workdir`` (a ``cfg``,
       ``grid`` or ``seeds`` given must equal the saved ones).
+    force: write into a non-empty folder (a checkpoint there is removed).
     show_progress: draw the progress bar on stderr.
 
   Returns:
@@ -239,32 +254,54 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
   Raises:
     Interrupted: a signal stopped the sweep (after its checkpoint and the
       outputs so far were written).
-    ValueError: bad inputs, a taken folder, or nothing to resume.
+    ValueError: bad inputs, a taken or locked folder, or nothing to
+      resume.
   """
   workdir = Path(workdir)
-  cfg, grid, seeds, grid_members, chunk, ck = _start(cfg, grid, seeds,
-                                                     workdir, resume)
-  t0 = time.perf_counter()
-  with stop_on_signals({}) as flag:
-    base = setup(cfg)
+  if not resume:
+    checked(cfg, grid, seeds)  # before any folder is made
+  with open_folder(workdir, command="sweep", resume=resume, force=force), \
+      stop_on_signals({}) as flag:
+    t0 = time.perf_counter()
+    cfg, grid, seeds, grid_members, chunk, saved, ck = _start(
+        cfg, grid, seeds, workdir, resume)
+    before = ck.elapsed_s if ck is not None else 0.0
+    base = setup(cfg)  # loads the data: may fail, before anything is written
     per_seed = _per_seed(cfg, base, seeds)
-    bar = (ProgressBar(label=f"sweep of {len(grid_members)} members")
-           if show_progress else None)
+    if not resume:  # (with force, another run's checkpoint goes)
+      remove_checkpoint(workdir)
+      results.write_json(workdir / "config.json", saved)
+    bar = None
+    if show_progress:
+      bar = ProgressBar(label=f"sweep of {len(grid_members)} members",
+                        resumed_eval=(last_history_eval(
+                            workdir / "history.csv", member=0)
+                            if resume else None))
+
+    def elapsed() -> float:
+      return before + time.perf_counter() - t0
     outs = _run_sweep(
         cfg, base, grid_members, per_seed, chunk_steps=chunk, progress=bar,
-        checkpoint=checkpoint_writer(workdir / CHECKPOINT, flag,
-                                     cfg.run.checkpoint_every_s),
-        resume=ck)
+        checkpoint=checkpoint_writer(
+            workdir / CHECKPOINT, flag, cfg.run.checkpoint_every_s,
+            config=saved, chunk_steps=chunk, step_axis=1, elapsed=elapsed),
+        resume=None if ck is None else ck.checkpoint)
+    stopped = any(o.stats["stopped_early"] for o in outs)
+    if not stopped:  # what was computed, first
+      for folder, out in zip(sweep_outputs.member_folders(grid,
+                                                          grid_members),
+                             outs):
+        write_params(workdir / folder / FINAL_PARAMS, out.state.params)
+      outs = [with_final_eval(o, base.eval_fn) for o in outs]
     rows = sweep_outputs.write_sweep(
         workdir, base, per_seed, grid, grid_members, outs,
-        wall_time=time.perf_counter() - t0)
-  if any(o.stats["stopped_early"] for o in outs):
+        wall_time=elapsed(), resumed_s=before)
+    if not stopped:
+      remove_checkpoint(workdir)
+  if stopped:
     done = sum(r["client_updates"] for r in rows)
     total = sum(per_seed[s][0].num_arrivals for _, s in grid_members)
     raise Interrupted(f"stopped by {flag.get('signal')} after {done} of "
                       f"{total} client updates ({len(rows)} members); "
                       f"outputs so far and checkpoint saved in {workdir}")
-  for row, out in zip(rows, outs):
-    write_params(workdir / row["folder"] / FINAL_PARAMS, out.state.params)
-  remove_checkpoint(workdir)
   return rows

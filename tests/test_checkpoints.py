@@ -1,0 +1,301 @@
+"""Checkpoints verify themselves: a damaged file, another library version or
+x64 mode, or a config.json edited between interrupt and resume is refused
+in one line naming what changed; writes are atomic and never replace a good
+checkpoint with an inconsistent one; a resumed run's totals cover the whole
+run."""
+
+import json
+import shutil
+import signal
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from fedasync_jax import cli, config
+from fedasync_jax.run import checkpoints, experiment, results
+from fedasync_jax.sim import executor
+
+CFG = {"data": {"num_clients": 20}, "client": {"batch_size": 20},
+       "run": {"num_updates": 120, "concurrency": 4, "eval_every": 40,
+               "chunk_steps": 8, "checkpoint_every_s": 0}}
+SLEEP_S = 1.0  # wall time the interrupted part spends before its signal
+SEED = 2  # of the random config edits (2 of 20 write back the same value)
+
+
+def interrupt_in_process(call, module, *, sleep_s: float = 0.0):
+  """Runs ``call()`` with ``module.ProgressBar`` replaced by one that waits
+  ``sleep_s`` and then sends SIGTERM to this process at the first report
+  (the run stops at the next chunk boundary); returns the ``Interrupted``
+  raised."""
+  class Bar:
+    def __init__(self, *args, **kwargs):
+      del args, kwargs
+      self.calls = 0
+
+    def __call__(self, info):
+      del info
+      self.calls += 1
+      if self.calls == 1:
+        time.sleep(sleep_s)
+        signal.raise_signal(signal.SIGTERM)
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(module, "ProgressBar", Bar)
+    with pytest.raises(experiment.Interrupted) as e:
+      call()
+  return e.value
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """``(full, cut)``: an uninterrupted run and the same run interrupted
+  after its second chunk (checkpoint saved)."""
+  root = tmp_path_factory.mktemp("ck")
+  cfg = config.from_dict(CFG)
+  full, cut = root / "full", root / "cut"
+  experiment.train_and_evaluate(cfg, full, show_progress=False)
+  interrupt_in_process(lambda: experiment.train_and_evaluate(cfg, cut),
+                       experiment, sleep_s=SLEEP_S)
+  assert (cut / "checkpoint.msgpack").exists()
+  return full, cut
+
+
+def _copy(cut, tmp_path, name="c"):
+  dst = tmp_path / name
+  shutil.copytree(cut, dst)
+  return dst
+
+
+def one_error_line(err: str) -> str:
+  """The one line of a refusal (after the ``resuming DIR`` note)."""
+  lines = [x for x in err.splitlines()
+           if x.strip() and not x.startswith("resuming ")]
+  assert len(lines) == 1 and lines[0].startswith("fedasync-jax: error: "), err
+  return lines[0]
+
+
+def _fake_checkpoint(next_chunk=2, steps=8):
+  return executor.Checkpoint(
+      [np.arange(3.0), np.int32(7)], next_chunk,
+      {"applied": np.ones(next_chunk * steps, bool),
+       "version": np.arange(next_chunk * steps),
+       "eval": {"accuracy": np.zeros((next_chunk * steps, 2))}})
+
+
+def test_checkpoint_stores_config_hash_version_x64_and_checksum():
+  d = config.to_dict(config.from_dict(CFG))
+  blob = checkpoints.encode(_fake_checkpoint(), config=d, elapsed_s=3.5)
+  saved = checkpoints.decode(blob)
+  import fedasync_jax
+  assert saved.meta["library_version"] == fedasync_jax.__version__
+  assert saved.meta["x64"] is False
+  assert saved.meta["config_sha256"] == checkpoints.config_digest(d)
+  assert saved.meta["config"] == json.loads(json.dumps(d))
+  assert saved.elapsed_s == 3.5 and saved.checkpoint.next_chunk == 2
+  np.testing.assert_array_equal(saved.checkpoint.carry_leaves[0],
+                                np.arange(3.0))
+  checkpoints.verify(saved, config=d, workdir="w")  # the same: accepted
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(fedasync_jax, "__version__", "99.0")
+    with pytest.raises(ValueError, match=r"fedasync_jax version '0\.1\.0', "
+                                         r"this process has '99\.0'"):
+      checkpoints.verify(saved, config=d, workdir="w")
+  with jax.enable_x64(True):
+    with pytest.raises(ValueError, match=r"x64 mode\) False, this process "
+                                         r"has True"):
+      checkpoints.verify(saved, config=d, workdir="w")
+
+
+def test_every_flipped_byte_is_refused():
+  rng = np.random.default_rng(0)
+  blob = checkpoints.encode(_fake_checkpoint(), config={"a": 1},
+                            elapsed_s=0.0)
+  positions = np.concatenate([np.arange(0, 120, 7),
+                              rng.integers(0, len(blob), 30)])
+  for pos in positions:
+    bad = bytearray(blob)
+    bad[pos] ^= 1 << int(rng.integers(8))
+    with pytest.raises(ValueError, match="is unreadable"):
+      checkpoints.decode(bytes(bad))
+  with pytest.raises(ValueError, match="is unreadable"):
+    checkpoints.decode(blob[:-1])  # truncated
+
+
+def test_resume_refuses_a_damaged_checkpoint_file(runs, tmp_path, capsys):
+  _, cut = runs
+  c = _copy(cut, tmp_path)
+  ck = c / "checkpoint.msgpack"
+  blob = bytearray(ck.read_bytes())
+  blob[len(blob) // 2] ^= 0x10
+  ck.write_bytes(bytes(blob))
+  assert cli.main(["run", "--resume", str(c)]) == 2
+  err = one_error_line(capsys.readouterr().err)
+  assert "checksum does not match" in err, err
+  assert ck.read_bytes() == bytes(blob)  # nothing rewritten
+  assert not (c / "final_params.msgpack").exists()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("run.seed", 3), ("client.lr", 0.02), ("rule.server_lr", 0.5),
+    ("run.chunk_steps", 4), ("run.num_updates", 40)])
+def test_resume_refuses_an_edited_config_naming_the_field(
+    runs, tmp_path, capsys, field, value):
+  _, cut = runs
+  c = _copy(cut, tmp_path)
+  d = json.loads((c / "config.json").read_text())
+  sec, name = field.split(".")
+  old = d[sec][name]
+  d[sec][name] = value
+  (c / "config.json").write_text(json.dumps(d, indent=2))
+  assert cli.main(["run", "--resume", str(c)]) == 2
+  err = one_error_line(capsys.readouterr().err)
+  assert (f"changed after the checkpoint was written ({field}: {value!r} "
+          f"in config.json, {old!r} in the checkpoint)") in err, err
+  assert not (c / "final_params.msgpack").exists()
+
+
+def random_edit(rng, d: dict):
+  """Changes one random field of a configuration dict in place (or, one
+  time in five, writes back the value it had); returns ``(section, name,
+  old, new)``."""
+  sec = sorted(d)[rng.integers(len(d))]
+  name = sorted(d[sec])[rng.integers(len(d[sec]))]
+  old = d[sec][name]
+  if rng.random() < 0.2:
+    new = old
+  elif isinstance(old, bool):
+    new = not old
+  elif isinstance(old, int):
+    new = old + int(rng.integers(1, 4)) * (-1) ** int(rng.integers(2))
+  elif isinstance(old, float):
+    new = float(old * rng.choice([0.5, 2.0, -1.0]) + rng.integers(1, 3))
+  elif isinstance(old, str):
+    new = old + "x"
+  elif old is None:
+    new = float(rng.integers(1, 5))
+  else:  # a mapping
+    new = {"x": 1.0}
+  d[sec][name] = new
+  return sec, name, old, new
+
+
+def test_random_config_edits_are_refused_or_end_bit_identical(runs,
+                                                              tmp_path):
+  full, cut = runs
+  rng = np.random.default_rng(SEED)
+  original = json.loads((cut / "config.json").read_text())
+  same = refused = 0
+  for i in range(20):
+    d = json.loads(json.dumps(original))
+    sec, name, old, new = random_edit(rng, d)
+    c = _copy(cut, tmp_path, f"edit{i}")
+    (c / "config.json").write_text(json.dumps(
+        d, indent=[None, 1, 4][rng.integers(3)]))
+    ck = (c / "checkpoint.msgpack").read_bytes()
+    try:
+      experiment.train_and_evaluate(None, c, resume=True,
+                                    show_progress=False)
+    except ValueError as e:
+      msg = str(e)
+      assert new != old, (sec, name, msg)
+      assert "\n" not in msg and f"{sec}.{name}" in msg, msg
+      assert (c / "checkpoint.msgpack").read_bytes() == ck
+      refused += 1
+      continue
+    assert new == old, (sec, name, old, new)
+    same += 1
+    for f in ("final_params.msgpack", "history.csv", "arrivals.csv"):
+      assert (c / f).read_bytes() == (full / f).read_bytes(), (f, sec, name)
+  assert same >= 2 and refused >= 15, (same, refused)
+
+
+def test_checkpoint_writes_are_atomic_and_checked(tmp_path, monkeypatch):
+  path = tmp_path / "checkpoint.msgpack"
+  good = _fake_checkpoint(next_chunk=2)
+  checkpoints.save_checkpoint(path, good, config={"a": 1}, chunk_steps=8)
+  before = path.read_bytes()
+  # An inconsistent checkpoint (outputs of 3 chunks, says 4) is refused.
+  bad = good._replace(next_chunk=4, outputs=_fake_checkpoint(3).outputs)
+  with pytest.raises(ValueError, match=r"need 32 steps"):
+    checkpoints.save_checkpoint(path, bad, config={"a": 1}, chunk_steps=8)
+  assert path.read_bytes() == before
+  # A disk that fails at the last moment leaves the good one, and no
+  # temporary file.
+  import errno
+  import os
+
+  def full(*args):
+    raise OSError(errno.ENOSPC, "No space left on device")
+  monkeypatch.setattr(results.os, "replace", full)
+  with pytest.raises(OSError):
+    checkpoints.save_checkpoint(path, _fake_checkpoint(3), config={"a": 1},
+                                chunk_steps=8)
+  assert path.read_bytes() == before
+  assert sorted(os.listdir(tmp_path)) == ["checkpoint.msgpack"]
+  # The writer the executor calls warns and lets the run go on.
+  import io
+  stream = io.StringIO()
+  write = checkpoints.checkpoint_writer(path, {}, 0.0, config={"a": 1},
+                                        chunk_steps=8, stream=stream)
+  assert write(_fake_checkpoint(3)) is False
+  assert "checkpoint not written" in stream.getvalue()
+  assert checkpoints.decode(path.read_bytes()).checkpoint.next_chunk == 2
+
+
+def test_resumed_summary_counts_the_whole_run(runs, tmp_path):
+  full, cut = runs
+  c = _copy(cut, tmp_path)
+  before = checkpoints.read_checkpoint(c).elapsed_s
+  assert before >= SLEEP_S
+  t0 = time.perf_counter()
+  summary = experiment.train_and_evaluate(None, c, resume=True,
+                                          show_progress=False)
+  resumed = time.perf_counter() - t0
+  assert summary["wall_time_s"] >= before + 0.0
+  assert summary["wall_time_s"] > resumed + 0.9 * SLEEP_S
+  assert summary["wall_time_before_resume_s"] == pytest.approx(before)
+  assert summary["updates_per_s"] == pytest.approx(
+      summary["client_updates"] / summary["wall_time_s"])
+  ex = summary["executor"]
+  assert ex["wall_time_s"] > resumed + 0.9 * SLEEP_S
+  assert ex["updates_per_s"] == pytest.approx(
+      ex["num_arrivals"] / ex["wall_time_s"])
+  assert (c / "final_params.msgpack").read_bytes() == \
+      (full / "final_params.msgpack").read_bytes()
+
+
+def test_ctrl_c_of_a_resumed_run_exits_cleanly(runs, tmp_path, capsys,
+                                              monkeypatch):
+  full, cut = runs
+  c = _copy(cut, tmp_path)
+
+  class Bar:
+    def __init__(self, *args, **kwargs):
+      del args, kwargs
+
+    def __call__(self, info):
+      del info
+      signal.raise_signal(signal.SIGINT)
+  monkeypatch.setattr(experiment, "ProgressBar", Bar)
+  assert cli.main(["run", "--resume", str(c)]) == 130
+  lines = [x for x in capsys.readouterr().err.splitlines()
+           if x.strip() and not x.startswith("resuming ")]
+  assert len(lines) == 1 and lines[0].startswith("stopped by SIGINT"), lines
+  assert lines[0].endswith(f"continue with: fedasync-jax run --resume {c}")
+  monkeypatch.undo()
+  assert cli.main(["run", "--resume", str(c)]) == 0  # a second resume
+  for f in ("final_params.msgpack", "history.csv", "arrivals.csv"):
+    assert (c / f).read_bytes() == (full / f).read_bytes(), f
+
+
+def test_output_files_get_the_usual_mode(runs):
+  import os
+  umask = os.umask(0)
+  os.umask(umask)
+  for folder in runs:
+    files = [p for p in folder.iterdir()]
+    assert len(files) >= 8
+    for p in files:
+      assert (p.stat().st_mode & 0o777) == (0o666 & ~umask), p
