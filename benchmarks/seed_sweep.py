@@ -69,9 +69,12 @@ def parse_args(argv):
   ap.add_argument("--seeds", type=int, default=None,
                   help="seeds per case (default 4 for the grid, 16 alone)")
   ap.add_argument("--devices", type=int, default=1,
-                  help="CPU devices (one per core): the sweep's members are "
-                       "split over them (shard_map), the separate runs use "
-                       "the first")
+                  help="CPU devices (one per core) for the sweep: its "
+                       "members are split over them (shard_map); the "
+                       "separate runs then run in a child process with the "
+                       "usual single device, the sweep in another")
+  ap.add_argument("--part", choices=("separate", "sweep"), default=None,
+                  help=argparse.SUPPRESS)  # a child of --devices N
   args = ap.parse_args(argv)
   if args.updates is None:
     args.updates = 10 if args.smoke else 150 if args.quick else 300
@@ -219,24 +222,95 @@ def run_case(w, name, members):
           "max_rel_param_diff": max(C.rel_diff(a, b) for a, b in zip(sw, sep))}
 
 
+def run_part(args, path, out):
+  """A child of ``--devices N``: one system over every case; writes the
+  timings (JSON) and final parameters (npz) into ``out``."""
+  import jax
+  import numpy as np
+  if args.part == "sweep":
+    jax.config.update("jax_num_cpu_devices", args.devices)
+  w = Workload(args, path)
+  times, arrays = {}, {}
+  for name, members in cases(args).items():
+    for m in members:
+      w.sched(m[2])
+    if args.part == "separate":
+      secs, finals = w.separate(members)
+      times[name] = {"separate_s": secs,
+                     "compute_floor": compute_floor(w, members),
+                     "num_arrivals": sum(w.sched(m[2]).num_arrivals
+                                         for m in members)}
+    else:
+      secs, finals = w.swept(members)
+      times[name] = {"sweep_s": secs}
+    C.log(f"{name}: {args.part} {secs:.1f} s ({len(jax.devices())} "
+          f"device(s))")
+    for i, f in enumerate(finals):
+      for j, leaf in enumerate(jax.tree.leaves(f)):
+        arrays[f"{name}.{i}.{j}"] = np.asarray(leaf)
+  np.savez(out / f"{args.part}_params.npz", **arrays)
+  (out / f"{args.part}.json").write_text(C.json.dumps(times))
+
+
+def devices_cases(args, argv, out):
+  """``--devices N``: the separate runs in a child with one device, the
+  sweep in a child with N; the cases' records."""
+  import shutil
+  import subprocess
+  import tempfile
+  from pathlib import Path
+  import numpy as np
+  base = list(argv if argv is not None else sys.argv[1:])
+  work = Path(tempfile.mkdtemp(prefix="seed_sweep_parts_"))
+  for part in ("separate", "sweep"):
+    subprocess.run([sys.executable, os.path.abspath(__file__), *base,
+                    "--part", part, "--out", str(work)], check=True)
+  out = work
+  sep = C.json.loads((out / "separate.json").read_text())
+  sw = C.json.loads((out / "sweep.json").read_text())
+  pa = np.load(out / "separate_params.npz")
+  pb = np.load(out / "sweep_params.npz")
+  records = {}
+  for name, members in cases(args).items():
+    s, t, n = (sep[name]["separate_s"], sw[name]["sweep_s"],
+               sep[name]["num_arrivals"])
+    diff = max(float(np.max(np.abs(pb[k] - pa[k])) /
+                     max(float(np.max(np.abs(pa[k]))), 1e-30))
+               for k in pa.files if k.startswith(name + "."))
+    C.log(f"{name}: separate {s:.1f} s, sweep on {args.devices} devices "
+          f"{t:.1f} s ({s / t:.2f}x)")
+    records[name] = {"members": len(members),
+                     "schedules": len({m[2] for m in members}),
+                     "separate_s": s, "sweep_s": t, "speedup": s / t,
+                     "separate_updates_per_s": n / s,
+                     "sweep_updates_per_s": n / t,
+                     "compute_floor": sep[name]["compute_floor"],
+                     "max_rel_param_diff": diff}
+  shutil.rmtree(work, ignore_errors=True)
+  return records
+
+
 def main(argv=None):
   args = parse_args(argv)
-  if args.devices > 1:  # before JAX starts its CPU backend
-    import jax
-    jax.config.update("jax_num_cpu_devices", args.devices)
   started, load_start = time.perf_counter(), C.loadavg()
   out = C.out_dir(args)
   path = C.mnist_path(args, out)
   if C.skip_if_no_mnist(path, "seed_sweep"):
     return 0
-  w = Workload(args, path)
+  if args.part is not None:
+    run_part(args, path, out)
+    return 0
   result = {"workload": {**C.W1, "num_clients": args.clients,
                          "concurrency": args.concurrency,
                          "num_updates": args.updates,
                          "eval_every": args.eval_every},
             "devices": args.devices, "cases": {}}
-  for name, members in cases(args).items():
-    result["cases"][name] = run_case(w, name, members)
+  if args.devices > 1:
+    result["cases"] = devices_cases(args, argv, out)
+  else:
+    w = Workload(args, path)
+    for name, members in cases(args).items():
+      result["cases"][name] = run_case(w, name, members)
   C.finish("seed_sweep", result, args=args, started=started,
            load_start=load_start)
   return 0
