@@ -214,6 +214,7 @@ def figures(args, conds, hist, stale_rows_path, out_dir):
   fig = common.figure(figsize=(6 * max(1, len(async_rules)), 4))
   axes = np.atleast_1d(fig.subplots(1, max(1, len(async_rules))))
   for rn, ax in zip(async_rules, axes):
+    cut = 1
     for i, cond in enumerate(conds):
       c = {}
       for r in rows:
@@ -222,15 +223,38 @@ def figures(args, conds, hist, stale_rows_path, out_dir):
           c[k] = c.get(k, 0) + int(r["count"])
       ks = np.arange(max(c) + 1) if c else np.arange(1)
       v = np.array([c.get(k, 0) for k in ks], float)
+      cdf = np.cumsum(v) / max(v.sum(), 1)
+      cut = max(cut, int(np.searchsorted(cdf, 0.995)) + 1)
       ax.step(ks, v / max(v.sum(), 1), where="mid", color=f"C{i}",
               label=cond)
-    ax.set_xlabel("staleness (server versions)")
+    ax.set_xlim(0, cut)
+    ax.set_xlabel("staleness (server versions; axis cut at the 99.5th "
+                  "percentile)")
     ax.set_ylabel("share of applied updates")
     ax.set_title(rn)
     ax.grid(alpha=0.3)
     ax.legend()
   fig.tight_layout()
   fig.savefig(out_dir / "staleness.png", dpi=110)
+
+
+def observations(args, rows) -> list:
+  """Sentences computed from the table: FedAvg's time to 90% against each
+  asynchronous rule's, per delay model."""
+  by = {(r["delays"], r["rule"]): r for r in rows}
+  out = []
+  for cond in sorted({r["delays"] for r in rows}):
+    avg = by.get((cond, "fedavg"))
+    if avg is None or not math.isfinite(avg["time_to_90"]):
+      continue
+    parts = [f"{rn} {avg['time_to_90'] / by[(cond, rn)]['time_to_90']:.1f}x"
+             for rn in args.rules if rn != "fedavg" and (cond, rn) in by
+             and math.isfinite(by[(cond, rn)]["time_to_90"])]
+    if parts:
+      out.append(f"- {cond}: FedAvg needs this many times the simulated "
+                 f"time to 90% of: " + ", ".join(parts) + " (means over "
+                 "seeds).")
+  return out
 
 
 def summary_markdown(args, rows, files, prov):
@@ -277,6 +301,8 @@ def summary_markdown(args, rows, files, prov):
 ## Results
 
 {chr(10).join(lines)}
+
+{chr(10).join(observations(args, rows))}
 
 Files: `history.csv`, `staleness.csv` (histograms per run), `runs.csv`,
 `summary.csv`, `accuracy_vs_time.png`, `staleness.png`.
