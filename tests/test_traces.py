@@ -283,3 +283,53 @@ def test_config_fields_drive_the_schedule(tmp_path):
   d["delays"]["availability_trace"] = None
   with pytest.raises(config.ConfigError, match="lose_offline"):
     experiment.make_delays(config.from_dict(d), fed)
+
+
+def test_cli_run_on_trace_files_reports_mapping_and_staleness(tmp_path):
+  """``fedasync-jax run --set delays.speeds=trace ...``: a run whose
+  outputs record each client's trace rows and the staleness
+  distribution (histogram and summary)."""
+  import csv as csv_lib
+  from fedasync_jax.run import cli
+  rng = np.random.default_rng(6)
+  _, _, _, _, paths = write_device_files(tmp_path, rng)
+  write_behaviour(tmp_path, rng, users=4, finish=2000.0)
+  out = tmp_path / "run"
+  assert cli.main([
+      "run", "--out", str(out), "--set", "data.num_clients=10",
+      "--set", "run.num_updates=40", "--set", "run.concurrency=3",
+      "--set", "delays.speeds=trace",
+      "--set", f"delays.trace_path={paths['json']}",
+      "--set", f"delays.availability_trace={tmp_path / 'behave.json'}",
+      "--set", "delays.jitter=none", "--set", "delays.lose_offline=true"]) \
+      == 0
+  rows = list(csv_lib.DictReader(open(out / "trace_mapping.csv")))
+  assert [int(r["client"]) for r in rows] == list(range(10))
+  assert {r["availability_id"] for r in rows} <= {f"u{i}" for i in range(4)}
+  arrivals = list(csv_lib.DictReader(open(out / "arrivals.csv")))
+  applied = [int(a["staleness"]) for a in arrivals
+             if a["status"] == "applied"]
+  hist = {int(r["staleness"]): int(r["applied_updates"])
+          for r in csv_lib.DictReader(open(out / "staleness.csv"))}
+  assert hist == {k: applied.count(k) for k in set(applied)}
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["staleness"]["p50"] == float(np.percentile(applied, 50))
+  assert summary["staleness"]["max"] == max(applied)
+
+
+def test_when_every_task_is_lost_the_schedule_fails_fast(tmp_path):
+  """Clients online for 1 s each, tasks of 5 s, losses when offline: no
+  update can ever arrive. Asynchronous scheduling stops with an error; a
+  synchronous round that gets nothing back ends when its tasks would have
+  ended."""
+  p = tmp_path / "a.csv"
+  p.write_text("client,start,end\n0,0,1\n1,2,3\n")
+  loaded = trace_files.load(4, availability_path=p, period=4.0)
+  dm = delays.delay_model(np.ones(4), np.full(4, 5.0), jitter="none",
+                          availability=loaded.availability,
+                          lose_offline=True)
+  with pytest.raises(ValueError, match="lost and none arrived"):
+    scheduler.asynchronous(dm, num_updates=10, concurrency=2, seed=0)
+  s = scheduler.synchronous(dm, num_rounds=3, cohort_size=1, seed=0)
+  assert s.num_arrivals == 0 and s.lost.all()
+  assert s.stats["num_versions"] == 0

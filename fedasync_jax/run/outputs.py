@@ -3,7 +3,8 @@
 ``ProgressBar`` takes the progress dict every simulator reports
 (``arrivals_done``, ``num_arrivals``, ``version``, ``wall_time_s``,
 ``last_eval``). ``write_outputs`` writes a finished (or interrupted) run's
-``history.csv``, ``arrivals.csv``, ``participation.csv``, ``summary.json``
+``history.csv``, ``arrivals.csv``, ``staleness.csv`` (histogram of applied
+updates), ``participation.csv``, ``summary.json``
 and, when matplotlib is installed, its PNG plots.
 
 Example:
@@ -29,6 +30,7 @@ import numpy as np
 from fedasync_jax.core import types
 from fedasync_jax.data import partition
 from fedasync_jax.run import results
+from fedasync_jax.run import setup as setup_lib
 
 
 class ProgressBar:
@@ -197,6 +199,23 @@ def _executor_stats(stats: dict, resumed_s: float) -> dict:
   return ex
 
 
+def staleness_summary(arrivals: dict) -> dict:
+  """Mean, percentiles and maximum of the staleness of applied updates.
+
+  Example:
+    >>> import numpy as np
+    >>> staleness_summary({"staleness": np.array([0, 2, 4, 9]),
+    ...                    "applied": np.array([1, 1, 1, 0], bool)})["p50"]
+    2.0
+  """
+  st = np.asarray(arrivals["staleness"])[np.asarray(arrivals["applied"])]
+  if st.size == 0:
+    return {"applied": 0}
+  return {"applied": int(st.size), "mean": float(st.mean()),
+          **{f"p{q}": float(np.percentile(st, q)) for q in (50, 90, 99)},
+          "max": int(st.max())}
+
+
 def _summary(s, out: types.RunResult, final: dict, wall_time: float,
              resumed_s: float = 0.0) -> dict:
   arr = out.arrivals
@@ -214,6 +233,7 @@ def _summary(s, out: types.RunResult, final: dict, wall_time: float,
       "mean_staleness": (float(arr["staleness"].mean())
                          if len(arr["staleness"]) else 0.0),
       "max_staleness": int(arr["staleness"].max(initial=0)),
+      "staleness": staleness_summary(arr),
       "wall_time_s": wall_time,
       "updates_per_s": len(arr["client"]) / max(wall_time, 1e-9),
       "wall_time_before_resume_s": resumed_s,
@@ -236,7 +256,9 @@ def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
 
   Args:
     workdir: the output folder.
-    cfg: unused (the caller writes ``config.json``).
+    cfg: the run's configuration (the caller writes ``config.json``);
+      with trace files, ``trace_mapping.csv`` records which trace row each
+      client follows.
     s: the run's ``Setup`` (its schedule, data and initial parameters).
     out: the run's result (complete, or stopped early).
     wall_time: seconds the run took over every resume, for
@@ -250,7 +272,6 @@ def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
   Returns:
     The summary dict (also ``summary.json``).
   """
-  del cfg  # the configuration is written by the caller (config.json)
   workdir = Path(workdir)
   param_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(s.params))
   rows = history_rows(s, out, param_bytes)
@@ -270,6 +291,16 @@ def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
           "staleness": arr["staleness"],
           "status": np.where(arr["applied"], "applied", "dropped"),
           "version": arr["version"]}))
+  applied = arr["staleness"][arr["applied"]]
+  hist = np.bincount(applied) if applied.size else np.zeros(0, int)
+  save("staleness.csv", lambda: results.write_columns(
+      workdir / "staleness.csv", {"staleness": np.flatnonzero(hist),
+                                  "applied_updates": hist[hist > 0]}))
+  mapping = setup_lib.load_traces(cfg, s.fed).mapping if cfg else []
+  if mapping:
+    save("trace_mapping.csv", lambda: results.write_columns(
+        workdir / "trace_mapping.csv",
+        {k: [r[i] for r in mapping[1:]] for i, k in enumerate(mapping[0])}))
   save("participation.csv", lambda: results.write_columns(
       workdir / "participation.csv", {
           "client": np.arange(s.fed.train.num_clients),

@@ -291,7 +291,9 @@ class _AsyncLoop:
         self.dispatch_or_retry(0.0)
     else:
       self.push(self.rng.exponential(1.0 / self.rate), 1, -1)
-    arrived, t = 0, 0.0
+    arrived, t, lost_run = 0, 0.0, 0
+    # By dropout alone a run of losses this long has probability ~exp(-50).
+    max_lost_run = 2_000 + int(50 / max(1.0 - self.delays.dropout, 1e-9))
     while arrived < num_updates:
       if not self.heap:
         raise ValueError(_STUCK)
@@ -302,7 +304,14 @@ class _AsyncLoop:
         else:
           self.dispatch_or_retry(t)
         continue
-      arrived += self.arrive(k)
+      came = self.arrive(k)
+      arrived += came
+      lost_run = 0 if came else lost_run + 1
+      if lost_run > max_lost_run:
+        raise ValueError(
+            f"{lost_run} tasks in a row were lost and none arrived: every "
+            f"client goes offline before its task ends (lose_offline) or "
+            f"dropout ({self.delays.dropout}) loses them all")
       if self.concurrency is not None and arrived < num_updates:
         self.dispatch_or_retry(t)
     return self.build(t)
@@ -380,8 +389,10 @@ def synchronous(delays: DelayModel, *, num_rounds: int, cohort_size: int,
       version += 1
       rounds_used += 1
       t_end = t + float(dur[used[-1]])
-    else:
-      t_end = t + float(deadline)
+    else:  # nothing came back: the round ends at its deadline, or when
+      # the last of its tasks would have (the server learns they are lost)
+      t_end = t + (float(deadline) if deadline is not None
+                   else float(dur.max()))
     if deadline is not None and len(used) < cohort_size:
       t_end = t + float(deadline)
     t = t_end
