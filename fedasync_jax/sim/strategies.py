@@ -208,6 +208,51 @@ class MapBatched(_Batched):
     return jax.lax.map(lambda a: fn(*a), args, batch_size=self.batch_size)
 
 
+class Devices(_Batched):
+  """The wave's lanes split over the local devices (``shard_map``): each
+  device trains its lanes one after the other (``lax.map``), the devices
+  at the same time. On a CPU split into one device per core
+  (``jax.config.update("jax_num_cpu_devices", 2)`` before JAX starts) the
+  cores train different clients at once; on several GPUs, one lane group
+  per GPU. Lanes are dealt round-robin so that the valid prefix of a wave
+  spreads over the devices; padding lanes train no step."""
+  name = "devices"
+
+  def __init__(self, num_devices: Optional[int] = None):
+    n = len(jax.devices())
+    self.num_devices = (n if num_devices is None else checks.integer(
+        "num_devices", num_devices, low=1, high=n))
+
+  def mesh(self):
+    import numpy as np
+    return jax.sharding.Mesh(np.array(jax.devices()[:self.num_devices]),
+                             ("lanes",))
+
+  def train(self, ctx, results, snaps, row):
+    D, W = self.num_devices, row.wave_valid.shape[0]
+    if W % D:
+      raise ValueError(f"width ({W}) must be a multiple of the number of "
+                       f"devices ({D})")
+    deal = jnp.arange(W).reshape(W // D, D).T.ravel()  # round-robin
+    row = jax.tree.map(lambda a: a[deal] if a.shape[:1] == (W,) else a, row)
+    tasks = row.wave_task
+    keys = jax.vmap(lambda t: jax.random.fold_in(ctx.key, t))(tasks)
+    counts = jnp.where(row.wave_valid, ctx.dev.counts[row.wave_client], 0)
+    args = (row.wave_snap, ctx.dev.offsets[row.wave_client], counts, keys,
+            _hp(ctx, tasks))
+    P = jax.sharding.PartitionSpec
+
+    def one(x):  # each lane reads its start from the replicated snapshots
+      snap, *rest = x
+      return ctx.train_one(jax.tree.map(lambda b: b[snap], snaps), *rest)
+    lanes = jax.shard_map(lambda a: jax.lax.map(one, a), mesh=self.mesh(),
+                          in_specs=P("lanes"), out_specs=P("lanes"),
+                          check_vma=False)
+    res, met = lanes(args)
+    loss = jnp.zeros_like(met["loss"]).at[deal].set(met["loss"])
+    return _scatter(results, row.wave_slot, res), loss
+
+
 class Map(_Wave):
   """One client after the other over the valid prefix of the wave
   (``lax.fori_loop``), each result written straight into its slot."""
@@ -232,6 +277,8 @@ BATCHINGS.add("map", Map, doc="one client after the other in the compiled "
               "step (CPU default; the direct path at width 1)")
 BATCHINGS.add("vmap", Vmap, doc="all lanes of a wave in one vmap "
               "(accelerator default)")
+BATCHINGS.add("devices", Devices, doc="the wave's lanes split over the "
+              "local devices (one per CPU core, or per GPU)")
 BATCHINGS.add("map_batched", MapBatched, params=(
     Param("batch_size", 8, low=1, kind=int,
           meaning="lanes per lax.map call"),),
@@ -283,6 +330,9 @@ def choose(batching: Optional[str], *, width: Optional[int],
     if batching == "map" and one_arrival:
       return Direct(), 1
     width = plan_lib.default_width(concurrency)
+  if batching == "devices":
+    d = Devices().num_devices
+    return Devices(), -(-width // d) * d
   if width == 1 and one_arrival:
     return Direct(), 1
   if batching == "map_batched":

@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""One run's clients trained on several devices at once, against the
+default one-client-at-a-time path.
+
+W1 (MNIST over 1000 Dirichlet(0.5) clients, MLP 784-200-200-10, one local
+epoch of SGD 0.05 at batch 10, FedAsync(0.6, polynomial(0.5)), lognormal
+speeds, concurrency ``--concurrency``), ``--updates`` client updates, no
+evaluation during the run. Two systems, each in its own process because
+the number of CPU devices is fixed when JAX starts:
+
+* ``direct``: the CPU default (one device; one client per compiled step);
+* ``devices``: the CPU split into ``--devices`` devices (one per core);
+  each step trains a wave of clients whose start versions exist, its lanes
+  dealt round-robin over the devices (``batching="devices"``).
+
+The processes alternate (``--repeats`` each, medians reported); both
+runs' final parameters are compared (they must be equal: the same client
+updates in the same order).
+
+The LAST line printed is one JSON object, also written to
+``benchmarks/results/devices_<date>[_quick|_smoke].json``.
+
+Usage:
+  python benchmarks/devices.py                 # 2000 updates, C=100
+  python benchmarks/devices.py --smoke --out /tmp/x
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common as C  # noqa: E402
+
+SMOKE_OUTPUT = "devices_*_smoke.json"
+
+
+def parse_args(argv):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--quick", action="store_true")
+  C.add_output_args(ap)
+  ap.add_argument("--data", default=None, help="MNIST .npz (default: the "
+                  "shared copy)")
+  ap.add_argument("--updates", type=int, default=None)
+  ap.add_argument("--concurrency", type=int, default=None)
+  ap.add_argument("--devices", type=int, default=2)
+  ap.add_argument("--width", type=int, default=None,
+                  help="wave width of the devices system (default: the "
+                       "library's)")
+  ap.add_argument("--repeats", type=int, default=None)
+  ap.add_argument("--system", choices=("direct", "devices"), default=None,
+                  help=argparse.SUPPRESS)  # a child process
+  ap.add_argument("--result", default=None, help=argparse.SUPPRESS)
+  args = ap.parse_args(argv)
+  args.updates = args.updates or (60 if args.smoke else 1000 if args.quick
+                                  else 2000)
+  args.concurrency = args.concurrency or (5 if args.smoke else 100)
+  args.repeats = args.repeats or (1 if args.smoke else 2)
+  args.clients = 20 if args.smoke else C.W1["num_clients"]
+  return args
+
+
+def child(args, path):
+  """One timed run of ``args.system``; writes its record and parameters."""
+  import jax
+  if args.system == "devices":
+    jax.config.update("jax_num_cpu_devices", args.devices)
+  import numpy as np
+  from fedasync_jax import executor, scheduler
+  ds, _, _ = C.w1_data(path, num_clients=args.clients)
+  _, params, upd, rule, key = C.w1_pieces(ds)
+  sched = scheduler.asynchronous(C.w1_delay_model(ds),
+                                 num_updates=args.updates,
+                                 concurrency=args.concurrency, seed=0)
+  kw = ({"batching": "devices", "width": args.width}
+        if args.system == "devices" else {})
+  res, out = C.simulate_timed(executor, rule, upd, params, ds, sched, key,
+                              chunk_steps=16, **kw)
+  res["devices"] = len(jax.devices())
+  Path(args.result).write_text(json.dumps(res))
+  np.savez(args.result + ".npz", *[np.asarray(a) for a in
+                                   jax.tree.leaves(out.state.params)])
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  started, load_start = time.perf_counter(), C.loadavg()
+  out = C.out_dir(args)
+  path = C.mnist_path(args, out)
+  if C.skip_if_no_mnist(path, "devices"):
+    return 0
+  if args.system is not None:
+    child(args, path)
+    return 0
+  import numpy as np
+  work = Path(tempfile.mkdtemp(prefix="devices_bench_"))
+  base = list(argv if argv is not None else sys.argv[1:])
+  runs = {"direct": [], "devices": []}
+  for r in range(args.repeats):
+    for system in ("direct", "devices"):
+      res = work / f"{system}_{r}.json"
+      subprocess.run([sys.executable, os.path.abspath(__file__), *base,
+                      "--system", system, "--result", str(res),
+                      "--data", str(path)], check=True)
+      runs[system].append(json.loads(res.read_text()))
+      C.log(f"{system} #{r}: {runs[system][-1]['steady_updates_per_s']:.0f} "
+            f"updates/s steady, {runs[system][-1]['updates_per_s']:.0f} end "
+            f"to end")
+  a = np.load(work / "direct_0.json.npz")
+  b = np.load(work / "devices_0.json.npz")
+  diff = max(float(np.max(np.abs(a[k] - b[k]))) for k in a.files)
+  summary = {s: {k: C.median([x[k] for x in v]) for k in
+                 ("steady_updates_per_s", "updates_per_s", "compile_s")}
+             for s, v in runs.items()}
+  ratio = (summary["devices"]["steady_updates_per_s"]
+           / summary["direct"]["steady_updates_per_s"])
+  C.log(f"devices / direct, steady: {ratio:.2f}x; max |param diff| {diff}")
+  result = {"workload": {**C.W1, "num_clients": args.clients,
+                         "concurrency": args.concurrency,
+                         "num_updates": args.updates, "eval": "none"},
+            "devices": args.devices, "runs": runs, "medians": summary,
+            "steady_ratio_devices_over_direct": ratio,
+            "max_abs_param_diff": diff}
+  C.finish("devices", result, args=args, started=started,
+           load_start=load_start)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
