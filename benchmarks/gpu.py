@@ -1,0 +1,232 @@
+#!/usr/bin/env python
+"""Everything an accelerator session should measure, in one command.
+
+On one GPU (or whatever ``jax.devices()[0]`` is) this runs, within
+``--budget-s`` seconds (default 480; cases that would start after it are
+skipped and listed):
+
+1. **W1** (MNIST over 1000 Dirichlet(0.5) clients, MLP 784-200-200-10, one
+   local epoch of SGD 0.05 at batch 10, FedAsync(0.6, polynomial(0.5)),
+   lognormal speeds) at concurrency 100 and 1000: ``vmap`` waves at the
+   library's default width and at 32 and 64 lanes, and ``map`` (the
+   one-client-at-a-time path); client updates per second end to end and
+   steady, compile time, lane utilisation of the plan (useful client steps
+   over executed lane-steps, ``sim.lanes``) and peak device memory.
+2. **Sweeps** on W1 (C=100): 16 and 64 members (alpha x seeds, every seed
+   its own schedule) as one ``sweep.sweep`` with ``members="vmap"`` and
+   ``"map"``, against separate ``executor.simulate`` runs of the first
+   ``--separate`` members (the rest extrapolated, and said so).
+3. **The AFL paper's models** (``models.mnist_cnn``, 19,146 parameters;
+   ``models.resnet20``) trained by the executor on generated images of the
+   real shapes (speed does not depend on pixel values): client examples per
+   second, vmap and map.
+
+The LAST line printed is one JSON object (device named), also written to
+``benchmarks/results/gpu_<date>[_quick|_smoke].json``. ``--smoke`` runs
+every case tiny (the paper's CNN only, no ResNet-20), on CPU too, in
+seconds (tests/test_scripts.py).
+
+Usage:
+  python benchmarks/gpu.py                     # on the GPU machine
+  python benchmarks/gpu.py --smoke --out /tmp/x
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common as C  # noqa: E402
+
+SMOKE_OUTPUT = "gpu_*_smoke.json"
+
+
+def parse_args(argv):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--quick", action="store_true")
+  C.add_output_args(ap)
+  ap.add_argument("--data", default=None, help="MNIST .npz (default: the "
+                  "shared copy)")
+  ap.add_argument("--budget-s", type=float, default=480.0)
+  ap.add_argument("--separate", type=int, default=None,
+                  help="separate runs timed per sweep size (default 4)")
+  args = ap.parse_args(argv)
+  s, q = args.smoke, args.quick
+  args.clients = 20 if s else C.W1["num_clients"]
+  args.concurrency = [5] if s else [100, 1000]
+  args.updates = 60 if s else 2000 if q else 5000
+  args.widths = [] if s else [32, 64]
+  args.sweep_sizes = [2] if s else [16, 64]
+  args.sweep_updates = 20 if s else 500 if q else 1000
+  args.separate = args.separate or (1 if s else 4)
+  args.cnn_updates = 4 if s else 100
+  # --smoke: the paper's CNN only, one way (ResNet-20 compiles for minutes
+  # on CPU).
+  args.models = ["mnist_cnn"] if s else ["mnist_cnn", "resnet20"]
+  args.model_batchings = ["map"] if s else ["vmap", "map"]
+  return args
+
+
+class Budget:
+  """Skips what would start after ``seconds``."""
+
+  def __init__(self, seconds):
+    self.end, self.skipped = time.perf_counter() + seconds, []
+
+  def ok(self, name):
+    if time.perf_counter() < self.end:
+      return True
+    self.skipped.append(name)
+    C.log(f"skipped (over budget): {name}")
+    return False
+
+
+def peak_memory():
+  """Peak bytes in use on the first device (None where not reported)."""
+  import jax
+  stats = jax.devices()[0].memory_stats() or {}
+  return stats.get("peak_bytes_in_use")
+
+
+def w1_cases(args, ds, budget):
+  from fedasync_jax import executor, plan, scheduler
+  from fedasync_jax.sim import lanes
+  _, params, upd, rule, key = C.w1_pieces(ds)
+  steps = lanes.client_steps(ds.counts, batch_size=C.W1["batch_size"],
+                             epochs=C.W1["epochs"])
+  out = []
+  for conc in args.concurrency:
+    sched = scheduler.asynchronous(C.w1_delay_model(ds),
+                                   num_updates=args.updates,
+                                   concurrency=conc, seed=0)
+    variants = [("vmap", None)] + [("vmap", w) for w in args.widths] + (
+        [] if args.smoke else [("map", None)])
+    for batching, width in variants:
+      name = f"w1 C={conc} {batching} width={width or 'default'}"
+      if not budget.ok(name):
+        continue
+      res, o = C.simulate_timed(executor, rule, upd, params, ds, sched, key,
+                                batching=batching, width=width)
+      rec = {"case": name, "concurrency": conc, **res,
+             "peak_bytes": peak_memory()}
+      if not o.stats.get("direct"):
+        rec["lane_utilisation"] = lanes.utilisation(
+            plan.make_plan(sched, width=res["width"]), steps)["utilisation"]
+      C.log(f"{name}: {res['steady_updates_per_s']:.0f} updates/s steady, "
+            f"compile {res['compile_s']:.1f} s, lanes "
+            f"{rec.get('lane_utilisation', 1.0):.2f}")
+      out.append(rec)
+  return out
+
+
+def sweep_cases(args, ds, budget):
+  import jax
+  import jax.numpy as jnp
+  from fedasync_jax import executor, rules, scheduler, staleness, sweep
+  _, params, upd, _, key = C.w1_pieces(ds)
+  dm = C.w1_delay_model(ds)
+  out = []
+  for m in args.sweep_sizes:
+    scheds = [scheduler.asynchronous(dm, num_updates=args.sweep_updates,
+                                     concurrency=args.concurrency[0],
+                                     seed=i) for i in range(m)]
+    alphas = [0.3 + 0.6 * (i % 4) / 3 for i in range(m)]
+    rec = {"case": f"sweep {m} members", "members": m}
+    for mode in ("map",) if args.smoke else ("vmap", "map"):
+      if not budget.ok(f"sweep {m} {mode}"):
+        continue
+      t = time.perf_counter()
+      outs = sweep.sweep(
+          lambda h: rules.fedasync(h["alpha"], staleness.polynomial(0.5)),
+          {"alpha": jnp.asarray(alphas, jnp.float32)}, upd, params, ds,
+          scheds, keys=key, members=mode)
+      jax.block_until_ready(outs[-1].state.params)
+      rec[f"{mode}_s"] = time.perf_counter() - t
+    if budget.ok(f"sweep {m} separate"):
+      k = min(args.separate, m)
+      t = time.perf_counter()
+      for i in range(k):
+        o = executor.simulate(rules.fedasync(alphas[i],
+                                             staleness.polynomial(0.5)),
+                              upd, params, ds, scheds[i], key=key)
+        jax.block_until_ready(o.state.params)
+      rec["separate_timed"] = k
+      rec["separate_s_extrapolated"] = (time.perf_counter() - t) * m / k
+      for mode in ("vmap", "map"):
+        if f"{mode}_s" in rec:
+          rec[f"{mode}_speedup"] = (rec["separate_s_extrapolated"]
+                                    / rec[f"{mode}_s"])
+    rec["peak_bytes"] = peak_memory()
+    C.log(f"sweep {m}: " + ", ".join(f"{k} {v:.3g}" for k, v in rec.items()
+                                      if isinstance(v, float)))
+    out.append(rec)
+  return out
+
+
+def model_cases(args, budget):
+  """Client examples/s of the paper's CNN and ResNet-20 in the executor."""
+  import jax
+  import numpy as np
+  import optax
+  from fedasync_jax import client, data, delays, executor, models, rules
+  from fedasync_jax import scheduler
+  out = []
+  for name, build, shape in (("mnist_cnn", models.mnist_cnn, (28, 28, 1)),
+                             ("resnet20", models.resnet20, (32, 32, 3))):
+    if name not in args.models:
+      continue
+    rng = np.random.default_rng(0)
+    n_clients, per = 10, 64 * (1 if args.smoke else 4)
+    xs = [rng.normal(size=(per,) + shape).astype(np.float32)
+          for _ in range(n_clients)]
+    ys = [rng.integers(0, 10, per).astype(np.int32) for _ in range(n_clients)]
+    ds = data.from_client_arrays(xs, ys)
+    model = build()
+    upd = client.local_update(model.loss, optax.adam(1e-3), batch_size=64,
+                              max_examples=per, stateful=model.stateful)
+    sched = scheduler.asynchronous(
+        delays.delay_model(np.ones(n_clients), np.full(n_clients, 1.0)),
+        num_updates=args.cnn_updates, concurrency=5, seed=0)
+    for batching in args.model_batchings:
+      label = f"{name} {batching}"
+      if not budget.ok(label):
+        continue
+      res, _ = C.simulate_timed(
+          executor, rules.fedasync(0.6), upd,
+          model.init(jax.random.key(0)), ds, sched, jax.random.key(0),
+          batching=batching, width=None if batching == "map" else 5)
+      ex = res["steady_updates_per_s"] * per
+      out.append({"case": label, **res, "examples_per_s_steady": ex,
+                  "peak_bytes": peak_memory()})
+      C.log(f"{label}: {ex:.0f} client examples/s steady")
+  return out
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  started, load_start = time.perf_counter(), C.loadavg()
+  out = C.out_dir(args)
+  path = C.mnist_path(args, out)
+  if C.skip_if_no_mnist(path, "gpu"):
+    return 0
+  import jax
+  budget = Budget(args.budget_s)
+  ds, _, _ = C.w1_data(path, num_clients=args.clients)
+  result = {"device": str(jax.devices()[0].device_kind),
+            "backend": jax.default_backend(),
+            "num_devices": len(jax.devices()),
+            "workload": {**C.W1, "num_clients": args.clients,
+                         "num_updates": args.updates}}
+  result["w1"] = w1_cases(args, ds, budget)
+  result["sweeps"] = sweep_cases(args, ds, budget)
+  result["models"] = model_cases(args, budget)
+  result["skipped"] = budget.skipped
+  C.finish("gpu", result, args=args, started=started, load_start=load_start)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
