@@ -98,6 +98,17 @@ def add_output_args(ap: argparse.ArgumentParser):
   return ap
 
 
+def mnist_parser(doc: str) -> argparse.ArgumentParser:
+  """A W1 harness's parser: its description (``doc``'s first paragraph),
+  ``--quick``, ``--smoke``, ``--out`` and ``--data`` (the MNIST file)."""
+  ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+  ap.add_argument("--quick", action="store_true")
+  add_output_args(ap)
+  ap.add_argument("--data", default=None,
+                  help="MNIST .npz (default: the shared copy)")
+  return ap
+
+
 def out_dir(args) -> Path:
   """Where this run writes: ``--out``, else a temporary folder for
   ``--smoke`` runs, else ``benchmarks/results/``."""

@@ -33,7 +33,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -45,11 +44,7 @@ SMOKE_OUTPUT = "gpu_*_smoke.json"
 
 
 def parse_args(argv):
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("--quick", action="store_true")
-  C.add_output_args(ap)
-  ap.add_argument("--data", default=None, help="MNIST .npz (default: the "
-                  "shared copy)")
+  ap = C.mnist_parser(__doc__)
   ap.add_argument("--budget-s", type=float, default=480.0)
   ap.add_argument("--separate", type=int, default=None,
                   help="separate runs timed per sweep size (default 4)")

@@ -22,7 +22,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -34,11 +33,7 @@ SMOKE_OUTPUT = "lane_utilisation_*_smoke.json"
 
 
 def parse_args(argv):
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("--quick", action="store_true")
-  C.add_output_args(ap)
-  ap.add_argument("--data", default=None, help="MNIST .npz (default: the "
-                  "shared copy)")
+  ap = C.mnist_parser(__doc__)
   ap.add_argument("--updates", type=int, default=None)
   args = ap.parse_args(argv)
   args.updates = args.updates or (100 if args.smoke else 5000)

@@ -59,11 +59,7 @@ SMOKE_OUTPUT = "seed_sweep_*_smoke.json"
 
 
 def parse_args(argv):
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("--quick", action="store_true")
-  C.add_output_args(ap)
-  ap.add_argument("--data", default=None, help="MNIST .npz (default: the "
-                  "shared copy)")
+  ap = C.mnist_parser(__doc__)
   ap.add_argument("--updates", type=int, default=None)
   ap.add_argument("--eval-every", type=int, default=None)
   ap.add_argument("--seeds", type=int, default=None,

@@ -46,14 +46,18 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_members_split_over_two_cpu_devices_equal_their_runs():
+def _worst(script) -> float:
+  """Runs ``script`` in a fresh interpreter; the difference it prints."""
   tests = Path(__file__).resolve().parent
-  p = subprocess.run([sys.executable, "-c", SCRIPT, str(tests)],
+  p = subprocess.run([sys.executable, "-c", script, str(tests)],
                      capture_output=True, text=True, timeout=300,
                      cwd=tests.parent)
   assert p.returncode == 0, p.stderr[-3000:]
-  worst = float(p.stdout.split("WORST")[-1])
-  assert worst <= 1e-12, worst
+  return float(p.stdout.split("WORST")[-1])
+
+
+def test_members_split_over_two_cpu_devices_equal_their_runs():
+  assert _worst(SCRIPT) <= 1e-12
 
 
 LANES = textwrap.dedent("""
@@ -95,10 +99,4 @@ LANES = textwrap.dedent("""
 
 
 def test_wave_lanes_dealt_over_two_cpu_devices_equal_the_reference():
-  tests = Path(__file__).resolve().parent
-  p = subprocess.run([sys.executable, "-c", LANES, str(tests)],
-                     capture_output=True, text=True, timeout=300,
-                     cwd=tests.parent)
-  assert p.returncode == 0, p.stderr[-3000:]
-  worst = float(p.stdout.split("WORST")[-1])
-  assert worst <= 1e-8, worst
+  assert _worst(LANES) <= 1e-8
