@@ -6,7 +6,7 @@ participation, 3..8 clients per round, AFL vs FedAvg. See afl_paper.py.
 
 Recorded (experiments/results/afl_cifar10/): ``python
 experiments/afl_cifar10.py --rounds 5 --epochs 1 --ms 3,6,8 --test-subset
-1000``.
+1000 --out experiments/results/afl_cifar10``.
 
     python experiments/afl_cifar10.py --quick   # minutes on a 2-core CPU
     python experiments/afl_cifar10.py           # full length (hours)

@@ -5,7 +5,8 @@ delay-aware rate, `afl` rule; figures: server loss, participation, 3..8
 clients per round, AFL vs FedAvg. See afl_paper.py.
 
 Recorded (experiments/results/afl_mnist/): ``python experiments/afl_mnist.py
---rounds 12 --epochs 1 --ms 3,5,8 --test-subset 2000 --compare-afl-lr 0.2``.
+--rounds 12 --epochs 1 --ms 3,5,8 --test-subset 2000 --compare-afl-lr 0.2
+--out experiments/results/afl_mnist``.
 
     python experiments/afl_mnist.py --quick   # minutes on a 2-core CPU
     python experiments/afl_mnist.py           # full length (hours)

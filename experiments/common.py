@@ -4,8 +4,10 @@
   ``--data-dir``, ``--out``) and where a run reads and writes
   (``prepare``): the real data in ``--data-dir`` (skipping cleanly when it
   is absent), or, for ``--smoke``, a tiny generated stand-in, with the
-  outputs in ``--out`` (a new temporary folder by default) so that a smoke
-  run never touches ``experiments/results/``;
+  outputs in ``--out``: by default a new, untracked
+  ``runs/<name>-<UTC time>/`` (a new temporary folder for ``--smoke``), so
+  that no run overwrites the recorded ``experiments/results/`` unless
+  given ``--out experiments/results/<name>``;
 * building a run from a ``fedasync_jax.config.Config`` through the
   library's public pieces (``experiment.load_data`` / ``make_model`` /
   ``make_rule_from`` / ``make_schedule``, ``client.local_update``,
@@ -52,8 +54,22 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                  help="folder with mnist.npz / cifar10_jpeg_bytes.npz "
                       "(default: ../shared/data beside the repository)")
   p.add_argument("--out", type=Path, default=None,
-                 help="output folder (default: experiments/results/<name>)")
+                 help="output folder (default: a new runs/<name>-<UTC "
+                      "time>/; the recorded results are written with "
+                      "--out experiments/results/<name>)")
   return p
+
+
+def new_run_dir(name: str) -> Path:
+  """A new folder ``runs/<name>-<UTC time>`` in the repository (untracked:
+  ``runs/`` is in ``.gitignore``); a suffix keeps it new."""
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
+      "%Y%m%dT%H%M%SZ")
+  base = REPO / "runs" / f"{name}-{stamp}"
+  out, i = base, 1
+  while out.exists():
+    out, i = Path(f"{base}-{i}"), i + 1
+  return out
 
 
 def require(data_dir: Path, filename: str) -> Path:
@@ -69,14 +85,16 @@ def require(data_dir: Path, filename: str) -> Path:
 
 
 def output_dir(args, name: str) -> Path:
-  """``--out``, else a temporary folder for ``--smoke``, else
-  ``experiments/results/<name>``; created."""
+  """``--out``, else a temporary folder for ``--smoke``, else a new
+  ``runs/<name>-<UTC time>`` (``new_run_dir``); created. The recorded
+  results (``experiments/results/<name>``) are written only when ``--out``
+  names them."""
   if args.out is not None:
     out = Path(args.out)
   elif args.smoke:
     out = Path(tempfile.mkdtemp(prefix=f"smoke_{name}_"))
   else:
-    out = RESULTS / name
+    out = new_run_dir(name)
   out.mkdir(parents=True, exist_ok=True)
   return out
 

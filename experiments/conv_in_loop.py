@@ -8,11 +8,12 @@ models a loop-friendly gradient, used by default on CPU. This script times
 the AFL paper's MNIST CNN (Adam, batch 64) inside ``client.local_update``
 with ``models.mnist_cnn(conv="lax")`` and with the default
 (``models.mnist_cnn()``), plus the default model's jitted step outside any
-loop as a reference, and writes experiments/results/conv_in_loop/summary.md.
+loop as a reference, and writes ``summary.md`` into ``--out``.
 Random inputs; no data file needed.
 
 Recorded (experiments/results/conv_in_loop/): ``python
-experiments/conv_in_loop.py --quick``. ``--smoke``: one local step, written
+experiments/conv_in_loop.py --quick --out experiments/results/conv_in_loop``.
+``--smoke``: one local step, written
 to ``--out``, at batch 8.
 """
 

@@ -27,7 +27,8 @@ FedAvg baseline: cohorts of ``C`` (the same number of clients working at
 once), example-weighted average, no staleness.
 
 Recorded (experiments/results/fedasync_staleness/): ``python
-experiments/fedasync_staleness.py --updates 1500 --seeds 0,1,2``.
+experiments/fedasync_staleness.py --updates 1500 --seeds 0,1,2
+--out experiments/results/fedasync_staleness``.
 ``--smoke``: 20 clients of generated images, 60 updates, the fixed regime
 at maximum staleness 4, no sequential check, written to ``--out``.
 """

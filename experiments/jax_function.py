@@ -24,8 +24,9 @@ differences at several steps before trusting them.
    ``optax.adam(0.05)`` on ``(alpha, a)`` (alpha through a sigmoid),
    each step a ``jax.jit``-compiled ``value_and_grad`` of a whole run.
 
-Writes ``summary.md`` and ``results.json`` to ``--out`` (default
-experiments/results/jax_function). ``--smoke``: 16 updates, 2 exponents,
+Writes ``summary.md`` and ``results.json`` to ``--out`` (default: a new
+``runs/jax_function-<UTC time>/``; recorded with ``--out
+experiments/results/jax_function``). ``--smoke``: 16 updates, 2 exponents,
 1 optimizer step.
 """
 

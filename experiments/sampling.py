@@ -17,7 +17,8 @@ Dirichlet(0.5), 5 in flight, Adam 1e-3 with the delay-aware rate, rule
 ``afl``) with both schemes and several seeds: server test loss curves.
 
 Recorded (experiments/results/sampling/): ``python experiments/sampling.py
---quick``. ``--smoke``: part A with 2 seeds, part B with the MLP, 2 rounds
+--quick --out experiments/results/sampling``.
+``--smoke``: part A with 2 seeds, part B with the MLP, 2 rounds
 of one local step and one seed, on generated images, written to ``--out``.
 """
 

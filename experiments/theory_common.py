@@ -1,9 +1,10 @@
 """Shared pieces of the theory-lab experiments (experiments/theory_*.py).
 
-Results go to ``experiments/results/theory/`` (``--out`` elsewhere;
-``--smoke`` runs go to a new temporary folder by default and never touch
-the recorded results); every written file records the exact command that
-produced it.
+Results go to ``--out``: by default a new, untracked
+``runs/theory-<UTC time>/`` (``--smoke``: a new temporary folder), never
+the recorded results, which are written with ``--out
+experiments/results/theory``; every written file records the exact command
+that produced it.
 """
 
 from __future__ import annotations
@@ -39,18 +40,26 @@ def parser(doc: str) -> argparse.ArgumentParser:
                   help="a tiny run (seconds), written to --out (default: a "
                        "new temporary folder)")
   ap.add_argument("--out", type=Path, default=None,
-                  help="output folder (default: experiments/results/theory)")
+                  help="output folder (default: a new runs/theory-<UTC "
+                       "time>/; the recorded results are written with --out "
+                       "experiments/results/theory)")
   return ap
 
 
 def out_dir(args=None) -> Path:
-  """``--out``, a temporary folder for ``--smoke``, else ``RESULTS``."""
+  """``--out``, a temporary folder for ``--smoke``, else a new
+  ``runs/theory-<UTC time>`` (never ``RESULTS``, the recorded results,
+  unless ``--out`` names it)."""
   if args is not None and args.out is not None:
     path = Path(args.out)
   elif args is not None and args.smoke:
     path = Path(tempfile.mkdtemp(prefix="smoke_theory_"))
   else:
-    path = RESULTS
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = RESULTS.parents[2] / "runs" / f"theory-{stamp}"
+    i = 1
+    while path.exists():
+      path, i = path.with_name(f"theory-{stamp}-{i}"), i + 1
   path.mkdir(parents=True, exist_ok=True)
   return path
 

@@ -14,7 +14,8 @@ and Koloskova et al.'s rates, arXiv:2206.08307), each with one fitted
 multiplicative constant.
 
 Recorded (experiments/results/theory/theory_rate.*): ``python
-experiments/theory_rate.py``. ``--smoke``: T in {50, 100}, 2 seeds, written
+experiments/theory_rate.py --out experiments/results/theory``.
+``--smoke``: T in {50, 100}, 2 seeds, written
 to ``--out``.
 
 Run: ``.venv/bin/python experiments/theory_rate.py [--quick | --smoke]``

@@ -17,7 +17,8 @@ B. The library's own scheduler (``scheduler.asynchronous`` with
    replacement.
 
 Recorded (experiments/results/theory/theory_sampling.*): ``python
-experiments/theory_sampling.py``. ``--smoke``: 200 Monte-Carlo samples and
+experiments/theory_sampling.py --out experiments/results/theory``.
+``--smoke``: 200 Monte-Carlo samples and
 20 scheduler passes per point, written to ``--out``.
 
 Run: ``.venv/bin/python experiments/theory_sampling.py [--quick | --smoke]``

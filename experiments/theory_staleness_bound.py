@@ -15,7 +15,8 @@ ONE constant fitted on the ``tau_max = 0`` runs), and the measured drift
 ``theory.drift_bound``.
 
 Recorded (experiments/results/theory/theory_staleness_bound.*): ``python
-experiments/theory_staleness_bound.py``. ``--smoke``: T in {50, 100},
+experiments/theory_staleness_bound.py --out experiments/results/theory``.
+``--smoke``: T in {50, 100},
 tau_max in {0, 4}, 2 seeds, written to ``--out``.
 
 Run: ``.venv/bin/python experiments/theory_staleness_bound.py [--quick | --smoke]``

@@ -14,7 +14,8 @@ exact final ``||grad F||^2`` and ``F - F*`` (mean over the last 20% of
 versions) are reported as a table and a heat map.
 
 Recorded (experiments/results/theory/theory_staleness_functions.*):
-``python experiments/theory_staleness_functions.py``. ``--smoke``: T = 100,
+``python experiments/theory_staleness_functions.py
+--out experiments/results/theory``. ``--smoke``: T = 100,
 one seed (24 members), written to ``--out``.
 
 Run: ``.venv/bin/python experiments/theory_staleness_functions.py [--quick | --smoke]``

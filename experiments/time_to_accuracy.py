@@ -18,7 +18,8 @@ Algorithms (each with C clients at work):
   average.
 
 Recorded (experiments/results/time_to_accuracy/): ``python
-experiments/time_to_accuracy.py``. ``--smoke``: 20 clients of generated
+experiments/time_to_accuracy.py --out experiments/results/time_to_accuracy``.
+``--smoke``: 20 clients of generated
 images, 100 updates, lognormal speeds, FedAsync and FedAvg, written to
 ``--out``.
 """

@@ -26,7 +26,9 @@ the staleness distribution of applied updates (server versions between
 dispatch and arrival) and the share of tasks lost.
 
 Recorded (experiments/results/trace_heterogeneity/): ``python
-experiments/trace_heterogeneity.py``. ``--smoke``: 20 clients of generated
+experiments/trace_heterogeneity.py
+--out experiments/results/trace_heterogeneity``.
+``--smoke``: 20 clients of generated
 images, 100 updates, one seed, FedAsync and FedAvg, written to ``--out``.
 """
 

@@ -86,8 +86,9 @@ def test_run_writes_outputs(tmp_path, capsys, rule):
   assert resolved["run"]["seed"] == 1 and resolved["rule"]["name"] == rule
   rows = list(csv.DictReader(open(out / "history.csv")))
   assert list(rows[0]) == ["version", "simulated_time", "client_updates",
-                           "test_loss", "test_accuracy", "mean_staleness",
-                           "bytes_to_clients", "bytes_from_clients"]
+                           "client_train_loss", "test_loss", "test_accuracy",
+                           "mean_staleness", "bytes_to_clients",
+                           "bytes_from_clients"]
   assert int(rows[-1]["client_updates"]) == 120
   # logistic regression 60 -> 10: 610 float32 parameters per update.
   assert int(rows[-1]["bytes_from_clients"]) == 120 * 610 * 4
@@ -238,9 +239,10 @@ def test_image_data_stays_uint8_and_trains(tmp_path):
 
 def _error_line(capsys) -> str:
   """The one line of an error on stderr (after any ``output folder`` or
-  ``resuming`` note)."""
+  ``resuming`` note, or the progress's ``loading data`` line)."""
   lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()
-           and not x.startswith(("output folder: ", "resuming "))]
+           and not x.startswith(("output folder: ", "resuming ",
+                                 "fedasync-jax: loading data"))]
   assert len(lines) == 1 and lines[0].startswith("fedasync-jax: error: "), \
       lines
   return lines[0]

@@ -89,7 +89,7 @@ def test_progress_bar_takes_every_simulators_progress_dict(lsq, lsq_update):
   evaluate = lambda p: {"accuracy": jnp.sum(p) * 0 + 0.25}  # noqa: E731
   for run in (executor.simulate, reference.run):
     bar = experiment.ProgressBar(sched.num_arrivals, sched,
-                                 stream=io.StringIO())
+                                 stream=io.StringIO(), tty=True)
     run(rule, lsq_update, jnp.zeros(5), ds, sched, key=jax.random.key(0),
         eval_fn=evaluate, eval_every=2, progress=bar)
     text = bar.stream.getvalue()
@@ -99,7 +99,8 @@ def test_progress_bar_takes_every_simulators_progress_dict(lsq, lsq_update):
     assert f"sim time {t_end:9.1f}" in last
     assert text.endswith("\n")
   # Without a schedule or total (a sweep): the dict's num_arrivals.
-  bar = experiment.ProgressBar(stream=io.StringIO(), label="sweep")
+  bar = experiment.ProgressBar(stream=io.StringIO(), label="sweep",
+                               tty=True)
   bar({"arrivals_done": 3, "num_arrivals": 12, "version": 3,
        "wall_time_s": 2.0, "last_eval": None})
   out = bar.stream.getvalue()
@@ -127,7 +128,7 @@ def test_progress_after_a_resume_shows_the_resumed_accuracy_and_no_eta():
   latest evaluation before it (not the initial model's), and no ETA until
   a second report has measured a rate."""
   import io
-  bar = experiment.ProgressBar(1000, stream=io.StringIO(),
+  bar = experiment.ProgressBar(1000, stream=io.StringIO(), tty=True,
                                resumed_eval={"accuracy": 0.75})
   initial = {"version": 0, "time": 0.0, "arrival": -1, "updates": 0,
              "accuracy": 0.1}
@@ -141,7 +142,7 @@ def test_progress_after_a_resume_shows_the_resumed_accuracy_and_no_eta():
   second = bar.stream.getvalue().split("\r")[-1]
   assert "test acc  0.800" in second and "ETA      ?" not in second
   # A run's first report has no rate yet either; its last has nothing left.
-  bar = experiment.ProgressBar(stream=io.StringIO())
+  bar = experiment.ProgressBar(stream=io.StringIO(), tty=True)
   bar({"arrivals_done": 8, "num_arrivals": 16, "version": 8,
        "wall_time_s": 5.0, "last_eval": initial})
   assert "test acc  0.100" in bar.stream.getvalue()
@@ -149,3 +150,16 @@ def test_progress_after_a_resume_shows_the_resumed_accuracy_and_no_eta():
   bar({"arrivals_done": 16, "num_arrivals": 16, "version": 16,
        "wall_time_s": 5.1, "last_eval": None})
   assert bar.stream.getvalue().endswith("ETA    0.0 s \n")
+
+
+def test_labels_beyond_the_models_classes_are_refused(image_cfg):
+  fed = experiment.load_data(image_cfg)
+  assert int(fed.train.y.max()) == 1  # two classes
+  with pytest.raises(config.ConfigError,
+                     match=r"y_train holds labels up to 1, but model.name "
+                           r"'logistic_regression' has 1 classes"):
+    experiment.make_model(image_cfg, fed._replace(num_classes=1))
+  from fedasync_jax.core import checks
+  with pytest.raises(ValueError, match="y_test holds labels down to -1"):
+    checks.labels("y_test", np.array([0, -1]), 3)
+  assert checks.labels("y", np.array([0.5, 7.0]), 2) is not None  # floats

@@ -135,3 +135,36 @@ def test_afl_averages_a_round():
 def test_invalid(make, param):
   with pytest.raises(ValueError, match=param):
     make()
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: rules.fedavg("sgd"), "server_optimizer must be an optax"),
+    (lambda: rules.fedbuff(2, "adam"), "server_optimizer must be an optax"),
+    (lambda: rules.fedasync(0.5, staleness_fn=3),
+     "staleness_fn must be callable, got 3"),
+    (lambda: rules.fedbuff(2, staleness_fn="polynomial"),
+     "staleness_fn must be callable"),
+    (lambda: rules.afl(staleness_fn=0.5), "staleness_fn must be callable"),
+    (lambda: rules.size_weighted_mix(mean_examples=5.0, staleness_fn=1),
+     "staleness_fn must be callable"),
+])
+def test_rule_inputs_of_the_wrong_kind_are_refused_at_construction(make,
+                                                                    name):
+  with pytest.raises(ValueError, match=name):
+    make()
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float16])
+def test_simulate_refuses_parameters_that_are_not_float(lsq, lsq_update,
+                                                         dtype):
+  from fedasync_jax import delays, executor, scheduler
+  ds, _ = lsq
+  sched = scheduler.asynchronous(
+      delays.delay_model(np.ones(ds.num_clients), np.ones(ds.num_clients)),
+      num_updates=4, concurrency=2, seed=0)
+  with pytest.raises(ValueError, match=(
+      rf"params must hold float32 or float64 arrays; params\['w'\] is "
+      rf"{np.dtype(dtype).name}")):
+    executor.simulate(rules.fedasync(0.5), lsq_update,
+                      {"w": np.zeros(5, dtype)}, ds, sched,
+                      key=jax.random.key(0))

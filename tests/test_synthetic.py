@@ -165,3 +165,25 @@ def test_params_declare_every_option_with_its_default():
   assert [p.name for p in synthetic.PARAMS] == list(sig)
   for p in synthetic.PARAMS:
     assert p.default == sig[p.name].default and p.meaning, p.name
+
+
+def test_max_examples_caps_client_sizes_and_memory():
+  full = synthetic.synthetic(1.0, 1.0, num_clients=40, seed=3)
+  capped = synthetic.synthetic(1.0, 1.0, num_clients=40, seed=3,
+                               max_examples=30)
+  assert full.train.counts.max() > 30  # the default draw exceeds the cap
+  assert capped.train.counts.max() <= 30 - int(0.2 * 30)
+  assert capped.train.x.nbytes < full.train.x.nbytes / 4
+  with pytest.raises(ValueError, match="max_examples"):
+    synthetic.synthetic(num_clients=3, max_examples=0)
+
+
+def test_max_examples_is_a_config_field():
+  from fedasync_jax import config, experiment
+  cfg = config.from_dict({"data": {"num_clients": 30,
+                                   "synthetic_max_examples": 20}})
+  fed = experiment.load_data(cfg)
+  assert fed.train.num_clients == 30 and fed.train.counts.max() == 16
+  assert "synthetic_max_examples" in config.to_yaml()
+  with pytest.raises(config.ConfigError, match="synthetic_max_examples"):
+    config.from_dict({"data": {"synthetic_max_examples": -1}})

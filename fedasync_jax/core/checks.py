@@ -232,3 +232,70 @@ def callable_(name: str, value) -> Any:
   if not callable(value):
     raise ValueError(f"{name} must be callable, got {show(value)}")
   return value
+
+
+def optimizer(name: str, value) -> Any:
+  """Checks that ``value`` is an optax optimizer (callable ``init`` and
+  ``update``), e.g. ``optax.sgd(1.0)``; a name such as ``"sgd"`` is refused.
+
+  Example:
+    >>> optimizer("server_optimizer", "sgd")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: server_optimizer must be an optax optimizer (..., got 'sgd'
+  """
+  if not (callable(getattr(value, "init", None))
+          and callable(getattr(value, "update", None))):
+    raise ValueError(f"{name} must be an optax optimizer (an object with "
+                     f"init and update, e.g. optax.sgd(1.0)), got "
+                     f"{show(value)}")
+  return value
+
+
+def float_params(name: str, tree) -> Any:
+  """Checks that every leaf of ``tree`` is an array of float32 or float64
+  (the parameters a run mixes and differentiates); returns ``tree``.
+
+  Example:
+    >>> import numpy as np
+    >>> float_params("params", {"w": np.zeros(2, np.int32)})
+    Traceback (most recent call last):
+    ...
+    ValueError: params must hold float32 or float64 arrays; params['w'] is int32
+  """
+  leaves = jax.tree_util.tree_leaves_with_path(tree)
+  if not leaves:
+    raise ValueError(f"{name} must hold at least one array, got "
+                     f"{show(tree)}")
+  for path, leaf in leaves:
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None:
+      dtype = np.asarray(leaf).dtype
+    if np.dtype(dtype) not in (np.float32, np.float64):
+      raise ValueError(f"{name} must hold float32 or float64 arrays; "
+                       f"{name}{jax.tree_util.keystr(path)} is {dtype}")
+  return tree
+
+
+def labels(name: str, y, num_classes: int, *, what: str = "the model") -> Any:
+  """Checks that integer labels ``y`` lie in ``[0, num_classes)`` (a label
+  beyond the model's outputs would be scored silently wrong); returns
+  ``y``. Float targets (regression) pass.
+
+  Example:
+    >>> import numpy as np
+    >>> labels("y_train", np.array([0, 3, 10]), 10)
+    Traceback (most recent call last):
+    ...
+    ValueError: y_train holds labels up to 10, but the model has 10 classes (labels must be in [0, 10))
+  """
+  a = np.asarray(y)
+  if a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+    return y
+  lo, hi = int(a.min()), int(a.max())
+  if lo < 0 or hi >= num_classes:
+    bad = f"down to {lo}" if lo < 0 else f"up to {hi}"
+    raise ValueError(f"{name} holds labels {bad}, but {what} has "
+                     f"{num_classes} classes (labels must be in [0, "
+                     f"{num_classes}))")
+  return y

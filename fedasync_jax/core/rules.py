@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fedasync_jax.core import checks
 from fedasync_jax.core import tree as tree_lib
 from fedasync_jax.core import staleness as staleness_lib
 from fedasync_jax.core.registry import Param, Registry
@@ -119,6 +120,16 @@ class FedAsyncState(NamedTuple):
   dropped: jax.Array
 
 
+def _check_inputs(*, staleness_fn=None, server_optimizer=None) -> None:
+  """Refuses a rule input of the wrong kind at construction, naming it: a
+  staleness function must be callable, a server optimizer an optax
+  optimizer (``None``: the default)."""
+  if staleness_fn is not None:
+    checks.callable_("staleness_fn", staleness_fn)
+  if server_optimizer is not None:
+    checks.optimizer("server_optimizer", server_optimizer)
+
+
 def _counters():
   return jnp.zeros((), jnp.int32)
 
@@ -144,6 +155,7 @@ def fedasync(alpha: float, staleness_fn: Optional[StalenessFn] = None
     1
   """
   RULES.check("fedasync", alpha=alpha)
+  _check_inputs(staleness_fn=staleness_fn)
   s = staleness_fn if staleness_fn is not None else staleness_lib.constant()
 
   def init(params):
@@ -205,6 +217,7 @@ def fedbuff(buffer_size: int,
     5
   """
   K = RULES.check("fedbuff", buffer_size=buffer_size)["buffer_size"]
+  _check_inputs(server_optimizer=server_optimizer, staleness_fn=staleness_fn)
   opt = server_optimizer if server_optimizer is not None else optax.sgd(1.0)
   s = staleness_fn if staleness_fn is not None else staleness_lib.constant()
 
@@ -265,6 +278,7 @@ def fedavg(server_optimizer: Optional[optax.GradientTransformation] = None
     >>> float(rule.end_round(st).params[0])
     0.5
   """
+  _check_inputs(server_optimizer=server_optimizer)
   opt = server_optimizer if server_optimizer is not None else optax.sgd(1.0)
 
   def init(params):

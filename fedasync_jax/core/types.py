@@ -72,7 +72,8 @@ class RunResult(NamedTuple):
       ``version`` (server version after the arrival), ``train_loss``.
     evals: one dict per evaluation: ``version``, ``time``, ``arrival``
       (index of the arrival after which it ran), ``updates`` (arrivals so
-      far) and the metrics of ``eval_fn``.
+      far) and the metrics of ``eval_fn``. Files and printed tables name
+      these with ``COLUMNS`` (``eval_row``).
     participation: applied updates per client.
     stats: numbers about the run (wall time, padding waste, ...).
   """
@@ -81,3 +82,40 @@ class RunResult(NamedTuple):
   evals: list
   participation: np.ndarray
   stats: dict
+
+
+COLUMNS = ("version", "simulated_time", "client_updates", "client_train_loss",
+           "test_loss", "test_accuracy")
+"""The one vocabulary of a history, shared by every output (a run's and a
+sweep's ``history.csv``, ``metrics.jsonl``, the demo's ``history_*.csv``):
+the server version, the simulated time (s), the client updates received,
+the mean local training loss of the client updates since the previous
+evaluation, and the test loss and accuracy."""
+
+EVAL_KEYS = {"version": "version", "time": "simulated_time",
+             "updates": "client_updates", "loss": "test_loss",
+             "accuracy": "test_accuracy"}
+"""``RunResult.evals`` key -> its name in ``COLUMNS`` (the evaluations keep
+their short keys; other metrics of ``eval_fn`` become ``test_<name>``)."""
+
+
+def eval_row(ev: dict, train_loss: float = float("nan")) -> dict:
+  """One evaluation (an entry of ``RunResult.evals``) in ``COLUMNS``.
+
+  Args:
+    ev: the evaluation.
+    train_loss: the mean local training loss of the client updates since the
+      previous evaluation (``client_train_loss``; NaN: none).
+
+  Example:
+    >>> eval_row({"version": 3, "time": 1.5, "arrival": 2, "updates": 3,
+    ...           "loss": 0.7, "accuracy": 0.8}, 0.9)  # doctest: +NORMALIZE_WHITESPACE
+    {'version': 3, 'simulated_time': 1.5, 'client_updates': 3,
+     'client_train_loss': 0.9, 'test_loss': 0.7, 'test_accuracy': 0.8}
+  """
+  row = {c: None for c in COLUMNS}
+  row["client_train_loss"] = train_loss
+  for k, v in ev.items():
+    if k != "arrival":
+      row[EVAL_KEYS.get(k, f"test_{k}")] = v
+  return {k: v for k, v in row.items() if v is not None}

@@ -65,9 +65,17 @@ configuration:
   Without --config the defaults run FedAsync on Synthetic(1,1).
 
 {families}
+  Relative paths in a file (data.path, data.data_dir, delays.trace_path,
+  delays.availability_trace) are relative to the file's folder; with --set
+  they are relative to the current folder.
+
 outputs (in --out):
-  config.json, history.csv, arrivals.csv, participation.csv, summary.json,
-  final_params.msgpack, and PNG plots when matplotlib is installed.
+  config.json, history.csv (version, simulated_time, client_updates,
+  client_train_loss, test_loss, test_accuracy, ...), metrics.jsonl (the
+  same as JSON lines, written as the run goes), arrivals.csv,
+  participation.csv, summary.json (with "warnings"), final_params.msgpack,
+  and PNG plots (against client updates and simulated time) when
+  matplotlib is installed.
   Ctrl-C (or SIGTERM) saves checkpoint.msgpack; --resume DIR continues
   (refused, naming what changed, if config.json was edited since or the
   checkpoint is damaged). --out must be new or empty (or --force); a

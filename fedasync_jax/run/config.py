@@ -355,14 +355,14 @@ def to_dict(cfg) -> dict:
 
 
 def load(path):
-  """Loads a JSON (``.json``) or YAML (``.yaml``/``.yml``) file.
+  """Loads a JSON or YAML file; its relative paths are relative to its folder.
 
   Raises:
     ConfigError: unreadable, oversized file, bad syntax, YAML aliases
       (``config_files.read``) or bad values (the message names the file).
   """
   p = Path(path)
-  raw = config_files.read(p)
+  raw = config_files.read_resolved(p)
   try:
     return from_dict(raw)
   except ConfigError as e:

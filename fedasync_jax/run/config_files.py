@@ -7,6 +7,13 @@ time before any value is checked: a file larger than ``MAX_FILE_BYTES`` and
 YAML aliases (``*name``), which a configuration never needs and which, nested,
 expand exponentially (the "billion laughs" alias bomb).
 
+Paths in a file (``PATH_FIELDS``: ``data.path``, ``data.data_dir``,
+``delays.trace_path``, ``delays.availability_trace``) are relative to the
+file's folder, not to the current one: ``read_resolved`` makes a relative
+one absolute by joining it to that folder (``resolve_paths``), so a
+configuration and its data can move together. Values given with ``--set``
+are not rewritten: they stay relative to the current folder.
+
 Example:
   >>> import os, tempfile
   >>> p = os.path.join(tempfile.mkdtemp(), "c.yaml")
@@ -24,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from fedasync_jax.run.schema import ConfigError
@@ -68,3 +76,41 @@ def read(path):
     return json.loads(text)
   except Exception as e:  # noqa: BLE001 - any parse error becomes one message
     raise ConfigError(f"cannot parse config file {p}: {e}") from None
+
+
+PATH_FIELDS = (("data", "path"), ("data", "data_dir"),
+               ("delays", "trace_path"), ("delays", "availability_trace"))
+"""The fields that hold a file or folder path."""
+
+
+def resolve_paths(raw, folder):
+  """``raw`` (a parsed configuration) with each relative path of
+  ``PATH_FIELDS`` joined to ``folder`` (made absolute); ``~`` is expanded.
+  Anything that is not a mapping, or not a string path, is left for the
+  checks to name.
+
+  Example:
+    >>> resolve_paths({"data": {"path": "d/mnist.npz"}}, "/cfg")
+    {'data': {'path': '/cfg/d/mnist.npz'}}
+    >>> resolve_paths({"data": {"path": "/abs/m.npz"}}, "/cfg")
+    {'data': {'path': '/abs/m.npz'}}
+  """
+  if not isinstance(raw, dict):
+    return raw
+  out = dict(raw)
+  base = os.path.abspath(folder)
+  for sec, name in PATH_FIELDS:
+    values = out.get(sec)
+    if not isinstance(values, dict) or not isinstance(values.get(name), str):
+      continue
+    v = os.path.expanduser(values[name])
+    if v.strip() and not os.path.isabs(v):
+      v = os.path.normpath(os.path.join(base, v))
+    out[sec] = {**values, name: v}
+  return out
+
+
+def read_resolved(path):
+  """``read(path)`` with its paths relative to the file's folder
+  (``resolve_paths``)."""
+  return resolve_paths(read(path), Path(path).parent)

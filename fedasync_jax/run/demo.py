@@ -25,14 +25,15 @@ from fedasync_jax import models
 from fedasync_jax.core import (checks, client, optimizers, rules,
                                staleness)
 from fedasync_jax.data import synthetic
-from fedasync_jax.run import results
+from fedasync_jax.run import outputs, results
 from fedasync_jax.sim import delays, executor, scheduler
 
 
-def _accuracy_at(evals, key, points):
-  """Latest evaluated accuracy with ``evals[key] <= point``."""
-  xs = np.array([e[key] for e in evals])
-  acc = np.array([e["accuracy"] for e in evals])
+def _accuracy_at(rows, key, points):
+  """Latest evaluated test accuracy with ``rows[key] <= point`` (``rows``:
+  history rows, ``outputs.metric_rows``)."""
+  xs = np.array([r[key] for r in rows])
+  acc = np.array([r["test_accuracy"] for r in rows])
   out = []
   for p in points:
     i = np.searchsorted(xs, p, side="right") - 1
@@ -48,7 +49,9 @@ def _table(title, header, rows):
   return "\n".join(lines)
 
 
-def _check(num_updates, concurrency, num_clients):
+def _check(num_updates, concurrency, num_clients, client_lr, seed):
+  checks.number("client_lr", client_lr, low=0, low_open=True)
+  checks.integer("seed", seed, low=0, high=checks.INT_LIMIT)
   num_clients = checks.integer("num_clients", num_clients, low=1)
   num_updates = checks.integer("num_updates", num_updates)
   if num_updates < 100 or num_updates % 100:
@@ -83,7 +86,7 @@ def _runs(dm, *, num_updates, concurrency, seed):
 def _run_one(name, rule, sched, every, *, upd, params, ds, evaluate, seed,
              out, log) -> dict:
   """Runs one algorithm, writes its CSVs, returns its summary entry (and
-  its evaluations under ``"evals"``)."""
+  its history rows, ``outputs.metric_rows``, under ``"history"``)."""
   t0 = time.perf_counter()
 
   def progress(info):
@@ -94,18 +97,19 @@ def _run_one(name, rule, sched, every, *, upd, params, ds, evaluate, seed,
                           eval_every=every, chunk_steps=128,
                           progress=progress)
   wall = time.perf_counter() - t0
-  results.write_csv(out / f"history_{name}.csv", res.evals)
+  rows = outputs.metric_rows(res)
+  results.write_csv(out / f"history_{name}.csv", rows)
   results.write_columns(out / f"arrivals_{name}.csv", res.arrivals)
   return {
-      "final_accuracy": res.evals[-1]["accuracy"],
-      "final_loss": res.evals[-1]["loss"],
+      "final_test_accuracy": rows[-1]["test_accuracy"],
+      "final_test_loss": rows[-1]["test_loss"],
       "versions": int(res.state.version),
       "simulated_time": float(sched.stats["end_time"]),
       "mean_staleness": float(np.mean(res.arrivals["staleness"])),
       "max_staleness": int(np.max(res.arrivals["staleness"])),
       "wall_time_s": wall,
       "padding_waste": res.stats["padding_waste"],
-      "evals": res.evals,
+      "history": rows,
   }
 
 
@@ -115,17 +119,19 @@ def _report(summary, histories, num_updates):
   t_max = min(r["simulated_time"] for r in summary["runs"].values())
   times = [t_max / 4 * i for i in range(1, 5)]
   t1 = _table("test accuracy after N client updates", ["updates"] + updates,
-              [(n, _accuracy_at(h, "updates", updates))
+              [(n, _accuracy_at(h, "client_updates", updates))
                for n, h in histories.items()])
   t2 = _table("test accuracy at simulated time T (seconds)",
               ["time"] + [round(t, 1) for t in times],
-              [(n, _accuracy_at(h, "time", times))
+              [(n, _accuracy_at(h, "simulated_time", times))
                for n, h in histories.items()])
   summary["accuracy_by_updates"] = {
-      n: dict(zip(map(str, updates), _accuracy_at(h, "updates", updates)))
+      n: dict(zip(map(str, updates),
+               _accuracy_at(h, "client_updates", updates)))
       for n, h in histories.items()}
   summary["accuracy_by_time"] = {
-      n: dict(zip([f"{t:.1f}" for t in times], _accuracy_at(h, "time", times)))
+      n: dict(zip([f"{t:.1f}" for t in times],
+               _accuracy_at(h, "simulated_time", times)))
       for n, h in histories.items()}
   return t1, t2
 
@@ -147,8 +153,8 @@ def run_demo(out_dir, *, num_updates: int = 3000, concurrency: int = 10,
   Returns:
     The summary dict (also written to ``summary.json``).
   """
-  num_updates, concurrency, num_clients = _check(num_updates, concurrency,
-                                                 num_clients)
+  num_updates, concurrency, num_clients = _check(
+      num_updates, concurrency, num_clients, client_lr, seed)
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   t_all = time.perf_counter()
@@ -175,7 +181,7 @@ def run_demo(out_dir, *, num_updates: int = 3000, concurrency: int = 10,
       dm, num_updates=num_updates, concurrency=concurrency,
       seed=seed).items():
     entry = _run_one(name, rule, sched, every, **common)
-    histories[name] = entry.pop("evals")
+    histories[name] = entry.pop("history")
     summary["runs"][name] = entry
   t1, t2 = _report(summary, histories, num_updates)
   summary["wall_time_s"] = time.perf_counter() - t_all

@@ -7,15 +7,21 @@ progress bar (``outputs.ProgressBar``), checkpoints between chunks
 
 * ``config.json``: the resolved configuration;
 * ``history.csv``: per evaluation: version, simulated time, client updates,
-  test loss and accuracy, mean staleness so far, bytes sent to and from
-  clients so far;
+  clients' training loss since the previous evaluation, test loss and
+  accuracy (``types.COLUMNS``), mean staleness so far, bytes sent to and
+  from clients so far;
+* ``metrics.jsonl``: the same, one JSON object per line, appended as the
+  run goes (``metrics``);
 * ``arrivals.csv``: per arrival: client, time, staleness, applied/dropped,
   version;
 * ``participation.csv``: applied updates and examples per client;
 * ``summary.json``: final metrics and run statistics;
 * plots (PNG, when matplotlib is installed): accuracy and loss against
-  versions and simulated time, staleness and participation histograms,
-  examples and labels per client.
+  client updates and simulated time, staleness and participation
+  histograms, examples and labels per client.
+
+Fields that do nothing with the chosen rule or setting, and a run that
+applied no update, are warned about (``notices``).
 
 SIGINT and SIGTERM stop the run at the next chunk boundary after saving the
 checkpoint; ``train_and_evaluate(..., resume=True)`` continues it and ends
@@ -44,6 +50,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Optional
@@ -51,7 +58,7 @@ from typing import Optional
 import jax
 
 from fedasync_jax.run import config as config_lib
-from fedasync_jax.run import results
+from fedasync_jax.run import metrics, notices, results
 from fedasync_jax.run.checkpoints import (CHECKPOINT,  # noqa: F401
                                           FINAL_PARAMS, Interrupted,
                                           checkpoint_writer, claim_folder,
@@ -63,7 +70,7 @@ from fedasync_jax.run.grid import (SWEEPABLE, members,  # noqa: F401
                                    parse_grid, set_field, sweepable,
                                    with_rule_values)
 from fedasync_jax.run.outputs import (ProgressBar, history_rows,  # noqa: F401
-                                      last_history_eval, plot_run,
+                                      last_history_eval, plot_run, stage,
                                       with_final_eval, write_outputs)
 from fedasync_jax.run.setup import (Setup, _optimizer,  # noqa: F401
                                     eval_every_versions, image_transform,
@@ -124,36 +131,44 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
       cfg, saved = read_resume(workdir, cfg)
       config_lib.validate(cfg)
     before = saved.elapsed_s if saved is not None else 0.0
+    warned = notices.warn(notices.config_warnings(cfg))
+    bar = None
+    if show_progress:
+      bar = ProgressBar(resumed_eval=(last_history_eval(
+          workdir / "history.csv") if resume else None))
+    stage(bar, f"loading data ({cfg.data.name}, {cfg.data.num_clients} "
+          f"clients) and drawing the schedule")
     s = setup(cfg)  # loads the data: may fail, before anything is written
     cfg_dict = config_lib.to_dict(cfg)
     if not resume:  # (with force, another run's checkpoint goes)
       remove_checkpoint(workdir)
       results.write_json(workdir / "config.json", cfg_dict)
-    bar = None
-    if show_progress:
-      bar = ProgressBar(s.schedule.num_arrivals, s.schedule,
-                        resumed_eval=(last_history_eval(
-                            workdir / "history.csv") if resume else None))
+    if bar is not None:
+      bar.total, bar.schedule = s.schedule.num_arrivals, s.schedule
+    stage(bar, f"compiling (the first progress line follows the first "
+          f"{cfg.run.chunk_steps} steps)")
 
     def elapsed() -> float:
       return before + time.perf_counter() - t0
-    out = executor.simulate(
-        s.rule, s.update, s.params, s.fed.train, s.schedule,
-        key=jax.random.key(cfg.run.seed), hparams=s.hparams,
-        width=cfg.run.width, batching=_batching(cfg),
-        chunk_steps=cfg.run.chunk_steps, eval_fn=s.eval_fn,
-        eval_every=s.eval_every_versions, progress=bar,
-        checkpoint=checkpoint_writer(
-            workdir / CHECKPOINT, flag, cfg.run.checkpoint_every_s,
-            config=cfg_dict, chunk_steps=cfg.run.chunk_steps,
-            elapsed=elapsed),
-        resume=None if saved is None else saved.checkpoint)
+    with _metrics_stream(workdir, s, resume) as stream:
+      out = executor.simulate(
+          s.rule, s.update, s.params, s.fed.train, s.schedule,
+          key=jax.random.key(cfg.run.seed), hparams=s.hparams,
+          width=cfg.run.width, batching=_batching(cfg),
+          chunk_steps=cfg.run.chunk_steps, eval_fn=s.eval_fn,
+          eval_every=s.eval_every_versions,
+          progress=metrics.fan_out(stream, bar),
+          checkpoint=checkpoint_writer(
+              workdir / CHECKPOINT, flag, cfg.run.checkpoint_every_s,
+              config=cfg_dict, chunk_steps=cfg.run.chunk_steps,
+              elapsed=elapsed),
+          resume=None if saved is None else saved.checkpoint)
     stopped = bool(out.stats["stopped_early"])
     if not stopped:  # what was computed, first
       _write_final_params(workdir, out.state.params)
       out = with_final_eval(out, s.eval_fn)
     summary = write_outputs(workdir, cfg, s, out, wall_time=elapsed(),
-                            resumed_s=before)
+                            resumed_s=before, warnings=warned)
     if not stopped:
       remove_checkpoint(workdir)
   if stopped:
@@ -162,6 +177,25 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
                       f"{s.schedule.num_arrivals} updates; history so far "
                       f"and checkpoint saved in {workdir}")
   return summary
+
+
+@contextlib.contextmanager
+def _metrics_stream(workdir: Path, s: Setup, resume: bool):
+  """``metrics.MetricsStream`` appending to ``workdir/metrics.jsonl`` (a new
+  run starts it afresh), or ``None`` where the file cannot be opened (the
+  complete file is written at the end anyway)."""
+  path = workdir / metrics.METRICS
+  after = metrics.last_written(path) if resume else None
+  try:
+    f = open(path, "a" if resume else "w")  # noqa: SIM115
+  except OSError:
+    yield None
+    return
+  try:
+    yield metrics.MetricsStream(f, s.schedule,
+                                eval_every=s.eval_every_versions, after=after)
+  finally:
+    f.close()
 
 
 def _write_final_params(workdir: Path, params) -> None:

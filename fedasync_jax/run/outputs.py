@@ -22,7 +22,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -38,6 +38,10 @@ class ProgressBar:
 
   The ETA is measured from the first report on (so neither compilation
   nor the work done before a resume counts): ``?`` until a second report.
+  On a terminal the bar is redrawn in place (a carriage return); elsewhere
+  (a log file, a pipe) it writes plain lines: the first report, then at
+  most one every ``every_s`` seconds, and the last. ``stage`` writes a line
+  for a step before the first report (loading data, compiling).
 
   Args:
     total: the number of arrivals (default: the dict's ``num_arrivals``).
@@ -48,18 +52,40 @@ class ProgressBar:
     resumed_eval: after a resume, the latest evaluation before it (e.g.
       ``{"accuracy": 0.8}``, ``last_history_eval``); shown instead of the
       initial model's until the run reports a newer one.
+    tty: redraw in place (default: whether ``stream`` is a terminal).
+    every_s: seconds between plain lines when not ``tty``.
+
+  Example:
+    >>> import io
+    >>> bar = ProgressBar(4, stream=io.StringIO(), every_s=60)
+    >>> bar.stage("compiling")
+    >>> for done in (1, 2, 4):
+    ...   bar({"arrivals_done": done, "wall_time_s": 1.0, "last_eval": None})
+    >>> [line[:12] for line in bar.stream.getvalue().splitlines()]
+    ['fedasync-jax', '[######-----', '[###########']
   """
 
   def __init__(self, total: Optional[int] = None, schedule=None, *,
                stream=None, width: int = 24, label: str = "",
-               resumed_eval: Optional[dict] = None):
+               resumed_eval: Optional[dict] = None,
+               tty: Optional[bool] = None, every_s: float = 10.0):
     self.total, self.schedule = total, schedule
     self.stream = stream or sys.stderr
     self.width, self.label = width, label
     self.resumed_eval = resumed_eval
+    if tty is None:
+      isatty = getattr(self.stream, "isatty", None)
+      tty = bool(isatty()) if callable(isatty) else False
+    self.tty, self.every_s = tty, every_s
     self.t0 = time.perf_counter()
     self.start_done = None
     self.t_first = self.t0
+    self.t_line = None
+
+  def stage(self, text: str) -> None:
+    """Writes ``fedasync-jax: <text>`` on a line of its own."""
+    self.stream.write(f"fedasync-jax: {text}\n")
+    self.stream.flush()
 
   def _sim_time(self, done: int) -> Optional[float]:
     s = self.schedule
@@ -75,6 +101,9 @@ class ProgressBar:
     if self.start_done is None:  # the first report (maybe after a resume)
       self.start_done = done
       self.t_first = now
+    elif not self.tty and done < total and now - self.t_line < self.every_s:
+      return
+    self.t_line = now
     elapsed = info.get("wall_time_s", now - self.t0)
     rate_done = done - self.start_done
     eta = ((now - self.t_first) / rate_done * (total - done)
@@ -90,12 +119,21 @@ class ProgressBar:
     sim_t = self._sim_time(done)
     sim = "" if sim_t is None else f" | sim time {sim_t:9.1f}"
     label = f"{self.label} " if self.label else ""
-    self.stream.write(f"\r{label}[{bar}] {done}/{total} updates{sim} | test "
+    self.stream.write(f"{chr(13) if self.tty else ''}{label}[{bar}] "
+                      f"{done}/{total} updates{sim} | test "
                       f"acc {acc:6.3f} | {elapsed:6.1f} s elapsed, ETA "
                       f"{eta_text} s ")
-    self.stream.flush()
-    if done >= total:
+    if done >= total or not self.tty:
       self.stream.write("\n")
+    self.stream.flush()
+
+
+def stage(progress, text: str) -> None:
+  """``progress.stage(text)`` when ``progress`` is a ``ProgressBar`` (any
+  other progress callable, or ``None``, gets nothing)."""
+  fn = getattr(progress, "stage", None)
+  if callable(fn):
+    fn(text)
 
 
 def last_history_eval(path, member: Optional[int] = None
@@ -165,21 +203,50 @@ def with_final_eval(out: types.RunResult, eval_fn) -> types.RunResult:
   return out._replace(evals=[*out.evals, ev])
 
 
+def client_train_loss(out: types.RunResult, evals=None) -> list:
+  """Per evaluation, the mean local training loss of the client updates
+  received since the previous evaluation (NaN when there are none).
+
+  Example:
+    >>> import numpy as np
+    >>> out = types.RunResult(None, {"train_loss": np.array([1., 3., 5.])},
+    ...                       [{"arrival": -1}, {"arrival": 1},
+    ...                        {"arrival": 2}], None, {})
+    >>> client_train_loss(out)
+    [nan, 2.0, 5.0]
+  """
+  loss = np.asarray(out.arrivals["train_loss"], np.float64)
+  out_, start = [], 0
+  for e in (out.evals if evals is None else evals):
+    end = e["arrival"] + 1
+    window = loss[start:end]
+    window = window[~np.isnan(window)]
+    out_.append(float(window.mean()) if len(window) else math.nan)
+    start = max(start, end)
+  return out_
+
+
+def metric_rows(out: types.RunResult) -> list:
+  """One row per evaluation in the shared vocabulary (``types.COLUMNS``):
+  version, simulated time, client updates, client training loss since the
+  previous evaluation, test loss and accuracy."""
+  return [types.eval_row(e, tl)
+          for e, tl in zip(out.evals, client_train_loss(out))]
+
+
 def history_rows(s, out: types.RunResult, param_bytes: int) -> list:
-  """One row per evaluation: version, simulated time, client updates, test
-  loss and accuracy, mean staleness so far, bytes sent each way so far."""
+  """One row per evaluation: ``metric_rows``, then the mean staleness so
+  far and the bytes sent each way so far."""
   sched = s.schedule
   stale_cum = np.cumsum(out.arrivals["staleness"])
   rows = []
-  for e in out.evals:
+  for e, row in zip(out.evals, metric_rows(out)):
     a = e["arrival"]
     t = e["time"]
     sent = int(np.sum(sched.dispatch_time <= t)) if a >= 0 else 0
     received = a + 1
     rows.append({
-        "version": e["version"], "simulated_time": t,
-        "client_updates": received,
-        "test_loss": e["loss"], "test_accuracy": e["accuracy"],
+        **row,
         "mean_staleness": float(stale_cum[a] / (a + 1)) if a >= 0 else 0.0,
         "bytes_to_clients": sent * param_bytes,
         "bytes_from_clients": received * param_bytes})
@@ -245,9 +312,13 @@ def _summary(s, out: types.RunResult, final: dict, wall_time: float,
 
 def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
                   wall_time: float, plots: bool = True,
-                  resumed_s: float = 0.0, stream=None) -> dict:
+                  resumed_s: float = 0.0, stream=None,
+                  warnings: Sequence[str] = ()) -> dict:
   """Writes the summary, history, logs and plots of a finished (or
   interrupted) run, in that order.
+
+  A run that applied no update, or whose every update was quarantined, is
+  warned about (``notices.result_warnings``).
 
   Everything here runs after training, so nothing computed may be lost to
   a failing write: a disk error (``OSError``) writing a file, or any error
@@ -268,15 +339,23 @@ def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
     resumed_s: seconds spent before the last resume (0: not resumed);
       added to the executor's wall time.
     stream: where warnings go (default stderr).
+    warnings: warnings already printed (``notices.config_warnings``),
+      listed first under ``"warnings"`` in ``summary.json``.
 
   Returns:
     The summary dict (also ``summary.json``).
   """
+  from fedasync_jax.run import metrics, notices
   workdir = Path(workdir)
   param_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(s.params))
   rows = history_rows(s, out, param_bytes)
   summary = _summary(s, out, rows[-1], wall_time, resumed_s)
-  problems = []
+  problems = list(warnings)
+  stopped = summary["stopped_early"]
+  notices.warn([] if stopped else notices.result_warnings(summary),
+               stream=stream, into=problems)
+  if problems:
+    summary["warnings"] = list(problems)
 
   def save(what, fn, **kw):
     attempt(problems, what, fn, stream=stream, **kw)
@@ -284,6 +363,8 @@ def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
                                                   summary))
   save("history.csv", lambda: results.write_csv(workdir / "history.csv",
                                                 rows))
+  save(metrics.METRICS, lambda: metrics.write_jsonl(
+      workdir / metrics.METRICS, rows))
   arr = out.arrivals
   save("arrivals.csv", lambda: results.write_columns(
       workdir / "arrivals.csv", {
@@ -309,7 +390,7 @@ def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
   if plots:
     save("plots", lambda: plot_run(workdir, s, out, rows),
          errors=(Exception,))
-  if problems:
+  if problems != summary.get("warnings", []):
     summary["warnings"] = problems
     attempt([], "summary.json", lambda: results.write_json(
         workdir / "summary.json", summary), stream=stream)
@@ -321,8 +402,8 @@ def _plot_metric(workdir: Path, rows: list, metric: str) -> None:
   fig = Figure(figsize=(10, 4))
   ax1, ax2 = fig.subplots(1, 2)
   y = [r[metric] for r in rows]
-  ax1.plot([r["version"] for r in rows], y, marker=".")
-  ax1.set_xlabel("server version")
+  ax1.plot([r["client_updates"] for r in rows], y, marker=".")
+  ax1.set_xlabel("client updates")
   ax2.plot([r["simulated_time"] for r in rows], y, marker=".")
   ax2.set_xlabel("simulated time (s)")
   for ax in (ax1, ax2):

@@ -161,6 +161,8 @@ SECTIONS = (
         Bound("synthetic_beta", "name", "beta", member="synthetic",
               default=1.0, prefix="Synthetic(alpha, beta): ",
               fallback=Param("beta", 1.0, low=0, meaning="data skew")),
+        Bound("synthetic_max_examples", "name", "max_examples",
+              member="synthetic", prefix="Synthetic: "),
         Own(Param("seed", 0, low=0, high=MAX_SEED, kind=int,
                   meaning="seed of the partition / synthetic data")),
     )),

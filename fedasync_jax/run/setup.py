@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 from fedasync_jax import data, models
-from fedasync_jax.core import client, robust, rules
+from fedasync_jax.core import checks, client, robust, rules
 from fedasync_jax.data import datasets, images, synthetic
 from fedasync_jax.run import schema
 from fedasync_jax.run.schema import ConfigError, make_staleness  # noqa: F401
@@ -63,7 +63,8 @@ def load_data(cfg) -> data.FederatedData:
   d = cfg.data
   if d.name == "synthetic":
     return synthetic.synthetic(d.synthetic_alpha, d.synthetic_beta,
-                               num_clients=d.num_clients, seed=d.seed)
+                               num_clients=d.num_clients, seed=d.seed,
+                               max_examples=d.synthetic_max_examples)
   central = datasets.load(d.name, path=d.path, data_dir=d.data_dir,
                           download=d.download)
   x_test = central.x_test
@@ -108,6 +109,10 @@ def make_model(cfg, fed: data.FederatedData) -> models.ModelFns:
   uint8 (real image data from ``load_data``), the model standardizes uint8
   inputs itself (``images.with_image_inputs``), so ``model.loss`` can be
   given to ``client.local_update`` as it is.
+
+  Raises:
+    ConfigError: a label of the data (training or test) is not below the
+      model's number of classes (``checks.labels``).
   """
   name = cfg.model.name
   given = {"input_dim": int(np.prod(fed.train.x.shape[1:])),
@@ -115,6 +120,12 @@ def make_model(cfg, fed: data.FederatedData) -> models.ModelFns:
   declared = {p.name for p in models.MODELS[name].params}
   model = models.MODELS.build(name, **{k: v for k, v in given.items()
                                        if k in declared})
+  for key, y in (("y_train", fed.train.y), ("y_test", fed.y_test)):
+    try:
+      checks.labels(key, y, model.num_classes,
+                    what=f"model.name {name!r}")
+    except ValueError as e:
+      raise ConfigError(f"data.name {cfg.data.name!r}: {e}") from None
   if fed.train.x.dtype == np.uint8:
     model = images.with_image_inputs(model, cfg.data.name)
   return model

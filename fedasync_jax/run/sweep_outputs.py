@@ -47,7 +47,8 @@ import jax
 import numpy as np
 
 from fedasync_jax.run import results
-from fedasync_jax.run.outputs import attempt, history_rows, write_outputs
+from fedasync_jax.run.outputs import (attempt, client_train_loss,  # noqa: F401
+                                      history_rows, write_outputs)
 
 FINALS = ("final_test_accuracy", "final_test_loss")
 
@@ -98,34 +99,11 @@ def interval(values, axis: int = 0):
   return mean, mean - half, mean + half
 
 
-def client_train_loss(out, evals) -> list:
-  """Per evaluation, the mean local training loss of the client updates
-  received since the previous evaluation (NaN when there are none)."""
-  loss = np.asarray(out.arrivals["train_loss"], np.float64)
-  out_, start = [], 0
-  for e in evals:
-    end = e["arrival"] + 1
-    window = loss[start:end]
-    window = window[~np.isnan(window)]
-    out_.append(float(window.mean()) if len(window) else math.nan)
-    start = max(start, end)
-  return out_
-
-
 def _member_history(s, out) -> list:
-  """The member's history rows (as a single run's), with the clients'
-  training loss after ``client_updates``."""
+  """The member's history rows (as a single run's: ``history_rows``, with
+  the clients' training loss after ``client_updates``)."""
   param_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(s.params))
-  rows = []
-  for r, tl in zip(history_rows(s, out, param_bytes),
-                   client_train_loss(out, out.evals)):
-    row = {}
-    for k, v in r.items():
-      row[k] = v
-      if k == "client_updates":
-        row["client_train_loss"] = tl
-    rows.append(row)
-  return rows
+  return history_rows(s, out, param_bytes)
 
 
 def _link(workdir: Path, i: int, folder: str) -> None:
@@ -174,7 +152,7 @@ def summary_rows(grid_members, rows: list) -> list:
 
 def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
                 outs: list, *, wall_time: float, resumed_s: float = 0.0,
-                stream=None) -> list:
+                stream=None, warnings=()) -> list:
   """Writes every output of a finished (or interrupted) sweep.
 
   As for a single run (``outputs.write_outputs``), a disk error writing a
@@ -191,6 +169,8 @@ def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
     wall_time: seconds the sweep ran, over every resume.
     resumed_s: seconds spent before the last resume (0: not resumed).
     stream: where warnings go (default stderr).
+    warnings: warnings already printed (``notices.config_warnings``), listed
+      first under ``"warnings"`` in ``summary.json``.
 
   Returns:
     One row dict per member (as in ``sweep.csv``).
@@ -217,7 +197,7 @@ def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
                  "client_updates": summary["client_updates"],
                  "stopped_early": summary["stopped_early"],
                  "folder": folder})
-  problems = []
+  problems = list(warnings)
 
   def save(what, fn, **kw):
     attempt(problems, what, fn, stream=stream, **kw)

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from fedasync_jax.run import config as config_lib
-from fedasync_jax.run import results, sweep_outputs
+from fedasync_jax.run import notices, results, sweep_outputs
 from fedasync_jax.run.checkpoints import (CHECKPOINT, FINAL_PARAMS,
                                           Interrupted, check_same,
                                           checkpoint_writer, read_checkpoint,
@@ -51,7 +51,7 @@ from fedasync_jax.run.folders import open_folder
 from fedasync_jax.run.grid import (members, set_field, sweepable,
                                    with_rule_values)
 from fedasync_jax.run.outputs import (ProgressBar, last_history_eval,
-                                      with_final_eval)
+                                      stage, with_final_eval)
 from fedasync_jax.run.setup import (Setup, make_delays, make_rule_from,
                                     make_schedule, setup)
 from fedasync_jax.sim import tasks
@@ -266,17 +266,22 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
     cfg, grid, seeds, grid_members, chunk, saved, ck = _start(
         cfg, grid, seeds, workdir, resume)
     before = ck.elapsed_s if ck is not None else 0.0
-    base = setup(cfg)  # loads the data: may fail, before anything is written
-    per_seed = _per_seed(cfg, base, seeds)
-    if not resume:  # (with force, another run's checkpoint goes)
-      remove_checkpoint(workdir)
-      results.write_json(workdir / "config.json", saved)
+    warned = notices.warn(notices.config_warnings(cfg))
     bar = None
     if show_progress:
       bar = ProgressBar(label=f"sweep of {len(grid_members)} members",
                         resumed_eval=(last_history_eval(
                             workdir / "history.csv", member=0)
                             if resume else None))
+    stage(bar, f"loading data ({cfg.data.name}, {cfg.data.num_clients} "
+          f"clients) and drawing {len(seeds)} schedule(s)")
+    base = setup(cfg)  # loads the data: may fail, before anything is written
+    per_seed = _per_seed(cfg, base, seeds)
+    if not resume:  # (with force, another run's checkpoint goes)
+      remove_checkpoint(workdir)
+      results.write_json(workdir / "config.json", saved)
+    stage(bar, f"compiling (the first progress line follows the first "
+          f"{chunk} steps)")
 
     def elapsed() -> float:
       return before + time.perf_counter() - t0
@@ -295,7 +300,7 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
       outs = [with_final_eval(o, base.eval_fn) for o in outs]
     rows = sweep_outputs.write_sweep(
         workdir, base, per_seed, grid, grid_members, outs,
-        wall_time=elapsed(), resumed_s=before)
+        wall_time=elapsed(), resumed_s=before, warnings=warned)
     if not stopped:
       remove_checkpoint(workdir)
   if stopped:

@@ -41,6 +41,7 @@ from typing import Any, Callable, Optional, Union
 import jax
 import jax.numpy as jnp
 
+from fedasync_jax.core import checks
 from fedasync_jax.core.client import ClientHParams, ClientUpdate
 from fedasync_jax.core.types import RunResult, ServerRule
 from fedasync_jax.data import ClientDataset
@@ -110,6 +111,7 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
   Returns:
     A ``RunResult``; ``stats`` holds the plan shape and ``padding_waste``.
   """
+  checks.float_params("params", params)
   chunk_steps = driver.check_chunk_steps(chunk_steps)
   driver.check_schedules([schedule], data.num_clients)
   if isinstance(rule, ServerRule):

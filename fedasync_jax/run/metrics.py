@@ -1,0 +1,131 @@
+"""The metrics stream: ``metrics.jsonl``, one JSON object per evaluation.
+
+A run appends to ``metrics.jsonl`` in its output folder as it goes: after
+every compiled chunk that evaluated the model, one line with the latest
+evaluation (``version``, ``simulated_time``, ``client_updates``,
+``test_loss``, ``test_accuracy``: the names of ``types.COLUMNS``), flushed
+at once, so ``tail -f`` follows a run. A chunk reports only its latest
+evaluation, so when a chunk holds several, the earlier ones appear when the
+run ends: ``write_jsonl`` then replaces the file (atomically) with every
+evaluation of the history, each with its ``client_train_loss`` too.
+
+Example:
+  >>> import io, json, numpy as np
+  >>> from fedasync_jax.core import types
+  >>> class S:  # a schedule: 3 arrivals, one version each
+  ...   version_after = np.array([1, 2, 3])
+  ...   arrival_time = np.array([0.5, 1.0, 2.0])
+  ...   arrival_task = np.array([0, 1, 2])
+  >>> f = io.StringIO()
+  >>> stream = MetricsStream(f, S(), eval_every=2)
+  >>> stream({"arrivals_done": 3, "last_eval": {"loss": 0.5,
+  ...                                           "accuracy": 0.75}})
+  >>> json.loads(f.getvalue())
+  {'version': 2, 'simulated_time': 1.0, 'client_updates': 2, 'test_loss': 0.5, 'test_accuracy': 0.75}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from fedasync_jax.core import types
+from fedasync_jax.run import results
+from fedasync_jax.sim import tasks
+
+METRICS = "metrics.jsonl"
+"""The file name of the stream in a run's output folder."""
+
+
+def _json_value(v):
+  """A JSON-safe scalar: NaN and infinities become ``None``."""
+  v = results.plain(v)
+  if isinstance(v, float) and not math.isfinite(v):
+    return None
+  return v
+
+
+def json_line(row: dict) -> str:
+  """One row as a line of JSON (NaN written as ``null``)."""
+  return json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n"
+
+
+class MetricsStream:
+  """A progress callable that appends each newly reported evaluation to a
+  text stream (``metrics.jsonl``), one flushed line each.
+
+  Args:
+    file: an open text file (or any object with ``write`` and ``flush``).
+    schedule: the run's ``Schedule`` (the version and time of an arrival).
+    eval_every: the evaluation interval in versions (as given to the
+      simulator): which arrival an evaluation followed.
+    after: the last arrival already written (a resumed run: ``-1`` has the
+      initial evaluation; ``None``: nothing yet).
+  """
+
+  def __init__(self, file, schedule, *, eval_every: Optional[int],
+               after: Optional[int] = None):
+    self.file, self.schedule = file, schedule
+    points = tasks.eval_points(np.asarray(schedule.version_after),
+                               eval_every)
+    self.points = np.flatnonzero(points)
+    self.after = after
+
+  def __call__(self, info: dict) -> None:
+    ev = info.get("last_eval")
+    if not ev:
+      return
+    done = int(info["arrivals_done"])
+    k = int(np.searchsorted(self.points, done, side="left"))
+    a = int(self.points[k - 1]) if k > 0 else -1
+    if (self.after is not None and a <= self.after) or (
+        ev.get("arrival") == -1 and a != -1):  # nothing new evaluated
+      return
+    s = self.schedule
+    row = {"version": int(s.version_after[a]) if a >= 0 else 0,
+           "simulated_time": (float(s.arrival_time[s.arrival_task[a]])
+                              if a >= 0 else 0.0),
+           "client_updates": a + 1}
+    row.update(types.eval_row({k_: v for k_, v in ev.items()
+                               if k_ not in types.EVAL_KEYS
+                               or k_ in ("loss", "accuracy")}))
+    row.pop("client_train_loss", None)
+    self.file.write(json_line(row))
+    self.file.flush()
+    self.after = a
+
+
+def last_written(path) -> Optional[int]:
+  """The last arrival (``client_updates - 1``) in a ``metrics.jsonl``, or
+  ``None`` when there is none (for ``MetricsStream(after=...)``)."""
+  try:
+    lines = Path(path).read_text().splitlines()
+    return int(json.loads(lines[-1])["client_updates"]) - 1
+  except (OSError, LookupError, ValueError, TypeError):
+    return None
+
+
+def write_jsonl(path, rows) -> None:
+  """Writes every row (``outputs.history_rows``) as ``metrics.jsonl``,
+  atomically."""
+  text = "".join(json_line(r) for r in rows)
+  results.atomic_write_bytes(path, text.encode())
+
+
+def fan_out(*callbacks):
+  """One progress callable calling each of ``callbacks`` that is not
+  ``None`` (``None`` when there are none)."""
+  live = [c for c in callbacks if c is not None]
+  if not live:
+    return None
+  if len(live) == 1:
+    return live[0]
+
+  def call(info):
+    for c in live:
+      c(info)
+  return call

@@ -1,0 +1,175 @@
+"""Warnings, not silence: settings that do nothing, runs that learned nothing.
+
+``config_warnings(cfg)`` lists the fields set away from their default that
+the chosen members or schedule never read. Which fields apply is derived
+from the schema wherever it can be:
+
+* a ``Bound`` field (``rule.buffer_size``, ``delays.sigma``...) applies when
+  the member its ``Choice`` names declares the parameter (and, for a field
+  bound to one member, is that member);
+* the choices a rule takes as inputs (``rule.staleness`` feeds the rule's
+  ``staleness_fn``, ``rule.server_optimizer`` its ``server_optimizer``)
+  apply when the chosen rule declares that input, and so do the fields
+  bound to them and ``INPUT_FIELDS``;
+* ``data.partition`` and ``data.alpha`` do not apply to a data set that
+  comes federated (``datasets.DATASETS`` member ``info["federated"]``);
+* ``SYNCHRONOUS_ONLY`` lists the schedule fields of synchronous rules.
+
+``result_warnings(summary)`` lists what a finished run should not hide: no
+update applied at all, or every update quarantined.
+
+Example:
+  >>> from fedasync_jax.run import config
+  >>> cfg = config.from_dict({"run": {"deadline": 5.0},
+  ...                         "rule": {"buffer_size": 4}})
+  >>> for w in config_warnings(cfg): print(w)
+  rule.buffer_size=4 does nothing with rule.name 'fedasync' (it applies to rule.name fedbuff)
+  run.deadline=5.0 does nothing with rule.name 'fedasync' (it applies to synchronous rules: fedavg)
+  >>> result_warnings({"client_updates": 5, "dropped_updates": 5,
+  ...                  "quarantined_updates": 5})
+  ['all 5 client updates were quarantined (NaN or Inf): the model never changed']
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+from fedasync_jax.core import rules
+from fedasync_jax.run import schema
+
+INPUTS = {"staleness": "staleness_fn", "server_optimizer": "server_optimizer"}
+"""``rule`` choices that a rule takes as an input, by the input's name."""
+INPUT_FIELDS = {"staleness": ("max_staleness",)}
+"""Own fields that only serve a rule input's choice."""
+SYNCHRONOUS_ONLY = ("num_rounds", "over_selection", "deadline")
+"""``run`` fields that only synchronous rules read."""
+_FEDERATED_ONLY = ("partition", "alpha")
+
+
+def _default(sec: str, name: str):
+  return schema.param(sec, name).default
+
+
+def _set(values, sec: str, name: str) -> bool:
+  """Whether ``sec.name`` differs from its default."""
+  v = getattr(values, name)
+  if isinstance(schema.spec(sec, name), schema.Extra):
+    return bool(v)
+  return v != _default(sec, name)
+
+
+def _users(sec: str, b) -> list:
+  """The members of ``b``'s choice that read the bound field."""
+  fam = schema.family(sec, b.choice)
+  if not isinstance(fam, schema.Registry):
+    return []
+  return [m.name for m in fam.members()
+          if (b.member in (None, m.name))
+          and any(p.name == b.param for p in m.params)]
+
+
+def _rules_with(input_name: str) -> list:
+  return [m.name for m in rules.RULES.members() if input_name in m.inputs]
+
+
+def _unused_by_choice(cfg) -> list:
+  """``(field, why)`` of the rule inputs' fields the chosen rule ignores."""
+  out = []
+  rule = rules.RULES[cfg.rule.name]
+  for choice, inp in INPUTS.items():
+    if inp in rule.inputs:
+      continue
+    users = ", ".join(_rules_with(inp))
+    fields = [choice, *INPUT_FIELDS.get(choice, ()),
+              *(f.name for f in schema.section("rule").fields
+                if isinstance(f, (schema.Bound, schema.Extra))
+                and f.choice == choice)]
+    out += [(f, f"it applies to rule.name {users}") for f in fields]
+  return [("rule", f, "name", why) for f, why in out]
+
+
+def config_warnings(cfg) -> list:
+  """Fields set away from their default that the run never reads.
+
+  Returns:
+    One sentence per field (``"run.deadline=5.0 does nothing with ..."``).
+  """
+  found = {}  # (section, field) -> (the choice it depends on, why)
+  for sec, f, choice, why in _unused_by_choice(cfg):
+    found[(sec, f)] = (choice, why)
+  for sec in schema.SECTIONS:
+    values = getattr(cfg, sec.name)
+    for f in sec.fields:
+      if not isinstance(f, schema.Bound) or (sec.name, f.name) in found:
+        continue
+      users = _users(sec.name, f)
+      if getattr(values, f.choice) not in users:
+        found[(sec.name, f.name)] = (f.choice, (
+            f"it applies to {sec.name}.{f.choice} {', '.join(users)}"))
+  ds = schema.family("data", "name")[cfg.data.name]
+  if ds.info.get("federated"):
+    for f in _FEDERATED_ONLY:
+      found.setdefault(("data", f), ("name", "the data set comes "
+                                         "federated"))
+  if not schema.build_rule(cfg).synchronous:
+    sync = [m for m in rules.RULES.names() if _synchronous(cfg, m)]
+    for f in SYNCHRONOUS_ONLY:
+      found[("run", f)] = ("rule.name", "it applies to synchronous rules: "
+                           + ", ".join(sync))
+  out = []
+  for (sec, f), (choice, why) in found.items():
+    values = getattr(cfg, sec)
+    if _set(values, sec, f):
+      where = choice if "." in choice else f"{sec}.{choice}"
+      s_, c_ = where.split(".")
+      ctx = f"{where} {getattr(getattr(cfg, s_), c_)!r}"
+      out.append(f"{sec}.{f}={getattr(values, f)!r} does nothing with {ctx} "
+                 f"({why})")
+  return sorted(out, key=_order(cfg))
+
+
+def _synchronous(cfg, name: str) -> bool:
+  """Whether rule ``name``, with its own defaults, is synchronous (False
+  when it cannot be built without parameters the configuration lacks)."""
+  import dataclasses
+  other = dataclasses.replace(cfg, rule=dataclasses.replace(
+      cfg.rule, name=name, params={}))
+  try:
+    return schema.build_rule(other).synchronous
+  except (schema.ConfigError, ValueError):
+    return False
+
+
+def _order(cfg):
+  """Sorts warnings in the order of the sections and fields."""
+  del cfg
+  rank = {f"{s.name}.{f.name}": (i, j) for i, s in enumerate(schema.SECTIONS)
+          for j, f in enumerate(s.fields)}
+  return lambda w: rank.get(w.split("=", 1)[0], (99, 0))
+
+
+def result_warnings(summary: dict) -> list:
+  """What a finished run's ``summary`` should not hide: no update applied,
+  or every update quarantined."""
+  n = int(summary.get("client_updates", 0))
+  dropped = int(summary.get("dropped_updates", 0))  # with the quarantined
+  quarantined = int(summary.get("quarantined_updates", 0))
+  if n and quarantined >= n:
+    return [f"all {n} client updates were quarantined (NaN or Inf): the "
+            f"model never changed"]
+  if n - dropped <= 0:
+    return [f"no client update was applied ({n} received, "
+            f"{dropped - quarantined} dropped as too stale, {quarantined} "
+            f"quarantined): the model never changed"]
+  return []
+
+
+def warn(messages, stream=None, into: Optional[list] = None) -> list:
+  """Prints each message as ``fedasync-jax: warning: ...`` (on ``stream``,
+  default stderr) and appends it to ``into``; returns ``into``."""
+  into = [] if into is None else into
+  for m in messages:
+    print(f"fedasync-jax: warning: {m}", file=stream or sys.stderr)
+    into.append(m)
+  return into

@@ -1,0 +1,250 @@
+"""What a run shows and leaves behind: one vocabulary of columns, plots
+against client updates and simulated time, progress from the start,
+metrics.jsonl as the run goes, warnings instead of silence, paths in a
+config file relative to it."""
+
+import csv
+import io
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from fedasync_jax import cli, config, executor, experiment
+from fedasync_jax.core import types
+from fedasync_jax.run import config_files, metrics, notices, outputs
+from fedasync_jax.sim import faults
+
+TINY = {"data": {"num_clients": 20}, "client": {"batch_size": 20},
+        "run": {"num_updates": 120, "concurrency": 4, "eval_every": 20,
+                "chunk_steps": 4}}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """A finished tiny run's folder; the progress reports it made, each
+  with the ``metrics.jsonl`` lines written by then."""
+  out = tmp_path_factory.mktemp("out") / "run"
+  seen = []
+
+  class Bar:  # replaces the progress bar: looks at the file mid-run
+    def __init__(self, *args, **kwargs):
+      del args, kwargs
+
+    def __call__(self, info):
+      text = (out / "metrics.jsonl").read_text()
+      seen.append((info["arrivals_done"], text.splitlines()))
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(experiment, "ProgressBar", Bar)
+    summary = experiment.train_and_evaluate(config.from_dict(TINY), out)
+  return out, summary, seen
+
+
+def _csv(path):
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def test_run_history_uses_the_shared_vocabulary_with_train_loss(tiny_run):
+  out, _, _ = tiny_run
+  rows = _csv(out / "history.csv")
+  assert list(rows[0])[:len(types.COLUMNS)] == list(types.COLUMNS)
+  assert rows[0]["client_train_loss"] == "nan"  # the initial model
+  assert all(math.isfinite(float(r["client_train_loss"])) for r in rows[1:])
+  assert int(rows[-1]["client_updates"]) == 120
+
+
+def test_metrics_jsonl_is_written_as_the_run_goes(tiny_run):
+  out, summary, seen = tiny_run
+  # during the run: lines already there before the end, growing
+  mid = [lines for done, lines in seen if done < 120]
+  assert mid and len(mid[-1]) > 1, seen
+  assert all(len(a) <= len(b) for a, b in zip(mid, mid[1:]))
+  first = json.loads(mid[-1][-1])
+  assert set(first) == {"version", "simulated_time", "client_updates",
+                        "test_loss", "test_accuracy"}
+  # at the end: one object per evaluation, equal to history.csv
+  rows = _csv(out / "history.csv")
+  lines = [json.loads(x) for x in
+           (out / "metrics.jsonl").read_text().splitlines()]
+  assert len(lines) == len(rows)
+  for line, row in zip(lines, rows):
+    assert list(line) == list(row)
+    assert line["client_updates"] == int(row["client_updates"])
+    assert line["test_accuracy"] == pytest.approx(float(row["test_accuracy"]))
+  assert lines[0]["client_train_loss"] is None  # NaN written as null
+  # the mid-run lines agree with the final ones at the same evaluation
+  by_updates = {x["client_updates"]: x for x in lines}
+  for x in map(json.loads, mid[-1]):
+    assert x["test_accuracy"] == pytest.approx(
+        by_updates[x["client_updates"]]["test_accuracy"])
+    assert x["simulated_time"] == pytest.approx(
+        by_updates[x["client_updates"]]["simulated_time"])
+  assert lines[-1]["test_accuracy"] == pytest.approx(
+      summary["final_test_accuracy"])
+
+
+def test_run_plots_against_client_updates_and_simulated_time(tmp_path,
+                                                            monkeypatch):
+  pytest.importorskip("matplotlib")
+  figs = {}
+  monkeypatch.setattr(outputs.results, "write_figure",
+                      lambda path, fig, dpi=100: figs.update({path.name: fig}))
+  rows = [{"version": v, "simulated_time": 2.0 * v, "client_updates": 3 * v,
+           "test_accuracy": 0.1 * v, "test_loss": 1.0 / (v + 1)}
+          for v in range(4)]
+  for metric in ("test_accuracy", "test_loss"):
+    outputs._plot_metric(tmp_path, rows, metric)
+    axes = figs[f"{metric}.png"].axes
+    assert [a.get_xlabel() for a in axes] == ["client updates",
+                                              "simulated time (s)"]
+    xs = [list(a.lines[0].get_xdata()) for a in axes]
+    assert xs == [[0, 3, 6, 9], [0.0, 2.0, 4.0, 6.0]]
+
+
+def test_progress_is_plain_lines_off_a_terminal():
+  bar = outputs.ProgressBar(100, stream=io.StringIO(), every_s=3600)
+  for done in range(10, 101, 10):
+    bar({"arrivals_done": done, "wall_time_s": 1.0, "last_eval": None})
+  text = bar.stream.getvalue()
+  assert "\r" not in text
+  lines = text.splitlines()
+  assert len(lines) == 2, lines  # the first report and the last
+  assert "10/100 updates" in lines[0] and "100/100 updates" in lines[1]
+  bar = outputs.ProgressBar(100, stream=io.StringIO(), every_s=0)
+  for done in (10, 20):
+    bar({"arrivals_done": done, "wall_time_s": 1.0, "last_eval": None})
+  assert len(bar.stream.getvalue().splitlines()) == 2
+  tty = outputs.ProgressBar(100, stream=io.StringIO(), tty=True)
+  tty({"arrivals_done": 10, "wall_time_s": 1.0, "last_eval": None})
+  assert tty.stream.getvalue().startswith("\r[")
+
+
+def test_progress_shows_loading_and_compiling_before_the_first_update(
+    tmp_path, capsys):
+  cfg = config.from_dict(TINY)
+  experiment.train_and_evaluate(cfg, tmp_path / "r")
+  lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+  first_bar = next(i for i, x in enumerate(lines) if "updates" in x
+                   and "[" in x)
+  assert lines[0].startswith("fedasync-jax: loading data (synthetic"), lines
+  assert lines[1].startswith("fedasync-jax: compiling"), lines
+  assert first_bar == 2 and "\r" not in "".join(lines)
+
+
+def test_config_file_paths_are_relative_to_the_file(tmp_path, monkeypatch):
+  sub = tmp_path / "configs"
+  sub.mkdir()
+  (sub / "c.yaml").write_text(
+      "data: {name: mnist, path: data/x.npz, data_dir: ../tfds}\n"
+      "delays: {speeds: trace, trace_path: speeds.csv,\n"
+      "         availability_trace: /abs/avail.json}\n")
+  monkeypatch.chdir(tmp_path)
+  cfg = config.load("configs/c.yaml")
+  assert cfg.data.path == str(sub / "data" / "x.npz")
+  assert cfg.data.data_dir == str(tmp_path / "tfds")
+  assert cfg.delays.trace_path == str(sub / "speeds.csv")
+  assert cfg.delays.availability_trace == "/abs/avail.json"
+  # --set values stay relative to the current folder
+  cfg = config.apply_overrides(cfg, ["data.path=here.npz"])
+  assert cfg.data.path == "here.npz"
+  assert {f for f in config_files.PATH_FIELDS} == {
+      ("data", "path"), ("data", "data_dir"), ("delays", "trace_path"),
+      ("delays", "availability_trace")}
+
+
+def test_a_run_from_a_config_file_finds_its_data_beside_it(tmp_path,
+                                                          monkeypatch):
+  from conftest import write_image_npz
+  sub = tmp_path / "exp"
+  sub.mkdir()
+  write_image_npz(sub / "img.npz")
+  (sub / "c.json").write_text(json.dumps({
+      "data": {"name": "npz", "path": "img.npz", "num_clients": 10},
+      "run": {"num_updates": 20, "concurrency": 2, "eval_every": 10}}))
+  monkeypatch.chdir(tmp_path / "..")
+  out = tmp_path / "o"
+  assert cli.main(["run", "--config", str(sub / "c.json"), "--out",
+                   str(out)]) == 0
+  saved = json.loads((out / "config.json").read_text())
+  assert saved["data"]["path"] == str(sub / "img.npz")
+
+
+def test_fields_that_do_not_apply_are_warned_about(tmp_path, capsys):
+  out = tmp_path / "w"
+  argv = ["run", "--out", str(out), "--set", "run.num_updates=40",
+          "--set", "run.deadline=5", "--set", "rule.buffer_size=3",
+          "--set", "data.num_clients=10", "--set", "client.batch_size=20"]
+  assert cli.main(argv) == 0
+  err = capsys.readouterr().err
+  summary = json.loads((out / "summary.json").read_text())
+  for field in ("run.deadline=5.0", "rule.buffer_size=3"):
+    assert f"fedasync-jax: warning: {field} does nothing with rule.name " \
+           f"'fedasync'" in err, err
+    assert any(w.startswith(field) for w in summary["warnings"])
+  # a setting that applies is not warned about
+  cfg = config.from_dict({"rule": {"name": "fedavg"},
+                          "run": {"deadline": 5.0}})
+  assert notices.config_warnings(cfg) == []
+  cfg = config.from_dict({"rule": {"staleness": "constant",
+                                   "staleness_a": 2.0}})
+  assert notices.config_warnings(cfg) == [
+      "rule.staleness_a=2.0 does nothing with rule.staleness 'constant' "
+      "(it applies to rule.staleness polynomial, hinge, exponential)"]
+
+
+def test_runs_that_apply_no_update_are_warned_about(tmp_path):
+  cfg = config.from_dict({**TINY, "run": {**TINY["run"],
+                                          "num_updates": 12}})
+  s = experiment.setup(cfg)
+  every = np.asarray(s.fed.train.offsets)
+  update = faults.nan_clients(s.update, every)  # every client diverges
+  out = executor.simulate(s.rule, update, s.params, s.fed.train, s.schedule,
+                          key=jax.random.key(0), eval_fn=s.eval_fn,
+                          eval_every=s.eval_every_versions)
+  err = io.StringIO()
+  summary = outputs.write_outputs(tmp_path / "q", cfg, s, out, wall_time=1.0,
+                                  plots=False, stream=err)
+  assert summary["quarantined_updates"] == 12
+  assert summary["warnings"] == [
+      "all 12 client updates were quarantined (NaN or Inf): the model "
+      "never changed"]
+  assert "fedasync-jax: warning: all 12" in err.getvalue()
+  assert json.loads((tmp_path / "q" / "summary.json").read_text())[
+      "warnings"] == summary["warnings"]
+  # (dropped_updates counts the quarantined ones too)
+  none = dict(summary, quarantined_updates=2, dropped_updates=12)
+  assert notices.result_warnings(none) == [
+      "no client update was applied (12 received, 10 dropped as too stale, "
+      "2 quarantined): the model never changed"]
+  assert notices.result_warnings(dict(summary, quarantined_updates=3,
+                                      dropped_updates=3)) == []
+
+
+def test_demo_refuses_a_nan_learning_rate(tmp_path, capsys):
+  rc = cli.main(["demo", "--out", str(tmp_path / "d"), "--updates", "100",
+                 "--client-lr", "nan"])
+  assert rc == 2
+  assert "client_lr must be a number > 0, got nan" in capsys.readouterr().err
+  assert not (tmp_path / "d" / "summary.json").exists()
+
+
+def test_metrics_stream_skips_what_it_has_written():
+  class S:
+    version_after = np.arange(1, 7)
+    arrival_time = np.arange(6) * 1.0
+    arrival_task = np.arange(6)
+  f = io.StringIO()
+  stream = metrics.MetricsStream(f, S(), eval_every=2, after=1)
+  ev = {"loss": 1.0, "accuracy": 0.5}
+  stream({"arrivals_done": 2, "last_eval": ev})  # arrival 1: written before
+  assert f.getvalue() == ""
+  stream({"arrivals_done": 5, "last_eval": ev})  # arrival 3: new
+  stream({"arrivals_done": 5, "last_eval": ev})  # the same again
+  # the initial evaluation reported after a resume is not relabelled
+  stream({"arrivals_done": 6, "last_eval": {"arrival": -1, **ev}})
+  assert [json.loads(x)["client_updates"]
+          for x in f.getvalue().splitlines()] == [4]
