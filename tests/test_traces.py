@@ -208,12 +208,23 @@ def test_mapping_is_seeded_and_recorded():
     ("client,start,end\n1,-1,2\n", "start < end"),
     ("client,start,end\n1,0,5\n1,4,6\n", "overlapping"),
     ("client,start,end\n1,0,x\n", "numbers"),
+    ("client,start,end\n,0,1\n", "no client id"),
 ])
 def test_bad_availability_csv(tmp_path, text, match):
   p = tmp_path / "a.csv"
   p.write_text(text)
   with pytest.raises(ValueError, match=match):
     trace_files.read_availability(p)
+
+
+def test_device_table_ids_must_be_present_and_unique(tmp_path):
+  p = tmp_path / "d.csv"
+  p.write_text("client,computation,communication\n7,5,80\n7,6,90\n")
+  with pytest.raises(ValueError, match="'7' appears twice"):
+    trace_files.read_device_table(p)
+  p.write_text("client,computation,communication\n ,5,80\n")
+  with pytest.raises(ValueError, match="row 0 has no client id"):
+    trace_files.read_device_table(p)
 
 
 @pytest.mark.parametrize("rec, match", [

@@ -153,6 +153,21 @@ def _positive(name, values, where):
   return v
 
 
+def _ids(ids, where, unique=False) -> np.ndarray:
+  """Client ids as strings; an empty id (or, with ``unique``, a repeated
+  one) is refused naming its row."""
+  out = [str(i).strip() for i in ids]
+  for r, i in enumerate(out):
+    if not i:
+      raise ValueError(f"{where}: row {r} has no client id")
+  if unique and len(set(out)) != len(out):
+    seen = set()
+    r = next(r for r, i in enumerate(out) if i in seen or seen.add(i))
+    raise ValueError(f"{where}: client id {out[r]!r} appears twice (row "
+                     f"{r})")
+  return np.asarray(out)
+
+
 def device_table(ids, computation, download, upload=None, *,
                  where: str = "device table") -> DeviceTable:
   """Validates a device table (``upload`` defaults to ``download``).
@@ -161,7 +176,7 @@ def device_table(ids, computation, download, upload=None, *,
     >>> device_table(["a"], [20.0], [1000.0]).upload.tolist()
     [1000.0]
   """
-  ids = np.asarray([str(i) for i in ids])
+  ids = _ids(ids, where, unique=True)
   comp = _positive("computation", computation, where)
   down = _positive("download bandwidth", download, where)
   up = down if upload is None else _positive("upload bandwidth", upload,
@@ -189,7 +204,7 @@ def intervals(clients, start, end, *, period: Optional[float] = None,
     >>> iv.start.tolist(), iv.end.tolist()
     ([[0.0, 4.0]], [[1.0, 5.0]])
   """
-  clients = [str(c) for c in clients]
+  clients = list(_ids(clients, where))
   s = np.asarray(start, dtype=np.float64).ravel()
   e = np.asarray(end, dtype=np.float64).ravel()
   if not len(clients) == s.size == e.size:
