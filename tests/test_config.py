@@ -185,3 +185,20 @@ def test_allowed_describes_choices_and_ranges():
   assert config.allowed("client", "steps") == \
       "integer in [1, 1000000] or null"
   assert config.allowed("run", "selection").startswith("one of uniform")
+
+
+def test_errors_raised_while_building_name_their_fields(tmp_path):
+  """Values that pass validation but fail while the run is built (speeds
+  that overflow, a data file that is not there) name the fields."""
+  from fedasync_jax import experiment
+  cfg = config.from_dict({"data": {"num_clients": 12},
+                          "delays": {"speeds": "lognormal", "sigma": 1e6}})
+  fed = experiment.load_data(cfg)
+  with pytest.raises(config.ConfigError,
+                     match=r"delays\.speeds='lognormal' .*sigma"):
+    experiment.make_delays(cfg, fed)
+  cfg = config.from_dict({"data": {"name": "mnist",
+                                   "path": str(tmp_path / "none.npz")}})
+  with pytest.raises(config.ConfigError, match=r"data\.name='mnist' \(data"
+                     r"\.path"):
+    experiment.load_data(cfg)

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -62,20 +63,46 @@ def load_data(cfg) -> data.FederatedData:
   """
   d = cfg.data
   if d.name == "synthetic":
-    return synthetic.synthetic(d.synthetic_alpha, d.synthetic_beta,
-                               num_clients=d.num_clients, seed=d.seed,
-                               max_examples=d.synthetic_max_examples)
-  central = datasets.load(d.name, path=d.path, data_dir=d.data_dir,
-                          download=d.download)
+    with naming("data.synthetic_alpha / synthetic_beta / num_clients / "
+                "synthetic_max_examples"):
+      return synthetic.synthetic(d.synthetic_alpha, d.synthetic_beta,
+                                 num_clients=d.num_clients, seed=d.seed,
+                                 max_examples=d.synthetic_max_examples)
+  with naming(f"data.name={d.name!r} (data.path / data.data_dir)"):
+    central = datasets.load(d.name, path=d.path, data_dir=d.data_dir,
+                            download=d.download)
   x_test = central.x_test
   if x_test.dtype == np.uint8:
     mean, std = images.normalization(d.name)
     x_test = images.normalize(x_test, mean=mean, std=std)
-  return datasets.federate(
-      central.x_train, central.y_train, x_test.astype(np.float32),
-      central.y_test, num_clients=d.num_clients, partition=d.partition,
-      alpha=d.alpha, seed=d.seed, num_classes=central.num_classes,
-      name=central.name or d.name)
+  with naming("data.num_clients / partition / alpha"):
+    return datasets.federate(
+        central.x_train, central.y_train, x_test.astype(np.float32),
+        central.y_test, num_clients=d.num_clients, partition=d.partition,
+        alpha=d.alpha, seed=d.seed, num_classes=central.num_classes,
+        name=central.name or d.name)
+
+
+@contextlib.contextmanager
+def naming(fields: str):
+  """Turns a ``ValueError`` (or a missing file) raised while building from
+  the configuration into a ``ConfigError`` that names the ``fields`` it
+  came from.
+
+  Example:
+    >>> try:
+    ...   with naming("delays.sigma"):
+    ...     raise ValueError("speeds are not finite")
+    ... except ConfigError as e:
+    ...   print(e)
+    delays.sigma: speeds are not finite
+  """
+  try:
+    yield
+  except ConfigError:
+    raise
+  except (ValueError, FileNotFoundError) as e:
+    raise ConfigError(f"{fields}: {e}") from None
 
 
 def make_optimizer(values, section: str = "client",
@@ -206,8 +233,9 @@ def make_delays(cfg, fed: data.FederatedData) -> delays.DelayModel:
     if "trace" in schema.family("delays", "speeds")[d.speeds].inputs:
       params["trace"] = load_trace(d.trace_path)
     # ``mean`` also floors every distribution's speeds (see device_speeds).
-    speeds = delays.device_speeds(d.speeds, n, seed=run.seed,
-                                  **{"mean": d.mean, **params})
+    with naming(f"delays.speeds={d.speeds!r} (its parameters)"):
+      speeds = delays.device_speeds(d.speeds, n, seed=run.seed,
+                                    **{"mean": d.mean, **params})
   work = (fed.train.counts * float(c.epochs) if c.steps is None
           else np.full(n, float(c.steps * c.batch_size)))
   avail = loaded.availability
@@ -215,16 +243,18 @@ def make_delays(cfg, fed: data.FederatedData) -> delays.DelayModel:
     if avail is not None:
       raise ConfigError("delays.availability_period and "
                         "delays.availability_trace: give one of them")
-    avail = delays.availability(n, period=d.availability_period,
-                                on_fraction=d.availability_on_fraction,
-                                seed=run.seed + 1)
+    with naming("delays.availability_period / availability_on_fraction"):
+      avail = delays.availability(n, period=d.availability_period,
+                                  on_fraction=d.availability_on_fraction,
+                                  seed=run.seed + 1)
   if d.lose_offline and avail is None:
     raise ConfigError("delays.lose_offline needs delays.availability_trace "
                       "or delays.availability_period")
-  return delays.delay_model(speeds, work, jitter=d.jitter,
-                            jitter_sigma=d.jitter_sigma,
-                            comm_time=comm, dropout=d.dropout,
-                            availability=avail, lose_offline=d.lose_offline)
+  with naming("delays"):
+    return delays.delay_model(speeds, work, jitter=d.jitter,
+                              jitter_sigma=d.jitter_sigma,
+                              comm_time=comm, dropout=d.dropout,
+                              availability=avail, lose_offline=d.lose_offline)
 
 
 def load_traces(cfg, fed: data.FederatedData) -> trace_files.Loaded:
