@@ -3,6 +3,7 @@ members in blocks per device, and one run's wave lanes dealt over the
 devices (``batching="devices"``). Each runs in a subprocess: the number of
 CPU devices is fixed when JAX starts."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -100,3 +101,34 @@ LANES = textwrap.dedent("""
 
 def test_wave_lanes_dealt_over_two_cpu_devices_equal_the_reference():
   assert _worst(LANES) <= 1e-8
+
+
+def test_cli_sweep_over_two_devices_equals_one_device(tmp_path):
+  """``fedasync-jax sweep --devices 2`` ends with the same parameters as
+  the sweep on one device; an uneven split is refused before any work."""
+  root = Path(__file__).resolve().parents[1]
+  base = [sys.executable, "-m", "fedasync_jax.run.cli", "sweep",
+          "--set", "data.num_clients=12", "--set", "run.num_updates=24",
+          "--set", "run.concurrency=3", "--set", "run.eval_every=12"]
+  for n in (1, 2):
+    p = subprocess.run(base + ["--grid", "rule.alpha=0.3,0.9", "--seeds",
+                               "0,1", "--devices", str(n), "--out",
+                               str(tmp_path / f"d{n}")], cwd=root,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+  one, two = ([f for f in sorted((tmp_path / d).glob(
+      "*/final_params.msgpack")) if not f.parent.is_symlink()]
+      for d in ("d1", "d2"))
+  assert len(one) == 4 and [f.parent.name for f in one] == [
+      f.parent.name for f in two]
+  for a, b in zip(one, two):
+    assert a.read_bytes() == b.read_bytes(), a.parent.name
+  for n in (1, 2):
+    summary = json.loads((tmp_path / f"d{n}" / "summary.json").read_text())
+    assert summary["devices"] == n
+  p = subprocess.run(base + ["--grid", "rule.alpha=0.3,0.6,0.9",
+                             "--seeds", "0", "--devices", "2", "--out",
+                             str(tmp_path / "odd")], cwd=root,
+                     capture_output=True, text=True, timeout=300)
+  assert p.returncode == 2 and "multiple" in p.stderr
+  assert not (tmp_path / "odd").exists()

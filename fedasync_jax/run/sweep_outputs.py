@@ -215,7 +215,8 @@ def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
       "client_updates": total, "updates_per_s": total / max(wall_time, 1e-9),
       "stopped_early": any(r["stopped_early"] for r in rows),
       "output_time_s": time.perf_counter() - t0,
-      "backend": jax.default_backend()}
+      "backend": jax.default_backend(),
+      "devices": (outs[0].stats.get("devices", 1) if outs else 1)}
   if problems:
     summary["warnings"] = problems
   save("summary.json", lambda: results.write_json(workdir / "summary.json",

@@ -38,8 +38,10 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fedasync_jax.run import config as config_lib
+from fedasync_jax.run.schema import ConfigError
 from fedasync_jax.run import notices, results, sweep_outputs
 from fedasync_jax.run.checkpoints import (CHECKPOINT, FINAL_PARAMS,
                                           Interrupted, check_same,
@@ -61,6 +63,22 @@ def members_mode() -> str:
   """How the compiled chunk runs the members here: ``"map"`` (one after
   another) on CPU, ``"vmap"`` (batched) on an accelerator."""
   return "map" if jax.default_backend() == "cpu" else "vmap"
+
+
+def member_mesh(num_members: int):
+  """The devices the members are split over: every CPU device when the
+  CPU was split (``fedasync-jax sweep --devices N``), else ``None``.
+
+  Raises:
+    ConfigError: when the members cannot be shared out evenly.
+  """
+  devs = jax.devices()
+  if jax.default_backend() != "cpu" or len(devs) < 2:
+    return None
+  if num_members % len(devs):
+    raise ConfigError(f"--devices {len(devs)}: the number of members "
+                      f"({num_members}) must be a multiple of it")
+  return jax.sharding.Mesh(np.array(devs), ("members",))
 
 
 def chunk_steps_for(cfg, num_members: int,
@@ -205,7 +223,7 @@ def _run_sweep(cfg, base: Setup, grid_members, per_seed, *, chunk_steps,
       chunk_steps=chunk_steps, eval_fn=base.eval_fn,
       eval_every=base.eval_every_versions, member_params=True,
       progress=progress, checkpoint=checkpoint, resume=resume,
-      members=members_mode())
+      members=members_mode(), mesh=member_mesh(len(grid_members)))
 
 
 def _start(cfg, grid, seeds, workdir: Path, resume: bool):

@@ -299,7 +299,8 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
             "padding_waste": plans.real[m].padding_waste,
             "width": width, "batching": batching or
             strategies.default_batching(), "direct": strategy.direct,
-            "members_as": member_mode}
+            "members_as": member_mode,
+            "devices": 1 if mesh is None else int(mesh.size)}
   return driver.results_for(
       scheds, plans, [jax.tree.map(lambda a: a[m], merged) for m in range(M)],
       [jax.tree.map(lambda a: np.asarray(a[m]), state) for m in range(M)],
