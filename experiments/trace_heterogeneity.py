@@ -29,7 +29,7 @@ Recorded (experiments/results/trace_heterogeneity/): ``python
 experiments/trace_heterogeneity.py
 --out experiments/results/trace_heterogeneity``.
 ``--smoke``: 20 clients of generated
-images, 100 updates, one seed, FedAsync and FedAvg, written to ``--out``.
+images, 100 updates, one seed, FedAsync only, written to ``--out``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def parse_args(argv):
   p.add_argument("--seeds", type=int, default=None, help="default 3")
   p.add_argument("--concurrency", type=int, default=None, help="default 50")
   p.add_argument("--rules", default=None,
-                 help="default fedasync,fedbuff,fedavg (smoke: no fedbuff)")
+                 help="default fedasync,fedbuff,fedavg (smoke: fedasync)")
   p.add_argument("--device-trace", type=Path, default=None,
                  help="FedScale device table (.pkl/.json/.csv); default: "
                       "generated")
@@ -71,7 +71,7 @@ def parse_args(argv):
                                   else 10000)
   args.seeds = args.seeds or (1 if args.smoke else 3)
   args.concurrency = args.concurrency or (5 if args.smoke else 50)
-  args.rules = (args.rules or ("fedasync,fedavg" if args.smoke else
+  args.rules = (args.rules or ("fedasync" if args.smoke else
                                "fedasync,fedbuff,fedavg")).split(",")
   args.clients = 20 if args.smoke else 1000
   args.eval_every = 20 if args.smoke else 100

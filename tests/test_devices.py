@@ -9,7 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-SCRIPT = textwrap.dedent("""
+import pytest
+
+HEADER = textwrap.dedent("""
     import jax
     jax.config.update("jax_num_cpu_devices", 2)
     jax.config.update("jax_enable_x64", True)
@@ -17,9 +19,12 @@ SCRIPT = textwrap.dedent("""
     import numpy as np, jax.numpy as jnp, optax
     sys.path.insert(0, sys.argv[1])
     from conftest import lsq_loss, make_lsq_data
-    from fedasync_jax import (client, delays, executor, rules, scheduler,
-                              staleness, sweep)
+    from fedasync_jax import (client, delays, executor, reference, rules,
+                              scheduler, staleness, sweep)
     assert len(jax.devices()) == 2
+""")
+
+SWEEP = textwrap.dedent("""
     ds, _ = make_lsq_data(num_clients=30, dtype=np.float64)
     upd = client.local_update(lsq_loss, optax.sgd(0.05), batch_size=4,
                               max_examples=ds.max_count)
@@ -43,34 +48,10 @@ SCRIPT = textwrap.dedent("""
       assert outs[m].stats["members_as"] == "map"
       worst = max(worst, float(np.max(np.abs(
           np.asarray(outs[m].state.params) - np.asarray(r.state.params)))))
-    print("WORST", worst)
+    print("SWEEP", worst)
 """)
 
-
-def _worst(script) -> float:
-  """Runs ``script`` in a fresh interpreter; the difference it prints."""
-  tests = Path(__file__).resolve().parent
-  p = subprocess.run([sys.executable, "-c", script, str(tests)],
-                     capture_output=True, text=True, timeout=300,
-                     cwd=tests.parent)
-  assert p.returncode == 0, p.stderr[-3000:]
-  return float(p.stdout.split("WORST")[-1])
-
-
-def test_members_split_over_two_cpu_devices_equal_their_runs():
-  assert _worst(SCRIPT) <= 1e-12
-
-
 LANES = textwrap.dedent("""
-    import jax
-    jax.config.update("jax_num_cpu_devices", 2)
-    jax.config.update("jax_enable_x64", True)
-    import sys
-    import numpy as np, jax.numpy as jnp, optax
-    sys.path.insert(0, sys.argv[1])
-    from conftest import lsq_loss, make_lsq_data
-    from fedasync_jax import (client, delays, executor, reference, rules,
-                              scheduler, staleness)
     ds, _ = make_lsq_data(num_clients=40, dtype=np.float64)
     upd = client.local_update(lsq_loss, optax.sgd(0.05), batch_size=4,
                               max_examples=ds.max_count, epochs=2)
@@ -95,12 +76,32 @@ LANES = textwrap.dedent("""
       scale = float(np.max(np.abs(np.asarray(r.state.params))))
       worst = max(worst, float(np.max(np.abs(
           np.asarray(e.state.params) - np.asarray(r.state.params)))) / scale)
-    print("WORST", worst)
+    print("LANES", worst)
 """)
 
 
-def test_wave_lanes_dealt_over_two_cpu_devices_equal_the_reference():
-  assert _worst(LANES) <= 1e-8
+@pytest.fixture(scope="module")
+def two_devices():
+  """Both checks in one fresh interpreter with two CPU devices:
+  ``{"SWEEP": worst difference, "LANES": worst relative difference}``."""
+  tests = Path(__file__).resolve().parent
+  p = subprocess.run([sys.executable, "-c", HEADER + SWEEP + LANES,
+                      str(tests)], capture_output=True, text=True,
+                     timeout=300, cwd=tests.parent)
+  assert p.returncode == 0, p.stderr[-3000:]
+  return {k: float(v) for k, v in (line.split() for line in
+                                   p.stdout.splitlines()
+                                   if line.split()[:1] in (["SWEEP"],
+                                                           ["LANES"]))}
+
+
+def test_members_split_over_two_cpu_devices_equal_their_runs(two_devices):
+  assert two_devices["SWEEP"] <= 1e-12
+
+
+def test_wave_lanes_dealt_over_two_cpu_devices_equal_the_reference(
+    two_devices):
+  assert two_devices["LANES"] <= 1e-8
 
 
 def test_cli_sweep_over_two_devices_equals_one_device(tmp_path):
