@@ -262,7 +262,8 @@ def build(cfg, *, fed=None, test_subset: Optional[int] = None) -> Setup:
     fed = experiment.load_data(cfg)
   model = experiment.make_model(cfg, fed)
   rule = experiment.make_rule_from(cfg, fed)
-  sched = experiment.make_schedule(cfg, fed, rule)
+  dm = experiment.make_delays(cfg, fed)
+  sched = experiment.make_schedule(cfg, fed, rule, delay_model=dm)
   c = cfg.client
   update = client.local_update(
       model.loss, client_optimizer(c), batch_size=c.batch_size,
@@ -275,7 +276,7 @@ def build(cfg, *, fed=None, test_subset: Optional[int] = None) -> Setup:
       fed, model, update, rule, sched,
       tasks.task_hparams(sched, prox_rho=c.prox_rho,
                          delay_beta=c.delay_beta,
-                         delay=experiment.make_delays(cfg, fed)),
+                         delay=dm),
       model.init(jax.random.key(cfg.run.seed)),
       models.make_evaluator(model, fed.x_test[:n], fed.y_test[:n]),
       max(1, math.ceil(cfg.run.eval_every / per_version)))

@@ -30,7 +30,6 @@ import numpy as np
 from fedasync_jax.core import types
 from fedasync_jax.data import partition
 from fedasync_jax.run import results
-from fedasync_jax.run import setup as setup_lib
 
 
 class ProgressBar:
@@ -327,10 +326,9 @@ def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
 
   Args:
     workdir: the output folder.
-    cfg: the run's configuration (the caller writes ``config.json``);
-      with trace files, ``trace_mapping.csv`` records which trace row each
-      client follows.
-    s: the run's ``Setup`` (its schedule, data and initial parameters).
+    cfg: unused (the caller writes ``config.json``).
+    s: the run's ``Setup`` (its schedule, data, initial parameters and,
+      with trace files, ``trace_mapping``, written to ``trace_mapping.csv``).
     out: the run's result (complete, or stopped early).
     wall_time: seconds the run took over every resume, for
       ``summary.json``.
@@ -346,6 +344,7 @@ def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
     The summary dict (also ``summary.json``).
   """
   from fedasync_jax.run import metrics, notices
+  del cfg  # the configuration is written by the caller (config.json)
   workdir = Path(workdir)
   param_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(s.params))
   rows = history_rows(s, out, param_bytes)
@@ -377,7 +376,7 @@ def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
   save("staleness.csv", lambda: results.write_columns(
       workdir / "staleness.csv", {"staleness": np.flatnonzero(hist),
                                   "applied_updates": hist[hist > 0]}))
-  mapping = setup_lib.load_traces(cfg, s.fed).mapping if cfg else []
+  mapping = s.trace_mapping
   if mapping:
     save("trace_mapping.csv", lambda: results.write_columns(
         workdir / "trace_mapping.csv",

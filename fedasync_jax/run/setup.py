@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -46,6 +46,9 @@ class Setup(NamedTuple):
   params: object
   eval_fn: Callable
   eval_every_versions: int
+  trace_mapping: tuple = ()
+  """With trace files: rows ``client, <file>_row, <file>_id`` (header
+  first) saying which trace row each client follows (``load_traces``)."""
 
 
 # The one place that standardizes images is data/images.py.
@@ -205,11 +208,15 @@ def load_trace(path) -> np.ndarray:
   return t
 
 
-def make_delays(cfg, fed: data.FederatedData) -> delays.DelayModel:
+def make_delays(cfg, fed: data.FederatedData, *,
+                loaded: Optional[trace_files.Loaded] = None
+                ) -> delays.DelayModel:
   """The configured delay model: device speeds, work, jitter, availability.
 
   Work per task is the client's examples x ``client.epochs``, or
-  ``client.steps x client.batch_size`` with fixed local steps.
+  ``client.steps x client.batch_size`` with fixed local steps. ``loaded``:
+  the run's trace files already read (``load_traces``), else they are read
+  here.
 
   Example:
     >>> from fedasync_jax import config
@@ -224,7 +231,7 @@ def make_delays(cfg, fed: data.FederatedData) -> delays.DelayModel:
   """
   d, run, c = cfg.delays, cfg.run, cfg.client
   n = fed.train.num_clients
-  loaded = load_traces(cfg, fed)
+  loaded = load_traces(cfg, fed) if loaded is None else loaded
   comm = d.comm_time
   if loaded.speed is not None:  # a device table: FedScale's completion time
     speeds, comm = loaded.speed, loaded.comm_time + d.comm_time
@@ -302,12 +309,14 @@ def _join(a: list, b: list) -> list:
   return [ra + rb[1:] for ra, rb in zip(a, b)]
 
 
-def make_schedule(cfg, fed: data.FederatedData,
-                  rule: rules.ServerRule) -> scheduler.Schedule:
+def make_schedule(cfg, fed: data.FederatedData, rule: rules.ServerRule, *,
+                  delay_model: Optional[delays.DelayModel] = None
+                  ) -> scheduler.Schedule:
   """The schedule of the run: synchronous rounds when the rule is
-  synchronous (``rule.synchronous``), else asynchronous arrivals."""
+  synchronous (``rule.synchronous``), else asynchronous arrivals; drawn
+  from ``delay_model`` (default: ``make_delays(cfg, fed)``)."""
   run = cfg.run
-  dm = make_delays(cfg, fed)
+  dm = make_delays(cfg, fed) if delay_model is None else delay_model
   weights = fed.train.counts.astype(float)
   if rule.synchronous:
     rounds = run.num_rounds or max(1, run.num_updates // run.concurrency)
@@ -342,11 +351,14 @@ def setup(cfg) -> Setup:
       epoch_decay=c.epoch_decay, patience=c.patience,
       stateful=model.stateful)
   rule = make_rule_from(cfg, fed)
-  sched = make_schedule(cfg, fed, rule)
+  loaded = load_traces(cfg, fed)
+  dm = make_delays(cfg, fed, loaded=loaded)
+  sched = make_schedule(cfg, fed, rule, delay_model=dm)
   hparams = tasks.task_hparams(
       sched, prox_rho=c.prox_rho, delay_beta=c.delay_beta,
-      delay=make_delays(cfg, fed) if c.delay_beta is not None else None)
+      delay=dm if c.delay_beta is not None else None)
   params = model.init(jax.random.key(cfg.run.seed))
   eval_fn = models.make_evaluator(model, fed.x_test, fed.y_test)
   return Setup(fed, model, update, rule, sched, hparams, params, eval_fn,
-               eval_every_versions(cfg, rule))
+               eval_every_versions(cfg, rule),
+               tuple(tuple(r) for r in loaded.mapping))

@@ -181,7 +181,9 @@ def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
   rows, history, histories = [], [], []
   for i, ((values, seed), out, folder) in enumerate(
       zip(grid_members, outs, folders)):
-    s_i = base._replace(schedule=per_seed[seed][0], params=per_seed[seed][2])
+    # The base's trace mapping is its own seed's: members do not write one.
+    s_i = base._replace(schedule=per_seed[seed][0], params=per_seed[seed][2],
+                        trace_mapping=())
     summary = write_outputs(workdir / folder, None, s_i, out,
                             wall_time=wall_time, plots=False,
                             resumed_s=resumed_s, stream=stream)

@@ -184,12 +184,12 @@ def _per_seed(cfg, base: Setup, seeds) -> dict:
   out = {}
   for seed in seeds:
     c = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, seed=seed))
-    sched = make_schedule(c, base.fed, base.rule)
+    dm = make_delays(c, base.fed)
+    sched = make_schedule(c, base.fed, base.rule, delay_model=dm)
     out[seed] = (sched, tasks.task_hparams(
         sched, prox_rho=cfg.client.prox_rho,
         delay_beta=cfg.client.delay_beta,
-        delay=(make_delays(c, base.fed) if cfg.client.delay_beta is not None
-               else None)),
+        delay=dm if cfg.client.delay_beta is not None else None),
         base.model.init(jax.random.key(seed)))
   return out
 
