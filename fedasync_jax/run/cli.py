@@ -347,15 +347,19 @@ def _add_run(sub) -> None:
   _config_args(r, "configuration file (.json, .yaml or .yml)",
                "override one field, e.g. rule.alpha=0.9 or "
                "delays.pareto_shape=1.5 (repeatable)")
-  r.add_argument("--out", default=None,
-                 help="output folder, new or empty (default: "
-                      "runs/run-<date>-<time>)")
-  r.add_argument("--force", action="store_true",
+  _folder_options(r, "run", "continue the interrupted run in DIR")
+  r.set_defaults(func=_run)
+
+
+def _folder_options(p, command: str, resume_help: str) -> None:
+  """``--out``, ``--force`` and ``--resume`` of ``run`` and ``sweep``."""
+  p.add_argument("--out", default=None,
+                 help=f"output folder, new or empty (default: "
+                      f"runs/{command}-<date>-<time>)")
+  p.add_argument("--force", action="store_true",
                  help="write into a non-empty --out (its files may be "
                       "replaced; a checkpoint there is removed)")
-  r.add_argument("--resume", default=None, metavar="DIR",
-                 help="continue the interrupted run in DIR")
-  r.set_defaults(func=_run)
+  p.add_argument("--resume", default=None, metavar="DIR", help=resume_help)
 
 
 def _add_sweep(sub) -> None:
@@ -376,15 +380,8 @@ def _add_sweep(sub) -> None:
                  help="values of one sweepable field (repeatable)")
   w.add_argument("--seeds", default=None, metavar="S1,S2,...",
                  help="comma-separated seeds (default: run.seed)")
-  w.add_argument("--out", default=None,
-                 help="output folder, new or empty (default: "
-                      "runs/sweep-<date>-<time>)")
-  w.add_argument("--force", action="store_true",
-                 help="write into a non-empty --out (its files may be "
-                      "replaced; a checkpoint there is removed)")
-  w.add_argument("--resume", default=None, metavar="DIR",
-                 help="continue the interrupted sweep in DIR (with its "
-                      "saved config, grid and seeds)")
+  _folder_options(w, "sweep", "continue the interrupted sweep in DIR (with "
+                  "its saved config, grid and seeds)")
   w.add_argument("--devices", type=int, default=1, metavar="N",
                  help="CPU only: split the members over N devices, one per "
                       "core (the number of members must be a multiple of "
