@@ -39,13 +39,6 @@ SMOKE_OUTPUT = "summary.md"
 THRESHOLDS = (0.90, 0.95)
 
 
-def first_time(history, thr):
-  for e in history:
-    if e["accuracy"] >= thr:
-      return e["time"], e["updates"]
-  return None, None
-
-
 def parse_args(argv):
   p = common.base_parser(__doc__.splitlines()[0])
   p.add_argument("--updates", type=int, default=None,
@@ -75,20 +68,12 @@ def parse_args(argv):
 
 def run_all(args, data_path, out_dir, say):
   """Every speed distribution x rule; ``(base config, fed, runs)``."""
-  from fedasync_jax import config as config_lib, experiment
-  base = config_lib.from_dict({
-      "data": {"name": "mnist", "path": str(data_path),
-               "num_clients": args.clients, "partition": "dirichlet",
-               "alpha": 0.5, "seed": 0},
-      "model": {"name": "mlp"},
-      "client": {"optimizer": "sgd", "lr": args.lr, "batch_size": 10,
-                 "epochs": 1},
-      "rule": {"name": "fedasync", "alpha": 0.6, "staleness": "polynomial",
-               "staleness_a": 0.5, "buffer_size": 10, "server_lr": 1.0},
-      "delays": {"speeds": "lognormal", "sigma": 1.0, "mean": 1.0,
-                 "jitter": "exponential"},
-      "run": {"concurrency": args.concurrency, "num_updates": args.updates,
-              "eval_every": args.eval_every, "seed": args.seed}})
+  from fedasync_jax import experiment
+  base = common.mnist_mlp_config(
+      data_path, num_clients=args.clients, concurrency=args.concurrency,
+      num_updates=args.updates, eval_every=args.eval_every, lr=args.lr,
+      seed=args.seed, delays={"speeds": "lognormal", "sigma": 1.0,
+                              "mean": 1.0, "jitter": "exponential"})
   fed = experiment.load_data(base)
   say(f"MNIST: {fed.train.num_clients} clients, "
       f"{fed.train.counts.min()}..{fed.train.counts.max()} examples "
@@ -104,7 +89,7 @@ def run_all(args, data_path, out_dir, say):
           f"{int(s.schedule.stats['num_versions'])} versions, simulated "
           f"end {s.schedule.stats['end_time']:.0f} s")
       r = common.simulate(s, cfg, label=label, log=say)
-      t90, _ = first_time(r.history, 0.90)
+      t90, _ = common.first_reach(r.history, 0.90)
       say(f"  {r.wall_s:.0f} s wall ({s.schedule.num_arrivals / r.wall_s:.0f}"
           f" updates/s); final acc {r.history[-1]['accuracy']:.4f}; "
           f"t(90%) {t90}")
@@ -155,7 +140,7 @@ def table(args, runs, out_dir):
       r = runs[(sp, rn)][1]
       cells, row = [], {"speeds": sp, "rule": rn}
       for thr in THRESHOLDS:
-        t, u = first_time(r.history, thr)
+        t, u = common.first_reach(r.history, thr)
         cells += [f"{t:,.0f} s" if t is not None else "not reached",
                   f"{u:,}" if u is not None else "not reached"]
         row[f"time_to_{int(thr * 100)}"] = t
@@ -176,7 +161,7 @@ def notes_of(args, runs):
   rule_names, C = args.rules, args.concurrency
 
   def speedup(sp, thr):
-    t = {rn: first_time(runs[(sp, rn)][1].history, thr)[0]
+    t = {rn: common.first_reach(runs[(sp, rn)][1].history, thr)[0]
          for rn in rule_names}
     if "fedavg" not in t or t["fedavg"] is None:
       return ""

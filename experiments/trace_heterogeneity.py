@@ -97,26 +97,11 @@ def delay_fields(args, out_dir):
   }, (dev, beh)
 
 
-def first_reach(history, thr):
-  for e in history:
-    if e["accuracy"] >= thr:
-      return e["time"], e["updates"]
-  return math.nan, math.nan
-
-
 def run_all(args, data_path, out_dir, say):
-  from fedasync_jax import config as config_lib, experiment
-  base = config_lib.from_dict({
-      "data": {"name": "mnist", "path": str(data_path),
-               "num_clients": args.clients, "partition": "dirichlet",
-               "alpha": 0.5, "seed": 0},
-      "model": {"name": "mlp"},
-      "client": {"optimizer": "sgd", "lr": 0.05, "batch_size": 10,
-                 "epochs": 1},
-      "rule": {"name": "fedasync", "alpha": 0.6, "staleness": "polynomial",
-               "staleness_a": 0.5, "buffer_size": 10, "server_lr": 1.0},
-      "run": {"concurrency": args.concurrency, "num_updates": args.updates,
-              "eval_every": args.eval_every, "seed": 0}})
+  from fedasync_jax import experiment
+  base = common.mnist_mlp_config(
+      data_path, num_clients=args.clients, concurrency=args.concurrency,
+      num_updates=args.updates, eval_every=args.eval_every)
   fed = experiment.load_data(base)
   conditions, files = delay_fields(args, out_dir)
   runs, hist, stale_rows = {}, [], []
@@ -133,7 +118,8 @@ def run_all(args, data_path, out_dir, say):
         stale_rows += [{"delays": cond, "rule": rn, "seed": seed,
                         "staleness": k, "count": int(c)}
                        for k, c in enumerate(counts) if c]
-        t90, u90 = first_reach(r.history, TARGET)
+        t90, u90 = (math.nan if v is None else v
+                    for v in common.first_reach(r.history, TARGET))
         runs[(cond, rn, seed)] = {
             "time_to_90": t90, "updates_to_90": u90,
             "final_accuracy": r.history[-1]["accuracy"],
