@@ -51,10 +51,15 @@ def _read_mapping(path: Path, trust_pickle: bool) -> dict:
 
 
 def _read_csv(path: Path, columns) -> dict:
+  """``{column: values}`` of a CSV file; every name in ``columns`` must be
+  in the header (``columns(header)`` when it is a function), and all but
+  the first are converted to numbers."""
   with open(path, newline="", encoding="utf-8") as f:
     rows = list(csv.DictReader(f))
   if not rows:
     raise ValueError(f"{path}: the trace is empty")
+  if callable(columns):
+    columns = columns(rows[0])
   missing = [c for c in columns if c not in rows[0]]
   if missing:
     raise ValueError(f"{path}: missing column(s) {missing}; the header "
@@ -86,15 +91,13 @@ def read_device_table(path, *, trust_pickle: bool = False) -> DeviceTable:
   path = Path(path)
   try:
     if path.suffix == ".csv":
-      cols = _read_csv(path, ["client", "computation"])
-      if "download" in cols:
-        return device_table(cols["client"], cols["computation"],
-                            _read_csv(path, ["client", "download",
-                                             "upload"])["download"],
-                            cols.get("upload"), where=str(path))
+      cols = _read_csv(path, lambda header: (
+          ["client", "computation", "download", "upload"]
+          if "download" in header else
+          ["client", "computation", "communication"]))
       return device_table(cols["client"], cols["computation"],
-                          _read_csv(path, ["client", "communication"])[
-                              "communication"], where=str(path))
+                          cols.get("download", cols.get("communication")),
+                          cols.get("upload"), where=str(path))
     rec = _read_mapping(path, trust_pickle)
   except (OSError, UnicodeDecodeError, json.JSONDecodeError,
           pickle.UnpicklingError, EOFError) as e:
