@@ -1,15 +1,20 @@
 """Experiment 2: the AFL paper (arXiv:2508.01675) on CIFAR-10 with ResNet-20.
 
-10 clients, Dirichlet(0.5), 6 clients per round (JPEG-decoded CIFAR-10),
-Adam 1e-3 with the delay-aware rate, `afl` rule; figures: server loss,
-participation, 3..8 clients per round, AFL vs FedAvg. See afl_paper.py.
+10 clients, Dirichlet(0.5) (JPEG-decoded CIFAR-10), Adam 1e-3 with the
+delay-aware rate, `afl` rule; M = 3, 5, 8 clients per round and
+synchronous FedAvg at M = 5, three seeds; the paper's "server loss" and
+the server model's test loss, side by side with the paper's values. See
+afl_paper.py.
 
-Recorded (experiments/results/afl_cifar10/): ``python
-experiments/afl_cifar10.py --rounds 5 --epochs 1 --ms 3,6,8 --test-subset
-1000 --out experiments/results/afl_cifar10``.
+Recorded (experiments/results/afl_cifar10/): with the per-arrival rule
+now called ``size_weighted_mix``, before ``rules.afl`` became the paper's
+round average; not rerun yet (``python experiments/afl_cifar10.py --out
+experiments/results/afl_cifar10``, 10 rounds of 8 local steps, is the
+default).
 
     python experiments/afl_cifar10.py --quick   # minutes on a 2-core CPU
-    python experiments/afl_cifar10.py           # full length (hours)
+    python experiments/afl_cifar10.py           # under an hour
+    python experiments/afl_cifar10.py --full    # the paper's length (days)
     python experiments/afl_cifar10.py --smoke --out /tmp/x   # seconds
 """
 import sys

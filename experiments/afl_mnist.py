@@ -1,15 +1,18 @@
 """Experiment 1: the AFL paper (arXiv:2508.01675) on MNIST with its CNN.
 
-10 clients, Dirichlet(0.5), 5 clients per round, Adam 1e-3 with the
-delay-aware rate, `afl` rule; figures: server loss, participation, 3..8
-clients per round, AFL vs FedAvg. See afl_paper.py.
+10 clients, Dirichlet(0.5), Adam 1e-3 with the delay-aware rate, `afl`
+rule; M = 3, 5, 8 clients per round and synchronous FedAvg at M = 5, three
+seeds; the paper's "server loss" (mean training loss of a round's
+clients) and the server model's test loss, side by side with the paper's
+values. See afl_paper.py.
 
 Recorded (experiments/results/afl_mnist/): ``python experiments/afl_mnist.py
---rounds 12 --epochs 1 --ms 3,5,8 --test-subset 2000 --compare-afl-lr 0.2
---out experiments/results/afl_mnist``.
+--out experiments/results/afl_mnist`` (the default: 10 rounds of 16 local
+steps, about an hour here).
 
     python experiments/afl_mnist.py --quick   # minutes on a 2-core CPU
-    python experiments/afl_mnist.py           # full length (hours)
+    python experiments/afl_mnist.py           # about an hour
+    python experiments/afl_mnist.py --full    # the paper's length (days)
     python experiments/afl_mnist.py --smoke --out /tmp/x   # seconds
 """
 import sys
