@@ -335,43 +335,23 @@ def first_reach(history, threshold):
   return None, None
 
 
-# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262,
-         2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101,
-         2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052,
-         2.048, 2.045, 2.042)
-
-
-def t975(df: int) -> float:
-  """The 0.975 quantile of Student's t with ``df`` degrees of freedom (a
-  table up to 30, the Cornish-Fisher expansion beyond)."""
-  if df < 1:
-    raise ValueError(f"df must be >= 1, got {df}")
-  if df <= len(_T975):
-    return _T975[df - 1]
-  z = 1.959964
-  return (z + (z ** 3 + z) / (4 * df)
-          + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2))
-
-
 def mean_ci(values):
-  """``(mean, half-width of the t-based 95% interval, n)`` over the finite
-  entries of ``values`` (half-width NaN with fewer than two).
+  """``(mean, half-width of the 95% Student t interval, n)`` over the
+  finite entries of ``values`` (``sweep_outputs.interval``; half-width NaN
+  with fewer than two).
 
   Example:
-    >>> m, h, n = mean_ci([1.0, 2.0, 3.0])
+    >>> m, h, n = mean_ci([1.0, 2.0, 3.0, float("nan")])
     >>> round(m, 3), round(h, 3), n
     (2.0, 2.484, 3)
   """
+  from fedasync_jax.run.sweep_outputs import interval
   v = np.asarray(values, float)
   v = v[np.isfinite(v)]
-  n = int(v.size)
-  if n == 0:
+  if v.size == 0:
     return float("nan"), float("nan"), 0
-  if n == 1:
-    return float(v[0]), float("nan"), 1
-  return (float(v.mean()), float(t975(n - 1) * v.std(ddof=1) / math.sqrt(n)),
-          n)
+  m, _, high = interval(v)
+  return float(m), float(high - m), int(v.size)
 
 
 def fmt_ci(values, digits: int = 2) -> str:
