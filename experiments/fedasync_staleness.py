@@ -45,8 +45,6 @@ of generated images, 40 updates, 2 seeds, written to ``--out``.
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 import time
 from pathlib import Path
