@@ -309,17 +309,18 @@ def test_bounds_are_consistent():
       eps_a, tau_avg=8.0, **kw), T, rtol=1e-12)
   # sqrt(tau_C tau_max) = tau_avg = 8 gives the same rate.
   np.testing.assert_allclose(eps, eps_a, rtol=1e-12)
-  # Constant step g: the weighted bound equals the closed form (tau_max=0)
-  # and grows with tau_max.
+  # Constant step g (inside Lian et al.'s condition for tau_max = 16): the
+  # weighted bound equals the closed form (tau_max=0) and grows with
+  # tau_max.
   for n in (25, 400):
-    g = 0.3 / np.sqrt(n)
+    g = 0.002 / np.sqrt(n)
     b0 = theory.delayed_sgd_bound(np.full(n, g), tau_max=0, **kw)
     np.testing.assert_allclose(b0, theory.sqrt_t_bound(
-        n, gamma0=0.3, tau_max=0, **kw), rtol=1e-12)
+        n, gamma0=0.002, tau_max=0, **kw), rtol=1e-12)
     b16 = theory.delayed_sgd_bound(np.full(n, g), tau_max=16, **kw)
-    assert b0 < b16 <= theory.sqrt_t_bound(n, gamma0=0.3, tau_max=16, **kw)
-  assert theory.delayed_sgd_bound([0.1] * 3, tau_max=2, c=2.0, **kw) == (
-      2 * theory.delayed_sgd_bound([0.1] * 3, tau_max=2, **kw))
+    assert b0 < b16 <= theory.sqrt_t_bound(n, gamma0=0.002, tau_max=16, **kw)
+  assert theory.delayed_sgd_bound([0.01] * 3, tau_max=2, c=2.0, **kw) == (
+      2 * theory.delayed_sgd_bound([0.01] * 3, tau_max=2, **kw))
   np.testing.assert_allclose(theory.drift_bound(
       np.array([0, 1, 3]), gamma=0.5, sigma2=2.0, grad_sq=1.0),
       [0.0, 1.5, 7.5])
@@ -333,6 +334,235 @@ def test_bounds_are_consistent():
     theory.delayed_sgd_bound([0.1], tau_max=-1, **kw)
   with pytest.raises(ValueError, match="steps must be > 0"):
     theory.delayed_sgd_bound([0.1, 0.0], tau_max=1, **kw)
+
+
+def test_koloskova_forms_match_the_theorems():
+  """arXiv:2206.08307: Theorem 6 has sqrt(tau_C tau_max) (tau_C the
+  concurrency), Corollary 7 sqrt(tau_avg tau_max) (constant concurrency),
+  Theorem 8 tau_C and Corollary 9 tau_avg; hidden constants set to 1."""
+  kw = dict(lipschitz=2.0, f0_gap=3.0, sigma2=0.5)
+  # By hand: L F0 s2 / eps^2 = 2*3*0.5/0.25 = 12; L F0 sqrt(4*9) / eps = 72.
+  assert theory.koloskova_constant_complexity(
+      0.5, tau_c=4, tau_max=9, **kw) == pytest.approx(84.0, rel=1e-12)
+  # A rare straggler: concurrency 4, average delay 1, largest delay 9.
+  # Theorem 6's term is sqrt(4*9) = 6, Corollary 7's sqrt(1*9) = 3.
+  thm6 = theory.koloskova_constant_complexity(0.5, tau_c=4, tau_max=9, **kw)
+  cor7 = theory.koloskova_constant_complexity(0.5, tau_c=1, tau_max=9, **kw)
+  assert thm6 - 12.0 == pytest.approx(2 * (cor7 - 12.0), rel=1e-12)
+  # Theorem 8 / Corollary 9: 12 + 2*3*5/0.5 = 72.
+  assert theory.koloskova_adaptive_complexity(
+      0.5, tau_avg=5, **kw) == pytest.approx(72.0, rel=1e-12)
+  # The rate is the exact inverse, about sqrt(A/T) + B/(2T) for large T
+  # (A = L F0 s2 = 3, B = L F0 sqrt(tau_C tau_max) = 36).
+  T = 1e8
+  eps = theory.koloskova_constant_rate(T, tau_c=4, tau_max=9, **kw)
+  np.testing.assert_allclose(eps, np.sqrt(3.0 / T) + 18.0 / T, rtol=1e-6)
+
+
+def test_koloskova_adaptive_condition_by_hand():
+  """Theorem 8, eq. (11): eta <= 1/(4L) while tau_t <= tau_C, then
+  eta_t <= min(eta, 1/(4 L tau_t))."""
+  ok = theory.koloskova_adaptive_condition([0.25, 0.25, 0.05], [0, 2, 5],
+                                           lipschitz=1.0, tau_c=2)
+  assert ok.holds and ok.value == pytest.approx(1.0) and "Theorem 8" in (
+      ok.statement)
+  big = theory.koloskova_adaptive_condition([0.3, 0.3], [0, 1],
+                                            lipschitz=1.0, tau_c=2)
+  assert not big.holds and big.value == pytest.approx(1.2)
+  # Beyond tau_C: allowed min(0.1, 1/(4*10)) = 0.025, taken 0.1.
+  late = theory.koloskova_adaptive_condition([0.1, 0.1], [0, 10],
+                                             lipschitz=1.0, tau_c=2)
+  assert not late.holds and late.value == pytest.approx(4.0)
+  # The base step must be the same for every tau_t <= tau_C.
+  mixed = theory.koloskova_adaptive_condition([0.2, 0.1], [0, 1],
+                                              lipschitz=1.0, tau_c=2)
+  assert not mixed.holds and mixed.value <= 1.0
+  with pytest.raises(ValueError, match="same nonempty shape"):
+    theory.koloskova_adaptive_condition([0.1], [0, 1], lipschitz=1.0,
+                                        tau_c=1)
+
+
+def test_delayed_sgd_condition_and_bound_by_hand():
+  """Lian et al. 2015, Theorem 1 (M = 1): the condition, the bound, and a
+  bound outside its condition raises."""
+  # L g_t + 2 L^2 tau sum_{k=1}^{tau} g_{t+k}, L = 2, tau = 1:
+  # t=0: 0.2 + 8*0.2 = 1.8; t=1: 0.4 + 8*0.3 = 2.8; t=2: 0.6.
+  c = theory.delayed_sgd_condition([0.1, 0.2, 0.3], lipschitz=2.0,
+                                   tau_max=1)
+  assert not c.holds and c.value == pytest.approx(2.8) and c.limit == 1.0
+  kw = dict(lipschitz=1.0, f0_gap=1.0, sigma2=1.0)
+  # Inside (0.1 + 2*0.1 = 0.3): (2 F0 + L s2 sum g^2 + 2 L^2 s2 sum_t g_t
+  # sum_{j=t-1}^{t-1} g_j^2) / sum g = (2 + 0.03 + 2*0.002) / 0.3.
+  assert theory.delayed_sgd_bound([0.1] * 3, tau_max=1, **kw) == (
+      pytest.approx(2.034 / 0.3, rel=1e-12))
+  with pytest.raises(ValueError, match=r"outside the validity condition "
+                     r"\(arXiv:1506.08272 Theorem 1.*reaches 2.8 > 1"):
+    theory.delayed_sgd_bound([0.1, 0.2, 0.3], lipschitz=2.0, f0_gap=1.0,
+                             sigma2=1.0, tau_max=1)
+  assert np.isfinite(theory.delayed_sgd_bound(
+      [0.1, 0.2, 0.3], lipschitz=2.0, f0_gap=1.0, sigma2=1.0, tau_max=1,
+      check=False))
+  # The largest constant step: 1 / (L (1 + 2 L tau^2)) = 1/74 for L=2, tau=3.
+  g = theory.delayed_sgd_max_step(lipschitz=2.0, tau_max=3)
+  assert g == pytest.approx(1 / 74)
+  assert theory.delayed_sgd_condition(np.full(50, g), lipschitz=2.0,
+                                      tau_max=3).value == pytest.approx(1.0)
+  assert not theory.delayed_sgd_condition(np.full(50, 1.01 * g),
+                                          lipschitz=2.0, tau_max=3).holds
+  # sqrt_t_bound checks the same condition for g = gamma0 / sqrt(T).
+  with pytest.raises(ValueError, match="reaches 51.3 > 1"):
+    theory.sqrt_t_bound(100.0, gamma0=1.0, tau_max=16, **kw)
+  assert theory.sqrt_t_bound(100.0, gamma0=1.0, tau_max=16, check=False,
+                             **kw) > 0
+  assert theory.sqrt_t_bound(1e6, gamma0=0.01, tau_max=16, **kw) > 0
+
+
+def test_delayed_sgd_bound_holds_for_asynchronous_sgd_inside_its_condition():
+  """Asynchronous SGD (fedbuff(1) adding one SGD step's delta) with pinned
+  staleness and a step inside Lian et al.'s condition: the measured
+  average ||grad F||^2 is below the bound with explicit constants (c = 1),
+  sigma^2 the largest measured noise over the iterates."""
+  p = theory.least_squares(num_clients=20, examples_per_client=6, dim=3,
+                           zeta2=0.5, sigma2=0.5, batch_size=2,
+                           shift="linear", w_star_scale=3.0, seed=4)
+  tau, T, seeds = 2, 300, 6
+  g = 0.9 * theory.delayed_sgd_max_step(lipschitz=p.lipschitz, tau_max=tau)
+  upd = client.local_update(p.loss, optax.sgd(g), batch_size=2,
+                            max_examples=6, steps=1)
+  dm = delays.delay_model(np.ones(20), np.ones(20), jitter="none")
+  scheds = [scheduler.asynchronous(dm, num_updates=T, concurrency=tau + 1,
+                                   max_staleness=tau, seed=s)
+            for s in range(seeds)]
+
+  def metrics(w):
+    return {"grad_sq": p.metrics(w)["grad_sq"],
+            "noise": theory.heterogeneity(p, w)
+            + theory.minibatch_variance(p, w)}
+  outs = theory.track_many(rules.fedbuff(1, optax.sgd(1.0)), upd,
+                           jnp.zeros(3), p.data, scheds,
+                           keys=jax.random.split(jax.random.key(0), seeds),
+                           metrics=metrics)
+  assert all(o.stats["tau_max"] == tau for o in outs)
+  avg = np.array([o.per_version("grad_sq")[:-1].mean() for o in outs])
+  s2 = max(float(o.per_version("noise").max()) for o in outs)
+  f0 = float(p.full_loss(jnp.zeros(3))) - p.f_star
+  bound = theory.delayed_sgd_bound(np.full(T, g), lipschitz=p.lipschitz,
+                                   f0_gap=f0, sigma2=s2, tau_max=tau)
+  assert avg.mean() + 3 * avg.std(ddof=1) / np.sqrt(seeds) < bound
+  # Ten times that step is outside the condition: no bound is given.
+  with pytest.raises(ValueError, match="outside the validity condition"):
+    theory.delayed_sgd_bound(np.full(T, 10 * g), lipschitz=p.lipschitz,
+                             f0_gap=f0, sigma2=s2, tau_max=tau)
+
+
+@pytest.mark.parametrize("p_true,a,b", [(0.3, 1.0, 5.0), (0.5, 1.0, 20.0),
+                                        (0.7, 2.0, 10.0)])
+def test_rate_fit_recovers_the_exponent(p_true, a, b):
+  T = np.array([250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0])
+  rng = np.random.default_rng(int(p_true * 10))
+  vals = (a * T ** -p_true + b / T) * np.exp(
+      rng.normal(scale=0.05, size=(24, T.size)))
+  fit = theory.rate_fit(T, vals, num_boot=500, seed=1)
+  assert fit.ci_low <= p_true <= fit.ci_high, fit
+  # The bootstrap spread of p here is about 0.007 (p = 0.3) to 0.02 (0.7).
+  assert abs(fit.p - p_true) < 0.06
+  assert fit.ci_high - fit.ci_low < 0.15
+  assert not fit.at_bound and fit.inverse_t
+  np.testing.assert_allclose(fit.b, b, rtol=0.5)
+  # It fits within the noise (p-value not small); residuals are small.
+  assert fit.quality.p_value > 0.01 and fit.quality.dof == T.size - 3
+  assert fit.quality.rmse < 0.03
+  assert fit.boot.shape == (500,)
+
+
+def test_rate_fit_interval_covers_the_truth():
+  """Over 30 synthetic data sets the 95% interval covers p in at least 24
+  (a broken bootstrap, e.g. one too narrow, covers far fewer)."""
+  T = np.array([250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0])
+  hits = 0
+  for r in range(30):
+    rng = np.random.default_rng(100 + r)
+    vals = (T ** -0.5 + 15.0 / T) * np.exp(rng.normal(scale=0.05,
+                                                      size=(16, T.size)))
+    fit = theory.rate_fit(T, vals, num_boot=200, seed=r)
+    hits += fit.ci_low <= 0.5 <= fit.ci_high
+  assert hits >= 24, hits
+
+
+def test_goodness_of_fit_tells_a_line_from_the_curve():
+  """On a curved log-log plot (slow T^-1/2 plus a 1/T transient) the
+  straight line is rejected and its exponent is too steep; the curve fits
+  and recovers 1/2. On a pure power law both fit."""
+  T = np.array([500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0])
+  rng = np.random.default_rng(7)
+  noise = np.exp(rng.normal(scale=0.05, size=(32, T.size)))
+  curved = (T ** -0.5 + 40.0 / T) * noise
+  line = theory.loglog_slope(T, curved, num_boot=200)
+  q_line = theory.goodness_of_fit(
+      T, curved, np.exp(line.intercept) * T ** line.slope, num_params=2)
+  curve = theory.rate_fit(T, curved, num_boot=200)
+  assert -line.slope > 0.6 and line.ci_high < -0.55
+  assert q_line.p_value < 1e-3 and q_line.dof == 4
+  assert curve.quality.p_value > 0.01
+  assert curve.ci_low <= 0.5 <= curve.ci_high
+  power = theory.rate_fit(T, curved, inverse_t=False, num_boot=200)
+  assert power.quality.p_value < 1e-3
+  # A pure power law: B is about 0 and both models fit.
+  pure = 2.0 * T ** -0.5 * noise
+  c2 = theory.rate_fit(T, pure, num_boot=200)
+  p2 = theory.rate_fit(T, pure, inverse_t=False, num_boot=200)
+  assert abs(p2.p - 0.5) < 0.02 and p2.quality.p_value > 0.01
+  assert c2.ci_low <= 0.5 <= c2.ci_high and c2.b * 2 / T[0] < 0.05 * (
+      2.0 * T[0] ** -0.5)
+  # Residual bookkeeping: z = log residual / se, chi2 = sum z^2.
+  q = c2.quality
+  np.testing.assert_allclose(q.z, q.log_residuals / q.se)
+  assert q.chi2 == pytest.approx(float(np.sum(q.z ** 2)))
+
+
+def test_chi2_tail_probability():
+  from fedasync_jax.theory import fits
+  # 5% critical values of chi-square with 1..5 degrees of freedom.
+  for x, k in [(3.841459, 1), (5.991465, 2), (7.814728, 3), (9.487729, 4),
+               (11.070498, 5)]:
+    assert fits._chi2_sf(x, k) == pytest.approx(0.05, abs=1e-6)
+  assert fits._chi2_sf(0.0, 3) == 1.0
+  assert fits._chi2_sf(2.0, 2) == pytest.approx(np.exp(-1.0))
+  assert np.isnan(fits._chi2_sf(1.0, 0))
+
+
+def test_rate_fit_and_goodness_of_fit_inputs():
+  T = np.array([100.0, 200.0, 400.0])
+  v = T ** -0.5
+  with pytest.raises(ValueError, match="at least 3 distinct horizons"):
+    theory.rate_fit(T[:2], v[:2])
+  assert theory.rate_fit(T[:2], v[:2], inverse_t=False,
+                         num_boot=5).p == pytest.approx(0.5, abs=1e-6)
+  with pytest.raises(ValueError, match=r"values must have shape \(seeds, 3\)"):
+    theory.rate_fit(T, np.ones((2, 4)))
+  with pytest.raises(ValueError, match="values must be > 0"):
+    theory.rate_fit(T, [0.1, 0.0, 0.1])
+  with pytest.raises(ValueError, match="T must be > 0"):
+    theory.rate_fit([0.0, 1.0, 2.0], v)
+  with pytest.raises(ValueError, match="p_range must satisfy"):
+    theory.rate_fit(T, v, p_range=(0.5, 0.5))
+  with pytest.raises(ValueError, match="p_range must satisfy"):
+    theory.rate_fit(T, v, p_range=(-0.1, 1.0))
+  with pytest.raises(ValueError, match="p_range must be a pair"):
+    theory.rate_fit(T, v, p_range=0.5)
+  with pytest.raises(ValueError, match=r"level must be a number in \(0, 1\)"):
+    theory.rate_fit(T, v, level=0.0)
+  with pytest.raises(ValueError, match="num_boot must be an integer >= 1"):
+    theory.rate_fit(T, v, num_boot=0)
+  # An exponent outside p_range ends at its edge and says so.
+  assert theory.rate_fit(T, T ** -1.5, p_range=(0.0, 1.0),
+                         num_boot=5).at_bound
+  with pytest.raises(ValueError, match=r"model must have shape \(3,\)"):
+    theory.goodness_of_fit(T, v, [1.0, 2.0], num_params=1)
+  with pytest.raises(ValueError, match="model must be > 0"):
+    theory.goodness_of_fit(T, v, [1.0, -1.0, 1.0], num_params=1)
+  one = theory.goodness_of_fit(T, v, v, num_params=1)
+  assert one.rmse == 0.0 and np.isnan(one.chi2) and np.isnan(one.p_value)
 
 
 def test_loglog_slope_interval():

@@ -12,7 +12,8 @@ anything that runs inside a simulation):
    update and equals the reference simulator.
 3. **Bounds as functions** of a run's constants (``bounds``), and the
    statistics to compare them with measurements (``fits``): fitted
-   constants, log-log slopes, client-sampling variance.
+   constants, log-log slopes, rate curves ``A T^-p + B/T`` with a
+   goodness of fit, client-sampling variance.
 
 Papers:
 
@@ -35,14 +36,19 @@ Example:
   True
 """
 
-from fedasync_jax.theory.bounds import (delayed_sgd_bound, drift_bound,
+from fedasync_jax.theory.bounds import (Condition, delayed_sgd_bound,
+                                        delayed_sgd_condition,
+                                        delayed_sgd_max_step, drift_bound,
                                         koloskova_adaptive_complexity,
+                                        koloskova_adaptive_condition,
                                         koloskova_adaptive_rate,
                                         koloskova_constant_complexity,
                                         koloskova_constant_rate,
                                         sqrt_t_bound)
-from fedasync_jax.theory.fits import (SlopeFit, empirical_sampling_variance,
-                                      fit_constant, loglog_slope,
+from fedasync_jax.theory.fits import (FitQuality, RateFit, SlopeFit,
+                                      empirical_sampling_variance,
+                                      fit_constant, goodness_of_fit,
+                                      loglog_slope, rate_fit,
                                       sampling_variance, weighted_average)
 from fedasync_jax.theory.measures import (client_gradients,
                                           effective_variance, heterogeneity,
@@ -67,8 +73,11 @@ __all__ = [
     # bounds
     "koloskova_constant_complexity", "koloskova_constant_rate",
     "koloskova_adaptive_complexity", "koloskova_adaptive_rate",
-    "delayed_sgd_bound", "sqrt_t_bound", "drift_bound",
+    "koloskova_adaptive_condition", "Condition", "delayed_sgd_condition",
+    "delayed_sgd_max_step", "delayed_sgd_bound", "sqrt_t_bound",
+    "drift_bound",
     # fits
     "weighted_average", "fit_constant", "SlopeFit", "loglog_slope",
+    "FitQuality", "goodness_of_fit", "RateFit", "rate_fit",
     "sampling_variance", "empirical_sampling_variance",
 ]
