@@ -2,8 +2,8 @@
 Koyejo, Gupta, "Asynchronous Federated Optimization", arXiv:1903.03934).
 
 Staleness is prescribed, as in the paper: each update's staleness is drawn
-uniformly on ``{0, ..., max}`` (``scheduler.uniform_staleness``) for max in
-{4, 16}, and ``scheduler.from_staleness`` builds a schedule that realises
+uniformly on ``{0, ..., max}`` (``prescribed.uniform_staleness``) for max in
+{4, 16}, and ``prescribed.from_staleness`` builds a schedule that realises
 exactly those values (arrival ``t`` trains from server version ``t - s_t``;
 values are clipped to ``t`` at the start). The local objective has the
 paper's proximal term ``rho/2 ||x - x_t||^2`` (``--prox-rho``, default
@@ -221,10 +221,10 @@ def run_setting(args, su, mx, seed, out_dir, say):
   for one maximum staleness and seed."""
   import jax
   import jax.numpy as jnp
-  from fedasync_jax import delays, executor, rules, scheduler, sweep, tasks
+  from fedasync_jax import delays, executor, prescribed, rules, scheduler, sweep, tasks
   n = su.fed.train.num_clients
-  want = scheduler.uniform_staleness(args.updates, mx, seed=seed)
-  sched = scheduler.from_staleness(want, num_clients=n, seed=seed)
+  want = prescribed.uniform_staleness(args.updates, mx, seed=seed)
+  sched = prescribed.from_staleness(want, num_clients=n, seed=seed)
   tau = sched.staleness
   members, runs = members_for(tau)
   ran = [m for m in members if runs[m[0]] == m[0]]
@@ -587,7 +587,7 @@ def summary_markdown(args, su, agg, cl, js, prov) -> str:
 
 - **Staleness is prescribed uniform, as in the paper:** each update's
   staleness is drawn uniformly on {{0, ..., max}} for max in {args.maxes}
-  (`scheduler.uniform_staleness`), and `scheduler.from_staleness` builds a
+  (`prescribed.uniform_staleness`), and `prescribed.from_staleness` builds a
   schedule in which arrival t trains from server version t - s_t, so the
   realised staleness equals the draw (values clipped to t at the start:
   {clipped}).
@@ -688,7 +688,7 @@ def main(argv=None):
       "paper": "Xie, Koyejo, Gupta, Asynchronous Federated Optimization, "
                "arXiv:1903.03934",
       "staleness": "prescribed: uniform on {0..max} per update "
-                   "(scheduler.uniform_staleness + from_staleness)",
+                   "(prescribed.uniform_staleness + from_staleness)",
       "control": "constant alpha = mean over applied updates of "
                  "alpha * s(tau) of the adaptive rule, same schedule",
       "prescribed_staleness_realised": all(

@@ -38,8 +38,8 @@ from fedasync_jax.data import datasets, partition, synthetic
 from fedasync_jax.models import conv
 from fedasync_jax.run import cli, config, demo, experiment, results
 from fedasync_jax.sim import (compile_cache, delays, executor, faults, plan,
-                              pure, reference, scheduler, selection, sweep,
-                              tasks)
+                              prescribed, pure, reference, scheduler,
+                              selection, sweep, tasks)
 from fedasync_jax.core.client import ClientHParams, ClientRef, local_update
 from fedasync_jax.core.rules import afl, fedasync, fedavg, fedbuff
 from fedasync_jax.core.types import ClientResult, RunResult, ServerRule
@@ -56,7 +56,8 @@ __all__ = [
     # modules
     "arrival", "checks", "cli", "client", "compile_cache", "config", "conv",
     "data", "datasets", "delays", "demo", "executor", "experiment", "faults",
-    "models", "optimizers", "partition", "plan", "pure", "reference",
+    "models", "optimizers", "partition", "plan", "prescribed", "pure",
+    "reference",
     "registry", "results", "robust", "rules", "scheduler", "selection",
     "staleness", "sweep", "synthetic", "tasks", "theory", "tree", "types",
     # entry points and types

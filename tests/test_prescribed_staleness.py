@@ -1,4 +1,4 @@
-"""Schedules with prescribed staleness (``scheduler.from_staleness``).
+"""Schedules with prescribed staleness (``prescribed.from_staleness``).
 
 FedAsync's experiments draw each update's staleness uniformly on
 ``[0, max]`` (Xie, Koyejo, Gupta, "Asynchronous Federated Optimization",
@@ -12,8 +12,8 @@ import optax
 import pytest
 
 from conftest import lsq_loss, make_lsq_data
-from fedasync_jax import (client, executor, models, reference, rules,
-                          scheduler, staleness, tasks)
+from fedasync_jax import (client, executor, models, prescribed, reference,
+                          rules, scheduler, staleness, tasks)
 
 
 def walk(s):
@@ -43,8 +43,8 @@ def walk(s):
                                          (16, 17, 2), (0, 1, 3)])
 def test_realised_staleness_is_prescribed(mx, n, seed):
   T = 400
-  want = scheduler.uniform_staleness(T, mx, seed=seed)
-  s = scheduler.from_staleness(want, num_clients=n, seed=seed)
+  want = prescribed.uniform_staleness(T, mx, seed=seed)
+  s = prescribed.from_staleness(want, num_clients=n, seed=seed)
   clipped = np.minimum(want, np.arange(T))
   np.testing.assert_array_equal(s.staleness, clipped)
   assert s.num_arrivals == s.num_tasks == T
@@ -76,7 +76,7 @@ def test_constant_staleness_keeps_max_plus_one_in_flight():
   # flight, so each arrival's client is the only idle one and is
   # dispatched again at once (a cycle of period 17).
   T, mx = 120, 16
-  s = scheduler.from_staleness(np.full(T, mx), num_clients=mx + 1, seed=0)
+  s = prescribed.from_staleness(np.full(T, mx), num_clients=mx + 1, seed=0)
   assert s.stats["max_in_flight"] == mx + 1
   c = s.arrival_client
   assert sorted(c[:mx + 1].tolist()) == list(range(mx + 1))
@@ -85,15 +85,15 @@ def test_constant_staleness_keeps_max_plus_one_in_flight():
 
 
 def test_large_staleness_is_clipped_at_the_start():
-  s = scheduler.from_staleness([5, 5, 5, 1, 0, 3], num_clients=6)
+  s = prescribed.from_staleness([5, 5, 5, 1, 0, 3], num_clients=6)
   assert s.staleness.tolist() == [0, 1, 2, 1, 0, 3]
 
 
 def test_clients_are_drawn_among_idle_ones_by_seed():
-  st = scheduler.uniform_staleness(3000, 16, seed=0)
-  a = scheduler.from_staleness(st, num_clients=50, seed=0)
-  b = scheduler.from_staleness(st, num_clients=50, seed=0)
-  c = scheduler.from_staleness(st, num_clients=50, seed=1)
+  st = prescribed.uniform_staleness(3000, 16, seed=0)
+  a = prescribed.from_staleness(st, num_clients=50, seed=0)
+  b = prescribed.from_staleness(st, num_clients=50, seed=0)
+  c = prescribed.from_staleness(st, num_clients=50, seed=1)
   np.testing.assert_array_equal(a.client, b.client)
   assert not np.array_equal(a.client, c.client)
   counts = np.bincount(a.client, minlength=50)
@@ -103,16 +103,16 @@ def test_clients_are_drawn_among_idle_ones_by_seed():
 
 
 def test_uniform_staleness_draws():
-  a = scheduler.uniform_staleness(20000, 16, seed=4)
-  np.testing.assert_array_equal(a, scheduler.uniform_staleness(20000, 16,
+  a = prescribed.uniform_staleness(20000, 16, seed=4)
+  np.testing.assert_array_equal(a, prescribed.uniform_staleness(20000, 16,
                                                                seed=4))
-  assert not np.array_equal(a, scheduler.uniform_staleness(20000, 16, seed=5))
+  assert not np.array_equal(a, prescribed.uniform_staleness(20000, 16, seed=5))
   assert a.dtype == np.int64 and a.min() == 0 and a.max() == 16
   counts = np.bincount(a, minlength=17)
   expected = 20000 / 17
   # Chi-square with 16 degrees of freedom: 99.9% quantile 39.25.
   assert np.sum((counts - expected) ** 2 / expected) < 39.25
-  assert set(scheduler.uniform_staleness(50, 0).tolist()) == {0}
+  assert set(prescribed.uniform_staleness(50, 0).tolist()) == {0}
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -124,24 +124,24 @@ def test_uniform_staleness_draws():
 ])
 def test_bad_staleness_is_refused(bad, match):
   with pytest.raises(ValueError, match=match):
-    scheduler.from_staleness(bad, num_clients=10)
+    prescribed.from_staleness(bad, num_clients=10)
 
 
 def test_too_few_clients_is_refused():
   st = [0, 1, 2, 3, 4, 4, 4]
-  scheduler.from_staleness(st, num_clients=5)  # max staleness 4: enough
+  prescribed.from_staleness(st, num_clients=5)  # max staleness 4: enough
   with pytest.raises(ValueError, match=r"num_clients must be >= max "
                      r"staleness \+ 1 = 5 .* got 4"):
-    scheduler.from_staleness(st, num_clients=4)
+    prescribed.from_staleness(st, num_clients=4)
   with pytest.raises(ValueError, match="num_clients"):
-    scheduler.from_staleness(st, num_clients=0)
+    prescribed.from_staleness(st, num_clients=0)
 
 
 def test_bad_uniform_staleness_arguments_are_refused():
   with pytest.raises(ValueError, match="max_staleness"):
-    scheduler.uniform_staleness(10, -1)
+    prescribed.uniform_staleness(10, -1)
   with pytest.raises(ValueError, match="num_updates"):
-    scheduler.uniform_staleness(0, 4)
+    prescribed.uniform_staleness(0, 4)
 
 
 def rel_diff(a, b):
@@ -183,8 +183,8 @@ def test_executor_matches_reference_float64_with_prox(problem, width):
   with jax.enable_x64(True):
     ds, upd, params, ev = (lsq_problem if problem == "lsq"
                            else mlp_problem)()
-    st = scheduler.uniform_staleness(240, 16, seed=2)
-    s = scheduler.from_staleness(st, num_clients=ds.num_clients, seed=2)
+    st = prescribed.uniform_staleness(240, 16, seed=2)
+    s = prescribed.from_staleness(st, num_clients=ds.num_clients, seed=2)
     hp = tasks.task_hparams(s, prox_rho=0.5)
     rule = rules.fedasync(0.9, staleness.polynomial(0.5))
     key = jax.random.key(3)

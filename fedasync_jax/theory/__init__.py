@@ -13,7 +13,7 @@ anything that runs inside a simulation):
 3. **Bounds as functions** of a run's constants (``bounds``), and the
    statistics to compare them with measurements (``fits``): fitted
    constants, log-log slopes, rate curves ``A T^-p + B/T`` with a
-   goodness of fit, client-sampling variance.
+   goodness of fit; and client-sampling variance (``sampling``).
 
 Papers:
 
@@ -46,10 +46,11 @@ from fedasync_jax.theory.bounds import (Condition, delayed_sgd_bound,
                                         koloskova_constant_rate,
                                         sqrt_t_bound)
 from fedasync_jax.theory.fits import (FitQuality, RateFit, SlopeFit,
-                                      empirical_sampling_variance,
                                       fit_constant, goodness_of_fit,
                                       loglog_slope, rate_fit,
-                                      sampling_variance, weighted_average)
+                                      weighted_average)
+from fedasync_jax.theory.sampling import (empirical_sampling_variance,
+                                          sampling_variance)
 from fedasync_jax.theory.measures import (client_gradients,
                                           effective_variance, heterogeneity,
                                           metrics_fn, minibatch_variance)

@@ -1,5 +1,5 @@
 """Comparing measurements with bounds: averages, fitted constants, log-log
-slopes, rate curves, and the variance of client sampling.
+slopes and rate curves.
 
 ``weighted_average`` is the step-weighted average the FedAsync/AFL bounds
 are on; ``fit_constant`` fits a bound's multiplicative constant;
@@ -451,61 +451,3 @@ def rate_fit(T, values, *, inverse_t: bool = True, p_range=(0.0, 1.0),
   q = goodness_of_fit(t_raw, v, model, num_params=3 if inv else 2)
   return RateFit(p, A, B, float(ci[0]), float(ci[1]), boot, q, inv,
                  bool(edge), lv)
-
-
-def sampling_variance(sigma2: float, m: int, num_clients: int, *,
-                      replace: bool):
-  """Closed-form variance of the mean of ``m`` sampled client updates.
-
-  With ``sigma^2 = (1/N) sum_i ||u_i - u_bar||^2`` the population variance:
-  ``sigma^2 / m`` with replacement and ``sigma^2 / m * (N - m) / (N - 1)``
-  without (the AFL paper, Section 2.2).
-
-  Example:
-    >>> sampling_variance(1.0, 4, 10, replace=False)
-    0.16666666666666666
-  """
-  s2 = float(checks.number("sigma2", sigma2, low=0))
-  N = checks.integer("num_clients", num_clients, low=1)
-  m = checks.integer("m", m, low=1)
-  if replace:
-    return s2 / m
-  if m > N:
-    raise ValueError(f"m must be <= num_clients ({N}) without replacement, "
-                     f"got {m}")
-  return 0.0 if N == 1 else s2 / m * (N - m) / (N - 1.0)
-
-
-def empirical_sampling_variance(updates, m: int, *, replace: bool,
-                                num_trials: int, seed: int = 0) -> float:
-  """Monte-Carlo ``E||mean of m sampled rows - population mean||^2``.
-
-  Args:
-    updates: ``(N, d)`` client updates (e.g. ``client_gradients``).
-    m: clients per sample.
-    replace: sample with (True) or without (False) replacement.
-    num_trials: number of samples.
-    seed: numpy seed.
-
-  Example:
-    >>> import numpy as np
-    >>> u = np.arange(4.0)[:, None]
-    >>> empirical_sampling_variance(u, 4, replace=False, num_trials=3)
-    0.0
-  """
-  u = np.asarray(updates, np.float64)
-  if u.ndim == 1:
-    u = u[:, None]
-  N = u.shape[0]
-  m = checks.integer("m", m, low=1)
-  nt = checks.integer("num_trials", num_trials, low=1)
-  if not replace and m > N:
-    raise ValueError(f"m must be <= the number of updates ({N}) without "
-                     f"replacement, got {m}")
-  rng = np.random.default_rng(seed)
-  if replace:
-    idx = rng.integers(0, N, size=(nt, m))
-  else:
-    idx = np.argsort(rng.random((nt, N)), axis=1)[:, :m]
-  dev = u[idx].mean(1) - u.mean(0)
-  return float(np.mean(np.sum(dev ** 2, -1)))
