@@ -404,3 +404,147 @@ def test_the_final_model_is_always_evaluated(tmp_path):
     assert final["final_test_accuracy"] == pytest.approx(
         float(ev["accuracy"]), rel=1e-6)
   assert summary["final_test_accuracy"] == rows[0]["final_test_accuracy"]
+
+
+def _stop_while_loading(argv, sig, *, timeout=60):
+  """Starts ``fedasync-jax *argv`` in a subprocess (as its console script
+  does) and sends it ``sig`` once it reports loading data; returns the
+  process and its stderr so far. It is killed after ``timeout`` seconds."""
+  import os
+  import subprocess
+  import sys
+  import threading
+  proc = subprocess.Popen(
+      [sys.executable, "-c", "import sys; from fedasync_jax.run.cli import "
+       "main; sys.exit(main())", *argv],
+      env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  timer = threading.Timer(timeout, proc.kill)  # should it never get there
+  timer.daemon = True
+  timer.start()
+  seen = []
+  for line in proc.stderr:
+    seen.append(line)
+    if line.startswith("fedasync-jax: loading data"):
+      proc.send_signal(sig)
+      break
+  timer.cancel()
+  return proc, "".join(seen)
+
+
+STOPPED_EARLY = ("before training started; nothing was written (the "
+                 "output folder and a checkpoint there are unchanged)")
+
+
+def _blocking_trace_cfg(tmp_path):
+  """A configuration whose speed trace is a FIFO: loading the run's data
+  blocks in reading it until something is written there."""
+  import os
+  fifo = tmp_path / "speeds.txt"
+  os.mkfifo(fifo)
+  return fifo, _write_cfg(tmp_path, {**TINY, "delays": {
+      "speeds": "trace", "trace_path": str(fifo)}})
+
+
+def test_ctrl_c_while_loading_data_stops_at_once_writing_nothing(tmp_path):
+  """Ctrl-C while a run loads its data (here: blocked reading a speed
+  trace) ends at once with one line and status 130, and a finished run's
+  folder it was to replace (--force) is left as it was. (It used to wait
+  for the data, then write over the folder with its first chunk.)"""
+  import signal
+  _, cfg = _blocking_trace_cfg(tmp_path)
+  done = tmp_path / "done"
+  done.mkdir()
+  before = {"config.json": "{}", "history.csv": "version\n0\n",
+            "summary.json": "{}", "checkpoint.msgpack": "x"}
+  for name, text in before.items():
+    (done / name).write_text(text)
+  proc, seen = _stop_while_loading(["run", "--config", str(cfg), "--out",
+                                    str(done), "--force"], signal.SIGINT)
+  try:
+    err = seen + proc.communicate(timeout=60)[1]
+  finally:
+    proc.kill()
+    proc.wait()
+  assert proc.returncode == 130, err[-3000:]
+  assert "Traceback" not in err
+  lines = [x for x in err.splitlines() if x.strip() and not x.startswith(
+      ("output folder: ", "fedasync-jax: loading data"))]
+  assert lines == [f"fedasync-jax: stopped by SIGINT {STOPPED_EARLY}"], err
+  assert {p.name: p.read_text() for p in done.iterdir()} == before
+
+
+def test_sigterm_while_a_sweep_loads_data_stops_at_once(tmp_path, capsys):
+  """SIGTERM to a sweep blocked reading its speed trace (a FIFO held open
+  with nothing written) stops it at once: one line, status 130, and the
+  new output folder is not left behind. (It used to set the stop flag and
+  go on reading; given an empty trace here, it then failed to load.)"""
+  import os
+  import signal
+  import threading
+  import time
+  fifo, cfg = _blocking_trace_cfg(tmp_path)
+  main_thread, finished = threading.get_ident(), threading.Event()
+
+  def stop():
+    deadline = time.time() + 60
+    while not finished.is_set() and time.time() < deadline:
+      try:  # succeeds once the sweep opens the FIFO to read it
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+      except OSError:  # ENXIO: no reader yet
+        time.sleep(0.02)
+        continue
+      time.sleep(0.2)  # the sweep now waits in read()
+      if not finished.is_set():
+        signal.pthread_kill(main_thread, signal.SIGTERM)
+      finished.wait(5)
+      os.close(fd)  # end of file: what an old sweep read on
+      return
+  stopper = threading.Thread(target=stop)
+  stopper.start()
+  new = tmp_path / "new"
+  try:
+    rc = cli.main(["sweep", "--config", str(cfg), "--out", str(new),
+                   "--seeds", "0,1"])
+  finally:
+    finished.set()
+    stopper.join()
+  err = capsys.readouterr().err
+  assert rc == 130, err[-3000:]
+  lines = [x for x in err.splitlines() if x.strip() and not x.startswith(
+      ("output folder: ", "fedasync-jax: loading data"))]
+  assert lines == [f"fedasync-jax: stopped by SIGTERM {STOPPED_EARLY}"], err
+  assert not new.exists()
+
+
+def test_an_interrupt_python_drops_is_raised_again(tmp_path, capsys):
+  """Ctrl-C that lands in a garbage-collection callback (JAX has one) or a
+  ``__del__`` is dropped by Python ("Exception ignored ...", and the
+  command went on); before a run takes over the signals it is sent again,
+  without that traceback, and ends a read that blocks (here: a FIFO)."""
+  import os
+  import threading
+  import time
+  from fedasync_jax.run import interrupts
+
+  class Dropped:
+    def __del__(self):
+      raise KeyboardInterrupt("SIGINT")
+
+  fifo = tmp_path / "fifo"
+  os.mkfifo(fifo)
+
+  def unblock():  # should the interrupt be lost, end the read after 10 s
+    time.sleep(10)
+    try:
+      os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+      pass
+  threading.Thread(target=unblock, daemon=True).start()
+  t0 = time.perf_counter()
+  with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+    with interrupts.interrupt_on_signals():
+      Dropped()  # its __del__ runs here; Python drops what it raises
+      fifo.read_text()  # blocks opening the FIFO: nobody writes to it
+  assert time.perf_counter() - t0 < 5
+  assert "Exception ignored" not in capsys.readouterr().err

@@ -119,6 +119,67 @@ def test_load_tfds_real_mnist(tfds):
     assert got == ref
 
 
+def _damaged_mnist_copy(tmp_path, edit):
+  """A TFDS data dir in ``tmp_path`` holding the shared mnist 3.0.1 with
+  its training records file passed through ``edit(bytes) -> bytes`` (the
+  test split is linked, unchanged); returns ``(data_dir, train file)``."""
+  src = _shared("tfds/mnist/3.0.1")
+  dst = tmp_path / "tfds" / "mnist" / "3.0.1"
+  dst.mkdir(parents=True)
+  for f in ("dataset_info.json", "features.json"):
+    (dst / f).write_bytes((src / f).read_bytes())
+  test = "mnist-test.array_record-00000-of-00001"
+  (dst / test).symlink_to(src / test)
+  train = dst / "mnist-train.array_record-00000-of-00001"
+  train.write_bytes(edit(
+      (src / "mnist-train.array_record-00000-of-00001").read_bytes()))
+  return tmp_path / "tfds", train
+
+
+def test_a_truncated_tfds_record_file_is_one_line_naming_it(tfds, tmp_path,
+                                                           capsys):
+  """A records file cut short (here: its first megabyte) used to raise
+  riegeli's ``RuntimeError`` from deep inside array_record, naming no
+  file; now one ``ValueError`` line names the file, split and record, and
+  the command line prints it as one error line."""
+  del tfds
+  from fedasync_jax import cli
+  root, train = _damaged_mnist_copy(tmp_path, lambda b: b[:1 << 20])
+  with pytest.raises(ValueError) as e:
+    datasets.load_tfds("mnist", data_dir=root)
+  msg = str(e.value)
+  assert msg.startswith(f"{train}: cannot read record 0 of split 'train' "
+                        f"of TFDS data set 'mnist'; the file is truncated "
+                        f"or damaged (RuntimeError: ")
+  assert "\n" not in msg
+  out = tmp_path / "out"
+  assert cli.main(["run", "--set", "data.name=mnist", "--set",
+                   f"data.data_dir={root}", "--out", str(out)]) == 2
+  lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith(
+      "fedasync-jax: error: ")]
+  assert len(lines) == 1 and str(train) in lines[0], lines
+  assert not out.exists()
+
+
+def test_a_damaged_tfds_record_is_named_by_its_index(tfds, tmp_path):
+  """One flipped byte inside a record (its chunk's hash no longer
+  matches): the error names the first record that cannot be read, and
+  reading it alone fails while the one before it reads."""
+  def flip(blob):
+    b = bytearray(blob)
+    b[200_000] ^= 0xFF
+    return bytes(b)
+  root, train = _damaged_mnist_copy(tmp_path, flip)
+  with pytest.raises(ValueError, match=f"^{train}: cannot read record 526 "
+                                       f"of split 'train'"):
+    datasets.load_tfds("mnist", data_dir=root, batch_size=4096)
+  source = tfds.data_source("mnist", split="train", data_dir=root,
+                            download=False)
+  assert int(source[525]["label"]) in range(10)
+  with pytest.raises(RuntimeError, match="Corrupted"):
+    source[526]
+
+
 # ------------------------------------------------------------------ load_npz
 
 

@@ -72,7 +72,9 @@ def load_tfds(name: str, *, data_dir: str | os.PathLike | None = None,
   Raises:
     DatasetNotFoundError: the data set is not in ``data_dir`` and
       ``download`` is False (raised in well under a second).
-    ValueError: ``name`` is not a TFDS data set, or a bad argument.
+    ValueError: ``name`` is not a TFDS data set, a bad argument, or a
+      record file that is truncated or damaged (naming the file, the split
+      and the record).
 
   Example:
     >>> mnist = load_tfds("mnist",
@@ -144,13 +146,67 @@ def _diagnose_tfds_failure(tfds, name, root, download, error) -> None:
         f"machines: ../shared/data/tfds).") from error
 
 
+_READ_ERRORS = (RuntimeError, OSError, ValueError, EOFError)
+"""What reading a damaged ``array_record`` file raises (riegeli raises
+``RuntimeError: Corrupted Riegeli/records file ...``)."""
+
+
+def _record_file(source, index: int) -> str:
+  """The file holding record ``index`` of a TFDS data source (from its
+  split's file instructions), else its data directory, else ``"?"``."""
+  try:
+    info = source.dataset_info
+  except Exception:  # pylint: disable=broad-except
+    return "?"
+  try:
+    for fi in info.splits[source.split].file_instructions:
+      n = fi.take if fi.take >= 0 else fi.examples_in_shard - fi.skip
+      if index < n:
+        return str(fi.filename)
+      index -= n
+  except Exception:  # pylint: disable=broad-except
+    pass
+  return str(getattr(info, "data_dir", "?"))
+
+
+def _damaged(source, index: int, name: str, split: str,
+             error: BaseException) -> ValueError:
+  """One line naming the file, split and record that could not be read."""
+  reason = " ".join(str(error).split()) or type(error).__name__
+  if len(reason) > 240:
+    reason = reason[:237] + "..."
+  return ValueError(
+      f"{_record_file(source, index)}: cannot read record {index} of split "
+      f"{split!r} of TFDS data set {name!r}; the file is truncated or "
+      f"damaged ({type(error).__name__}: {reason}). Prepare the data set "
+      f"again or point data_dir at a good copy")
+
+
+def _first_unreadable(source, keys) -> int:
+  """The first of ``keys`` whose record cannot be read (``keys[0]`` when
+  each reads alone)."""
+  for i in keys:
+    try:
+      source[i]
+    except _READ_ERRORS:
+      return i
+  return keys[0]
+
+
 def _read_source(source, image_key: str, label_key: str, batch_size: int,
                  name: str, split: str):
-  """Reads every record of a TFDS data source into ``(x, y)`` arrays."""
+  """Reads every record of a TFDS data source into ``(x, y)`` arrays.
+
+  Raises:
+    ValueError: a record cannot be read (``_damaged``: naming the file).
+  """
   n = len(source)
   if n == 0:
     raise ValueError(f"split {split!r} of {name!r} holds no examples")
-  first = source[0]
+  try:
+    first = source[0]
+  except _READ_ERRORS as e:
+    raise _damaged(source, 0, name, split, e) from None
   for key in (image_key, label_key):
     if key not in first:
       raise ValueError(f"{name!r} has no feature {key!r}; features are "
@@ -162,14 +218,18 @@ def _read_source(source, image_key: str, label_key: str, batch_size: int,
   for start in range(0, n, batch_size):
     keys = list(range(start, min(n, start + batch_size)))
     records = None
-    if batched:
-      try:
-        records = source.__getitems__(keys)
-      except TypeError:
-        # tfds.testing.mock_data's sources only implement __getitem__.
-        batched = False
-    if records is None:
-      records = [source[i] for i in keys]
+    try:
+      if batched:
+        try:
+          records = source.__getitems__(keys)
+        except TypeError:
+          # tfds.testing.mock_data's sources only implement __getitem__.
+          batched = False
+      if records is None:
+        records = [source[i] for i in keys]
+    except _READ_ERRORS as e:
+      raise _damaged(source, _first_unreadable(source, keys), name, split,
+                     e) from None
     for i, record in zip(keys, records):
       x[i] = record[image_key]
       y[i] = record[label_key]

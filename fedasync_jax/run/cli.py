@@ -9,7 +9,9 @@ Example:
   $ fedasync-jax sweep --resume runs/s  # continue an interrupted sweep
 
 Ctrl-C (or SIGTERM) stops a run or sweep at the next chunk after saving
-its checkpoint and outputs so far, with exit status 130.
+its checkpoint and outputs so far, with exit status 130. Before training
+starts (parsing, loading data) it stops at once with one line and status
+130, writing nothing.
 
 Compiled programs are kept on disk between runs (``compile_cache``);
 ``--compile-cache off`` before the command turns that off.
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from fedasync_jax.run import interrupts
 from fedasync_jax.sim import compile_cache
 
 
@@ -76,7 +79,9 @@ outputs (in --out):
   same as JSON lines, written as the run goes), arrivals.csv,
   participation.csv, summary.json (with "warnings"), final_params.msgpack,
   and PNG plots (against client updates and simulated time) when
-  matplotlib is installed.
+  matplotlib is installed. With --set run.tensorboard=true also
+  tensorboard/: the metrics as TensorBoard events, step = client updates,
+  written as the run goes (tensorboard --logdir OUT/tensorboard).
   Ctrl-C (or SIGTERM) saves checkpoint.msgpack; --resume DIR continues
   (refused, naming what changed, if config.json was edited since or the
   checkpoint is damaged). --out must be new or empty (or --force); a
@@ -266,7 +271,9 @@ outputs (in --out):
   member named by its values (alpha=0.3,seed=1/; m<i> links to it) with
   history.csv, arrivals.csv, participation.csv, summary.json and
   final_params.msgpack. Every member equals its own `fedasync-jax run` with
-  the same values (--set ...).
+  the same values (--set ...). With --set run.tensorboard=true also
+  tensorboard/<member folder>/: each member's metrics as TensorBoard events
+  (written when the sweep ends or is stopped).
 
   Ctrl-C (or SIGTERM) stops at the next chunk (run.chunk_steps steps shared
   out over the members on CPU) and saves checkpoint.msgpack and the outputs
@@ -415,19 +422,29 @@ def _enable_compile_cache(args) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  args = build_parser().parse_args(argv)
-  _enable_compile_cache(args)
+  """Runs ``fedasync-jax`` with ``argv`` (default: the process's); returns
+  the exit status: 0, 2 for bad input, 1 for a disk error, 130 when
+  stopped by Ctrl-C or SIGTERM (each with one line on stderr).
+
+  Example:
+    >>> main(["config", "--set", "run.seed=-1"])  # error on stderr
+    2
+  """
+  command = None
   try:
-    return args.func(args)
+    with interrupts.interrupt_on_signals():
+      args = build_parser().parse_args(argv)
+      command = args.command
+      _enable_compile_cache(args)
+      return args.func(args)
   except (ValueError, FileNotFoundError) as e:
     print(f"fedasync-jax: error: {e}", file=sys.stderr)
     return 2
   except OSError as e:  # a disk or permission error: one line, no traceback
     print(f"fedasync-jax: error: {e}", file=sys.stderr)
     return 1
-  except KeyboardInterrupt:  # before a run could catch the signal
-    print("\nfedasync-jax: interrupted before the run started; nothing was "
-          "written (a checkpoint there is unchanged)", file=sys.stderr)
+  except KeyboardInterrupt as e:  # before a run could catch the signal
+    print(f"\n{interrupts.stopped_line(e, command)}", file=sys.stderr)
     return 130
 
 

@@ -59,6 +59,7 @@ import jax
 
 from fedasync_jax.run import config as config_lib
 from fedasync_jax.run import metrics, notices, results
+from fedasync_jax.run import tensorboard as tensorboard_lib
 from fedasync_jax.run.checkpoints import (CHECKPOINT,  # noqa: F401
                                           FINAL_PARAMS, Interrupted,
                                           checkpoint_writer, claim_folder,
@@ -69,9 +70,10 @@ from fedasync_jax.run.folders import open_folder
 from fedasync_jax.run.grid import (SWEEPABLE, members,  # noqa: F401
                                    parse_grid, set_field, sweepable,
                                    with_rule_values)
-from fedasync_jax.run.outputs import (ProgressBar, history_rows,  # noqa: F401
-                                      last_history_eval, plot_run, stage,
-                                      with_final_eval, write_outputs)
+from fedasync_jax.run.outputs import (ProgressBar, attempt,  # noqa: F401
+                                      history_rows, last_history_eval,
+                                      plot_run, stage, with_final_eval,
+                                      write_outputs)
 from fedasync_jax.run.setup import (Setup, _optimizer,  # noqa: F401
                                     eval_every_versions, image_transform,
                                     load_data, load_trace, make_delays,
@@ -124,7 +126,7 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
   if not resume:
     config_lib.validate(cfg)  # before any folder is made
   with open_folder(workdir, command="run", resume=resume, force=force), \
-      stop_on_signals({}) as flag:
+      contextlib.ExitStack() as signals:
     t0 = time.perf_counter()
     saved = None
     if resume:
@@ -139,6 +141,9 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
     stage(bar, f"loading data ({cfg.data.name}, {cfg.data.num_clients} "
           f"clients) and drawing the schedule")
     s = setup(cfg)  # loads the data: may fail, before anything is written
+    # Until here Ctrl-C raises KeyboardInterrupt and nothing is written;
+    # from here on it stops the run at the next chunk, after a checkpoint.
+    flag = signals.enter_context(stop_on_signals({}))
     cfg_dict = config_lib.to_dict(cfg)
     if not resume:  # (with force, another run's checkpoint goes)
       remove_checkpoint(workdir)
@@ -150,7 +155,8 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
 
     def elapsed() -> float:
       return before + time.perf_counter() - t0
-    with _metrics_stream(workdir, s, resume) as stream:
+    with _metrics_stream(workdir, s, resume,
+                         tensorboard=cfg.run.tensorboard) as stream:
       out = executor.simulate(
           s.rule, s.update, s.params, s.fed.train, s.schedule,
           key=jax.random.key(cfg.run.seed), hparams=s.hparams,
@@ -169,6 +175,8 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
       out = with_final_eval(out, s.eval_fn)
     summary = write_outputs(workdir, cfg, s, out, wall_time=elapsed(),
                             resumed_s=before, warnings=warned)
+    if cfg.run.tensorboard:
+      _write_tensorboard(workdir, workdir / tensorboard_lib.FOLDER)
     if not stopped:
       remove_checkpoint(workdir)
   if stopped:
@@ -180,10 +188,12 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
 
 
 @contextlib.contextmanager
-def _metrics_stream(workdir: Path, s: Setup, resume: bool):
+def _metrics_stream(workdir: Path, s: Setup, resume: bool, *,
+                    tensorboard: bool = False):
   """``metrics.MetricsStream`` appending to ``workdir/metrics.jsonl`` (a new
-  run starts it afresh), or ``None`` where the file cannot be opened (the
-  complete file is written at the end anyway)."""
+  run starts it afresh) and, with ``tensorboard``, to the event file in
+  ``workdir/tensorboard/``; ``None`` where the file cannot be opened (the
+  complete files are written at the end anyway)."""
   path = workdir / metrics.METRICS
   after = metrics.last_written(path) if resume else None
   try:
@@ -191,11 +201,27 @@ def _metrics_stream(workdir: Path, s: Setup, resume: bool):
   except OSError:
     yield None
     return
-  try:
+  with contextlib.ExitStack() as stack:
+    stack.callback(f.close)
+    events = None
+    if tensorboard:
+      logdir = workdir / tensorboard_lib.FOLDER
+      with contextlib.suppress(OSError):
+        old = tensorboard_lib.find_event_file(logdir)
+        if old is not None and not resume:  # another run's (--force)
+          old.unlink()
+        events = stack.enter_context(tensorboard_lib.EventFile(logdir))
     yield metrics.MetricsStream(f, s.schedule,
-                                eval_every=s.eval_every_versions, after=after)
-  finally:
-    f.close()
+                                eval_every=s.eval_every_versions, after=after,
+                                tensorboard=events)
+
+
+def _write_tensorboard(folder: Path, logdir: Path, *, stream=None) -> None:
+  """Writes ``folder/metrics.jsonl`` as the TensorBoard event file in
+  ``logdir`` (``metrics.write_tensorboard``); a disk error is a warning."""
+  attempt([], "TensorBoard events", lambda: metrics.write_tensorboard(
+      folder / metrics.METRICS, logdir), errors=(OSError, ValueError),
+          stream=stream)
 
 
 def _write_final_params(workdir: Path, params) -> None:

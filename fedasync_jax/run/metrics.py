@@ -9,6 +9,11 @@ evaluation, so when a chunk holds several, the earlier ones appear when the
 run ends: ``write_jsonl`` then replaces the file (atomically) with every
 evaluation of the history, each with its ``client_train_loss`` too.
 
+With ``run.tensorboard: true`` the same rows also go to a TensorBoard event
+file in ``<out>/tensorboard/`` (``tensorboard``), step = ``client_updates``:
+appended as the run goes (``MetricsStream(tensorboard=...)``) and rewritten
+from the final ``metrics.jsonl`` when it ends (``write_tensorboard``).
+
 Example:
   >>> import io, json, numpy as np
   >>> from fedasync_jax.core import types
@@ -35,6 +40,7 @@ import numpy as np
 
 from fedasync_jax.core import types
 from fedasync_jax.run import results
+from fedasync_jax.run import tensorboard as tensorboard_lib
 from fedasync_jax.sim import tasks
 
 METRICS = "metrics.jsonl"
@@ -65,11 +71,15 @@ class MetricsStream:
       simulator): which arrival an evaluation followed.
     after: the last arrival already written (a resumed run: ``-1`` has the
       initial evaluation; ``None``: nothing yet).
+    tensorboard: a ``tensorboard.EventFile`` that gets each row too (a
+      disk error there stops it quietly; ``write_tensorboard`` reports).
   """
 
   def __init__(self, file, schedule, *, eval_every: Optional[int],
-               after: Optional[int] = None):
+               after: Optional[int] = None,
+               tensorboard: Optional[tensorboard_lib.EventFile] = None):
     self.file, self.schedule = file, schedule
+    self.tensorboard = tensorboard
     points = tasks.eval_points(np.asarray(schedule.version_after),
                                eval_every)
     self.points = np.flatnonzero(points)
@@ -97,6 +107,11 @@ class MetricsStream:
     self.file.write(json_line(row))
     self.file.flush()
     self.after = a
+    if self.tensorboard is not None:
+      try:
+        self.tensorboard.add_row(row)
+      except OSError:
+        self.tensorboard = None
 
 
 def last_written(path) -> Optional[int]:
@@ -114,6 +129,49 @@ def write_jsonl(path, rows) -> None:
   atomically."""
   text = "".join(json_line(r) for r in rows)
   results.atomic_write_bytes(path, text.encode())
+
+
+def read_jsonl(path) -> list:
+  """The rows of a ``metrics.jsonl`` (``null`` read as ``None``).
+
+  Raises:
+    OSError: it cannot be read.
+    ValueError: a line is not a JSON object (naming the file and line).
+  """
+  rows = []
+  for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except ValueError as e:
+      raise ValueError(f"{path}, line {i}: not JSON ({e})") from None
+    if not isinstance(row, dict):
+      raise ValueError(f"{path}, line {i}: not a JSON object")
+    rows.append(row)
+  return rows
+
+
+def write_tensorboard(path, logdir) -> Path:
+  """Writes the rows of the ``metrics.jsonl`` at ``path`` as the TensorBoard
+  event file of ``logdir`` (``tensorboard.write_rows``: atomically, one
+  event per row at step ``client_updates``, keeping the wall times of the
+  steps already streamed there).
+
+  Returns:
+    The event file's path.
+
+  Example:
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> write_jsonl(d / METRICS, [{"client_updates": 0, "test_loss": 2.5},
+    ...                           {"client_updates": 50, "test_loss": 0.75}])
+    >>> events = tensorboard_lib.read_events(
+    ...     write_tensorboard(d / METRICS, d / "tensorboard"))
+    >>> [(e["step"], e["scalars"]) for e in events[1:]]
+    [(0, {'test_loss': 2.5}), (50, {'test_loss': 0.75})]
+  """
+  return tensorboard_lib.write_rows(logdir, read_jsonl(path))
 
 
 def fan_out(*callbacks):

@@ -143,8 +143,7 @@ SECTIONS = (
         Own(Param("path", None, kind=str, optional=True,
                   meaning=".npz file with x_train, y_train, x_test, y_test")),
         Own(Param("data_dir", None, kind=str, optional=True,
-                  meaning="tensorflow-datasets folder (else "
-                          "$TFDS_DATA_DIR)")),
+                  meaning="tensorflow-datasets folder (else $TFDS_DATA_DIR)")),
         Own(Param("download", False, kind=bool,
                   meaning="let tfds download a missing data set")),
         Own(Param("num_clients", 100, low=1, high=MAX_CLIENTS, kind=int,
@@ -279,6 +278,8 @@ SECTIONS = (
                   meaning="clients per wave (default: automatic)")),
         Own(Param("checkpoint_every_s", 30.0, low=0,
                   meaning="seconds between checkpoints")),
+        Own(Param("tensorboard", False, kind=bool,
+                  meaning="also write the metrics as TensorBoard events")),
     )),
 )
 

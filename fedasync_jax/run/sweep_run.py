@@ -31,7 +31,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Optional
@@ -42,7 +44,8 @@ import numpy as np
 
 from fedasync_jax.run import config as config_lib
 from fedasync_jax.run.schema import ConfigError
-from fedasync_jax.run import notices, results, sweep_outputs
+from fedasync_jax.run import (metrics, notices, results, sweep_outputs,
+                              tensorboard)
 from fedasync_jax.run.checkpoints import (CHECKPOINT, FINAL_PARAMS,
                                           Interrupted, check_same,
                                           checkpoint_writer, read_checkpoint,
@@ -52,8 +55,9 @@ from fedasync_jax.run.checkpoints import (CHECKPOINT, FINAL_PARAMS,
 from fedasync_jax.run.folders import open_folder
 from fedasync_jax.run.grid import (members, set_field, sweepable,
                                    with_rule_values)
-from fedasync_jax.run.outputs import (ProgressBar, last_history_eval,
-                                      stage, with_final_eval)
+from fedasync_jax.run.outputs import (ProgressBar, attempt,
+                                      last_history_eval, stage,
+                                      with_final_eval)
 from fedasync_jax.run.setup import (Setup, make_delays, make_rule_from,
                                     make_schedule, setup)
 from fedasync_jax.sim import tasks
@@ -279,7 +283,7 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
   if not resume:
     checked(cfg, grid, seeds)  # before any folder is made
   with open_folder(workdir, command="sweep", resume=resume, force=force), \
-      stop_on_signals({}) as flag:
+      contextlib.ExitStack() as signals:
     t0 = time.perf_counter()
     cfg, grid, seeds, grid_members, chunk, saved, ck = _start(
         cfg, grid, seeds, workdir, resume)
@@ -295,6 +299,9 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
           f"clients) and drawing {len(seeds)} schedule(s)")
     base = setup(cfg)  # loads the data: may fail, before anything is written
     per_seed = _per_seed(cfg, base, seeds)
+    # Until here Ctrl-C raises KeyboardInterrupt and nothing is written;
+    # from here on it stops the sweep at the next chunk, after a checkpoint.
+    flag = signals.enter_context(stop_on_signals({}))
     if not resume:  # (with force, another run's checkpoint goes)
       remove_checkpoint(workdir)
       results.write_json(workdir / "config.json", saved)
@@ -319,6 +326,14 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
     rows = sweep_outputs.write_sweep(
         workdir, base, per_seed, grid, grid_members, outs,
         wall_time=elapsed(), resumed_s=before, warnings=warned)
+    if cfg.run.tensorboard:  # one folder of events per member
+      for r in rows:
+        attempt([], f"TensorBoard events of {r['folder']}",
+                functools.partial(
+                    metrics.write_tensorboard,
+                    workdir / r["folder"] / metrics.METRICS,
+                    workdir / tensorboard.FOLDER / r["folder"]),
+                errors=(OSError, ValueError))
     if not stopped:
       remove_checkpoint(workdir)
   if stopped:
