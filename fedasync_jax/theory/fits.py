@@ -127,15 +127,8 @@ def loglog_slope(T, values, *, num_boot: int = 2000, level: float = 0.95,
     >>> round(loglog_slope(T, v).slope, 6)
     -0.5
   """
-  x = np.log(arrays.finite("T", T, low=0, low_open=True).ravel())
-  if np.unique(x).size < 2:
-    raise ValueError("T must hold at least two distinct horizons")
-  v = arrays.finite("values", values, low=0, low_open=True)
-  if v.ndim == 1:
-    v = v[None]
-  if v.ndim != 2 or v.shape[1] != x.size:
-    raise ValueError(f"values must have shape (seeds, {x.size}), got "
-                     f"{v.shape}")
+  t, v = _horizons_and_values(T, values, min_horizons=2)
+  x = np.log(t)
   lv = float(checks.number("level", level, low=0, high=1, low_open=True,
                            high_open=True))
   nb = checks.integer("num_boot", num_boot, low=1)
@@ -215,6 +208,8 @@ def _chi2_sf(x: float, k: int) -> float:
 
 
 def _horizons_and_values(T, values, *, min_horizons: int):
+  """``(T, values)`` checked: positive finite horizons with at least
+  ``min_horizons`` distinct ones, values as ``(seeds, len(T))``."""
   t = arrays.finite("T", T, low=0, low_open=True).ravel()
   if np.unique(t).size < min_horizons:
     raise ValueError(f"T must hold at least {min_horizons} distinct horizons, "
