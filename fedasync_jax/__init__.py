@@ -18,7 +18,8 @@ The package is layered; each layer imports only the ones listed before it:
 * ``fedasync_jax.theory``: problems with known constants, tracking, bounds
   and fits (re-exported by the package);
 * ``fedasync_jax.run``: ``schema``, ``config``, ``setup``, ``outputs``,
-  ``checkpoints``, ``grid``, ``experiment``, ``results``, ``demo``, ``cli``.
+  ``checkpoints``, ``grid``, ``experiment``, ``results``, ``demo``, ``cli``
+  (and ``launch``, the console script, which imports ``cli``).
 
 Public: the modules named in ``__all__`` (reachable as ``fedasync_jax.<name>``
 after ``import fedasync_jax``) and the entry points and types after them.
@@ -31,38 +32,59 @@ Example:
   True
 """
 
-from fedasync_jax import data, models, theory
-from fedasync_jax.core import (arrival, checks, client, optimizers, registry,
-                               robust, rules, staleness, tree, types)
-from fedasync_jax.data import datasets, partition, synthetic
-from fedasync_jax.models import conv
-from fedasync_jax.run import cli, config, demo, experiment, results
-from fedasync_jax.sim import (compile_cache, delays, executor, faults, plan,
-                              prescribed, pure, reference, scheduler,
-                              selection, sweep, tasks)
-from fedasync_jax.core.client import ClientHParams, ClientRef, local_update
-from fedasync_jax.core.rules import afl, fedasync, fedavg, fedbuff
-from fedasync_jax.core.types import ClientResult, RunResult, ServerRule
-from fedasync_jax.data import ClientDataset, FederatedData
-from fedasync_jax.sim.executor import simulate
-from fedasync_jax.sim.reference import run as run_reference
-from fedasync_jax.sim.scheduler import Schedule
-from fedasync_jax.sim.sweep import sweep as run_sweep
-from fedasync_jax.sim.tasks import task_hparams
+import importlib
+
+# Where each public name lives: a module of a layer, or ``(module, name)``.
+# Loaded on first use (PEP 562), so that ``import fedasync_jax`` is cheap
+# and the command line can catch an interrupt while JAX is being imported.
+_MODULES = {
+    **{m: f"fedasync_jax.{m}" for m in ("data", "models", "theory")},
+    **{m: f"fedasync_jax.core.{m}" for m in (
+        "arrival", "checks", "client", "optimizers", "registry", "robust",
+        "rules", "staleness", "tree", "types")},
+    **{m: f"fedasync_jax.data.{m}" for m in (
+        "datasets", "partition", "synthetic")},
+    "conv": "fedasync_jax.models.conv",
+    **{m: f"fedasync_jax.run.{m}" for m in (
+        "cli", "config", "demo", "experiment", "results")},
+    **{m: f"fedasync_jax.sim.{m}" for m in (
+        "compile_cache", "delays", "executor", "faults", "plan",
+        "prescribed", "pure", "reference", "scheduler", "selection",
+        "sweep", "tasks")},
+}
+_NAMES = {
+    **{n: ("fedasync_jax.core.client", n) for n in (
+        "ClientHParams", "ClientRef", "local_update")},
+    **{n: ("fedasync_jax.core.rules", n) for n in (
+        "afl", "fedasync", "fedavg", "fedbuff")},
+    **{n: ("fedasync_jax.core.types", n) for n in (
+        "ClientResult", "RunResult", "ServerRule")},
+    **{n: ("fedasync_jax.data", n) for n in (
+        "ClientDataset", "FederatedData")},
+    "simulate": ("fedasync_jax.sim.executor", "simulate"),
+    "run_reference": ("fedasync_jax.sim.reference", "run"),
+    "Schedule": ("fedasync_jax.sim.scheduler", "Schedule"),
+    "run_sweep": ("fedasync_jax.sim.sweep", "sweep"),
+    "task_hparams": ("fedasync_jax.sim.tasks", "task_hparams"),
+}
+
+
+def __getattr__(name):
+  if name in _MODULES:
+    value = importlib.import_module(_MODULES[name])
+  elif name in _NAMES:
+    module, attr = _NAMES[name]
+    value = getattr(importlib.import_module(module), attr)
+  else:
+    raise AttributeError(f"module 'fedasync_jax' has no attribute {name!r}")
+  globals()[name] = value
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_MODULES) | set(_NAMES))
+
 
 __version__ = "0.1.0"
 
-__all__ = [
-    # modules
-    "arrival", "checks", "cli", "client", "compile_cache", "config", "conv",
-    "data", "datasets", "delays", "demo", "executor", "experiment", "faults",
-    "models", "optimizers", "partition", "plan", "prescribed", "pure",
-    "reference",
-    "registry", "results", "robust", "rules", "scheduler", "selection",
-    "staleness", "sweep", "synthetic", "tasks", "theory", "tree", "types",
-    # entry points and types
-    "simulate", "run_sweep", "run_reference", "task_hparams", "RunResult",
-    "Schedule", "ClientDataset", "FederatedData", "ClientHParams",
-    "ClientRef", "local_update", "ClientResult", "ServerRule", "fedasync",
-    "fedbuff", "fedavg", "afl",
-]
+__all__ = [*_MODULES, *_NAMES]

@@ -2,7 +2,6 @@
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -548,3 +547,45 @@ def test_an_interrupt_python_drops_is_raised_again(tmp_path, capsys):
       fifo.read_text()  # blocks opening the FIFO: nobody writes to it
   assert time.perf_counter() - t0 < 5
   assert "Exception ignored" not in capsys.readouterr().err
+
+
+def test_ctrl_c_while_the_command_imports_jax_is_one_line(monkeypatch,
+                                                          capsys):
+  # The console script is run.launch:main. A Ctrl-C while it imports the
+  # command line (and JAX) used to end in a traceback, an ImportError, or
+  # nothing (dropped in JAX's GC callback, the run went on). Now it is
+  # noted during the import and ends the command once the import is done.
+  import signal
+  import sys
+
+  from fedasync_jax.run import launch
+
+  class SignalsDuringImport:
+    def find_spec(self, name, path=None, target=None):
+      if name == "fedasync_jax.run.cli":
+        signal.raise_signal(signal.SIGINT)
+      return None
+
+  handler = signal.getsignal(signal.SIGINT)
+  monkeypatch.delitem(sys.modules, "fedasync_jax.run.cli")
+  monkeypatch.setattr(sys, "meta_path", [SignalsDuringImport(),
+                                         *sys.meta_path])
+  assert launch.main(["config"]) == 130
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == ["fedasync-jax: stopped by SIGINT while starting; nothing "
+                 "was written"]
+  assert signal.getsignal(signal.SIGINT) is handler  # given back
+
+
+def test_the_launcher_runs_the_command_when_not_interrupted(capsys):
+  from fedasync_jax.run import launch
+  assert launch.main(["config"]) == 0
+  assert "rule:" in capsys.readouterr().out
+
+
+def test_the_console_script_is_the_launcher():
+  import tomllib
+  from pathlib import Path
+  meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+  assert meta["project"]["scripts"]["fedasync-jax"] == (
+      "fedasync_jax.run.launch:main")
