@@ -35,8 +35,9 @@ Example:
 import importlib
 
 # Where each public name lives: a module of a layer, or ``(module, name)``.
-# Loaded on first use (PEP 562), so that ``import fedasync_jax`` is cheap
-# and the command line can catch an interrupt while JAX is being imported.
+# Loaded when a public name is first used (PEP 562), so that ``import
+# fedasync_jax`` is cheap and the command line can take the signals before
+# JAX is imported (``run/launch.py``).
 _MODULES = {
     **{m: f"fedasync_jax.{m}" for m in ("data", "models", "theory")},
     **{m: f"fedasync_jax.core.{m}" for m in (
@@ -69,8 +70,18 @@ _NAMES = {
 }
 
 
+_LAYERS = ("core", "sim", "run")  # the layers' packages, for attribute access
+
+
 def __getattr__(name):
-  if name in _MODULES:
+  if name in _LAYERS or name in _MODULES or name in _NAMES:
+    # The first public name used loads every public module, so that the
+    # layers' modules are attributes as after an eager import.
+    for module in _MODULES.values():
+      importlib.import_module(module)
+  if name in _LAYERS:
+    value = importlib.import_module(f"fedasync_jax.{name}")
+  elif name in _MODULES:
     value = importlib.import_module(_MODULES[name])
   elif name in _NAMES:
     module, attr = _NAMES[name]
@@ -82,7 +93,7 @@ def __getattr__(name):
 
 
 def __dir__():
-  return sorted(set(globals()) | set(_MODULES) | set(_NAMES))
+  return sorted(set(globals()) | set(_LAYERS) | set(_MODULES) | set(_NAMES))
 
 
 __version__ = "0.1.0"
