@@ -552,18 +552,14 @@ def compare(env, C, variant, budget, tuned, rows, hist):
 
 
 def t_interval(values):
-  """``(mean, low, high)``: the Student t 95% interval of the mean (NaN
-  bounds with fewer than two values)."""
-  from scipy.special import stdtrit
+  """``(mean, low, high)``: the Student t 95% interval of the mean
+  (``sweep_outputs.interval``; NaN bounds with fewer than two values)."""
+  from fedasync_jax.run.sweep_outputs import interval
   a = np.asarray(values, np.float64)
-  n = a.size
-  if n == 0:
+  if a.size == 0:
     return math.nan, math.nan, math.nan
-  mean = float(a.mean())
-  if n < 2:
-    return mean, math.nan, math.nan
-  half = float(stdtrit(n - 1, 0.975) * a.std(ddof=1) / math.sqrt(n))
-  return mean, mean - half, mean + half
+  mean, low, high = interval(a)
+  return float(mean), float(low), float(high)
 
 
 def group(rows, C, variant):
