@@ -74,12 +74,15 @@ _LAYERS = ("core", "sim", "run")  # the layers' packages, for attribute access
 
 
 def __getattr__(name):
-  if name in _LAYERS or name in _MODULES or name in _NAMES:
-    # The first public name used loads every public module, so that the
-    # layers' modules are attributes as after an eager import.
-    for module in _MODULES.values():
-      importlib.import_module(module)
+  # Only what is asked for is imported: the library's own modules import
+  # names from this package while they load, so loading everything here
+  # would be circular.
   if name in _LAYERS:
+    # ``fedasync_jax.sim.executor`` and the like: the layer's public
+    # modules become its attributes, as after an eager import.
+    for module in _MODULES.values():
+      if module.startswith(f"fedasync_jax.{name}."):
+        importlib.import_module(module)
     value = importlib.import_module(f"fedasync_jax.{name}")
   elif name in _MODULES:
     value = importlib.import_module(_MODULES[name])
