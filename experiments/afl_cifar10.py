@@ -6,14 +6,12 @@ synchronous FedAvg at M = 5, three seeds; the paper's "server loss" and
 the server model's test loss, side by side with the paper's values. See
 afl_paper.py.
 
-Recorded (experiments/results/afl_cifar10/): with the per-arrival rule
-now called ``size_weighted_mix``, before ``rules.afl`` became the paper's
-round average; not rerun yet (``python experiments/afl_cifar10.py --out
-experiments/results/afl_cifar10``, 10 rounds of 8 local steps, is the
-default).
+Recorded (experiments/results/afl_cifar10/): ``python
+experiments/afl_cifar10.py --out experiments/results/afl_cifar10`` (the
+default: 10 rounds of 8 local steps; 75 min at load 4).
 
     python experiments/afl_cifar10.py --quick   # minutes on a 2-core CPU
-    python experiments/afl_cifar10.py           # under an hour
+    python experiments/afl_cifar10.py           # about an hour
     python experiments/afl_cifar10.py --full    # the paper's length (days)
     python experiments/afl_cifar10.py --smoke --out /tmp/x   # seconds
 """

@@ -652,9 +652,9 @@ DATA_NOTE_CIFAR = (
     "(`cifar10_jpeg_bytes.npz`, lossy, about 30 dB PSNR to the "
     "originals), read by `experiment.load_data` through "
     "`datasets.load_cifar10_jpeg`. Accuracies are not comparable "
-    "one-to-one with results on the original images. The paper's "
-    "ResNet-20 has 1x1 projection shortcuts (272,474 parameters); the "
-    "library's has 269,722.**\n")
+    "one-to-one with results on the original images. The library's "
+    "ResNet-20 has the paper's 1x1 projection shortcuts (272,474 "
+    "parameters).**\n")
 
 
 def main(name, argv=None):
