@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import os
 import platform
 import shlex
@@ -258,6 +257,7 @@ def build(cfg, *, fed=None, test_subset: Optional[int] = None) -> Setup:
   """
   import jax
   from fedasync_jax import client, experiment, models
+  from fedasync_jax.run import setup as setup_lib
   if fed is None:
     fed = experiment.load_data(cfg)
   model = experiment.make_model(cfg, fed)
@@ -271,7 +271,6 @@ def build(cfg, *, fed=None, test_subset: Optional[int] = None) -> Setup:
       epoch_decay=c.epoch_decay, patience=c.patience,
       stateful=model.stateful)
   n = len(fed.y_test) if test_subset is None else int(test_subset)
-  per_version = rule.arrivals_per_version or cfg.run.concurrency
   return Setup(
       fed, model, update, rule, sched,
       tasks.task_hparams(sched, prox_rho=c.prox_rho,
@@ -279,7 +278,7 @@ def build(cfg, *, fed=None, test_subset: Optional[int] = None) -> Setup:
                          delay=dm),
       model.init(jax.random.key(cfg.run.seed)),
       models.make_evaluator(model, fed.x_test[:n], fed.y_test[:n]),
-      max(1, math.ceil(cfg.run.eval_every / per_version)))
+      setup_lib.eval_every_versions(cfg, rule))
 
 
 def simulate(s: Setup, cfg, *, label: str = "", log=None) -> Run:

@@ -215,16 +215,6 @@ def use_devices(n: int) -> int:
   return len(jax.devices())
 
 
-def member_mesh(num_members: int):
-  """A mesh over the CPU devices for ``num_members`` members, or ``None``
-  (one device, or members that do not divide evenly)."""
-  import jax
-  devs = jax.devices()
-  if len(devs) < 2 or num_members % len(devs):
-    return None
-  return jax.sharding.Mesh(np.array(devs), ("members",))
-
-
 # ---------------------------------------------------------------------------
 # Rules (module level, so that equal sweeps reuse one compiled program).
 
@@ -379,6 +369,7 @@ def run_sweep(env, variant, C, hp, scheds, seeds, *, budget, need,
   import jax
   import jax.numpy as jnp
   from fedasync_jax import sweep, tasks
+  from fedasync_jax.run import sweep_run
   args = env.args
   M = len(scheds)
   pad = -M % max(1, len(jax.devices()))
@@ -411,7 +402,7 @@ def run_sweep(env, variant, C, hp, scheds, seeds, *, budget, need,
   outs = sweep.sweep(
       MAKERS[VARIANTS[variant][0]], hp, env.update, params, env.fed.train,
       scheds, keys=keys, hparams=hps, eval_fn=env.eval_fn, eval_every=E,
-      member_params=member_params, mesh=member_mesh(M + pad),
+      member_params=member_params, mesh=sweep_run.member_mesh(M + pad),
       members="map",
       chunk_steps=256 if C < 1000 else 512, progress=progress,
       checkpoint=stopper(scheds, E, args.target, budget, need=need,
