@@ -31,3 +31,37 @@ def test_utilisation_counts_every_wave(width):
     assert u["utilisation"] == 1.0
   with pytest.raises(ValueError, match="direct"):
     lanes.utilisation(plan.make_direct_plan(s), steps)
+
+
+@pytest.mark.parametrize("batching", ["vmap", "map_batched"])
+def test_padding_lanes_train_no_step(batching):
+  """A batched wave's padding lanes (client 0 by convention) get an
+  example count of 0, so that the wave's loop runs as long as its longest
+  real client only; real lanes get their client's count."""
+  import jax
+  import jax.numpy as jnp
+  from fedasync_jax.sim import program, strategies
+  counts = jnp.array([50, 3, 4, 5], jnp.int32)  # client 0 is the largest
+  dev = program.DeviceData(x=None, y=None, offsets=jnp.arange(4) * 50,
+                           counts=counts)
+
+  def train_one(start, offset, count, key, hp):  # reports the count it got
+    del offset, key, hp
+    return start, {"loss": count.astype(jnp.float32)}
+  ctx = strategies.Context(rule=None, train_one=train_one,
+                           key=jax.random.key(0),
+                           hp_table=jnp.zeros(8), dev=dev, evaluate=None,
+                           eval_zeros=None)
+  W = 4
+  row = plan.Steps(
+      wave_task=jnp.array([1, 2, 0, 0]), wave_client=jnp.array([2, 3, 0, 0]),
+      wave_snap=jnp.zeros(W, jnp.int32), wave_slot=jnp.array([0, 1, 2, 2]),
+      wave_valid=jnp.array([True, True, False, False]),
+      arr_slot=None, arr_staleness=None, arr_ends_round=None, arr_snap=None,
+      arr_valid=None, arr_eval=None)
+  strategy, _ = strategies.choose(batching, width=W, arrivals_per_step=None,
+                                  concurrency=4.0, map_batch_size=2)
+  snaps = jnp.zeros((1, 3))
+  results = jnp.zeros((3, 3))
+  _, seen = strategy.train(ctx, results, snaps, row)
+  assert seen.tolist() == [4, 5, 0, 0]

@@ -170,6 +170,14 @@ class _Wave(_Strategy):
     return Carry(state, snaps, results), outs
 
 
+def _lane_counts(ctx: Context, row: plan_lib.Steps):
+  """The example count of each lane's client, 0 on padding lanes: a
+  padding lane then runs no local step, so a batched wave loops only as
+  long as its longest real client (a padding lane holds client 0, whose
+  own count would otherwise set the trip count)."""
+  return jnp.where(row.wave_valid, ctx.dev.counts[row.wave_client], 0)
+
+
 def _scatter(results, slots, res):
   return jax.tree.map(lambda b, r: b.at[slots].set(r), results, res)
 
@@ -183,7 +191,7 @@ class _Batched(_Wave):
     start = jax.tree.map(lambda b: b[row.wave_snap], snaps)
     keys = jax.vmap(lambda t: jax.random.fold_in(ctx.key, t))(tasks)
     args = (start, ctx.dev.offsets[row.wave_client],
-            ctx.dev.counts[row.wave_client], keys, _hp(ctx, tasks))
+            _lane_counts(ctx, row), keys, _hp(ctx, tasks))
     res, met = self.run_lanes(ctx.train_one, args)
     return _scatter(results, row.wave_slot, res), met["loss"]
 
@@ -237,9 +245,8 @@ class Devices(_Batched):
     row = jax.tree.map(lambda a: a[deal] if a.shape[:1] == (W,) else a, row)
     tasks = row.wave_task
     keys = jax.vmap(lambda t: jax.random.fold_in(ctx.key, t))(tasks)
-    counts = jnp.where(row.wave_valid, ctx.dev.counts[row.wave_client], 0)
-    args = (row.wave_snap, ctx.dev.offsets[row.wave_client], counts, keys,
-            _hp(ctx, tasks))
+    args = (row.wave_snap, ctx.dev.offsets[row.wave_client],
+            _lane_counts(ctx, row), keys, _hp(ctx, tasks))
     P = jax.sharding.PartitionSpec
 
     def one(x):  # each lane reads its start from the replicated snapshots
