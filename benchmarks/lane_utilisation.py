@@ -12,6 +12,14 @@ lane-steps (``width x`` the longest client of each wave). Nothing is
 trained, so this measures what an accelerator's lanes would do without
 one (issue target: >= 0.85 at 32 lanes, C = 1000).
 
+Two more figures per case, to say how far the wave plan is from what is
+possible: ``bound``, the most any executor that keeps the exact arrival
+order can reach at that width (``lanes.critical_path``: parallelism /
+width), and ``refill``, what a lane machine would reach that refills a
+lane with the earliest-arriving ready client as soon as its client
+finishes, at the granularity of one local step (``refill_utilisation``
+below: a host simulation of a design, not an executor of the library).
+
 The LAST line printed is one JSON object, also written to
 ``benchmarks/results/lane_utilisation_<date>[_smoke].json``.
 
@@ -43,6 +51,53 @@ def parse_args(argv):
   return args
 
 
+def refill_utilisation(schedule, steps_of_client, width: int) -> dict:
+  """Utilisation of ``width`` lockstep lanes that each take the ready
+  client with the earliest arrival whenever they are idle (ready: its start
+  version exists), advance one local step per round, and hand a finished
+  client's result to the arrivals, which are applied in order as soon as
+  their clients are trained."""
+  import heapq
+  import numpy as np
+  n = schedule.num_arrivals
+  a_task = schedule.arrival_task
+  trained_ok = ~schedule.dropped
+  after = schedule.version_after
+  exists_after = {0: 0}  # version -> arrivals applied when it exists
+  for p, v in enumerate(after):
+    exists_after.setdefault(int(v), p + 1)
+  tasks = a_task[trained_ok]
+  ready_at = np.array([exists_after[int(schedule.dispatch_version[k])]
+                       for k in tasks], np.int64)
+  order = np.argsort(ready_at, kind="stable")
+  arr_pos = np.full(schedule.num_tasks, -1, np.int64)
+  arr_pos[a_task] = np.arange(n)
+  steps = np.asarray(steps_of_client)[schedule.client]
+  done = np.zeros(schedule.num_tasks, bool)
+  lane_task, lane_left = [-1] * width, [0] * width
+  heap, r, applied, rounds, useful = [], 0, 0, 0, 0
+  while applied < n:
+    while r < order.size and ready_at[order[r]] <= applied:
+      k = int(tasks[order[r]])
+      heapq.heappush(heap, (arr_pos[k], k))
+      r += 1
+    for lane in range(width):
+      if lane_task[lane] < 0 and heap:
+        k = heapq.heappop(heap)[1]
+        lane_task[lane], lane_left[lane] = k, int(steps[k])
+    busy = [lane for lane in range(width) if lane_task[lane] >= 0]
+    rounds += bool(busy)
+    for lane in busy:
+      lane_left[lane] -= 1
+      useful += 1
+      if lane_left[lane] == 0:
+        done[lane_task[lane]], lane_task[lane] = True, -1
+    while applied < n and (not trained_ok[applied]
+                           or done[a_task[applied]]):
+      applied += 1
+  return {"refill": useful / (width * rounds), "refill_rounds": rounds}
+
+
 def main(argv=None):
   args = parse_args(argv)
   started, load_start = time.perf_counter(), C.loadavg()
@@ -60,13 +115,22 @@ def main(argv=None):
   for conc in args.concurrency:
     sched = scheduler.asynchronous(dm, num_updates=args.updates,
                                    concurrency=conc, seed=0)
-    for width in sorted(set(args.widths + [plan.default_width(conc)])):
+    cp = lanes.critical_path(sched, steps)
+    C.log(f"C={conc}: critical path {cp['critical_path_steps']} steps, "
+          f"{cp['useful_steps']} useful, parallelism "
+          f"{cp['parallelism']:.1f} lanes")
+    matched = max(1, int(cp["parallelism"]))  # widest with bound 1
+    for width in sorted(set(args.widths + [plan.default_width(conc),
+                                           matched])):
       p = plan.make_plan(sched, width=width)
       u = lanes.utilisation(p, steps)
       u.update(concurrency=conc, default_width=width == plan.default_width(
-          conc), steps=p.num_steps)
+          conc), steps=p.num_steps, matched_width=width == matched, **cp,
+               bound=min(1.0, cp["parallelism"] / width),
+               **refill_utilisation(sched, steps, width))
       C.log(f"C={conc} width={width}: utilisation {u['utilisation']:.3f} "
-            f"(padding {u['padding']:.3f}, {p.num_steps} steps)")
+            f"(padding {u['padding']:.3f}, {p.num_steps} steps); refill "
+            f"{u['refill']:.3f}; bound {u['bound']:.3f}")
       cases.append(u)
   result = {"workload": {**C.W1, "num_clients": args.clients,
                          "num_updates": args.updates,

@@ -65,3 +65,56 @@ def test_padding_lanes_train_no_step(batching):
   results = jnp.zeros((3, 3))
   _, seen = strategy.train(ctx, results, snaps, row)
   assert seen.tolist() == [4, 5, 0, 0]
+
+
+def _lockstep_rounds(s, steps):
+  """Rounds of local steps that unlimited lockstep lanes need: every round
+  starts each client whose start version exists, advances every busy
+  lane by one step, then applies arrivals in order while trained."""
+  a_task = s.arrival_task
+  version_at = {}  # version -> arrivals applied when it exists
+  applied, rounds, left, trained = 0, 0, {}, set()
+  for p, v in enumerate(s.version_after):
+    version_at.setdefault(int(v), p + 1)
+  version_at[0] = 0
+  started = set()
+  while applied < s.num_arrivals:
+    for p in range(s.num_arrivals):
+      k = int(a_task[p])
+      if (not s.dropped[p] and k not in started
+              and version_at[int(s.dispatch_version[k])] <= applied):
+        started.add(k)
+        left[k] = int(steps[s.client[k]])
+    if left:
+      rounds += 1
+      for k in list(left):
+        left[k] -= 1
+        if left[k] == 0:
+          trained.add(k)
+          del left[k]
+    while applied < s.num_arrivals and (
+        s.dropped[applied] or int(a_task[applied]) in trained):
+      applied += 1
+  return rounds
+
+
+@pytest.mark.parametrize("kind", ["async", "sync", "cutoff"])
+def test_critical_path_is_what_unlimited_lanes_need(kind):
+  rng = np.random.default_rng(3)
+  n = 25
+  counts = rng.integers(1, 40, n)
+  steps = lanes.client_steps(counts, batch_size=6)
+  m = delays.delay_model(rng.lognormal(0, 1, n), counts * 1.0)
+  if kind == "sync":
+    s = scheduler.synchronous(m, num_rounds=6, cohort_size=5, seed=2)
+  else:
+    s = scheduler.asynchronous(m, num_updates=120, concurrency=8, seed=2,
+                               **({"max_staleness": 4} if kind == "cutoff"
+                                  else {}))
+  cp = lanes.critical_path(s, steps)
+  assert cp["critical_path_steps"] == _lockstep_rounds(s, steps)
+  assert cp["useful_steps"] == int(steps[s.arrival_client[~s.dropped]].sum())
+  # A lockstep plan of any width cannot beat the bound.
+  for width in (1, 4, 16):
+    u = lanes.utilisation(plan.make_plan(s, width=width), steps)
+    assert u["utilisation"] <= min(1.0, cp["parallelism"] / width) + 1e-12

@@ -12,6 +12,15 @@ Padding (lanes without a client) and short clients waiting for the
 longest both lower it. It is computed from the plan on the host, so it
 needs no accelerator.
 
+No executor that keeps the exact arrival order can do better than the
+schedule allows: a client's local steps run one after the other, and it
+starts only once its start version exists, which needs the arrivals
+before that version applied, which need their clients trained. The
+longest such chain, in local steps, is the schedule's ``critical_path``;
+lanes stepping in lockstep need at least that many rounds, so ``width``
+lanes are busy at most ``useful / (width x critical path)`` of the time
+(``parallelism / width``).
+
 Example:
   >>> import numpy as np
   >>> from fedasync_jax import delays, plan, scheduler
@@ -76,3 +85,55 @@ def utilisation(p, steps_of_client) -> dict:
           "executed_lane_steps": executed,
           "utilisation": useful / executed if executed else math.nan,
           "executed_waves": waves, "padding": p.padding_waste}
+
+
+def critical_path(schedule, steps_of_client) -> dict:
+  """The longest chain of local steps the arrival order forces.
+
+  Arrival ``p`` can be applied once arrival ``p - 1`` is and its client,
+  started when its start version was created, has run its steps:
+  ``done[p] = max(done[p - 1], done[created(v_p)] + steps_p)``, with
+  lanes unlimited. Clients dropped by the staleness cutoff are not trained.
+
+  Args:
+    schedule: the events (``scheduler.Schedule``).
+    steps_of_client: ``(num_clients,)`` local steps of each client's task
+      (``client_steps``).
+
+  Returns:
+    ``critical_path_steps``, ``useful_steps`` (all trained clients' steps)
+    and ``parallelism`` (their ratio: the most lanes that can be busy on
+    average; lockstep utilisation at width ``W`` is at most
+    ``min(1, parallelism / W)``).
+
+  Example:
+    >>> import numpy as np
+    >>> from fedasync_jax import delays, scheduler
+    >>> m = delays.delay_model(np.ones(4), np.ones(4))
+    >>> s = scheduler.synchronous(m, num_rounds=3, cohort_size=4, seed=0)
+    >>> cp = critical_path(s, np.full(4, 5))  # a round waits for its 4
+    >>> cp["critical_path_steps"], cp["parallelism"]
+    (15, 4.0)
+  """
+  n = schedule.num_arrivals
+  a_task = np.asarray(schedule.arrival_task)
+  trained = ~np.asarray(schedule.dropped, bool)
+  v0 = np.asarray(schedule.dispatch_version)[a_task]
+  after = np.asarray(schedule.version_after, np.int64)
+  # The arrival that created each version (-1: version 0).
+  created = np.full(int(after.max(initial=0)) + 2, -1, np.int64)
+  first = np.r_[True, after[1:] != after[:-1]] & (after > 0) if n else \
+      np.zeros(0, bool)
+  created[after[first]] = np.nonzero(first)[0]
+  steps = np.asarray(steps_of_client, np.int64)[
+      np.asarray(schedule.client)[a_task]]
+  done = np.zeros(n + 1, np.int64)  # done[p + 1]: arrival p applied
+  for p in range(n):
+    t = done[p]
+    if trained[p]:
+      t = max(t, done[created[v0[p]] + 1] + steps[p])
+    done[p + 1] = t
+  useful = int(steps[trained].sum())
+  cp = int(done[n])
+  return {"critical_path_steps": cp, "useful_steps": useful,
+          "parallelism": useful / cp if cp else math.nan}
