@@ -118,3 +118,63 @@ def test_critical_path_is_what_unlimited_lanes_need(kind):
   for width in (1, 4, 16):
     u = lanes.utilisation(plan.make_plan(s, width=width), steps)
     assert u["utilisation"] <= min(1.0, cp["parallelism"] / width) + 1e-12
+
+
+LANE_CASES = {
+    "one epoch": {},
+    "epochs, decay, prox": {"epochs": 3, "epoch_decay": True},
+    "patience": {"epochs": 6, "patience": 1, "min_delta": 0.05},
+    "fixed steps": {"steps": 5},
+    "adam": {"epochs": 2, "opt": "adam"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(LANE_CASES))
+def test_lane_machine_equals_update(case):
+  """``Lane.start``, ``step`` until done, ``finish`` give ``update``'s
+  result and metrics in float64, for every client size from empty to the
+  largest, and ``steps_of`` counts at least the steps run."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from conftest import lsq_loss
+  from fedasync_jax import client
+  opts = dict(LANE_CASES[case])
+  opt = optax.adam(0.05) if opts.pop("opt", None) == "adam" else \
+      optax.sgd(0.1)
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)), rng.normal(size=40)
+    upd = client.local_update(lsq_loss, opt, batch_size=3, max_examples=11,
+                              **opts)
+    lane = upd.lane
+    run_update = jax.jit(upd.update)
+    start = jax.jit(lane.start)
+    step = jax.jit(lambda st: lane.step(st, x, y, jax.random.key_impl(
+        jax.random.key(0))))
+    finish = jax.jit(lane.finish)
+    w0 = jnp.asarray([0.3, -0.2, 0.1])
+    hp = client.ClientHParams(0.7, 0.4 if "prox" in case else 0.0)
+    planned = lane.steps_of(np.arange(12))
+    stopped_early = 0
+    for count in range(12):
+      key = jax.random.key(count)
+      ref = client.ClientRef(jnp.asarray(x), jnp.asarray(y), 3 * count, count)
+      want, want_met = run_update(w0, ref, key, hp)
+      st = start(w0, ref, key, hp)
+      n = 0
+      while not bool(st.done):
+        st = step(st)
+        n += 1
+      got, got_met = finish(st)
+      np.testing.assert_allclose(got.params, want.params, rtol=0, atol=1e-12)
+      np.testing.assert_allclose(got.delta, want.delta, rtol=0, atol=1e-12)
+      assert float(got.num_examples) == float(want.num_examples) == count
+      assert int(got_met["steps"]) == int(want_met["steps"]) == n
+      assert int(got_met["epochs"]) == int(want_met["epochs"])
+      np.testing.assert_allclose(got_met["loss"], want_met["loss"],
+                                 rtol=1e-12)
+      assert n <= planned[count]
+      stopped_early += n < planned[count]
+    # Early stopping is exercised (and only where it is on).
+    assert (stopped_early > 0) == ("patience" in case)

@@ -47,6 +47,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from fedasync_jax.core import checks
@@ -76,17 +77,72 @@ class ClientHParams(NamedTuple):
   prox_rho: Any = 0.0
 
 
+class Lane(NamedTuple):
+  """One client's training as a machine advanced one local step at a time,
+  for executors that refill a batch lane as soon as its client is done
+  (``sim.strategies.Refill``). Running ``start``, then ``step`` until
+  ``state.done``, then ``finish`` gives what ``update`` gives (same
+  operations in the same order).
+
+  Attributes:
+    start: ``(params, data, key, hparams) -> state`` (``data``'s arrays may
+      be ``None``: only its ``offset`` and ``count`` are read).
+    step: ``(state, x, y, key_impl) -> state``: one local step on the
+      population's arrays ``x``, ``y`` (nothing once done); ``key_impl`` is
+      ``jax.random.key_impl`` of the run's key (the state holds key data).
+    finish: ``state -> (ClientResult, metrics)``.
+    steps_of: ``counts -> steps`` on the host (numpy): the local steps of
+      a task of each size without early stopping (at least what it runs).
+  """
+  start: Callable
+  step: Callable
+  finish: Callable
+  steps_of: Callable
+
+
 class ClientUpdate(NamedTuple):
   """The client trainer and its static shape.
 
   ``update(params, data, key, hparams) -> (ClientResult, metrics)``;
   ``num_steps`` is the most local steps a client can take
-  (``epochs * steps_per_epoch`` of the largest client).
+  (``epochs * steps_per_epoch`` of the largest client); ``lane``: the same
+  training one step at a time (a ``Lane``), or ``None`` (a wrapped or
+  hand-written update: executors that need it refuse it).
   """
   update: Callable
   num_steps: int
   max_examples: int
   batch_size: int
+  lane: Optional[Lane] = None
+
+
+class LaneState(NamedTuple):
+  """A ``Lane``'s state: the task (start parameters, data range, key data,
+  hyperparameters), the training state, the position (epoch ``e``, step
+  ``j`` of ``n_active``), the epoch's order and rate, the totals and the
+  early-stopping state; ``done`` once the task has no step left."""
+  start: Any
+  offset: Any
+  count: Any
+  key: Any
+  lr_scale: Any
+  rho: Any
+  trainable: Any
+  stats: Any
+  opt_state: Any
+  e: Any
+  j: Any
+  n_active: Any
+  perm: Any
+  scale: Any
+  loss_sum: Any
+  loss_total: Any
+  steps_total: Any
+  epochs_ran: Any
+  best: Any
+  bad: Any
+  stopped: Any
+  done: Any
 
 
 def _client_rows(arr, offset, local, max_examples):
@@ -171,7 +227,16 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
       return {"params": trainable, "batch_stats": stats}
     return trainable
 
-  def update(params, data: ClientRef, key, hparams: ClientHParams):
+  class _Task(NamedTuple):
+    dtype: Any
+    count: Any
+    begin_epoch: Callable
+    one_step: Callable
+    end_epoch: Callable
+
+  def task(params, data: ClientRef, hparams: ClientHParams) -> _Task:
+    """What every epoch and local step of one task reads: written once
+    for ``update`` and for the lane machine."""
     start_trainable, _ = split(params)
     dtype = jax.tree.leaves(start_trainable)[0].dtype
     count = jnp.asarray(data.count, jnp.int32)
@@ -187,53 +252,83 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
-    def one_epoch(carry, e):
-      trainable, stats, opt_state, best, bad, stopped = carry
+    def begin_epoch(key, e, stopped):
+      """The epoch's example order, rate scale and number of steps."""
       ekey = jax.random.fold_in(key, e)
       u = jax.random.uniform(ekey, (M,))
       u = jnp.where(jnp.arange(M) < count, u, 2.0)
       perm = jnp.argsort(u).astype(jnp.int32)
       scale = lr_scale / jnp.sqrt(e + 1.0).astype(dtype) if epoch_decay \
           else lr_scale
-      epoch_active = jnp.logical_not(stopped)
-
-      def one_step(j, c):
-        trainable, stats, opt_state, loss_sum = c
-        if steps is None:
-          pos = j * B + jnp.arange(B, dtype=jnp.int32)
-          valid = pos < count
-        else:
-          # Cycle through the client's data; a batch never repeats an
-          # example, so a batch at least as large as the client is its full
-          # data set.
-          lane = jnp.arange(B, dtype=jnp.int32)
-          pos = (j * B + lane) % jnp.maximum(count, 1)
-          valid = lane < count
-        local = perm[jnp.where(valid, pos, 0)]
-        mask = valid.astype(dtype)
-        # The offset made opaque per step: otherwise XLA hoists the
-        # client's block out of the step loop as a copy of M rows.
-        step_offset, _ = jax.lax.optimization_barrier((offset, j))
-        (_, (loss, new_stats)), grads = grad_fn(
-            trainable, stats, _client_rows(data.x, step_offset, local, M),
-            _client_rows(data.y, step_offset, local, M), mask)
-        updates, opt_state = optimizer.update(grads, opt_state, trainable)
-        updates = jax.tree.map(lambda u: (scale * u).astype(u.dtype), updates)
-        trainable = optax.apply_updates(trainable, updates)
-        if stateful:
-          stats = new_stats
-        return trainable, stats, opt_state, loss_sum + loss
-
       # Only the client's own steps run: ceil(count / B) per epoch (or the
-      # fixed number), none once stopped early. The trip count is dynamic,
-      # so a small client costs its own work, not the largest client's;
-      # under vmap the loop runs to the longest lane, masking the others.
+      # fixed number), none once stopped early.
       if steps is None:
         n_active = jnp.minimum((count + B - 1) // B, per_epoch)
       else:
         n_active = jnp.where(count > 0, per_epoch, 0)
-      n_active = jnp.where(epoch_active, n_active, 0).astype(jnp.int32)
-      c0 = (trainable, stats, opt_state, jnp.zeros((), dtype))
+      n_active = jnp.where(stopped, 0, n_active).astype(jnp.int32)
+      return perm, scale, n_active
+
+    def one_step(j, c, perm, scale):
+      trainable, stats, opt_state, loss_sum = c
+      if steps is None:
+        pos = j * B + jnp.arange(B, dtype=jnp.int32)
+        valid = pos < count
+      else:
+        # Cycle through the client's data; a batch never repeats an
+        # example, so a batch at least as large as the client is its full
+        # data set.
+        lane = jnp.arange(B, dtype=jnp.int32)
+        pos = (j * B + lane) % jnp.maximum(count, 1)
+        valid = lane < count
+      local = perm[jnp.where(valid, pos, 0)]
+      mask = valid.astype(dtype)
+      # The offset made opaque per step: otherwise XLA hoists the
+      # client's block out of the step loop as a copy of M rows.
+      step_offset, _ = jax.lax.optimization_barrier((offset, j))
+      (_, (loss, new_stats)), grads = grad_fn(
+          trainable, stats, _client_rows(data.x, step_offset, local, M),
+          _client_rows(data.y, step_offset, local, M), mask)
+      updates, opt_state = optimizer.update(grads, opt_state, trainable)
+      updates = jax.tree.map(lambda u: (scale * u).astype(u.dtype), updates)
+      trainable = optax.apply_updates(trainable, updates)
+      if stateful:
+        stats = new_stats
+      return trainable, stats, opt_state, loss_sum + loss
+
+    def end_epoch(loss_sum, n_active, epoch_active, best, bad, stopped):
+      """Early stopping's state after an epoch."""
+      if patience is None:
+        return best, bad, stopped
+      epoch_loss = loss_sum / jnp.maximum(n_active, 1)
+      improved = epoch_loss < best - min_delta
+      new_best = jnp.where(epoch_active & improved, epoch_loss, best)
+      new_bad = jnp.where(epoch_active, jnp.where(improved, 0, bad + 1), bad)
+      return new_best, new_bad, stopped | (new_bad >= patience)
+
+    return _Task(dtype, count, begin_epoch, one_step, end_epoch)
+
+  def result(final, params, count, dtype, loss_total, total, epochs_ran):
+    delta = jax.tree.map(lambda a, b: a - b, final, params)
+    metrics = {"loss": loss_total / jnp.maximum(total, 1),
+               "steps": total, "epochs": epochs_ran}
+    return ClientResult(final, delta, count.astype(dtype)), metrics
+
+  def update(params, data: ClientRef, key, hparams: ClientHParams):
+    t = task(params, data, hparams)
+
+    def one_epoch(carry, e):
+      trainable, stats, opt_state, best, bad, stopped = carry
+      perm, scale, n_active = t.begin_epoch(key, e, stopped)
+      epoch_active = jnp.logical_not(stopped)
+
+      def one_step(j, c):
+        return t.one_step(j, c, perm, scale)
+
+      # The trip count is dynamic, so a small client costs its own work,
+      # not the largest client's; under vmap the loop runs to the longest
+      # lane, masking the others.
+      c0 = (trainable, stats, opt_state, jnp.zeros((), t.dtype))
       if fixed_steps:
         def masked_step(c, j):
           return tree_lib.where(j < n_active, one_step(j, c), c), None
@@ -242,28 +337,77 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
       else:
         trainable, stats, opt_state, loss_sum = jax.lax.fori_loop(
             0, n_active, one_step, c0)
-      losses = loss_sum
-      epoch_loss = loss_sum / jnp.maximum(n_active, 1)
-      if patience is not None:
-        improved = epoch_loss < best - min_delta
-        new_best = jnp.where(epoch_active & improved, epoch_loss, best)
-        new_bad = jnp.where(epoch_active, jnp.where(improved, 0, bad + 1), bad)
-        stopped = stopped | (new_bad >= patience)
-        best, bad = new_best, new_bad
+      best, bad, stopped = t.end_epoch(loss_sum, n_active, epoch_active,
+                                       best, bad, stopped)
       carry = (trainable, stats, opt_state, best, bad, stopped)
-      return carry, (losses, n_active, epoch_active)
+      return carry, (loss_sum, n_active, epoch_active)
 
     trainable, stats = split(params)
     init = (trainable, stats, optimizer.init(trainable),
-            jnp.asarray(jnp.inf, dtype), jnp.zeros((), jnp.int32),
+            jnp.asarray(jnp.inf, t.dtype), jnp.zeros((), jnp.int32),
             jnp.zeros((), bool))
     (trainable, stats, *_), (loss_sums, n_steps, ran) = jax.lax.scan(
         one_epoch, init, jnp.arange(n_epochs, dtype=jnp.int32))
-    total = jnp.sum(n_steps)
-    final = join(trainable, stats)
-    delta = jax.tree.map(lambda a, b: a - b, final, params)
-    metrics = {"loss": jnp.sum(loss_sums) / jnp.maximum(total, 1),
-               "steps": total, "epochs": jnp.sum(ran & (n_steps > 0))}
-    return ClientResult(final, delta, count.astype(dtype)), metrics
+    return result(join(trainable, stats), params, t.count, t.dtype,
+                  jnp.sum(loss_sums), jnp.sum(n_steps),
+                  jnp.sum(ran & (n_steps > 0)))
 
-  return ClientUpdate(update, n_epochs * per_epoch, M, B)
+  def lane_start(params, data: ClientRef, key, hparams: ClientHParams):
+    t = task(params, data, hparams)
+    trainable, stats = split(params)
+    zero_i = jnp.zeros((), jnp.int32)
+    perm, scale, n_active = t.begin_epoch(key, zero_i, jnp.zeros((), bool))
+    zero = jnp.zeros((), t.dtype)
+    return LaneState(
+        start=params, offset=jnp.asarray(data.offset, jnp.int32),
+        count=t.count, key=jax.random.key_data(key),
+        lr_scale=jnp.asarray(hparams.lr_scale, t.dtype),
+        rho=jnp.asarray(hparams.prox_rho, t.dtype), trainable=trainable,
+        stats=stats, opt_state=optimizer.init(trainable), e=zero_i,
+        j=zero_i, n_active=n_active, perm=perm, scale=scale, loss_sum=zero,
+        loss_total=zero, steps_total=zero_i, epochs_ran=zero_i,
+        best=jnp.asarray(jnp.inf, t.dtype), bad=zero_i,
+        stopped=jnp.zeros((), bool), done=n_active == 0)
+
+  def lane_step(st: LaneState, x, y, key_impl) -> LaneState:
+    t = task(st.start, ClientRef(x, y, st.offset, st.count),
+             ClientHParams(st.lr_scale, st.rho))
+    active = jnp.logical_not(st.done)  # then j < n_active
+    c = (st.trainable, st.stats, st.opt_state, st.loss_sum)
+    trainable, stats, opt_state, loss_sum = tree_lib.where(
+        active, t.one_step(st.j, c, st.perm, st.scale), c)
+    j = st.j + active.astype(jnp.int32)
+    end = active & (j == st.n_active)
+    # The epoch ends: early stopping, totals, and the next epoch (if any).
+    best, bad, stopped = tree_lib.where(end, t.end_epoch(
+        loss_sum, st.n_active, jnp.ones((), bool), st.best, st.bad,
+        st.stopped), (st.best, st.bad, st.stopped))
+    e = st.e + end.astype(jnp.int32)
+    done = st.done | (end & (stopped | (e >= n_epochs)))
+    key = jax.random.wrap_key_data(st.key, impl=key_impl)
+    opened = end & jnp.logical_not(done)
+    perm, scale, n_active = tree_lib.where(
+        opened, t.begin_epoch(key, e, stopped), (st.perm, st.scale,
+                                                 st.n_active))
+    return st._replace(
+        trainable=trainable, stats=stats, opt_state=opt_state, e=e,
+        j=jnp.where(opened, 0, j), n_active=n_active, perm=perm, scale=scale,
+        loss_sum=jnp.where(opened, jnp.zeros_like(loss_sum), loss_sum),
+        loss_total=st.loss_total + jnp.where(end, loss_sum, 0),
+        steps_total=st.steps_total + jnp.where(end, st.n_active, 0),
+        epochs_ran=st.epochs_ran + end.astype(jnp.int32),
+        best=best, bad=bad, stopped=stopped, done=done)
+
+  def lane_finish(st: LaneState):
+    return result(join(st.trainable, st.stats), st.start, st.count,
+                  st.loss_total.dtype, st.loss_total, st.steps_total,
+                  st.epochs_ran)
+
+  def steps_of(counts):
+    counts = np.asarray(counts, np.int64)
+    if steps is not None:
+      return np.where(counts > 0, per_epoch, 0).astype(np.int64)
+    return n_epochs * np.minimum(-(-counts // B), per_epoch)
+
+  return ClientUpdate(update, n_epochs * per_epoch, M, B,
+                      Lane(lane_start, lane_step, lane_finish, steps_of))

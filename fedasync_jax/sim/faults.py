@@ -44,7 +44,7 @@ def nan_clients(update: ClientUpdate, offsets) -> ClientUpdate:
     nan = lambda x: jnp.where(bad, jnp.full_like(x, jnp.nan), x)  # noqa
     return res._replace(params=jax.tree.map(nan, res.params),
                         delta=jax.tree.map(nan, res.delta)), met
-  return update._replace(update=run)
+  return update._replace(update=run, lane=None)  # the lane would skip the fault
 
 
 def scaled_clients(update: ClientUpdate, offsets, scale: float
@@ -61,4 +61,4 @@ def scaled_clients(update: ClientUpdate, offsets, scale: float
     new = jax.tree.map(lambda p, d0, d: p - d0 + d, res.params, res.delta,
                        delta)
     return res._replace(params=new, delta=delta), met
-  return update._replace(update=run)
+  return update._replace(update=run, lane=None)  # the lane would skip the fault
