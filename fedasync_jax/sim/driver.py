@@ -141,16 +141,40 @@ def bucket(n: int) -> int:
   return 2 * base  # pragma: no cover
 
 
+def lane_steps(strategy, client, data) -> Optional[np.ndarray]:
+  """The local steps of each client's task, for a refill plan (``None``
+  for other strategies).
+
+  Raises:
+    ValueError: ``batching='refill'`` with a client update that has no
+      lane machine.
+  """
+  if not strategy.refill:
+    return None
+  if client.lane is None:
+    raise ValueError("batching='refill' needs a client update with a lane "
+                     "machine (client.local_update; a wrapped or "
+                     "hand-written update has none): use another batching")
+  return client.lane.steps_of(np.asarray(data.counts))
+
+
 def make_plans(schedules: Sequence[Schedule], strategy, *, width: int,
-               arrivals_per_step: Optional[int], chunk_steps: int) -> Plans:
+               arrivals_per_step: Optional[int], chunk_steps: int,
+               steps_of_client=None) -> Plans:
   """Plans each distinct schedule once and pads all to one shape (buffer
-  sizes rounded up by ``bucket``)."""
+  sizes rounded up by ``bucket``); ``steps_of_client`` (``lane_steps``)
+  for the refill strategy."""
+  if strategy.refill and steps_of_client is None:
+    raise ValueError("batching='refill' is not available here: it plans "
+                     "with the clients' local step counts (use "
+                     "executor.simulate or sweep.sweep)")
   by_id, real = {}, []
   for s in schedules:
     if id(s) not in by_id:
       by_id[id(s)] = (plan_lib.make_direct_plan(s) if strategy.direct else
                       plan_lib.make_plan(s, width=width,
-                                         arrivals_per_step=arrivals_per_step))
+                                         arrivals_per_step=arrivals_per_step,
+                                         steps_of_client=steps_of_client))
     real.append(by_id[id(s)])
   n_steps = max(p.num_steps for p in by_id.values())
   n_steps = max(1, -(-n_steps // chunk_steps)) * chunk_steps
@@ -227,9 +251,13 @@ def assemble(schedule: Schedule, p: plan_lib.Plan, outs: dict,
   version = np.zeros(n_arr, np.int64)
   version[idx] = np.asarray(outs["version"])[valid]
   loss_of_task = np.full(schedule.num_tasks, np.nan)
-  wv = p.wave_valid[:n_steps]
-  loss_of_task[p.wave_task[:n_steps][wv]] = np.asarray(
-      outs["train_loss"])[wv]
+  if p.lane_done is not None:  # a lane's loss is final where it ends
+    done = p.lane_done[:n_steps]
+    loss_of_task[done[done >= 0]] = np.asarray(outs["train_loss"])[done >= 0]
+  else:
+    wv = p.wave_valid[:n_steps]
+    loss_of_task[p.wave_task[:n_steps][wv]] = np.asarray(
+        outs["train_loss"])[wv]
   a_task = schedule.arrival_task[:n_arr]
   arrivals = {"client": schedule.client[a_task].astype(np.int64),
               "time": schedule.arrival_time[a_task],

@@ -89,8 +89,9 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
       (``strategies.choose``).
     arrivals_per_step: arrivals applied per step (default ``2 * width``,
       or 1 on the direct path).
-    batching: ``"vmap"``, ``"map"`` or ``"map_batched"`` (default by
-      backend: ``strategies.default_batching``).
+    batching: ``"vmap"``, ``"map"``, ``"refill"``, ``"devices"`` or
+      ``"map_batched"`` (``strategies.BATCHINGS``; default by backend:
+      ``strategies.default_batching``).
     map_batch_size: the batch size of ``"map_batched"``.
     chunk_steps: plan steps per compiled call.
     eval_fn: jit-traceable ``params -> dict of scalars``; if it has an
@@ -129,7 +130,9 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
   t0 = time.perf_counter()
   plans = driver.make_plans([schedule], strategy, width=width,
                             arrivals_per_step=arrivals_per_step,
-                            chunk_steps=chunk_steps)
+                            chunk_steps=chunk_steps,
+                            steps_of_client=driver.lane_steps(
+                                strategy, client, data))
   plan_time = time.perf_counter() - t0
   hp_table = jax.tree.map(jnp.asarray, pad_tasks(
       hparams if hparams is not None else task_hparams(schedule),

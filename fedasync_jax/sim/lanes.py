@@ -68,7 +68,8 @@ def utilisation(p, steps_of_client) -> dict:
 
   Returns:
     ``useful_steps`` (client steps the run needs), ``executed_lane_steps``
-    (``width x`` the longest client of every non-empty wave),
+    (``width x`` the longest client of every non-empty wave; for a refill
+    plan, ``width x`` the steps in which any lane is busy),
     ``utilisation`` (their ratio), ``executed_waves`` (non-empty waves),
     ``padding`` (the plan's share of empty lanes) and ``width``.
   """
@@ -77,10 +78,17 @@ def utilisation(p, steps_of_client) -> dict:
                      "utilisation is 1 by construction")
   steps = np.asarray(steps_of_client, dtype=np.int64)[p.wave_client]
   steps = np.where(p.wave_valid, steps, 0)
-  longest = steps.max(axis=1)
-  waves = int(np.sum(p.wave_valid.any(axis=1)))
   useful = int(steps.sum())
-  executed = int(longest.sum()) * p.width
+  if p.lane_done is not None:
+    # Refill: a step costs one local step on every lane, and runs while
+    # any lane holds a client (from its start to its last step).
+    started = np.cumsum(p.wave_valid, axis=0)
+    ended = np.cumsum(p.lane_done >= 0, axis=0) - (p.lane_done >= 0)
+    waves = int(np.sum((started > ended).any(axis=1)))
+    executed = waves * p.width
+  else:
+    waves = int(np.sum(p.wave_valid.any(axis=1)))
+    executed = int(steps.max(axis=1).sum()) * p.width
   return {"width": p.width, "useful_steps": useful,
           "executed_lane_steps": executed,
           "utilisation": useful / executed if executed else math.nan,

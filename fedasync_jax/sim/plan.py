@@ -53,7 +53,10 @@ class Plan(NamedTuple):
   ``arr_valid``. ``init_snap``: slot of version 0. Trash slots are
   ``num_slots`` and ``num_snaps`` (one past the last real slot).
   ``direct``: a ``make_direct_plan`` (one arrival per step, trained and
-  applied in the same step, no result slots).
+  applied in the same step, no result slots). ``lane_done``: only in a
+  refill plan (``make_plan(steps_of_client=...)``), ``(num_steps, width)``
+  the task whose last local step its lane runs in that step, or -1; the
+  wave arrays there say which lanes *start* a task.
   """
   wave_task: np.ndarray
   wave_client: np.ndarray
@@ -70,6 +73,7 @@ class Plan(NamedTuple):
   num_slots: int
   num_snaps: int
   direct: bool = False
+  lane_done: Optional[np.ndarray] = None
 
   @property
   def num_steps(self) -> int:
@@ -102,6 +106,8 @@ class Plan(NamedTuple):
             "arr_index": 0, "arr_slot": self.num_slots, "arr_staleness": 0,
             "arr_ends_round": False, "arr_snap": self.num_snaps,
             "arr_valid": False}
+    if self.lane_done is not None:
+      fill["lane_done"] = -1
     out = {}
     for name, value in fill.items():
       a = getattr(self, name)
@@ -126,16 +132,37 @@ def default_width(concurrency: float) -> int:
 
 
 def make_plan(schedule: Schedule, *, width: int,
-              arrivals_per_step: Optional[int] = None) -> Plan:
+              arrivals_per_step: Optional[int] = None,
+              steps_of_client=None) -> Plan:
   """Cuts a schedule into fixed-shape steps.
+
+  Two kinds of plan. Waves (the default): a step trains up to ``width``
+  clients from start to end. Refill (``steps_of_client`` given): ``width``
+  lanes each run one local step per plan step; a lane whose client is done
+  takes the earliest-arriving client whose start version exists, so no
+  lane waits for a longer client (``lanes.critical_path`` bounds how busy
+  they can be). In both, a client's result slot is taken when it starts
+  and freed by its arrival.
 
   Args:
     schedule: the events.
-    width: clients trained per step, ``>= 1``.
+    width: clients trained per step (waves) or lanes (refill), ``>= 1``.
     arrivals_per_step: arrivals applied per step (default ``2 * width``).
+    steps_of_client: ``(num_clients,)`` local steps of each client's task
+      (``ClientUpdate.lane.steps_of`` of the example counts): makes a
+      refill plan. A client that stops early only idles its lane.
 
   Returns:
     A ``Plan``.
+
+  Example:
+    >>> import numpy as np
+    >>> from fedasync_jax import delays, scheduler
+    >>> m = delays.delay_model(np.ones(6), np.ones(6))
+    >>> s = scheduler.asynchronous(m, num_updates=30, concurrency=4, seed=0)
+    >>> p = make_plan(s, width=2, steps_of_client=np.full(6, 3))
+    >>> int(p.wave_valid.sum()), int((p.lane_done >= 0).sum())
+    (30, 30)
   """
   if int(width) != width or width < 1:
     raise ValueError(f"width must be an integer >= 1, got {width!r}")
@@ -143,14 +170,30 @@ def make_plan(schedule: Schedule, *, width: int,
   A = int(arrivals_per_step) if arrivals_per_step is not None else 2 * W
   if A < 1:
     raise ValueError(f"arrivals_per_step must be >= 1, got {A}")
-  waves, arrs, init_snap, n_slots, n_snaps = _walk(schedule, W, A)
-  return _plan_arrays(waves, arrs, W, A, init_snap, n_slots, n_snaps)
+  steps = None
+  if steps_of_client is not None:
+    steps = np.asarray(steps_of_client, np.int64)
+    if steps.shape != (schedule.num_clients,) or (steps < 0).any():
+      raise ValueError(f"steps_of_client must be {schedule.num_clients} "
+                       f"counts >= 0, got shape {steps.shape}")
+  waves, arrs, dones, init_snap, n_slots, n_snaps = _walk(schedule, W, A,
+                                                          steps)
+  p = _plan_arrays(waves, arrs, W, A, init_snap, n_slots, n_snaps)
+  if steps is None:
+    return p
+  lane_done = np.full((p.num_steps, W), -1, np.int32)
+  for i, done in enumerate(dones):
+    for lane, k in done:
+      lane_done[i, lane] = k
+  return p._replace(lane_done=lane_done)
 
 
-def _walk(schedule: Schedule, W: int, A: int):
-  """The host walk of ``make_plan``: per step, the wave ``[(task, client,
-  snap, slot)]`` and the arrivals ``[(index, slot, tau, ends_round,
-  snap_written)]``; plus the initial snapshot slot and the slot counts."""
+def _walk(schedule: Schedule, W: int, A: int, steps=None):
+  """The host walk of ``make_plan``: per step, the clients started
+  ``[(lane, task, client, snap, slot)]``, the arrivals ``[(index, slot, tau,
+  ends_round, snap_written)]`` and (refill) the lanes' finished clients
+  ``[(lane, task)]``; plus the initial snapshot slot and the slot
+  counts."""
   n_arr = schedule.num_arrivals
   a_task = schedule.arrival_task
   trainable = ~schedule.dropped
@@ -186,27 +229,46 @@ def _walk(schedule: Schedule, W: int, A: int):
 
   slot_of_task = np.full(schedule.num_tasks, -1, np.int64)
   trained = np.zeros(schedule.num_tasks, bool)
-  waves, arrs = [], []
+  waves, arrs, dones = [], [], []
   heap = []
+  # Refill: each lane's task and its steps left (a task of 0 steps holds
+  # its lane for one step, as the lane machine writes it at that step).
+  lane_task, lane_left = [-1] * W, [0] * W
   r = 0
   p = 0
   while p < n_arr:
     while r < order.size and ready_at[r] < p:
       heapq.heappush(heap, (arr_pos[order[r]], int(order[r])))
       r += 1
-    wave = []
+    wave, done = [], []
     freed_snaps = []
-    while heap and len(wave) < W:
+    idle = range(W) if steps is None else [
+        lane for lane in range(W) if lane_task[lane] < 0]
+    for lane in idle:
+      if not heap:
+        break
       _, k = heapq.heappop(heap)
       slot, n_slots = alloc(free_slots, n_slots)
       v = int(v0[k])
-      wave.append((k, int(schedule.client[k]), snap_of[v], slot))
+      wave.append((lane, k, int(schedule.client[k]), snap_of[v], slot))
       slot_of_task[k] = slot
-      trained[k] = True
+      if steps is None:
+        trained[k] = True
+      else:
+        lane_task[lane] = k
+        lane_left[lane] = max(1, int(steps[schedule.client[k]]))
       pending[v] -= 1
       if pending[v] == 0:
         freed_snaps.append(snap_of.pop(v))
     free_snaps.extend(freed_snaps)
+    if steps is not None:
+      for lane in range(W):
+        if lane_task[lane] >= 0:
+          lane_left[lane] -= 1
+          if lane_left[lane] == 0:
+            trained[lane_task[lane]] = True
+            done.append((lane, lane_task[lane]))
+            lane_task[lane] = -1
     applied = []
     while len(applied) < A and p < n_arr:
       k = int(a_task[p])
@@ -223,11 +285,12 @@ def _walk(schedule: Schedule, W: int, A: int):
       if slot >= 0:
         free_slots.append(slot)
       p += 1
-    if not wave and not applied:
+    if not wave and not applied and not any(t >= 0 for t in lane_task):
       raise RuntimeError("plan made no progress (inconsistent schedule)")
     waves.append(wave)
     arrs.append(applied)
-  return waves, arrs, init_snap, n_slots, n_snaps
+    dones.append(done)
+  return waves, arrs, dones, init_snap, n_slots, n_snaps
 
 
 def _plan_arrays(waves, arrs, W, A, init_snap, n_slots, n_snaps) -> Plan:
@@ -245,7 +308,7 @@ def _plan_arrays(waves, arrs, W, A, init_snap, n_slots, n_snaps) -> Plan:
   arr_snap = np.full((S, A), n_snaps, np.int32)
   arr_valid = np.zeros((S, A), bool)
   for i, (wave, applied) in enumerate(zip(waves, arrs)):
-    for j, (k, c, snap, slot) in enumerate(wave):
+    for j, k, c, snap, slot in wave:
       wave_task[i, j], wave_client[i, j] = k, c
       wave_snap[i, j], wave_slot[i, j], wave_valid[i, j] = snap, slot, True
     for j, (a, slot, tau, end, write) in enumerate(applied):

@@ -44,7 +44,7 @@ from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.core.types import ServerRule
 from fedasync_jax.data import ClientDataset
 from fedasync_jax.sim import plan as plan_lib
-from fedasync_jax.sim.strategies import Context
+from fedasync_jax.sim.strategies import Context, kept
 
 
 class DeviceData(NamedTuple):
@@ -82,10 +82,13 @@ class Carry(NamedTuple):
       from (leaves ``(num_snaps + 1, ...)``; the last slot is the trash).
     results: result buffer of trained clients not yet arrived (leaves
       ``(num_slots + 1, ...)``), or ``None`` on the direct path.
+    lanes: the lanes of ``strategies.Refill`` (a ``LaneCarry``), else
+      ``None``.
   """
   state: Any
   snaps: Any
   results: Any = None
+  lanes: Any = None
 
 
 class StepOutputs(NamedTuple):
@@ -139,8 +142,7 @@ def make_program(make_rule: Callable[[Any], ServerRule],
     def train_one(p, o, c, k, h):
       res, met = client.update(p, ClientRef(dev.x, dev.y, o, c), k, h)
       # Only what the rule reads is kept for clients in flight.
-      return res._replace(**{f: None for f in ("params", "delta")
-                             if f not in fields}), met
+      return kept(res, fields), met
     return train_one
 
   # Only shapes are kept: a compiled program held by the in-process cache
@@ -177,8 +179,15 @@ def make_program(make_rule: Callable[[Any], ServerRule],
           res_shape)
     # Every leaf its own buffer: rules may share one array between fields
     # (e.g. zero counters), and the carry is donated.
+    lanes = None
+    if strategy.refill:
+      if client.lane is None:
+        raise ValueError("batching='refill' needs a client update with a "
+                         "lane machine (client.local_update; a wrapped or "
+                         "hand-written update has none)")
+      lanes = strategy.init_lanes(client.lane, params, p.width, p.num_slots)
     return jax.tree.map(lambda x: jnp.array(x, copy=True),
-                        Carry(state, snaps, results))
+                        Carry(state, snaps, results, lanes))
 
   def run_chunk(carry: Carry, steps: plan_lib.Steps, key, hp_table, dev,
                 rule_hp=None):
@@ -188,7 +197,7 @@ def make_program(make_rule: Callable[[Any], ServerRule],
                   dev, None if eval_fn is None else
                   (lambda p, d: evaluate(eval_fn, p, d.eval_data)),
                   None if eval_zeros is None else _zeros(eval_zeros),
-                  masked_writes)
+                  masked_writes, client.lane)
     return jax.lax.scan(lambda c, row: strategy.step(ctx, c, row), carry,
                         steps)
 

@@ -13,6 +13,10 @@ A strategy is chosen once per run, on the host, before anything is traced
   batched: ``Vmap`` (one batched program over all lanes; the accelerator
   default), ``Map`` (``lax.fori_loop`` over the valid prefix of the wave:
   padding costs nothing) and ``MapBatched`` (``lax.map`` with a batch size).
+* ``Refill`` (``plan.make_plan(steps_of_client=...)``): ``width`` lanes,
+  batched with ``vmap``, each advance their client by one local step per
+  step (``ClientUpdate.lane``); a lane whose client is done takes the next
+  one, so short clients never wait for a long one.
 
 The batching family is declared once, in ``BATCHINGS``.
 
@@ -37,6 +41,7 @@ import jax.numpy as jnp
 from fedasync_jax.core import checks
 from fedasync_jax.core.arrival import arrive
 from fedasync_jax.core.registry import Param, Registry
+from fedasync_jax.core.tree import where as tree_where
 from fedasync_jax.core.types import ServerRule
 from fedasync_jax.sim import plan as plan_lib
 
@@ -56,6 +61,7 @@ class Context(NamedTuple):
     masked_writes: snapshot writes as masked scatters
       (``core.arrival.write_snapshot``), for a ``vmap`` over members with
       different plans.
+    lane: the client update's ``Lane`` (``Refill`` reads it).
   """
   rule: ServerRule
   train_one: Callable
@@ -65,6 +71,14 @@ class Context(NamedTuple):
   evaluate: Optional[Callable]
   eval_zeros: Any
   masked_writes: bool = False
+  lane: Any = None
+
+
+def kept(result, fields):
+  """A ``ClientResult`` with only what the rule reads (``fields``): the
+  others are ``None`` and take no memory in the result slots."""
+  return result._replace(**{f: None for f in ("params", "delta")
+                            if f not in fields})
 
 
 def _hp(ctx: Context, task):
@@ -86,6 +100,7 @@ class _Strategy:
   """Strategies compare equal when they are of one kind with equal
   settings (they are part of the compiled-program cache key)."""
   direct = False
+  refill = False
   name = ""
 
   def __eq__(self, other):
@@ -136,9 +151,15 @@ class _Wave(_Strategy):
     """Returns ``(results, train_losses)``; ``train_losses`` per lane."""
     raise NotImplementedError
 
-  def step(self, ctx: Context, carry, row: plan_lib.Steps):
-    from fedasync_jax.sim.program import Carry, StepOutputs
+  def train_carry(self, ctx: Context, carry, row: plan_lib.Steps):
+    """Returns ``(carry, train_losses)`` after the step's training."""
     results, train_loss = self.train(ctx, carry.results, carry.snaps, row)
+    return carry._replace(results=results), train_loss
+
+  def step(self, ctx: Context, carry, row: plan_lib.Steps):
+    from fedasync_jax.sim.program import StepOutputs
+    carry, train_loss = self.train_carry(ctx, carry, row)
+    results = carry.results
     A = row.arr_valid.shape[0]
     outs = StepOutputs(
         applied=jnp.zeros((A,), bool),
@@ -167,7 +188,7 @@ class _Wave(_Strategy):
     n_arr = jnp.sum(row.arr_valid.astype(jnp.int32))
     state, snaps, outs = jax.lax.fori_loop(0, n_arr, one,
                                            (carry.state, carry.snaps, outs))
-    return Carry(state, snaps, results), outs
+    return carry._replace(state=state, snaps=snaps), outs
 
 
 def _lane_counts(ctx: Context, row: plan_lib.Steps):
@@ -279,6 +300,65 @@ class Map(_Wave):
         (results, jnp.zeros(row.wave_valid.shape, loss_dtype)))
 
 
+class LaneCarry(NamedTuple):
+  """``Refill``'s lanes: each lane's ``client.LaneState`` (leading axis:
+  lanes), the result slot its client writes to, and whether it wrote."""
+  state: Any
+  slot: Any
+  written: Any
+
+
+class Refill(_Wave):
+  """``width`` lanes in one ``vmap``, one local step per plan step; a lane
+  whose client is done writes its result and takes the next client the
+  plan gives it. Needs a refill plan and a client update with a ``lane``
+  (``client.local_update`` has one)."""
+  name = "refill"
+  refill = True
+
+  @staticmethod
+  def init_lanes(lane, params, width: int, trash_slot: int) -> LaneCarry:
+    """Idle lanes (done and written) for ``Program.init``."""
+    from fedasync_jax.core.client import ClientHParams, ClientRef
+    dt = jax.tree.leaves(params)[0].dtype
+    shape = jax.eval_shape(lambda p: lane.start(
+        p, ClientRef(None, None, jnp.int32(0), jnp.int32(0)),
+        jax.random.key(0), ClientHParams(dt.type(1), dt.type(0))), params)
+    state = jax.tree.map(
+        lambda s: jnp.zeros((width,) + s.shape, s.dtype), shape)
+    state = state._replace(done=jnp.ones((width,), bool))
+    return LaneCarry(state, jnp.full((width,), trash_slot, jnp.int32),
+                     jnp.ones((width,), bool))
+
+  def train_carry(self, ctx, carry, row):
+    from fedasync_jax.core.client import ClientRef
+    if ctx.lane is None:
+      raise ValueError("batching='refill' needs a client update with a "
+                       "lane machine (client.local_update)")
+    lanes = carry.lanes
+    tasks = row.wave_task
+    start = jax.tree.map(lambda b: b[row.wave_snap], carry.snaps)
+    keys = jax.vmap(lambda t: jax.random.fold_in(ctx.key, t))(tasks)
+    data = ClientRef(None, None, ctx.dev.offsets[row.wave_client],
+                     _lane_counts(ctx, row))
+    fresh = jax.vmap(ctx.lane.start)(start, data, keys, _hp(ctx, tasks))
+    starts = row.wave_valid
+    state = jax.vmap(tree_where)(starts, fresh, lanes.state)
+    slot = jnp.where(starts, row.wave_slot, lanes.slot)
+    written = lanes.written & ~starts
+    impl = jax.random.key_impl(ctx.key)
+    state = jax.vmap(lambda s: ctx.lane.step(s, ctx.dev.x, ctx.dev.y,
+                                             impl))(state)
+    res, met = jax.vmap(ctx.lane.finish)(state)
+    write = state.done & ~written
+    trash = jax.tree.leaves(carry.results)[0].shape[0] - 1
+    results = _scatter(carry.results, jnp.where(write, slot, trash),
+                       kept(res, ctx.rule.result_fields))
+    return (carry._replace(results=results,
+                           lanes=LaneCarry(state, slot, written | write)),
+            met["loss"])
+
+
 BATCHINGS = Registry("batching")
 BATCHINGS.add("map", Map, doc="one client after the other in the compiled "
               "step (CPU default; the direct path at width 1)")
@@ -286,6 +366,9 @@ BATCHINGS.add("vmap", Vmap, doc="all lanes of a wave in one vmap "
               "(accelerator default)")
 BATCHINGS.add("devices", Devices, doc="the wave's lanes split over the "
               "local devices (one per CPU core, or per GPU)")
+BATCHINGS.add("refill", Refill, doc="lanes in one vmap, one local step "
+              "per step, refilled as soon as their client is done "
+              "(accelerators: no lane waits for a longer client)")
 BATCHINGS.add("map_batched", MapBatched, params=(
     Param("batch_size", 8, low=1, kind=int,
           meaning="lanes per lax.map call"),),

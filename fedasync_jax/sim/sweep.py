@@ -250,7 +250,9 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
                       for s in scheds), map_batch_size=map_batch_size)
   plans = driver.make_plans(scheds, strategy, width=width,
                             arrivals_per_step=arrivals_per_step,
-                            chunk_steps=chunk_steps)
+                            chunk_steps=chunk_steps,
+                            steps_of_client=driver.lane_steps(
+                                strategy, client, data))
   # One schedule for all members: the plan is passed once, unbatched, so
   # its loop bounds and conditions (padding, evaluation points) stay
   # conditions under the member vmap instead of becoming selects that run
