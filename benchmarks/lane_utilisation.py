@@ -12,13 +12,13 @@ lane-steps (``width x`` the longest client of each wave). Nothing is
 trained, so this measures what an accelerator's lanes would do without
 one (issue target: >= 0.85 at 32 lanes, C = 1000).
 
-Two more figures per case, to say how far the wave plan is from what is
-possible: ``bound``, the most any executor that keeps the exact arrival
-order can reach at that width (``lanes.critical_path``: parallelism /
-width), and ``refill``, what a lane machine would reach that refills a
-lane with the earliest-arriving ready client as soon as its client
-finishes, at the granularity of one local step (``refill_utilisation``
-below: a host simulation of a design, not an executor of the library).
+Two more figures per case: ``refill``, the utilisation of the refill
+executor's plan at that width (``batching="refill"``: a lane takes the
+earliest-arriving ready client as soon as its own is done, one local step
+per plan step; ``plan.make_plan(steps_of_client=...)``), and ``bound``,
+the most any executor that keeps the exact arrival order can reach at
+that width (``lanes.critical_path``: parallelism / width). The widths
+include the parallelism rounded up (refill's default width).
 
 The LAST line printed is one JSON object, also written to
 ``benchmarks/results/lane_utilisation_<date>[_smoke].json``.
@@ -30,6 +30,7 @@ Usage:
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -49,53 +50,6 @@ def parse_args(argv):
   args.concurrency = [5, 10] if args.smoke else [100, 1000]
   args.widths = [4, 8] if args.smoke else [16, 32, 64]
   return args
-
-
-def refill_utilisation(schedule, steps_of_client, width: int) -> dict:
-  """Utilisation of ``width`` lockstep lanes that each take the ready
-  client with the earliest arrival whenever they are idle (ready: its start
-  version exists), advance one local step per round, and hand a finished
-  client's result to the arrivals, which are applied in order as soon as
-  their clients are trained."""
-  import heapq
-  import numpy as np
-  n = schedule.num_arrivals
-  a_task = schedule.arrival_task
-  trained_ok = ~schedule.dropped
-  after = schedule.version_after
-  exists_after = {0: 0}  # version -> arrivals applied when it exists
-  for p, v in enumerate(after):
-    exists_after.setdefault(int(v), p + 1)
-  tasks = a_task[trained_ok]
-  ready_at = np.array([exists_after[int(schedule.dispatch_version[k])]
-                       for k in tasks], np.int64)
-  order = np.argsort(ready_at, kind="stable")
-  arr_pos = np.full(schedule.num_tasks, -1, np.int64)
-  arr_pos[a_task] = np.arange(n)
-  steps = np.asarray(steps_of_client)[schedule.client]
-  done = np.zeros(schedule.num_tasks, bool)
-  lane_task, lane_left = [-1] * width, [0] * width
-  heap, r, applied, rounds, useful = [], 0, 0, 0, 0
-  while applied < n:
-    while r < order.size and ready_at[order[r]] <= applied:
-      k = int(tasks[order[r]])
-      heapq.heappush(heap, (arr_pos[k], k))
-      r += 1
-    for lane in range(width):
-      if lane_task[lane] < 0 and heap:
-        k = heapq.heappop(heap)[1]
-        lane_task[lane], lane_left[lane] = k, int(steps[k])
-    busy = [lane for lane in range(width) if lane_task[lane] >= 0]
-    rounds += bool(busy)
-    for lane in busy:
-      lane_left[lane] -= 1
-      useful += 1
-      if lane_left[lane] == 0:
-        done[lane_task[lane]], lane_task[lane] = True, -1
-    while applied < n and (not trained_ok[applied]
-                           or done[a_task[applied]]):
-      applied += 1
-  return {"refill": useful / (width * rounds), "refill_rounds": rounds}
 
 
 def main(argv=None):
@@ -119,15 +73,18 @@ def main(argv=None):
     C.log(f"C={conc}: critical path {cp['critical_path_steps']} steps, "
           f"{cp['useful_steps']} useful, parallelism "
           f"{cp['parallelism']:.1f} lanes")
-    matched = max(1, int(cp["parallelism"]))  # widest with bound 1
+    matched = max(1, math.ceil(cp["parallelism"]))  # refill's default
     for width in sorted(set(args.widths + [plan.default_width(conc),
                                            matched])):
       p = plan.make_plan(sched, width=width)
       u = lanes.utilisation(p, steps)
       u.update(concurrency=conc, default_width=width == plan.default_width(
           conc), steps=p.num_steps, matched_width=width == matched, **cp,
-               bound=min(1.0, cp["parallelism"] / width),
-               **refill_utilisation(sched, steps, width))
+               bound=min(1.0, cp["parallelism"] / width))
+      r = plan.make_plan(sched, width=width, steps_of_client=steps)
+      ru = lanes.utilisation(r, steps)
+      u.update(refill=ru["utilisation"], refill_steps=r.num_steps,
+               refill_slots=r.num_slots, refill_snaps=r.num_snaps)
       C.log(f"C={conc} width={width}: utilisation {u['utilisation']:.3f} "
             f"(padding {u['padding']:.3f}, {p.num_steps} steps); refill "
             f"{u['refill']:.3f}; bound {u['bound']:.3f}")

@@ -279,3 +279,19 @@ def test_refill_sweep_and_resume_equal_separate_runs():
                       jax.tree.leaves(single.state.params)):
         np.testing.assert_array_equal(a, b)
       assert_same_history(resumed, single)
+
+
+def test_refill_default_width_is_the_schedules_parallelism():
+  import jax
+  from fedasync_jax import executor, rules
+  from test_executor import problem, speeds
+  ds, upd, params, _ = problem("lsq", np.float32)
+  dm = delays.delay_model(speeds("lognormal", 100), ds.counts.astype(float))
+  s = scheduler.asynchronous(dm, num_updates=150, concurrency=20, seed=1)
+  out = executor.simulate(rules.fedasync(0.5), upd, params, ds, s,
+                          key=jax.random.key(0), batching="refill")
+  par = lanes.critical_path(s, upd.lane.steps_of(ds.counts))["parallelism"]
+  assert out.stats["width"] == int(np.ceil(par)) > 1
+  with pytest.raises(ValueError, match="refill"):
+    executor.simulate(rules.fedasync(0.5), upd._replace(lane=None), params,
+                      ds, s, key=jax.random.key(0), batching="refill")

@@ -31,6 +31,7 @@ import numpy as np
 
 from fedasync_jax.core import checks
 from fedasync_jax.core.types import RunResult
+from fedasync_jax.sim import lanes
 from fedasync_jax.sim import plan as plan_lib
 from fedasync_jax.sim.program import evaluate
 from fedasync_jax.sim.scheduler import Schedule
@@ -141,21 +142,30 @@ def bucket(n: int) -> int:
   return 2 * base  # pragma: no cover
 
 
-def lane_steps(strategy, client, data) -> Optional[np.ndarray]:
-  """The local steps of each client's task, for a refill plan (``None``
-  for other strategies).
+def refill_layout(strategy, client, data, schedules, width: int,
+                  width_given: bool):
+  """``(steps_of_client, width)`` of a refill plan: the local steps of
+  each client's task and, unless the caller chose a width, as many lanes
+  as the schedules' parallelism (``lanes.critical_path``: more lanes
+  could not all be busy, fewer would lengthen the run); ``(None, width)``
+  for other strategies.
 
   Raises:
     ValueError: ``batching='refill'`` with a client update that has no
       lane machine.
   """
   if not strategy.refill:
-    return None
+    return None, width
   if client.lane is None:
     raise ValueError("batching='refill' needs a client update with a lane "
                      "machine (client.local_update; a wrapped or "
                      "hand-written update has none): use another batching")
-  return client.lane.steps_of(np.asarray(data.counts))
+  steps = client.lane.steps_of(np.asarray(data.counts))
+  if not width_given:
+    par = max(lanes.critical_path(s, steps)["parallelism"]
+              for s in schedules)
+    width = int(min(256, max(1, np.ceil(par)))) if np.isfinite(par) else 1
+  return steps, width
 
 
 def make_plans(schedules: Sequence[Schedule], strategy, *, width: int,

@@ -84,9 +84,10 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
     rule_hp: the hyperparameters passed to ``rule`` when it is a function
       (a pytree of numbers or arrays).
     hparams: per-task client hyperparameters (``tasks.task_hparams``).
-    width: clients trained per step. Default: 1 with ``"map"`` batching
-      (the direct path), else ``plan.default_width`` of the concurrency
-      (``strategies.choose``).
+    width: clients trained per step (lanes with ``"refill"``). Default: 1
+      with ``"map"`` batching (the direct path), the schedule's
+      parallelism with ``"refill"`` (``driver.refill_layout``), else
+      ``plan.default_width`` of the concurrency (``strategies.choose``).
     arrivals_per_step: arrivals applied per step (default ``2 * width``,
       or 1 on the direct path).
     batching: ``"vmap"``, ``"map"``, ``"refill"``, ``"devices"`` or
@@ -123,16 +124,18 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
     raise ValueError(f"rule must be a ServerRule or a function rule_hp -> "
                      f"ServerRule, got {rule!r}")
   rule_hp = jax.tree.map(jnp.asarray, rule_hp)
+  width_given = width is not None
   strategy, width = strategies.choose(
       batching, width=width, arrivals_per_step=arrivals_per_step,
       concurrency=schedule.stats.get("realised_concurrency", 1.0),
       map_batch_size=map_batch_size)
   t0 = time.perf_counter()
+  steps_of_client, width = driver.refill_layout(
+      strategy, client, data, [schedule], width, width_given)
   plans = driver.make_plans([schedule], strategy, width=width,
                             arrivals_per_step=arrivals_per_step,
                             chunk_steps=chunk_steps,
-                            steps_of_client=driver.lane_steps(
-                                strategy, client, data))
+                            steps_of_client=steps_of_client)
   plan_time = time.perf_counter() - t0
   hp_table = jax.tree.map(jnp.asarray, pad_tasks(
       hparams if hparams is not None else task_hparams(schedule),

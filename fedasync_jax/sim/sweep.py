@@ -244,15 +244,17 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   keys = member_keys(keys, M)
   hps = _member_hparams(scheds, hparams, client_lr_scale, M)
   t0 = time.perf_counter()
+  width_given = width is not None
   strategy, width = strategies.choose(
       batching, width=width, arrivals_per_step=arrivals_per_step,
       concurrency=max(s.stats.get("realised_concurrency", 1)
                       for s in scheds), map_batch_size=map_batch_size)
+  steps_of_client, width = driver.refill_layout(
+      strategy, client, data, scheds, width, width_given)
   plans = driver.make_plans(scheds, strategy, width=width,
                             arrivals_per_step=arrivals_per_step,
                             chunk_steps=chunk_steps,
-                            steps_of_client=driver.lane_steps(
-                                strategy, client, data))
+                            steps_of_client=steps_of_client)
   # One schedule for all members: the plan is passed once, unbatched, so
   # its loop bounds and conditions (padding, evaluation points) stay
   # conditions under the member vmap instead of becoming selects that run
