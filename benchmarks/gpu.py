@@ -7,9 +7,10 @@ skipped and listed):
 
 1. **W1** (MNIST over 1000 Dirichlet(0.5) clients, MLP 784-200-200-10, one
    local epoch of SGD 0.05 at batch 10, FedAsync(0.6, polynomial(0.5)),
-   lognormal speeds) at concurrency 100 and 1000: ``vmap`` waves at the
-   library's default width and at 32 and 64 lanes, and ``map`` (the
-   one-client-at-a-time path); client updates per second end to end and
+   lognormal speeds) at concurrency 100 and 1000: ``vmap`` waves and
+   ``refill`` lanes (one local step per plan step, a lane refilled as soon
+   as its client is done) at the library's default width and at 32 and 64
+   lanes, and ``map`` (the one-client-at-a-time path); client updates per second end to end and
    steady, compile time, lane utilisation of the plan (useful client steps
    over executed lane-steps, ``sim.lanes``) and peak device memory.
 2. **Sweeps** on W1 (C=100): 16 and 64 members (alpha x seeds, every seed
@@ -97,8 +98,9 @@ def w1_cases(args, ds, budget):
     sched = scheduler.asynchronous(C.w1_delay_model(ds),
                                    num_updates=args.updates,
                                    concurrency=conc, seed=0)
-    variants = [("vmap", None)] + [("vmap", w) for w in args.widths] + (
-        [] if args.smoke else [("map", None)])
+    variants = ([("vmap", None)] + [("vmap", w) for w in args.widths]
+                + [("refill", None)] + [("refill", w) for w in args.widths]
+                + ([] if args.smoke else [("map", None)]))
     for batching, width in variants:
       name = f"w1 C={conc} {batching} width={width or 'default'}"
       if not budget.ok(name):
@@ -108,8 +110,10 @@ def w1_cases(args, ds, budget):
       rec = {"case": name, "concurrency": conc, **res,
              "peak_bytes": peak_memory()}
       if not o.stats.get("direct"):
-        rec["lane_utilisation"] = lanes.utilisation(
-            plan.make_plan(sched, width=res["width"]), steps)["utilisation"]
+        rec["lane_utilisation"] = lanes.utilisation(plan.make_plan(
+            sched, width=res["width"], steps_of_client=(
+                steps if batching == "refill" else None)),
+            steps)["utilisation"]
       C.log(f"{name}: {res['steady_updates_per_s']:.0f} updates/s steady, "
             f"compile {res['compile_s']:.1f} s, lanes "
             f"{rec.get('lane_utilisation', 1.0):.2f}")
