@@ -295,3 +295,57 @@ def test_refill_default_width_is_the_schedules_parallelism():
   with pytest.raises(ValueError, match="refill"):
     executor.simulate(rules.fedasync(0.5), upd._replace(lane=None), params,
                       ds, s, key=jax.random.key(0), batching="refill")
+
+
+def test_devices_with_batched_lanes_equal_the_reference(tmp_path):
+  """The accelerator layout (a wave's lanes over the devices, batched with
+  vmap within each: ``Devices(inner="vmap")``) equals the reference in
+  float64, here on two CPU devices (a subprocess: the device count is
+  fixed when JAX starts); the layout ``batching=None`` picks."""
+  import subprocess
+  import sys
+  import textwrap
+  from pathlib import Path
+  script = tmp_path / "lanes.py"
+  script.write_text(textwrap.dedent("""
+      import sys
+      import jax
+      jax.config.update("jax_num_cpu_devices", 2)
+      jax.config.update("jax_enable_x64", True)
+      import numpy as np, optax
+      sys.path.insert(0, sys.argv[1])
+      from conftest import lsq_loss, make_lsq_data
+      from fedasync_jax import (client, delays, executor, reference, rules,
+                                scheduler)
+      from fedasync_jax.sim import strategies
+      assert strategies.default_batching("cpu") == "map"
+      assert strategies.default_batching("gpu") == "devices"
+      ds, _ = make_lsq_data(num_clients=30, dtype=np.float64)
+      upd = client.local_update(lsq_loss, optax.sgd(0.05), batch_size=4,
+                                max_examples=ds.max_count, epochs=2)
+      dm = delays.delay_model(delays.device_speeds("lognormal", 30, seed=0),
+                              ds.counts * 1.0)
+      s = scheduler.asynchronous(dm, num_updates=120, concurrency=8, seed=0)
+      rule = rules.fedasync(0.6)
+      key = jax.random.key(1)
+      ref = reference.run(rule, upd, np.zeros(5), ds, s, key=key)
+      worst = 0.0
+      for inner in ("vmap", "map"):
+        orig = strategies.Devices.__init__
+        strategies.Devices.__init__ = (
+            lambda self, num_devices=None, inner=inner:
+            orig(self, num_devices, inner))
+        out = executor.simulate(rule, upd, np.zeros(5), ds, s, key=key,
+                                batching="devices", width=4)
+        strategies.Devices.__init__ = orig
+        worst = max(worst, float(np.max(np.abs(
+            np.asarray(out.state.params) - np.asarray(ref.state.params)))))
+      print("WORST", worst)
+  """))
+  tests_dir = Path(__file__).parent
+  r = subprocess.run([sys.executable, str(script), str(tests_dir)],
+                     capture_output=True, text=True, timeout=300,
+                     cwd=tests_dir.parent)
+  assert r.returncode == 0, r.stderr[-2000:]
+  worst = float(r.stdout.split("WORST")[-1])
+  assert worst <= 1e-8

@@ -91,8 +91,8 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
     arrivals_per_step: arrivals applied per step (default ``2 * width``,
       or 1 on the direct path).
     batching: ``"vmap"``, ``"map"``, ``"refill"``, ``"devices"`` or
-      ``"map_batched"`` (``strategies.BATCHINGS``; default by backend:
-      ``strategies.default_batching``).
+      ``"map_batched"`` (``strategies.BATCHINGS``; default by backend and
+      number of devices: ``strategies.default_batching``).
     map_batch_size: the batch size of ``"map_batched"``.
     chunk_steps: plan steps per compiled call.
     eval_fn: jit-traceable ``params -> dict of scalars``; if it has an

@@ -238,19 +238,25 @@ class MapBatched(_Batched):
 
 
 class Devices(_Batched):
-  """The wave's lanes split over the local devices (``shard_map``): each
-  device trains its lanes one after the other (``lax.map``), the devices
-  at the same time. On a CPU split into one device per core
-  (``jax.config.update("jax_num_cpu_devices", 2)`` before JAX starts) the
-  cores train different clients at once; on several GPUs, one lane group
-  per GPU. Lanes are dealt round-robin so that the valid prefix of a wave
-  spreads over the devices; padding lanes train no step."""
+  """The wave's lanes split over the local devices (``shard_map``), the
+  devices at the same time. Within a device its lanes run one after the
+  other (``inner="map"``, ``lax.map``; the CPU default) or batched
+  (``inner="vmap"``; the accelerator default). On a CPU split into one
+  device per core (``jax.config.update("jax_num_cpu_devices", 2)`` before
+  JAX starts) the cores train different clients at once; on several GPUs,
+  one lane group per GPU. Lanes are dealt round-robin so that the valid
+  prefix of a wave spreads over the devices; padding lanes train no
+  step."""
   name = "devices"
 
-  def __init__(self, num_devices: Optional[int] = None):
+  def __init__(self, num_devices: Optional[int] = None,
+               inner: Optional[str] = None):
     n = len(jax.devices())
     self.num_devices = (n if num_devices is None else checks.integer(
         "num_devices", num_devices, low=1, high=n))
+    self.inner = inner or ("map" if jax.default_backend() == "cpu"
+                           else "vmap")
+    checks.choice("inner", self.inner, ("map", "vmap"))
 
   def mesh(self):
     import numpy as np
@@ -273,7 +279,9 @@ class Devices(_Batched):
     def one(x):  # each lane reads its start from the replicated snapshots
       snap, *rest = x
       return ctx.train_one(jax.tree.map(lambda b: b[snap], snaps), *rest)
-    lanes = jax.shard_map(lambda a: jax.lax.map(one, a), mesh=self.mesh(),
+    batch = (jax.vmap(one) if self.inner == "vmap" else
+             lambda a: jax.lax.map(one, a))
+    lanes = jax.shard_map(batch, mesh=self.mesh(),
                           in_specs=P("lanes"), out_specs=P("lanes"),
                           check_vma=False)
     res, met = lanes(args)
@@ -375,16 +383,26 @@ BATCHINGS.add("map_batched", MapBatched, params=(
     doc="lax.map over the lanes, batch_size lanes per call")
 
 
-def default_batching(backend: Optional[str] = None) -> str:
-  """``"vmap"`` on accelerators, ``"map"`` on CPU (measured: XLA:CPU's
-  batched matmuls are weak; docs/benchmarks.md).
+def default_batching(backend: Optional[str] = None,
+                     num_devices: Optional[int] = None) -> str:
+  """The layout ``batching=None`` (``run.batching=auto``) picks: ``"map"``
+  on CPU, whatever its number of devices (measured: XLA:CPU's batched
+  matmuls are weak, and one run dealt over two CPU devices ran at 0.48x
+  the direct path; docs/benchmarks.md); on accelerators ``"vmap"`` with
+  one device and ``"devices"`` with several (a wave's lanes split over
+  them, batched within each).
 
   Example:
-    >>> default_batching("gpu"), default_batching("cpu")
-    ('vmap', 'map')
+    >>> default_batching("gpu", 1), default_batching("gpu", 4)
+    ('vmap', 'devices')
+    >>> default_batching("cpu", 2)
+    'map'
   """
   backend = backend or jax.default_backend()
-  return "map" if backend == "cpu" else "vmap"
+  if backend == "cpu":
+    return "map"
+  n = len(jax.devices()) if num_devices is None else num_devices
+  return "devices" if n > 1 else "vmap"
 
 
 def choose(batching: Optional[str], *, width: Optional[int],

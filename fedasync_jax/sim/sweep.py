@@ -221,7 +221,8 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
     client_lr_scale: ``(M,)`` factors on every member's client rate.
     width, arrivals_per_step, batching, map_batch_size, chunk_steps,
     eval_fn, eval_every, progress, checkpoint, resume: as in
-    ``executor.simulate`` (the checkpoint holds every member's carry and
+    ``executor.simulate`` (the default batching is one device's, as the
+    members are what spreads over devices; the checkpoint holds every member's carry and
     outputs; a sweep stopped by ``checkpoint`` returns every member's
     history so far, ``stats["stopped_early"]``).
     member_params: whether ``params`` has a leading member axis.
@@ -245,6 +246,9 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   hps = _member_hparams(scheds, hparams, client_lr_scale, M)
   t0 = time.perf_counter()
   width_given = width is not None
+  # The members are what a sweep spreads over devices (``mesh``); the
+  # lanes of each stay on one device.
+  batching = batching or strategies.default_batching(num_devices=1)
   strategy, width = strategies.choose(
       batching, width=width, arrivals_per_step=arrivals_per_step,
       concurrency=max(s.stats.get("realised_concurrency", 1)
@@ -301,8 +305,8 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
             "num_arrivals": scheds[m].num_arrivals,
             "updates_per_s": sum(s.num_arrivals for s in scheds) / wall,
             "padding_waste": plans.real[m].padding_waste,
-            "width": width, "batching": batching or
-            strategies.default_batching(), "direct": strategy.direct,
+            "width": width, "batching": batching,
+            "direct": strategy.direct,
             "members_as": member_mode,
             "devices": 1 if mesh is None else int(mesh.size)}
   return driver.results_for(
