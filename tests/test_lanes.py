@@ -245,9 +245,9 @@ def test_refill_sweep_and_resume_equal_separate_runs():
   from fedasync_jax import executor, rules, staleness, sweep, tasks
   from test_executor import (assert_same_history, problem, rel_diff,
                              speeds)
-  ds, upd, params, ev = problem("mlp", np.float32)
+  ds, upd, params, ev = problem("lsq", np.float32)
   dm = delays.delay_model(speeds("lognormal", 100), ds.counts.astype(float))
-  scheds = [scheduler.asynchronous(dm, num_updates=200, concurrency=c,
+  scheds = [scheduler.asynchronous(dm, num_updates=150, concurrency=c,
                                    seed=c) for c in (5, 12)]
   grid = {"alpha": jnp.array([0.4, 0.8])}
 
