@@ -77,6 +77,9 @@ def parse_args(argv):
   args.eval_every = args.eval_every or (10 if args.smoke else 100)
   args.clients = 20 if args.smoke else C.W1["num_clients"]
   args.concurrency = 5 if args.smoke else 100
+  # SGD steps per timed loop of compute_floor (unoptimised smoke programs
+  # run them slowly; the smoke run only checks the code path).
+  args.floor_steps = 10 if args.smoke else 500
   return args
 
 
@@ -103,6 +106,7 @@ class Workload:
     self.make = lambda s: scheduler.asynchronous(
         dm, num_updates=args.updates, concurrency=args.concurrency, seed=s)
     self.eval_every = args.eval_every
+    self.floor_steps = args.floor_steps
     del jax, delays
 
   def sched(self, seed):
@@ -159,8 +163,10 @@ def _timed(fn, *args, repeats=3):
   return C.median(times)
 
 
-def compute_floor(w, members, *, steps=500):
-  """The members' unshareable compute, timed alone (see the docstring)."""
+def compute_floor(w, members, *, steps=None):
+  """The members' unshareable compute, timed alone (see the docstring);
+  ``steps`` SGD steps per timed loop (default ``w.floor_steps``)."""
+  steps = steps or w.floor_steps
   import jax
   import jax.numpy as jnp
   import numpy as np
