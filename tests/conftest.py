@@ -96,3 +96,21 @@ def write_image_npz(path, seed=0):
   x_te, y_te = two_class_images(rng, 100)
   np.savez(path, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
   return path
+
+
+def pytest_collection_finish(session):
+  """Starts the scripts' smoke runs (tests/test_scripts.py) as soon as the
+  tests are known, so that they run beside the rest of the suite."""
+  if session.config.option.collectonly:
+    return
+  for item in session.items:
+    if getattr(item, "originalname", "") == "test_script_smoke":
+      item.module.start_smoke_runs(session)
+      return
+
+
+def pytest_sessionfinish(session, exitstatus):
+  for item in getattr(session, "items", ()):
+    if getattr(item, "originalname", "") == "test_script_smoke":
+      item.module.stop_smoke_runs()
+      return

@@ -15,9 +15,11 @@ editing this file. Every script must:
   ``("torch",)``); when one is missing the script must still exit 0 with a
   message, and its test is skipped.
 
-The scripts run as subprocesses, two at a time (each with a timeout), all
-started by the first test that asks for a result, so that both cores stay
-busy. The 21 scripts of 2026-12 take about 300 s of CPU time in all (6-48 s
+The scripts run as subprocesses (each with a timeout), started when
+collection ends (``conftest.pytest_collection_finish``): one at a time
+beside the rest of the suite, whose tests mostly keep one core busy
+(compiling), and two at a time once the first test here asks for a
+result, so that both cores stay busy. The 21 scripts of 2026-12 take about 300 s of CPU time in all (6-48 s
 each): about 2.5 minutes of the project's 2-core CPU when nothing else
 runs (estimated from that CPU time), 4-5 minutes measured while other jobs
 loaded it. A script whose smoke run gets
@@ -31,9 +33,11 @@ import concurrent.futures
 import glob
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -97,21 +101,52 @@ def _run(script, out):
     return "timeout", e.stdout or "", e.stderr or ""
 
 
-@pytest.fixture(scope="session")
-def smoke_runs(request, tmp_path_factory):
-  """Starts the smoke run of every selected script (two at a time) and
-  returns ``{script: (future, out dir)}``."""
-  selected = [item.callspec.params["script"] for item in request.session.items
+# Runs started at the end of collection: {script: (future, out dir)}, with
+# the pool, the gate that lets a second run start, and the output root.
+_STARTED = {"runs": {}, "pool": None, "gate": threading.Semaphore(1),
+            "root": None}
+
+
+def _gated_run(script, out):
+  with _STARTED["gate"]:
+    return _run(script, out)
+
+
+def start_smoke_runs(session) -> None:
+  """Starts the smoke run of every selected script, one at a time until
+  ``smoke_runs`` opens the second lane (called by conftest once the
+  session's tests are collected)."""
+  selected = [item.callspec.params["script"] for item in session.items
               if getattr(item, "originalname", "") == "test_script_smoke"
               and hasattr(item, "callspec")]
-  root = tmp_path_factory.mktemp("smoke")
-  pool = concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS)
-  request.addfinalizer(lambda: pool.shutdown(wait=False, cancel_futures=True))
-  runs = {}
+  if not selected or _STARTED["pool"] is not None:
+    return
+  _STARTED["root"] = root = tempfile.mkdtemp(prefix="fedasync-smoke-")
+  _STARTED["pool"] = pool = concurrent.futures.ThreadPoolExecutor(
+      max_workers=WORKERS)
   for script in selected:
     out = Path(tempfile.mkdtemp(prefix=Path(script).stem + "_", dir=root))
-    runs[script] = (pool.submit(_run, script, str(out)), out)
-  return runs
+    _STARTED["runs"][script] = (pool.submit(_gated_run, script, str(out)),
+                                out)
+
+
+def stop_smoke_runs() -> None:
+  """Cancels what has not started and removes the outputs (session end)."""
+  if _STARTED["pool"] is not None:
+    _STARTED["pool"].shutdown(wait=False, cancel_futures=True)
+  if _STARTED["root"] is not None:
+    shutil.rmtree(_STARTED["root"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(request):
+  """``{script: (future, out dir)}`` of the runs started at collection;
+  from here on two run at a time."""
+  if _STARTED["pool"] is None:  # (collected without the conftest hook)
+    start_smoke_runs(request.session)
+  for _ in range(WORKERS - 1):
+    _STARTED["gate"].release()
+  return _STARTED["runs"]
 
 
 def test_scripts_are_found():
