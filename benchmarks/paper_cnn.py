@@ -19,6 +19,14 @@ negligible), so this measures training examples per second of:
 * ``lib_map5`` / ``lib_vmap5``: the update batched over the 5 clients of a
   round the executor's ways: ``lax.map`` and ``vmap`` (vmap turns the
   per-client convolutions into grouped convolutions);
+* ``lib_devices5``: the 5 clients of a round over the CPU split into
+  ``--cpu-devices`` devices (2: ``jax_num_cpu_devices`` set in the worker
+  before JAX starts), the ``batching="devices"`` strategy's way: 6 lanes
+  (one padding lane with 0 examples, which trains no step) dealt
+  round-robin over the devices with ``jax.shard_map``, ``lax.map`` within
+  each device, so that each core trains its own client at the same time
+  (2 devices: 3 + 2 clients). Opt-in (``--variants``): every variant of
+  that worker then runs with the CPU split (the others on device 0);
 * ``laxconv_scan`` / ``laxconv_steploop`` (+ ``laxconv_map5``,
   ``laxconv_vmap5`` on request): the same with ``conv="lax"``, i.e.
   ``jax.lax.conv_general_dilated`` and JAX's own transposed backward
@@ -65,6 +73,25 @@ first command with ``--probe --timeout 1200`` instead of ``--timeout
 and ResNet-20) by ``python benchmarks/paper_cnn.py --probe --timeout
 1800``.
 
+Recorded (two CPU devices, ``lib_devices5``, 2026-12-02; every variant of
+these workers ran with ``jax_num_cpu_devices=2``):
+``results/paper_cnn_2026-12-02T092935Z.json`` (CNN, load 1.2-2.1) by
+``python benchmarks/paper_cnn.py --models cnn --flags
+default,eigen_single_thread --variants
+lib_scan,lib_map5,lib_devices5,torch,torch_1thread --steps 12 --repeats 7
+--timeout 600``; ``results/paper_cnn_2026-12-02T092204Z.json`` (the same
+with ``--steps 24 --repeats 9 --timeout 900``, while the test suite ran:
+load 3-6.5, no core idle, so no gain); ``results/paper_cnn_2026-12-02T093248Z.json`` (ResNet-20, load
+1.4-1.7) by ``python benchmarks/paper_cnn.py --models resnet --flags
+default --variants lib_scan,lib_map5,lib_devices5,torch,torch_1thread
+--steps 4 --repeats 5 --timeout 600``; the one-device control
+``results/paper_cnn_2026-12-02T093607Z.json`` (test suite running again)
+by ``python benchmarks/paper_cnn.py --models cnn --flags default
+--variants lib_scan,lib_map5,torch,torch_1thread --cpu-devices 1 --steps
+12 --repeats 5 --timeout 400``. ``intra_op_parallelism_threads`` is no
+XLA flag in jax 0.10.2 (``--intra_op_parallelism_threads=1``: "Unknown
+flag in XLA_FLAGS"; without ``--`` it is silently ignored).
+
 Usage:
   python benchmarks/paper_cnn.py --quick     # CNN only, default flags
   python benchmarks/paper_cnn.py             # CNN + ResNet-20, default
@@ -107,14 +134,17 @@ RESNET_VARIANTS = ("lib_scan", "lib_map5", "lib_steploop", "laxconv_scan",
                    "laxconv_steploop", "torch", "torch_1thread")
 # Variants measured in the XLA-flag subprocesses.
 FLAG_VARIANTS = ("lib_scan", "lib_map5", "lib_steploop", "laxconv_steploop",
-                 "torch", "torch_1thread")
+                 "lib_devices5", "torch", "torch_1thread")
 # Flag sets tried by default (the others were measured before and stay
 # available through --flags).
 DEFAULT_FLAGS = ("default", "onednn")
 # Variants whose convolution gradients run inside an XLA loop on the slow
 # path: timed on --slow-steps local steps per client (examples/s is a rate).
 SLOW_VARIANTS = ("laxconv_scan", "laxconv_map5", "laxconv_vmap5")
-SMOKE_VARIANTS = ("lib_scan", "lib_steploop", "torch")
+SMOKE_VARIANTS = ("lib_scan", "lib_steploop", "lib_devices5", "torch")
+# Variants over several CPU devices (the worker splits the CPU when one of
+# them is requested): opt-in, not in CNN_VARIANTS / RESNET_VARIANTS.
+DEVICES_VARIANTS = ("lib_devices5",)
 
 
 def parse_args(argv):
@@ -136,6 +166,9 @@ def parse_args(argv):
   ap.add_argument("--probe", action="store_true",
                   help="op-level convolution timings and HLO evidence")
   ap.add_argument("--timeout", type=int, default=900)
+  ap.add_argument("--cpu-devices", type=int, default=None,
+                  help="jax_num_cpu_devices in the workers (default: 2 "
+                  "when a devices variant is requested, else 1)")
   ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   ap.add_argument("--model", default="cnn", help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
@@ -152,6 +185,9 @@ def parse_args(argv):
     args.variants = ",".join(SMOKE_VARIANTS)
   if args.smoke:
     args.slow_steps = 1
+  if args.cpu_devices is None:
+    args.cpu_devices = 2 if any(
+        v in DEVICES_VARIANTS for v in (args.variants or "").split(",")) else 1
   return args
 
 
@@ -312,6 +348,40 @@ class Variants:
     f = jax.jit(g)
     return lambda: f(self.params)
 
+  def devices(self, upd, n, clients=5):
+    """``clients`` client updates over the CPU devices, the
+    ``batching="devices"`` strategy's way (``sim/strategies.py``,
+    ``Devices``): lanes padded to a multiple of the devices (padding lanes:
+    0 examples, no step), dealt round-robin, ``shard_map`` over the
+    devices, ``lax.map`` within each."""
+    import numpy as np
+    import jax
+    import jax.numpy as jnp
+    from fedasync_jax import ClientRef
+    devs = jax.devices()
+    D = len(devs)
+    W = -(-clients // D) * D
+    deal = np.arange(W).reshape(W // D, D).T.ravel()  # round-robin
+    valid = deal < clients
+    offs = jnp.asarray(np.where(valid, deal * n, 0), jnp.int32)
+    counts = jnp.asarray(np.where(valid, n, 0), jnp.int32)
+    mesh = jax.sharding.Mesh(np.array(devs), ("lanes",))
+    P = jax.sharding.PartitionSpec
+    X, Y, hp, key = self.X, self.Y, self.hp, self.key
+
+    def g(p):
+      keys = jax.vmap(lambda o: jax.random.fold_in(key, o))(offs)
+
+      def one(a):
+        o, c, k = a
+        return upd.update(p, ClientRef(X, Y, o, c), k, hp)
+      lanes = jax.shard_map(lambda a: jax.lax.map(one, a), mesh=mesh,
+                            in_specs=P("lanes"), out_specs=P("lanes"),
+                            check_vma=False)
+      return lanes((offs, counts, keys))
+    f = jax.jit(g)
+    return lambda: f(self.params)
+
   def step_loop(self, loss, batch):
     """One jitted local step called from a Python loop (no XLA loop)."""
     import jax
@@ -361,6 +431,8 @@ class Variants:
         return self.one_client(self.scan_update(model.loss, n), n), n
       if kind == "steploop":
         return self.step_loop(model.loss, B)
+      if kind == "devices5":
+        return self.devices(self.scan_update(model.loss, n), n), 5 * n
       if kind in ("map5", "vmap5"):
         return self.batched(self.scan_update(model.loss, n), kind[:-1],
                             n), 5 * n
@@ -392,6 +464,10 @@ def time_variants(fns, examples, args):
     o["compile_s_estimate"] = max(0.0, o["first_call_s"]
                                   - examples[v] / o["examples_per_s"])
     o["examples_per_call"] = examples[v]
+  if "lib_scan" in out:
+    for v in variants:
+      out[v]["vs_lib_scan_paired"] = C.median(
+          [a / b for a, b in zip(out[v]["rates"], out["lib_scan"]["rates"])])
   if "torch" in out:
     for v in variants:
       out[v]["vs_torch_paired"] = C.median(
@@ -407,6 +483,8 @@ def time_variants(fns, examples, args):
 def worker(args):
   """One XLA flag set (from the environment), one model, all variants
   interleaved, in this fresh process."""
+  import jax
+  jax.config.update("jax_num_cpu_devices", args.cpu_devices)
   if C.has_torch():
     C.torch_setup(2)
   data_path = args.data or C.DEFAULT_MNIST
@@ -427,6 +505,7 @@ def worker(args):
   res = {"variants": time_variants(fns, examples, args),
          "steps_per_call": args.steps, "slow_steps_per_call": args.slow_steps,
          "batch": vs.B, "flags": os.environ.get("XLA_FLAGS", ""),
+         "cpu_devices": len(jax.devices()),
          "threads": C.thread_settings(), "versions": C.versions()}
   if args.probe and args.model == "cnn" and not os.environ.get("XLA_FLAGS"):
     res["probe"] = probe(vs.X, vs.Y, {"lib": vs.lib, "laxconv": vs.laxlib},
@@ -580,7 +659,8 @@ def run_attempt(args, model, flag_name):
   cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--model",
          model, "--steps", str(args.steps), "--slow-steps",
          str(args.slow_steps if model == "cnn" else 1), "--repeats",
-         str(args.repeats), "--data", str(args.data)]
+         str(args.repeats), "--data", str(args.data), "--cpu-devices",
+         str(args.cpu_devices)]
   if args.variants:
     cmd += ["--variants", args.variants]
   if args.probe and flag_name == "default":
@@ -640,6 +720,11 @@ def summarize_model(attempts, model):
           v["lib_scan"]["examples_per_s"]
           / v["laxconv_scan"]["examples_per_s"]
           if "lib_scan" in v and "laxconv_scan" in v else None),
+      "lib_devices5_examples_per_s": get("lib_devices5", "examples_per_s"),
+      "lib_devices5_vs_torch": get("lib_devices5", "vs_torch_paired"),
+      "lib_devices5_vs_lib_scan": get("lib_devices5", "vs_lib_scan_paired"),
+      "lib_map5_vs_lib_scan": get("lib_map5", "vs_lib_scan_paired"),
+      "cpu_devices": base.get("cpu_devices"),
       "best": ({"vs_torch": b[0], "variant": b[1], "flag_set": b[2],
                 "examples_per_s": b[3]} if b else None),
       "paper_client_update_s_lib_scan": (
