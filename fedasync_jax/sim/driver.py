@@ -35,6 +35,7 @@ from fedasync_jax.sim import lanes
 from fedasync_jax.sim import plan as plan_lib
 from fedasync_jax.sim.program import evaluate
 from fedasync_jax.sim.scheduler import Schedule
+from fedasync_jax.sim.strategies import NO_LANE
 from fedasync_jax.sim.tasks import eval_points
 
 
@@ -157,9 +158,7 @@ def refill_layout(strategy, client, data, schedules, width: int,
   if not strategy.refill:
     return None, width
   if client.lane is None:
-    raise ValueError("batching='refill' needs a client update with a lane "
-                     "machine (client.local_update; a wrapped or "
-                     "hand-written update has none): use another batching")
+    raise ValueError(NO_LANE)
   steps = client.lane.steps_of(np.asarray(data.counts))
   if not width_given:
     par = max(lanes.critical_path(s, steps)["parallelism"]

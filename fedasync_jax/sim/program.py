@@ -44,6 +44,7 @@ from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.core.types import ServerRule
 from fedasync_jax.data import ClientDataset
 from fedasync_jax.sim import plan as plan_lib
+from fedasync_jax.sim import strategies
 from fedasync_jax.sim.strategies import Context, kept
 
 
@@ -182,9 +183,7 @@ def make_program(make_rule: Callable[[Any], ServerRule],
     lanes = None
     if strategy.refill:
       if client.lane is None:
-        raise ValueError("batching='refill' needs a client update with a "
-                         "lane machine (client.local_update; a wrapped or "
-                         "hand-written update has none)")
+        raise ValueError(strategies.NO_LANE)
       lanes = strategy.init_lanes(client.lane, params, p.width, p.num_slots)
     return jax.tree.map(lambda x: jnp.array(x, copy=True),
                         Carry(state, snaps, results, lanes))

@@ -316,6 +316,11 @@ class LaneCarry(NamedTuple):
   written: Any
 
 
+NO_LANE = ("batching='refill' needs a client update with a lane machine "
+           "(client.local_update; a wrapped or hand-written update has "
+           "none): use another batching")
+
+
 class Refill(_Wave):
   """``width`` lanes in one ``vmap``, one local step per plan step; a lane
   whose client is done writes its result and takes the next client the
@@ -340,9 +345,6 @@ class Refill(_Wave):
 
   def train_carry(self, ctx, carry, row):
     from fedasync_jax.core.client import ClientRef
-    if ctx.lane is None:
-      raise ValueError("batching='refill' needs a client update with a "
-                       "lane machine (client.local_update)")
     lanes = carry.lanes
     tasks = row.wave_task
     start = jax.tree.map(lambda b: b[row.wave_snap], carry.snaps)
