@@ -387,6 +387,27 @@ def figure(*args, **kw):
   return Figure(*args, **kw)
 
 
+GPU_UPDATES_PER_S = 20_000
+"""An ASSUMED rate of MNIST MLP client updates per second on one GPU (the
+target `benchmarks/gpu.py` checks for W1 at concurrency 1000); no GPU has
+measured it yet. Low concurrency leaves a GPU's lanes idle, so estimates
+from it are optimistic there."""
+
+
+def gpu_estimate(updates: float) -> str:
+  """A sentence estimating how long ``updates`` MLP client updates take on
+  one GPU at ``GPU_UPDATES_PER_S``.
+
+  Example:
+    >>> gpu_estimate(2.4e6)[:42]
+    'on one GPU about 2.0 min at an assumed 20,'
+  """
+  return (f"on one GPU about {updates / GPU_UPDATES_PER_S / 60:.1f} min at "
+          f"an assumed {GPU_UPDATES_PER_S:,} client updates/s (not "
+          f"measured: no GPU was lent; optimistic at low concurrency), "
+          f"{updates:,.0f} client updates in all")
+
+
 def participation_stats(counts) -> dict:
   c = np.asarray(counts, float)
   return {"min": int(c.min()), "max": int(c.max()), "mean": float(c.mean()),

@@ -650,7 +650,8 @@ This run: {args.updates} updates x {len(args.seeds)} seeds x
 ({rate:.0f}/s), FedAvg {tm['fedavg_s']:.0f} s.
 Paper-like length, `python experiments/fedasync_staleness.py --full`
 ({FULL_UPDATES} updates, 3 seeds): about {est / 60:.0f} min on this machine
-(this run's throughput scaled; compile time not scaled).
+(this run's throughput scaled; compile time not scaled);
+{common.gpu_estimate(tm['full_updates'])}.
 
 ## Files
 
@@ -698,6 +699,8 @@ def main(argv=None):
       "aggregates": agg, "claims": cl,
       "timing": {"fedasync_s": fa_s, "fedasync_member_updates": fa_mu,
                  "fedavg_s": fv_s, "estimated_full_s": (fa_s + fv_s) * scale,
+                 "full_updates": scale * sum(t["member_runs"] * t["updates"]
+                                             for t in su.timing),
                  "runs": su.timing},
       "provenance": {"command": prov.command, "machine": prov.machine,
                      "date": prov.date, "wall_s_before_summary": prov.wall()}}

@@ -1088,7 +1088,7 @@ cores free that is about {agg['cpu_s'] / 2 / 60:.0f} min (CPU time / 2). `--full
 15-point grid, the combined variant) is estimated at {perf['full_estimate_s'] / 60:.0f} min at this
 run's throughput, about {perf['full_estimate_s'] / max(agg['wall_s'], 1e-9) * agg['cpu_s'] / 2 / 60:.0f} min with both cores free (updates to target
 scale with seeds and the grid; the combined variant costs about as much
-as the deadline one).
+as the deadline one); {common.gpu_estimate(perf['full_updates'])}.
 
     python experiments/fedbuff_comparison.py            # default
     python experiments/fedbuff_comparison.py --full
@@ -1099,15 +1099,20 @@ as the deadline one).
   return md
 
 
-def full_estimate(args, perf) -> float:
-  """Seconds ``--full`` would take at this run's throughput."""
+def full_updates(args, perf) -> float:
+  """Client updates ``--full`` would simulate."""
   tune_u = perf["tune_updates"] * len(FULL_SERVER_LRS) * len(MOMENTA) / max(
       1, len(args.server_lrs) * len(args.momenta))
   cmp_u = perf["compare_updates"] * 10 / max(1, len(args.seeds))
   per_v = cmp_u / max(1, len(args.variants))
   extra = per_v * (len(VARIANTS) - len(args.variants))
+  return tune_u + cmp_u + extra
+
+
+def full_estimate(args, perf) -> float:
+  """Seconds ``--full`` would take at this run's throughput."""
   rate = perf["updates_run"] / max(perf["sweep_wall_s"], 1e-9)
-  return (tune_u + cmp_u + extra) / rate
+  return full_updates(args, perf) / rate
 
 
 def main(argv=None):
@@ -1135,6 +1140,7 @@ def main(argv=None):
       common.write_rows(out_dir / "history.csv", hist)
   perf["updates_run"] = perf["tune_updates"] + perf["compare_updates"]
   perf["full_estimate_s"] = full_estimate(args, perf)
+  perf["full_updates"] = full_updates(args, perf)
   agg = aggregate(args, env, rows, tuned, perf)
   agg["tuning_rows"] = [r for r in rows if r["phase"] == "tune"]
   tabs = tables(args, agg)
