@@ -7,10 +7,10 @@
   initial weights as the JAX model, and a lean PyTorch simulator loop
   (``TorchFed``); torch is imported lazily and is optional;
 * machine / version / thread information, the load average, medians, and
-  writing one JSON result per run (``finish``): under
-  ``benchmarks/results/`` for recorded runs, under ``--out`` (a temporary
-  folder by default) for ``--smoke`` runs, which never touch the recorded
-  results.
+  writing one JSON result per run (``finish``) into ``--out DIR``: by
+  default the untracked ``runs/benchmarks/`` of the checkout (a new
+  temporary folder for ``--smoke`` runs); a run is recorded by passing
+  ``--out benchmarks/results``.
 
 Every harness takes ``--smoke``: a tiny configuration on generated data
 that runs the real code path in seconds (``tests/test_scripts.py`` runs it).
@@ -38,6 +38,10 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 DEFAULT_MNIST = ROOT / ".." / "shared" / "data" / "mnist.npz"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+"""The recorded results (tracked): written only with ``--out
+benchmarks/results``."""
+DEFAULT_OUT = ROOT / "runs" / "benchmarks"
+"""Where a run writes without ``--out`` (``runs/`` is not tracked)."""
 
 W1 = {
     "num_clients": 1000, "dirichlet_alpha": 0.5, "partition_seed": 0,
@@ -90,11 +94,11 @@ def add_output_args(ap: argparse.ArgumentParser):
   """Adds ``--smoke`` and ``--out`` to a harness's parser."""
   ap.add_argument("--smoke", action="store_true",
                   help="a tiny configuration on generated data (seconds); "
-                  "writes to --out (default: a new temporary folder), never "
-                  "to benchmarks/results/")
+                  "writes to --out (default: a new temporary folder)")
   ap.add_argument("--out", type=Path, default=None,
-                  help="folder for the result JSON (default: "
-                  "benchmarks/results/, or a temporary folder with --smoke)")
+                  help="folder for the result JSON (default: runs/benchmarks/"
+                  " of the checkout, untracked, or a temporary folder with "
+                  "--smoke; --out benchmarks/results records a run)")
   return ap
 
 
@@ -111,13 +115,14 @@ def mnist_parser(doc: str) -> argparse.ArgumentParser:
 
 def out_dir(args) -> Path:
   """Where this run writes: ``--out``, else a temporary folder for
-  ``--smoke`` runs, else ``benchmarks/results/``."""
+  ``--smoke`` runs, else ``runs/benchmarks/`` (``DEFAULT_OUT``; never the
+  tracked ``benchmarks/results/`` unless ``--out`` names it)."""
   if args.out is not None:
     path = Path(args.out)
   elif getattr(args, "smoke", False):
     path = Path(tempfile.mkdtemp(prefix="benchmark_smoke_"))
   else:
-    path = RESULTS_DIR
+    path = DEFAULT_OUT
   path.mkdir(parents=True, exist_ok=True)
   args.out = path  # later calls (and subprocesses) use the same folder
   return path
@@ -438,7 +443,7 @@ def clean(o):
   return o
 
 
-def write_json(name, result, *, quick, folder=RESULTS_DIR, smoke=False):
+def write_json(name, result, *, quick, folder=DEFAULT_OUT, smoke=False):
   """Writes ``result`` atomically to
   ``<folder>/<name>_<UTC stamp>[_quick|_smoke].json``; returns the path."""
   folder = Path(folder)

@@ -18,7 +18,8 @@ runs' final parameters are compared (they must be equal: the same client
 updates in the same order).
 
 The LAST line printed is one JSON object, also written to
-``benchmarks/results/devices_<date>[_quick|_smoke].json``.
+``<--out>/devices_<date>[_quick|_smoke].json`` (default ``runs/benchmarks/``,
+untracked; ``--out benchmarks/results`` records the run).
 
 Usage:
   python benchmarks/devices.py                 # 2000 updates, C=100

@@ -25,7 +25,8 @@ Measured in ONE process, interleaved, ``--repeats`` times (medians):
 Reported: GFLOP/s of each and its fraction of the JAX matmul's GFLOP/s.
 
 The LAST line printed is one JSON object, also written to
-``benchmarks/results/flops_<date>[_quick].json``.
+``<--out>/flops_<date>[_quick].json`` (default ``runs/benchmarks/``, untracked;
+``--out benchmarks/results`` records the run).
 
 Recorded: ``results/flops_2026-11-22T040854Z.json`` by
 ``python benchmarks/flops.py`` and ``results/flops_2026-11-22T055216Z_quick.json``

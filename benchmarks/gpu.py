@@ -23,9 +23,10 @@ skipped and listed):
    second, vmap and map.
 
 The LAST line printed is one JSON object (device named), also written to
-``benchmarks/results/gpu_<date>[_quick|_smoke].json``. ``--smoke`` runs
-every case tiny (the paper's CNN only, no ResNet-20), on CPU too, in
-seconds (tests/test_scripts.py).
+``<--out>/gpu_<date>[_quick|_smoke].json`` (default ``runs/benchmarks/``,
+untracked; ``--out benchmarks/results`` records the run). ``--smoke`` runs
+every case tiny (the paper's CNN only, no ResNet-20), on CPU too, in seconds
+(tests/test_scripts.py).
 
 Usage:
   python benchmarks/gpu.py                     # on the GPU machine

@@ -21,7 +21,8 @@ that width (``lanes.critical_path``: parallelism / width). The widths
 include the parallelism rounded up (refill's default width).
 
 The LAST line printed is one JSON object, also written to
-``benchmarks/results/lane_utilisation_<date>[_smoke].json``.
+``<--out>/lane_utilisation_<date>[_smoke].json`` (default ``runs/benchmarks/``,
+untracked; ``--out benchmarks/results`` records the run).
 
 Usage:
   python benchmarks/lane_utilisation.py            # 5000 updates per case

@@ -58,7 +58,8 @@ inside a ``lax.fori_loop``, and the convolution instructions of the
 compiled HLO of ``lib_scan`` vs ``lib_steploop``.
 
 The LAST line printed is one JSON object, also written to
-``benchmarks/results/paper_cnn_<date>[_quick].json``.
+``<--out>/paper_cnn_<date>[_quick].json`` (default ``runs/benchmarks/``,
+untracked; ``--out benchmarks/results`` records the run).
 
 Recorded (RESULTS_vs_pytorch.md, section 3):
 ``results/paper_cnn_2026-11-22T055600Z.json`` by ``python

@@ -23,7 +23,8 @@ less wall time than ``new_rule_each_call``. The two give the same
 parameters (checked).
 
 The LAST line printed is one JSON object, also written to
-``benchmarks/results/repeated_calls_<date>[_quick|_smoke].json``.
+``<--out>/repeated_calls_<date>[_quick|_smoke].json`` (default
+``runs/benchmarks/``, untracked; ``--out benchmarks/results`` records the run).
 
 Usage:
   python benchmarks/repeated_calls.py

@@ -36,7 +36,8 @@ bound ``separate_s / (floor_s / batching_gain)`` is the most any sweep
 can gain on this machine.
 
 The LAST line printed is one JSON object, also written to
-``benchmarks/results/seed_sweep_<date>[_quick|_smoke].json``.
+``<--out>/seed_sweep_<date>[_quick|_smoke].json`` (default
+``runs/benchmarks/``, untracked; ``--out benchmarks/results`` records the run).
 
 Usage:
   python benchmarks/seed_sweep.py               # 300 updates per member

@@ -22,7 +22,8 @@ Every member of each sweep is checked against its separate run (max
 relative parameter difference). Target: sweep >= 3x separate.
 
 The LAST line printed is one JSON object, also written to
-``benchmarks/results/sweep_bench_<date>[_quick].json``.
+``<--out>/sweep_bench_<date>[_quick].json`` (default ``runs/benchmarks/``,
+untracked; ``--out benchmarks/results`` records the run).
 
 Recorded: ``results/sweep_bench_2026-11-22T061200Z.json`` by
 ``python benchmarks/sweep_bench.py``.

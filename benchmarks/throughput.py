@@ -43,7 +43,8 @@ findings are recorded in benchmarks/README.md.
 
 The LAST line printed is one JSON object; the same object, with machine
 information, the date and the command line, is written to
-``benchmarks/results/W1_<date>[_quick].json`` (``--smoke``: ``--out``).
+``<--out>/W1_<date>[_quick].json`` (default ``runs/benchmarks/``, untracked;
+``--out benchmarks/results`` records the run).
 
 Recorded (benchmarks/README.md): ``results/W1_2026-11-22T040645Z.json`` by
 ``python benchmarks/throughput.py --sweep-widths`` and

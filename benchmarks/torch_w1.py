@@ -42,9 +42,10 @@ OpenMP spin-wait with 2 threads collapsed to 4-17 updates/s (100 ms per
 MLP step instead of 0.4 ms); passive waiting is the fair baseline.
 ``--omp-wait-policy default`` keeps the library default.
 
-Needs torch (``pip install -e '.[bench]'``); without it the script says so
-and exits 0. The LAST line printed is one JSON object, also written to
-``benchmarks/results/torch_w1_<date>[_quick].json``.
+Needs torch (``pip install -e '.[bench]'``); without it the script says so and
+exits 0. The LAST line printed is one JSON object, also written to
+``<--out>/torch_w1_<date>[_quick].json`` (default ``runs/benchmarks/``,
+untracked; ``--out benchmarks/results`` records the run).
 
 Recorded: ``results/torch_w1_2026-11-22T061117Z.json`` by
 ``python benchmarks/torch_w1.py --repeats 5``.

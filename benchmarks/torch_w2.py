@@ -26,9 +26,10 @@ Equal work is checked exactly first: the torch loop with the library's
 permutations reproduces our parameters after 4 rounds. OMP_WAIT_POLICY
 defaults to PASSIVE (see torch_w1.py).
 
-Needs torch (``pip install -e '.[bench]'``); without it the script says so
-and exits 0. The LAST line printed is one JSON object, also written to
-``benchmarks/results/torch_w2_<date>[_quick].json``.
+Needs torch (``pip install -e '.[bench]'``); without it the script says so and
+exits 0. The LAST line printed is one JSON object, also written to
+``<--out>/torch_w2_<date>[_quick].json`` (default ``runs/benchmarks/``,
+untracked; ``--out benchmarks/results`` records the run).
 
 Recorded: ``results/torch_w2_2026-11-22T060741Z.json`` by
 ``python benchmarks/torch_w2.py``.

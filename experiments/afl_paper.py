@@ -221,15 +221,16 @@ def per_round(r, m, rounds):
   if loss.size != rounds * m:
     raise RuntimeError(f"expected {rounds * m} client updates, got "
                        f"{loss.size}")
-  evals = {e["updates"]: e for e in r.history}
+  evals = {e["client_updates"]: e for e in r.history}
   rows = []
   for k in range(1, rounds + 1):
     e = evals[k * m]
     rows.append({"round": k, "client_updates": k * m,
-                 "simulated_time": e["time"],
+                 "simulated_time": e["simulated_time"],
                  "client_train_loss": float(np.nanmean(
                      loss[(k - 1) * m:k * m])),
-                 "test_loss": e["loss"], "test_accuracy": e["accuracy"]})
+                 "test_loss": e["test_loss"],
+                 "test_accuracy": e["test_accuracy"]})
   return rows
 
 

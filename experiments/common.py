@@ -218,14 +218,15 @@ class Setup(NamedTuple):
 class Run(NamedTuple):
   setup: Setup
   out: object       # types.RunResult
-  history: list     # dicts: version, updates, time, loss, accuracy
+  history: list     # RunResult.evals: the columns of types.COLUMNS
   wall_s: float
 
 
 def history_of(out) -> list:
-  return [{"version": e["version"], "updates": e["updates"],
-           "time": e["time"], "loss": e["loss"], "accuracy": e["accuracy"]}
-          for e in out.evals]
+  """A run's history rows: its evaluations, named as every history
+  (``types.COLUMNS``: version, simulated_time, client_updates,
+  client_train_loss, test_loss, test_accuracy)."""
+  return [dict(e) for e in out.evals]
 
 
 def client_optimizer(c):
@@ -289,7 +290,7 @@ def simulate(s: Setup, cfg, *, label: str = "", log=None) -> Run:
   total = s.schedule.num_arrivals
 
   def progress(info):
-    acc = (info.get("last_eval") or {}).get("accuracy", float("nan"))
+    acc = (info.get("last_eval") or {}).get("test_accuracy", float("nan"))
     msg = (f"  [{label}] {info['arrivals_done']}/{total} updates, "
            f"{time.perf_counter() - t0:.0f} s, last test acc {acc:.3f}")
     print(msg, file=getattr(log, "file", log) or sys.stderr, flush=True)
@@ -329,8 +330,8 @@ def first_reach(history, threshold):
   """``(simulated time, client updates)`` of the first evaluation at or
   above ``threshold`` test accuracy, or ``(None, None)``."""
   for e in history:
-    if e["accuracy"] >= threshold:
-      return e["time"], e["updates"]
+    if e["test_accuracy"] >= threshold:
+      return e["simulated_time"], e["client_updates"]
   return None, None
 
 

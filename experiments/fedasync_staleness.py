@@ -198,7 +198,7 @@ def record(su, mx, seed, name, out, *, kind, alpha, mean_weight,
   su.curves.setdefault((mx, name), []).append(h)
   for e in h:
     su.hist.append({"max_staleness": mx, "seed": seed, "run": name, **e})
-  accs = [e["accuracy"] for e in h]
+  accs = [e["test_accuracy"] for e in h]
   fin = su.full_eval(out.state.params)
   su.rows.append({
       "max_staleness": mx, "seed": seed, "run": name, "rule": kind,
@@ -207,7 +207,7 @@ def record(su, mx, seed, name, out, *, kind, alpha, mean_weight,
       else ran_as, "final_accuracy": accs[-1],
       "final_full_test_accuracy": float(fin["accuracy"]),
       "mean_acc_run": float(np.mean(accs[1:] or accs)),
-      "final_loss": h[-1]["loss"],
+      "final_loss": h[-1]["test_loss"],
       "applied": int(out.arrivals["applied"].sum()),
       "mean_staleness": float(np.mean(out.arrivals["staleness"])),
       "max_staleness_realised": int(np.max(out.arrivals["staleness"])),
@@ -468,8 +468,8 @@ def figure(args, su, out_dir):
       if m != mx:
         continue
       n = min(len(h) for h in hs)
-      x = np.array([e["updates"] for e in hs[0][:n]])
-      y = np.mean([[e["accuracy"] for e in h[:n]] for h in hs], axis=0)
+      x = np.array([e["client_updates"] for e in hs[0][:n]])
+      y = np.mean([[e["test_accuracy"] for e in h[:n]] for h in hs], axis=0)
       if name == "FedAvg":
         ax.plot(x, y, color="k", lw=1.5, label=f"FedAvg (cohort {mx // 2 + 1})")
       elif name.startswith("control of "):

@@ -395,7 +395,7 @@ def run_sweep(env, variant, C, hp, scheds, seeds, *, budget, need,
   t0 = time.perf_counter()
 
   def progress(info):
-    acc = (info.get("last_eval") or {}).get("accuracy", float("nan"))
+    acc = (info.get("last_eval") or {}).get("test_accuracy", float("nan"))
     print(f"  [{label}] {info['arrivals_done']}/{info['num_arrivals']} "
           f"updates, {time.perf_counter() - t0:.0f} s, member 0 acc "
           f"{acc:.3f}", file=env.say.file, flush=True)
@@ -437,8 +437,8 @@ def run_row(env, variant, C, seed, sched, out, *, budget, hp, phase, wall,
   args = env.args
   hist = common.history_of(out)
   deadline = env.deadline if VARIANTS[variant][1] else None
-  reach = next((e for e in hist if e["accuracy"] >= args.target
-                and e["updates"] <= budget), None)
+  reach = next((e for e in hist if e["test_accuracy"] >= args.target
+                and e["client_updates"] <= budget), None)
   row = {"phase": phase, "concurrency": C, "method": variant, "seed": seed,
          "server_lr": hp.get("server_lr"), "momentum": hp.get("momentum"),
          "alpha": hp.get("alpha"), "deadline_s": deadline,
@@ -447,9 +447,9 @@ def run_row(env, variant, C, seed, sched, out, *, budget, hp, phase, wall,
          "target": args.target, "budget": budget,
          "reached": reach is not None}
   if reach is not None:
-    a = reach["updates"] - 1
+    a = reach["client_updates"] - 1
     t = close_time(sched, a, deadline, C)
-    row.update(updates_to_target=reach["updates"], time_to_target=t,
+    row.update(updates_to_target=reach["client_updates"], time_to_target=t,
                versions_to_target=reach["version"],
                discarded_tasks_to_target=int(np.sum(
                    sched.lost & (sched.dispatch_time < t))),
@@ -461,9 +461,9 @@ def run_row(env, variant, C, seed, sched, out, *, budget, hp, phase, wall,
                mean_staleness_to_target=None)
   last = hist[-1]
   row.update(updates_run=int(len(out.arrivals["client"])),
-             simulated_time_run=float(last["time"]),
-             last_accuracy=float(last["accuracy"]),
-             best_accuracy=float(max(e["accuracy"] for e in hist)),
+             simulated_time_run=float(last["simulated_time"]),
+             last_accuracy=float(last["test_accuracy"]),
+             best_accuracy=float(max(e["test_accuracy"] for e in hist)),
              sweep_wall_s=wall, sweep_members=members)
   h = [{"phase": phase, "concurrency": C, "method": variant, "seed": seed,
         "server_lr": hp.get("server_lr"), "momentum": hp.get("momentum"),
@@ -763,8 +763,9 @@ def figures(args, hist, out_dir):
   """accuracy_vs_updates.png and accuracy_vs_time.png: one panel per
   concurrency, one thin line per seed (runs stop at the target)."""
   cs = args.concurrency
-  for name, key, log_x in (("accuracy_vs_updates.png", "updates", False),
-                           ("accuracy_vs_time.png", "time", True)):
+  for name, key, log_x in (("accuracy_vs_updates.png", "client_updates",
+                            False),
+                           ("accuracy_vs_time.png", "simulated_time", True)):
     fig = common.figure(figsize=(5.2 * len(cs), 4.2))
     axes = np.atleast_1d(fig.subplots(1, len(cs)))
     for c, ax in zip(cs, axes):
@@ -774,7 +775,7 @@ def figures(args, hist, out_dir):
                and e["concurrency"] == c and e["method"] == v
                and e["seed"] == s and (e[key] > 0 or not log_x)]
           if h:
-            ax.plot([e[key] for e in h], [e["accuracy"] for e in h],
+            ax.plot([e[key] for e in h], [e["test_accuracy"] for e in h],
                     color=COLORS[v], lw=0.9, alpha=0.6,
                     label=LABELS[v] if i == 0 else None)
       ax.axhline(args.target, color="gray", ls=":", lw=1)

@@ -116,7 +116,8 @@ def part_b(args, st, data_path, fed, mean, out_dir, say):
       r = common.simulate(s, cfg, label=f"{sel} seed {seed}", log=say)
       part = r.out.participation
       say(f"[B] {sel} seed {seed}: {r.wall_s:.0f} s; final loss "
-          f"{r.history[-1]['loss']:.4f}, acc {r.history[-1]['accuracy']:.4f};"
+          f"{r.history[-1]['test_loss']:.4f}, acc "
+          f"{r.history[-1]['test_accuracy']:.4f};"
           f" participation {part.tolist()}")
       runs[(sel, seed)] = r
       hist.extend({"selection": sel, "seed": seed, **e} for e in r.history)
@@ -156,8 +157,8 @@ def figure(args, a, runs, out_dir):
   axs[1].legend(fontsize=7)
   for i, sel in enumerate(SCHEMES):
     hs = [runs[(sel, sd)].history for sd in seeds]
-    x = np.array([e["updates"] / m for e in hs[0]])
-    y = np.array([[e["loss"] for e in h] for h in hs])
+    x = np.array([e["client_updates"] / m for e in hs[0]])
+    y = np.array([[e["test_loss"] for e in h] for h in hs])
     axs[2].plot(x, y.mean(0), color=f"C{i}", label=f"{sel} (mean)")
     for row in y:
       axs[2].plot(x, row, color=f"C{i}", alpha=0.25, lw=0.8)
@@ -182,12 +183,12 @@ def part_b_rows(args, runs):
   """Part B's table rows and the verdict on the difference."""
   seeds, lb, finals = args.seeds, [], {}
   for sel in SCHEMES:
-    f_loss = [runs[(sel, sd)].history[-1]["loss"] for sd in seeds]
-    f_acc = [runs[(sel, sd)].history[-1]["accuracy"] for sd in seeds]
+    f_loss = [runs[(sel, sd)].history[-1]["test_loss"] for sd in seeds]
+    f_acc = [runs[(sel, sd)].history[-1]["test_accuracy"] for sd in seeds]
     cv = [common.participation_stats(runs[(sel, sd)].out.participation)["cv"]
           for sd in seeds]
     # Loss variability along the run: std over seeds, averaged over evals.
-    y = np.array([[e["loss"] for e in runs[(sel, sd)].history]
+    y = np.array([[e["test_loss"] for e in runs[(sel, sd)].history]
                   for sd in seeds])
     auc = y[:, 1:].mean(1)
     finals[sel] = (auc.mean(), auc.std())

@@ -80,8 +80,8 @@ def run(horizons, seeds, *, concurrency, tau_max, alpha, eta0, problem,
                        chunk_steps=256)
     wall += timer()
     for s, o in enumerate(outs):
-      g = theory.per_version(o.evals, "grad_sq")
-      gap = theory.per_version(o.evals, "gap")
+      g = theory.per_version(o.evals, "test_grad_sq")
+      gap = theory.per_version(o.evals, "test_gap")
       st = theory.staleness_stats(o)
       V = len(g) - 1
       vals[s, j] = g[:-1].mean()

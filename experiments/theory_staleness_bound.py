@@ -127,8 +127,8 @@ def grid_runs(p, tau, T, steps, seeds, seed_offset):
   avg, final, noise = (np.full((seeds, G), np.nan) for _ in range(3))
   for m, o in enumerate(outs):
     s, j = divmod(m, G)
-    g = theory.per_version(o.evals, "grad_sq")
-    nz = theory.per_version(o.evals, "noise")
+    g = theory.per_version(o.evals, "test_grad_sq")
+    nz = theory.per_version(o.evals, "test_noise")
     V = len(g) - 1
     avg[s, j] = g[:-1].mean()
     final[s, j] = g[-max(1, V // 10):].mean()

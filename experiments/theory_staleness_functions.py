@@ -44,8 +44,8 @@ def member_records(members, outs, fns, names):
   weight, realised staleness."""
   records = []
   for (f, d, s), o in zip(members, outs):
-    g = theory.per_version(o.evals, "grad_sq")
-    gap = theory.per_version(o.evals, "gap")
+    g = theory.per_version(o.evals, "test_grad_sq")
+    gap = theory.per_version(o.evals, "test_gap")
     V = len(g) - 1
     tail = slice(V - max(1, V // 5), None)
     tau = o.arrivals["staleness"][o.arrivals["applied"]]

@@ -91,7 +91,7 @@ def run_all(args, data_path, out_dir, say):
       r = common.simulate(s, cfg, label=label, log=say)
       t90, _ = common.first_reach(r.history, 0.90)
       say(f"  {r.wall_s:.0f} s wall ({s.schedule.num_arrivals / r.wall_s:.0f}"
-          f" updates/s); final acc {r.history[-1]['accuracy']:.4f}; "
+          f" updates/s); final acc {r.history[-1]['test_accuracy']:.4f}; "
           f"t(90%) {t90}")
       runs[(sp, rn)] = (cfg, r)
       hist.extend({"speeds": sp, "rule": rn, **e} for e in r.history)
@@ -102,16 +102,16 @@ def run_all(args, data_path, out_dir, say):
 def figures(args, runs, out_dir):
   """accuracy_vs_time.png (log time axis) and accuracy_vs_updates.png."""
   for name, x_of, log_x in (
-      ("accuracy_vs_time.png", lambda e: e["time"], True),
-      ("accuracy_vs_updates.png", lambda e: e["updates"], False)):
+      ("accuracy_vs_time.png", lambda e: e["simulated_time"], True),
+      ("accuracy_vs_updates.png", lambda e: e["client_updates"], False)):
     fig = common.figure(figsize=(6 * len(args.speeds), 4.2))
     axes = np.atleast_1d(fig.subplots(1, len(args.speeds)))
     for sp, ax in zip(args.speeds, axes):
       for i, rn in enumerate(args.rules):
         h = runs[(sp, rn)][1].history
         if log_x:
-          h = [e for e in h if e["time"] > 0]
-        ax.plot([x_of(e) for e in h], [e["accuracy"] for e in h],
+          h = [e for e in h if e["simulated_time"] > 0]
+        ax.plot([x_of(e) for e in h], [e["test_accuracy"] for e in h],
                 marker=".", color=f"C{i}", label=rn)
       if log_x:
         for thr in THRESHOLDS:
@@ -146,11 +146,12 @@ def table(args, runs, out_dir):
         row[f"time_to_{int(thr * 100)}"] = t
         row[f"updates_to_{int(thr * 100)}"] = u
       end = r.history[-1]
-      row.update(final_accuracy=end["accuracy"], simulated_end=end["time"],
-                 wall_s=r.wall_s)
+      row.update(final_accuracy=end["test_accuracy"],
+                 simulated_end=end["simulated_time"], wall_s=r.wall_s)
       rows.append(row)
       lines.append(f"| {sp} | {rn} | " + " | ".join(cells) +
-                   f" | {end['accuracy']:.4f} | {end['time']:,.0f} s | "
+                   f" | {end['test_accuracy']:.4f} | "
+                   f"{end['simulated_time']:,.0f} s | "
                    f"{r.wall_s:.0f} |")
   common.write_rows(out_dir / "time_to_accuracy.csv", rows)
   return lines

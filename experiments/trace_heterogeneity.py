@@ -122,7 +122,7 @@ def run_all(args, data_path, out_dir, say):
                     for v in common.first_reach(r.history, TARGET))
         runs[(cond, rn, seed)] = {
             "time_to_90": t90, "updates_to_90": u90,
-            "final_accuracy": r.history[-1]["accuracy"],
+            "final_accuracy": r.history[-1]["test_accuracy"],
             "simulated_end": float(sch.stats["end_time"]),
             "lost_share": float(sch.lost.mean()),
             "staleness_mean": float(applied.mean()),
@@ -131,7 +131,7 @@ def run_all(args, data_path, out_dir, say):
             "staleness_p99": float(np.percentile(applied, 99)),
             "staleness_max": int(applied.max()), "wall_s": r.wall_s}
         say(f"{cond}/{rn}/seed {seed}: t(90%) {t90:,.0f} s, final acc "
-            f"{r.history[-1]['accuracy']:.4f}, staleness mean "
+            f"{r.history[-1]['test_accuracy']:.4f}, staleness mean "
             f"{applied.mean():.1f}, lost {sch.lost.mean():.1%}, "
             f"{r.wall_s:.0f} s wall")
         hist += [{"delays": cond, "rule": rn, "seed": seed, **e}
@@ -182,8 +182,9 @@ def figures(args, conds, hist, stale_rows_path, out_dir):
     for i, rn in enumerate(args.rules):
       for seed in range(args.seeds):
         h = [e for e in hist if e["delays"] == cond and e["rule"] == rn
-             and e["seed"] == seed and e["time"] > 0]
-        ax.plot([e["time"] for e in h], [e["accuracy"] for e in h],
+             and e["seed"] == seed and e["simulated_time"] > 0]
+        ax.plot([e["simulated_time"] for e in h],
+                [e["test_accuracy"] for e in h],
                 color=f"C{i}", alpha=0.8, lw=1,
                 label=rn if seed == 0 else None)
     ax.axhline(TARGET, color="gray", ls=":", lw=1)

@@ -1,18 +1,31 @@
 """The demo entry point on a tiny run: files written, tables printed."""
 
+import contextlib
 import csv
+import io
 import json
+import math
 
 import pytest
 
-from fedasync_jax import cli
+from fedasync_jax import cli, types
+from fedasync_jax.run import demo
 
 
-def test_demo_writes_histories_and_summary(tmp_path, capsys):
-  out = tmp_path / "demo"
-  rc = cli.main(["demo", "--out", str(out), "--updates", "200",
-                 "--clients", "30", "--concurrency", "4"])
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+  """A tiny demo: its output folder and what it printed."""
+  out = tmp_path_factory.mktemp("demo") / "demo"
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    rc = cli.main(["demo", "--out", str(out), "--updates", "200",
+                   "--clients", "30", "--concurrency", "4"])
   assert rc == 0
+  return out, printed.getvalue()
+
+
+def test_demo_writes_histories_and_summary(demo_run):
+  out, text = demo_run
   summary = json.loads((out / "summary.json").read_text())
   assert set(summary["runs"]) == {"fedasync", "fedbuff", "fedavg"}
   for name, r in summary["runs"].items():
@@ -32,12 +45,62 @@ def test_demo_writes_histories_and_summary(tmp_path, capsys):
   # FedAsync: one version per update; FedAvg: one per round of 4.
   assert summary["runs"]["fedasync"]["versions"] == 200
   assert summary["runs"]["fedavg"]["versions"] == 50
-  text = capsys.readouterr().out
   assert "test accuracy after N client updates" in text
   assert "simulated time" in text
+
+
+def test_demo_writes_metrics_jsonl_with_the_history_columns(demo_run):
+  """``metrics.jsonl``: every algorithm's history rows, in order, each
+  line ``algorithm`` then ``types.COLUMNS`` (NaN written as null)."""
+  out, _ = demo_run
+  lines = [json.loads(x) for x in
+           (out / "metrics.jsonl").read_text().splitlines()]
+  assert all(list(x) == ["algorithm", *types.COLUMNS] for x in lines)
+  for name in ("fedasync", "fedbuff", "fedavg"):
+    rows = list(csv.DictReader(open(out / f"history_{name}.csv")))
+    mine = [x for x in lines if x["algorithm"] == name]
+    assert len(mine) == len(rows) > 1
+    assert mine[0]["client_train_loss"] is None
+    for x, r in zip(mine, rows):
+      for c in types.COLUMNS:
+        want = float(r[c])
+        got = math.nan if x[c] is None else x[c]
+        assert got == pytest.approx(want, nan_ok=True), (name, c)
+  assert [x["algorithm"] for x in lines] == sorted(
+      (x["algorithm"] for x in lines),
+      key=["fedasync", "fedbuff", "fedavg"].index)
+
+
+def test_demo_and_run_write_the_same_arrival_columns(demo_run, tmp_path):
+  out, _ = demo_run
+  cfg = tmp_path / "cfg.json"
+  cfg.write_text(json.dumps({
+      "data": {"num_clients": 20}, "client": {"batch_size": 20},
+      "run": {"num_updates": 40, "concurrency": 4, "eval_every": 20}}))
+  run_out = tmp_path / "run"
+  with contextlib.redirect_stdout(io.StringIO()):
+    assert cli.main(["run", "--config", str(cfg), "--out",
+                     str(run_out)]) == 0
+  header = next(csv.reader(open(run_out / "arrivals.csv")))
+  assert header == list(types.ARRIVAL_COLUMNS)
+  for name in ("fedasync", "fedbuff", "fedavg"):
+    rows = list(csv.DictReader(open(out / f"arrivals_{name}.csv")))
+    assert list(rows[0]) == header
+    assert len(rows) == 200
+    assert {r["status"] for r in rows} <= {"applied", "dropped"}
+    assert all(0 < float(r["train_loss"]) < 10 for r in rows)
 
 
 def test_demo_rejects_bad_input(tmp_path, capsys):
   rc = cli.main(["demo", "--out", str(tmp_path / "d"), "--updates", "150"])
   assert rc == 2
   assert "multiple of 100" in capsys.readouterr().err
+
+
+def test_demo_checks_its_arguments_before_announcing_the_folder(tmp_path):
+  logged = []
+  with pytest.raises(ValueError, match="client_lr must be a number > 0"):
+    demo.run_demo(tmp_path / "d", num_updates=100, client_lr=float("nan"),
+                  log=logged.append)
+  assert logged == []
+  assert not (tmp_path / "d").exists()

@@ -60,7 +60,7 @@ def test_the_obvious_call_trains_on_uint8_images(image_cfg):
       rule, update, model.init(jax.random.key(0)), fed.train, sched,
       key=jax.random.key(0), eval_every=20,
       eval_fn=models.make_evaluator(model, fed.x_test, fed.y_test))
-  assert out.evals[-1]["accuracy"] > 0.9
+  assert out.evals[-1]["test_accuracy"] > 0.9
 
 
 def test_float_data_models_are_not_wrapped():
@@ -129,16 +129,16 @@ def test_progress_after_a_resume_shows_the_resumed_accuracy_and_no_eta():
   a second report has measured a rate."""
   import io
   bar = experiment.ProgressBar(1000, stream=io.StringIO(), tty=True,
-                               resumed_eval={"accuracy": 0.75})
-  initial = {"version": 0, "time": 0.0, "arrival": -1, "updates": 0,
-             "accuracy": 0.1}
+                               resumed_eval={"test_accuracy": 0.75})
+  initial = {"version": 0, "simulated_time": 0.0, "client_updates": 0,
+             "client_train_loss": float("nan"), "test_accuracy": 0.1}
   bar({"arrivals_done": 500, "num_arrivals": 1000, "version": 500,
        "wall_time_s": 0.1, "last_eval": initial})
   first = bar.stream.getvalue()
   assert "500/1000 updates" in first and "test acc  0.750" in first, first
   assert "ETA      ? s" in first, first
   bar({"arrivals_done": 600, "num_arrivals": 1000, "version": 600,
-       "wall_time_s": 0.2, "last_eval": {"accuracy": 0.8}})
+       "wall_time_s": 0.2, "last_eval": {"test_accuracy": 0.8}})
   second = bar.stream.getvalue().split("\r")[-1]
   assert "test acc  0.800" in second and "ETA      ?" not in second
   # A run's first report has no rate yet either; its last has nothing left.

@@ -72,7 +72,7 @@ def test_reference_drives_least_squares_to_optimum():
         eval_fn=lambda p: {"dist": jnp.linalg.norm(p - w_star)},
         eval_every=100)
     d0 = np.linalg.norm(w_star)
-    d1 = out.evals[-1]["dist"]
+    d1 = out.evals[-1]["test_dist"]
     # Noise-free consistent system: the distance shrinks by at least 100x.
     assert d1 < d0 / 100, (d0, d1)
     assert [e["version"] for e in out.evals] == [0, 100, 200, 300, 400]

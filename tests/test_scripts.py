@@ -176,3 +176,26 @@ def test_script_smoke(script, smoke_runs):
   assert glob.glob(str(out / pattern)), (
       f"{script} --smoke wrote no {pattern} into {out}: "
       f"{sorted(p.name for p in out.iterdir())}{tail}")
+
+
+def test_benchmarks_write_outside_the_recorded_results_by_default(
+    tmp_path, monkeypatch):
+  """A benchmark without ``--out`` writes into the untracked
+  ``runs/benchmarks/``; only ``--out benchmarks/results`` records."""
+  import argparse
+  spec = importlib.util.spec_from_file_location(
+      "bench_common", ROOT / "benchmarks" / "common.py")
+  common = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(common)
+  assert common.DEFAULT_OUT == ROOT / "runs" / "benchmarks"
+  assert "runs/" in (ROOT / ".gitignore").read_text().split()
+  args = common.add_output_args(argparse.ArgumentParser()).parse_args([])
+  assert args.out is None
+  monkeypatch.setattr(common, "DEFAULT_OUT", tmp_path / "default")
+  assert common.out_dir(args) == tmp_path / "default"
+  recorded = common.add_output_args(argparse.ArgumentParser()).parse_args(
+      ["--out", str(tmp_path / "results")])
+  assert common.out_dir(recorded) == tmp_path / "results"
+  path = common.write_json("x", {"a": 1}, quick=False,
+                           folder=common.out_dir(args))
+  assert path.parent == tmp_path / "default"

@@ -186,14 +186,16 @@ def test_the_stream_appends_each_row_at_once_and_the_rewrite_keeps_it(
   events = tensorboard.EventFile(logdir)
   stream = metrics.MetricsStream(io.StringIO(), S(), eval_every=2,
                                  tensorboard=events)
-  stream({"arrivals_done": 2, "last_eval": {"loss": 0.5, "accuracy": 0.75}})
+  stream({"arrivals_done": 2, "last_eval": {"test_loss": 0.5,
+                                            "test_accuracy": 0.75}})
   got = _events(events.path)  # before closing: flushed at once
   assert [(e[1], e[2]) for e in got] == [
       (0, "brain.Event:2"),
       (2, {"version": 2.0, "simulated_time": 1.0, "test_loss": 0.5,
            "test_accuracy": 0.75})]
   streamed_at = got[1][0]
-  stream({"arrivals_done": 4, "last_eval": {"loss": 0.25, "accuracy": 1.0}})
+  stream({"arrivals_done": 4, "last_eval": {"test_loss": 0.25,
+                                            "test_accuracy": 1.0}})
   events.close()
   assert [e[1] for e in _events(events.path)] == [0, 2, 4]
   # The end of a run: every row, rewritten in place, one file.

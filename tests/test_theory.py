@@ -216,8 +216,8 @@ def test_tracker_matches_reference_and_hand_drift():
     np.testing.assert_array_equal(out.arrivals["applied"],
                                   ref.arrivals["applied"])
     # Parameters at every version, from the reference.
-    W = np.stack([theory.per_version(ref.evals, f"w{i}") for i in range(3)],
-                 1)
+    W = np.stack([theory.per_version(ref.evals, f"test_w{i}")
+                  for i in range(3)], 1)
     assert W.shape[0] == int(ref.state.version) + 1
     tau = ref.arrivals["staleness"]
     t_before = ref.arrivals["version"] - ref.arrivals["applied"]
@@ -253,11 +253,12 @@ def test_executor_eval_every_version_equals_tracker():
                          eval_fn=theory.metrics_fn(p), eval_every=1)
   tr = theory.track(rule, upd, jnp.zeros(4), p.data, sched, key=key,
                     metrics=p.metrics)
-  g_ex = theory.per_version(ex.evals, "grad_sq")
+  g_ex = theory.per_version(ex.evals, "test_grad_sq")
   assert g_ex.shape == (151,)
   np.testing.assert_allclose(tr.per_version("grad_sq"), g_ex, rtol=2e-5)
   np.testing.assert_allclose(tr.per_version("gap"),
-                             theory.per_version(ex.evals, "gap"), rtol=2e-5)
+                             theory.per_version(ex.evals, "test_gap"),
+                             rtol=2e-5)
 
 
 def test_averaged_gradient_slope_is_about_minus_half():

@@ -68,12 +68,15 @@ class RunResult(NamedTuple):
   Attributes:
     state: the final server state.
     arrivals: per arrival (processing order), numpy arrays ``client``,
-      ``time``, ``staleness``, ``applied`` (False: dropped by the cutoff),
-      ``version`` (server version after the arrival), ``train_loss``.
-    evals: one dict per evaluation: ``version``, ``time``, ``arrival``
-      (index of the arrival after which it ran), ``updates`` (arrivals so
-      far) and the metrics of ``eval_fn``. Files and printed tables name
-      these with ``COLUMNS`` (``eval_row``).
+      ``simulated_time``, ``staleness``, ``applied`` (False: dropped by the
+      cutoff), ``version`` (server version after the arrival) and
+      ``train_loss`` (the client's local training loss; NaN where it was
+      not trained: the executor skips updates dropped by the cutoff);
+      files write them as ``ARRIVAL_COLUMNS``.
+    evals: one dict per evaluation, named as the history's columns
+      (``COLUMNS``; made by ``evaluation``): ``version``,
+      ``simulated_time``, ``client_updates``, ``client_train_loss`` and
+      ``test_<name>`` for each metric ``<name>`` of ``eval_fn``.
     participation: applied updates per client.
     stats: numbers about the run (wall time, padding waste, ...).
   """
@@ -86,36 +89,73 @@ class RunResult(NamedTuple):
 
 COLUMNS = ("version", "simulated_time", "client_updates", "client_train_loss",
            "test_loss", "test_accuracy")
-"""The one vocabulary of a history, shared by every output (a run's and a
-sweep's ``history.csv``, ``metrics.jsonl``, the demo's ``history_*.csv``):
-the server version, the simulated time (s), the client updates received,
-the mean local training loss of the client updates since the previous
-evaluation, and the test loss and accuracy."""
+"""The one vocabulary of a history, shared by ``RunResult.evals`` and every
+output (a run's and a sweep's ``history.csv`` and ``metrics.jsonl``, the
+demo's ``history_*.csv`` and ``metrics.jsonl``): the server version, the
+simulated time (s), the client updates received, the mean local training
+loss of the client updates applied since the previous evaluation (NaN:
+none; ``evaluation``), and the test loss and accuracy (any other metric
+``<name>`` of the evaluation function is ``test_<name>``, after these)."""
 
-EVAL_KEYS = {"version": "version", "time": "simulated_time",
-             "updates": "client_updates", "loss": "test_loss",
-             "accuracy": "test_accuracy"}
-"""``RunResult.evals`` key -> its name in ``COLUMNS`` (the evaluations keep
-their short keys; other metrics of ``eval_fn`` become ``test_<name>``)."""
+ARRIVAL_COLUMNS = ("client", "simulated_time", "staleness", "status",
+                   "version", "train_loss")
+"""The columns of every arrivals file (a run's ``arrivals.csv``, the demo's
+``arrivals_*.csv``), one row per arrival: the client, the simulated time of
+its arrival (s, the name it has in ``COLUMNS``), its staleness, ``status``
+(``applied``, or ``dropped`` by a staleness cutoff: ``RunResult.arrivals``
+holds it as the boolean ``applied``), the server version after it, and the
+client's local training loss (``train_loss``; its mean over the applied
+updates between two evaluations is the history's ``client_train_loss``).
+The other columns have the names of ``RunResult.arrivals``."""
 
 
-def eval_row(ev: dict, train_loss: float = float("nan")) -> dict:
-  """One evaluation (an entry of ``RunResult.evals``) in ``COLUMNS``.
-
-  Args:
-    ev: the evaluation.
-    train_loss: the mean local training loss of the client updates since the
-      previous evaluation (``client_train_loss``; NaN: none).
+def metric_columns(metrics: dict) -> dict:
+  """The evaluation function's metrics named as history columns:
+  ``test_<name>`` (floats).
 
   Example:
-    >>> eval_row({"version": 3, "time": 1.5, "arrival": 2, "updates": 3,
-    ...           "loss": 0.7, "accuracy": 0.8}, 0.9)  # doctest: +NORMALIZE_WHITESPACE
-    {'version': 3, 'simulated_time': 1.5, 'client_updates': 3,
+    >>> metric_columns({"loss": 0.5, "accuracy": 1})
+    {'test_loss': 0.5, 'test_accuracy': 1.0}
+  """
+  return {f"test_{k}": float(v) for k, v in metrics.items()}
+
+
+def evaluation(version, simulated_time, client_updates, metrics: dict,
+               arrivals: Optional[dict] = None, since: int = 0) -> dict:
+  """One entry of ``RunResult.evals`` (a history row, in ``COLUMNS``).
+
+  Args:
+    version: the server version evaluated.
+    simulated_time: the simulated time of the last arrival before it (s).
+    client_updates: the client updates received before it.
+    metrics: what the evaluation function returned (``{name: scalar}``),
+      each becoming ``test_<name>`` (``metric_columns``).
+    arrivals: the run's arrivals so far (``RunResult.arrivals``; at least
+      ``train_loss`` and ``applied``), or ``None``: none.
+    since: the ``client_updates`` of the previous evaluation.
+      ``client_train_loss`` is the mean local training loss of the updates
+      applied after it (arrivals ``since`` to ``client_updates - 1``; NaN
+      losses left out); NaN when there is none. Updates dropped by a
+      staleness cutoff do not count: a simulator may skip training them.
+
+  Example:
+    >>> import numpy as np
+    >>> arr = {"train_loss": np.array([5.0, 1.0, np.nan, 0.8, 3.0]),
+    ...        "applied": np.array([True, True, True, True, False])}
+    >>> evaluation(3, 1.5, 5, {"accuracy": 0.8, "loss": 0.7}, arr,
+    ...            since=1)  # doctest: +NORMALIZE_WHITESPACE
+    {'version': 3, 'simulated_time': 1.5, 'client_updates': 5,
      'client_train_loss': 0.9, 'test_loss': 0.7, 'test_accuracy': 0.8}
   """
-  row = {c: None for c in COLUMNS}
-  row["client_train_loss"] = train_loss
-  for k, v in ev.items():
-    if k != "arrival":
-      row[EVAL_KEYS.get(k, f"test_{k}")] = v
-  return {k: v for k, v in row.items() if v is not None}
+  losses = np.zeros(0)
+  if arrivals is not None:
+    window = slice(since, client_updates)
+    losses = np.asarray(arrivals["train_loss"][window], np.float64)[
+        np.asarray(arrivals["applied"][window], bool)]
+    losses = losses[~np.isnan(losses)]
+  row = {"version": int(version), "simulated_time": float(simulated_time),
+         "client_updates": int(client_updates),
+         "client_train_loss": (float(losses.mean()) if losses.size
+                               else float("nan")),
+         **metric_columns(metrics)}
+  return {**{k: row.pop(k) for k in COLUMNS if k in row}, **row}

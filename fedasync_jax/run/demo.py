@@ -3,8 +3,19 @@
 Runs the three algorithms on the same FedProx Synthetic(1, 1) population
 (arXiv:1812.06127) with heterogeneous (lognormal) device speeds, the same
 number of client updates each, prints test accuracy against client updates
-and against simulated time, and writes the histories (CSV) and a summary
-(JSON) into an output folder. Needs no download.
+and against simulated time, and writes into an output folder, with the
+names ``fedasync-jax run`` uses (``types.COLUMNS``,
+``types.ARRIVAL_COLUMNS``):
+
+* ``history_<algorithm>.csv``: one row per evaluation (``types.COLUMNS``);
+* ``metrics.jsonl``: the same rows of every algorithm, one JSON object per
+  line, each with ``algorithm`` first (``metrics.MetricsStream``: appended
+  as the runs go, rewritten with every evaluation as each one ends);
+* ``arrivals_<algorithm>.csv``: one row per arrival
+  (``types.ARRIVAL_COLUMNS``);
+* ``summary.json`` and ``tables.txt``: final metrics and the two tables.
+
+Needs no download.
 
 Example:
   >>> out = run_demo("/tmp/fedasync-demo", num_updates=200)  # doctest: +SKIP
@@ -25,13 +36,13 @@ from fedasync_jax import models
 from fedasync_jax.core import (checks, client, optimizers, rules,
                                staleness)
 from fedasync_jax.data import synthetic
-from fedasync_jax.run import outputs, results
+from fedasync_jax.run import metrics, outputs, results
 from fedasync_jax.sim import delays, executor, scheduler
 
 
 def _accuracy_at(rows, key, points):
   """Latest evaluated test accuracy with ``rows[key] <= point`` (``rows``:
-  history rows, ``outputs.metric_rows``)."""
+  history rows, ``RunResult.evals``)."""
   xs = np.array([r[key] for r in rows])
   acc = np.array([r["test_accuracy"] for r in rows])
   out = []
@@ -84,22 +95,31 @@ def _runs(dm, *, num_updates, concurrency, seed):
 
 
 def _run_one(name, rule, sched, every, *, upd, params, ds, evaluate, seed,
-             out, log) -> dict:
-  """Runs one algorithm, writes its CSVs, returns its summary entry (and
-  its history rows, ``outputs.metric_rows``, under ``"history"``)."""
+             out, log, streamed) -> dict:
+  """Runs one algorithm, writes its CSVs and its rows of ``metrics.jsonl``
+  (after those of ``streamed``, the rows of the algorithms run before,
+  which it extends), returns its summary entry (and its history rows,
+  ``RunResult.evals``, under ``"history"``)."""
   t0 = time.perf_counter()
 
   def progress(info):
     log(f"  {name}: {info['arrivals_done']}/{info['num_arrivals']} updates, "
         f"version {info['version']}, {time.perf_counter() - t0:.1f} s")
-  res = executor.simulate(rule, upd, params, ds, sched,
-                          key=jax.random.key(seed), eval_fn=evaluate,
-                          eval_every=every, chunk_steps=128,
-                          progress=progress)
+  path = out / metrics.METRICS
+  with open(path, "a") as f:
+    stream = metrics.MetricsStream(f, sched, eval_every=every,
+                                   fields={"algorithm": name})
+    res = executor.simulate(rule, upd, params, ds, sched,
+                            key=jax.random.key(seed), eval_fn=evaluate,
+                            eval_every=every, chunk_steps=128,
+                            progress=metrics.fan_out(progress, stream))
   wall = time.perf_counter() - t0
-  rows = outputs.metric_rows(res)
+  rows = res.evals
+  streamed.extend({"algorithm": name, **r} for r in rows)
+  metrics.write_jsonl(path, streamed)
   results.write_csv(out / f"history_{name}.csv", rows)
-  results.write_columns(out / f"arrivals_{name}.csv", res.arrivals)
+  results.write_columns(out / f"arrivals_{name}.csv",
+                        outputs.arrival_columns(res.arrivals))
   return {
       "final_test_accuracy": rows[-1]["test_accuracy"],
       "final_test_loss": rows[-1]["test_loss"],
@@ -148,15 +168,20 @@ def run_demo(out_dir, *, num_updates: int = 3000, concurrency: int = 10,
     num_clients: population of Synthetic(1, 1).
     seed: seed of data, delays, schedule and training.
     client_lr: the clients' SGD learning rate.
-    log: where progress and tables go.
+    log: where the output folder, progress and tables go.
 
   Returns:
     The summary dict (also written to ``summary.json``).
+
+  Raises:
+    ValueError: a bad argument (before anything is logged or written).
   """
   num_updates, concurrency, num_clients = _check(
       num_updates, concurrency, num_clients, client_lr, seed)
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
+  (out / metrics.METRICS).write_text("")  # the runs append to it
+  log(f"output folder: {out}")
   t_all = time.perf_counter()
   fed = synthetic.synthetic(1.0, 1.0, num_clients=num_clients, seed=seed,
                             mean_examples=100, min_examples=20)
@@ -176,7 +201,7 @@ def run_demo(out_dir, *, num_updates: int = 3000, concurrency: int = 10,
   histories = {}
   common = dict(upd=upd, params=model.init(jax.random.key(seed)), ds=ds,
                 evaluate=models.make_evaluator(model, fed.x_test, fed.y_test),
-                seed=seed, out=out, log=log)
+                seed=seed, out=out, log=log, streamed=[])
   for name, (rule, sched, every) in _runs(
       dm, num_updates=num_updates, concurrency=concurrency,
       seed=seed).items():
@@ -189,6 +214,6 @@ def run_demo(out_dir, *, num_updates: int = 3000, concurrency: int = 10,
   (out / "tables.txt").write_text(t1 + "\n\n" + t2 + "\n")
   for text in ("", t1, "", t2, ""):
     log(text)
-  log(f"wrote {out}/summary.json, tables.txt, history_*.csv, arrivals_*.csv "
-      f"({summary['wall_time_s']:.1f} s)")
+  log(f"wrote {out}/summary.json, tables.txt, history_*.csv, "
+      f"{metrics.METRICS}, arrivals_*.csv ({summary['wall_time_s']:.1f} s)")
   return summary

@@ -16,15 +16,14 @@ from the final ``metrics.jsonl`` when it ends (``write_tensorboard``).
 
 Example:
   >>> import io, json, numpy as np
-  >>> from fedasync_jax.core import types
   >>> class S:  # a schedule: 3 arrivals, one version each
   ...   version_after = np.array([1, 2, 3])
   ...   arrival_time = np.array([0.5, 1.0, 2.0])
   ...   arrival_task = np.array([0, 1, 2])
   >>> f = io.StringIO()
   >>> stream = MetricsStream(f, S(), eval_every=2)
-  >>> stream({"arrivals_done": 3, "last_eval": {"loss": 0.5,
-  ...                                           "accuracy": 0.75}})
+  >>> stream({"arrivals_done": 3, "last_eval": {"test_loss": 0.5,
+  ...                                           "test_accuracy": 0.75}})
   >>> json.loads(f.getvalue())
   {'version': 2, 'simulated_time': 1.0, 'client_updates': 2, 'test_loss': 0.5, 'test_accuracy': 0.75}
 """
@@ -32,13 +31,11 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from fedasync_jax.core import types
 from fedasync_jax.run import results
 from fedasync_jax.run import tensorboard as tensorboard_lib
 from fedasync_jax.sim import tasks
@@ -47,17 +44,9 @@ METRICS = "metrics.jsonl"
 """The file name of the stream in a run's output folder."""
 
 
-def _json_value(v):
-  """A JSON-safe scalar: NaN and infinities become ``None``."""
-  v = results.plain(v)
-  if isinstance(v, float) and not math.isfinite(v):
-    return None
-  return v
-
-
 def json_line(row: dict) -> str:
   """One row as a line of JSON (NaN written as ``null``)."""
-  return json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n"
+  return json.dumps(results.json_ready(row)) + "\n"
 
 
 class MetricsStream:
@@ -73,12 +62,16 @@ class MetricsStream:
       initial evaluation; ``None``: nothing yet).
     tensorboard: a ``tensorboard.EventFile`` that gets each row too (a
       disk error there stops it quietly; ``write_tensorboard`` reports).
+    fields: columns written first in every line (e.g. the demo's
+      ``{"algorithm": "fedasync"}``).
   """
 
   def __init__(self, file, schedule, *, eval_every: Optional[int],
                after: Optional[int] = None,
-               tensorboard: Optional[tensorboard_lib.EventFile] = None):
+               tensorboard: Optional[tensorboard_lib.EventFile] = None,
+               fields: Optional[dict] = None):
     self.file, self.schedule = file, schedule
+    self.fields = dict(fields or {})
     self.tensorboard = tensorboard
     points = tasks.eval_points(np.asarray(schedule.version_after),
                                eval_every)
@@ -93,17 +86,15 @@ class MetricsStream:
     k = int(np.searchsorted(self.points, done, side="left"))
     a = int(self.points[k - 1]) if k > 0 else -1
     if (self.after is not None and a <= self.after) or (
-        ev.get("arrival") == -1 and a != -1):  # nothing new evaluated
+        ev.get("client_updates") == 0 and a != -1):  # nothing new evaluated
       return
     s = self.schedule
-    row = {"version": int(s.version_after[a]) if a >= 0 else 0,
+    row = {**self.fields,
+           "version": int(s.version_after[a]) if a >= 0 else 0,
            "simulated_time": (float(s.arrival_time[s.arrival_task[a]])
                               if a >= 0 else 0.0),
-           "client_updates": a + 1}
-    row.update(types.eval_row({k_: v for k_, v in ev.items()
-                               if k_ not in types.EVAL_KEYS
-                               or k_ in ("loss", "accuracy")}))
-    row.pop("client_train_loss", None)
+           "client_updates": a + 1,
+           **{k_: v for k_, v in ev.items() if k_.startswith("test_")}}
     self.file.write(json_line(row))
     self.file.flush()
     self.after = a

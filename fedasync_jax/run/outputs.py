@@ -11,7 +11,7 @@ Example:
   >>> import io
   >>> bar = ProgressBar(stream=io.StringIO())
   >>> bar({"arrivals_done": 5, "num_arrivals": 10, "version": 5,
-  ...      "wall_time_s": 1.0, "last_eval": {"accuracy": 0.5}})
+  ...      "wall_time_s": 1.0, "last_eval": {"test_accuracy": 0.5}})
   >>> "5/10 updates" in bar.stream.getvalue()
   True
 """
@@ -49,7 +49,7 @@ class ProgressBar:
     width: characters of the bar.
     label: words before the bar (e.g. ``"sweep of 8 members"``).
     resumed_eval: after a resume, the latest evaluation before it (e.g.
-      ``{"accuracy": 0.8}``, ``last_history_eval``); shown instead of the
+      ``{"test_accuracy": 0.8}``, ``last_history_eval``); shown instead of the
       initial model's until the run reports a newer one.
     tty: redraw in place (default: whether ``stream`` is a terminal).
     every_s: seconds between plain lines when not ``tty``.
@@ -109,9 +109,9 @@ class ProgressBar:
            if rate_done > 0 else 0.0 if done >= total else math.nan)
     ev = info.get("last_eval")
     if self.resumed_eval is not None and (ev is None or
-                                          ev.get("arrival") == -1):
+                                          ev.get("client_updates") == 0):
       ev = self.resumed_eval  # the run has not evaluated since the resume
-    acc = (ev or {}).get("accuracy", math.nan)
+    acc = (ev or {}).get("test_accuracy", math.nan)
     eta_text = "     ?" if math.isnan(eta) else f"{eta:6.1f}"
     filled = int(self.width * done / max(total, 1))
     bar = "#" * filled + "-" * (self.width - filled)
@@ -138,16 +138,15 @@ def stage(progress, text: str) -> None:
 def last_history_eval(path, member: Optional[int] = None
                       ) -> Optional[dict]:
   """The last evaluation in a ``history.csv`` (of ``member`` in a
-  sweep's long history) as ``{"accuracy", "loss"}``, or ``None`` when
-  there is none (for ``ProgressBar(resumed_eval=...)``)."""
+  sweep's long history) as ``{"test_accuracy", "test_loss"}``, or
+  ``None`` when there is none (for ``ProgressBar(resumed_eval=...)``)."""
   import csv
   try:
     with open(path, newline="") as f:
       rows = [r for r in csv.DictReader(f)
               if member is None or r.get("member") == str(member)]
     last = rows[-1]
-    return {"accuracy": float(last["test_accuracy"]),
-            "loss": float(last["test_loss"])}
+    return {k: float(last[k]) for k in ("test_accuracy", "test_loss")}
   except (OSError, LookupError, ValueError, TypeError):
     return None
 
@@ -194,62 +193,52 @@ def with_final_eval(out: types.RunResult, eval_fn) -> types.RunResult:
   if out.evals[-1]["version"] == version:
     return out
   from fedasync_jax.sim import driver
-  ev = driver.initial_eval(eval_fn, out.state.params,
-                           getattr(eval_fn, "data", None))
-  a = len(out.arrivals["client"]) - 1
-  ev.update(version=version, arrival=a, updates=a + 1,
-            time=float(out.arrivals["time"][a]) if a >= 0 else 0.0)
+  arr = out.arrivals
+  n = len(arr["client"])
+  ev = driver.initial_eval(
+      eval_fn, out.state.params, getattr(eval_fn, "data", None),
+      version=version, client_updates=n,
+      simulated_time=float(arr["simulated_time"][-1]) if n else 0.0,
+      arrivals=arr, since=out.evals[-1]["client_updates"])
   return out._replace(evals=[*out.evals, ev])
 
 
-def client_train_loss(out: types.RunResult, evals=None) -> list:
-  """Per evaluation, the mean local training loss of the client updates
-  received since the previous evaluation (NaN when there are none).
-
-  Example:
-    >>> import numpy as np
-    >>> out = types.RunResult(None, {"train_loss": np.array([1., 3., 5.])},
-    ...                       [{"arrival": -1}, {"arrival": 1},
-    ...                        {"arrival": 2}], None, {})
-    >>> client_train_loss(out)
-    [nan, 2.0, 5.0]
-  """
-  loss = np.asarray(out.arrivals["train_loss"], np.float64)
-  out_, start = [], 0
-  for e in (out.evals if evals is None else evals):
-    end = e["arrival"] + 1
-    window = loss[start:end]
-    window = window[~np.isnan(window)]
-    out_.append(float(window.mean()) if len(window) else math.nan)
-    start = max(start, end)
-  return out_
-
-
-def metric_rows(out: types.RunResult) -> list:
-  """One row per evaluation in the shared vocabulary (``types.COLUMNS``):
-  version, simulated time, client updates, client training loss since the
-  previous evaluation, test loss and accuracy."""
-  return [types.eval_row(e, tl)
-          for e, tl in zip(out.evals, client_train_loss(out))]
-
-
 def history_rows(s, out: types.RunResult, param_bytes: int) -> list:
-  """One row per evaluation: ``metric_rows``, then the mean staleness so
-  far and the bytes sent each way so far."""
+  """One row per evaluation: the evaluation (``RunResult.evals``, in
+  ``types.COLUMNS``), then the mean staleness so far and the bytes sent
+  each way so far."""
   sched = s.schedule
   stale_cum = np.cumsum(out.arrivals["staleness"])
   rows = []
-  for e, row in zip(out.evals, metric_rows(out)):
-    a = e["arrival"]
-    t = e["time"]
+  for e in out.evals:
+    received = e["client_updates"]
+    a = received - 1
+    t = e["simulated_time"]
     sent = int(np.sum(sched.dispatch_time <= t)) if a >= 0 else 0
-    received = a + 1
     rows.append({
-        **row,
+        **e,
         "mean_staleness": float(stale_cum[a] / (a + 1)) if a >= 0 else 0.0,
         "bytes_to_clients": sent * param_bytes,
         "bytes_from_clients": received * param_bytes})
   return rows
+
+
+def arrival_columns(arrivals: dict) -> dict:
+  """A run's arrivals (``RunResult.arrivals``) as the columns of an
+  arrivals file (``types.ARRIVAL_COLUMNS``, in that order).
+
+  Example:
+    >>> import numpy as np
+    >>> cols = arrival_columns({
+    ...     "client": np.array([3]), "simulated_time": np.array([1.5]),
+    ...     "staleness": np.array([2]), "applied": np.array([False]),
+    ...     "version": np.array([0]), "train_loss": np.array([0.25])})
+    >>> list(cols) == list(types.ARRIVAL_COLUMNS), cols["status"].tolist()
+    (True, ['dropped'])
+  """
+  cols = {k: arrivals[k] for k in types.ARRIVAL_COLUMNS if k != "status"}
+  cols["status"] = np.where(arrivals["applied"], "applied", "dropped")
+  return {k: cols[k] for k in types.ARRIVAL_COLUMNS}
 
 
 def _executor_stats(stats: dict, resumed_s: float) -> dict:
@@ -294,7 +283,8 @@ def _summary(s, out: types.RunResult, final: dict, wall_time: float,
       "dropped_updates": int((~arr["applied"]).sum()),
       "quarantined_updates": int(getattr(out.state, "quarantined", 0)),
       "clipped_updates": int(getattr(out.state, "clipped", 0)),
-      "simulated_time": float(arr["time"][-1]) if len(arr["time"]) else 0.0,
+      "simulated_time": (float(arr["simulated_time"][-1])
+                         if len(arr["simulated_time"]) else 0.0),
       "realised_concurrency": float(s.schedule.stats["realised_concurrency"]),
       "mean_staleness": (float(arr["staleness"].mean())
                          if len(arr["staleness"]) else 0.0),
@@ -366,11 +356,7 @@ def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
       workdir / metrics.METRICS, rows))
   arr = out.arrivals
   save("arrivals.csv", lambda: results.write_columns(
-      workdir / "arrivals.csv", {
-          "client": arr["client"], "time": arr["time"],
-          "staleness": arr["staleness"],
-          "status": np.where(arr["applied"], "applied", "dropped"),
-          "version": arr["version"]}))
+      workdir / "arrivals.csv", arrival_columns(arr)))
   applied = arr["staleness"][arr["applied"]]
   hist = np.bincount(applied) if applied.size else np.zeros(0, int)
   save("staleness.csv", lambda: results.write_columns(

@@ -47,8 +47,7 @@ import jax
 import numpy as np
 
 from fedasync_jax.run import results
-from fedasync_jax.run.outputs import (attempt, client_train_loss,  # noqa: F401
-                                      history_rows, write_outputs)
+from fedasync_jax.run.outputs import attempt, history_rows, write_outputs
 
 FINALS = ("final_test_accuracy", "final_test_loss")
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fedasync_jax.core import checks
-from fedasync_jax.core.types import RunResult
+from fedasync_jax.core.types import RunResult, evaluation, metric_columns
 from fedasync_jax.sim import lanes
 from fedasync_jax.sim import plan as plan_lib
 from fedasync_jax.sim.program import evaluate
@@ -233,11 +233,15 @@ def steps_for(plans: Plans, schedules: Sequence[Schedule],
   return steps, axes
 
 
-def initial_eval(eval_fn, params, eval_data=None) -> dict:
-  """The evaluation of the initial parameters as a history entry."""
+def initial_eval(eval_fn, params, eval_data=None, *, version: int = 0,
+                 simulated_time: float = 0.0, client_updates: int = 0,
+                 arrivals: Optional[dict] = None, since: int = 0) -> dict:
+  """The evaluation of ``params`` as a history entry (``types.evaluation``;
+  the keywords are its arguments): by default the initial parameters'
+  (version 0, no update yet)."""
   ev = jax.jit(evaluate, static_argnums=0)(eval_fn, params, eval_data)
-  return {"version": 0, "time": 0.0, "arrival": -1, "updates": 0,
-          **{k: float(v) for k, v in ev.items()}}
+  return evaluation(version, simulated_time, client_updates, ev, arrivals,
+                    since)
 
 
 def assemble(schedule: Schedule, p: plan_lib.Plan, outs: dict,
@@ -269,7 +273,7 @@ def assemble(schedule: Schedule, p: plan_lib.Plan, outs: dict,
         outs["train_loss"])[wv]
   a_task = schedule.arrival_task[:n_arr]
   arrivals = {"client": schedule.client[a_task].astype(np.int64),
-              "time": schedule.arrival_time[a_task],
+              "simulated_time": schedule.arrival_time[a_task],
               "staleness": schedule.staleness[:n_arr].astype(np.int64),
               "applied": applied, "version": version,
               "train_loss": loss_of_task[a_task]}
@@ -282,10 +286,10 @@ def assemble(schedule: Schedule, p: plan_lib.Plan, outs: dict,
     pos = np.argwhere(mask)
     for i, j in pos[np.argsort(arr_index[mask], kind="stable")]:
       a = int(arr_index[i, j])
-      evals.append({"version": int(version[a]),
-                    "time": float(arrivals["time"][a]), "arrival": a,
-                    "updates": a + 1,
-                    **{k: float(v[i, j]) for k, v in ev.items()}})
+      evals.append(evaluation(
+          version[a], arrivals["simulated_time"][a], a + 1,
+          {k: v[i, j] for k, v in ev.items()}, arrivals,
+          since=evals[-1]["client_updates"]))
   participation = np.bincount(arrivals["client"][applied],
                               minlength=schedule.num_clients)
   return arrivals, evals, participation
@@ -319,7 +323,9 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
 
   Calls ``progress(dict)`` after every chunk with ``arrivals_done``,
   ``num_arrivals``, ``version`` (largest so far), ``wall_time_s`` and
-  ``last_eval`` (the latest evaluation, of member 0 in a sweep); calls
+  ``last_eval`` (the latest evaluation, of member 0 in a sweep: its
+  ``test_<name>`` metrics, or the whole history entry for the one passed
+  in, e.g. the initial evaluation's with ``client_updates`` 0); calls
   ``checkpoint(Checkpoint)`` after every chunk and stops when it returns
   True.
 
@@ -369,7 +375,7 @@ def _last_eval(out: dict, chunk: plan_lib.Steps, loop: Loop):
   if not flags.any():
     return None
   i, j = np.argwhere(flags)[-1]
-  return {k: float(v[i, j]) for k, v in ev.items()}
+  return metric_columns({k: v[i, j] for k, v in ev.items()})
 
 
 def merged_outputs(outs: list, batched: bool) -> dict:

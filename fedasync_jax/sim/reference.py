@@ -39,7 +39,7 @@ from fedasync_jax.core.arrival import arrive
 from fedasync_jax.sim import scheduler as sched_lib
 from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.data import ClientDataset
-from fedasync_jax.core.types import RunResult, ServerRule
+from fedasync_jax.core.types import RunResult, ServerRule, evaluation
 from fedasync_jax.sim.tasks import task_hparams
 
 
@@ -89,12 +89,12 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
   state = rule.init(params)
   n_arr = schedule.num_arrivals
   arr = {k: np.zeros(n_arr, dt) for k, dt in (
-      ("client", np.int64), ("time", np.float64), ("staleness", np.int64),
-      ("applied", bool), ("version", np.int64), ("train_loss", np.float64))}
+      ("client", np.int64), ("simulated_time", np.float64),
+      ("staleness", np.int64), ("applied", bool), ("version", np.int64),
+      ("train_loss", np.float64))}
   evals = []
   if eval_jit is not None:
-    evals.append({"version": 0, "time": 0.0, "arrival": -1, "updates": 0,
-                  **{k: float(v) for k, v in eval_jit(state.params).items()}})
+    evals.append(evaluation(0, 0.0, 0, eval_jit(state.params)))
   downloaded = {}
   a = 0
   for kind, k in schedule.events:
@@ -112,18 +112,16 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
     state, _, applied = step(state, result, tau,
                              bool(schedule.ends_round[a]))
     arr["client"][a] = c
-    arr["time"][a] = schedule.arrival_time[k]
+    arr["simulated_time"][a] = schedule.arrival_time[k]
     arr["staleness"][a] = tau
     arr["applied"][a] = bool(applied)
     arr["version"][a] = int(state.version)
     arr["train_loss"][a] = float(metrics["loss"])
     if (eval_jit is not None and eval_every and int(state.version) !=
         version_before and int(state.version) % eval_every == 0):
-      evals.append({"version": int(state.version),
-                    "time": float(schedule.arrival_time[k]), "arrival": a,
-                    "updates": a + 1,
-                    **{kk: float(v) for kk, v in
-                       eval_jit(state.params).items()}})
+      evals.append(evaluation(state.version, schedule.arrival_time[k], a + 1,
+                              eval_jit(state.params), arr,
+                              since=evals[-1]["client_updates"]))
     a += 1
     if progress is not None:
       progress({"arrivals_done": a, "num_arrivals": n_arr,

@@ -127,7 +127,9 @@ def metrics_fn(problem: Problem) -> Callable:
 
   Use with ``executor.simulate(..., eval_fn=metrics_fn(p), eval_every=1)``
   to get ``||grad F(w_v)||^2`` and ``F(w_v) - F*`` at every version ``v``
-  (computed inside the compiled scan).
+  (computed inside the compiled scan), as ``test_grad_sq`` and
+  ``test_gap`` in ``RunResult.evals`` (``per_version(out.evals,
+  "test_grad_sq")``).
 
   Example:
     >>> from fedasync_jax.theory import least_squares

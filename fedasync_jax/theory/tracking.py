@@ -96,10 +96,12 @@ def per_version(evals: Sequence[dict], key: str) -> np.ndarray:
 
   With ``eval_every=1`` the executor evaluates once per version (the
   initial parameters included); this returns those values in version order.
+  ``key`` is the column of ``RunResult.evals``: ``test_<name>`` for the
+  metric ``<name>`` of the evaluation function (``metrics_fn``).
 
   Example:
-    >>> per_version([{"version": 0, "g": 1.0}, {"version": 1, "g": 0.5}],
-    ...             "g").tolist()
+    >>> per_version([{"version": 0, "test_g": 1.0},
+    ...              {"version": 1, "test_g": 0.5}], "test_g").tolist()
     [1.0, 0.5]
   """
   ev = sorted(evals, key=lambda e: e["version"])
