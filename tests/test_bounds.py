@@ -73,11 +73,18 @@ def test_overflowing_values_are_refused_naming_field_and_range(
   assert field in str(e.value) and allowed in str(e.value), str(e.value)
 
 
-def test_declared_ranges_still_read_as_before():
-  # The implicit limit is added to, not shown instead of, a declared range.
+def test_ranges_show_the_real_limit_not_inf(capsys):
+  """A range without a declared upper end showed ``inf`` where the limit
+  is 1e18 (integers: 2**31 - 1), in errors and ``fedasync-jax config``."""
   with pytest.raises(config.ConfigError, match=r"client.lr must be in "
-                     r"\(0, inf\]"):
+                     r"\(0, 1e\+18\], got 0.0"):
     config.from_dict({"client": {"lr": 0}})
+  assert config.allowed("client", "patience") == \
+      "integer in [1, 2147483647] or null"
+  from fedasync_jax import cli
+  assert cli.main(["config"]) == 0
+  text = capsys.readouterr().out
+  assert "inf]" not in text and "number in [0, 1e+18]" in text
   p = Param("a", 0.5, low=0)
   assert p.check(1e18) == 1e18
   with pytest.raises(ValueError, match=r"a must be <= 1e\+18"):
@@ -212,12 +219,18 @@ def test_scheduler_with_tiny_availability_period_finishes():
 # ------------------------------------------------------------------ item 3
 
 
-def test_speed_overflow_names_the_parameter():
-  with pytest.raises(ValueError, match=r"sigma=1000000.0 gives non-finite "
-                     r"speeds"):
+def test_speed_parameters_that_would_overflow_are_refused():
+  """lognormal speeds with sigma 1e6 and Pareto speeds with shape 1e-12
+  overflowed to infinite speeds; their bounds refuse them first."""
+  with pytest.raises(ValueError, match=r"speeds 'lognormal': sigma must be "
+                     r"a number in \[0, 5"):
     delays.device_speeds("lognormal", 5, sigma=1e6)
-  with pytest.raises(ValueError, match=r"shape=1e-12 gives non-finite"):
+  with pytest.raises(ValueError, match=r"speeds 'pareto': shape must be a "
+                     r"number >= 0.5"):
     delays.device_speeds("pareto", 50, shape=1e-12)
+  for kind, p in (("lognormal", {"sigma": 5.0}), ("pareto", {"shape": 0.5})):
+    s = delays.device_speeds(kind, 10**6, mean=1e3, seed=0, **p)
+    assert np.all(np.isfinite(s.astype(np.float32))), kind
 
 
 # ------------------------------------------------------------------ item 4
@@ -315,3 +328,95 @@ def test_data_path_without_a_data_set_name_is_refused(tmp_path):
 def test_unknown_names_suggest_the_closest(call, hint):
   with pytest.raises(ValueError, match=f"did you mean {hint}"):
     call()
+
+
+# ------------------------------------------- issue 15 audit: bounds, memory
+
+
+@pytest.mark.parametrize("overrides, field, allowed", [
+    (["delays.sigma=1e6"], "delays.sigma", "[0, 5]"),
+    (["delays.jitter=lognormal", "delays.jitter_sigma=1e6"],
+     "delays.jitter_sigma", "[0, 5]"),
+    (["delays.speeds=pareto", "delays.pareto_shape=0.01"],
+     "delays.pareto_shape", "[0.5, 1e+18]"),
+    (["data.synthetic_beta=1e18"], "data.synthetic_beta", "[0, 1000]"),
+    (["data.synthetic_alpha=1e18"], "data.synthetic_alpha", "[0, 1000]"),
+])
+def test_values_that_break_a_run_inside_float32_are_refused(
+    overrides, field, allowed):
+  """Each passed validation and ended with exit 0: every arrival time 0.0
+  (jitter), loss inf and ``Infinity`` in summary.json (synthetic_beta),
+  an error naming delays.speeds after loading the data (sigma)."""
+  with pytest.raises(config.ConfigError) as e:
+    config.apply_overrides(config.Config(), overrides)
+  msg = str(e.value)
+  assert msg.startswith(f"{field} must be in {allowed}"), msg
+
+
+def test_library_refuses_the_same_values_naming_the_parameter():
+  from fedasync_jax import synthetic
+  with pytest.raises(ValueError, match=r"sigma must be a number in \[0, 5"):
+    delays.device_speeds("lognormal", 5, sigma=1e6)
+  with pytest.raises(ValueError, match=r"jitter_sigma must be a number in "
+                     r"\[0, 5"):
+    delays.delay_model(np.ones(2), np.ones(2), jitter="lognormal",
+                       jitter_sigma=1e6)
+  with pytest.raises(ValueError, match=r"beta must be a number in \[0, 1000"):
+    synthetic.synthetic(1.0, 1e18, num_clients=2)
+  with pytest.raises(ValueError, match=r"sigma must be a number in \[0, 5"):
+    synthetic.client_sizes(3, mean_examples=100, min_examples=5, sigma=50)
+
+
+def test_delays_sigma_is_refused_by_the_cli_before_any_work(
+    tmp_path, capsys, monkeypatch):
+  from fedasync_jax import cli, experiment
+
+  def no_work(*args, **kwargs):
+    raise AssertionError("the data were loaded before the check")
+  monkeypatch.setattr(experiment, "setup", no_work)
+  out = tmp_path / "never"
+  assert cli.main(["run", "--out", str(out), "--set",
+                   "delays.sigma=1e6"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.splitlines() == [err], err
+  assert "delays.sigma must be in [0, 5], got 1000000.0" in err, err
+  assert "delays.speeds" not in err, err
+  assert not out.exists()
+
+
+def test_a_population_beyond_the_memory_is_refused_before_any_work(
+    tmp_path, capsys, monkeypatch):
+  from fedasync_jax import cli
+  from fedasync_jax.run import setup
+  monkeypatch.setattr(setup, "available_memory", lambda: 8 * 2**30)
+  cfg = config.apply_overrides(config.Config(), ["data.num_clients=1e6"])
+  with pytest.raises(config.ConfigError) as e:
+    setup.check_memory(cfg)
+  msg = str(e.value)
+  assert "data.num_clients" in msg and "data.synthetic_max_examples" in msg
+  assert "GB" in msg and "\n" not in msg, msg
+  # a cap on the clients' examples that fits is accepted
+  setup.check_memory(config.apply_overrides(cfg, [
+      "data.synthetic_max_examples=10"]))
+  assert setup.estimate_bytes(cfg) > 100e9  # about 110 GB of examples
+  out = tmp_path / "never"
+  assert cli.main(["run", "--out", str(out), "--set",
+                   "data.num_clients=1000000"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].startswith("fedasync-jax: error: data.num_clients=1000000 "
+                            "with data.synthetic_max_examples=null needs "
+                            "about 221"), err
+  assert not out.exists()
+  # unknown available memory: no refusal
+  monkeypatch.setattr(setup, "available_memory", lambda: None)
+  setup.check_memory(cfg)
+
+
+def test_available_memory_reads_meminfo_or_falls_back(tmp_path,
+                                                      monkeypatch):
+  from fedasync_jax.run import setup
+  p = tmp_path / "meminfo"
+  p.write_text("MemTotal:  16000 kB\nMemAvailable:   2048 kB\n")
+  assert setup.available_memory(meminfo=p) == 2048 * 1024
+  got = setup.available_memory(meminfo=tmp_path / "missing")
+  assert got is None or got > 0

@@ -305,3 +305,59 @@ def test_output_files_get_the_usual_mode(runs):
     assert len(files) >= 8
     for p in files:
       assert (p.stat().st_mode & 0o777) == (0o666 & ~umask), p
+
+
+def test_a_type_only_edit_of_config_json_names_the_field(runs, tmp_path,
+                                                         capsys):
+  """``run.eval_every`` 40 -> 40.0 changes the hash but not the value; the
+  refusal used to say only "(same values, other types)"."""
+  _, cut = runs
+  c = _copy(cut, tmp_path)
+  d = json.loads((c / "config.json").read_text())
+  d["run"]["eval_every"] = float(d["run"]["eval_every"])
+  (c / "config.json").write_text(json.dumps(d, indent=2))
+  assert cli.main(["run", "--resume", str(c)]) == 2
+  err = one_error_line(capsys.readouterr().err)
+  assert ("(run.eval_every: 40.0 in config.json, 40 in the checkpoint)"
+          in err), err
+  assert checkpoints.differences({"a": {"b": 1}}, {"a": {"b": 1.0}}) == [
+      "a.b: 1 here, 1.0 saved"]
+
+
+def test_a_lock_being_written_is_not_taken_over(tmp_path):
+  """An empty lock file is one another process has just created and not
+  yet written its pid into: young, it is in use; only an old one is
+  stale."""
+  import os
+  from fedasync_jax.run import folders
+  d = tmp_path / "f"
+  d.mkdir()
+  lock = d / folders.LOCK
+  lock.write_bytes(b"")
+  with pytest.raises(ValueError, match="is in use by another fedasync-jax "
+                     "process"):
+    folders.acquire_lock(d)
+  assert lock.read_bytes() == b""  # left to its owner
+  old = time.time() - 10 * folders.LOCK_GRACE_S
+  os.utime(lock, (old, old))
+  assert folders.acquire_lock(d) == lock  # stale: taken over
+  assert lock.read_text().split("\n")[0] == str(os.getpid())
+  folders.release_lock(lock)
+
+
+def test_a_lock_appears_with_its_content(tmp_path, monkeypatch):
+  """The lock is linked into place already written: no moment at which
+  another process can find it empty."""
+  import os
+  from fedasync_jax.run import folders
+  seen = []
+  real_link = os.link
+
+  def link(src, dst, *args, **kwargs):
+    seen.append(open(src, "rb").read())
+    return real_link(src, dst, *args, **kwargs)
+  monkeypatch.setattr(os, "link", link)
+  lock = folders.acquire_lock(tmp_path)
+  assert seen and seen[0].split(b"\n")[0] == str(os.getpid()).encode()
+  assert sorted(p.name for p in tmp_path.iterdir()) == [folders.LOCK]
+  folders.release_lock(lock)

@@ -5,12 +5,8 @@ The config loader and the public factories either accept an input or raise
 exception from deep inside JAX or numpy, never a hang.
 """
 
-import json
-import math
-
 import numpy as np
 import optax
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fedasync_jax import (client, config, delays, rules, scheduler,
@@ -118,3 +114,16 @@ def test_public_factories_accept_or_raise_value_error(i, a, b):
     FACTORIES[i](a, b)
   except ValueError as e:
     assert str(e)
+
+
+def test_a_binary_config_file_is_one_line_naming_it(tmp_path, capsys):
+  from fedasync_jax import cli
+  p = tmp_path / "garbage.yaml"
+  p.write_bytes(bytes(range(128, 256)) + b"\xff\xfe\x00\x01")
+  out = tmp_path / "never"
+  assert cli.main(["run", "--config", str(p), "--out", str(out)]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.splitlines() == [err], err
+  assert err.startswith(f"fedasync-jax: error: cannot read config file "
+                        f"{p}: 'utf-8' codec can't decode"), err
+  assert not out.exists()

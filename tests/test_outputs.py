@@ -185,6 +185,11 @@ def test_fields_that_do_not_apply_are_warned_about(tmp_path, capsys):
     assert f"fedasync-jax: warning: {field} does nothing with rule.name " \
            f"'fedasync'" in err, err
     assert any(w.startswith(field) for w in summary["warnings"])
+  # data.partition with data that come federated (synthetic)
+  cfg = config.from_dict({"data": {"partition": "iid"}})
+  assert notices.config_warnings(cfg) == [
+      "data.partition='iid' does nothing with data.name 'synthetic' (the "
+      "data set comes federated)"]
   # a setting that applies is not warned about
   cfg = config.from_dict({"rule": {"name": "fedavg"},
                           "run": {"deadline": 5.0}})
@@ -228,8 +233,10 @@ def test_demo_refuses_a_nan_learning_rate(tmp_path, capsys):
   rc = cli.main(["demo", "--out", str(tmp_path / "d"), "--updates", "100",
                  "--client-lr", "nan"])
   assert rc == 2
-  assert "client_lr must be a number > 0, got nan" in capsys.readouterr().err
-  assert not (tmp_path / "d" / "summary.json").exists()
+  out = capsys.readouterr()
+  assert "client_lr must be a number > 0, got nan" in out.err
+  assert len(out.err.strip().splitlines()) == 1 and out.out == ""
+  assert not (tmp_path / "d").exists()
 
 
 def test_metrics_stream_skips_what_it_has_written():
@@ -239,12 +246,77 @@ def test_metrics_stream_skips_what_it_has_written():
     arrival_task = np.arange(6)
   f = io.StringIO()
   stream = metrics.MetricsStream(f, S(), eval_every=2, after=1)
-  ev = {"loss": 1.0, "accuracy": 0.5}
+  ev = {"test_loss": 1.0, "test_accuracy": 0.5}
   stream({"arrivals_done": 2, "last_eval": ev})  # arrival 1: written before
   assert f.getvalue() == ""
   stream({"arrivals_done": 5, "last_eval": ev})  # arrival 3: new
   stream({"arrivals_done": 5, "last_eval": ev})  # the same again
   # the initial evaluation reported after a resume is not relabelled
-  stream({"arrivals_done": 6, "last_eval": {"arrival": -1, **ev}})
+  stream({"arrivals_done": 6, "last_eval": {"client_updates": 0, **ev}})
   assert [json.loads(x)["client_updates"]
           for x in f.getvalue().splitlines()] == [4]
+
+
+# ------------------------------------------- issue 15 audit: results
+
+
+def _summary(**kw):
+  base = {"client_updates": 50, "dropped_updates": 0,
+          "quarantined_updates": 0, "versions": 5, "simulated_time": 12.0,
+          "final_test_loss": 0.5, "final_test_accuracy": 0.8}
+  return {**base, **kw}
+
+
+def test_a_run_that_applies_no_server_version_is_warned_about():
+  assert notices.result_warnings(_summary()) == []
+  assert notices.result_warnings(_summary(versions=0)) == [
+      "no server version was applied (50 client updates received, none "
+      "reached the model; a buffered rule's buffer never filled?): the "
+      "model never changed"]
+
+
+def test_a_buffer_that_cannot_fill_is_refused_up_front(tmp_path, capsys):
+  with pytest.raises(config.ConfigError) as e:
+    config.apply_overrides(config.Config(), [
+        "rule.name=fedbuff", "rule.buffer_size=100", "run.num_updates=50"])
+  msg = str(e.value)
+  assert msg.startswith("rule.buffer_size=100 "), msg
+  assert "run.num_updates (50)" in msg, msg
+  # a buffer that fills once is fine
+  ok = config.apply_overrides(config.Config(), [
+      "rule.name=fedbuff", "rule.buffer_size=50", "run.num_updates=50"])
+  assert ok.rule.buffer_size == 50
+  out = tmp_path / "never"
+  assert cli.main(["run", "--out", str(out), "--set", "rule.name=fedbuff",
+                   "--set", "rule.buffer_size=100", "--set",
+                   "run.num_updates=50"]) == 2
+  assert "rule.buffer_size=100" in capsys.readouterr().err
+  assert not out.exists()
+
+
+def test_non_finite_results_and_a_frozen_clock_are_warned_about():
+  assert notices.result_warnings(_summary(final_test_loss=math.inf)) == [
+      "the final test loss is inf: the model diverged (lower client.lr or "
+      "rule.server_lr)"]
+  assert notices.result_warnings(_summary(final_test_accuracy=math.nan,
+                                          final_test_loss=math.nan)) == [
+      "the final test loss is nan: the model diverged (lower client.lr or "
+      "rule.server_lr)", "the final test accuracy is nan: the model "
+      "diverged (lower client.lr or rule.server_lr)"]
+  assert notices.result_warnings(_summary(simulated_time=0.0)) == [
+      "simulated time did not advance (every one of the 50 client updates "
+      "arrived at time 0): the delays are degenerate (see delays.*)"]
+
+
+def test_summary_json_writes_non_finite_numbers_as_null(tmp_path):
+  from fedasync_jax.run import results
+
+  def strict(text):
+    return json.loads(text, parse_constant=lambda c: pytest.fail(c))
+  path = tmp_path / "summary.json"
+  results.write_json(path, {"loss": math.inf, "acc": np.float32("nan"),
+                            "nested": {"x": [1.0, -math.inf, np.inf]},
+                            "t": (np.float64(2.5), math.nan), "n": 3})
+  assert strict(path.read_text()) == {
+      "loss": None, "acc": None, "nested": {"x": [1.0, None, None]},
+      "t": [2.5, None], "n": 3}

@@ -168,3 +168,53 @@ def test_simulate_refuses_parameters_that_are_not_float(lsq, lsq_update,
     executor.simulate(rules.fedasync(0.5), lsq_update,
                       {"w": np.zeros(5, dtype)}, ds, sched,
                       key=jax.random.key(0))
+
+
+def _classifier_run(y_train, y_test, num_classes=3):
+  """A 3-class logistic regression with the given labels: its pieces."""
+  from fedasync_jax import data, delays, models, scheduler
+  from fedasync_jax.core import client
+  rng = np.random.default_rng(0)
+  xs = [rng.normal(size=(len(y), 4)).astype(np.float32) for y in y_train]
+  ds = data.from_client_arrays(xs, [np.asarray(y, np.int32)
+                                    for y in y_train])
+  model = models.logistic_regression(input_dim=4, num_classes=num_classes)
+  upd = client.local_update(model.loss, optax.sgd(0.1), batch_size=2,
+                            max_examples=ds.max_count)
+  ev = models.make_evaluator(model, np.ones((len(y_test), 4), np.float32),
+                             np.asarray(y_test, np.int32))
+  sched = scheduler.asynchronous(
+      delays.delay_model(np.ones(ds.num_clients), np.ones(ds.num_clients)),
+      num_updates=4, concurrency=2, seed=0)
+  return model, upd, ds, ev, sched
+
+
+@pytest.mark.parametrize("y_train, y_test, name, top", [
+    ([[0, 1], [2, 5]], [0, 1], "y_train", 5),
+    ([[0, 1], [2, 1]], [0, 3], "y_test", 3),
+])
+def test_simulate_refuses_labels_beyond_the_models_classes(y_train, y_test,
+                                                           name, top):
+  """Such labels trained to NaN losses with no error on the library path
+  (only run/setup.py:make_model checked them)."""
+  from fedasync_jax import executor
+  model, upd, ds, ev, sched = _classifier_run(y_train, y_test)
+  params = model.init(jax.random.key(0))
+  with pytest.raises(ValueError, match=(
+      rf"{name} holds labels up to {top}, but the model has 3 classes")):
+    executor.simulate(rules.fedasync(0.5), upd, params, ds, sched,
+                      key=jax.random.key(0), eval_fn=ev, eval_every=1,
+                      num_classes=model.num_classes)
+  ev.num_classes = 3  # an evaluator that knows its model's classes
+  with pytest.raises(ValueError, match=rf"{name} holds labels up to {top}"):
+    executor.simulate(rules.fedasync(0.5), upd, params, ds, sched,
+                      key=jax.random.key(0), eval_fn=ev, eval_every=1)
+
+
+def test_run_help_separates_each_rule_from_its_description():
+  from fedasync_jax.run import cli
+  text = cli._families_text()  # pylint: disable=protected-access
+  for m in rules.RULES.members():
+    line = next(l for l in text.splitlines() if l.strip().startswith(m.name))
+    assert line.strip().startswith(f"{m.name} "), line
+  assert "size_weighted_mixFedAsync" not in text

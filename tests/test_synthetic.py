@@ -131,6 +131,9 @@ def test_labels_differ_from_iid_teacher():
     (dict(min_examples=0), "min_examples"),
     (dict(mean_examples=10, min_examples=50), "mean_examples"),
     (dict(size_sigma=-1.0), "sigma"),
+    (dict(alpha=1e18), r"alpha must be a number in \[0, 1000\]"),
+    (dict(beta=1001.0), r"beta must be a number in \[0, 1000\]"),
+    (dict(size_sigma=6.0), r"sigma must be a number in \[0, 5\]"),
 ])
 def test_invalid_arguments(kwargs, match):
   with pytest.raises(ValueError, match=match):
@@ -149,7 +152,8 @@ def test_integer_options_follow_the_shared_checks():
   for key in ("num_clients", "dim", "num_classes", "seed", "min_examples"):
     with pytest.raises(ValueError, match=f"{key} must be an integer"):
       synthetic.synthetic(**{key: True})
-  with pytest.raises(ValueError, match="alpha must be a number >= 0"):
+  with pytest.raises(ValueError, match=r"alpha must be a number in \[0, "
+                     r"1000\], got True"):
     synthetic.synthetic(alpha=True)
 
 
@@ -181,3 +185,26 @@ def test_max_examples_is_a_config_field():
   assert "synthetic_max_examples" in config.to_yaml()
   with pytest.raises(config.ConfigError, match="synthetic_max_examples"):
     config.from_dict({"data": {"synthetic_max_examples": -1}})
+
+
+def test_the_largest_skew_keeps_training_finite():
+  """``beta=1e18`` gave an infinite loss and ``Infinity`` in summary.json;
+  at the bound (``MAX_SKEW``) the inputs and a model's loss stay finite in
+  float32."""
+  import jax
+  import optax
+  from fedasync_jax import models
+  fed = synthetic.synthetic(synthetic.MAX_SKEW, synthetic.MAX_SKEW,
+                            num_clients=5, seed=0, max_examples=40)
+  x = np.asarray(fed.train.x)
+  assert np.all(np.isfinite(x)) and np.abs(x).max() < 1e5
+  model = models.logistic_regression(input_dim=x.shape[1], num_classes=10)
+  params = model.init(jax.random.key(0))
+  opt = optax.sgd(0.01)
+  state = opt.init(params)
+  y, m = np.asarray(fed.train.y), np.ones(len(x), np.float32)
+  for _ in range(20):
+    loss, g = jax.value_and_grad(model.loss)(params, x, y, m)
+    upd, state = opt.update(g, state)
+    params = optax.apply_updates(params, upd)
+    assert np.isfinite(float(loss)), loss

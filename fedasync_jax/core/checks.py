@@ -289,10 +289,10 @@ def labels(name: str, y, num_classes: int, *, what: str = "the model") -> Any:
     ...
     ValueError: y_train holds labels up to 10, but the model has 10 classes (labels must be in [0, 10))
   """
-  a = np.asarray(y)
+  a = y if isinstance(y, (np.ndarray, jax.Array)) else np.asarray(y)
   if a.size == 0 or not np.issubdtype(a.dtype, np.integer):
     return y
-  lo, hi = int(a.min()), int(a.max())
+  lo, hi = int(a.min()), int(a.max())  # a device array stays there
   if lo < 0 or hi >= num_classes:
     bad = f"down to {lo}" if lo < 0 else f"up to {hi}"
     raise ValueError(f"{name} holds labels {bad}, but {what} has "

@@ -47,11 +47,18 @@ _FEDPROX_SIZE_SIGMA = 2.0
 _FEDPROX_MIN_EXAMPLES = 50
 _FEDPROX_MEAN_EXAMPLES = 50 + int(round(math.exp(4.0 + 2.0 ** 2 / 2)))
 
+MAX_SKEW = 1000
+"""The largest ``alpha`` and ``beta``: inputs stay within about 5e3, so a
+model's logits and losses stay finite in float32 (``beta=1e18`` gave an
+infinite loss). FedProx uses 0, 0.5 and 1."""
+MAX_SIZE_SIGMA = 5
+"""The largest lognormal shape of the client sizes (``exp(5 sigma)``)."""
+
 PARAMS = (
-    Param("alpha", 1.0, low=0, meaning="standard deviation of the "
-          "per-client model shift u_k"),
-    Param("beta", 1.0, low=0, meaning="standard deviation of the per-client "
-          "input shift B_k (label skew grows with it)"),
+    Param("alpha", 1.0, low=0, high=MAX_SKEW, meaning="standard deviation "
+          "of the per-client model shift u_k"),
+    Param("beta", 1.0, low=0, high=MAX_SKEW, meaning="standard deviation of "
+          "the per-client input shift B_k (label skew grows with it)"),
     Param("num_clients", 30, low=1, kind=int, meaning="number of clients"),
     Param("dim", 60, low=1, kind=int, meaning="input dimension"),
     Param("num_classes", 10, low=2, kind=int, meaning="number of classes"),
@@ -61,7 +68,7 @@ PARAMS = (
           "than min_examples"),
     Param("min_examples", _FEDPROX_MIN_EXAMPLES, low=1, kind=int,
           meaning="smallest number of examples of a client (train + test)"),
-    Param("size_sigma", _FEDPROX_SIZE_SIGMA, low=0,
+    Param("size_sigma", _FEDPROX_SIZE_SIGMA, low=0, high=MAX_SIZE_SIGMA,
           meaning="lognormal shape of the client sizes (0: equal sizes)"),
     Param("test_fraction", 0.2, low=0, high=1, high_open=True,
           meaning="fraction of each client's examples held out for testing"),
@@ -87,8 +94,8 @@ def client_sizes(num_clients: int, *, mean_examples: float,
     num_clients: number of clients, at least 1.
     mean_examples: expected size of a client, larger than ``min_examples``.
     min_examples: smallest possible size, at least 1.
-    sigma: lognormal shape (standard deviation of ``log L``), at least 0;
-      larger is more heterogeneous.
+    sigma: lognormal shape (standard deviation of ``log L``), in ``[0,
+      MAX_SIZE_SIGMA]``; larger is more heterogeneous.
     seed: an integer seed or a ``numpy.random.Generator``.
 
   Returns:
@@ -103,11 +110,31 @@ def client_sizes(num_clients: int, *, mean_examples: float,
   min_examples = checks.integer("min_examples", min_examples, low=1)
   checks.number("mean_examples", mean_examples, low=min_examples,
                 low_open=True)
-  checks.number("sigma", sigma, low=0)
+  checks.number("sigma", sigma, low=0, high=MAX_SIZE_SIGMA)
   rng = np.random.default_rng(seed)
   mu = math.log(mean_examples - min_examples) - sigma ** 2 / 2
   extra = np.floor(rng.lognormal(mu, sigma, size=num_clients))
   return (min_examples + extra).astype(np.int64)
+
+
+def expected_bytes(num_clients: int, *, dim: int = 60,
+                   mean_examples: float = _FEDPROX_MEAN_EXAMPLES,
+                   max_examples: int | None = None) -> int:
+  """About how many bytes ``synthetic`` returns: ``num_clients`` x
+  ``min(mean_examples, max_examples)`` examples of ``dim`` float32 features
+  and an int32 label (no more than that on average: the cap applies per
+  client). ``setup.check_memory`` compares it with the free memory before
+  anything is generated.
+
+  Example:
+    >>> round(expected_bytes(10**6) / 1e9)  # FedProx's sizes: ~110 GB
+    111
+    >>> expected_bytes(100, dim=4, max_examples=10)
+    20000
+  """
+  per_client = (mean_examples if max_examples is None
+                else min(mean_examples, max_examples))
+  return int(num_clients * per_client * (dim + 1) * 4)
 
 
 def synthetic(alpha: float = 1.0, beta: float = 1.0, *,
@@ -126,8 +153,10 @@ def synthetic(alpha: float = 1.0, beta: float = 1.0, *,
   the test set. Every client keeps at least one training example.
 
   Args:
-    alpha: standard deviation of the per-client model shift ``u_k``, >= 0.
-    beta: standard deviation of the per-client input shift ``B_k``, >= 0.
+    alpha: standard deviation of the per-client model shift ``u_k``, in
+      ``[0, MAX_SKEW]``.
+    beta: standard deviation of the per-client input shift ``B_k``, in
+      ``[0, MAX_SKEW]``.
     num_clients: number of clients, >= 1.
     dim: input dimension, >= 1.
     num_classes: number of classes, >= 2.

@@ -204,9 +204,10 @@ def make_evaluator(model_fns: ModelFns, x_test, y_test,
 
   Returns:
     ``evaluate_fn(params, data=None) -> {"loss": scalar, "accuracy":
-    scalar}``, with attribute ``evaluate_fn.data``: the batched
+    scalar}``, with attributes ``evaluate_fn.data``: the batched
     ``(x, y, mask)`` arrays of shapes ``(nb, bs, ...)``, ``(nb, bs)``,
-    ``(nb, bs)``.
+    ``(nb, bs)``, and ``evaluate_fn.num_classes`` (``simulate`` checks the
+    labels against it).
 
   Example:
     >>> import jax, numpy as np
@@ -241,6 +242,7 @@ def make_evaluator(model_fns: ModelFns, x_test, y_test,
     return {"loss": loss, "accuracy": acc}
 
   evaluate_fn.data = batched
+  evaluate_fn.num_classes = model_fns.num_classes  # simulate checks labels
   return evaluate_fn
 
 

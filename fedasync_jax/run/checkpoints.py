@@ -178,14 +178,15 @@ def decode(blob: bytes, where="the checkpoint") -> Saved:
 
 def differences(here: dict, saved: dict, prefix: str = "", *,
                 names=("here", "saved")) -> list:
-  """The fields (``section.field``) whose values differ between two
-  configuration dicts, each as ``"field: X here, Y saved"`` (``names``:
-  the words for the two sides).
+  """The fields (``section.field``) whose values or types differ between
+  two configuration dicts, each as ``"field: X here, Y saved"``
+  (``names``: the words for the two sides). ``100`` and ``100.0`` differ:
+  they change the configuration's hash.
 
   Example:
     >>> differences({"rule": {"alpha": 0.5, "a": 1}},
-    ...             {"rule": {"alpha": 0.6, "a": 1}})
-    ['rule.alpha: 0.5 here, 0.6 saved']
+    ...             {"rule": {"alpha": 0.6, "a": 1.0}})
+    ['rule.alpha: 0.5 here, 0.6 saved', 'rule.a: 1 here, 1.0 saved']
   """
   out = []
   for k in list(dict.fromkeys([*here, *saved])):
@@ -193,7 +194,7 @@ def differences(here: dict, saved: dict, prefix: str = "", *,
     name = f"{prefix}{k}"
     if isinstance(a, dict) and isinstance(b, dict):
       out += differences(a, b, prefix=f"{name}.", names=names)
-    elif a != b:
+    elif a != b or type(a) is not type(b):
       out.append(f"{name}: {a!r} {names[0]}, {b!r} {names[1]}")
   return out
 

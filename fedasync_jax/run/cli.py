@@ -35,7 +35,6 @@ from fedasync_jax.sim import compile_cache
 def _demo(args) -> int:
   from fedasync_jax.run import demo
   out = args.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
-  print(f"output folder: {out}")
   demo.run_demo(out, num_updates=args.updates, concurrency=args.concurrency,
                 num_clients=args.clients, seed=args.seed,
                 client_lr=args.client_lr)
@@ -104,7 +103,7 @@ def _families_text() -> str:
         ex = schema.extra_field("rule", field)
         where.append(f"rule.{b.name}" if b else f"rule.{ex.name}.{p.name}")
       sets = f" [{', '.join(where)}]" if where else ""
-      out.append(f"  {m.name:<12}{m.doc}{sets}")
+      out.append(f"  {m.name:<11} {m.doc}{sets}")
     out.append("")
   return "\n".join(out)
 
@@ -325,8 +324,9 @@ def _add_demo(sub) -> None:
       description="Runs FedAsync (polynomial staleness, a=0.5), FedBuff and "
                   "synchronous FedAvg on FedProx's Synthetic(1,1) with "
                   "lognormal device speeds; prints test accuracy against "
-                  "client updates and simulated time; writes history CSVs "
-                  "and summary.json into the output folder.")
+                  "client updates and simulated time; writes history CSVs, "
+                  "metrics.jsonl, arrivals CSVs and summary.json into the "
+                  "output folder.")
   d.add_argument("--out", type=Path, default=None,
                  help="output folder (default: runs/demo-<date>-<time>)")
   d.add_argument("--updates", type=int, default=3000,

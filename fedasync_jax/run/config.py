@@ -233,14 +233,21 @@ def _check_delays(dl) -> None:
 
 def _check_schedule(cfg) -> None:
   """Cross-field rules of the schedule; a synchronous rule is one whose
-  built rule has an ``end_round``."""
+  built rule has an ``end_round``. An asynchronous rule that applies a
+  version every ``arrivals_per_version`` updates (FedBuff's buffer) must
+  fill it at least once within ``run.num_updates``."""
   r, run, d = cfg.rule, cfg.run, cfg.data
   try:
-    synchronous = schema.build_rule(cfg).synchronous
-  except ConfigError:
-    raise
+    rule = schema.build_rule(cfg)
   except (ValueError, TypeError) as e:
-    raise ConfigError(f"rule {r.name!r}: {e}") from None
+    raise (e if isinstance(e, ConfigError) else ConfigError(
+        f"rule {r.name!r}: {e}")) from None
+  synchronous, k = rule.synchronous, rule.arrivals_per_version
+  if not synchronous and k and k > run.num_updates:  # never fills
+    raise ConfigError(
+        f"{schema.per_version_field(r.name)}={k} client updates per server "
+        f"version is more than run.num_updates ({run.num_updates}): no "
+        f"version would be applied; lower it or raise run.num_updates")
   if not synchronous and run.poisson_rate is None and \
       run.concurrency > d.num_clients:
     raise ConfigError(f"run.concurrency must be <= data.num_clients "
@@ -431,44 +438,6 @@ def _parse_mapping(field: str, text: str) -> dict:
   return value
 
 
-def _yaml_scalar(v) -> str:
-  if v is None:
-    return "null"
-  if isinstance(v, bool):
-    return "true" if v else "false"
-  if isinstance(v, (str, dict)):
-    return json.dumps(v)
-  return repr(v)
-
-
-def _member_lines(sec: str, f) -> list:
-  """Comment lines under a field: a ``Choice``'s members (one-line doc and
-  where each parameter is set), an ``Extra``'s parameters (meaning, range)."""
-  fam = schema.family(sec, f.choice if isinstance(f, schema.Extra)
-                      else f.name)
-  if not isinstance(fam, schema.Registry):
-    return []
-  lines = []
-  for m in fam.members():
-    if isinstance(f, schema.Choice):
-      where = []  # where each parameter the configuration reaches is set
-      for p in m.params:
-        b = schema.bound_field(sec, f.name, m.name, p.name)
-        ex = schema.extra_field(sec, f.name)
-        if b or ex:
-          where.append(b.name if b else f"{ex.name}.{p.name}")
-      sets = f" [{', '.join(where)}]" if where else ""
-      lines.append(f"  #   {m.name}: {m.doc}{sets}")
-      continue
-    for p in m.params:
-      if schema.bound_field(sec, f.choice, m.name, p.name) is None:
-        need = ("required" if p.default is schema.REQUIRED
-                else f"default {_yaml_scalar(p.default)}")
-        lines.append(f"  #   {m.name}.{p.name}: {p.meaning}; "
-                     f"{schema.describe(p)}; {need}")
-  return lines
-
-
 def to_yaml(cfg=None) -> str:
   """A YAML file of every field, its value, its meaning and what it accepts,
   with the members of every family and their parameters as comments.
@@ -484,17 +453,18 @@ def to_yaml(cfg=None) -> str:
     True
   """
   cfg = cfg if cfg is not None else Config()
-  lines = [f"# numbers: at most {checks.FLOAT_LIMIT:g} (integers "
-           f"{checks.INT_LIMIT}) where no upper end is shown; > 0 means >= "
-           f"{checks.FLOAT_TINY:g}"]
+  lines = [f"# ranges show the real limits: {checks.FLOAT_LIMIT:g} for a "
+           f"number (integers {checks.INT_LIMIT}) that has no other; > 0 "
+           f"means >= {checks.FLOAT_TINY:g}"]
   for sec in schema.SECTIONS:
     lines.append(f"{sec.name}:")
     values = getattr(cfg, sec.name)
     for f in sec.fields:
-      item = f"  {f.name}: {_yaml_scalar(getattr(values, f.name))}"
+      value = config_files.yaml_scalar(getattr(values, f.name))
+      item = f"  {f.name}: {value}"
       meaning = schema.param(sec.name, f.name).meaning
       note = f"{meaning}; " if meaning else ""
       lines.append(f"{item:<32} # {note}{allowed(sec.name, f.name)}")
       if isinstance(f, (schema.Choice, schema.Extra)):
-        lines.extend(_member_lines(sec.name, f))
+        lines.extend(config_files.member_lines(sec.name, f))
   return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
-"""Reading a configuration file: size, syntax and YAML aliases checked.
+"""Reading a configuration file (size, syntax and YAML aliases checked),
+and the comment lines of the one ``config.to_yaml`` writes.
 
 ``read`` returns the parsed text of a JSON (``.json``) or YAML
 (``.yaml``/``.yml``) file, for ``config.load`` to validate. It refuses, with
@@ -34,6 +35,7 @@ import json
 import os
 from pathlib import Path
 
+from fedasync_jax.run import schema
 from fedasync_jax.run.schema import ConfigError
 
 MAX_FILE_BYTES = 1 << 20
@@ -114,3 +116,46 @@ def read_resolved(path):
   """``read(path)`` with its paths relative to the file's folder
   (``resolve_paths``)."""
   return resolve_paths(read(path), Path(path).parent)
+
+
+# Writing one (``config.to_yaml``): comments from the schema.
+
+
+def yaml_scalar(v) -> str:
+  """``v`` as a YAML scalar (``null``, ``true``, JSON for strings and
+  mappings)."""
+  if v is None:
+    return "null"
+  if isinstance(v, bool):
+    return "true" if v else "false"
+  if isinstance(v, (str, dict)):
+    return json.dumps(v)
+  return repr(v)
+
+
+def member_lines(sec: str, f) -> list:
+  """Comment lines under a field: a ``Choice``'s members (one-line doc and
+  where each parameter is set), an ``Extra``'s parameters (meaning, range)."""
+  fam = schema.family(sec, f.choice if isinstance(f, schema.Extra)
+                      else f.name)
+  if not isinstance(fam, schema.Registry):
+    return []
+  lines = []
+  for m in fam.members():
+    if isinstance(f, schema.Choice):
+      where = []  # where each parameter the configuration reaches is set
+      for p in m.params:
+        b = schema.bound_field(sec, f.name, m.name, p.name)
+        ex = schema.extra_field(sec, f.name)
+        if b or ex:
+          where.append(b.name if b else f"{ex.name}.{p.name}")
+      sets = f" [{', '.join(where)}]" if where else ""
+      lines.append(f"  #   {m.name}: {m.doc}{sets}")
+      continue
+    for p in m.params:
+      if schema.bound_field(sec, f.choice, m.name, p.name) is None:
+        need = ("required" if p.default is schema.REQUIRED
+                else f"default {yaml_scalar(p.default)}")
+        lines.append(f"  #   {m.name}.{p.name}: {p.meaning}; "
+                     f"{schema.describe(p)}; {need}")
+  return lines

@@ -12,8 +12,8 @@ progress bar (``outputs.ProgressBar``), checkpoints between chunks
   from clients so far;
 * ``metrics.jsonl``: the same, one JSON object per line, appended as the
   run goes (``metrics``);
-* ``arrivals.csv``: per arrival: client, time, staleness, applied/dropped,
-  version;
+* ``arrivals.csv``: per arrival (``types.ARRIVAL_COLUMNS``): client,
+  simulated_time, staleness, status (applied/dropped), version, train_loss;
 * ``participation.csv``: applied updates and examples per client;
 * ``summary.json``: final metrics and run statistics;
 * plots (PNG, when matplotlib is installed): accuracy and loss against
@@ -75,7 +75,8 @@ from fedasync_jax.run.outputs import (ProgressBar, attempt,  # noqa: F401
                                       plot_run, stage, with_final_eval,
                                       write_outputs)
 from fedasync_jax.run.setup import (Setup, _optimizer,  # noqa: F401
-                                    eval_every_versions, image_transform,
+                                    check_memory, eval_every_versions,
+                                    image_transform,
                                     load_data, load_trace, make_delays,
                                     make_model, make_optimizer,
                                     make_rule_from, make_schedule,
@@ -119,12 +120,14 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
   Raises:
     Interrupted: a signal stopped the run (after its checkpoint and the
       history so far were written).
-    ValueError: a bad configuration, a taken or locked folder, or a
-      checkpoint that cannot be resumed (naming why).
+    ValueError: a bad configuration, a population larger than the
+      available memory (``setup.check_memory``), a taken or locked folder,
+      or a checkpoint that cannot be resumed (naming why).
   """
   workdir = Path(workdir)
   if not resume:
     config_lib.validate(cfg)  # before any folder is made
+    check_memory(cfg)
   with open_folder(workdir, command="run", resume=resume, force=force), \
       contextlib.ExitStack() as signals:
     t0 = time.perf_counter()

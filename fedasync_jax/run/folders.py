@@ -4,8 +4,10 @@ A new run or sweep writes only into a new or empty folder (``--force``
 lets it write into a non-empty one); a resumed one into the folder it
 continues. While a process writes into a folder it holds ``LOCK`` there:
 the file names its process id, and a second process that finds a live
-lock is refused, naming the folder. A lock left by a process that died
-(its process id no longer runs on this machine) is taken over.
+lock is refused, naming the folder. The lock appears with its content
+(written beside it, then linked into place). A lock left by a process that
+died (its process id no longer runs on this machine), or an empty one
+older than ``LOCK_GRACE_S``, is taken over.
 
 Example:
   >>> import tempfile, pathlib
@@ -20,11 +22,16 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
+import time
 from pathlib import Path
 
 LOCK = ".fedasync-jax.lock"
+LOCK_GRACE_S = 10.0
+"""How long an unreadable (empty) lock counts as being written by its
+creator rather than left by a dead process."""
 CHECKPOINT = "checkpoint.msgpack"
 
 
@@ -56,9 +63,59 @@ def _holder(lock: Path):
     return None
 
 
+def _place(lock: Path, text: bytes) -> None:
+  """Creates ``lock`` holding ``text`` in one step: written to a temporary
+  file beside it, then hard-linked into place (``os.link`` never replaces
+  an existing file), so no process can find it empty. Where hard links
+  are not supported, ``O_EXCL`` creation then one write.
+
+  Raises:
+    FileExistsError: ``lock`` exists.
+    OSError: the folder cannot be written.
+  """
+  tmp = lock.with_name(f"{lock.name}.{os.getpid()}.tmp")
+  with contextlib.suppress(FileNotFoundError):  # a dead namesake's
+    os.unlink(tmp)
+  try:
+    _write_new(tmp, text)
+    try:
+      os.link(tmp, lock)
+      return
+    except FileExistsError:
+      raise
+    except OSError as e:
+      if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP,
+                         errno.EXDEV, errno.EMLINK):
+        raise
+  finally:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+  _write_new(lock, text)
+
+
+def _write_new(path: Path, text: bytes) -> None:
+  """Creates ``path`` (``O_EXCL``: never an existing file) holding
+  ``text``, mode 0644."""
+  fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+  try:
+    os.write(fd, text)
+  finally:
+    os.close(fd)
+
+
+def _age_s(path: Path) -> float:
+  """Seconds since ``path`` was last modified (0 if it is gone)."""
+  try:
+    return time.time() - path.stat().st_mtime
+  except OSError:
+    return 0.0
+
+
 def acquire_lock(workdir: Path) -> Path:
-  """Creates ``workdir/LOCK`` holding this process's id, taking over a
-  lock whose process has died.
+  """Creates ``workdir/LOCK`` holding this process's id (``_place``),
+  taking over a lock whose process has died. A lock that cannot be read
+  (empty: another process of an older version between creating and
+  writing it) is in use while younger than ``LOCK_GRACE_S``, stale after.
 
   Returns:
     The lock's path.
@@ -72,24 +129,23 @@ def acquire_lock(workdir: Path) -> Path:
   text = f"{os.getpid()}\n{socket.gethostname()}\n".encode()
   for _ in range(3):
     try:
-      fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+      _place(lock, text)
     except FileExistsError:
       held = _holder(lock)
-      if held is not None and (held[1] != socket.gethostname()
-                               or _pid_alive(held[0])):
+      young = held is None and _age_s(lock) < LOCK_GRACE_S
+      if young or (held is not None and (held[1] != socket.gethostname()
+                                         or _pid_alive(held[0]))):
+        who = ("a lock being written" if held is None
+               else f"pid {held[0]} on {held[1]}")
         raise ValueError(
-            f"{workdir} is in use by another fedasync-jax process (pid "
-            f"{held[0]} on {held[1]}, lock {lock}); wait for it to end, or "
-            f"choose another --out") from None
+            f"{workdir} is in use by another fedasync-jax process ({who}, "
+            f"lock {lock}); wait for it to end, or choose another --out"
+        ) from None
       with contextlib.suppress(FileNotFoundError):  # a dead holder's lock
         lock.unlink()
       continue
     except OSError as e:
       raise _unwritable(workdir, e) from None
-    try:
-      os.write(fd, text)
-    finally:
-      os.close(fd)
     return lock
   raise ValueError(f"{workdir}: could not take the lock {lock}; another "
                    f"process keeps taking it")
@@ -104,7 +160,9 @@ def release_lock(lock: Path) -> None:
 
 
 def _contents(workdir: Path) -> list:
-  return sorted(p.name for p in workdir.iterdir() if p.name != LOCK)
+  """The names in ``workdir`` besides the lock (and a lock being placed)."""
+  return sorted(p.name for p in workdir.iterdir()
+                if p.name != LOCK and not p.name.startswith(LOCK + "."))
 
 
 def claim_folder(workdir: Path, command: str = "run", *,

@@ -16,7 +16,8 @@ from the schema wherever it can be:
 * ``SYNCHRONOUS_ONLY`` lists the schedule fields of synchronous rules.
 
 ``result_warnings(summary)`` lists what a finished run should not hide: no
-update applied at all, or every update quarantined.
+update applied at all, every update quarantined, no server version applied,
+a final loss or accuracy that is not finite, a clock that never moved.
 
 Example:
   >>> from fedasync_jax.run import config
@@ -32,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Optional
 
@@ -149,20 +151,44 @@ def _order(cfg):
   return lambda w: rank.get(w.split("=", 1)[0], (99, 0))
 
 
+_DIVERGED = "the model diverged (lower client.lr or rule.server_lr)"
+
+
 def result_warnings(summary: dict) -> list:
   """What a finished run's ``summary`` should not hide: no update applied,
-  or every update quarantined."""
+  every update quarantined, no server version applied (a buffer that never
+  filled), a final test loss or accuracy that is NaN or infinite, and
+  simulated time that never advanced (every arrival at time 0).
+
+  Example:
+    >>> result_warnings({"client_updates": 8, "versions": 0})[0][:33]
+    'no server version was applied (8 '
+  """
   n = int(summary.get("client_updates", 0))
   dropped = int(summary.get("dropped_updates", 0))  # with the quarantined
   quarantined = int(summary.get("quarantined_updates", 0))
   if n and quarantined >= n:
-    return [f"all {n} client updates were quarantined (NaN or Inf): the "
-            f"model never changed"]
-  if n - dropped <= 0:
-    return [f"no client update was applied ({n} received, "
-            f"{dropped - quarantined} dropped as too stale, {quarantined} "
-            f"quarantined): the model never changed"]
-  return []
+    out = [f"all {n} client updates were quarantined (NaN or Inf): the "
+           f"model never changed"]
+  elif n - dropped <= 0:
+    out = [f"no client update was applied ({n} received, "
+           f"{dropped - quarantined} dropped as too stale, {quarantined} "
+           f"quarantined): the model never changed"]
+  elif summary.get("versions", 1) == 0:
+    out = [f"no server version was applied ({n} client updates received, "
+           f"none reached the model; a buffered rule's buffer never "
+           f"filled?): the model never changed"]
+  else:
+    out = []
+  for key in ("loss", "accuracy"):
+    v = summary.get(f"final_test_{key}")
+    if v is not None and not math.isfinite(float(v)):
+      out.append(f"the final test {key} is {float(v)}: {_DIVERGED}")
+  if n > 1 and summary.get("simulated_time", 1.0) == 0:
+    out.append(f"simulated time did not advance (every one of the {n} "
+               f"client updates arrived at time 0): the delays are "
+               f"degenerate (see delays.*)")
+  return out
 
 
 def warn(messages, stream=None, into: Optional[list] = None) -> list:

@@ -17,6 +17,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -81,10 +82,32 @@ def _plain(v):
 plain = _plain  # public: converts what ``write_json`` converts
 
 
+def json_ready(obj):
+  """``obj`` with numpy values, dataclasses, tuples and nested containers
+  converted (``plain``) and every NaN or infinite float replaced by
+  ``None``: JSON has no ``NaN``/``Infinity``, so ``write_json`` writes
+  ``null`` for them, as ``metrics.jsonl`` does.
+
+  Example:
+    >>> json_ready({"loss": float("inf"), "x": (np.float32(1.5), np.nan)})
+    {'loss': None, 'x': [1.5, None]}
+  """
+  obj = _plain(obj)
+  if isinstance(obj, dict):
+    return {k: json_ready(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [json_ready(v) for v in obj]
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None
+  return obj
+
+
 def write_json(path, obj) -> None:
-  """Writes ``obj`` as indented JSON (numpy scalars and arrays, and
-  dataclasses such as configurations, converted)."""
-  text = json.dumps(obj, indent=2, default=_plain, sort_keys=False)
+  """Writes ``obj`` as indented, strict JSON (``json_ready``: numpy values
+  and dataclasses such as configurations converted, NaN and infinities
+  written as ``null``)."""
+  text = json.dumps(json_ready(obj), indent=2, default=_plain,
+                    sort_keys=False, allow_nan=False)
   atomic_write_bytes(path, (text + "\n").encode())
 
 

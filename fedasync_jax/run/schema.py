@@ -54,18 +54,6 @@ class ConfigError(ValueError):
 # The families the configuration names, read from their registries.
 
 
-def _datasets():
-  return datasets.DATASETS
-
-
-def _partitions():
-  return partition.PARTITIONS
-
-
-def _models():
-  return models.MODELS
-
-
 def names(family) -> tuple:
   """The member names of a family (a ``Registry`` or a sequence)."""
   return family.names() if isinstance(family, Registry) else tuple(family)
@@ -139,7 +127,7 @@ _DELAY = {p.name: p for p in delays.DELAY_PARAMS}
 
 SECTIONS = (
     Section("data", "DataConfig", "The data set and its split over clients.", (
-        Choice("name", _datasets, "synthetic", "data set"),
+        Choice("name", lambda: datasets.DATASETS, "synthetic", "data set"),
         Own(Param("path", None, kind=str, optional=True,
                   meaning=".npz file with x_train, y_train, x_test, y_test")),
         Own(Param("data_dir", None, kind=str, optional=True,
@@ -148,7 +136,7 @@ SECTIONS = (
                   meaning="let tfds download a missing data set")),
         Own(Param("num_clients", 100, low=1, high=MAX_CLIENTS, kind=int,
                   meaning="population size")),
-        Choice("partition", _partitions, "dirichlet",
+        Choice("partition", lambda: partition.PARTITIONS, "dirichlet",
                "how examples are split over clients"),
         Bound("alpha", "partition", "alpha", member="dirichlet", default=0.5,
               prefix="(partition=dirichlet) ", fallback=Param(
@@ -166,7 +154,8 @@ SECTIONS = (
                   meaning="seed of the partition / synthetic data")),
     )),
     Section("model", "ModelConfig", "The model.", (
-        Choice("name", _models, "logistic_regression", "model"),
+        Choice("name", lambda: models.MODELS, "logistic_regression",
+               "model"),
     )),
     Section("client", "ClientConfig", "Local training of one task.", (
         Choice("optimizer", lambda: optimizers.OPTIMIZERS, "sgd",
@@ -363,7 +352,7 @@ def describe(p: Param) -> str:
 
   Example:
     >>> describe(Param("k", 1, low=1, kind=int, optional=True))
-    'integer in [1, inf] or null'
+    'integer in [1, 2147483647] or null'
   """
   if p.kind is dict:
     return "mapping of parameter names to values"
@@ -375,9 +364,11 @@ def describe(p: Param) -> str:
 
 
 def interval(p: Param) -> str:
-  """``[low, high]`` with open ends as ``(``/``)`` and ``inf`` for none."""
-  lo = "-inf" if p.low is None else repr(p.low)
-  hi = "inf" if p.high is None else repr(p.high)
+  """``[low, high]`` with open ends as ``(``/``)``; a missing end is the
+  implicit limit (``checks.FLOAT_LIMIT``, integers ``checks.INT_LIMIT``)."""
+  top = checks.INT_LIMIT if p.kind is int else checks.FLOAT_LIMIT
+  lo = repr(-top) if p.low is None else repr(p.low)
+  hi = repr(top) if p.high is None else repr(p.high)
   return (f"{'(' if p.low_open else '['}{lo}, "
           f"{hi}{')' if p.high_open else ']'}")
 
@@ -390,6 +381,14 @@ def bound_field(section_name: str, choice: str, member: str,
           and f.member in (None, member)]
   hits.sort(key=lambda f: f.member is None)
   return hits[0] if hits else None
+
+
+def per_version_field(rule_name: str) -> str:
+  """The field setting rule ``rule_name``'s client updates per server
+  version: ``rule.buffer_size`` where it declares it, else ``rule.params``."""
+  b = bound_field("rule", "name", rule_name, "buffer_size")
+  takes = any(p.name == "buffer_size" for p in rules.RULES[rule_name].params)
+  return f"rule.{b.name}" if b and takes else "rule.params"
 
 
 def extra_field(section_name: str, choice: str) -> Optional[Extra]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
@@ -57,14 +58,89 @@ image_transform = images.image_transform
 with_image_inputs = images.with_image_inputs
 
 
+POPULATION_BYTES = 128
+"""Bytes per client of the population's arrays besides its examples
+(sizes, offsets, speeds, work, phases, participation... about 16 of 8
+bytes)."""
+DATA_COPIES = 2
+"""Copies of the examples alive at once while they are generated and placed
+(the per-client arrays and their concatenation; the device copy)."""
+
+
+def available_memory(*, meminfo="/proc/meminfo") -> Optional[int]:
+  """Bytes of memory available to a new run: ``MemAvailable`` of
+  ``meminfo``, else the free physical pages (``os.sysconf``), else
+  ``None`` (unknown).
+
+  Example:
+    >>> m = available_memory()
+    >>> m is None or m > 0
+    True
+  """
+  try:
+    with open(meminfo) as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  try:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (AttributeError, OSError, ValueError):
+    return None
+
+
+def estimate_bytes(cfg) -> int:
+  """About how many bytes the configured population needs at its peak:
+  ``DATA_COPIES`` x the synthetic examples (``synthetic.expected_bytes``;
+  a data set from files is sized by its files) plus ``POPULATION_BYTES``
+  per client.
+
+  Example:
+    >>> from fedasync_jax import config
+    >>> cfg = config.from_dict({"data": {"num_clients": 10**5}})
+    >>> round(estimate_bytes(cfg) / 1e9, 1)  # ~11 GB of examples, twice
+    22.1
+  """
+  d = cfg.data
+  n = d.num_clients * POPULATION_BYTES
+  if d.name == "synthetic":
+    n += DATA_COPIES * synthetic.expected_bytes(
+        d.num_clients, max_examples=d.synthetic_max_examples)
+  return n
+
+
+def check_memory(cfg) -> None:
+  """Refuses, before anything is generated, a population that needs more
+  memory than is available (``estimate_bytes``, ``available_memory``;
+  nothing is refused when that is unknown).
+
+  Raises:
+    ConfigError: one line naming ``data.num_clients``,
+      ``data.synthetic_max_examples`` and both amounts.
+  """
+  need, have = estimate_bytes(cfg), available_memory()
+  if have is None or need <= have:
+    return
+  d = cfg.data
+  cap = "null" if d.synthetic_max_examples is None else \
+      d.synthetic_max_examples
+  raise ConfigError(
+      f"data.num_clients={d.num_clients} with data.synthetic_max_examples="
+      f"{cap} needs about {need / 1e9:.1f} GB of memory, but "
+      f"{have / 1e9:.1f} GB is available; lower data.num_clients or "
+      f"data.synthetic_max_examples (each client's examples)")
+
+
 def load_data(cfg) -> data.FederatedData:
-  """Loads and federates the configured data set.
+  """Loads and federates the configured data set, after ``check_memory``.
 
   Training images stay uint8 on the host and on the device (4x less
   memory); they are standardized on the device, per minibatch, by the model
   (``images.with_image_inputs``). The small test set is standardized here.
   """
   d = cfg.data
+  check_memory(cfg)
   if d.name == "synthetic":
     with naming("data.synthetic_alpha / synthetic_beta / num_clients / "
                 "synthetic_max_examples"):

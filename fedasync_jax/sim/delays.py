@@ -54,6 +54,15 @@ DELAY_PARAMS = (
 _MEAN = Param("mean", 1.0, low=0, low_open=True,
               meaning="speed scale: median (lognormal), mean (others)")
 
+MAX_LOG_SIGMA = 5
+"""The largest log standard deviation of a lognormal (speeds, jitter):
+over a million draws ``exp(5 sigma)`` stays within about 1e11 and a
+mean-1 jitter's smallest draw above 1e-16, so durations and times stay
+finite and distinct in float32 (``sigma=1e6`` made every time 0.0)."""
+MIN_PARETO_SHAPE = 0.5
+"""The smallest Pareto tail index: over a million draws the largest speed
+stays within about 1e14 (``shape=1e-12`` overflowed to infinity)."""
+
 
 @SPEEDS.register("constant", params=(_MEAN,))
 def _constant(n, rng, *, mean):
@@ -80,14 +89,15 @@ def _exponential(n, rng, *, mean):
 
 
 @SPEEDS.register("lognormal", params=(
-    _MEAN, Param("sigma", 1.0, low=0, meaning="log std")))
+    _MEAN, Param("sigma", 1.0, low=0, high=MAX_LOG_SIGMA,
+                 meaning="log std")))
 def _lognormal(n, rng, *, mean, sigma):
   """lognormal with median ``mean`` and log standard deviation ``sigma``"""
   return float(mean) * rng.lognormal(0.0, float(sigma), n)
 
 
 @SPEEDS.register("pareto", params=(
-    _MEAN, Param("shape", 2.0, low=0, low_open=True,
+    _MEAN, Param("shape", 2.0, low=MIN_PARETO_SHAPE,
                  meaning="tail index (smaller: heavier)")))
 def _pareto(n, rng, *, mean, shape):
   """Lomax tail index ``shape``, scaled to mean ``mean`` when ``shape > 1``"""
@@ -122,7 +132,7 @@ def _exponential_jitter(rng, shape):
 
 
 @JITTERS.register("lognormal", params=(
-    Param("sigma", 0.5, low=0, meaning="log std"),))
+    Param("sigma", 0.5, low=0, high=MAX_LOG_SIGMA, meaning="log std"),))
 def _lognormal_jitter(rng, shape, *, sigma):
   """lognormal with mean 1 and log standard deviation ``sigma``"""
   return rng.lognormal(-0.5 * sigma * sigma, sigma, shape)
@@ -259,7 +269,7 @@ def delay_model(speed: np.ndarray, work: np.ndarray, *,
     work: ``(N,)`` units of work per task (e.g. examples x local epochs).
     jitter: per-task factor, a member of ``JITTERS``: ``none``,
       ``exponential`` (mean 1) or ``lognormal`` (mean 1, log standard
-      deviation ``jitter_sigma``).
+      deviation ``jitter_sigma``, in ``[0, MAX_LOG_SIGMA]``).
     comm_time: seconds added to every task (download + upload), ``>= 0``:
       one number, or one per client (from a device trace's bandwidths).
     dropout: probability in ``[0, 1)`` that an update never arrives.
@@ -286,7 +296,8 @@ def delay_model(speed: np.ndarray, work: np.ndarray, *,
   if not np.all(np.isfinite(work)) or np.any(work < 0):
     raise ValueError("work must be finite and >= 0 for every client")
   checks.choice("jitter", jitter, JITTERS.names())
-  jitter_sigma = float(checks.number("jitter_sigma", jitter_sigma, low=0))
+  jitter_sigma = float(checks.number("jitter_sigma", jitter_sigma, low=0,
+                                     high=MAX_LOG_SIGMA))
   comm_p, dropout_p = DELAY_PARAMS
   if np.ndim(comm_time) == 0:
     comm_time = float(comm_p.check(comm_time))

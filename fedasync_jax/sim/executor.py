@@ -65,7 +65,8 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
              eval_every: Optional[int] = None,
              progress: Optional[Callable[[dict], None]] = None,
              checkpoint: Optional[Callable[[Checkpoint], None]] = None,
-             resume: Optional[Checkpoint] = None) -> RunResult:
+             resume: Optional[Checkpoint] = None,
+             num_classes: Optional[int] = None) -> RunResult:
   """Runs a schedule with the vectorized executor.
 
   Args:
@@ -109,11 +110,24 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
       (``stats["stopped_early"]``).
     resume: a ``Checkpoint`` of the same run (same arguments) to continue
       from; the result equals the uninterrupted run's.
+    num_classes: the model's number of classes (``ModelFns.num_classes``);
+      default ``eval_fn.num_classes`` where the evaluator has one. When
+      known, integer labels of ``data`` (``y_train``) and of the
+      evaluator's data (``y_test``) must lie in ``[0, num_classes)``
+      (``check_labels``): a label beyond the model's outputs trains to NaN
+      losses with no error. Neither the client update nor a plain
+      ``eval_fn`` says what the model outputs, so without it the labels
+      are not checked.
 
   Returns:
     A ``RunResult``; ``stats`` holds the plan shape and ``padding_waste``.
+
+  Raises:
+    ValueError: bad arguments, naming the argument (``params``,
+      ``chunk_steps``, ``y_train``...).
   """
   checks.float_params("params", params)
+  check_labels(data, eval_fn, num_classes)
   chunk_steps = driver.check_chunk_steps(chunk_steps)
   driver.check_schedules([schedule], data.num_clients)
   if isinstance(rule, ServerRule):
@@ -186,3 +200,32 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
       [schedule], plans, [driver.merged_outputs(outs, False)], [state],
       eval_every=eval_every, eval_fn=eval_fn, init_evals=[init_eval],
       stats=stats)[0]
+
+
+def check_labels(data: ClientDataset, eval_fn: Optional[Callable] = None,
+                 num_classes: Optional[int] = None) -> None:
+  """Refuses integer labels outside ``[0, num_classes)``: ``data.y``
+  (named ``y_train``) and the labels of ``eval_fn.data`` (``y_test``;
+  ``models.make_evaluator`` pads them with 0). ``num_classes`` defaults to
+  ``eval_fn.num_classes``; with neither, nothing is checked. Float targets
+  (regression) pass.
+
+  Example:
+    >>> import numpy as np
+    >>> from fedasync_jax import data
+    >>> ds = data.from_client_arrays([np.ones((2, 1), np.float32)] * 2,
+    ...                              [np.array([0, 4], np.int32)] * 2)
+    >>> check_labels(ds, num_classes=3)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: y_train holds labels up to 4, but the model has 3 classes ...
+  """
+  if num_classes is None:
+    num_classes = getattr(eval_fn, "num_classes", None)
+  if num_classes is None:
+    return
+  num_classes = checks.integer("num_classes", num_classes, low=1)
+  checks.labels("y_train", data.y, num_classes)
+  test = getattr(eval_fn, "data", None)
+  if isinstance(test, (tuple, list)) and len(test) == 3:
+    checks.labels("y_test", test[1], num_classes)
