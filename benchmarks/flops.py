@@ -47,6 +47,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402
+from fedasync_jax.models import xla_cpu  # noqa: E402
 
 SMOKE_OUTPUT = "flops_*_smoke.json"
 B, S, BC, K = 10, 64, 64, 10  # MLP batch, scanned steps; CNN batch, steps
@@ -231,6 +232,7 @@ def w1_executor(args, ds, params, upd, step_flops, mm, peak):
 def main(argv=None):
   args = parse_args(sys.argv[1:] if argv is None else argv)
   os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+  xla_cpu.configure_cpu()  # the library's CPU choice, as fedasync-jax makes it
   data_path = C.mnist_path(args, C.out_dir(args) if args.smoke else None)
   if C.skip_if_no_mnist(data_path, "flops"):
     return 0

@@ -41,6 +41,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402
+from fedasync_jax.models import xla_cpu  # noqa: E402
 
 SMOKE_OUTPUT = "gpu_*_smoke.json"
 
@@ -207,6 +208,7 @@ def model_cases(args, budget):
 
 def main(argv=None):
   args = parse_args(argv)
+  xla_cpu.configure_cpu()  # the library's CPU choice, as fedasync-jax makes it
   started, load_start = time.perf_counter(), C.loadavg()
   out = C.out_dir(args)
   path = C.mnist_path(args, out)

@@ -101,7 +101,13 @@ def output_dir(args, name: str) -> Path:
 def prepare(args, name: str, filename: Optional[str] = "mnist.npz"):
   """``(output folder, data file)`` of a run: the real ``filename`` in
   ``--data-dir`` (exit(0) when absent), or with ``--smoke`` a generated
-  stand-in written into the output folder."""
+  stand-in written into the output folder. Before JAX starts, it also
+  makes the library's CPU choice (``fedasync_jax.configure_cpu()``:
+  convolutions on every core), as ``fedasync-jax`` does; a choice in
+  ``XLA_FLAGS`` wins."""
+  from fedasync_jax.models import xla_cpu
+  if not xla_cpu.backend_started():
+    xla_cpu.configure_cpu()
   out = output_dir(args, name)
   if filename is None:
     return out, None

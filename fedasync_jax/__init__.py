@@ -46,6 +46,7 @@ _MODULES = {
     **{m: f"fedasync_jax.data.{m}" for m in (
         "datasets", "partition", "synthetic")},
     "conv": "fedasync_jax.models.conv",
+    "xla_cpu": "fedasync_jax.models.xla_cpu",
     **{m: f"fedasync_jax.run.{m}" for m in (
         "cli", "config", "demo", "experiment", "results")},
     **{m: f"fedasync_jax.sim.{m}" for m in (
@@ -62,6 +63,7 @@ _NAMES = {
         "ClientResult", "RunResult", "ServerRule")},
     **{n: ("fedasync_jax.data", n) for n in (
         "ClientDataset", "FederatedData")},
+    "configure_cpu": ("fedasync_jax.models.xla_cpu", "configure_cpu"),
     "simulate": ("fedasync_jax.sim.executor", "simulate"),
     "run_reference": ("fedasync_jax.sim.reference", "run"),
     "Schedule": ("fedasync_jax.sim.scheduler", "Schedule"),

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from fedasync_jax.models import xla_cpu
 from fedasync_jax.run import interrupts
 from fedasync_jax.sim import compile_cache
 
@@ -309,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
            "or the next seed skips compilation (default: "
            f"${compile_cache.ENV_VAR} or ~/.cache/fedasync_jax/xla); 'off' "
            "turns it off")
+  p.add_argument(
+      "--cpu-conv", choices=xla_cpu.CPU_CONV_CHOICES, default="auto",
+      help="XLA:CPU's convolution path: 'eigen' uses every core, "
+           "'ynnpack' (XLA's own choice in JAX 0.10) one; 'auto' (default) "
+           "takes eigen on two or more cores unless XLA_FLAGS already "
+           "chooses")
   sub = p.add_subparsers(dest="command", required=True)
   _add_demo(sub)
   _add_run(sub)
@@ -410,6 +417,16 @@ def _add_config(sub) -> None:
   c.set_defaults(func=_config)
 
 
+def _choose_cpu_conv(args) -> None:
+  """``--cpu-conv``: set before JAX starts (a process's first command);
+  when ``main`` runs again in a process where JAX has started, only an
+  explicit choice is attempted (and warned about)."""
+  if args.command == "config":
+    return
+  if args.cpu_conv != "auto" or not xla_cpu.backend_started():
+    xla_cpu.configure_cpu(conv=args.cpu_conv)
+
+
 def _enable_compile_cache(args) -> None:
   choice = args.compile_cache or os.environ.get(compile_cache.ENV_VAR, "")
   if choice.strip().lower() == "off" or args.command == "config":
@@ -435,6 +452,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with interrupts.interrupt_on_signals():
       args = build_parser().parse_args(argv)
       command = args.command
+      _choose_cpu_conv(args)
       _enable_compile_cache(args)
       return args.func(args)
   except (ValueError, FileNotFoundError) as e:

@@ -1,0 +1,149 @@
+"""XLA:CPU's convolution backend: all cores for convolutional clients.
+
+JAX 0.10's XLA:CPU hands convolutions to YNNPACK, which runs each one on a
+single thread. XLA's other convolution path (Eigen) uses the whole intra-op
+thread pool. Measured on the project's 2-core CPU
+(``benchmarks/paper_cnn.py --flags library,default``, docs/benchmarks.md):
+the AFL paper's MNIST CNN trained 1.48-1.57x faster and ResNet-20
+1.20-1.72x faster with convolutions on Eigen, while pinned to one core
+Eigen was 0.88x YNNPACK.
+:func:`configure_cpu` therefore moves convolutions to Eigen when the process
+may use two or more cores. Nothing else changes: matrix products and other
+fusions stay where XLA puts them, and results agree to float reassociation.
+
+XLA reads its flags (the ``XLA_FLAGS`` environment variable) once, when
+JAX's first backend starts, so the setting must be made before the first
+JAX computation of the process. ``fedasync-jax`` does that itself (option
+``--cpu-conv``); Python users call :func:`configure_cpu` first thing.
+
+Example:
+  >>> xla_flags_for("", conv="eigen", cores=2, jaxlib_version="0.10.2")
+  '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
+  >>> xla_flags_for("", conv="auto", cores=1, jaxlib_version="0.10.2") is None
+  True
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Optional
+
+__all__ = ["CPU_CONV_CHOICES", "EIGEN_CONV_FLAG", "backend_started",
+           "configure_cpu", "xla_flags_for"]
+
+CPU_CONV_CHOICES = ("auto", "eigen", "ynnpack")
+# Removes convolutions from YNNPACK's default fusion types; XLA then emits
+# them on its Eigen path.
+EIGEN_CONV_FLAG = ("--xla_cpu_experimental_ynn_fusion_type="
+                   "-individual_convolution")
+_FLAG_NAME = "xla_cpu_experimental_ynn_fusion_type"
+# jaxlib releases on which the flag was measured (an unknown flag in
+# XLA_FLAGS aborts the process, so other releases are left alone).
+_MEASURED_JAXLIB = ((0, 10),)
+
+
+def _usable_cores() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not Linux
+    return os.cpu_count() or 1
+
+
+def _jaxlib_version() -> str:
+  import jaxlib
+  return jaxlib.__version__
+
+
+def xla_flags_for(xla_flags: str, *, conv: str = "auto",
+                  cores: Optional[int] = None,
+                  jaxlib_version: Optional[str] = None) -> Optional[str]:
+  """The ``XLA_FLAGS`` value :func:`configure_cpu` sets, or ``None``.
+
+  Args:
+    xla_flags: the current ``XLA_FLAGS`` value (``""`` when unset).
+    conv: ``"auto"``: Eigen when ``cores >= 2`` on a jaxlib the setting was
+      measured on (0.10.x), else XLA's own choice; ``"eigen"``: Eigen on
+      any jaxlib whose XLA knows the flag (0.10.x); ``"ynnpack"``: XLA's
+      own choice, nothing set.
+    cores: CPU cores the process may use (default: its affinity mask).
+    jaxlib_version: default: the installed jaxlib's.
+
+  Returns:
+    The new ``XLA_FLAGS`` string, or ``None`` when nothing is to change:
+    ``conv="ynnpack"``, one core under ``"auto"``, a jaxlib other than
+    0.10.x, or ``xla_flags`` that already set the YNNPACK fusion types
+    (the user's own setting wins).
+
+  Raises:
+    ValueError: ``conv`` is not one of :data:`CPU_CONV_CHOICES`.
+
+  Example:
+    >>> xla_flags_for("--xla_dump_to=/tmp/d", conv="eigen", cores=4,
+    ...               jaxlib_version="0.10.2").split()
+    ['--xla_dump_to=/tmp/d', '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution']
+  """
+  if conv not in CPU_CONV_CHOICES:
+    raise ValueError(f"conv must be one of {CPU_CONV_CHOICES}, got {conv!r}")
+  if conv == "ynnpack" or _FLAG_NAME in xla_flags:
+    return None
+  version = jaxlib_version or _jaxlib_version()
+  try:
+    major_minor = tuple(int(p) for p in version.split(".")[:2])
+  except ValueError:
+    return None
+  if major_minor not in _MEASURED_JAXLIB:
+    return None
+  if conv == "auto" and (
+      cores if cores is not None else _usable_cores()) < 2:
+    return None
+  return " ".join(f for f in (xla_flags.strip(), EIGEN_CONV_FLAG) if f)
+
+
+def backend_started() -> bool:
+  """Whether JAX has started a backend in this process (after which XLA's
+  flags are fixed).
+
+  Example:
+    >>> isinstance(backend_started(), bool)
+    True
+  """
+  from jax._src import xla_bridge
+  return bool(getattr(xla_bridge, "backends_are_initialized",
+                      lambda: False)())
+
+
+def configure_cpu(*, conv: str = "auto") -> bool:
+  """Chooses XLA:CPU's convolution path for this process (see the module).
+
+  Call it before the process's first JAX computation; ``fedasync-jax``
+  calls it itself. Afterwards it can no longer take effect: it then warns
+  and changes nothing.
+
+  Args:
+    conv: ``"auto"`` (default: Eigen on two or more cores), ``"eigen"`` or
+      ``"ynnpack"`` (leave XLA's choice), as for :func:`xla_flags_for`.
+
+  Returns:
+    Whether ``XLA_FLAGS`` was changed.
+
+  Raises:
+    ValueError: ``conv`` is not one of :data:`CPU_CONV_CHOICES`.
+
+  Example:
+    >>> import fedasync_jax as fj
+    >>> fj.configure_cpu()  # first thing, before any JAX computation
+    ... # doctest: +SKIP
+    True
+  """
+  flags = xla_flags_for(os.environ.get("XLA_FLAGS", ""), conv=conv)
+  if flags is None:
+    return False
+  if backend_started():
+    warnings.warn(
+        "configure_cpu: JAX's backend has already started in this process, "
+        "so XLA_FLAGS can no longer change; call it before the first JAX "
+        "computation", RuntimeWarning, stacklevel=2)
+    return False
+  os.environ["XLA_FLAGS"] = flags
+  return True
