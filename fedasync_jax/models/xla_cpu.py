@@ -38,9 +38,10 @@ CPU_CONV_CHOICES = ("auto", "eigen", "ynnpack")
 EIGEN_CONV_FLAG = ("--xla_cpu_experimental_ynn_fusion_type="
                    "-individual_convolution")
 _FLAG_NAME = "xla_cpu_experimental_ynn_fusion_type"
-# jaxlib releases on which the flag was measured (an unknown flag in
-# XLA_FLAGS aborts the process, so other releases are left alone).
-_MEASURED_JAXLIB = ((0, 10),)
+# jaxlib releases the flag is set on, [first, end): 0.10.2 was measured;
+# an unknown flag in XLA_FLAGS aborts the process, so other releases are
+# left alone.
+_MEASURED_JAXLIB = ((0, 10, 2), (0, 11, 0))
 
 
 def _usable_cores() -> int:
@@ -62,18 +63,18 @@ def xla_flags_for(xla_flags: str, *, conv: str = "auto",
 
   Args:
     xla_flags: the current ``XLA_FLAGS`` value (``""`` when unset).
-    conv: ``"auto"``: Eigen when ``cores >= 2`` on a jaxlib the setting was
-      measured on (0.10.x), else XLA's own choice; ``"eigen"``: Eigen on
-      any jaxlib whose XLA knows the flag (0.10.x); ``"ynnpack"``: XLA's
-      own choice, nothing set.
+    conv: ``"auto"``: Eigen when ``cores >= 2``, else XLA's own choice;
+      ``"eigen"``: Eigen whatever the cores; ``"ynnpack"``: XLA's own
+      choice, nothing set. Eigen is only ever set on jaxlib 0.10.2 and
+      later 0.10 releases, where the flag was measured.
     cores: CPU cores the process may use (default: its affinity mask).
     jaxlib_version: default: the installed jaxlib's.
 
   Returns:
     The new ``XLA_FLAGS`` string, or ``None`` when nothing is to change:
-    ``conv="ynnpack"``, one core under ``"auto"``, a jaxlib other than
-    0.10.x, or ``xla_flags`` that already set the YNNPACK fusion types
-    (the user's own setting wins).
+    ``conv="ynnpack"``, one core under ``"auto"``, a jaxlib outside
+    [0.10.2, 0.11), or ``xla_flags`` that already set the YNNPACK fusion
+    types (the user's own setting wins).
 
   Raises:
     ValueError: ``conv`` is not one of :data:`CPU_CONV_CHOICES`.
@@ -89,10 +90,11 @@ def xla_flags_for(xla_flags: str, *, conv: str = "auto",
     return None
   version = jaxlib_version or _jaxlib_version()
   try:
-    major_minor = tuple(int(p) for p in version.split(".")[:2])
+    release = tuple(int(p) for p in version.split(".")[:3])
   except ValueError:
     return None
-  if major_minor not in _MEASURED_JAXLIB:
+  first, end = _MEASURED_JAXLIB
+  if not first <= release < end:
     return None
   if conv == "auto" and (
       cores if cores is not None else _usable_cores()) < 2:
