@@ -312,10 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
            "turns it off")
   p.add_argument(
       "--cpu-conv", choices=xla_cpu.CPU_CONV_CHOICES, default="auto",
-      help="XLA:CPU's convolution path: 'eigen' uses every core, "
-           "'ynnpack' (XLA's own choice in JAX 0.10) one; 'auto' (default) "
-           "takes eigen on two or more cores unless XLA_FLAGS already "
-           "chooses")
+      help="XLA:CPU's convolution path: 'eigen' spreads each convolution "
+           "over every core, 'ynnpack' (XLA's own choice in JAX 0.10) runs "
+           "it on one thread; 'auto' (default) takes eigen on two or more "
+           "cores unless XLA_FLAGS already chooses")
   sub = p.add_subparsers(dest="command", required=True)
   _add_demo(sub)
   _add_run(sub)
