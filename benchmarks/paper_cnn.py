@@ -138,7 +138,8 @@ FLAG_SETS = {
                          "XNN_GRAPH_FUSION_MODE_GREEDY"),
     # Convolutions back on XLA's Eigen path (YNNPACK runs them on one
     # thread here; Eigen uses the whole intra-op pool).
-    "no_ynn_conv": "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
+    # (the library's choice, set whatever the cores and jaxlib).
+    "no_ynn_conv": xla_cpu.EIGEN_CONV_FLAG,
 }
 
 CNN_VARIANTS = ("lib_scan", "lib_map5", "lib_vmap5", "lib_steploop",
