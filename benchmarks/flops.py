@@ -47,7 +47,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402
-from fedasync_jax.models import xla_cpu  # noqa: E402
+from fedasync_jax.sim import xla_cpu  # noqa: E402
 
 SMOKE_OUTPUT = "flops_*_smoke.json"
 B, S, BC, K = 10, 64, 64, 10  # MLP batch, scanned steps; CNN batch, steps

@@ -41,7 +41,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402
-from fedasync_jax.models import xla_cpu  # noqa: E402
+from fedasync_jax.sim import xla_cpu  # noqa: E402
 
 SMOKE_OUTPUT = "gpu_*_smoke.json"
 

@@ -117,13 +117,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import common as C  # noqa: E402
-from fedasync_jax.models import xla_cpu  # noqa: E402
+from fedasync_jax.sim import xla_cpu  # noqa: E402
 
 SMOKE_OUTPUT = "paper_cnn_*_smoke.json"
 
 # The flags the library itself sets for this process (``fedasync-jax``,
 # ``fedasync_jax.configure_cpu()``): convolutions on XLA's Eigen path when
-# two or more cores are usable (``models/xla_cpu.py``); "default" is XLA as
+# two or more cores are usable (``sim/xla_cpu.py``); "default" is XLA as
 # it comes.
 FLAG_SETS = {
     "library": xla_cpu.xla_flags_for("") or "",

@@ -105,7 +105,7 @@ def prepare(args, name: str, filename: Optional[str] = "mnist.npz"):
   makes the library's CPU choice (``fedasync_jax.configure_cpu()``:
   convolutions on every core), as ``fedasync-jax`` does; a choice in
   ``XLA_FLAGS`` wins."""
-  from fedasync_jax.models import xla_cpu
+  from fedasync_jax.sim import xla_cpu
   if not xla_cpu.backend_started():
     xla_cpu.configure_cpu()
   out = output_dir(args, name)

@@ -46,13 +46,12 @@ _MODULES = {
     **{m: f"fedasync_jax.data.{m}" for m in (
         "datasets", "partition", "synthetic")},
     "conv": "fedasync_jax.models.conv",
-    "xla_cpu": "fedasync_jax.models.xla_cpu",
-    **{m: f"fedasync_jax.run.{m}" for m in (
+        **{m: f"fedasync_jax.run.{m}" for m in (
         "cli", "config", "demo", "experiment", "results")},
     **{m: f"fedasync_jax.sim.{m}" for m in (
         "compile_cache", "delays", "executor", "faults", "plan",
         "prescribed", "pure", "reference", "scheduler", "selection",
-        "sweep", "tasks")},
+        "sweep", "tasks", "xla_cpu")},
 }
 _NAMES = {
     **{n: ("fedasync_jax.core.client", n) for n in (
@@ -63,7 +62,7 @@ _NAMES = {
         "ClientResult", "RunResult", "ServerRule")},
     **{n: ("fedasync_jax.data", n) for n in (
         "ClientDataset", "FederatedData")},
-    "configure_cpu": ("fedasync_jax.models.xla_cpu", "configure_cpu"),
+    "configure_cpu": ("fedasync_jax.sim.xla_cpu", "configure_cpu"),
     "simulate": ("fedasync_jax.sim.executor", "simulate"),
     "run_reference": ("fedasync_jax.sim.reference", "run"),
     "Schedule": ("fedasync_jax.sim.scheduler", "Schedule"),

@@ -1,4 +1,4 @@
-"""XLA:CPU's convolution path (``models/xla_cpu.py``): which flags are set
+"""XLA:CPU's convolution path (``sim/xla_cpu.py``): which flags are set
 when, that they reach XLA, and that training results do not depend on them
 beyond float reassociation."""
 
@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from fedasync_jax.models import xla_cpu
+from fedasync_jax.sim import xla_cpu
 from fedasync_jax.run import cli
 
 FLAG = xla_cpu.EIGEN_CONV_FLAG

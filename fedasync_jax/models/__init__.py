@@ -9,10 +9,8 @@ randomness comes in as an explicit PRNG key, and every function can be
 Modules: ``base`` (``ModelFns``, ``from_flax``, ``make_evaluator``, the
 loss helpers, ``count_params``/``split_params``/``merge_params``,
 ``loss_and_grad``), ``networks`` (the papers' networks, the ``MODELS``
-family, ``get_model``), ``conv`` (a convolution with loop-friendly
-gradients) and ``xla_cpu`` (``configure_cpu``: XLA:CPU's convolutions on
-every core, chosen before JAX starts). This package re-exports their
-public names.
+family, ``get_model``) and ``conv`` (a convolution with loop-friendly
+gradients). This package re-exports their public names.
 
 The models and the papers they come from (the AFL paper's MNIST CNN and
 CIFAR ResNet-20, FedAvg's 2NN MLP, FedProx's logistic regression) are
@@ -39,7 +37,8 @@ gradients agree up to float reassociation. Values of ``conv``:
 * a callable with the signature of ``jax.lax.conv_general_dilated``, given
   to flax's ``nn.Conv(conv_general_dilated=...)`` as is.
 
-On CPU, also call :func:`configure_cpu` before the first JAX computation:
+On CPU, also call ``fedasync_jax.configure_cpu()`` (``sim/xla_cpu.py``)
+before the first JAX computation:
 JAX 0.10's XLA:CPU runs each convolution on one thread (YNNPACK) unless
 told otherwise, and both models then train 1.2-1.7x faster on two cores.
 
@@ -66,14 +65,13 @@ Example:
   True
 """
 
-from fedasync_jax.models import base, conv, networks, xla_cpu
+from fedasync_jax.models import base, conv, networks
 from fedasync_jax.models.base import (ModelFns, count_params, from_flax,
                                       loss_and_grad, make_evaluator,
                                       merge_params, split_params)
 from fedasync_jax.models.networks import (MODEL_NAMES, MODELS, get_model,
                                           logistic_regression, mlp,
                                           mnist_cnn, model_aliases, resnet20)
-from fedasync_jax.models.xla_cpu import configure_cpu
 
 __all__ = [
     "ModelFns",
@@ -91,5 +89,4 @@ __all__ = [
     "merge_params",
     "loss_and_grad",
     "make_evaluator",
-    "configure_cpu",
 ]

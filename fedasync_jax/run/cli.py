@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fedasync_jax.models import xla_cpu
+from fedasync_jax.sim import xla_cpu
 from fedasync_jax.run import interrupts
 from fedasync_jax.sim import compile_cache
 
