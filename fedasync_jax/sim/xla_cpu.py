@@ -41,7 +41,7 @@ _FLAG_NAME = "xla_cpu_experimental_ynn_fusion_type"
 # jaxlib releases the flag is set on, [first, end): 0.10.2 was measured;
 # an unknown flag in XLA_FLAGS aborts the process, so other releases are
 # left alone.
-_MEASURED_JAXLIB = ((0, 10, 2), (0, 11, 0))
+_JAXLIB_RANGE = ((0, 10, 2), (0, 11, 0))
 
 
 def _usable_cores() -> int:
@@ -93,7 +93,7 @@ def xla_flags_for(xla_flags: str, *, conv: str = "auto",
     release = tuple(int(p) for p in version.split(".")[:3])
   except ValueError:
     return None
-  first, end = _MEASURED_JAXLIB
+  first, end = _JAXLIB_RANGE
   if not first <= release < end:
     return None
   if conv == "auto" and (
