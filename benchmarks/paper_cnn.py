@@ -27,6 +27,10 @@ negligible), so this measures training examples per second of:
   each device, so that each core trains its own client at the same time
   (2 devices: 3 + 2 clients). Opt-in (``--variants``): every variant of
   that worker then runs with the CPU split (the others on device 0);
+* ``onepiece_scan``: ``lib_scan`` with each kernel gradient computed in
+  ONE convolution over the batch (``kernel_grad_piece=None``), the
+  library's form before it cut the batch into pieces of 8 examples: the
+  side-by-side evidence for that choice;
 * ``laxconv_scan`` / ``laxconv_steploop`` (+ ``laxconv_map5``,
   ``laxconv_vmap5`` on request): the same with ``conv="lax"``, i.e.
   ``jax.lax.conv_general_dilated`` and JAX's own transposed backward
@@ -108,6 +112,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -142,13 +147,14 @@ FLAG_SETS = {
     "no_ynn_conv": xla_cpu.EIGEN_CONV_FLAG,
 }
 
-CNN_VARIANTS = ("lib_scan", "lib_map5", "lib_vmap5", "lib_steploop",
-                "laxconv_scan", "laxconv_steploop", "bigbatch_steploop",
+CNN_VARIANTS = ("lib_scan", "onepiece_scan", "lib_map5", "lib_vmap5",
+                "lib_steploop", "laxconv_scan", "laxconv_steploop", "bigbatch_steploop",
                 "torch", "torch_1thread")
-RESNET_VARIANTS = ("lib_scan", "lib_map5", "lib_steploop", "laxconv_scan",
+RESNET_VARIANTS = ("lib_scan", "onepiece_scan", "lib_map5", "lib_steploop",
+                   "laxconv_scan",
                    "laxconv_steploop", "torch", "torch_1thread")
 # Variants measured in the XLA-flag subprocesses.
-FLAG_VARIANTS = ("lib_scan", "lib_map5", "lib_steploop", "laxconv_steploop",
+FLAG_VARIANTS = ("lib_scan", "onepiece_scan", "lib_map5", "lib_steploop", "laxconv_steploop",
                  "lib_devices5", "torch", "torch_1thread")
 # Flag sets tried by default (the others were measured before and stay
 # available through --flags). The first is the headline.
@@ -328,13 +334,17 @@ class Variants:
     import jax
     import jax.numpy as jnp
     import optax
-    from fedasync_jax import ClientHParams, models
+    from fedasync_jax import ClientHParams, conv, models
     self.args, self.x_np, self.y_np, self.B = args, x_np, y_np, 64
     self.stateful = args.model == "resnet"
     cnn = args.model == "cnn"
     self.lib = models.mnist_cnn() if cnn else models.resnet20()
     self.laxlib = (models.mnist_cnn(conv="lax") if cnn
                    else models.resnet20(conv="lax"))
+    one_piece = functools.partial(conv.conv_general_dilated,
+                                  kernel_grad_piece=None)
+    self.onepiece = (models.mnist_cnn(conv=one_piece) if cnn
+                     else models.resnet20(conv=one_piece))
     self.params = self.lib.init(jax.random.key(0))
     self.X, self.Y = jnp.asarray(x_np), jnp.asarray(y_np)
     self.key = jax.random.key(0)
@@ -439,14 +449,15 @@ class Variants:
     a, B = self.args, self.B
     n = (a.slow_steps if v in SLOW_VARIANTS else a.steps) * B
     prefix, _, kind = v.partition("_")
-    model = self.laxlib if prefix == "laxconv" else self.lib
+    model = {"laxconv": self.laxlib, "onepiece": self.onepiece}.get(
+        prefix, self.lib)
     if v == "bigbatch_steploop":
       return self.step_loop(self.lib.loss, 5 * B)
     if v.startswith("torch"):
       threads = 1 if v == "torch_1thread" else 2
       return torch_trainer(a.model, self.params, self.x_np, self.y_np, B,
                            threads), len(self.y_np)
-    if prefix in ("lib", "laxconv"):
+    if prefix in ("lib", "laxconv", "onepiece"):
       if kind == "scan":
         return self.one_client(self.scan_update(model.loss, n), n), n
       if kind == "steploop":

@@ -210,6 +210,53 @@ def test_unsupported_arguments_fall_back_to_lax():
         lhs, rhs)), case
 
 
+def _conv_count(f, *args):
+  """How many convolutions the jaxpr of ``f`` holds (nested ones too)."""
+  return str(jax.make_jaxpr(f)(*args)).count("conv_general_dilated[")
+
+
+def test_kernel_gradient_pieces_match_lax():
+  # A batch of 20 cut into pieces of 8 (8 + 8 + 4), of 3 (six of 3 and one
+  # of 2), in one piece (None) and in pieces larger than the batch: every
+  # cut gives lax's gradients, strided and not.
+  x, ker, c = _inputs(20, 7, 6, 3, 4, 3)
+  pieces = (conv.KERNEL_GRAD_PIECE, 3, None, 32)
+
+  def both(strides, piece):
+    fn = functools.partial(CANON, kernel_grad_piece=piece)
+    return [jax.value_and_grad(_loss(f, strides, "SAME"), (0, 1))(x, ker, c)
+            for f in (LAX, fn)]
+
+  run = jax.jit(lambda: [both(s, p) for s in ((1, 1), (2, 2))
+                         for p in pieces])
+  bad = [(s, p, _tree_rel(want, got))
+         for (s, p), (want, got) in zip(
+             [(s, p) for s in ((1, 1), (2, 2)) for p in pieces], run())
+         if not _tree_rel(want, got) <= RTOL]
+  assert not bad, bad
+
+
+def test_kernel_gradient_is_one_convolution_per_piece():
+  # Forward + input gradient + one kernel-gradient convolution per piece.
+  x, ker, c = _inputs(20, 5, 5, 2, 2, 3)
+  assert conv.KERNEL_GRAD_PIECE == 8  # the measured default (docstring)
+  for piece, kernel_convs in ((None, 1), (8, 3), (3, 7), (20, 1), (64, 1)):
+    fn = functools.partial(CANON, kernel_grad_piece=piece)
+    grad = jax.grad(_loss(fn, (1, 1), "SAME"), (0, 1))
+    assert _conv_count(grad, x, ker, c) == 2 + kernel_convs, piece
+  default = jax.grad(_loss(CANON, (1, 1), "SAME"), (0, 1))
+  assert _conv_count(default, x, ker, c) == 2 + 3
+
+
+@pytest.mark.parametrize("bad", [0, -8, 2.5, True, "8"])
+def test_kernel_grad_piece_rejects_bad_values(bad):
+  x, ker, _ = _inputs(2, 5, 5, 1, 1, 3)
+  with pytest.raises(ValueError, match="kernel_grad_piece must be a "
+                     "positive int"):
+    CANON(x, ker, (1, 1), "SAME", dimension_numbers=DN,
+          kernel_grad_piece=bad)
+
+
 def test_float64():
   with jax.enable_x64(True):
     x, ker, c = _inputs(2, 6, 6, 2, 2, 3, dtype=np.float64)

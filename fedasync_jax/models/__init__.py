@@ -35,7 +35,10 @@ gradients agree up to float reassociation. Values of ``conv``:
   differentiation (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which the
   canonical path (a ``custom_vjp``) does not support.
 * a callable with the signature of ``jax.lax.conv_general_dilated``, given
-  to flax's ``nn.Conv(conv_general_dilated=...)`` as is.
+  to flax's ``nn.Conv(conv_general_dilated=...)`` as is; for example
+  ``functools.partial(conv.conv_general_dilated, kernel_grad_piece=16)``
+  to size the pieces the kernel gradient is cut into (``conv``'s
+  docstring).
 
 On CPU, also call ``fedasync_jax.configure_cpu()`` (``sim/xla_cpu.py``)
 before the first JAX computation:
