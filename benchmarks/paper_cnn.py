@@ -101,6 +101,13 @@ by ``python benchmarks/paper_cnn.py --models cnn --flags default
 XLA flag in jax 0.10.2 (``--intra_op_parallelism_threads=1``: "Unknown
 flag in XLA_FLAGS"; without ``--`` it is silently ignored).
 
+Recorded (the kernel gradient in pieces of 8 against one piece,
+2026-12-02, Intel VM): ``results/paper_cnn_2026-12-02T201108Z.json`` by
+``python benchmarks/paper_cnn.py --models cnn,resnet --flags
+library,default --variants
+lib_scan,onepiece_scan,lib_devices5,torch,torch_1thread --steps 12
+--repeats 5 --timeout 900 --out benchmarks/results``.
+
 Usage:
   python benchmarks/paper_cnn.py --quick     # CNN only, library flags
   python benchmarks/paper_cnn.py             # CNN + ResNet-20, library
