@@ -27,6 +27,8 @@ negligible), so this measures training examples per second of:
   each device, so that each core trains its own client at the same time
   (2 devices: 3 + 2 clients). Opt-in (``--variants``): every variant of
   that worker then runs with the CPU split (the others on device 0);
+* ``lib_devices6``: the same with 6 clients (3 + 3: no core waits for the
+  other), the per-core rate a wave of an even number of clients gets;
 * ``onepiece_scan``: ``lib_scan`` with each kernel gradient computed in
   ONE convolution over the batch (``kernel_grad_piece=None``), the
   library's form before it cut the batch into pieces of 8 examples: the
@@ -106,6 +108,11 @@ Recorded (the kernel gradient in pieces of 8 against one piece,
 ``python benchmarks/paper_cnn.py --models cnn,resnet --flags
 library,default --variants
 lib_scan,onepiece_scan,lib_devices5,torch,torch_1thread --steps 12
+--repeats 5 --timeout 900 --out benchmarks/results``;
+``results/paper_cnn_2026-12-02T202821Z.json`` (two one-core devices,
+YNNPACK vs Eigen convolutions) by ``python benchmarks/paper_cnn.py
+--models cnn,resnet --flags default,library --variants
+lib_scan,lib_devices5,lib_devices6,torch,torch_1thread --steps 12
 --repeats 5 --timeout 900 --out benchmarks/results``.
 
 Usage:
@@ -138,6 +145,9 @@ SMOKE_OUTPUT = "paper_cnn_*_smoke.json"
 # two or more cores are usable (``sim/xla_cpu.py``); "default" is XLA as
 # it comes.
 FLAG_SETS = {
+    # The library's choice for ONE CPU device; with the CPU split into
+    # one-core devices (the devices variants) it keeps XLA's default
+    # convolutions instead, i.e. the "default" set.
     "library": xla_cpu.xla_flags_for("") or "",
     "default": "",
     "thunk_runtime_off": "--xla_cpu_use_thunk_runtime=false",
@@ -175,7 +185,7 @@ SLOW_VARIANTS = ("laxconv_scan", "laxconv_map5", "laxconv_vmap5")
 SMOKE_VARIANTS = ("lib_scan", "lib_steploop", "lib_devices5", "torch")
 # Variants over several CPU devices (the worker splits the CPU when one of
 # them is requested): opt-in, not in CNN_VARIANTS / RESNET_VARIANTS.
-DEVICES_VARIANTS = ("lib_devices5",)
+DEVICES_VARIANTS = ("lib_devices5", "lib_devices6")
 
 
 def parse_args(argv):
@@ -469,8 +479,10 @@ class Variants:
         return self.one_client(self.scan_update(model.loss, n), n), n
       if kind == "steploop":
         return self.step_loop(model.loss, B)
-      if kind == "devices5":
-        return self.devices(self.scan_update(model.loss, n), n), 5 * n
+      if kind in ("devices5", "devices6"):
+        clients = int(kind[-1])
+        return self.devices(self.scan_update(model.loss, n), n,
+                            clients), clients * n
       if kind in ("map5", "vmap5"):
         return self.batched(self.scan_update(model.loss, n), kind[:-1],
                             n), 5 * n
@@ -526,7 +538,7 @@ def worker(args):
   if C.has_torch():
     C.torch_setup(2)
   data_path = args.data or C.DEFAULT_MNIST
-  imgs = load_images(args.model, data_path, 5 * args.steps * 64)
+  imgs = load_images(args.model, data_path, 6 * args.steps * 64)
   if imgs is None:
     return {"skipped": "CIFAR-10 subset not found"}
   variants = [v for v in (args.variants.split(",") if args.variants else

@@ -35,6 +35,12 @@ MEASURED = xla_cpu.xla_flags_for("", conv="eigen") is not None
     ("", dict(conv="auto", cores=2, jaxlib_version="dev"), None),
     ("", dict(conv="auto", cores=2, jaxlib_version="0.10.1"), None),
     ("", dict(conv="auto", cores=2, jaxlib_version="0.10.7"), FLAG),
+    # The CPU split into devices: Eigen only with two cores per device.
+    ("", dict(conv="auto", cores=2, devices=2), None),
+    ("", dict(conv="auto", cores=3, devices=2), None),
+    ("", dict(conv="auto", cores=4, devices=2), FLAG),
+    ("", dict(conv="auto", cores=16, devices=8), FLAG),
+    ("", dict(conv="eigen", cores=2, devices=2), FLAG),
 ])
 def test_flags_for(flags, kw, expected):
   kw.setdefault("jaxlib_version", "0.10.2")
@@ -47,6 +53,9 @@ def test_bad_choice_names_parameter_and_choices():
     xla_cpu.xla_flags_for("", conv="fast")
   with pytest.raises(SystemExit):  # argparse: invalid choice
     cli.build_parser().parse_args(["--cpu-conv", "fast", "demo"])
+  for bad in (0, -2, 1.5, True):
+    with pytest.raises(ValueError, match="devices must be a positive int"):
+      xla_cpu.xla_flags_for("", conv="auto", devices=bad)
 
 
 @pytest.mark.skipif(not MEASURED, reason="flag set on jaxlib [0.10.2, 0.11) only")
@@ -73,6 +82,14 @@ def test_cli_sets_flags_only_before_jax_starts(monkeypatch):
     warnings.simplefilter("error")
     cli._choose_cpu_conv(args)
   assert os.environ["XLA_FLAGS"] == ""
+  # `sweep --devices 2` on 2 cores: one core per device keeps YNNPACK; an
+  # out-of-range N is left to the sweep's own error.
+  monkeypatch.setattr(xla_cpu, "backend_started", lambda: False)
+  for devices, expected in ((2, ""), (1, FLAG), (0, FLAG), (999, FLAG)):
+    monkeypatch.setenv("XLA_FLAGS", "")
+    cli._choose_cpu_conv(cli.build_parser().parse_args(
+        ["sweep", "--devices", str(devices)]))
+    assert os.environ["XLA_FLAGS"] == expected, devices
 
 
 CHILD = r"""

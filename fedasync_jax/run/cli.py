@@ -314,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
       "--cpu-conv", choices=xla_cpu.CPU_CONV_CHOICES, default="auto",
       help="XLA:CPU's convolution path: 'eigen' spreads each convolution "
            "over every core, 'ynnpack' (XLA's own choice in JAX 0.10) runs "
-           "it on one thread; 'auto' (default) takes eigen on two or more "
-           "cores unless XLA_FLAGS already chooses")
+           "it on one thread; 'auto' (default) takes eigen when every CPU "
+           "device has two or more cores (one device unless `sweep "
+           "--devices N` splits the CPU) unless XLA_FLAGS already chooses")
   sub = p.add_subparsers(dest="command", required=True)
   _add_demo(sub)
   _add_run(sub)
@@ -423,8 +424,12 @@ def _choose_cpu_conv(args) -> None:
   explicit choice is attempted (and warned about)."""
   if args.command == "config":
     return
+  # `sweep --devices N` splits the CPU: 'auto' then decides per device
+  # (an out-of-range N is reported by the sweep itself).
+  devices = getattr(args, "devices", 1)
+  devices = devices if isinstance(devices, int) and 1 <= devices <= 256 else 1
   if args.cpu_conv != "auto" or not xla_cpu.backend_started():
-    xla_cpu.configure_cpu(conv=args.cpu_conv)
+    xla_cpu.configure_cpu(conv=args.cpu_conv, devices=devices)
 
 
 def _enable_compile_cache(args) -> None:

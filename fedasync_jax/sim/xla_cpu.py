@@ -8,8 +8,15 @@ the AFL paper's MNIST CNN trained 1.48-1.57x faster and ResNet-20
 1.20-1.72x faster with convolutions on Eigen, while pinned to one core
 Eigen was 0.88x YNNPACK.
 :func:`configure_cpu` therefore moves convolutions to Eigen when the process
-may use two or more cores. Nothing else changes: matrix products and other
-fusions stay where XLA puts them, and results agree to float reassociation.
+may use two or more cores. Split into CPU devices of one core each
+(``jax_num_cpu_devices``, each device training its own clients), the
+one-thread YNNPACK convolutions were the faster choice: a wave of 6 CNN
+clients over two devices trained at 2,875 examples/s with YNNPACK and
+2,379 with Eigen, ResNet-20 at 484 and 465
+(``benchmarks/results/paper_cnn_2026-12-02T202821Z.json``), so Eigen is
+chosen only when every device has two or more cores (``devices=``).
+Nothing else changes: matrix products and other fusions stay where XLA
+puts them, and results agree to float reassociation.
 
 XLA reads its flags (the ``XLA_FLAGS`` environment variable) once, when
 JAX's first backend starts, so the setting must be made before the first
@@ -57,27 +64,32 @@ def _jaxlib_version() -> str:
 
 
 def xla_flags_for(xla_flags: str, *, conv: str = "auto",
-                  cores: Optional[int] = None,
+                  cores: Optional[int] = None, devices: int = 1,
                   jaxlib_version: Optional[str] = None) -> Optional[str]:
   """The ``XLA_FLAGS`` value :func:`configure_cpu` sets, or ``None``.
 
   Args:
     xla_flags: the current ``XLA_FLAGS`` value (``""`` when unset).
-    conv: ``"auto"``: Eigen when ``cores >= 2``, else XLA's own choice;
+    conv: ``"auto"``: Eigen when every CPU device has two or more cores to
+      itself (``cores // devices >= 2``), else XLA's own choice;
       ``"eigen"``: Eigen whatever the cores; ``"ynnpack"``: XLA's own
       choice, nothing set. Eigen is only ever set on jaxlib 0.10.2 and
       later 0.10 releases, where the flag was measured.
     cores: CPU cores the process may use (default: its affinity mask).
+    devices: the CPU devices the process will split its cores into
+      (``jax_num_cpu_devices``; 1 unless the CPU is split).
     jaxlib_version: default: the installed jaxlib's.
 
   Returns:
     The new ``XLA_FLAGS`` string, or ``None`` when nothing is to change:
-    ``conv="ynnpack"``, one core under ``"auto"``, a jaxlib outside
+    ``conv="ynnpack"``, fewer than two cores per device under ``"auto"``,
+    a jaxlib outside
     [0.10.2, 0.11), or ``xla_flags`` that already set the YNNPACK fusion
     types (the user's own setting wins).
 
   Raises:
-    ValueError: ``conv`` is not one of :data:`CPU_CONV_CHOICES`.
+    ValueError: ``conv`` is not one of :data:`CPU_CONV_CHOICES`, or
+      ``devices`` is not a positive int.
 
   Example:
     >>> xla_flags_for("--xla_dump_to=/tmp/d", conv="eigen", cores=4,
@@ -86,6 +98,9 @@ def xla_flags_for(xla_flags: str, *, conv: str = "auto",
   """
   if conv not in CPU_CONV_CHOICES:
     raise ValueError(f"conv must be one of {CPU_CONV_CHOICES}, got {conv!r}")
+  if isinstance(devices, bool) or not isinstance(devices, int) or (
+      devices < 1):
+    raise ValueError(f"devices must be a positive int, got {devices!r}")
   if conv == "ynnpack" or _FLAG_NAME in xla_flags:
     return None
   version = jaxlib_version or _jaxlib_version()
@@ -97,7 +112,7 @@ def xla_flags_for(xla_flags: str, *, conv: str = "auto",
   if not first <= release < end:
     return None
   if conv == "auto" and (
-      cores if cores is not None else _usable_cores()) < 2:
+      cores if cores is not None else _usable_cores()) // devices < 2:
     return None
   return " ".join(f for f in (xla_flags.strip(), EIGEN_CONV_FLAG) if f)
 
@@ -115,7 +130,7 @@ def backend_started() -> bool:
                       lambda: False)())
 
 
-def configure_cpu(*, conv: str = "auto") -> bool:
+def configure_cpu(*, conv: str = "auto", devices: int = 1) -> bool:
   """Chooses XLA:CPU's convolution path for this process (see the module).
 
   Call it before the process's first JAX computation; ``fedasync-jax``
@@ -123,14 +138,20 @@ def configure_cpu(*, conv: str = "auto") -> bool:
   and changes nothing.
 
   Args:
-    conv: ``"auto"`` (default: Eigen on two or more cores), ``"eigen"`` or
-      ``"ynnpack"`` (leave XLA's choice), as for :func:`xla_flags_for`.
+    conv: ``"auto"`` (default: Eigen when each CPU device has two or more
+      cores), ``"eigen"`` or ``"ynnpack"`` (leave XLA's choice), as for
+      :func:`xla_flags_for`.
+    devices: the number of CPU devices the process will split the CPU
+      into (``jax_num_cpu_devices``); pass it when you split the CPU, so
+      that ``"auto"`` keeps YNNPACK's one-thread convolutions for devices
+      of one core each.
 
   Returns:
     Whether ``XLA_FLAGS`` was changed.
 
   Raises:
-    ValueError: ``conv`` is not one of :data:`CPU_CONV_CHOICES`.
+    ValueError: ``conv`` is not one of :data:`CPU_CONV_CHOICES`, or
+      ``devices`` is not a positive int.
 
   Example:
     >>> import fedasync_jax as fj
@@ -138,7 +159,8 @@ def configure_cpu(*, conv: str = "auto") -> bool:
     ... # doctest: +SKIP
     True
   """
-  flags = xla_flags_for(os.environ.get("XLA_FLAGS", ""), conv=conv)
+  flags = xla_flags_for(os.environ.get("XLA_FLAGS", ""), conv=conv,
+                        devices=devices)
   if flags is None:
     return False
   if backend_started():
