@@ -210,11 +210,14 @@ def load_mnist(path, flat=True):
             normalize_mnist(f["x_test"], flat), f["y_test"].astype(np.int32))
 
 
-def w1_data(path, num_clients=W1["num_clients"]):
+def w1_data(path, num_clients=W1["num_clients"], flat=True):
   """``(ClientDataset, x_test, y_test)`` of W1 (``num_clients``
-  Dirichlet(0.5) clients, seed 0, normalized, flattened)."""
+  Dirichlet(0.5) clients, seed 0, normalized; flattened, or 28x28x1
+  images with ``flat=False``)."""
   from fedasync_jax import data, partition
-  x, y, xt, yt = load_mnist(path)
+  x, y, xt, yt = load_mnist(path, flat)
+  if not flat:
+    x, xt = x[..., None], xt[..., None]
   parts = partition.dirichlet(y, num_clients, alpha=W1["dirichlet_alpha"],
                               seed=W1["partition_seed"])
   return data.from_partition(x, y, parts), xt, yt

@@ -15,14 +15,34 @@ the number of CPU devices is fixed when JAX starts:
 
 The processes alternate (``--repeats`` each, medians reported); both
 runs' final parameters are compared (they must be equal: the same client
-updates in the same order).
+updates in the same order, up to float reassociation where the two
+processes' convolutions run on different XLA:CPU paths).
+
+``--model cnn`` swaps W1's MLP for the AFL paper's MNIST CNN
+(``models.mnist_cnn()``, 19,146 parameters, Adam 1e-3 at batch 64, one
+local epoch; default 100 clients, concurrency 10, 60 updates), where each
+client's training is long enough for the devices' per-step
+synchronisation not to matter. Each process makes the library's CPU
+convolution choice for its layout before JAX starts
+(``configure_cpu(devices=...)``: Eigen on one device, YNNPACK's one-thread
+convolutions on one-core devices).
 
 The LAST line printed is one JSON object, also written to
 ``<--out>/devices_<date>[_quick|_smoke].json`` (default ``runs/benchmarks/``,
 untracked; ``--out benchmarks/results`` records the run).
 
+Recorded: ``results/devices_2026-12-02T032918Z.json`` (W1's MLP) by
+``python benchmarks/devices.py --width 8``: 0.48x;
+``results/devices_2026-12-02T204714Z.json`` (the CNN) by ``python
+benchmarks/devices.py --model cnn --updates 200 --out benchmarks/results``:
+0.94x (waves of 2.6 clients on average in 8 lanes, 68% padding). The
+final parameters of the two processes differ there by up to 0.028: their
+convolutions run on different XLA:CPU paths, and 200 Adam updates in
+float32 amplify the last-bit differences.
+
 Usage:
   python benchmarks/devices.py                 # 2000 updates, C=100
+  python benchmarks/devices.py --model cnn     # the MNIST CNN instead
   python benchmarks/devices.py --smoke --out /tmp/x
 """
 
@@ -48,6 +68,8 @@ def parse_args(argv):
   ap.add_argument("--updates", type=int, default=None)
   ap.add_argument("--concurrency", type=int, default=None)
   ap.add_argument("--devices", type=int, default=2)
+  ap.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
+                  help="W1's MLP (default) or the AFL paper's MNIST CNN")
   ap.add_argument("--width", type=int, default=None,
                   help="wave width of the devices system (default: the "
                        "library's)")
@@ -56,23 +78,33 @@ def parse_args(argv):
                   help=argparse.SUPPRESS)  # a child process
   ap.add_argument("--result", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
-  args.updates = args.updates or (60 if args.smoke else 1000 if args.quick
-                                  else 2000)
-  args.concurrency = args.concurrency or (5 if args.smoke else 100)
+  cnn = args.model == "cnn"
+  args.updates = args.updates or (
+      (12 if cnn else 60) if args.smoke else 60 if cnn
+      else 1000 if args.quick else 2000)
+  args.concurrency = args.concurrency or (
+      5 if args.smoke else 10 if cnn else 100)
   args.repeats = args.repeats or (1 if args.smoke else 2)
-  args.clients = 20 if args.smoke else C.W1["num_clients"]
+  args.clients = (20 if args.smoke else 100 if cnn
+                  else C.W1["num_clients"])
   return args
 
 
 def child(args, path):
   """One timed run of ``args.system``; writes its record and parameters."""
+  from fedasync_jax.sim import xla_cpu
+  devices = args.devices if args.system == "devices" else 1
+  xla_cpu.configure_cpu(devices=devices)  # before JAX starts
   import jax
-  if args.system == "devices":
-    jax.config.update("jax_num_cpu_devices", args.devices)
+  if devices > 1:
+    jax.config.update("jax_num_cpu_devices", devices)
   import numpy as np
   from fedasync_jax import executor, scheduler
-  ds, _, _ = C.w1_data(path, num_clients=args.clients)
+  ds, _, _ = C.w1_data(path, num_clients=args.clients,
+                       flat=args.model == "mlp")
   _, params, upd, rule, key = C.w1_pieces(ds)
+  if args.model == "cnn":
+    params, upd = cnn_pieces(ds)
   sched = scheduler.asynchronous(C.w1_delay_model(ds),
                                  num_updates=args.updates,
                                  concurrency=args.concurrency, seed=0)
@@ -84,6 +116,19 @@ def child(args, path):
   Path(args.result).write_text(json.dumps(res))
   np.savez(args.result + ".npz", *[np.asarray(a) for a in
                                    jax.tree.leaves(out.state.params)])
+
+
+def cnn_pieces(ds):
+  """The MNIST CNN's initial parameters and client update (Adam 1e-3,
+  batch 64, one local epoch)."""
+  import jax
+  import optax
+  from fedasync_jax import client, models
+  model = models.mnist_cnn()
+  params = model.init(jax.random.key(C.W1["model_seed"]))
+  update = client.local_update(model.loss, optax.adam(1e-3), batch_size=64,
+                               max_examples=ds.max_count, epochs=1)
+  return params, update
 
 
 def main(argv=None):
@@ -119,7 +164,10 @@ def main(argv=None):
   ratio = (summary["devices"]["steady_updates_per_s"]
            / summary["direct"]["steady_updates_per_s"])
   C.log(f"devices / direct, steady: {ratio:.2f}x; max |param diff| {diff}")
-  result = {"workload": {**C.W1, "num_clients": args.clients,
+  model = ({"model": "mnist_cnn (models.mnist_cnn)", "batch_size": 64,
+            "client_lr": 1e-3, "client_optimizer": "adam(1e-3)"} if args.model == "cnn"
+           else {})
+  result = {"workload": {**C.W1, **model, "num_clients": args.clients,
                          "concurrency": args.concurrency,
                          "num_updates": args.updates, "eval": "none"},
             "devices": args.devices, "runs": runs, "medians": summary,
