@@ -236,6 +236,17 @@ def test_kernel_gradient_pieces_match_lax():
   assert not bad, bad
 
 
+def test_empty_batch_gradients_are_zero_like_lax():
+  x, ker, c = _inputs(1, 5, 5, 2, 3, 3)
+  x = x[:0]
+  for piece in (conv.KERNEL_GRAD_PIECE, None):
+    fn = functools.partial(CANON, kernel_grad_piece=piece)
+    want, got = (jax.grad(_loss(f, (2, 2), "SAME"), (0, 1))(x, ker, c)
+                 for f in (LAX, fn))
+    assert [g.shape for g in got] == [g.shape for g in want]
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
+
+
 def test_kernel_gradient_is_one_convolution_per_piece():
   # Forward + input gradient + one kernel-gradient convolution per piece.
   x, ker, c = _inputs(20, 5, 5, 2, 2, 3)

@@ -164,7 +164,7 @@ def _canonical_bwd(strides, pads, precision, piece, residuals, dy):
   # docstring for why pieces).
   spatial = tuple(range(1, nd + 1))
   kernel_pads = [(lo, hi - e) for (lo, hi), e in zip(pads, extra)]
-  n = x.shape[0]
+  n = max(x.shape[0], 1)  # an empty batch still makes one (zero) piece
   dw = None
   for start in range(0, n, piece or n):
     rows = slice(start, start + (piece or n))
