@@ -165,8 +165,8 @@ def main(argv=None):
            / summary["direct"]["steady_updates_per_s"])
   C.log(f"devices / direct, steady: {ratio:.2f}x; max |param diff| {diff}")
   model = ({"model": "mnist_cnn (models.mnist_cnn)", "batch_size": 64,
-            "client_lr": 1e-3, "client_optimizer": "adam(1e-3)"} if args.model == "cnn"
-           else {})
+            "client_lr": 1e-3, "client_optimizer": "adam(1e-3)"}
+           if args.model == "cnn" else {})
   result = {"workload": {**C.W1, **model, "num_clients": args.clients,
                          "concurrency": args.concurrency,
                          "num_updates": args.updates, "eval": "none"},

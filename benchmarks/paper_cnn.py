@@ -165,14 +165,15 @@ FLAG_SETS = {
 }
 
 CNN_VARIANTS = ("lib_scan", "onepiece_scan", "lib_map5", "lib_vmap5",
-                "lib_steploop", "laxconv_scan", "laxconv_steploop", "bigbatch_steploop",
-                "torch", "torch_1thread")
+                "lib_steploop", "laxconv_scan", "laxconv_steploop",
+                "bigbatch_steploop", "torch", "torch_1thread")
 RESNET_VARIANTS = ("lib_scan", "onepiece_scan", "lib_map5", "lib_steploop",
-                   "laxconv_scan",
-                   "laxconv_steploop", "torch", "torch_1thread")
+                   "laxconv_scan", "laxconv_steploop", "torch",
+                   "torch_1thread")
 # Variants measured in the XLA-flag subprocesses.
-FLAG_VARIANTS = ("lib_scan", "onepiece_scan", "lib_map5", "lib_steploop", "laxconv_steploop",
-                 "lib_devices5", "torch", "torch_1thread")
+FLAG_VARIANTS = ("lib_scan", "onepiece_scan", "lib_map5", "lib_steploop",
+                 "laxconv_steploop", "lib_devices5", "torch",
+                 "torch_1thread")
 # Flag sets tried by default (the others were measured before and stay
 # available through --flags). The first is the headline.
 DEFAULT_FLAGS = ("library", "default")
