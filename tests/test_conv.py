@@ -259,6 +259,35 @@ def test_kernel_gradient_is_one_convolution_per_piece():
   assert _conv_count(default, x, ker, c) == 2 + 3
 
 
+def _conv_rhs_shapes(jaxpr):
+  """The kernel (rhs) shapes of every convolution in ``jaxpr``, nested
+  jaxprs included."""
+  shapes = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "conv_general_dilated":
+      shapes.append(tuple(eqn.invars[1].aval.shape))
+    for v in eqn.params.values():
+      for sub in (v if isinstance(v, (list, tuple)) else [v]):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          shapes += _conv_rhs_shapes(inner)
+  return shapes
+
+
+def test_strided_gradients_read_the_cotangent_without_zeros():
+  # Stride 2, SAME, 9x9 input: a 5x5 cotangent. Both gradients run by
+  # phases, on the cotangent itself (never the 9x9 one with zeros
+  # inserted): the input gradient's four phases convolve it with the
+  # kernel's 2x2, 2x1, 1x2 and 1x1 taps, the kernel gradient's four use it
+  # as their 5x5 kernel. Plus the forward's 3x3 kernel.
+  x, ker, c = _inputs(3, 9, 9, 2, 4, 3)
+  jaxpr = jax.make_jaxpr(jax.grad(_loss(CANON, (2, 2), "SAME"), (0, 1)))(
+      x, ker, c).jaxpr
+  spatial = sorted(shape[:2] for shape in _conv_rhs_shapes(jaxpr))
+  assert spatial == [(1, 1), (1, 2), (2, 1), (2, 2), (3, 3), (5, 5), (5, 5),
+                     (5, 5), (5, 5)], spatial
+
+
 @pytest.mark.parametrize("bad", [0, -8, 2.5, True, "8"])
 def test_kernel_grad_piece_rejects_bad_values(bad):
   x, ker, _ = _inputs(2, 5, 5, 1, 1, 3)

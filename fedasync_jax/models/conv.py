@@ -22,9 +22,6 @@ themselves *canonical forward* convolutions: channels-last input
 fast everywhere. Writing ``d`` for the spatial dimensions, ``s`` for the
 strides and ``dy`` for the output cotangent:
 
-* strided forwards first put ``s - 1`` zeros between the rows (columns...)
-  of ``dy`` (``lax.pad`` with interior padding), which turns the gradient of
-  a strided convolution into the gradient of a stride-1 one;
 * input gradient: ``dy`` convolved with the spatially flipped kernel whose
   input and output channels are swapped, with mirrored padding
   (``k - 1 - lo`` before, ``k - 1 - hi`` after, plus the trailing rows the
@@ -35,6 +32,16 @@ strides and ``dy`` for the output cotangent:
   C_out)``. The batch is cut into pieces of ``kernel_grad_piece``
   examples (default :data:`KERNEL_GRAD_PIECE`, 8), one such convolution
   per piece, and the pieces' results are summed.
+* strided forwards: both gradients run by phases. The kernel taps
+  ``t = s * t' + p`` of phase ``p`` read the padded input at ``p::s``, so
+  the kernel gradient of a phase is a stride-1 one of that subsampled
+  input with ``dy`` as it is, and the input gradient of the padded rows
+  ``s * m + p`` is ``dy`` correlated with those taps alone; the phases'
+  rows are then interleaved. Unlike putting ``s - 1`` zeros between the
+  rows of ``dy`` (what this module did before), no multiplication by an
+  inserted zero is made: for ResNet-20's strided layers that was about a
+  fifth of a training step's FLOPs, and the step ran 1.09x faster without
+  them (152.5 vs 140.2 ms at batch 64, 2-core Intel VM).
 
 Why pieces. The kernel gradient is a convolution whose window is the whole
 image and whose output is tiny (3x3xC_inxC_out): XLA:CPU runs it far below
@@ -87,6 +94,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any, Callable, Sequence
 
 import jax
@@ -141,38 +149,109 @@ def _canonical_fwd(x, w, strides, pads, precision, piece):
   return _canonical_conv(x, w, strides, pads, precision, piece), (x, w)
 
 
-def _canonical_bwd(strides, pads, precision, piece, residuals, dy):
-  x, w = residuals
+def _kernel_grad(x, dy, pads, precision, piece):
+  """Stride-1 kernel gradient, ``(*k, C_in, C_out)``: channels as the
+  batch, the batch as the channels, one convolution per piece of ``piece``
+  examples, summed (see the module docstring for why pieces)."""
   nd = x.ndim - 2
-  ksize = w.shape[:nd]
-  if any(s > 1 for s in strides):
-    # Zero insertion: the strided forward's gradient is the stride-1 one of
-    # this dilated cotangent.
-    interior = [(0, 0, 0)] + [(0, 0, s - 1) for s in strides] + [(0, 0, 0)]
-    dy = lax.pad(dy, jnp.zeros((), dy.dtype), interior)
-  span = dy.shape[1:-1]
-  # Trailing rows of the padded input that no output reads (< stride).
-  extra = [x.shape[1 + i] + lo + hi - k + 1 - d
-           for i, ((lo, hi), k, d) in enumerate(zip(pads, ksize, span))]
-  # Input gradient: full correlation with the flipped, I<->O kernel.
-  w_flip = jnp.swapaxes(lax.rev(w, tuple(range(nd))), nd, nd + 1)
-  dx = _plain_conv(dy, w_flip,
-                   [(k - 1 - lo, k - 1 - hi + e)
-                    for (lo, hi), k, e in zip(pads, ksize, extra)], precision)
-  # Kernel gradient: channels as the batch, the batch as the channels,
-  # one convolution per piece of ``piece`` examples, summed (see the module
-  # docstring for why pieces).
   spatial = tuple(range(1, nd + 1))
-  kernel_pads = [(lo, hi - e) for (lo, hi), e in zip(pads, extra)]
   n = max(x.shape[0], 1)  # an empty batch still makes one (zero) piece
   dw = None
   for start in range(0, n, piece or n):
     rows = slice(start, start + (piece or n))
     x_t = jnp.transpose(x[rows], (nd + 1,) + spatial + (0,))
     dy_t = jnp.transpose(dy[rows], spatial + (0, nd + 1))
-    part = _plain_conv(x_t, dy_t, kernel_pads, precision)
+    part = _plain_conv(x_t, dy_t, pads, precision)
     dw = part if dw is None else dw + part
-  dw = jnp.transpose(dw, spatial + (0, nd + 1))
+  return jnp.transpose(dw, spatial + (0, nd + 1))
+
+
+def _strided_kernel_grad(x, dy, strides, pads, ksize, precision, piece):
+  """Kernel gradient of a strided convolution by phases: the taps
+  ``t = s * t' + p`` of one phase ``p`` read the input subsampled at
+  ``p::s``, so each phase is a stride-1 kernel gradient of that subsample
+  with the cotangent as it is (no inserted zeros)."""
+  nd = x.ndim - 2
+  xpad = lax.pad(x, jnp.zeros((), x.dtype),
+                 [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
+  out = dy.shape[1:-1]
+  dw = jnp.zeros(tuple(ksize) + (x.shape[-1], dy.shape[-1]), x.dtype)
+  for phase in itertools.product(*[range(min(s, k))
+                                   for s, k in zip(strides, ksize)]):
+    taps = [-(-(k - p) // s) for k, p, s in zip(ksize, phase, strides)]
+    limit = [p + s * (o + t - 2) + 1
+             for p, s, o, t in zip(phase, strides, out, taps)]
+    x_p = lax.slice(xpad, (0,) + phase + (0,),
+                    (xpad.shape[0],) + tuple(limit) + (xpad.shape[-1],),
+                    (1,) + tuple(strides) + (1,))
+    part = _kernel_grad(x_p, dy, [(0, 0)] * nd, precision, piece)
+    dw = dw.at[tuple(slice(p, None, s) for p, s in zip(phase, strides))
+               ].set(part)
+  return dw
+
+
+def _interleave(parts, strides):
+  """``out[:, s*m + p] = parts[p][:, m]`` along every spatial dimension:
+  ``parts`` maps each phase ``p`` (a tuple) to an ``(N, *M, C)`` array,
+  all of one shape."""
+  def build(prefix, dim):
+    if dim == len(strides):
+      return parts[prefix]
+    # Stack this dimension's phases right after it, then merge the two.
+    stacked = jnp.stack([build(prefix + (p,), dim + 1)
+                         for p in range(strides[dim])], axis=dim + 2)
+    shape = stacked.shape
+    merged = shape[dim + 1] * shape[dim + 2]
+    return stacked.reshape(shape[:dim + 1] + (merged,) + shape[dim + 3:])
+  return build((), 0)
+
+
+def _strided_input_grad(x, dy, w, strides, pads, precision):
+  """Input gradient of a strided convolution by phases: the padded input's
+  rows ``s * m + p`` receive ``dy`` correlated with the kernel's taps
+  ``p::s`` only, a stride-1 convolution of ``dy`` as it is; the phases
+  are interleaved and the padding cropped."""
+  nd = x.ndim - 2
+  ksize = w.shape[:nd]
+  lpad = [n + lo + hi for n, (lo, hi) in zip(x.shape[1:-1], pads)]
+  rows = [-(-n // s) for n, s in zip(lpad, strides)]  # per phase, padded
+  out = dy.shape[1:-1]
+  parts = {}
+  for phase in itertools.product(*[range(s) for s in strides]):
+    taps = [max(0, -(-(k - p) // s))
+            for k, p, s in zip(ksize, phase, strides)]
+    if min(taps) == 0:  # no tap of the kernel reads these rows
+      parts[phase] = jnp.zeros((x.shape[0], *rows, x.shape[-1]), dy.dtype)
+      continue
+    w_p = w[tuple(slice(p, None, s) for p, s in zip(phase, strides))]
+    w_flip = jnp.swapaxes(lax.rev(w_p, tuple(range(nd))), nd, nd + 1)
+    parts[phase] = _plain_conv(
+        dy, w_flip, [(t - 1, r - o) for t, r, o in zip(taps, rows, out)],
+        precision)
+  dxpad = _interleave(parts, strides)
+  # Crop (or, for negative pads, restore with zeros) the forward's padding.
+  crop = [(0, 0, 0)] + [(-lo, -(r * s - n) - hi, 0) for (lo, hi), n, r, s
+                        in zip(pads, lpad, rows, strides)] + [(0, 0, 0)]
+  return lax.pad(dxpad, jnp.zeros((), dxpad.dtype), crop)
+
+
+def _canonical_bwd(strides, pads, precision, piece, residuals, dy):
+  x, w = residuals
+  nd = x.ndim - 2
+  ksize = w.shape[:nd]
+  if any(s > 1 for s in strides):
+    # Both gradients by phases, from the cotangent as it is.
+    dx = _strided_input_grad(x, dy, w, strides, pads, precision)
+    dw = _strided_kernel_grad(x, dy, strides, pads, ksize, precision, piece)
+    return (_match_vma(dx.astype(x.dtype), x),
+            _match_vma(dw.astype(w.dtype), w))
+  # Stride 1. Input gradient: full correlation with the flipped, I<->O
+  # kernel.
+  w_flip = jnp.swapaxes(lax.rev(w, tuple(range(nd))), nd, nd + 1)
+  dx = _plain_conv(dy, w_flip,
+                   [(k - 1 - lo, k - 1 - hi) for (lo, hi), k in
+                    zip(pads, ksize)], precision)
+  dw = _kernel_grad(x, dy, pads, precision, piece)
   return (_match_vma(dx.astype(x.dtype), x),
           _match_vma(dw.astype(w.dtype), w))
 
