@@ -113,7 +113,11 @@ lib_scan,onepiece_scan,lib_devices5,torch,torch_1thread --steps 12
 YNNPACK vs Eigen convolutions) by ``python benchmarks/paper_cnn.py
 --models cnn,resnet --flags default,library --variants
 lib_scan,lib_devices5,lib_devices6,torch,torch_1thread --steps 12
---repeats 5 --timeout 900 --out benchmarks/results``.
+--repeats 5 --timeout 900 --out benchmarks/results``;
+``results/paper_cnn_2026-12-02T212543Z.json`` (ResNet-20 with strided
+gradients by phases) by ``python benchmarks/paper_cnn.py --models resnet
+--flags library,default --variants lib_scan,lib_devices6,torch,torch_1thread
+--steps 12 --repeats 5 --timeout 900 --out benchmarks/results``.
 
 Usage:
   python benchmarks/paper_cnn.py --quick     # CNN only, library flags
