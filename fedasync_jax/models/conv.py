@@ -24,8 +24,7 @@ strides and ``dy`` for the output cotangent:
 
 * input gradient: ``dy`` convolved with the spatially flipped kernel whose
   input and output channels are swapped, with mirrored padding
-  (``k - 1 - lo`` before, ``k - 1 - hi`` after, plus the trailing rows the
-  forward never read);
+  (``k - 1 - lo`` before, ``k - 1 - hi`` after);
 * kernel gradient: the input with batch and channels swapped,
   ``(C_in, *d, N)``, convolved with ``dy`` used as a ``(*d', N, C_out)``
   kernel; the ``(C_in, *k, C_out)`` result is transposed to ``(*k, C_in,
@@ -55,8 +54,9 @@ Xeon VM (JAX 0.10.2, the library's XLA:CPU flags,
 ``client.local_update``: MNIST CNN 36.7 ms in one piece, 29.0 ms in
 pieces of 8 (16: 29.0, 4: 39.5, 2: 51.0; 17.6 ms with no kernel gradient
 at all, so its three kernel gradients went from about 19 to 11 ms);
-CIFAR ResNet-20 197 / 152 ms (16: 153, 4: 179). ``benchmarks/paper_cnn.py`` records the end-to-end gain as the
-``onepiece_scan`` variant. Other sizes may suit other machines:
+CIFAR ResNet-20 197 / 152 ms (16: 153, 4: 179; measured before its
+strided gradients ran by phases). ``benchmarks/paper_cnn.py`` records the
+end-to-end gain as the ``onepiece_scan`` variant. Other sizes may suit other machines:
 ``functools.partial(conv_general_dilated, kernel_grad_piece=...)`` passed
 as a model's ``conv`` option.
 
