@@ -155,6 +155,13 @@ def test_synchronous_rounds_barrier_and_deadline():
     (lambda m: scheduler.asynchronous(m, num_updates=5), "exactly one"),
     (lambda m: scheduler.asynchronous(m, num_updates=5, poisson_rate=-1.0),
      "poisson_rate"),
+    # Gaps of 1/rate would overflow the clock to inf (and the schedule's
+    # statistics to NaN) instead of failing.
+    (lambda m: scheduler.asynchronous(m, num_updates=5,
+                                      poisson_rate=5e-324),
+     r"poisson_rate must be >= 1e-18"),
+    (lambda m: scheduler.asynchronous(m, num_updates=5, poisson_rate=1e19),
+     r"poisson_rate must be <= 1e\+18"),
     (lambda m: scheduler.asynchronous(m, num_updates=5, concurrency=2,
                                       selection="best"), "selection"),
     (lambda m: scheduler.synchronous(m, num_rounds=1, cohort_size=60),

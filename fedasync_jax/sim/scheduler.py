@@ -168,8 +168,9 @@ def asynchronous(delays: DelayModel, *, num_updates: int,
     num_updates: arrivals to simulate (applied plus dropped), ``>= 1``.
     concurrency: closed loop: ``C`` clients in flight at all times (a
       replacement is dispatched at every arrival or loss).
-    poisson_rate: open loop: dispatches per unit time (Poisson process); a
-      dispatch finding no idle, available client is skipped and counted.
+    poisson_rate: open loop: dispatches per unit time (Poisson process),
+      in ``[1e-18, 1e18]``; a dispatch finding no idle, available client
+      is skipped and counted.
     selection: a member of ``SELECTIONS``: ``uniform`` (with
       replacement), ``without_replacement`` or ``weighted`` (by
       ``weights``, e.g. example counts).
@@ -206,8 +207,10 @@ def asynchronous(delays: DelayModel, *, num_updates: int,
       raise ValueError(f"concurrency must be <= the population size {n}, got "
                        f"{concurrency}")
   else:
-    poisson_rate = float(checks.number("poisson_rate", poisson_rate, low=0,
-                                       low_open=True))
+    # limits: rates below 1e-18 make gaps that overflow the clock to inf.
+    poisson_rate = float(checks.limits(
+        "poisson_rate", checks.number("poisson_rate", poisson_rate, low=0,
+                                      low_open=True), low=0, low_open=True))
   rng = np.random.default_rng(seed)
   loop = _AsyncLoop(delays, Selector(selection, n, rng, weights,
                                       delays.availability), rng,
