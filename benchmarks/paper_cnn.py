@@ -67,6 +67,12 @@ layer (forward, input gradient, kernel gradient) timed alone, outside and
 inside a ``lax.fori_loop``, and the convolution instructions of the
 compiled HLO of ``lib_scan`` vs ``lib_steploop``.
 
+``--profile`` says where a local step's time goes, per step: the XLA:CPU
+ops of ``lib_scan`` under ``jax.profiler`` (grouped by op kind, each op
+from its start to its end event, and the time in which any op ran) and
+the ``aten::`` ops of ``torch`` under ``torch.profiler`` (self CPU time).
+``--smoke`` turns it on, so the suite runs both profilers.
+
 The LAST line printed is one JSON object, also written to
 ``<--out>/paper_cnn_<date>[_quick].json`` (default ``runs/benchmarks/``,
 untracked; ``--out benchmarks/results`` records the run).
@@ -118,6 +124,14 @@ lib_scan,lib_devices5,lib_devices6,torch,torch_1thread --steps 12
 gradients by phases) by ``python benchmarks/paper_cnn.py --models resnet
 --flags library,default --variants lib_scan,lib_devices6,torch,torch_1thread
 --steps 12 --repeats 5 --timeout 900 --out benchmarks/results``.
+
+``results/paper_cnn_2026-12-03T042722Z.json`` (where a step's time goes)
+by ``python benchmarks/paper_cnn.py --models cnn,resnet --flags library
+--variants lib_scan,torch,torch_1thread --profile --steps 12 --repeats 5
+--timeout 1200 --out benchmarks/results``, and
+``results/paper_cnn_2026-12-03T043440Z.json`` by the same with ``--flags
+default --variants lib_devices6,torch,torch_1thread`` and no
+``--profile``.
 
 Usage:
   python benchmarks/paper_cnn.py --quick     # CNN only, library flags
@@ -211,6 +225,10 @@ def parse_args(argv):
   ap.add_argument("--variants", default=None)
   ap.add_argument("--probe", action="store_true",
                   help="op-level convolution timings and HLO evidence")
+  ap.add_argument("--profile", action="store_true",
+                  help="where a local step's time goes: XLA:CPU's ops "
+                  "(jax.profiler) of lib_scan and PyTorch's (torch.profiler)"
+                  " of torch, per step")
   ap.add_argument("--timeout", type=int, default=900)
   ap.add_argument("--cpu-devices", type=int, default=None,
                   help="jax_num_cpu_devices in the workers (default: 2 "
@@ -233,6 +251,7 @@ def parse_args(argv):
     args.variants = ",".join(SMOKE_VARIANTS)
   if args.smoke:
     args.slow_steps = 1
+    args.profile = True
   if args.cpu_devices is None:
     args.cpu_devices = 2 if any(
         v in DEVICES_VARIANTS for v in (args.variants or "").split(",")) else 1
@@ -562,6 +581,11 @@ def worker(args):
          "batch": vs.B, "flags": os.environ.get("XLA_FLAGS", ""),
          "cpu_devices": len(jax.devices()),
          "threads": C.thread_settings(), "versions": C.versions()}
+  if args.profile:
+    res["profile"] = {
+        v: (profile_torch if v.startswith("torch") else profile_xla)(
+            fns[v], examples[v] // vs.B)
+        for v in ("lib_scan", "torch") if v in fns}
   if (args.probe and args.model == "cnn"
       and args.flag_set in FULL_FLAG_SETS):
     res["probe"] = probe(vs.X, vs.Y, {"lib": vs.lib, "laxconv": vs.laxlib},
@@ -600,6 +624,131 @@ def torch_trainer(model_name, jparams, x_np, y_np, B, threads):
       torch.set_num_threads(old)
     return None
   return run
+
+
+# ---------------------------------------------------------------------------
+# Where a step's time goes (--profile).
+
+# Thunks that contain others (their time is their children's) and the
+# runtime's own markers: not ops of the step.
+_CONTAINERS = ("while", "call", "conditional")
+
+
+def group_thunk_events(events, steps):
+  """Milliseconds per local step by op group, from ``jax.profiler``'s
+  trace events of XLA:CPU thunks.
+
+  An op's name (``conv_general_dilated.145``) loses its number to name its
+  group. An op's time runs from its start to its ``end: NAME`` event
+  where it has one (a convolution handed to the intra-op pool returns at
+  once and ends there), else for its own duration; ops that overlap are
+  each counted in full. ``busy_ms`` is the union of all the ops'
+  intervals: the time in which at least one op ran. Python frames
+  (``$...``), executor markers and container thunks (``while``, ``call``,
+  ``conditional``) are left out.
+
+  Args:
+    events: the trace's ``traceEvents`` (dicts with ``ph``, ``name``,
+      ``ts`` and ``dur`` in microseconds).
+    steps: local steps the trace covers.
+
+  Returns:
+    ``{"ops_ms": {group: ms per step, largest first}, "busy_ms": ms per
+    step}``.
+
+  Example:
+    >>> ev = [{"ph": "X", "name": "conv.1", "ts": 0, "dur": 1},
+    ...       {"ph": "X", "name": "end: conv.1", "ts": 9000, "dur": 1000},
+    ...       {"ph": "X", "name": "add_fusion.2", "ts": 500, "dur": 2000}]
+    >>> group_thunk_events(ev, steps=1)["ops_ms"]
+    {'conv': 10.0, 'add_fusion': 2.0}
+  """
+  import re
+  starts, ends = {}, {}
+  for e in events:
+    if e.get("ph") != "X":
+      continue
+    name = e["name"]
+    if name.startswith("end: "):
+      ends.setdefault(name[5:], []).append(e["ts"] + e["dur"])
+    elif (re.fullmatch(r"[a-z][a-z0-9_\-]*(\.\d+)?", name)
+          and re.sub(r"\.\d+$", "", name) not in _CONTAINERS):
+      starts.setdefault(name, []).append((e["ts"], e["dur"]))
+  groups, spans = {}, []
+  for name, begun in starts.items():
+    begun, done = sorted(begun), sorted(ends.get(name, []))
+    group = re.sub(r"\.\d+$", "", name)
+    if done and len(done) == len(begun):  # ran on, to its end event
+      mine = [(t, end) for (t, _), end in zip(begun, done)]
+    else:
+      mine = [(t, t + d) for t, d in begun]
+    spans += mine
+    groups[group] = groups.get(group, 0.0) + sum(hi - lo for lo, hi in mine)
+  busy, last = 0.0, None
+  for lo, hi in sorted(spans):
+    if last is None or lo > last[1]:
+      busy += 0.0 if last is None else last[1] - last[0]
+      last = [lo, hi]
+    else:
+      last[1] = max(last[1], hi)
+  busy += 0.0 if last is None else last[1] - last[0]
+  per_step = 1e3 * max(steps, 1)  # us -> ms per step
+  ops = sorted(groups.items(), key=lambda kv: -kv[1])
+  return {"ops_ms": {k: round(v / per_step, 3) for k, v in ops},
+          "busy_ms": round(busy / per_step, 3)}
+
+
+def profile_xla(fn, steps, calls=2, top=14):
+  """``fn`` (a jitted JAX callable of ``steps`` local steps) under
+  ``jax.profiler``: its step time and :func:`group_thunk_events`."""
+  import glob
+  import gzip
+  import tempfile
+  import jax
+  jax.block_until_ready(fn())
+  t = time.perf_counter()
+  for _ in range(calls):
+    jax.block_until_ready(fn())
+  step_ms = 1e3 * (time.perf_counter() - t) / (calls * steps)
+  with tempfile.TemporaryDirectory() as d:
+    with jax.profiler.trace(d, create_perfetto_trace=True):
+      for _ in range(calls):
+        jax.block_until_ready(fn())
+    files = sorted(glob.glob(os.path.join(d, "**", "*.trace.json.gz"),
+                             recursive=True))
+    if not files:
+      return {"error": "jax.profiler wrote no trace"}
+    with gzip.open(files[-1]) as f:
+      events = json.load(f)["traceEvents"]
+  out = group_thunk_events(events, calls * steps)
+  out["ops_ms"] = dict(list(out["ops_ms"].items())[:top])
+  out["step_ms"] = round(step_ms, 3)
+  out["note"] = ("ms per local step, each op from its start to its end "
+                 "event; ops that overlap (convolutions on the intra-op "
+                 "pool) add up past the step; busy_ms: time any op ran")
+  return out
+
+
+def profile_torch(fn, steps, calls=1, top=14):
+  """``fn`` (a PyTorch training loop of ``steps`` steps) under
+  ``torch.profiler``: self CPU time per step of its ``aten::`` ops."""
+  from torch.profiler import ProfilerActivity, profile
+  fn()
+  t = time.perf_counter()
+  for _ in range(calls):
+    fn()
+  step_ms = 1e3 * (time.perf_counter() - t) / (calls * steps)
+  with profile(activities=[ProfilerActivity.CPU]) as prof:
+    for _ in range(calls):
+      fn()
+  rows = sorted(((e.key, e.self_cpu_time_total / 1e3 / (calls * steps))
+                 for e in prof.key_averages() if e.key.startswith("aten::")),
+                key=lambda kv: -kv[1])
+  return {"ops_ms": {k: round(v, 3) for k, v in rows[:top]},
+          "all_aten_ms": round(sum(v for _, v in rows), 3),
+          "step_ms": round(step_ms, 3),
+          "note": "self CPU time per local step on the calling thread "
+                  "(an op's intra-op threads included in its wall time)"}
 
 
 # ---------------------------------------------------------------------------
@@ -785,6 +934,8 @@ def run_attempt(args, model, flag_name):
     cmd += ["--variants", args.variants]
   if args.probe and flag_name in FULL_FLAG_SETS:
     cmd += ["--probe"]
+  if args.profile:
+    cmd += ["--profile"]
   C.log(f"attempt: model={model} flags={flag_name!r} ({flags})")
   t = time.perf_counter()
   try:
