@@ -110,9 +110,10 @@ FACTORIES = [
 @settings(max_examples=400, deadline=None)
 @given(i=st.integers(0, len(FACTORIES) - 1), a=numbers, b=numbers)
 def test_public_factories_accept_or_raise_value_error(i, a, b):
-  # A numpy warning (inf - inf, overflow) means an accepted input computed
-  # something non-finite: fail instead of passing it on silently.
-  with np.errstate(all="raise"):
+  # A numpy warning (inf - inf, overflow, x / 0) means an accepted input
+  # computed something non-finite: fail instead of passing it on silently.
+  # (Underflow to zero is ordinary rounding.)
+  with np.errstate(invalid="raise", over="raise", divide="raise"):
     try:
       FACTORIES[i](a, b)
     except ValueError as e:
