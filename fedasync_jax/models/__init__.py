@@ -9,8 +9,9 @@ randomness comes in as an explicit PRNG key, and every function can be
 Modules: ``base`` (``ModelFns``, ``from_flax``, ``make_evaluator``, the
 loss helpers, ``count_params``/``split_params``/``merge_params``,
 ``loss_and_grad``), ``networks`` (the papers' networks, the ``MODELS``
-family, ``get_model``) and ``conv`` (a convolution with loop-friendly
-gradients). This package re-exports their public names.
+family, ``get_model``), ``conv`` (a convolution with loop-friendly
+gradients) and ``batch_norm`` (batch normalization with masked
+statistics). This package re-exports their public names.
 
 The models and the papers they come from (the AFL paper's MNIST CNN and
 CIFAR ResNet-20, FedAvg's 2NN MLP, FedProx's logistic regression) are

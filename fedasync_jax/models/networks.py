@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from fedasync_jax.core import checks
 from fedasync_jax.core.registry import REQUIRED, Param, Registry
 from fedasync_jax.models import conv as conv_lib
+from fedasync_jax.models.batch_norm import BatchNorm
 from fedasync_jax.models.base import Array, ModelFns, from_flax
 
 MODELS = Registry("model")
@@ -154,6 +155,7 @@ class _BasicBlock(nn.Module):
   features: int
   strides: int = 1
   conv_fn: Callable[..., Array] = jax.lax.conv_general_dilated
+  norm: Callable[..., nn.Module] = BatchNorm
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask):
@@ -161,7 +163,7 @@ class _BasicBlock(nn.Module):
         nn.Conv, use_bias=False,
         kernel_init=nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
         conv_general_dilated=self.conv_fn)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+    norm = functools.partial(self.norm, use_running_average=not train,
                              momentum=0.9, epsilon=1e-5)
     y = conv(self.features, (3, 3), strides=self.strides, padding=1)(x)
     y = nn.relu(norm()(y, mask=mask))
@@ -179,6 +181,9 @@ class _ResNetCifar(nn.Module):
   blocks: tuple[int, ...] = (3, 3, 3)
   widths: tuple[int, ...] = (16, 32, 64)
   conv_fn: Callable[..., Array] = jax.lax.conv_general_dilated
+  # The batch-norm layer class (models/batch_norm.py; flax.linen.BatchNorm
+  # takes the same arguments and gives the same values, more slowly).
+  norm: Callable[..., nn.Module] = BatchNorm
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, mask=None):
@@ -190,14 +195,14 @@ class _ResNetCifar(nn.Module):
                 kernel_init=nn.initializers.variance_scaling(
                     2.0, "fan_in", "normal"),
                 conv_general_dilated=self.conv_fn)(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                     epsilon=1e-5)(x, mask=mask)
+    x = self.norm(use_running_average=not train, momentum=0.9,
+                  epsilon=1e-5)(x, mask=mask)
     x = nn.relu(x)
     for stage, (n, width) in enumerate(zip(self.blocks, self.widths)):
       for b in range(n):
         strides = 2 if (stage > 0 and b == 0) else 1
-        x = _BasicBlock(width, strides, conv_fn=self.conv_fn)(
-            x, train=train, mask=mask)
+        x = _BasicBlock(width, strides, conv_fn=self.conv_fn,
+                        norm=self.norm)(x, train=train, mask=mask)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes)(x)
 
@@ -215,8 +220,10 @@ def resnet20(*, num_classes: int = 10,
   B"). That gives exactly 272,474 trainable parameters for 10 classes:
   option A (parameter-free zero-padding shortcuts) would give 269,722, and the
   two projections add (16*32 + 2*32) + (32*64 + 2*64) = 576 + 2,176 = 2,752.
-  Convolutions use He-normal (fan-in) init; batch norm uses PyTorch's
-  defaults (momentum 0.1, i.e. flax ``momentum=0.9``; epsilon 1e-5).
+  Convolutions use He-normal (fan-in) init; batch norm
+  (:class:`fedasync_jax.models.batch_norm.BatchNorm`, flax's layer with
+  cheaper masked statistics) uses PyTorch's defaults (momentum 0.1, i.e.
+  flax ``momentum=0.9``; epsilon 1e-5).
   Inputs are NHWC ``(B, 32, 32, 3)`` float32.
 
   Batch norm in federated training. ``params`` is
