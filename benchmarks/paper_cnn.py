@@ -33,6 +33,11 @@ negligible), so this measures training examples per second of:
   ONE convolution over the batch (``kernel_grad_piece=None``), the
   library's form before it cut the batch into pieces of 8 examples: the
   side-by-side evidence for that choice;
+* ``flaxbn_scan``, ``flaxbn_devices6`` (ResNet-20 only, opt-in):
+  ``lib_scan``, ``lib_devices6`` with ``flax.linen.BatchNorm`` instead of
+  the library's ``models/batch_norm.py`` (same values; flax's masked
+  statistics), the library's form before 2026-12-03: the side-by-side
+  evidence for it;
 * ``laxconv_scan`` / ``laxconv_steploop`` (+ ``laxconv_map5``,
   ``laxconv_vmap5`` on request): the same with ``conv="lax"``, i.e.
   ``jax.lax.conv_general_dilated`` and JAX's own transposed backward
@@ -131,7 +136,13 @@ by ``python benchmarks/paper_cnn.py --models cnn,resnet --flags library
 --timeout 1200 --out benchmarks/results``, and
 ``results/paper_cnn_2026-12-03T043440Z.json`` by the same with ``--flags
 default --variants lib_devices6,torch,torch_1thread`` and no
-``--profile``.
+``--profile`` (also ``..T050340Z.json``, after ``models/batch_norm.py``).
+``results/paper_cnn_2026-12-03T050006Z.json`` (the library's batch norm
+against flax's) by ``python benchmarks/paper_cnn.py --models resnet
+--flags library --variants lib_scan,flaxbn_scan,torch,torch_1thread
+--steps 12 --repeats 5 --timeout 1200 --out benchmarks/results`` and
+``..T051257Z.json`` by the same with ``--flags default --variants
+lib_devices6,flaxbn_devices6,torch``.
 
 Usage:
   python benchmarks/paper_cnn.py --quick     # CNN only, library flags
@@ -367,6 +378,20 @@ def load_images(model_name, data_path, n):
           np.concatenate([y] * reps)[:n])
 
 
+def flax_batch_norm_resnet20():
+  """The library's ResNet-20 with ``flax.linen.BatchNorm`` layers (the
+  library's model before ``models/batch_norm.py``; same parameters and
+  values)."""
+  import flax.linen as nn
+  from fedasync_jax.models import conv, networks
+  return networks.from_flax(
+      networks._ResNetCifar(num_classes=10, conv_fn=conv.resolve_conv(None),
+                            norm=nn.BatchNorm),
+      input_shape=(32, 32, 3), num_classes=10, name="resnet20",
+      stateful=True, outputs="logits",
+      prepare=lambda x: networks._prepare_image(x, 3, "resnet20"))
+
+
 class Variants:
   """Builds the timed callables of one model: ``make(v)`` returns
   ``(fn, examples per call)`` for variant ``v``."""
@@ -386,6 +411,7 @@ class Variants:
                                   kernel_grad_piece=None)
     self.onepiece = (models.mnist_cnn(conv=one_piece) if cnn
                      else models.resnet20(conv=one_piece))
+    self.flaxbn = None if cnn else flax_batch_norm_resnet20()
     self.params = self.lib.init(jax.random.key(0))
     self.X, self.Y = jnp.asarray(x_np), jnp.asarray(y_np)
     self.key = jax.random.key(0)
@@ -490,15 +516,17 @@ class Variants:
     a, B = self.args, self.B
     n = (a.slow_steps if v in SLOW_VARIANTS else a.steps) * B
     prefix, _, kind = v.partition("_")
-    model = {"laxconv": self.laxlib, "onepiece": self.onepiece}.get(
-        prefix, self.lib)
+    model = {"laxconv": self.laxlib, "onepiece": self.onepiece,
+             "flaxbn": self.flaxbn}.get(prefix, self.lib)
+    if model is None:
+      raise ValueError(f"variant {v!r} is for ResNet-20 only")
     if v == "bigbatch_steploop":
       return self.step_loop(self.lib.loss, 5 * B)
     if v.startswith("torch"):
       threads = 1 if v == "torch_1thread" else 2
       return torch_trainer(a.model, self.params, self.x_np, self.y_np, B,
                            threads), len(self.y_np)
-    if prefix in ("lib", "laxconv", "onepiece"):
+    if prefix in ("lib", "laxconv", "onepiece", "flaxbn"):
       if kind == "scan":
         return self.one_client(self.scan_update(model.loss, n), n), n
       if kind == "steploop":
