@@ -136,7 +136,8 @@ by ``python benchmarks/paper_cnn.py --models cnn,resnet --flags library
 --timeout 1200 --out benchmarks/results``, and
 ``results/paper_cnn_2026-12-03T043440Z.json`` by the same with ``--flags
 default --variants lib_devices6,torch,torch_1thread`` and no
-``--profile`` (also ``..T050340Z.json``, after ``models/batch_norm.py``).
+``--profile`` (also ``..T050340Z.json``: ResNet-20 only, after
+``models/batch_norm.py``).
 ``results/paper_cnn_2026-12-03T050006Z.json`` (the library's batch norm
 against flax's) by ``python benchmarks/paper_cnn.py --models resnet
 --flags library --variants lib_scan,flaxbn_scan,torch,torch_1thread
