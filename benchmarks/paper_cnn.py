@@ -693,20 +693,22 @@ def group_thunk_events(events, steps):
     {'conv': 10.0, 'add_fusion': 2.0}
   """
   import re
-  starts, ends = {}, {}
+  starts, ends, group_of = {}, {}, {}
   for e in events:
     if e.get("ph") != "X":
       continue
     name = e["name"]
     if name.startswith("end: "):
       ends.setdefault(name[5:], []).append(e["ts"] + e["dur"])
-    elif (re.fullmatch(r"[a-z][a-z0-9_\-]*(\.\d+)?", name)
-          and re.sub(r"\.\d+$", "", name) not in _CONTAINERS):
+      continue
+    op = re.fullmatch(r"([a-z][a-z0-9_\-]*)(\.\d+)?", name)
+    if op and op.group(1) not in _CONTAINERS:
+      group_of[name] = op.group(1)
       starts.setdefault(name, []).append((e["ts"], e["dur"]))
   groups, spans = {}, []
   for name, begun in starts.items():
     begun, done = sorted(begun), sorted(ends.get(name, []))
-    group = re.sub(r"\.\d+$", "", name)
+    group = group_of[name]
     if done and len(done) == len(begun):  # ran on, to its end event
       mine = [(t, end) for (t, _), end in zip(begun, done)]
     else:
@@ -734,11 +736,7 @@ def profile_xla(fn, steps, calls=2, top=14):
   import gzip
   import tempfile
   import jax
-  jax.block_until_ready(fn())
-  t = time.perf_counter()
-  for _ in range(calls):
-    jax.block_until_ready(fn())
-  step_ms = 1e3 * (time.perf_counter() - t) / (calls * steps)
+  step_ms = _median_ms(fn, jax.block_until_ready, repeats=calls) / steps
   with tempfile.TemporaryDirectory() as d:
     with jax.profiler.trace(d, create_perfetto_trace=True):
       for _ in range(calls):
@@ -762,11 +760,7 @@ def profile_torch(fn, steps, calls=1, top=14):
   """``fn`` (a PyTorch training loop of ``steps`` steps) under
   ``torch.profiler``: self CPU time per step of its ``aten::`` ops."""
   from torch.profiler import ProfilerActivity, profile
-  fn()
-  t = time.perf_counter()
-  for _ in range(calls):
-    fn()
-  step_ms = 1e3 * (time.perf_counter() - t) / (calls * steps)
+  step_ms = _median_ms(fn, lambda r: r, repeats=calls) / steps
   with profile(activities=[ProfilerActivity.CPU]) as prof:
     for _ in range(calls):
       fn()
