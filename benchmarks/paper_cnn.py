@@ -138,6 +138,10 @@ by ``python benchmarks/paper_cnn.py --models cnn,resnet --flags library
 default --variants lib_devices6,torch,torch_1thread`` and no
 ``--profile`` (also ``..T050340Z.json``: ResNet-20 only, after
 ``models/batch_norm.py``).
+``results/paper_cnn_2026-12-03T053739Z.json`` (the CNN's profile again)
+by ``python benchmarks/paper_cnn.py --models cnn --flags library
+--variants lib_scan,torch,torch_1thread --profile --steps 12 --repeats 5
+--timeout 900 --out benchmarks/results``.
 ``results/paper_cnn_2026-12-03T050006Z.json`` (the library's batch norm
 against flax's) by ``python benchmarks/paper_cnn.py --models resnet
 --flags library --variants lib_scan,flaxbn_scan,torch,torch_1thread
