@@ -75,7 +75,8 @@ compiled HLO of ``lib_scan`` vs ``lib_steploop``.
 ``--profile`` says where a local step's time goes, per step: the XLA:CPU
 ops of ``lib_scan`` under ``jax.profiler`` (grouped by op kind, each op
 from its start to its end event, and the time in which any op ran) and
-the ``aten::`` ops of ``torch`` under ``torch.profiler`` (self CPU time).
+the ``aten::`` ops of ``torch`` and ``torch_1thread`` under
+``torch.profiler`` (self CPU time).
 ``--smoke`` turns it on, so the suite runs both profilers.
 
 The LAST line printed is one JSON object, also written to
@@ -148,6 +149,11 @@ against flax's) by ``python benchmarks/paper_cnn.py --models resnet
 --steps 12 --repeats 5 --timeout 1200 --out benchmarks/results`` and
 ``..T051257Z.json`` by the same with ``--flags default --variants
 lib_devices6,flaxbn_devices6,torch``.
+``results/paper_cnn_2026-12-03T061858Z.json`` (one core: the
+per-device work of the two-device layout, with both profiles) by
+``taskset -c 0 python benchmarks/paper_cnn.py --models cnn,resnet --flags
+default --variants lib_scan,torch_1thread --profile --steps 12 --repeats 5
+--timeout 1500 --out benchmarks/results``.
 
 Usage:
   python benchmarks/paper_cnn.py --quick     # CNN only, library flags
@@ -244,7 +250,7 @@ def parse_args(argv):
   ap.add_argument("--profile", action="store_true",
                   help="where a local step's time goes: XLA:CPU's ops "
                   "(jax.profiler) of lib_scan and PyTorch's (torch.profiler)"
-                  " of torch, per step")
+                  " of torch and torch_1thread, per step")
   ap.add_argument("--timeout", type=int, default=900)
   ap.add_argument("--cpu-devices", type=int, default=None,
                   help="jax_num_cpu_devices in the workers (default: 2 "
@@ -618,7 +624,7 @@ def worker(args):
     res["profile"] = {
         v: (profile_torch if v.startswith("torch") else profile_xla)(
             fns[v], examples[v] // vs.B)
-        for v in ("lib_scan", "torch") if v in fns}
+        for v in ("lib_scan", "torch", "torch_1thread") if v in fns}
   if (args.probe and args.model == "cnn"
       and args.flag_set in FULL_FLAG_SETS):
     res["probe"] = probe(vs.X, vs.Y, {"lib": vs.lib, "laxconv": vs.laxlib},
