@@ -131,3 +131,127 @@ def test_eigen_reaches_xla_and_keeps_gradients(tmp_path):
   a = np.load(tmp_path / "eigen.npy")
   b = np.load(tmp_path / "ynnpack.npy")
   assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b))
+
+
+# ----------------------------------------------------------------------------
+# The same choice per compiled program (compiler_options).
+
+OPTIONS = xla_cpu.EIGEN_CONV_OPTIONS
+
+
+@pytest.mark.parametrize("kw,expected", [
+    (dict(), OPTIONS),
+    (dict(cores=16), OPTIONS),
+    (dict(cores=1), {}),
+    (dict(devices=2), {}),  # one core per device: YNNPACK's convolutions
+    (dict(cores=4, devices=2), OPTIONS),
+    (dict(conv="ynnpack"), {}),
+    (dict(conv="eigen", cores=1), OPTIONS),
+    (dict(backend="gpu"), {}),
+    # The process's own flags hold: configure_cpu's, or the user's.
+    (dict(xla_flags=FLAG), {}),
+    (dict(xla_flags="--xla_cpu_experimental_ynn_fusion_type="
+                    "+individual_convolution"), {}),
+    (dict(jaxlib_version="0.11.0"), {}),
+])
+def test_compiler_options(kw, expected):
+  kw = {"backend": "cpu", "xla_flags": "", "cores": 2,
+        "jaxlib_version": "0.10.2", **kw}
+  assert xla_cpu.compiler_options(**kw) == expected
+
+
+def test_compiler_options_follow_the_configure_cpu_choice(monkeypatch):
+  monkeypatch.setitem(xla_cpu._CHOICE, "conv", "auto")
+  monkeypatch.setenv("XLA_FLAGS", "")
+  kw = dict(backend="cpu", xla_flags="", cores=2, jaxlib_version="0.10.2")
+  assert xla_cpu.compiler_options(**kw) == OPTIONS
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # "ynnpack" sets no flag: no warning
+    assert xla_cpu.configure_cpu(conv="ynnpack") is False
+  assert xla_cpu.compiler_options(**kw) == {}
+  assert xla_cpu.compiler_options(conv="auto", **kw) == OPTIONS
+  with pytest.raises(ValueError, match="conv must be one of"):
+    xla_cpu.configure_cpu(conv="fast")
+  assert xla_cpu._CHOICE["conv"] == "ynnpack"  # a refused call keeps it
+
+
+def _ynn_kinds(compiled_text):
+  """The op kinds (dot, convolution, reduce) inside YNNPACK fusions."""
+  bodies, name = {}, None
+  for line in compiled_text.splitlines():
+    if line and not line.startswith(" ") and line.rstrip().endswith("{"):
+      name = line.split()[0].lstrip("%")
+      bodies[name] = []
+    elif name is not None:
+      bodies[name].append(line)
+  kinds = set()
+  for line in compiled_text.splitlines():
+    if "ynn_fusion" in line and "calls=" in line:
+      callee = line.split("calls=")[1].split(",")[0].split()[0].lstrip("%")
+      body = "\n".join(bodies.get(callee, []))
+      kinds |= {k for k in ("dot", "convolution", "reduce")
+                if f" {k}(" in body}
+  return kinds
+
+
+@pytest.mark.skipif(not MEASURED, reason="options set on jaxlib [0.10.2, 0.11) only")
+def test_options_take_convolutions_off_ynnpack_and_keep_the_rest():
+  """EIGEN_CONV_OPTIONS restate jaxlib's default fusion types less the
+  convolutions: a program's matrix product and reduction stay on YNNPACK,
+  its convolution leaves it, and the values agree."""
+  if jax.default_backend() != "cpu":
+    pytest.skip("XLA:CPU only")
+  import jax.numpy as jnp
+  from jax import lax
+  a = jax.random.normal(jax.random.key(0), (256, 256))
+  x = jax.random.normal(jax.random.key(1), (8, 28, 28, 32))
+  w = jax.random.normal(jax.random.key(2), (3, 3, 32, 32))
+  r = jax.random.normal(jax.random.key(3), (512, 512))
+
+  def f(a, x, w, r):
+    conv = lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                    dimension_numbers=("NHWC", "HWIO",
+                                                       "NHWC"))
+    return a @ a, conv, jnp.sum(jnp.exp(r), axis=0)
+  default = jax.jit(f)
+  eigen = jax.jit(f, compiler_options=OPTIONS)
+  assert _ynn_kinds(default.lower(a, x, w, r).compile().as_text()) == {
+      "dot", "convolution", "reduce"}
+  assert _ynn_kinds(eigen.lower(a, x, w, r).compile().as_text()) == {
+      "dot", "reduce"}
+  for u, v in zip(default(a, x, w, r), eigen(a, x, w, r)):
+    np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-3)
+
+
+def test_simulate_and_sweep_compile_with_the_program_options(monkeypatch,
+                                                             lsq,
+                                                             lsq_update):
+  """The executor's and the sweep's programs are compiled with
+  ``driver.program_options``: an option XLA refuses reaches XLA."""
+  import jax.numpy as jnp
+  from fedasync_jax import delays, executor, rules, scheduler, staleness
+  from fedasync_jax.sim import driver, program, strategies, sweep
+  assert driver.program_options(strategies.Direct()) == tuple(sorted(
+      xla_cpu.compiler_options().items()))
+  two = type("TwoDevices", (), {"num_devices": 2})()
+  assert driver.program_options(two) == tuple(sorted(
+      xla_cpu.compiler_options(devices=2).items()))
+  ds, _ = lsq
+  s = scheduler.asynchronous(
+      delays.delay_model(np.ones(ds.num_clients), np.ones(ds.num_clients)),
+      num_updates=4, concurrency=2, seed=0)
+  rule = rules.fedasync(0.5, staleness.constant())
+  bad = ((xla_cpu._FLAG_NAME, "NOT_A_FUSION_TYPE"),)
+  monkeypatch.setattr(driver, "program_options", lambda *a, **k: bad)
+  program.clear_cache()
+  try:
+    with pytest.raises(Exception, match="NOT_A_FUSION_TYPE"):
+      executor.simulate(rule, lsq_update, jnp.zeros(5), ds, s,
+                        key=jax.random.key(0))
+    with pytest.raises(Exception, match="NOT_A_FUSION_TYPE"):
+      sweep.sweep(lambda hp: rules.fedasync(hp["alpha"],
+                                            staleness.constant()),
+                  {"alpha": jnp.array([0.5, 0.6])}, lsq_update, jnp.zeros(5),
+                  ds, s, keys=jax.random.split(jax.random.key(0), 2))
+  finally:
+    program.clear_cache()

@@ -31,12 +31,31 @@ import numpy as np
 
 from fedasync_jax.core import checks
 from fedasync_jax.core.types import RunResult, evaluation, metric_columns
-from fedasync_jax.sim import lanes
+from fedasync_jax.sim import lanes, xla_cpu
 from fedasync_jax.sim import plan as plan_lib
 from fedasync_jax.sim.program import evaluate
 from fedasync_jax.sim.scheduler import Schedule
 from fedasync_jax.sim.strategies import NO_LANE
 from fedasync_jax.sim.tasks import eval_points
+
+
+def program_options(strategy, mesh=None) -> tuple:
+  """XLA options for a run's compiled program, as sorted ``(name, value)``
+  pairs (hashable, for the program cache's key; ``dict(...)`` of them is
+  ``jax.jit``'s ``compiler_options``): on the CPU, Eigen's convolutions
+  when the program has two or more cores per device
+  (``xla_cpu.compiler_options``). The devices it runs on at once are the
+  ``"devices"`` strategy's and the sweep's mesh.
+
+  Example:
+    >>> from fedasync_jax.sim import strategies
+    >>> isinstance(program_options(strategies.Direct()), tuple)
+    True
+  """
+  devices = getattr(strategy, "num_devices", 1)
+  if mesh is not None:
+    devices = max(devices, int(mesh.size))
+  return tuple(sorted(xla_cpu.compiler_options(devices=devices).items()))
 
 
 class Checkpoint(NamedTuple):

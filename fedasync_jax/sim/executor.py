@@ -156,15 +156,18 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
       driver.bucket(schedule.num_tasks)))
   dev = device_data(data, eval_fn)
 
+  options = driver.program_options(strategy)
+
   def build():
     prog = make_program(make_rule, client, strategy, eval_fn=eval_fn,
                         params_like=params, data_like=dev)
-    return prog, jax.jit(prog.run_chunk, donate_argnums=0)
+    return prog, jax.jit(prog.run_chunk, donate_argnums=0,
+                         compiler_options=dict(options) or None)
   # Compile once per shape: equal calls reuse the jitted program.
   prog, run_chunk = cached(
       ("simulate", rule, client, strategy, eval_fn, plans.num_snaps,
        plans.num_slots, signature(params), signature(dev),
-       signature(hp_table), signature(rule_hp)), build)
+       signature(hp_table), signature(rule_hp), options), build)
   carry = prog.init(params, plans.like, rule_hp)
   first_chunk, outs = 0, []
   if resume is not None:

@@ -153,6 +153,7 @@ def _compiled(make_rule, client, strategy, eval_fn, plans, axes,
   like = plans.like
   one_params = (jax.tree.map(lambda a: a[0], params) if member_params
                 else params)
+  options = driver.program_options(strategy, mesh)
 
   def build():
     prog = make_program(make_rule, client, strategy, eval_fn=eval_fn,
@@ -166,13 +167,14 @@ def _compiled(make_rule, client, strategy, eval_fn, plans, axes,
            if member_mode == "vmap" else _mapped(prog.run_chunk, axes))
     if mesh is not None and member_mode == "map":
       run = _sharded(run, mesh, mesh_axis or mesh.axis_names[0], axes)
-    return init, jax.jit(run, donate_argnums=0)
+    return init, jax.jit(run, donate_argnums=0,
+                         compiler_options=dict(options) or None)
   return cached(
       ("sweep", member_mode, mesh, mesh_axis, make_rule, client, strategy,
        eval_fn,
        like.num_snaps, like.num_slots, like.direct, member_params, axes,
        signature(params), signature(dev), signature(hp_table),
-       signature(rule_hp)), build)
+       signature(rule_hp), options), build)
 
 
 def _sharding(mesh, mesh_axis, M):

@@ -19,9 +19,15 @@ Nothing else changes: matrix products and other fusions stay where XLA
 puts them, and results agree to float reassociation.
 
 XLA reads its flags (the ``XLA_FLAGS`` environment variable) once, when
-JAX's first backend starts, so the setting must be made before the first
-JAX computation of the process. ``fedasync-jax`` does that itself (option
-``--cpu-conv``); Python users call :func:`configure_cpu` first thing.
+JAX's first backend starts, so a flag must be set before the first JAX
+computation of the process. ``fedasync-jax`` does that itself (option
+``--cpu-conv``). The same choice is also an option of one compilation
+(:func:`compiler_options`), which the library's own compiled programs
+(``executor.simulate``, ``sweep.sweep``) pass to ``jax.jit``: Python users
+get the faster path with no call of their own, at any time in the
+process. :func:`configure_cpu` (first thing) still sets the flag for the
+whole process, so that the user's own jitted code gets it too, and its
+``conv=`` choice is what the library's programs then follow.
 
 Example:
   >>> xla_flags_for("", conv="eigen", cores=2, jaxlib_version="0.10.2")
@@ -36,8 +42,9 @@ import os
 import warnings
 from typing import Optional
 
-__all__ = ["CPU_CONV_CHOICES", "EIGEN_CONV_FLAG", "backend_started",
-           "configure_cpu", "xla_flags_for"]
+__all__ = ["CPU_CONV_CHOICES", "EIGEN_CONV_FLAG", "EIGEN_CONV_OPTIONS",
+           "backend_started", "compiler_options", "configure_cpu",
+           "xla_flags_for"]
 
 CPU_CONV_CHOICES = ("auto", "eigen", "ynnpack")
 # Removes convolutions from YNNPACK's default fusion types; XLA then emits
@@ -45,6 +52,12 @@ CPU_CONV_CHOICES = ("auto", "eigen", "ynnpack")
 EIGEN_CONV_FLAG = ("--xla_cpu_experimental_ynn_fusion_type="
                    "-individual_convolution")
 _FLAG_NAME = "xla_cpu_experimental_ynn_fusion_type"
+# The same as an option of one compilation: the fusion types jaxlib 0.10.2
+# gives YNNPACK by default (matrix products, convolutions and reductions,
+# read from compiled programs) less the convolutions. The option takes
+# the enum's full names and replaces the whole list.
+EIGEN_CONV_OPTIONS = {_FLAG_NAME: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,"
+                                  "LIBRARY_FUSION_TYPE_REDUCE"}
 # jaxlib releases the flag is set on, [first, end): 0.10.2 was measured;
 # an unknown flag in XLA_FLAGS aborts the process, so other releases are
 # left alone.
@@ -161,6 +174,7 @@ def configure_cpu(*, conv: str = "auto", devices: int = 1) -> bool:
   """
   flags = xla_flags_for(os.environ.get("XLA_FLAGS", ""), conv=conv,
                         devices=devices)
+  _CHOICE["conv"] = conv
   if flags is None:
     return False
   if backend_started():
@@ -171,3 +185,56 @@ def configure_cpu(*, conv: str = "auto", devices: int = 1) -> bool:
     return False
   os.environ["XLA_FLAGS"] = flags
   return True
+
+
+# The conv= of the last configure_cpu call (the process's choice).
+_CHOICE = {"conv": "auto"}
+
+
+def compiler_options(*, devices: int = 1, conv: Optional[str] = None,
+                     backend: Optional[str] = None,
+                     xla_flags: Optional[str] = None,
+                     cores: Optional[int] = None,
+                     jaxlib_version: Optional[str] = None) -> dict:
+  """The XLA options of one compiled program (``jax.jit(...,
+  compiler_options=...)``): Eigen's convolutions where the module's rule
+  picks them, else nothing.
+
+  Args:
+    devices: the CPU devices the program runs on at once (the
+      ``"devices"`` strategy's count; 1 for a program on one device).
+    conv: ``"auto"``, ``"eigen"`` or ``"ynnpack"``; default: the choice of
+      the last :func:`configure_cpu` call, else ``"auto"``.
+    backend: default: JAX's default backend; only ``"cpu"`` gets options.
+    xla_flags: the process's ``XLA_FLAGS`` (default: the environment's);
+      when they already set the YNNPACK fusion types (the user's own
+      setting, or :func:`configure_cpu`'s), they hold and nothing is set.
+    cores: CPU cores the process may use (default: its affinity mask).
+    jaxlib_version: default: the installed jaxlib's.
+
+  Returns:
+    ``{}`` or a copy of :data:`EIGEN_CONV_OPTIONS`.
+
+  Raises:
+    ValueError: as for :func:`xla_flags_for`.
+
+  Example:
+    >>> compiler_options(backend="cpu", xla_flags="", cores=2,
+    ...                  jaxlib_version="0.10.2") == EIGEN_CONV_OPTIONS
+    True
+    >>> compiler_options(devices=2, backend="cpu", xla_flags="", cores=2,
+    ...                  jaxlib_version="0.10.2")
+    {}
+  """
+  if (backend or _default_backend()) != "cpu":
+    return {}
+  flags = xla_flags_for(
+      os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags,
+      conv=_CHOICE["conv"] if conv is None else conv, cores=cores,
+      devices=devices, jaxlib_version=jaxlib_version)
+  return dict(EIGEN_CONV_OPTIONS) if flags is not None else {}
+
+
+def _default_backend() -> str:
+  import jax
+  return jax.default_backend()
