@@ -13,10 +13,21 @@ the number of CPU devices is fixed when JAX starts:
   each step trains a wave of clients whose start versions exist, its lanes
   dealt round-robin over the devices (``batching="devices"``).
 
-The processes alternate (``--repeats`` each, medians reported); both
-runs' final parameters are compared (they must be equal: the same client
-updates in the same order, up to float reassociation where the two
-processes' convolutions run on different XLA:CPU paths).
+The processes alternate (``--repeats`` each, medians reported); every
+system's final parameters are compared with the first's (they must be
+equal: the same client updates in the same order, up to float
+reassociation where the processes' convolutions run on different XLA:CPU
+paths).
+
+``--systems`` adds two one-device systems that show what a Python user
+gets who does not call ``configure_cpu``:
+
+* ``plain``: the direct path in a process that calls nothing first; the
+  executor compiles its program with ``xla_cpu.compiler_options`` (Eigen
+  convolutions on two or more cores);
+* ``ynnpack``: the same after ``configure_cpu(conv="ynnpack")``, which
+  leaves XLA's own (one-thread YNNPACK) convolutions everywhere: what such
+  a user got before the executor chose per compilation.
 
 ``--model cnn`` swaps W1's MLP for the AFL paper's MNIST CNN
 (``models.mnist_cnn()``, 19,146 parameters, Adam 1e-3 at batch 64, one
@@ -40,6 +51,13 @@ final parameters of the two processes differ there by up to 0.028: their
 convolutions run on different XLA:CPU paths, and 200 Adam updates in
 float32 amplify the last-bit differences.
 
+``results/devices_2026-12-03T072817Z.json`` (the per-compilation choice:
+``plain`` 1.23x ``ynnpack``) by ``python benchmarks/devices.py --model cnn
+--systems plain,ynnpack --updates 60 --repeats 3 --out
+benchmarks/results``, and ``..T073110Z.json`` (``plain`` against
+``direct``, the process-wide flag: 1.00x, bit-identical parameters) by
+the same with ``--systems direct,plain``.
+
 Usage:
   python benchmarks/devices.py                 # 2000 updates, C=100
   python benchmarks/devices.py --model cnn     # the MNIST CNN instead
@@ -61,6 +79,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402
 
 SMOKE_OUTPUT = "devices_*_smoke.json"
+SYSTEMS = ("direct", "devices", "plain", "ynnpack")
 
 
 def parse_args(argv):
@@ -74,10 +93,19 @@ def parse_args(argv):
                   help="wave width of the devices system (default: the "
                        "library's)")
   ap.add_argument("--repeats", type=int, default=None)
-  ap.add_argument("--system", choices=("direct", "devices"), default=None,
+  ap.add_argument("--systems", default="direct,devices",
+                  help="comma-separated, from " + ",".join(SYSTEMS) +
+                  "; ratios and parameter differences are taken against "
+                  "the first")
+  ap.add_argument("--system", choices=SYSTEMS, default=None,
                   help=argparse.SUPPRESS)  # a child process
   ap.add_argument("--result", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
+  args.systems = [x for x in args.systems.split(",") if x]
+  bad = [x for x in args.systems if x not in SYSTEMS]
+  if bad or len(args.systems) < 2:
+    ap.error(f"--systems must name two or more of {SYSTEMS}, got "
+             f"{args.systems}")
   cnn = args.model == "cnn"
   args.updates = args.updates or (
       (12 if cnn else 60) if args.smoke else 60 if cnn
@@ -94,7 +122,10 @@ def child(args, path):
   """One timed run of ``args.system``; writes its record and parameters."""
   from fedasync_jax.sim import xla_cpu
   devices = args.devices if args.system == "devices" else 1
-  xla_cpu.configure_cpu(devices=devices)  # before JAX starts
+  if args.system == "ynnpack":
+    xla_cpu.configure_cpu(conv="ynnpack")
+  elif args.system != "plain":
+    xla_cpu.configure_cpu(devices=devices)  # before JAX starts
   import jax
   if devices > 1:
     jax.config.update("jax_num_cpu_devices", devices)
@@ -144,9 +175,9 @@ def main(argv=None):
   import numpy as np
   work = Path(tempfile.mkdtemp(prefix="devices_bench_"))
   base = list(argv if argv is not None else sys.argv[1:])
-  runs = {"direct": [], "devices": []}
+  runs = {system: [] for system in args.systems}
   for r in range(args.repeats):
-    for system in ("direct", "devices"):
+    for system in args.systems:
       res = work / f"{system}_{r}.json"
       subprocess.run([sys.executable, os.path.abspath(__file__), *base,
                       "--system", system, "--result", str(res),
@@ -155,24 +186,35 @@ def main(argv=None):
       C.log(f"{system} #{r}: {runs[system][-1]['steady_updates_per_s']:.0f} "
             f"updates/s steady, {runs[system][-1]['updates_per_s']:.0f} end "
             f"to end")
-  a = np.load(work / "direct_0.json.npz")
-  b = np.load(work / "devices_0.json.npz")
-  diff = max(float(np.max(np.abs(a[k] - b[k]))) for k in a.files)
+  first = args.systems[0]
+  a = np.load(work / f"{first}_0.json.npz")
+  diffs, ratios = {}, {}
   summary = {s: {k: C.median([x[k] for x in v]) for k in
                  ("steady_updates_per_s", "updates_per_s", "compile_s")}
              for s, v in runs.items()}
-  ratio = (summary["devices"]["steady_updates_per_s"]
-           / summary["direct"]["steady_updates_per_s"])
-  C.log(f"devices / direct, steady: {ratio:.2f}x; max |param diff| {diff}")
+  for system in args.systems[1:]:
+    b = np.load(work / f"{system}_0.json.npz")
+    diffs[system] = max(float(np.max(np.abs(a[k] - b[k]))) for k in a.files)
+    ratios[system] = C.median([
+        x["steady_updates_per_s"] / y["steady_updates_per_s"]
+        for x, y in zip(runs[system], runs[first])])
+    C.log(f"{system} / {first}, steady, paired: {ratios[system]:.2f}x; "
+          f"max |param diff| {diffs[system]}")
   model = ({"model": "mnist_cnn (models.mnist_cnn)", "batch_size": 64,
             "client_lr": 1e-3, "client_optimizer": "adam(1e-3)"}
            if args.model == "cnn" else {})
   result = {"workload": {**C.W1, **model, "num_clients": args.clients,
                          "concurrency": args.concurrency,
                          "num_updates": args.updates, "eval": "none"},
-            "devices": args.devices, "runs": runs, "medians": summary,
-            "steady_ratio_devices_over_direct": ratio,
-            "max_abs_param_diff": diff}
+            "devices": args.devices, "systems": args.systems, "runs": runs,
+            "medians": summary,
+            f"steady_ratios_over_{first}_paired": ratios,
+            f"max_abs_param_diff_vs_{first}": diffs}
+  if args.systems[:2] == ["direct", "devices"]:  # the original figures
+    result["steady_ratio_devices_over_direct"] = (
+        summary["devices"]["steady_updates_per_s"]
+        / summary["direct"]["steady_updates_per_s"])
+    result["max_abs_param_diff"] = diffs["devices"]
   C.finish("devices", result, args=args, started=started,
            load_start=load_start)
   return 0

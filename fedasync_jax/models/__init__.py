@@ -41,10 +41,12 @@ gradients agree up to float reassociation. Values of ``conv``:
   to size the pieces the kernel gradient is cut into (``conv``'s
   docstring).
 
-On CPU, also call ``fedasync_jax.configure_cpu()`` (``sim/xla_cpu.py``)
-before the first JAX computation:
-JAX 0.10's XLA:CPU runs each convolution on one thread (YNNPACK) unless
-told otherwise, and both models then train 1.2-1.7x faster on two cores.
+On CPU, JAX 0.10's XLA:CPU runs each convolution on one thread (YNNPACK)
+unless told otherwise. ``executor.simulate`` and ``sweep.sweep`` tell it
+for their own programs (``sim/xla_cpu.py``, ``compiler_options``), and
+both models then train 1.2-1.7x faster on two cores; for your own jitted
+code, call ``fedasync_jax.configure_cpu()`` before the first JAX
+computation.
 
 The training contract (used by the client trainer inside ``lax.scan``)::
 
