@@ -223,6 +223,32 @@ def test_options_take_convolutions_off_ynnpack_and_keep_the_rest():
     np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.skipif(not MEASURED, reason="options set on jaxlib [0.10.2, 0.11) only")
+def test_options_change_nothing_without_convolutions():
+  """A program with no convolution (an MLP's local training: matrix
+  products, reductions, elementwise ops) compiles to the same program with
+  and without the options: they drop nothing else from jaxlib's default."""
+  if jax.default_backend() != "cpu":
+    pytest.skip("XLA:CPU only")
+  import jax.numpy as jnp
+  import optax
+  from fedasync_jax import ClientHParams, ClientRef, client, models
+  fns = models.mlp(hidden=(64, 64), input_dim=784)
+  params = fns.init(jax.random.key(0))
+  x, y = jnp.zeros((40, 784)), jnp.zeros((40,), jnp.int32)
+  upd = client.local_update(fns.loss, optax.adam(1e-3), batch_size=10,
+                            max_examples=40)
+  hp = ClientHParams(jnp.float32(1.0), jnp.float32(0.0))
+
+  def f(p):
+    return upd.update(p, ClientRef(x, y, 0, 40), jax.random.key(0), hp)
+
+  def program(**kw):
+    text = jax.jit(f, **kw).lower(params).compile().as_text()
+    return [l for l in text.splitlines() if not l.startswith("HloModule")]
+  assert program() == program(compiler_options=OPTIONS)
+
+
 def test_simulate_and_sweep_compile_with_the_program_options(monkeypatch,
                                                              lsq,
                                                              lsq_update):
