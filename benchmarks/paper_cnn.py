@@ -395,12 +395,9 @@ def flax_batch_norm_resnet20():
   values)."""
   import flax.linen as nn
   from fedasync_jax.models import conv, networks
-  return networks.from_flax(
+  return networks._resnet20_fns(
       networks._ResNetCifar(num_classes=10, conv_fn=conv.resolve_conv(None),
-                            norm=nn.BatchNorm),
-      input_shape=(32, 32, 3), num_classes=10, name="resnet20",
-      stateful=True, outputs="logits",
-      prepare=lambda x: networks._prepare_image(x, 3, "resnet20"))
+                            norm=nn.BatchNorm), 10)
 
 
 class Variants:

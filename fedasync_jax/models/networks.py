@@ -271,9 +271,14 @@ def resnet20(*, num_classes: int = 10,
   num_classes = MODELS.check("resnet20", num_classes=num_classes)[
       "num_classes"]
   conv_fn = conv_lib.resolve_conv(conv)
+  return _resnet20_fns(_ResNetCifar(num_classes=num_classes,
+                                    conv_fn=conv_fn), num_classes)
+
+
+def _resnet20_fns(module: _ResNetCifar, num_classes: int) -> ModelFns:
+  """``resnet20``'s :class:`ModelFns` around one ``_ResNetCifar``."""
   return from_flax(
-      _ResNetCifar(num_classes=num_classes, conv_fn=conv_fn),
-      input_shape=(32, 32, 3),
+      module, input_shape=(32, 32, 3),
       num_classes=num_classes, name="resnet20", stateful=True,
       outputs="logits", prepare=lambda x: _prepare_image(x, 3, "resnet20"))
 
