@@ -210,11 +210,6 @@ def main(argv=None):
             "medians": summary,
             f"steady_ratios_over_{first}_paired": ratios,
             f"max_abs_param_diff_vs_{first}": diffs}
-  if args.systems[:2] == ["direct", "devices"]:  # the original figures
-    result["steady_ratio_devices_over_direct"] = (
-        summary["devices"]["steady_updates_per_s"]
-        / summary["direct"]["steady_updates_per_s"])
-    result["max_abs_param_diff"] = diffs["devices"]
   C.finish("devices", result, args=args, started=started,
            load_start=load_start)
   return 0
