@@ -58,6 +58,9 @@ _FLAG_NAME = "xla_cpu_experimental_ynn_fusion_type"
 # the enum's full names and replaces the whole list.
 EIGEN_CONV_OPTIONS = {_FLAG_NAME: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,"
                                   "LIBRARY_FUSION_TYPE_REDUCE"}
+# The conv= of the last configure_cpu call: the process's choice, which
+# compiler_options follows.
+_CHOICE = {"conv": "auto"}
 # jaxlib releases the flag is set on, [first, end): 0.10.2 was measured;
 # an unknown flag in XLA_FLAGS aborts the process, so other releases are
 # left alone.
@@ -185,10 +188,6 @@ def configure_cpu(*, conv: str = "auto", devices: int = 1) -> bool:
     return False
   os.environ["XLA_FLAGS"] = flags
   return True
-
-
-# The conv= of the last configure_cpu call (the process's choice).
-_CHOICE = {"conv": "auto"}
 
 
 def compiler_options(*, devices: int = 1, conv: Optional[str] = None,
