@@ -11,7 +11,10 @@ the number of CPU devices is fixed when JAX starts:
 * ``direct``: the CPU default (one device; one client per compiled step);
 * ``devices``: the CPU split into ``--devices`` devices (one per core);
   each step trains a wave of clients whose start versions exist, its lanes
-  dealt round-robin over the devices (``batching="devices"``).
+  dealt over the devices balanced by example count
+  (``batching="devices"``, ``strategies.deal_lanes``);
+* ``devices_rr``: the same with the lanes dealt round-robin, as before
+  ``deal_lanes`` (for a paired comparison).
 
 The processes alternate (``--repeats`` each, medians reported); every
 system's final parameters are compared with the first's (they must be
@@ -58,9 +61,20 @@ benchmarks/results``, and ``..T073110Z.json`` (``plain`` against
 ``direct``, the process-wide flag: 1.00x, bit-identical parameters) by
 the same with ``--systems direct,plain``.
 
+``results/devices_2026-12-03T083858Z.json`` (FedAvg rounds of 6 CNN
+clients: ``devices`` 1.05x ``direct``, ``devices_rr`` 1.00x) by ``python
+benchmarks/devices.py --model cnn --schedule sync --updates 120 --repeats
+3 --systems direct,devices,devices_rr --out benchmarks/results``;
+``..T082707Z.json`` (1.04x, round-robin dealing; written to a scratch
+folder and copied) by the same with ``--systems direct,devices`` before
+``deal_lanes``.
+
 Usage:
   python benchmarks/devices.py                 # 2000 updates, C=100
   python benchmarks/devices.py --model cnn     # the MNIST CNN instead
+  python benchmarks/devices.py --model cnn --schedule sync  # FedAvg rounds
+  python benchmarks/devices.py --model cnn --schedule sync \
+      --systems direct,devices,devices_rr   # the deal, paired
   python benchmarks/devices.py --smoke --out /tmp/x
 """
 
@@ -79,13 +93,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402
 
 SMOKE_OUTPUT = "devices_*_smoke.json"
-SYSTEMS = ("direct", "devices", "plain", "ynnpack")
+SYSTEMS = ("direct", "devices", "devices_rr", "plain", "ynnpack")
 
 
 def parse_args(argv):
   ap = C.mnist_parser(__doc__)
   ap.add_argument("--updates", type=int, default=None)
   ap.add_argument("--concurrency", type=int, default=None)
+  ap.add_argument("--schedule", choices=("async", "sync"), default="async",
+                  help="async: FedAsync at --concurrency (default); sync: "
+                  "FedAvg rounds of --cohort clients, so every wave is a "
+                  "whole round")
+  ap.add_argument("--cohort", type=int, default=None,
+                  help="clients per FedAvg round with --schedule sync "
+                  "(default 6, 4 with --smoke)")
   ap.add_argument("--devices", type=int, default=2)
   ap.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
                   help="W1's MLP (default) or the AFL paper's MNIST CNN")
@@ -112,6 +133,10 @@ def parse_args(argv):
       else 1000 if args.quick else 2000)
   args.concurrency = args.concurrency or (
       5 if args.smoke else 10 if cnn else 100)
+  args.cohort = args.cohort or (4 if args.smoke else 6)
+  if args.cohort < 1 or args.updates < args.cohort:
+    ap.error(f"--cohort must be in [1, --updates={args.updates}], got "
+             f"{args.cohort}")
   args.repeats = args.repeats or (1 if args.smoke else 2)
   args.clients = (20 if args.smoke else 100 if cnn
                   else C.W1["num_clients"])
@@ -121,7 +146,8 @@ def parse_args(argv):
 def child(args, path):
   """One timed run of ``args.system``; writes its record and parameters."""
   from fedasync_jax.sim import xla_cpu
-  devices = args.devices if args.system == "devices" else 1
+  split = args.system in ("devices", "devices_rr")
+  devices = args.devices if split else 1
   if args.system == "ynnpack":
     xla_cpu.configure_cpu(conv="ynnpack")
   elif args.system != "plain":
@@ -136,13 +162,27 @@ def child(args, path):
   _, params, upd, rule, key = C.w1_pieces(ds)
   if args.model == "cnn":
     params, upd = cnn_pieces(ds)
-  sched = scheduler.asynchronous(C.w1_delay_model(ds),
-                                 num_updates=args.updates,
-                                 concurrency=args.concurrency, seed=0)
-  kw = ({"batching": "devices", "width": args.width}
-        if args.system == "devices" else {})
+  if args.schedule == "sync":
+    from fedasync_jax import rules
+    rule = rules.fedavg()
+    sched = scheduler.synchronous(C.w1_delay_model(ds),
+                                  num_rounds=args.updates // args.cohort,
+                                  cohort_size=args.cohort, seed=0)
+  else:
+    sched = scheduler.asynchronous(C.w1_delay_model(ds),
+                                   num_updates=args.updates,
+                                   concurrency=args.concurrency, seed=0)
+  kw = {"batching": "devices", "width": args.width} if split else {}
+  if args.system == "devices_rr":
+    import jax.numpy as jnp
+    from fedasync_jax.sim import strategies
+    strategies.deal_lanes = lambda counts, d: jnp.arange(
+        counts.shape[0]).reshape(-1, d).T.ravel()
+  # A sync step of the devices system is a whole round: short chunks
+  # there, so that a run of tens of rounds still has a steady rate.
+  chunk = 2 if args.schedule == "sync" else 16
   res, out = C.simulate_timed(executor, rule, upd, params, ds, sched, key,
-                              chunk_steps=16, **kw)
+                              chunk_steps=chunk, **kw)
   res["devices"] = len(jax.devices())
   Path(args.result).write_text(json.dumps(res))
   np.savez(args.result + ".npz", *[np.asarray(a) for a in
@@ -203,9 +243,15 @@ def main(argv=None):
   model = ({"model": "mnist_cnn (models.mnist_cnn)", "batch_size": 64,
             "client_lr": 1e-3, "client_optimizer": "adam(1e-3)"}
            if args.model == "cnn" else {})
-  result = {"workload": {**C.W1, **model, "num_clients": args.clients,
-                         "concurrency": args.concurrency,
-                         "num_updates": args.updates, "eval": "none"},
+  schedule = ({"rule": "fedavg() (example-weighted mean)",
+               "schedule": "synchronous", "cohort": args.cohort,
+               "rounds": args.updates // args.cohort}
+              if args.schedule == "sync" else
+              {"schedule": "asynchronous", "concurrency": args.concurrency})
+  w1 = {k: v for k, v in C.W1.items() if k != "concurrency"}
+  result = {"workload": {**w1, **model, "num_clients": args.clients,
+                         **schedule, "num_updates": args.updates,
+                         "eval": "none"},
             "devices": args.devices, "systems": args.systems, "runs": runs,
             "medians": summary,
             f"steady_ratios_over_{first}_paired": ratios,

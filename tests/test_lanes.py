@@ -349,3 +349,58 @@ def test_devices_with_batched_lanes_equal_the_reference(tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   worst = float(r.stdout.split("WORST")[-1])
   assert worst <= 1e-8
+
+
+@pytest.mark.parametrize("width,devices", [(6, 2), (8, 2), (12, 3), (8, 4),
+                                           (5, 1)])
+def test_deal_lanes_balances_the_devices(width, devices):
+  """``deal_lanes`` is a permutation whose blocks are the devices' lanes;
+  dealt in a snake over the lanes sorted by count, any two devices' loads
+  differ by at most the largest count (round-robin dealing does not bound
+  it), and padding lanes (count 0) go last."""
+  import jax.numpy as jnp
+  from fedasync_jax.sim import strategies
+  rng = np.random.default_rng(width * 10 + devices)
+  for _ in range(20):
+    counts = rng.integers(0, 100, width)
+    deal = np.asarray(strategies.deal_lanes(jnp.asarray(counts), devices))
+    assert sorted(deal.tolist()) == list(range(width))
+    loads = counts[deal].reshape(devices, -1).sum(axis=1)
+    assert loads.max() - loads.min() <= counts.max()
+    # Within a device, its lanes by decreasing count (zeros last).
+    per = counts[deal].reshape(devices, -1)
+    assert (np.diff(per, axis=1) <= 0).all()
+  # A wave round-robin dealing leaves unbalanced: 28 against 41 steps.
+  counts = np.array([5, 19, 0, 12, 15, 10, 8, 0])
+  rr = counts.reshape(-1, 2).T.sum(axis=1)
+  assert sorted(rr.tolist()) == [28, 41]
+  deal = np.asarray(strategies.deal_lanes(jnp.asarray(counts), 2))
+  assert sorted(counts[deal].reshape(2, -1).sum(axis=1).tolist()) == [32, 37]
+
+
+def test_devices_strategy_deals_its_lanes_with_deal_lanes(lsq, lsq_update,
+                                                          monkeypatch):
+  """``batching="devices"`` orders its lanes by ``deal_lanes`` (on this
+  process's one device too) and still ends at the direct path's
+  parameters."""
+  import jax
+  from fedasync_jax import executor, rules
+  from fedasync_jax.sim import strategies
+  ds, _ = lsq
+  dm = delays.delay_model(np.ones(ds.num_clients), ds.counts * 1.0)
+  s = scheduler.asynchronous(dm, num_updates=40, concurrency=6, seed=3)
+  calls = []
+  real = strategies.deal_lanes
+
+  def spy(counts, num_devices):
+    calls.append(num_devices)
+    return real(counts, num_devices)
+  monkeypatch.setattr(strategies, "deal_lanes", spy)
+  args = (rules.fedasync(0.5), lsq_update, np.zeros(5), ds, s)
+  out = executor.simulate(*args, key=jax.random.key(0), batching="devices",
+                          width=4)
+  assert calls == [len(jax.devices())]  # traced once
+  direct = executor.simulate(*args, key=jax.random.key(0))
+  np.testing.assert_allclose(np.asarray(out.state.params),
+                             np.asarray(direct.state.params), rtol=0,
+                             atol=1e-12)
