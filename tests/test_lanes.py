@@ -376,6 +376,9 @@ def test_deal_lanes_balances_the_devices(width, devices):
   assert sorted(rr.tolist()) == [28, 41]
   deal = np.asarray(strategies.deal_lanes(jnp.asarray(counts), 2))
   assert sorted(counts[deal].reshape(2, -1).sum(axis=1).tolist()) == [32, 37]
+  with pytest.raises(ValueError, match=r"width \(8\) must be a multiple "
+                     r"of the number of devices \(3\)"):
+    strategies.deal_lanes(jnp.asarray(counts), 3)
 
 
 def test_devices_strategy_deals_its_lanes_with_deal_lanes(lsq, lsq_update,

@@ -221,6 +221,9 @@ def deal_lanes(counts, num_devices: int):
   Returns:
     ``(W,)`` int32 lane indices.
 
+  Raises:
+    ValueError: ``W`` is not a multiple of ``num_devices``.
+
   Example:
     >>> counts = jnp.array([5, 19, 0, 12, 15, 10, 8, 0])
     >>> deal = deal_lanes(counts, 2)
@@ -230,6 +233,9 @@ def deal_lanes(counts, num_devices: int):
     [37, 32]
   """
   W = counts.shape[0]
+  if W % num_devices:
+    raise ValueError(f"width ({W}) must be a multiple of the number of "
+                     f"devices ({num_devices})")
   order = jnp.argsort(-jnp.asarray(counts), stable=True)  # largest first
   k = jnp.arange(W)
   rnd, pos = k // num_devices, k % num_devices
@@ -304,9 +310,6 @@ class Devices(_Batched):
 
   def train(self, ctx, results, snaps, row):
     D, W = self.num_devices, row.wave_valid.shape[0]
-    if W % D:
-      raise ValueError(f"width ({W}) must be a multiple of the number of "
-                       f"devices ({D})")
     deal = deal_lanes(_lane_counts(ctx, row), D)
     row = jax.tree.map(lambda a: a[deal] if a.shape[:1] == (W,) else a, row)
     tasks = row.wave_task
