@@ -68,6 +68,10 @@ benchmarks/devices.py --model cnn --schedule sync --updates 120 --repeats
 ``..T082707Z.json`` (1.04x, round-robin dealing; written to a scratch
 folder and copied) by the same with ``--systems direct,devices`` before
 ``deal_lanes``.
+``results/devices_2026-12-03T091717Z.json`` (asynchronous, concurrency
+10: ``devices`` 1.05x, ``devices_rr`` 0.97x) by ``python
+benchmarks/devices.py --model cnn --updates 120 --repeats 3 --systems
+direct,devices,devices_rr --out benchmarks/results``.
 
 Usage:
   python benchmarks/devices.py                 # 2000 updates, C=100

@@ -388,7 +388,7 @@ def test_devices_strategy_deals_its_lanes_with_deal_lanes(lsq, lsq_update,
   parameters."""
   import jax
   from fedasync_jax import executor, rules
-  from fedasync_jax.sim import strategies
+  from fedasync_jax.sim import program, strategies
   ds, _ = lsq
   dm = delays.delay_model(np.ones(ds.num_clients), ds.counts * 1.0)
   s = scheduler.asynchronous(dm, num_updates=40, concurrency=6, seed=3)
@@ -399,6 +399,7 @@ def test_devices_strategy_deals_its_lanes_with_deal_lanes(lsq, lsq_update,
     calls.append(num_devices)
     return real(counts, num_devices)
   monkeypatch.setattr(strategies, "deal_lanes", spy)
+  program.clear_cache()  # trace anew: a cached program would not call it
   args = (rules.fedasync(0.5), lsq_update, np.zeros(5), ds, s)
   out = executor.simulate(*args, key=jax.random.key(0), batching="devices",
                           width=4)
