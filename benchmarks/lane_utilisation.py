@@ -20,6 +20,12 @@ the most any executor that keeps the exact arrival order can reach at
 that width (``lanes.critical_path``: parallelism / width). The widths
 include the parallelism rounded up (refill's default width).
 
+And for even widths, what the wave plan gains over two devices that each
+run their lanes one after the other (``batching="devices"`` on a CPU
+split into two one-core devices): ``lanes.device_balance``, useful steps
+over the busiest device's steps, with the lanes dealt by size (the
+strategy's ``deal_lanes``) and round-robin (before it); at most 2.
+
 The LAST line printed is one JSON object, also written to
 ``<--out>/lane_utilisation_<date>[_smoke].json`` (default ``runs/benchmarks/``,
 untracked; ``--out benchmarks/results`` records the run).
@@ -86,9 +92,16 @@ def main(argv=None):
       ru = lanes.utilisation(r, steps)
       u.update(refill=ru["utilisation"], refill_steps=r.num_steps,
                refill_slots=r.num_slots, refill_snaps=r.num_snaps)
+      for deal in ("size", "round_robin"):
+        u[f"two_devices_{deal}"] = (
+            lanes.device_balance(p, steps, 2, deal=deal)["speedup"]
+            if width % 2 == 0 else None)
+      two = ("" if width % 2 else
+             f"; two devices {u['two_devices_size']:.2f}x (round-robin "
+             f"{u['two_devices_round_robin']:.2f}x)")
       C.log(f"C={conc} width={width}: utilisation {u['utilisation']:.3f} "
             f"(padding {u['padding']:.3f}, {p.num_steps} steps); refill "
-            f"{u['refill']:.3f}; bound {u['bound']:.3f}")
+            f"{u['refill']:.3f}; bound {u['bound']:.3f}{two}")
       cases.append(u)
   result = {"workload": {**C.W1, "num_clients": args.clients,
                          "num_updates": args.updates,

@@ -408,3 +408,46 @@ def test_devices_strategy_deals_its_lanes_with_deal_lanes(lsq, lsq_update,
   np.testing.assert_allclose(np.asarray(out.state.params),
                              np.asarray(direct.state.params), rtol=0,
                              atol=1e-12)
+
+
+@pytest.mark.parametrize("devices", [1, 2, 4])
+def test_device_balance_counts_the_deal_of_the_strategy(devices):
+  """``lanes.device_balance`` equals a wave-by-wave count of the busiest
+  device's steps under ``strategies.deal_lanes`` (dealt by example count)
+  and under round-robin dealing; dealt by size it is better in total
+  here."""
+  import jax.numpy as jnp
+  from fedasync_jax.sim import strategies
+  rng = np.random.default_rng(devices)
+  n = 40
+  counts = rng.integers(1, 120, n)
+  steps = lanes.client_steps(counts, batch_size=10)
+  m = delays.delay_model(rng.lognormal(0, 1, n), counts * 1.0)
+  s = scheduler.asynchronous(m, num_updates=200, concurrency=12, seed=2)
+  p = plan.make_plan(s, width=8)
+  want = {"size": 0, "round_robin": 0}
+  useful = 0
+  for row_c, row_v in zip(p.wave_client, p.wave_valid):
+    c = np.where(row_v, counts[row_c], 0)
+    st = np.where(row_v, steps[row_c], 0)
+    useful += int(st.sum())
+    deal = np.asarray(strategies.deal_lanes(jnp.asarray(c), devices))
+    want["size"] += int(st[deal].reshape(devices, -1).sum(axis=1).max())
+    want["round_robin"] += int(max(st[d::devices].sum()
+                                   for d in range(devices)))
+  got = {d: lanes.device_balance(p, steps, devices, deal=d)
+         for d in want}
+  for d in want:
+    assert got[d]["device_steps"] == want[d], d
+    assert got[d]["useful_steps"] == useful
+    assert 1.0 <= got[d]["speedup"] <= devices
+  if devices == 1:
+    assert got["size"]["speedup"] == got["round_robin"]["speedup"] == 1.0
+  else:
+    assert got["size"]["device_steps"] < got["round_robin"]["device_steps"]
+  with pytest.raises(ValueError, match="num_devices must divide"):
+    lanes.device_balance(p, steps, 3)
+  with pytest.raises(ValueError, match="deal must be"):
+    lanes.device_balance(p, steps, 2, deal="greedy")
+  with pytest.raises(ValueError, match="wave plan"):
+    lanes.device_balance(plan.make_direct_plan(s), steps, 2)

@@ -12,6 +12,10 @@ Padding (lanes without a client) and short clients waiting for the
 longest both lower it. It is computed from the plan on the host, so it
 needs no accelerator.
 
+``device_balance`` counts, the same way, what a wave plan gains when its
+waves are dealt over several devices that each run their lanes one after
+the other (``batching="devices"`` on a CPU split into one-core devices).
+
 No executor that keeps the exact arrival order can do better than the
 schedule allows: a client's local steps run one after the other, and it
 starts only once its start version exists, which needs the arrivals
@@ -93,6 +97,65 @@ def utilisation(p, steps_of_client) -> dict:
           "executed_lane_steps": executed,
           "utilisation": useful / executed if executed else math.nan,
           "executed_waves": waves, "padding": p.padding_waste}
+
+
+def device_balance(p, steps_of_client, num_devices: int, *,
+                   deal: str = "size") -> dict:
+  """How much faster a wave plan's training runs over ``num_devices``
+  devices that each run their lanes one after the other (``lax.map``
+  within a device, the CPU's ``batching="devices"``), counted in local
+  steps: a wave costs one device its lanes' steps, and the wave waits for
+  the busiest device.
+
+  Args:
+    p: a wave ``plan.Plan`` (not direct, not refill); ``p.width`` must be
+      a multiple of ``num_devices``.
+    steps_of_client: ``(num_clients,)`` local steps of each client's task
+      (``client_steps``).
+    num_devices: ``D``.
+    deal: ``"size"``, the lanes as ``strategies.deal_lanes`` deals them
+      (sorted by size, in a snake), or ``"round_robin"`` (lane ``i`` on
+      device ``i mod D``).
+
+  Returns:
+    ``useful_steps``, ``device_steps`` (the sum over waves of the busiest
+    device's steps) and ``speedup`` (their ratio: at most ``D``).
+
+  Example:
+    >>> import numpy as np
+    >>> from fedasync_jax import delays, plan, scheduler
+    >>> m = delays.delay_model(np.ones(4), np.ones(4))
+    >>> s = scheduler.synchronous(m, num_rounds=2, cohort_size=4, seed=0)
+    >>> p = plan.make_plan(s, width=4)
+    >>> steps = np.array([5, 1, 4, 2])  # a round: 12 steps, 6 per device
+    >>> device_balance(p, steps, 2)["speedup"]
+    2.0
+  """
+  if p.direct or p.lane_done is not None:
+    raise ValueError("device_balance needs a wave plan (plan.make_plan "
+                     "without steps_of_client)")
+  if deal not in ("size", "round_robin"):
+    raise ValueError(f"deal must be 'size' or 'round_robin', got {deal!r}")
+  D, W = int(num_devices), p.width
+  if D < 1 or W % D:
+    raise ValueError(f"num_devices must divide the width ({W}), got "
+                     f"{num_devices}")
+  steps = np.asarray(steps_of_client, dtype=np.int64)[p.wave_client]
+  steps = np.where(p.wave_valid, steps, 0)
+  k = np.arange(W)
+  if deal == "size":
+    # Lanes in decreasing steps (the order of decreasing example counts,
+    # up to ties of equal steps), dealt 0, 1, ..., D-1, D-1, ..., 0, ...
+    steps = -np.sort(-steps, axis=1)
+    rnd, pos = k // D, k % D
+    device = np.where(rnd % 2 == 0, pos, D - 1 - pos)
+  else:
+    device = k % D
+  loads = np.stack([steps[:, device == d].sum(axis=1) for d in range(D)])
+  useful = int(steps.sum())
+  busiest = int(loads.max(axis=0).sum())
+  return {"useful_steps": useful, "device_steps": busiest,
+          "speedup": useful / busiest if busiest else math.nan}
 
 
 def critical_path(schedule, steps_of_client) -> dict:
