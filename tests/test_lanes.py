@@ -445,7 +445,8 @@ def test_device_balance_counts_the_deal_of_the_strategy(devices):
     assert got["size"]["speedup"] == got["round_robin"]["speedup"] == 1.0
   else:
     assert got["size"]["device_steps"] < got["round_robin"]["device_steps"]
-  with pytest.raises(ValueError, match="num_devices must divide"):
+  with pytest.raises(ValueError, match=r"width \(8\) must be a multiple "
+                     r"of the number of devices \(3\)"):
     lanes.device_balance(p, steps, 3)
   with pytest.raises(ValueError, match="deal must be"):
     lanes.device_balance(p, steps, 2, deal="greedy")

@@ -99,6 +99,29 @@ def utilisation(p, steps_of_client) -> dict:
           "executed_waves": waves, "padding": p.padding_waste}
 
 
+def snake_devices(width: int, num_devices: int) -> np.ndarray:
+  """The device of each of ``width`` lanes sorted largest first, dealt in
+  a snake: devices ``0, 1, ..., D-1``, then ``D-1, ..., 0``, and so on,
+  so that each device gets one of every ``D`` lanes of similar size and
+  any two devices' loads differ by at most the largest lane
+  (``strategies.deal_lanes`` and ``device_balance`` deal this way).
+
+  Raises:
+    ValueError: ``width`` is not a multiple of ``num_devices``.
+
+  Example:
+    >>> snake_devices(8, 2).tolist()
+    [0, 1, 1, 0, 0, 1, 1, 0]
+  """
+  D = int(num_devices)
+  if D < 1 or width % D:
+    raise ValueError(f"width ({width}) must be a multiple of the number of "
+                     f"devices ({num_devices})")
+  k = np.arange(width)
+  rnd, pos = k // D, k % D
+  return np.where(rnd % 2 == 0, pos, D - 1 - pos)
+
+
 def device_balance(p, steps_of_client, num_devices: int, *,
                    deal: str = "size") -> dict:
   """How much faster a wave plan's training runs over ``num_devices``
@@ -114,8 +137,8 @@ def device_balance(p, steps_of_client, num_devices: int, *,
       (``client_steps``).
     num_devices: ``D``.
     deal: ``"size"``, the lanes as ``strategies.deal_lanes`` deals them
-      (sorted by size, in a snake), or ``"round_robin"`` (lane ``i`` on
-      device ``i mod D``).
+      (sorted by size, ``snake_devices``), or ``"round_robin"`` (lane
+      ``i`` on device ``i mod D``).
 
   Returns:
     ``useful_steps``, ``device_steps`` (the sum over waves of the busiest
@@ -137,20 +160,15 @@ def device_balance(p, steps_of_client, num_devices: int, *,
   if deal not in ("size", "round_robin"):
     raise ValueError(f"deal must be 'size' or 'round_robin', got {deal!r}")
   D, W = int(num_devices), p.width
-  if D < 1 or W % D:
-    raise ValueError(f"num_devices must divide the width ({W}), got "
-                     f"{num_devices}")
+  device = snake_devices(W, D)  # also checks the width
   steps = np.asarray(steps_of_client, dtype=np.int64)[p.wave_client]
   steps = np.where(p.wave_valid, steps, 0)
-  k = np.arange(W)
   if deal == "size":
-    # Lanes in decreasing steps (the order of decreasing example counts,
-    # up to ties of equal steps), dealt 0, 1, ..., D-1, D-1, ..., 0, ...
+    # Lanes in decreasing steps: the order of decreasing example counts
+    # (up to ties of equal steps, which carry equal loads).
     steps = -np.sort(-steps, axis=1)
-    rnd, pos = k // D, k % D
-    device = np.where(rnd % 2 == 0, pos, D - 1 - pos)
   else:
-    device = k % D
+    device = np.arange(W) % D
   loads = np.stack([steps[:, device == d].sum(axis=1) for d in range(D)])
   useful = int(steps.sum())
   busiest = int(loads.max(axis=0).sum())
