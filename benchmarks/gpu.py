@@ -22,6 +22,22 @@ skipped and listed):
    real shapes (speed does not depend on pixel values): client examples per
    second, vmap and map.
 
+Data: MNIST from ``--data`` or the shared copy beside the checkout. A
+device machine has neither unless it is carried (the folder beside the
+checkout does not travel), so where the file is absent this runs on a
+generated stand-in of MNIST's shapes (60,000 + 10,000 28x28 images, ten
+balanced classes, so Dirichlet(0.5) client sizes alike) instead of
+skipping: every figure here is a speed, which does not depend on pixel
+values, and the JSON's ``data`` says which was used. To measure on the real
+file there, from the repository root here::
+
+  mkdir -p .data && cp ../shared/data/mnist.npz .data/ \
+      && echo /.data/ >> .git/info/exclude
+
+then run ``PYTHONPATH=. python3 benchmarks/gpu.py --data .data/mnist.npz
+--out $OUT`` with ``.data`` carried (the device machine's image has JAX,
+flax, optax and chex).
+
 The LAST line printed is one JSON object (device named), also written to
 ``<--out>/gpu_<date>[_quick|_smoke].json`` (default ``runs/benchmarks/``,
 untracked; ``--out benchmarks/results`` records the run). ``--smoke`` runs
@@ -37,7 +53,9 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402
@@ -206,20 +224,35 @@ def model_cases(args, budget):
   return out
 
 
+def data_path(args, out, *, n_train=60000, n_test=10000):
+  """``(path, what)``: the MNIST file of this run, or, where it is absent,
+  a generated stand-in of its shapes in a new temporary folder (see the
+  module: speeds only)."""
+  path = C.mnist_path(args, out)
+  if args.smoke:
+    return path, "generated (--smoke)"
+  if Path(path).exists():
+    return path, f"MNIST ({path})"
+  C.log(f"no MNIST at {Path(path).resolve()}: measuring on a generated "
+        f"stand-in of its shapes ({n_train} + {n_test} images); speeds "
+        f"only, as every figure here")
+  folder = tempfile.mkdtemp(prefix="gpu_mnist_")
+  return (C.smoke_mnist(folder, n_train=n_train, n_test=n_test),
+          f"generated stand-in of MNIST's shapes (no file at {path})")
+
+
 def main(argv=None):
   args = parse_args(argv)
   xla_cpu.configure_cpu()  # the library's CPU choice, as fedasync-jax makes it
   started, load_start = time.perf_counter(), C.loadavg()
   out = C.out_dir(args)
-  path = C.mnist_path(args, out)
-  if C.skip_if_no_mnist(path, "gpu"):
-    return 0
+  path, data_used = data_path(args, out)
   import jax
   budget = Budget(args.budget_s)
   ds, _, _ = C.w1_data(path, num_clients=args.clients)
   result = {"device": str(jax.devices()[0].device_kind),
             "backend": jax.default_backend(),
-            "num_devices": len(jax.devices()),
+            "num_devices": len(jax.devices()), "data": data_used,
             "workload": {**C.W1, "num_clients": args.clients,
                          "num_updates": args.updates}}
   result["w1"] = w1_cases(args, ds, budget)

@@ -199,3 +199,35 @@ def test_benchmarks_write_outside_the_recorded_results_by_default(
   path = common.write_json("x", {"a": 1}, quick=False,
                            folder=common.out_dir(args))
   assert path.parent == tmp_path / "default"
+
+
+def test_gpu_benchmark_measures_on_a_stand_in_where_mnist_is_absent(
+    tmp_path):
+  """On a device machine the shared MNIST copy does not travel:
+  ``benchmarks/gpu.py`` then generates a stand-in of MNIST's shapes in a
+  new temporary folder (never into ``--out``) and names it in its record,
+  instead of skipping; a present file is used as it is."""
+  import numpy as np
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  try:
+    spec = importlib.util.spec_from_file_location(
+        "gpu_bench", ROOT / "benchmarks" / "gpu.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+  finally:
+    sys.path.remove(str(ROOT / "benchmarks"))
+  out = tmp_path / "out"
+  out.mkdir()
+  args = gpu.parse_args(["--data", str(tmp_path / "absent.npz"),
+                         "--out", str(out)])
+  path, what = gpu.data_path(args, out, n_train=300, n_test=50)
+  assert what.startswith("generated stand-in") and "absent.npz" in what
+  assert Path(path).parent != out and not list(out.iterdir())
+  with np.load(path) as f:
+    assert f["x_train"].shape == (300, 28, 28)
+    assert f["x_test"].shape == (50, 28, 28)
+    assert sorted(set(f["y_train"].tolist())) == list(range(10))
+  real = tmp_path / "mnist.npz"
+  np.savez(real, x_train=np.zeros((2, 28, 28), np.uint8))
+  args = gpu.parse_args(["--data", str(real), "--out", str(out)])
+  assert gpu.data_path(args, out) == (real, f"MNIST ({real})")
