@@ -138,7 +138,7 @@ def parse_args(argv):
   args.concurrency = args.concurrency or (
       5 if args.smoke else 10 if cnn else 100)
   args.cohort = args.cohort or (4 if args.smoke else 6)
-  if args.cohort < 1 or args.updates < args.cohort:
+  if args.schedule == "sync" and not 1 <= args.cohort <= args.updates:
     ap.error(f"--cohort must be in [1, --updates={args.updates}], got "
              f"{args.cohort}")
   args.repeats = args.repeats or (1 if args.smoke else 2)
