@@ -390,6 +390,54 @@ def test_a_run_that_fails_to_load_data_replaces_nothing(tmp_path, capsys):
   assert not new.exists()
 
 
+def test_a_model_that_does_not_fit_the_data_replaces_nothing(tmp_path,
+                                                             capsys):
+  """A CNN on Synthetic's flat examples is refused while the run is set
+  up, naming both fields and the shapes, before anything is written: a
+  finished run's folder under --force keeps every byte, and neither a new
+  run's nor a new sweep's folder is left behind."""
+  cfg = _write_cfg(tmp_path, TINY)
+  done = tmp_path / "done"
+  assert cli.main(["run", "--config", str(cfg), "--out", str(done)]) == 0
+  before = {p.name: p.read_bytes() for p in done.iterdir()}
+  capsys.readouterr()
+  bad = ["--set", "model.name=mnist_cnn"]
+  assert cli.main(["run", "--config", str(cfg), "--out", str(done),
+                   "--force", *bad]) == 2
+  err = _error_line(capsys)
+  assert ("model.name 'mnist_cnn' with data.name 'synthetic' does not fit "
+          "the data (examples of shape (60,), float32)") in err, err
+  assert {p.name: p.read_bytes() for p in done.iterdir()} == before
+  for command in ("run", "sweep"):
+    new = tmp_path / f"new_{command}"
+    assert cli.main([command, "--config", str(cfg), "--out", str(new),
+                     *bad]) == 2
+    assert "does not fit the data" in _error_line(capsys)
+    assert not new.exists()
+
+
+def test_a_run_that_fails_while_compiling_leaves_its_folder_as_found(
+    tmp_path, capsys, monkeypatch):
+  """A failure after config.json is written but before anything is
+  computed (here: the executor raising at once, as a compile error would)
+  removes what the run wrote: a new folder goes, an empty one stays
+  empty."""
+  from fedasync_jax.run import experiment
+
+  def fail(*args, **kwargs):
+    raise ValueError("compile failed")
+  monkeypatch.setattr(experiment.executor, "simulate", fail)
+  cfg = _write_cfg(tmp_path, TINY)
+  new, empty = tmp_path / "new", tmp_path / "empty"
+  empty.mkdir()
+  for out in (new, empty):
+    assert cli.main(["run", "--config", str(cfg), "--out", str(out),
+                     "--set", "run.tensorboard=true"]) == 2
+    assert "fedasync-jax: error: compile failed" in capsys.readouterr().err
+  assert not new.exists()
+  assert list(empty.iterdir()) == []
+
+
 def test_plot_or_disk_error_after_training_keeps_what_was_computed(
     tmp_path, capsys, monkeypatch):
   import errno

@@ -51,6 +51,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -110,7 +111,9 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
 
   Checkpoints are written every ``cfg.run.checkpoint_every_s`` seconds (and
   always when a signal stops the run). ``config.json`` is written only
-  once the data are loaded, so a run that fails to start replaces nothing.
+  once the data are loaded, so a run that fails to start replaces nothing;
+  in a new or empty folder, a run that fails before it computed anything
+  (say, while compiling) removes what it wrote.
   When training ends, the final parameters are written first, then the
   summary, logs and plots (a disk or plotting error there is a warning).
 
@@ -128,6 +131,7 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
   if not resume:
     config_lib.validate(cfg)  # before any folder is made
     check_memory(cfg)
+  fresh = not resume and (not workdir.is_dir() or not any(workdir.iterdir()))
   with open_folder(workdir, command="run", resume=resume, force=force), \
       contextlib.ExitStack() as signals:
     t0 = time.perf_counter()
@@ -158,8 +162,9 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
 
     def elapsed() -> float:
       return before + time.perf_counter() - t0
-    with _metrics_stream(workdir, s, resume,
-                         tensorboard=cfg.run.tensorboard) as stream:
+    with _unwritten_on_failure(workdir, fresh), \
+        _metrics_stream(workdir, s, resume,
+                        tensorboard=cfg.run.tensorboard) as stream:
       out = executor.simulate(
           s.rule, s.update, s.params, s.fed.train, s.schedule,
           key=jax.random.key(cfg.run.seed), hparams=s.hparams,
@@ -188,6 +193,24 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
                       f"{s.schedule.num_arrivals} updates; history so far "
                       f"and checkpoint saved in {workdir}")
   return summary
+
+
+@contextlib.contextmanager
+def _unwritten_on_failure(workdir: Path, fresh: bool):
+  """Where a run in a new or empty folder fails before it computed
+  anything (no checkpoint, no metrics line: say, while compiling), removes
+  what it wrote there, so the folder is left as it was found."""
+  try:
+    yield
+  except Exception:
+    stream = workdir / metrics.METRICS
+    if fresh and not (workdir / CHECKPOINT).exists() and (
+        not stream.exists() or stream.stat().st_size == 0):
+      with contextlib.suppress(OSError):
+        for name in ("config.json", metrics.METRICS):
+          (workdir / name).unlink(missing_ok=True)
+        shutil.rmtree(workdir / tensorboard_lib.FOLDER, ignore_errors=True)
+    raise
 
 
 @contextlib.contextmanager

@@ -218,7 +218,8 @@ def make_model(cfg, fed: data.FederatedData) -> models.ModelFns:
 
   Raises:
     ConfigError: a label of the data (training or test) is not below the
-      model's number of classes (``checks.labels``).
+      model's number of classes (``checks.labels``), or the model does not
+      take the data's examples (:func:`check_fits`).
   """
   name = cfg.model.name
   given = {"input_dim": int(np.prod(fed.train.x.shape[1:])),
@@ -234,7 +235,45 @@ def make_model(cfg, fed: data.FederatedData) -> models.ModelFns:
       raise ConfigError(f"data.name {cfg.data.name!r}: {e}") from None
   if fed.train.x.dtype == np.uint8:
     model = images.with_image_inputs(model, cfg.data.name)
+  check_fits(model, fed.train.x, fed.train.y,
+             what=f"model.name {name!r} with data.name {cfg.data.name!r}")
   return model
+
+
+def check_fits(model: models.ModelFns, x, y, *, what: str = "model") -> None:
+  """Checks that ``model`` trains on examples like ``x[:1]``, ``y[:1]``.
+
+  Traces the model's ``init`` and ``loss`` abstractly (``jax.eval_shape``:
+  nothing is computed or compiled), so a model that does not fit the data
+  is refused before a run writes anything, not when its first program is
+  compiled.
+
+  Args:
+    model: the model.
+    x, y: training examples and labels (only their first row's shape and
+      dtype are used).
+    what: how the message names the pair, e.g. the config fields.
+
+  Raises:
+    ConfigError: ``model.loss`` refuses the examples, naming ``what``, the
+      example shape and the model's own message.
+
+  Example:
+    >>> from fedasync_jax import models
+    >>> check_fits(models.mnist_cnn(), np.zeros((3, 60), np.float32),
+    ...            np.zeros(3, np.int32), what="mnist_cnn")
+    Traceback (most recent call last):
+    ...
+    fedasync_jax.run.schema.ConfigError: mnist_cnn does not fit the data (examples of shape (60,), float32): mnist_cnn: x must have shape (B, H, W, 1) or (B, H, W), got (1, 60)
+  """
+  x1, y1 = np.asarray(x[:1]), np.asarray(y[:1])
+  try:
+    params = jax.eval_shape(model.init, jax.random.key(0))
+    jax.eval_shape(model.loss, params, x1, y1, np.ones(1, np.float32))
+  except (ValueError, TypeError) as e:
+    raise ConfigError(
+        f"{what} does not fit the data (examples of shape "
+        f"{tuple(x1.shape[1:])}, {x1.dtype}): {e}") from None
 
 
 def make_rule_from(cfg, fed: data.FederatedData) -> rules.ServerRule:
