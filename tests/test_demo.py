@@ -104,3 +104,24 @@ def test_demo_checks_its_arguments_before_announcing_the_folder(tmp_path):
                   log=logged.append)
   assert logged == []
   assert not (tmp_path / "d").exists()
+
+
+def test_demo_never_writes_into_another_runs_folder(demo_run, tmp_path):
+  """The demo's folder rule is the run's: a folder holding outputs is
+  refused with every byte kept, a non-empty one needs force."""
+  out, _ = demo_run
+  before = {p.name: p.read_bytes() for p in out.iterdir()}
+  with pytest.raises(ValueError, match="is not empty .*--force"):
+    demo.run_demo(out, num_updates=100, num_clients=30, concurrency=4,
+                  log=lambda s: None)
+  assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+  notes = tmp_path / "notes"
+  notes.mkdir()
+  (notes / "notes.txt").write_text("mine")
+  with pytest.raises(ValueError, match="is not empty"):
+    demo.run_demo(notes, num_updates=100, num_clients=30, concurrency=4,
+                  log=lambda s: None)
+  demo.run_demo(notes, num_updates=100, num_clients=30, concurrency=4,
+                log=lambda s: None, force=True)
+  assert (notes / "notes.txt").read_text() == "mine"
+  assert (notes / "summary.json").exists()

@@ -36,7 +36,7 @@ from fedasync_jax import models
 from fedasync_jax.core import (checks, client, optimizers, rules,
                                staleness)
 from fedasync_jax.data import synthetic
-from fedasync_jax.run import metrics, outputs, results
+from fedasync_jax.run import folders, metrics, outputs, results
 from fedasync_jax.sim import delays, executor, scheduler
 
 
@@ -158,28 +158,39 @@ def _report(summary, histories, num_updates):
 
 def run_demo(out_dir, *, num_updates: int = 3000, concurrency: int = 10,
              num_clients: int = 100, seed: int = 0, client_lr: float = 0.01,
-             log: Callable[[str], None] = print) -> dict:
+             log: Callable[[str], None] = print,
+             force: bool = False) -> dict:
   """Runs the demo and writes its files into ``out_dir``.
 
   Args:
-    out_dir: output folder (created).
+    out_dir: output folder: a new or empty one (``force``: any), locked
+      while the demo writes into it (``folders.open_folder``).
     num_updates: client updates per algorithm (a multiple of 100).
     concurrency: clients in flight (FedAsync, FedBuff) and cohort (FedAvg).
     num_clients: population of Synthetic(1, 1).
     seed: seed of data, delays, schedule and training.
     client_lr: the clients' SGD learning rate.
     log: where the output folder, progress and tables go.
+    force: write into a non-empty folder (its files may be replaced).
 
   Returns:
     The summary dict (also written to ``summary.json``).
 
   Raises:
-    ValueError: a bad argument (before anything is logged or written).
+    ValueError: a bad argument, or a taken or locked folder (before
+      anything is logged or written).
   """
   num_updates, concurrency, num_clients = _check(
       num_updates, concurrency, num_clients, client_lr, seed)
-  out = Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
+  with folders.open_folder(Path(out_dir), command="demo",
+                           force=force) as out:
+    return _demo(out, num_updates=num_updates, concurrency=concurrency,
+                 num_clients=num_clients, seed=seed, client_lr=client_lr,
+                 log=log)
+
+
+def _demo(out: Path, *, num_updates, concurrency, num_clients, seed,
+          client_lr, log) -> dict:
   (out / metrics.METRICS).write_text("")  # the runs append to it
   log(f"output folder: {out}")
   t_all = time.perf_counter()

@@ -175,7 +175,7 @@ def claim_folder(workdir: Path, command: str = "run", *,
 
   Args:
     workdir: the output folder.
-    command: ``"run"`` or ``"sweep"``, for the messages.
+    command: ``"run"``, ``"sweep"`` or ``"demo"``, for the messages.
     force: write into a non-empty folder.
 
   Returns:
@@ -207,9 +207,10 @@ def claim_folder(workdir: Path, command: str = "run", *,
     held = _contents(workdir)
     if held and not force:
       if CHECKPOINT in held:
+        resumes = command if command in ("run", "sweep") else "run (or sweep)"
         raise ValueError(
             f"{workdir} holds an interrupted run or sweep ({CHECKPOINT}); "
-            f"continue it with: fedasync-jax {command} --resume {workdir}, "
+            f"continue it with: fedasync-jax {resumes} --resume {workdir}, "
             f"or choose another --out (nothing is overwritten)")
       if "config.json" in held:
         raise ValueError(
