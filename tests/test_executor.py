@@ -367,6 +367,31 @@ def test_sweep_rejects_mismatched_members():
                 keys=jax.random.split(jax.random.key(0), 3))
 
 
+@pytest.mark.parametrize("bad", [0, -5, 2.5, True, "10"])
+def test_every_entry_point_refuses_a_bad_eval_every(bad):
+  """0 used to mean no evaluation but the first (so no final one) and -5
+  or 2.5 an evaluation every 5 versions; each entry point now names
+  eval_every before any work."""
+  ds, upd, params, ev = problem("lsq", np.float32)
+  dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
+  s = scheduler.asynchronous(dm, num_updates=20, concurrency=5, seed=0)
+  rule, key = rules.fedasync(0.5), jax.random.key(0)
+  calls = {
+      "simulate": lambda: executor.simulate(rule, upd, params, ds, s, key=key,
+                                            eval_fn=ev, eval_every=bad),
+      "reference": lambda: reference.run(rule, upd, params, ds, s, key=key,
+                                         eval_fn=ev, eval_every=bad),
+      "sweep": lambda: sweep.sweep(lambda hp: rules.fedasync(hp["alpha"]),
+                                   {"alpha": jnp.array([0.2, 0.4])}, upd,
+                                   params, ds, s, keys=key, eval_fn=ev,
+                                   eval_every=bad),
+  }
+  for name, call in calls.items():
+    with pytest.raises(ValueError, match=r"eval_every .* must be an integer "
+                       r">= 1"):
+      call()
+
+
 MULTI_DEVICE = textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp, numpy as np

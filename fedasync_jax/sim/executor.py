@@ -100,7 +100,8 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
       attribute ``data`` (``models.make_evaluator``), it is called as
       ``eval_fn(params, eval_fn.data)`` with the data passed as an argument
       of the compiled program rather than baked into it.
-    eval_every: evaluation interval in versions.
+    eval_every: evaluation interval in versions, an int >= 1 (``None``:
+      none but the initial one).
     progress: called after every chunk with a dict (``arrivals_done``,
       ``num_arrivals``, ``version``, ``wall_time_s``, ``last_eval``).
     checkpoint: called after every chunk with a ``Checkpoint`` (host

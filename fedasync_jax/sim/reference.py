@@ -40,7 +40,7 @@ from fedasync_jax.sim import scheduler as sched_lib
 from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.data import ClientDataset
 from fedasync_jax.core.types import RunResult, ServerRule, evaluation
-from fedasync_jax.sim.tasks import task_hparams
+from fedasync_jax.sim.tasks import check_eval_every, task_hparams
 
 
 def _index(tree, i):
@@ -64,7 +64,8 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
     hparams: per-task client hyperparameters (default: all ones/zeros).
     eval_fn: ``params -> dict of scalars``, run when the version becomes a
       multiple of ``eval_every`` (and on the initial parameters).
-    eval_every: evaluation interval in versions.
+    eval_every: evaluation interval in versions, an int >= 1 (``None``:
+      none but the initial one).
     progress: called after every arrival with a dict (``arrivals_done``,
       ``num_arrivals``, ``version``, ``wall_time_s``, ``last_eval``), as
       ``executor.simulate`` calls it after every chunk.
@@ -77,6 +78,7 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
                      f"has {data.num_clients}")
   if hparams is None:
     hparams = task_hparams(schedule)
+  eval_every = check_eval_every(eval_every)
   x, y = jnp.asarray(data.x), jnp.asarray(data.y)
   offsets, counts = data.offsets, data.counts
   train = jax.jit(lambda p, o, c, k, h: client.update(

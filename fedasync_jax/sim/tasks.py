@@ -106,10 +106,36 @@ def task_hparams(schedule: sched_lib.Schedule, *, lr_scale=1.0,
   return ClientHParams(scale.astype(np.float32), rho.astype(np.float32))
 
 
+def check_eval_every(eval_every) -> Optional[int]:
+  """``eval_every`` as an int >= 1, or ``None`` (no periodic evaluation).
+
+  Raises:
+    ValueError: anything else (0, a negative or fractional number),
+      naming ``eval_every`` and the allowed values.
+
+  Example:
+    >>> check_eval_every(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: eval_every (server versions between evaluations; None: none) must be an integer >= 1, got 0
+  """
+  if eval_every is None:
+    return None
+  return checks.integer("eval_every (server versions between evaluations; "
+                        "None: none)", eval_every, low=1)
+
+
 def eval_points(version_after: np.ndarray, eval_every: Optional[int]):
   """Arrivals after which an evaluation runs: the version just became a
-  multiple of ``eval_every`` (shared by both simulators)."""
-  if not eval_every:
+  multiple of ``eval_every`` (shared by the executor's entry points, which
+  thus refuse a bad ``eval_every`` before any work: ``check_eval_every``).
+
+  Example:
+    >>> eval_points(np.array([1, 2, 2, 3, 4]), 2).tolist()
+    [False, True, False, False, True]
+  """
+  eval_every = check_eval_every(eval_every)
+  if eval_every is None:
     return np.zeros(version_after.shape, bool)
   prev = np.concatenate([[0], version_after[:-1]])
   return (version_after != prev) & (version_after % eval_every == 0)
