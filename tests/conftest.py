@@ -86,23 +86,24 @@ def lsq_update(lsq):
                              max_examples=ds.max_count)
 
 
-def two_class_images(rng, n):
-  """``n`` uint8 8x8 grey images of two classes (bright top half vs bright
-  bottom half) and their int64 labels."""
+def two_class_images(rng, n, size=8):
+  """``n`` uint8 ``size`` x ``size`` grey images of two classes (bright top
+  half vs bright bottom half) and their int64 labels."""
   y = rng.integers(0, 2, n)
-  x = rng.integers(0, 60, (n, 8, 8)).astype(np.uint8)
+  x = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
   for i, c in enumerate(y):
-    x[i, :4] += np.uint8(150 * (c == 0))
-    x[i, 4:] += np.uint8(150 * (c == 1))
+    x[i, :size // 2] += np.uint8(150 * (c == 0))
+    x[i, size // 2:] += np.uint8(150 * (c == 1))
   return x, y.astype(np.int64)
 
 
-def write_image_npz(path, seed=0):
+def write_image_npz(path, seed=0, size=8):
   """Writes 400 training and 100 test ``two_class_images`` as an .npz with
-  ``x_train, y_train, x_test, y_test``; returns ``path``."""
+  ``x_train, y_train, x_test, y_test``; returns ``path``. ``size=28``
+  gives MNIST's shape, for a file loaded as ``data.name`` ``mnist``."""
   rng = np.random.default_rng(seed)
-  x_tr, y_tr = two_class_images(rng, 400)
-  x_te, y_te = two_class_images(rng, 100)
+  x_tr, y_tr = two_class_images(rng, 400, size)
+  x_te, y_te = two_class_images(rng, 100, size)
   np.savez(path, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
   return path
 

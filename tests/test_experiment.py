@@ -12,7 +12,7 @@ from fedasync_jax import (client, config, executor, experiment, models, rules,
 
 @pytest.fixture
 def image_cfg(tmp_path):
-  path = write_image_npz(tmp_path / "img.npz")
+  path = write_image_npz(tmp_path / "img.npz", size=28)
   # data.name "mnist" with an .npz path: MNIST's normalization is used.
   return config.from_dict({
       "data": {"name": "mnist", "path": str(path), "num_clients": 10},
@@ -24,7 +24,7 @@ def test_make_model_standardizes_uint8_inputs(image_cfg):
   fed = experiment.load_data(image_cfg)
   assert fed.train.x.dtype == np.uint8 and fed.x_test.dtype == np.float32
   model = experiment.make_model(image_cfg, fed)
-  raw = models.logistic_regression(64, 2)
+  raw = models.logistic_regression(28 * 28, 2)
   # random weights (logistic regression starts at zero, which would hide
   # the inputs)
   p = jax.tree.map(lambda a: jax.random.normal(jax.random.key(1), a.shape),
@@ -150,6 +150,22 @@ def test_progress_after_a_resume_shows_the_resumed_accuracy_and_no_eta():
   bar({"arrivals_done": 16, "num_arrivals": 16, "version": 16,
        "wall_time_s": 5.1, "last_eval": None})
   assert bar.stream.getvalue().endswith("ETA    0.0 s \n")
+
+
+def test_a_file_of_other_images_is_refused_under_a_named_data_set(
+    tmp_path):
+  """8x8 images given as data.name mnist (MNIST's statistics, a model
+  built for 28x28) are refused, naming the shapes and the way out; the
+  same file loads as npz."""
+  path = write_image_npz(tmp_path / "small.npz")
+  cfg = config.from_dict({"data": {"name": "mnist", "path": str(path),
+                                   "num_clients": 10}})
+  with pytest.raises(config.ConfigError, match=(
+      r"data\.name='mnist'.*holds examples of shape \(8, 8\), not mnist's "
+      r"\(28, 28\) or \(28, 28, 1\); .* name 'npz' for other data")):
+    experiment.load_data(cfg)
+  npz = config.apply_overrides(cfg, ["data.name=npz"])
+  assert experiment.load_data(npz).train.x.shape[1:] == (8, 8)
 
 
 def test_labels_beyond_the_models_classes_are_refused(image_cfg):

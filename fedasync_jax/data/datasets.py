@@ -117,9 +117,27 @@ def load(name: str, *, path: str | os.PathLike | None = None,
     known = DATASETS[name].info.get("num_classes") if name in DATASETS \
         else None
     raw = load_npz(path, **({"max_classes": known} if known else {}))
+    _check_image_shape(name, path, raw.x_train.shape[1:])
     return raw._replace(name=name if name != "npz" else Path(path).stem)
   return load_tfds(_TFDS_NAMES.get(name, name), data_dir=data_dir,
                    download=download)
+
+
+def _check_image_shape(name: str, path, shape) -> None:
+  """Refuses a file whose examples are not the named set's images (say,
+  CIFAR-10 given as ``mnist``, which would be standardised with MNIST's
+  statistics and trained without a word)."""
+  want = DATASETS[name].info.get("image_shape") if name in DATASETS \
+      else None
+  if want is None:
+    return
+  allowed = {tuple(want)} | ({tuple(want[:-1])} if want[-1] == 1 else set())
+  if tuple(shape) not in allowed:
+    shown = " or ".join(str(a) for a in sorted(allowed, key=len))
+    raise ValueError(
+        f"path {path} holds examples of shape {tuple(shape)}, not "
+        f"{name}'s {shown}; give the file of {name}, or name 'npz' for "
+        f"other data")
 
 
 def _image_member(name: str, doc: str, **info) -> None:
