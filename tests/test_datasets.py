@@ -481,8 +481,15 @@ def test_registry_loads_files_by_name(tmp_path):
   path = _save(tmp_path / "toy.npz", **_good_arrays())
   c = datasets.DATASETS.build("npz", path=str(path))
   assert c.name == "toy" and c.num_classes == 3
-  c = datasets.DATASETS.build("mnist", path=str(path))
-  assert c.name == "mnist" and c.x_train.shape == (12, 4, 2)
+  with pytest.raises(ValueError, match=r"holds examples of shape \(4, 2\), "
+                     r"not mnist's \(28, 28\) or \(28, 28, 1\)"):
+    datasets.DATASETS.build("mnist", path=str(path))
+  arrays = _good_arrays()
+  for key in ("x_train", "x_test"):
+    arrays[key] = np.zeros((len(arrays[key]), 28, 28), np.uint8)
+  c = datasets.DATASETS.build("mnist", path=str(_save(
+      tmp_path / "m28.npz", **arrays)))
+  assert c.name == "mnist" and c.x_train.shape == (12, 28, 28)
   jpeg, _ = _jpeg_file(tmp_path / "c_jpeg_bytes.npz", _smooth_images(2, 0),
                        [0, 1], _smooth_images(1, 1), [2])
   c = datasets.DATASETS.build("cifar10", path=str(jpeg))
