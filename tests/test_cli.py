@@ -438,6 +438,19 @@ def test_a_run_that_fails_while_compiling_leaves_its_folder_as_found(
   assert list(empty.iterdir()) == []
 
 
+def test_the_summary_counts_updates_lost_on_the_way(tmp_path):
+  """Tasks lost to dropout never arrive (no row in arrivals.csv); the
+  summary counts them, as many as the schedule lost."""
+  from fedasync_jax import experiment
+  cfg = config.from_dict({**TINY, "delays": {"dropout": 0.5}})
+  summary = experiment.train_and_evaluate(cfg, tmp_path / "out",
+                                          show_progress=False)
+  lost = experiment.setup(cfg).schedule.lost
+  assert summary["lost_updates"] == int(lost.sum()) > 0
+  with open(tmp_path / "out" / "arrivals.csv") as f:
+    assert len(list(csv.DictReader(f))) == summary["client_updates"]
+
+
 def test_plot_or_disk_error_after_training_keeps_what_was_computed(
     tmp_path, capsys, monkeypatch):
   import errno

@@ -271,6 +271,17 @@ def staleness_summary(arrivals: dict) -> dict:
           "max": int(st.max())}
 
 
+def _lost_updates(schedule, out: types.RunResult) -> int:
+  """Tasks whose update never reached the server (``delays.dropout``, a
+  synchronous round's deadline or over-selection), up to where the run
+  got: they are not arrivals, so ``arrivals.csv`` has no row for them."""
+  if not out.stats.get("stopped_early", False):
+    return int(schedule.stats.get("lost_updates", 0))
+  times = out.arrivals["simulated_time"]
+  until = float(times[-1]) if len(times) else 0.0
+  return int((schedule.lost & (schedule.arrival_time <= until)).sum())
+
+
 def _summary(s, out: types.RunResult, final: dict, wall_time: float,
              resumed_s: float = 0.0) -> dict:
   arr = out.arrivals
@@ -281,6 +292,7 @@ def _summary(s, out: types.RunResult, final: dict, wall_time: float,
       "client_updates": int(len(arr["client"])),
       "stopped_early": bool(out.stats.get("stopped_early", False)),
       "dropped_updates": int((~arr["applied"]).sum()),
+      "lost_updates": _lost_updates(s.schedule, out),
       "quarantined_updates": int(getattr(out.state, "quarantined", 0)),
       "clipped_updates": int(getattr(out.state, "clipped", 0)),
       "simulated_time": (float(arr["simulated_time"][-1])
