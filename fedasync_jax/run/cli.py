@@ -202,13 +202,14 @@ def _split_cpu(n: int) -> None:
 def _sweep(args) -> int:
   from fedasync_jax.run import config as config_lib
   from fedasync_jax.run import experiment
+  from fedasync_jax.run import grid as grid_lib
   _split_cpu(args.devices)
   args.out, args.resume = _folder(args, "out"), _folder(args, "resume")
   _check_folder_args(args, "sweep", (
       "--resume continues a sweep with its saved config, grid and seeds; do "
       "not pass --config, --set, --grid or --seeds with it")
-      if args.config is not None or args.set or args.grid or args.seeds
-      else "")
+      if args.config is not None or args.set or args.grid
+      or args.seeds is not None else "")
   if args.resume is not None:
     out = args.resume
     print(f"resuming {out}", file=sys.stderr)
@@ -218,9 +219,9 @@ def _sweep(args) -> int:
     cfg = (config_lib.load(args.config) if args.config is not None
            else config_lib.Config())
     cfg = config_lib.apply_overrides(cfg, args.set)
-    grid = experiment.parse_grid(args.grid)
-    seeds = ([int(x) for x in args.seeds.split(",") if x.strip()]
-             if args.seeds else None)
+    grid = grid_lib.parse_grid(args.grid)
+    seeds = (grid_lib.parse_seeds(args.seeds) if args.seeds is not None
+             else None)
     members = math.prod(len(v) for v in grid.values()) * len(seeds or [0])
     if members % args.devices:
       raise ValueError(f"--devices {args.devices}: the number of members "
@@ -253,7 +254,7 @@ examples:
       --grid rule.staleness_a=0,0.5,1 --seeds 0,1 --set run.num_updates=1000
 
   # a base configuration file plus a learning-rate grid
-  fedasync-jax sweep --config my.yaml --grid client.lr=0.01,0.03,0.1 \
+  fedasync-jax sweep --config my.yaml --grid client.lr=0.01,0.03,0.1 \\
       --out runs/lr
 
   # continue it after Ctrl-C
@@ -263,21 +264,28 @@ outputs (in --out):
   history.csv (long format: one row per evaluation of every member: member,
   grid values, seed, version, simulated time, client updates, client
   training loss, test loss and accuracy), summary.csv (per grid point: seeds,
-  mean and 95% interval over seeds of the final test accuracy and loss),
+  mean and 95% interval over seeds of the final test accuracy and loss,
+  clipped to where they lie: accuracy to [0, 1], loss to 0 and above),
   sweep.csv (one row per member: settings, final metrics, folder),
   config.json (base config, grid, seeds), summary.json (wall time),
   test_accuracy.png and test_loss.png (mean and band over seeds against
-  client updates and simulated time; with matplotlib), and one folder per
-  member named by its values (alpha=0.3,seed=1/; m<i> links to it) with
-  history.csv, arrivals.csv, participation.csv, summary.json and
-  final_params.msgpack. Every member equals its own `fedasync-jax run` with
-  the same values (--set ...). With --set run.tensorboard=true also
-  tensorboard/<member folder>/: each member's metrics as TensorBoard events
-  (written when the sweep ends or is stopped).
+  client updates and simulated time, the band clipped as in summary.csv;
+  with matplotlib), and one folder per member named by its values
+  (alpha=0.3,seed=1/; m<i> links to it) with history.csv, arrivals.csv,
+  participation.csv, summary.json and final_params.msgpack. Every member
+  equals its own `fedasync-jax run` with the same values (--set ...). Grid
+  fields that the base configuration never reads are warned about (on
+  stderr and in summary.json), as --set fields are. With --set
+  run.tensorboard=true also tensorboard/<member folder>/: each member's
+  metrics as TensorBoard events (written when the sweep ends or is
+  stopped).
 
   Ctrl-C (or SIGTERM) stops at the next chunk (run.chunk_steps steps shared
   out over the members on CPU) and saves checkpoint.msgpack and the outputs
   so far; --resume DIR continues and ends as an uninterrupted sweep would.
+  --force into a previous sweep's folder first removes that sweep's member
+  folders (the files a sweep writes there), their m<i> links and
+  TensorBoard events; other files in the folder are kept.
 
 Fields that change shapes or the schedule (data, model, rule.name,
 run.concurrency, ...) cannot vary inside one program: run one sweep per
@@ -288,6 +296,11 @@ value instead.
 def _sweepable_text() -> str:
   from fedasync_jax.run import grid
   return ", ".join(sorted(grid.sweepable()))
+
+
+def _seed_range() -> str:
+  from fedasync_jax.run import schema
+  return schema.interval(schema.param("run", "seed"))
 
 
 def _config_args(parser, config_help: str, set_help: str) -> None:
@@ -366,14 +379,17 @@ def _add_run(sub) -> None:
   r.set_defaults(func=_run)
 
 
-def _folder_options(p, command: str, resume_help: str) -> None:
+FORCE_HELP = ("write into a non-empty --out (its files may be replaced; a "
+              "checkpoint there is removed)")
+
+
+def _folder_options(p, command: str, resume_help: str,
+                    force_help: str = FORCE_HELP) -> None:
   """``--out``, ``--force`` and ``--resume`` of ``run`` and ``sweep``."""
   p.add_argument("--out", default=None,
                  help=f"output folder, new or empty (default: "
                       f"runs/{command}-<date>-<time>)")
-  p.add_argument("--force", action="store_true",
-                 help="write into a non-empty --out (its files may be "
-                      "replaced; a checkpoint there is removed)")
+  p.add_argument("--force", action="store_true", help=force_help)
   p.add_argument("--resume", default=None, metavar="DIR", help=resume_help)
 
 
@@ -392,11 +408,17 @@ def _add_sweep(sub) -> None:
                "override one base field (repeatable)")
   w.add_argument("--grid", action="append", default=[],
                  metavar="SECTION.FIELD=V1,V2,...",
-                 help="values of one sweepable field (repeatable)")
+                 help="the values of one sweepable field (repeatable, "
+                      "once per field)")
   w.add_argument("--seeds", default=None, metavar="S1,S2,...",
-                 help="comma-separated seeds (default: run.seed)")
+                 help=f"comma-separated distinct integer seeds in "
+                      f"{_seed_range()} (default: run.seed)")
   _folder_options(w, "sweep", "continue the interrupted sweep in DIR (with "
-                  "its saved config, grid and seeds)")
+                  "its saved config, grid and seeds)", force_help=(
+                      "write into a non-empty --out (its files may be "
+                      "replaced; a checkpoint and a previous sweep's member "
+                      "folders, m<i> links and TensorBoard events there "
+                      "are removed; other files are kept)"))
   w.add_argument("--devices", type=int, default=1, metavar="N",
                  help="CPU only: split the members over N devices, one per "
                       "core (the number of members must be a multiple of "

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from collections.abc import Mapping
 
+from fedasync_jax.core import checks
 from fedasync_jax.core.registry import Registry
 from fedasync_jax.run import schema
 
@@ -75,36 +77,120 @@ class _Sweepable(Mapping):
 SWEEPABLE = _Sweepable()
 
 
+GRID_FORM = "SECTION.FIELD=V1,V2,..."
+"""What a ``--grid`` item looks like."""
+
+
+def _fields() -> list:
+  """Every ``section.field`` of the configuration, and every
+  ``section.mapping.entry`` a member of a mapping field's family takes."""
+  out = []
+  for sec in schema.SECTIONS:
+    for f in sec.fields:
+      out.append(f"{sec.name}.{f.name}")
+      if isinstance(f, schema.Extra):
+        out += [f"{sec.name}.{f.name}.{p.name}"
+                for m in schema.family(sec.name, f.choice).members()
+                for p in m.params]
+  return out
+
+
+def _not_sweepable(key: str, item: str, allowed) -> ValueError:
+  """Why ``key`` cannot be a grid field: unknown (with a suggestion, as
+  ``--set`` gives) or fixed inside one compiled program."""
+  known = _fields()
+  if key not in known:
+    return ValueError(f"unknown field {key} in --grid {item!r}; sweepable "
+                      f"fields are {sorted(allowed)}"
+                      f"{checks.suggest(key, [*allowed, *known])}")
+  return ValueError(f"{key} cannot vary inside one compiled sweep; "
+                    f"sweepable fields are {sorted(allowed)} (and seeds via "
+                    f"--seeds)")
+
+
 def parse_grid(items) -> dict:
   """Parses ``section.field=v1,v2,...`` strings into ``{field: [values]}``.
 
   Only fields that can vary inside one compiled program are accepted
-  (``SWEEPABLE``).
+  (``SWEEPABLE``), each in one item.
 
   Raises:
-    ValueError: a field that cannot vary, or values that are not numbers.
+    ValueError: an item that is not ``FIELD=V1,V2,...``, an unknown field
+      (with a suggestion), a field that cannot vary or is given twice, or
+      values that are not numbers.
+
+  Example:
+    >>> parse_grid(["rule.alhpa=0.3"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown field rule.alhpa ... (did you mean 'rule.alpha'?)
   """
   grid = {}
   allowed = sweepable()
   for item in items or ():
-    if "=" not in item:
-      raise ValueError(f"a grid must look like section.field=v1,v2, got "
-                       f"{item!r}")
-    key, values = item.split("=", 1)
+    key, eq, values = item.partition("=")
     key = key.strip()
+    if not (eq and key):
+      raise ValueError(f"a --grid item must look like {GRID_FORM}, got "
+                       f"{item!r}")
     if key not in allowed:
-      raise ValueError(f"{key} cannot vary inside one compiled sweep; "
-                       f"sweepable fields are {sorted(allowed)} (and "
-                       f"seeds via --seeds)")
+      raise _not_sweepable(key, item, allowed)
+    if key in grid:
+      raise ValueError(f"--grid {key} is given twice; list all its values "
+                       f"in one --grid {key}=V1,V2,...")
     try:
       vals = [float(v) for v in values.split(",") if v.strip()]
     except ValueError:
       raise ValueError(f"grid values of {key} must be numbers, got "
                        f"{values!r}") from None
     if not vals:
-      raise ValueError(f"grid {key} has no values")
+      raise ValueError(f"grid {key} has no values; a --grid item must look "
+                       f"like {GRID_FORM}")
     grid[key] = vals
   return grid
+
+
+def refuse_repeats(name: str, values) -> None:
+  """Refuses values listed more than once (each member must differ).
+
+  Raises:
+    ValueError: naming ``name`` and the repeated values.
+  """
+  values = list(values)
+  dup = sorted({v for v in values if values.count(v) > 1})
+  if dup:
+    raise ValueError(f"{name} lists {dup} more than once; each member must "
+                     f"differ")
+
+
+def parse_seeds(text: str) -> list:
+  """Parses ``--seeds S1,S2,...``: distinct integers in ``run.seed``'s
+  range, no empty entry.
+
+  Raises:
+    ValueError: naming ``--seeds``, the range and the entry at fault.
+
+  Example:
+    >>> parse_seeds("0, 3")
+    [0, 3]
+    >>> parse_seeds("0,,1")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: --seeds must be ... in [0, 2147483647], got '0,,1' (an empty entry)
+  """
+  p = schema.param("run", "seed")
+  seeds = []
+  for entry in str(text).split(","):
+    entry = entry.strip()
+    ok = re.fullmatch(r"[+-]?[0-9]+", entry) is not None
+    if not (ok and p.low <= int(entry) <= p.high):
+      raise ValueError(
+          f"--seeds must be a comma-separated list of integers in "
+          f"{schema.interval(p)}, got {text!r} "
+          f"({repr(entry) + ' is not one' if entry else 'an empty entry'})")
+    seeds.append(int(entry))
+  refuse_repeats("--seeds", seeds)
+  return seeds
 
 
 def members(grid: dict, seeds) -> list:

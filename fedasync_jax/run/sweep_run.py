@@ -14,7 +14,10 @@ grid and seeds saved in the folder and ends bit-identical to an
 uninterrupted sweep. The machinery is the single run's (``checkpoints``:
 the checkpoint verifies itself against the folder's ``config.json``;
 ``folders``: a new sweep needs a new or empty folder, locked while it
-runs).
+runs). With ``force``, once the data are loaded, the checkpoint and the
+member folders, ``m<i>`` links and TensorBoard events of a previous sweep
+there are removed (``sweep_outputs.remove_previous``), so that the folder
+describes the new sweep only.
 
 Chunks: on CPU a chunk runs the members one after another
 (``members="map"``), so the sweep's chunk is ``ceil(run.chunk_steps /
@@ -53,8 +56,8 @@ from fedasync_jax.run.checkpoints import (CHECKPOINT, FINAL_PARAMS,
                                           stop_on_signals, verify,
                                           write_params)
 from fedasync_jax.run.folders import open_folder
-from fedasync_jax.run.grid import (members, set_field, sweepable,
-                                   with_rule_values)
+from fedasync_jax.run.grid import (members, refuse_repeats, set_field,
+                                   sweepable, with_rule_values)
 from fedasync_jax.run.outputs import (ProgressBar, attempt,
                                       last_history_eval, stage,
                                       with_final_eval)
@@ -130,10 +133,7 @@ def checked(cfg, grid: dict, seeds):
   seeds = [int(s) for s in (seeds if seeds is not None and len(seeds)
                             else [cfg.run.seed])]
   for name, vals in [*grid.items(), ("seeds", seeds)]:
-    dup = sorted({v for v in vals if vals.count(v) > 1})
-    if dup:
-      raise ValueError(f"{name} lists {dup} more than once; each member "
-                       f"must differ")
+    refuse_repeats(name, vals)
   grid_members = members(grid, seeds)
   _check_members(cfg, grid_members)
   return grid, seeds, grid_members
@@ -267,7 +267,8 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
       locked while the sweep writes into it.
     resume: continue the interrupted sweep in ``workdir`` (a ``cfg``,
       ``grid`` or ``seeds`` given must equal the saved ones).
-    force: write into a non-empty folder (a checkpoint there is removed).
+    force: write into a non-empty folder (a checkpoint and a previous
+      sweep's members there are removed: ``remove_previous``).
     show_progress: draw the progress bar on stderr.
 
   Returns:
@@ -288,7 +289,7 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
     cfg, grid, seeds, grid_members, chunk, saved, ck = _start(
         cfg, grid, seeds, workdir, resume)
     before = ck.elapsed_s if ck is not None else 0.0
-    warned = notices.warn(notices.config_warnings(cfg))
+    warned = notices.warn(notices.sweep_warnings(cfg, grid))
     bar = None
     if show_progress:
       bar = ProgressBar(label=f"sweep of {len(grid_members)} members",
@@ -302,8 +303,9 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
     # Until here Ctrl-C raises KeyboardInterrupt and nothing is written;
     # from here on it stops the sweep at the next chunk, after a checkpoint.
     flag = signals.enter_context(stop_on_signals({}))
-    if not resume:  # (with force, another run's checkpoint goes)
+    if not resume:  # (with force, another run's checkpoint and members go)
       remove_checkpoint(workdir)
+      sweep_outputs.remove_previous(workdir)
       results.write_json(workdir / "config.json", saved)
     stage(bar, f"compiling (the first progress line follows the first "
           f"{chunk} steps)")

@@ -1,0 +1,93 @@
+"""`fedasync-jax sweep`'s inputs: --grid and --seeds are checked before any
+work, and grid fields that do nothing are warned about."""
+
+import json
+import re
+
+import pytest
+
+from fedasync_jax import cli, config
+from fedasync_jax.run import notices
+
+TINY = ["--set", "data.num_clients=20", "--set", "client.batch_size=20",
+        "--set", "run.num_updates=40", "--set", "run.concurrency=4",
+        "--set", "run.eval_every=20", "--set", "run.chunk_steps=8"]
+SEEDS = (r"--seeds must be a comma-separated list of integers in "
+         r"\[0, 2147483647\]")
+
+
+def _error_line(capsys) -> str:
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "Traceback" not in err, err
+  assert err.startswith("fedasync-jax: error: "), err
+  return err
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--grid", "rule.alpha=0.3", "--grid", "rule.alpha=0.6"],
+     r"--grid rule\.alpha is given twice; list all its values in one "
+     r"--grid rule\.alpha=V1,V2,\.\.\."),
+    (["--seeds", "0,x"], SEEDS + r", got '0,x' \('x' is not one\)"),
+    (["--seeds", "1.5"], SEEDS + r", got '1\.5'"),
+    (["--seeds="], SEEDS + r", got '' \(an empty entry\)"),
+    (["--seeds", "0,,1"], SEEDS + r", got '0,,1' \(an empty entry\)"),
+    (["--seeds=-1"], SEEDS + r", got '-1'"),
+    (["--seeds", "2147483648"], SEEDS),
+    (["--seeds", "1,0,1"], r"--seeds lists \[1\] more than once"),
+    (["--grid", "rule.alhpa=0.3"],
+     r"unknown field rule\.alhpa in --grid 'rule\.alhpa=0\.3'; sweepable "
+     r"fields are \[.*\] \(did you mean 'rule\.alpha'\?\)$"),
+    (["--grid", "rul.alpha=0.3"], r"unknown field rul\.alpha .*"
+                                  r"\(did you mean 'rule\.alpha'\?\)$"),
+    (["--grid", "=0.3"], r"a --grid item must look like "
+                         r"SECTION\.FIELD=V1,V2,\.\.\., got '=0\.3'$"),
+    (["--grid", "rule.alpha"], r"a --grid item must look like .*, got "
+                               r"'rule\.alpha'$"),
+    (["--grid", "run.seed=0,1"], r"run\.seed cannot vary inside one "
+                                 r"compiled sweep"),
+])
+def test_bad_grid_or_seeds_exit_2_naming_the_option(tmp_path, capsys, args,
+                                                    match):
+  out = tmp_path / "s"
+  assert cli.main(["sweep", "--out", str(out), *TINY, *args]) == 2
+  assert re.search(match, _error_line(capsys).strip())
+  assert not out.exists()
+
+
+def test_seeds_with_resume_are_refused_even_when_empty(tmp_path, capsys):
+  assert cli.main(["sweep", "--resume", str(tmp_path), "--seeds="]) == 2
+  assert "do not pass --config, --set, --grid or --seeds" in \
+      _error_line(capsys)
+
+
+def test_grid_fields_that_do_nothing_are_warned_about(tmp_path, capsys):
+  out = tmp_path / "s"
+  assert cli.main(["sweep", "--out", str(out), *TINY, "--set",
+                   "rule.name=fedbuff", "--grid", "rule.alpha=0.3,0.9",
+                   "--seeds", "0"]) == 0
+  warning = ("--grid rule.alpha=0.3,0.9 does nothing with rule.name "
+             "'fedbuff' (it applies to rule.name fedasync); members that "
+             "differ only in it are identical")
+  assert f"fedasync-jax: warning: {warning}\n" in capsys.readouterr().err
+  assert json.loads((out / "summary.json").read_text())["warnings"] == \
+      [warning]
+
+
+def test_sweep_warnings_cover_grid_fields_once():
+  cfg = config.from_dict({"rule": {"staleness": "constant",
+                                   "staleness_a": 2.0}})
+  base = ("rule.staleness_a=2.0 does nothing with rule.staleness 'constant' "
+          "(it applies to rule.staleness polynomial, hinge, exponential)")
+  assert notices.sweep_warnings(cfg, {}) == [base]
+  assert notices.sweep_warnings(cfg, {"client.lr": [0.01, 0.1]}) == [base]
+  # the grid replaces the base value: one warning, for the grid's values
+  assert notices.sweep_warnings(cfg, {"rule.staleness_a": [0.5, 1.0]}) == [
+      "--grid rule.staleness_a=0.5,1.0 does nothing with rule.staleness "
+      "'constant' (it applies to rule.staleness polynomial, hinge, "
+      "exponential); members that differ only in it are identical"]
+  # whatever the values: the defaults' too
+  fedbuff = config.from_dict({"rule": {"name": "fedbuff"}})
+  assert len(notices.sweep_warnings(fedbuff, {"rule.alpha": [0.6]})) == 1
+  # a grid field that applies is not warned about
+  assert notices.sweep_warnings(config.Config(),
+                                {"rule.alpha": [0.3, 0.9]}) == []
