@@ -95,17 +95,18 @@ def test_summary_is_the_mean_and_interval_over_seeds(swept):
     finals.setdefault(float(r["rule.alpha"]), []).append(s)
   rows = _csv(out / "summary.csv")
   assert [float(r["rule.alpha"]) for r in rows] == [0.3, 0.9]
+  bounds = {"final_test_accuracy": (0.0, 1.0),
+            "final_test_loss": (0.0, np.inf)}
   for r in rows:
     members = finals[float(r["rule.alpha"])]
     assert int(r["seeds"]) == len(members) == 3
     for m in ("final_test_accuracy", "final_test_loss"):
       v = np.array([s[m] for s in members])
       half = stats.t.ppf(0.975, 2) * v.std(ddof=1) / np.sqrt(3)
+      low, high = np.clip([v.mean() - half, v.mean() + half], *bounds[m])
       assert float(r[f"{m}_mean"]) == pytest.approx(v.mean(), rel=1e-12)
-      assert float(r[f"{m}_ci95_low"]) == pytest.approx(v.mean() - half,
-                                                        rel=1e-9)
-      assert float(r[f"{m}_ci95_high"]) == pytest.approx(v.mean() + half,
-                                                         rel=1e-9)
+      assert float(r[f"{m}_ci95_low"]) == pytest.approx(low, rel=1e-9)
+      assert float(r[f"{m}_ci95_high"]) == pytest.approx(high, rel=1e-9)
     assert "over 3 seeds" in r["interval"]
 
 
@@ -142,6 +143,89 @@ def test_names_and_intervals():
       (np.array([0.0, 5.0, 15.0]), np.array([2.0, 2.0, 2.0]))])
   np.testing.assert_array_equal(x, [0.0, 5.0, 10.0, 15.0])
   np.testing.assert_allclose(m, [1.0, 1.25, 1.5, 1.75])
+
+
+def test_intervals_are_clipped_to_the_quantitys_range(tmp_path,
+                                                     monkeypatch):
+  """Two seeds' 95% interval is 12.7 standard errors each side: it would
+  leave [0, 1] for accuracies and go below 0 for losses (cross-entropies),
+  in summary.csv and in the plots' bands."""
+  grid_members = [({"rule.alpha": 0.3}, 0), ({"rule.alpha": 0.3}, 1)]
+  finals = [(0.05, 0.1), (0.95, 0.3)]
+  rows = [{"final_test_accuracy": a, "final_test_loss": loss,
+           "client_updates": 60, "stopped_early": False}
+          for a, loss in finals]
+  row, = sweep_outputs.summary_rows(grid_members, rows)
+  assert row["final_test_accuracy_mean"] == pytest.approx(0.5)
+  assert row["final_test_accuracy_ci95_low"] == 0.0
+  assert row["final_test_accuracy_ci95_high"] == 1.0
+  assert row["final_test_loss_ci95_low"] == 0.0
+  assert row["final_test_loss_ci95_high"] == pytest.approx(
+      0.2 + stats.t.ppf(0.975, 1) * 0.1, rel=1e-9)  # not clipped above
+  pytest.importorskip("matplotlib")
+  from matplotlib.axes import Axes
+  bands, fill_between = [], Axes.fill_between
+
+  def spy(self, x, low, high, **kw):
+    bands.append((np.asarray(low), np.asarray(high)))
+    return fill_between(self, x, low, high, **kw)
+  monkeypatch.setattr(Axes, "fill_between", spy)
+  histories = [[{"client_updates": 0, "simulated_time": 0.0,
+                 "test_accuracy": 0.1, "test_loss": 2.0},
+                {"client_updates": 10, "simulated_time": 1.0,
+                 "test_accuracy": a, "test_loss": loss}]
+               for a, loss in finals]
+  sweep_outputs.plot_sweep(tmp_path, {"rule.alpha": [0.3]}, grid_members,
+                           histories)
+  assert len(bands) == 4  # accuracy, then loss; two x axes each
+  for low, high in bands[:2]:
+    np.testing.assert_allclose(low, [0.1, 0.0])
+    np.testing.assert_allclose(high, [0.1, 1.0])
+  for low, high in bands[2:]:
+    np.testing.assert_allclose(low, [2.0, 0.0])
+    assert high[1] > 1.0
+  assert (tmp_path / "test_accuracy.png").exists()
+
+
+def test_force_over_a_previous_sweep_leaves_only_the_new_one(swept,
+                                                             tmp_path):
+  """A 1-member sweep forced into a copy of a 6-member one: the old
+  members' folders, m<i> links and TensorBoard events go; what a sweep
+  does not write stays."""
+  import shutil
+  old, _ = swept
+  out = tmp_path / "s"
+  shutil.copytree(old, out, symlinks=True)
+  (out / "notes.txt").write_text("mine")
+  (out / "alpha=0.9,seed=1" / "notes.txt").write_text("mine")
+  (out / "alpha=0.5,seed=7").mkdir()  # named like a member; not the sweep's
+  (out / "alpha=0.5,seed=7" / "summary.json").write_text("{}")
+  logs = out / "tensorboard"
+  for name in ("alpha=0.9,seed=2", "mine"):
+    (logs / name).mkdir(parents=True)
+    (logs / name / "events.out.tfevents.1.host").write_bytes(b"")
+  rows = experiment.sweep_and_evaluate(
+      config.from_dict(TINY), {"rule.alpha": [0.3]}, [0], out, force=True,
+      show_progress=False)
+  assert [r["folder"] for r in rows] == ["alpha=0.3,seed=0"]
+  assert sorted(p.name for p in out.iterdir() if p.is_symlink()) == ["m0"]
+  assert sorted(p.name for p in out.iterdir()
+                if p.is_dir() and not p.is_symlink()) == [
+                    "alpha=0.3,seed=0", "alpha=0.5,seed=7",
+                    "alpha=0.9,seed=1", "tensorboard"]
+  assert [p.name for p in (out / "alpha=0.9,seed=1").iterdir()] == \
+      ["notes.txt"]
+  assert (out / "notes.txt").read_text() == "mine"
+  assert (out / "alpha=0.5,seed=7" / "summary.json").read_text() == "{}"
+  assert [p.name for p in logs.iterdir()] == ["mine"]
+  assert len(_csv(out / "sweep.csv")) == len(_csv(out / "summary.csv")) == 1
+  saved = json.loads((out / "config.json").read_text())
+  assert (saved["grid"], saved["seeds"]) == ({"rule.alpha": [0.3]}, [0])
+  assert {p.name for p in (out / "alpha=0.3,seed=0").iterdir()} == \
+      {p.name for p in (old / "alpha=0.3,seed=0").iterdir()}
+  for r in _csv(old / "sweep.csv"):  # every file a member folder gets
+    assert {p.name for p in (old / r["folder"]).iterdir()} <= \
+        set(sweep_outputs.MEMBER_FILES)
 
 
 def test_sweep_refuses_a_taken_folder_and_repeated_values(tmp_path, swept):

@@ -15,6 +15,9 @@ from the schema wherever it can be:
   comes federated (``datasets.DATASETS`` member ``info["federated"]``);
 * ``SYNCHRONOUS_ONLY`` lists the schedule fields of synchronous rules.
 
+``sweep_warnings(cfg, grid)`` adds a sweep's grid fields that its members
+never read, whatever their values.
+
 ``result_warnings(summary)`` lists what a finished run should not hide: no
 update applied at all, every update quarantined, no server version applied,
 a final loss or accuracy that is not finite, a clock that never moved.
@@ -91,11 +94,16 @@ def _unused_by_choice(cfg) -> list:
   return [("rule", f, "name", why) for f, why in out]
 
 
-def config_warnings(cfg) -> list:
-  """Fields set away from their default that the run never reads.
+def unused_fields(cfg) -> dict:
+  """The fields the run never reads, whatever their values.
 
   Returns:
-    One sentence per field (``"run.deadline=5.0 does nothing with ..."``).
+    ``{"section.field": "with CHOICE 'VALUE' (why)"}``.
+
+  Example:
+    >>> from fedasync_jax.run import config
+    >>> unused_fields(config.Config())["rule.buffer_size"]
+    "with rule.name 'fedasync' (it applies to rule.name fedbuff)"
   """
   found = {}  # (section, field) -> (the choice it depends on, why)
   for sec, f, choice, why in _unused_by_choice(cfg):
@@ -119,16 +127,54 @@ def config_warnings(cfg) -> list:
     for f in SYNCHRONOUS_ONLY:
       found[("run", f)] = ("rule.name", "it applies to synchronous rules: "
                            + ", ".join(sync))
-  out = []
+  out = {}
   for (sec, f), (choice, why) in found.items():
+    where = choice if "." in choice else f"{sec}.{choice}"
+    s_, c_ = where.split(".")
+    out[f"{sec}.{f}"] = (f"with {where} {getattr(getattr(cfg, s_), c_)!r} "
+                         f"({why})")
+  return out
+
+
+def config_warnings(cfg) -> list:
+  """Fields set away from their default that the run never reads.
+
+  Returns:
+    One sentence per field (``"run.deadline=5.0 does nothing with ..."``).
+  """
+  out = []
+  for key, ctx in unused_fields(cfg).items():
+    sec, f = key.split(".")
     values = getattr(cfg, sec)
     if _set(values, sec, f):
-      where = choice if "." in choice else f"{sec}.{choice}"
-      s_, c_ = where.split(".")
-      ctx = f"{where} {getattr(getattr(cfg, s_), c_)!r}"
-      out.append(f"{sec}.{f}={getattr(values, f)!r} does nothing with {ctx} "
-                 f"({why})")
+      out.append(f"{key}={getattr(values, f)!r} does nothing {ctx}")
   return sorted(out, key=_order(cfg))
+
+
+def sweep_warnings(cfg, grid: dict) -> list:
+  """A sweep's ``config_warnings``: those of its base configuration, less
+  the fields the grid replaces, then one per grid field that its members
+  never read (members that differ only in it are identical).
+
+  Args:
+    cfg: the base configuration.
+    grid: ``{field: [values]}`` (``grid.parse_grid``).
+
+  Example:
+    >>> from fedasync_jax.run import config
+    >>> cfg = config.from_dict({"rule": {"name": "fedbuff"}})
+    >>> for w in sweep_warnings(cfg, {"rule.alpha": [0.3, 0.9]}): print(w)
+    --grid rule.alpha=0.3,0.9 does nothing with rule.name 'fedbuff' (it applies to rule.name fedasync); members that differ only in it are identical
+  """
+  unused = unused_fields(cfg)
+  out = [w for w in config_warnings(cfg) if w.split("=", 1)[0] not in grid]
+  for key, values in grid.items():
+    ctx = unused.get(".".join(key.split(".")[:2]))
+    if ctx is not None:
+      out.append(f"--grid {key}={','.join(repr(v) for v in values)} does "
+                 f"nothing {ctx}; members that differ only in it are "
+                 f"identical")
+  return out
 
 
 def _synchronous(cfg, name: str) -> bool:

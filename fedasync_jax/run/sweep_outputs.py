@@ -12,9 +12,10 @@ folder per member and plots with a band over seeds.
 * ``summary.csv``: one row per grid point: each grid field's value,
   ``seeds`` (how many), the mean and 95% interval over seeds (Student t) of
   the final test accuracy and loss (``final_test_accuracy_mean``,
-  ``..._ci95_low``, ``..._ci95_high``; with one seed the interval is NaN and
-  the ``interval`` column says so), the fewest client updates of its
-  members and whether any stopped early;
+  ``..._ci95_low``, ``..._ci95_high``; clipped to the quantity's range,
+  ``RANGES``; with one seed the interval is NaN and the ``interval`` column
+  says so), the fewest client updates of its members and whether any
+  stopped early;
 * ``sweep.csv``: one row per member: settings, final metrics, folder;
 * ``summary.json``: members, wall time, client updates, throughput,
   whether the sweep stopped early and the seconds spent writing outputs;
@@ -23,8 +24,13 @@ folder per member and plots with a band over seeds.
   ``summary.json`` of a single run (``outputs.write_outputs``); ``m<i>``
   links to member ``i``'s folder;
 * ``test_accuracy.png`` and ``test_loss.png`` (when matplotlib is
-  installed): per grid point, the mean over seeds with its 95% band,
-  against client updates and against simulated time.
+  installed): per grid point, the mean over seeds with its 95% band
+  (clipped as the intervals), against client updates and against simulated
+  time.
+
+Before a new sweep writes into a folder (``--force``), ``remove_previous``
+removes the previous sweep's member folders, ``m<i>`` links and TensorBoard
+events, so that the folder describes the new sweep only.
 
 Example:
   >>> grid = {"rule.alpha": [0.3, 1.0], "client.lr": [0.01]}
@@ -34,22 +40,39 @@ Example:
   >>> mean, low, high = interval([0.5, 0.7])
   >>> round(float(mean), 3), round(float(high - mean), 3)
   (0.6, 1.271)
+  >>> [float(x) for x in interval([0.5, 0.7], bounds=RANGES["test_accuracy"])]
+  [0.6, 0.0, 1.0]
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import re
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from fedasync_jax.run import results
+from fedasync_jax.run import metrics, results, tensorboard
+from fedasync_jax.run.checkpoints import FINAL_PARAMS
+from fedasync_jax.run.grid import members
 from fedasync_jax.run.outputs import attempt, history_rows, write_outputs
 
 FINALS = ("final_test_accuracy", "final_test_loss")
+RANGES = {"test_accuracy": (0.0, 1.0), "test_loss": (0.0, None)}
+"""Where each reported quantity lies: ``(low, high)``, ``None`` for no
+limit. Accuracies are fractions; test losses are cross-entropies (the
+models' negative log-likelihood), never negative."""
+MEMBER_FILES = ("summary.json", "history.csv", metrics.METRICS,
+                "arrivals.csv", "staleness.csv", "trace_mapping.csv",
+                "participation.csv", FINAL_PARAMS)
+"""The files a sweep may write in a member's folder (``write_outputs``
+with ``plots=False``, and the final parameters)."""
+_LINK = re.compile(r"m[0-9]+")
+_MEMBER = re.compile(r"(?:[^/]+,)?seed=[0-9]+")
 
 
 def labels(keys) -> dict:
@@ -81,8 +104,14 @@ def member_folders(grid: dict, grid_members) -> list:
           for values, seed in grid_members]
 
 
-def interval(values, axis: int = 0):
+def interval(values, axis: int = 0, bounds=(None, None)):
   """Mean and 95% Student t interval of the mean along ``axis``.
+
+  Args:
+    values: the samples.
+    axis: the axis of the samples.
+    bounds: ``(low, high)`` the quantity lies in (``RANGES``; ``None``:
+      no limit): the interval is clipped to it.
 
   Returns:
     ``(mean, low, high)``; ``low`` and ``high`` are NaN with one value.
@@ -95,7 +124,13 @@ def interval(values, axis: int = 0):
     return mean, nan, nan
   from scipy.special import stdtrit  # Student t quantile (light import)
   half = stdtrit(n - 1, 0.975) * a.std(axis=axis, ddof=1) / math.sqrt(n)
-  return mean, mean - half, mean + half
+  lo, hi = bounds
+  low, high = mean - half, mean + half
+  if lo is not None:
+    low, high = np.maximum(low, lo), np.maximum(high, lo)
+  if hi is not None:
+    low, high = np.minimum(low, hi), np.minimum(high, hi)
+  return mean, low, high
 
 
 def _member_history(s, out) -> list:
@@ -121,6 +156,69 @@ def _link(workdir: Path, i: int, folder: str) -> None:
     pass
 
 
+def _links(workdir: Path) -> list:
+  """The ``m<i>`` symbolic links in ``workdir`` that name a member's
+  folder, as ``(link, folder name)``."""
+  out = []
+  for p in workdir.iterdir():
+    if _LINK.fullmatch(p.name) and p.is_symlink():
+      target = os.readlink(p)
+      if _MEMBER.fullmatch(target):
+        out.append((p, target))
+  return out
+
+
+def _previous_members(workdir: Path) -> set:
+  """The member folders of the sweep that last wrote into ``workdir``: named
+  by its ``config.json`` (when it is a sweep's) and by its ``m<i>``
+  links."""
+  names = {target for _, target in _links(workdir)}
+  try:
+    saved = results.read_json(workdir / "config.json")
+    names.update(member_folders(saved["grid"], members(saved["grid"],
+                                                       saved["seeds"])))
+  except (ValueError, KeyError, TypeError, AttributeError):
+    pass  # no sweep's config.json: the links name its members
+  return {n for n in names if _MEMBER.fullmatch(n)}
+
+
+def _remove_files(folder: Path, names) -> None:
+  """Removes ``names`` from ``folder``, then ``folder`` if left empty (a
+  folder holding other files keeps them)."""
+  if folder.is_symlink() or not folder.is_dir():
+    return
+  for name in names:
+    (folder / name).unlink(missing_ok=True)
+  with contextlib.suppress(OSError):
+    folder.rmdir()
+
+
+def remove_previous(workdir) -> None:
+  """Removes what a previous sweep wrote into ``workdir`` about its members
+  (before a new sweep writes there, ``--force``): each member folder's
+  ``MEMBER_FILES``, the folder once empty, its ``m<i>`` link and its
+  TensorBoard events. Files a sweep does not write are kept, and so are
+  the sweep's own files (the new sweep rewrites them).
+
+  Raises:
+    OSError: a file that cannot be removed.
+  """
+  workdir = Path(workdir)
+  names = _previous_members(workdir)
+  for link, target in _links(workdir):
+    if target in names:
+      link.unlink()
+  logdir = workdir / tensorboard.FOLDER
+  for name in sorted(names):
+    _remove_files(workdir / name, MEMBER_FILES)
+    if (logdir / name).is_dir():
+      _remove_files(logdir / name, [
+          p.name for p in (logdir / name).iterdir()
+          if p.name.startswith(tensorboard.PREFIX)])
+  with contextlib.suppress(OSError):
+    logdir.rmdir()
+
+
 def points(grid_members) -> dict:
   """``{grid values (tuple): [member indices]}``, in grid order."""
   out = {}
@@ -137,7 +235,8 @@ def summary_rows(grid_members, rows: list) -> list:
     row = dict(key)
     row["seeds"] = len(idx)
     for m in FINALS:
-      mean, low, high = interval([rows[i][m] for i in idx])
+      mean, low, high = interval([rows[i][m] for i in idx],
+                                 bounds=RANGES[m.removeprefix("final_")])
       row.update({f"{m}_mean": float(mean), f"{m}_ci95_low": float(low),
                   f"{m}_ci95_high": float(high)})
     row["interval"] = (f"95% Student t interval of the mean over "
@@ -225,10 +324,11 @@ def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
   return rows
 
 
-def mean_band(curves: list):
+def mean_band(curves: list, bounds=(None, None)):
   """Mean and 95% band over seeds of curves ``[(x, y)]`` sampled at
   different ``x``: each is interpolated at the union of their ``x`` up to
-  the smallest last ``x`` (no extrapolation).
+  the smallest last ``x`` (no extrapolation); the band is clipped to
+  ``bounds`` (``interval``).
 
   Returns:
     ``(x, mean, low, high)``.
@@ -237,7 +337,7 @@ def mean_band(curves: list):
   xs = np.unique(np.concatenate([x for x, _ in curves]))
   xs = xs[xs <= stop]
   ys = np.stack([np.interp(xs, x, y) for x, y in curves])
-  return (xs, *interval(ys, axis=0))
+  return (xs, *interval(ys, axis=0, bounds=bounds))
 
 
 def plot_sweep(workdir, grid: dict, grid_members, histories: list) -> None:
@@ -265,7 +365,7 @@ def plot_sweep(workdir, grid: dict, grid_members, histories: list) -> None:
         curves = [(np.asarray([r[x_key] for r in histories[i]], float),
                    np.asarray([r[metric] for r in histories[i]], float))
                   for i in idx]
-        xs, mean, low, high = mean_band(curves)
+        xs, mean, low, high = mean_band(curves, RANGES[metric])
         line, = ax.plot(xs, mean, label=point_label(dict(key), names)
                         or "all members")
         if len(idx) > 1:
