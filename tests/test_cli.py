@@ -451,6 +451,52 @@ def test_the_summary_counts_updates_lost_on_the_way(tmp_path):
     assert len(list(csv.DictReader(f))) == summary["client_updates"]
 
 
+def test_default_folders_never_collide_and_a_failure_leaves_none(
+    tmp_path, capsys, monkeypatch):
+  """Two runs without --out in the same second get two folders (the name
+  has one-second resolution; the second used to be refused as in use);
+  a run that fails before writing leaves no empty default folder."""
+  from fedasync_jax.run import folders
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(folders.time, "strftime",
+                      lambda fmt, *a: fmt.replace("%Y%m%d-%H%M%S", "same"))
+  cfg = _write_cfg(tmp_path, TINY)
+  for _ in range(2):
+    assert cli.main(["run", "--config", str(cfg)]) == 0
+  assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+      "run-same", "run-same-2"]
+  assert all((tmp_path / "runs" / n / "summary.json").exists()
+             for n in ("run-same", "run-same-2"))
+  capsys.readouterr()
+  for command in ("run", "sweep"):
+    assert cli.main([command, "--config", str(cfg), "--set",
+                     "model.name=mnist_cnn"]) == 2
+    assert "does not fit the data" in _error_line(capsys)
+  assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+      "run-same", "run-same-2"]
+
+
+def test_demo_options_are_named_as_given_and_force_is_one(tmp_path,
+                                                           capsys):
+  for argv, message in (
+      (["--updates", "150"], "--updates must be a positive multiple of 100"),
+      (["--client-lr", "0"], "--client-lr must be a number > 0"),
+      (["--clients", "5", "--concurrency", "6"],
+       "--concurrency must be an integer in [1, 5]"),
+      (["--seed", "-3"], "--seed must be an integer in [0, 2147483647]")):
+    assert cli.main(["demo", "--out", str(tmp_path / "d"), *argv]) == 2
+    assert message in _error_line(capsys), argv
+  assert not (tmp_path / "d").exists()
+  notes = tmp_path / "notes"
+  notes.mkdir()
+  (notes / "notes.txt").write_text("mine")
+  small = ["--updates", "100", "--clients", "20", "--concurrency", "4"]
+  assert cli.main(["demo", "--out", str(notes), *small]) == 2
+  assert "--force" in _error_line(capsys)
+  assert cli.main(["demo", "--out", str(notes), "--force", *small]) == 0
+  assert (notes / "summary.json").exists()
+
+
 def test_plot_or_disk_error_after_training_keeps_what_was_computed(
     tmp_path, capsys, monkeypatch):
   import errno

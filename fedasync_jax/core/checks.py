@@ -132,17 +132,23 @@ def range_text(low=None, high=None, *, low_open: bool = False,
                high_open: bool = False) -> str:
   """``">= 1"``, ``"> 0"``, ``"in [0, 1)"``... for error messages and docs.
 
+  Integers are written out in full (``2147483647``, not ``2.14748e+09``).
+
   Example:
     >>> range_text(0, 1, high_open=True), range_text(0, low_open=True)
     ('in [0, 1)', '> 0')
+    >>> range_text(0, 2**31 - 1), range_text(0.5, 1e6)
+    ('in [0, 2147483647]', 'in [0.5, 1e+06]')
   """
+  def num(v) -> str:
+    return str(int(v)) if isinstance(v, (int, np.integer)) else f"{v:g}"
   if low is not None and high is not None:
-    return (f"in {'(' if low_open else '['}{low:g}, "
-            f"{high:g}{')' if high_open else ']'}")
+    return (f"in {'(' if low_open else '['}{num(low)}, "
+            f"{num(high)}{')' if high_open else ']'}")
   if low is not None:
-    return f"{'>' if low_open else '>='} {low:g}"
+    return f"{'>' if low_open else '>='} {num(low)}"
   if high is not None:
-    return f"{'<' if high_open else '<='} {high:g}"
+    return f"{'<' if high_open else '<='} {num(high)}"
   return "finite"
 
 

@@ -24,21 +24,33 @@ import functools
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 from fedasync_jax.sim import xla_cpu
-from fedasync_jax.run import interrupts
+from fedasync_jax.run import folders, interrupts
 from fedasync_jax.sim import compile_cache
+
+
+# The demo's arguments as run_demo names them, and as its options.
+_DEMO_OPTIONS = {"num_updates": "--updates", "num_clients": "--clients",
+                 "client_lr": "--client-lr", "concurrency": "--concurrency",
+                 "seed": "--seed"}
 
 
 def _demo(args) -> int:
   from fedasync_jax.run import demo
-  out = args.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
-  demo.run_demo(out, num_updates=args.updates, concurrency=args.concurrency,
-                num_clients=args.clients, seed=args.seed,
-                client_lr=args.client_lr)
+  try:
+    with folders.output_folder(_folder(args, "out"), "demo") as out:
+      demo.run_demo(out, num_updates=args.updates,
+                    concurrency=args.concurrency, num_clients=args.clients,
+                    seed=args.seed, client_lr=args.client_lr,
+                    force=args.force)
+  except ValueError as e:  # name the options the user gave
+    text = str(e)
+    name = text.split(" ", 1)[0]
+    raise ValueError(_DEMO_OPTIONS[name] + text[len(name):]
+                     if name in _DEMO_OPTIONS else text) from None
   return 0
 
 
@@ -148,22 +160,22 @@ def _run(args) -> int:
       "--config or --set with it") if args.config is not None or args.set
       else "")
   if args.resume is not None:
-    out = args.resume
-    print(f"resuming {out}", file=sys.stderr)
-    call = functools.partial(experiment.train_and_evaluate, None, out,
+    print(f"resuming {args.resume}", file=sys.stderr)
+    call = functools.partial(experiment.train_and_evaluate, None,
                              resume=True)
   else:
     cfg = (config_lib.load(args.config) if args.config is not None
            else config_lib.Config())
     cfg = config_lib.apply_overrides(cfg, args.set)
-    out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
-    print(f"output folder: {out}", file=sys.stderr)
-    call = functools.partial(experiment.train_and_evaluate, cfg, out,
+    call = functools.partial(experiment.train_and_evaluate, cfg,
                              force=args.force)
-  try:
-    summary = call()
-  except experiment.Interrupted as e:
-    return _interrupted(e, "run", out)
+  with folders.output_folder(args.resume or args.out, "run") as out:
+    if args.resume is None:
+      print(f"output folder: {out}", file=sys.stderr)
+    try:
+      summary = call(out)
+    except experiment.Interrupted as e:
+      return _interrupted(e, "run", out)
   print(f"final test accuracy {summary['final_test_accuracy']:.4f}, "
         f"loss {summary['final_test_loss']:.4f}, "
         f"{summary['client_updates']} client updates, "
@@ -211,10 +223,9 @@ def _sweep(args) -> int:
       if args.config is not None or args.set or args.grid
       or args.seeds is not None else "")
   if args.resume is not None:
-    out = args.resume
-    print(f"resuming {out}", file=sys.stderr)
+    print(f"resuming {args.resume}", file=sys.stderr)
     call = functools.partial(experiment.sweep_and_evaluate, None, None,
-                             None, out, resume=True)
+                             None, resume=True)
   else:
     cfg = (config_lib.load(args.config) if args.config is not None
            else config_lib.Config())
@@ -226,14 +237,15 @@ def _sweep(args) -> int:
     if members % args.devices:
       raise ValueError(f"--devices {args.devices}: the number of members "
                        f"({members}) must be a multiple of it")
-    out = args.out or Path("runs") / time.strftime("sweep-%Y%m%d-%H%M%S")
-    print(f"output folder: {out}", file=sys.stderr)
     call = functools.partial(experiment.sweep_and_evaluate, cfg, grid,
-                             seeds, out, force=args.force)
-  try:
-    rows = call()
-  except experiment.Interrupted as e:
-    return _interrupted(e, "sweep", out)
+                             seeds, force=args.force)
+  with folders.output_folder(args.resume or args.out, "sweep") as out:
+    if args.resume is None:
+      print(f"output folder: {out}", file=sys.stderr)
+    try:
+      rows = call(out)
+    except experiment.Interrupted as e:
+      return _interrupted(e, "sweep", out)
   _print_sweep(rows, out)
   return 0
 
@@ -348,8 +360,12 @@ def _add_demo(sub) -> None:
                   "client updates and simulated time; writes history CSVs, "
                   "metrics.jsonl, arrivals CSVs and summary.json into the "
                   "output folder.")
-  d.add_argument("--out", type=Path, default=None,
-                 help="output folder (default: runs/demo-<date>-<time>)")
+  d.add_argument("--out", default=None,
+                 help="output folder, new or empty (default: "
+                      "runs/demo-<date>-<time>)")
+  d.add_argument("--force", action="store_true",
+                 help="write into a non-empty --out (its files may be "
+                      "replaced)")
   d.add_argument("--updates", type=int, default=3000,
                  help="client updates per algorithm, a multiple of 100 "
                       "(default: 3000)")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import socket
 import time
@@ -224,6 +225,50 @@ def claim_folder(workdir: Path, command: str = "run", *,
     release_lock(lock)
     raise
   return lock
+
+
+def _make_default(command: str, root: Path) -> Path:
+  """Makes a new ``root/<command>-<date>-<time>`` folder, ``-2``, ``-3``...
+  appended when the name is taken (``mkdir`` either makes the folder or
+  fails, so two processes started in the same second get two folders)."""
+  base = Path(root) / time.strftime(f"{command}-%Y%m%d-%H%M%S")
+  for k in itertools.count(1):
+    path = base if k == 1 else base.with_name(f"{base.name}-{k}")
+    try:
+      path.mkdir(parents=True)
+    except FileExistsError:
+      continue
+    except OSError as e:
+      raise _unwritable(path, e) from None
+    return path
+
+
+@contextlib.contextmanager
+def output_folder(out, command: str, *, root: Path = Path("runs")):
+  """``out`` as given, or, for ``None``, a new default folder
+  ``root/<command>-<date>-<time>`` made for this process and removed again
+  if it is still empty at the end (the command failed before writing).
+
+  Example:
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> with output_folder(None, "run", root=root) as a, \\
+    ...     output_folder(None, "run", root=root) as b:
+    ...   _ = (b / "x").write_text("")
+    ...   a != b and b.name.startswith(a.name)
+    True
+    >>> a.exists(), b.exists()
+    (False, True)
+  """
+  if out is not None:
+    yield Path(out)
+    return
+  path = _make_default(command, root)
+  try:
+    yield path
+  finally:
+    with contextlib.suppress(OSError):
+      path.rmdir()  # only if nothing was written
 
 
 @contextlib.contextmanager
