@@ -201,3 +201,95 @@ def test_errors_raised_while_building_name_their_fields(tmp_path):
   with pytest.raises(config.ConfigError, match=r"data\.name='mnist' \(data"
                      r"\.path"):
     experiment.load_data(cfg)
+
+
+# ---------------------------------------------------------------------------
+# Booleans: one rule for files and overrides.
+
+
+@pytest.mark.parametrize("text, value", [
+    ("true", True), ("false", False), ("FALSE", False), ("True", True)])
+def test_override_booleans_are_true_or_false_in_any_case(text, value):
+  cfg = config.apply_overrides(config.Config(), [f"rule.quarantine={text}"])
+  assert cfg.rule.quarantine is value
+
+
+@pytest.mark.parametrize("text", ["off", "no", "0", "1", "yes", "on", ""])
+def test_other_override_booleans_are_refused(text):
+  with pytest.raises(config.ConfigError) as e:
+    config.apply_overrides(config.Config(), [f"rule.quarantine={text}"])
+  assert str(e.value) == (f"rule.quarantine must be true or false, got "
+                          f"{text!r}")
+
+
+@pytest.mark.parametrize("value", [0, 1, "no", "false", "true", 0.0])
+def test_file_booleans_must_be_real_booleans(value):
+  assert config.from_dict({"rule": {"quarantine": False}}).rule.quarantine \
+      is False
+  with pytest.raises(config.ConfigError) as e:
+    config.from_dict({"rule": {"quarantine": value}})
+  assert str(e.value) == (f"rule.quarantine must be true or false, got "
+                          f"{value!r}")
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("no", "'no'"), ("off", "'off'"), ("yes", "'yes'"), ("0", "0"),
+    ('"false"', "'false'")])
+def test_yaml_booleans_are_true_and_false_only(tmp_path, text, shown):
+  """YAML 1.1 reads ``no``/``off``/``yes`` as booleans; a configuration
+  takes only ``true``/``false``, as JSON and ``--set`` do."""
+  p = tmp_path / "c.yaml"
+  p.write_text("rule:\n  quarantine: TRUE\n")
+  assert config.load(p).rule.quarantine is True
+  p.write_text(f"rule:\n  quarantine: {text}\n")
+  with pytest.raises(config.ConfigError) as e:
+    config.load(p)
+  assert str(e.value) == (f"{p}: rule.quarantine must be true or false, "
+                          f"got {shown}")
+
+
+def test_cli_refuses_a_boolean_spelt_otherwise(tmp_path, capsys):
+  out = tmp_path / "never"
+  for text in ("off", "no"):
+    assert cli.main(["run", "--out", str(out), "--set",
+                     f"rule.quarantine={text}", "--set",
+                     "run.num_updates=10"]) == 2
+    assert (f"rule.quarantine must be true or false, got '{text}'"
+            in capsys.readouterr().err)
+  assert not out.exists()
+
+
+# ---------------------------------------------------------------------------
+# Duplicate keys in a configuration file.
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("c.yaml", "rule: {alpha: 0.5}\nrun: {seed: 1}\nrule: {alpha: 0.7}\n",
+     "line 3: duplicate key rule (first on line 1)"),
+    ("c.yaml", "rule:\n  alpha: 0.5\n  name: fedasync\n  alpha: 0.7\n",
+     "line 4: duplicate key rule.alpha (first on line 2)"),
+    ("c.yaml", "rule:\n  name: afl\n  params:\n    clients_per_round: 2\n"
+     "    'clients_per_round': 3\n",
+     "line 5: duplicate key rule.params.clients_per_round (first on line 4)"),
+    ("c.json", '{"rule": {"alpha": 0.5}, "rule": {"alpha": 0.7}}',
+     "duplicate key rule"),
+    ("c.json", '{"run": {"seed": 1},\n "rule": {"alpha": 0.5, "alpha": 0.7}}',
+     "duplicate key rule.alpha"),
+])
+def test_duplicate_keys_in_a_config_file_are_refused(tmp_path, name, text,
+                                                     message):
+  p = tmp_path / name
+  p.write_text(text)
+  with pytest.raises(config.ConfigError) as e:
+    config.load(p)
+  assert str(e.value) == f"cannot parse config file {p}: {message}"
+
+
+def test_cli_refuses_a_config_file_with_a_duplicate_key(tmp_path, capsys):
+  p = tmp_path / "c.yaml"
+  p.write_text("rule: {alpha: 0.5}\nrule: {alpha: 0.7}\n")
+  out = tmp_path / "never"
+  assert cli.main(["run", "--config", str(p), "--out", str(out)]) == 2
+  err = capsys.readouterr().err
+  assert f"{p}: line 2: duplicate key rule (first on line 1)" in err
+  assert not out.exists()

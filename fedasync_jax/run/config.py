@@ -9,7 +9,9 @@ or rule registered anywhere is a valid choice with its parameters checked.
 
 Files give any subset; command-line overrides are ``section.field=value``
 strings (``section.mapping.key=value`` for an entry of ``rule.params`` or
-``rule.staleness_params``). Unknown sections or fields, wrong types and
+``rule.staleness_params``). A boolean is ``true`` or ``false``: a real one
+in a file, that text (any case) in an override; ``0``, ``no``, ``off`` and
+a file's strings are refused. Unknown sections or fields, wrong types and
 out-of-range values raise ``ConfigError`` (a ``ValueError``) naming the
 field, the value and what is allowed, before anything is computed.
 
@@ -101,6 +103,24 @@ def __getattr__(name: str):
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+class _Typed(str):
+  """The text of an override (``--set section.field=TEXT``). Only such text
+  spells a boolean (``true``/``false``, any case): a file gives a real one
+  (YAML/JSON ``true``/``false``), and its strings are strings."""
+
+  __slots__ = ()
+
+
+def _coerce_bool(field: str, value) -> bool:
+  """A real boolean, or an override's ``true``/``false`` in any case;
+  nothing else (``0``, ``"no"``, ``off``...) is one."""
+  if isinstance(value, bool):
+    return value
+  if isinstance(value, _Typed) and value.lower() in ("true", "false"):
+    return value.lower() == "true"
+  raise ConfigError(f"{field} must be true or false, got {_show(value)}")
+
+
 def _coerce(field: str, value, p) -> Any:
   """Converts ``value`` (from a file or a string override) to the kind of
   ``p``, or raises ``ConfigError`` naming ``field``."""
@@ -112,19 +132,13 @@ def _coerce(field: str, value, p) -> Any:
       return None
     raise ConfigError(f"{field} must not be empty")
   if p.kind is bool:
-    if isinstance(value, bool):
-      return value
-    if isinstance(value, str) and value.lower() in ("true", "1", "yes"):
-      return True
-    if isinstance(value, str) and value.lower() in ("false", "0", "no"):
-      return False
-    raise ConfigError(f"{field} must be true or false, got {_show(value)}")
+    return _coerce_bool(field, value)
   if p.kind in (int, float):
     return _coerce_number(field, value, p.kind)
   if p.kind is str:
     if not isinstance(value, str):
       raise ConfigError(f"{field} must be a string, got {_show(value)}")
-    return value
+    return str(value)  # an override's text loses its ``_Typed`` mark
   if p.kind is dict:
     if not isinstance(value, dict) or not all(isinstance(k, str)
                                               for k in value):
@@ -244,10 +258,12 @@ def _check_schedule(cfg) -> None:
         f"rule {r.name!r}: {e}")) from None
   synchronous, k = rule.synchronous, rule.arrivals_per_version
   if not synchronous and k and k > run.num_updates:  # never fills
+    field = schema.per_version_field(r.name)
+    what = f"{field}={k}" if field else f"rule {r.name!r}: {k}"
     raise ConfigError(
-        f"{schema.per_version_field(r.name)}={k} client updates per server "
-        f"version is more than run.num_updates ({run.num_updates}): no "
-        f"version would be applied; lower it or raise run.num_updates")
+        f"{what} client updates per server version is more than "
+        f"run.num_updates ({run.num_updates}): no version would be applied; "
+        f"lower it or raise run.num_updates")
   if not synchronous and run.poisson_rate is None and \
       run.concurrency > d.num_clients:
     raise ConfigError(f"run.concurrency must be <= data.num_clients "
@@ -365,8 +381,9 @@ def load(path):
   """Loads a JSON or YAML file; its relative paths are relative to its folder.
 
   Raises:
-    ConfigError: unreadable, oversized file, bad syntax, YAML aliases
-      (``config_files.read``) or bad values (the message names the file).
+    ConfigError: unreadable, oversized file, bad syntax, YAML aliases,
+      duplicate keys (``config_files.read``) or bad values (the message
+      names the file).
   """
   p = Path(path)
   raw = config_files.read_resolved(p)
@@ -417,12 +434,13 @@ def apply_overrides(cfg, overrides):
     if entry and not is_map:
       raise ConfigError(f"{section}.{name} is not a mapping; an override "
                         f"must look like section.field=value, got {item!r}")
+    text = _Typed(value.strip())
     if entry:
-      d[section][name] = {**(d[section][name] or {}), entry: value.strip()}
+      d[section][name] = {**(d[section][name] or {}), entry: text}
     elif is_map:
-      d[section][name] = _parse_mapping(f"{section}.{name}", value.strip())
+      d[section][name] = _parse_mapping(f"{section}.{name}", text)
     else:
-      d[section][name] = value.strip()
+      d[section][name] = text
   return from_dict(d)
 
 

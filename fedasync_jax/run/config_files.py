@@ -1,12 +1,17 @@
-"""Reading a configuration file (size, syntax and YAML aliases checked),
-and the comment lines of the one ``config.to_yaml`` writes.
+"""Reading a configuration file (size, syntax, YAML aliases and duplicate
+keys checked), and the comment lines of the one ``config.to_yaml`` writes.
 
 ``read`` returns the parsed text of a JSON (``.json``) or YAML
 (``.yaml``/``.yml``) file, for ``config.load`` to validate. It refuses, with
 one ``ConfigError`` naming the file, what would otherwise exhaust memory or
 time before any value is checked: a file larger than ``MAX_FILE_BYTES`` and
 YAML aliases (``*name``), which a configuration never needs and which, nested,
-expand exponentially (the "billion laughs" alias bomb).
+expand exponentially (the "billion laughs" alias bomb). It refuses as well
+a key that one mapping holds twice, at any depth (a parser would keep the
+last value silently), naming its path and, in YAML, its line. YAML
+booleans are those of YAML 1.2 and JSON, ``true`` and ``false`` (also
+``True``, ``TRUE``...): ``quarantine: no`` is the string ``'no'``, which
+the checks refuse as they refuse ``--set rule.quarantine=no``.
 
 Paths in a file (``PATH_FIELDS``: ``data.path``, ``data.data_dir``,
 ``delays.trace_path``, ``delays.availability_trace``) are relative to the
@@ -27,12 +32,20 @@ Example:
   ... except ConfigError as e:
   ...   print(str(e)[str(e).index("line"):])
   line 2: YAML aliases (*name) are not allowed in a configuration
+  >>> _ = open(p, "w").write("rule:\\n  alpha: 0.5\\n  alpha: 0.7\\n")
+  >>> try:
+  ...   read(p)
+  ... except ConfigError as e:
+  ...   print(str(e)[str(e).index("line"):])
+  line 3: duplicate key rule.alpha (first on line 2)
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 from pathlib import Path
 
 from fedasync_jax.run import schema
@@ -42,18 +55,103 @@ MAX_FILE_BYTES = 1 << 20
 """The largest configuration file ``read`` accepts (1 MiB)."""
 
 
-def _yaml_load(text: str):
-  """``yaml.safe_load`` refusing aliases."""
+_BOOL = "tag:yaml.org,2002:bool"
+
+
+@functools.lru_cache(maxsize=None)
+def _loader():
+  """A ``yaml.SafeLoader`` refusing aliases, whose booleans are ``true`` and
+  ``false`` only (YAML 1.2, as JSON): YAML 1.1 would read ``no``, ``off``,
+  ``yes`` and ``on`` as booleans, which a configuration refuses as
+  ``--set`` text does."""
   import yaml  # pylint: disable=import-outside-toplevel
 
-  class NoAliases(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
+  class Loader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
+        for first, resolvers
+        in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
     def compose_node(self, parent, index):
       if self.check_event(yaml.AliasEvent):
         line = self.peek_event().start_mark.line + 1
         raise yaml.YAMLError(f"line {line}: YAML aliases (*name) are not "
                              f"allowed in a configuration")
       return super().compose_node(parent, index)
-  return yaml.load(text, Loader=NoAliases)  # noqa: S506 - a SafeLoader
+
+  Loader.add_implicit_resolver(
+      _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+      list("tTfF"))
+  return Loader
+
+
+def _key_path(keys) -> str:
+  """``rule.params.n`` (a list index as ``[2]``)."""
+  return "".join(f"[{k}]" if isinstance(k, int) else f".{k}"
+                 for k in keys).lstrip(".")
+
+
+def _yaml_duplicate(root) -> None:
+  """Raises ``yaml.YAMLError`` at the first key that a mapping of ``root``
+  (a composed node, any depth) holds twice, naming its path and lines."""
+  import yaml  # pylint: disable=import-outside-toplevel
+  todo = [(root, ())]
+  while todo:
+    node, path = todo.pop()
+    children = []
+    if isinstance(node, yaml.SequenceNode):
+      children = [(v, path + (i,)) for i, v in enumerate(node.value)]
+    elif isinstance(node, yaml.MappingNode):
+      first = {}
+      for key, value in node.value:
+        scalar = isinstance(key, yaml.ScalarNode)
+        name = key.value if scalar else "?"
+        same = (key.tag, name) if scalar else key  # a complex key: itself
+        line = key.start_mark.line + 1
+        if same in first:
+          raise yaml.YAMLError(
+              f"line {line}: duplicate key {_key_path(path + (name,))} "
+              f"(first on line {first[same]})")
+        first[same] = line
+        children.append((value, path + (name,)))
+    todo.extend(reversed(children))
+
+
+def _yaml_load(text: str):
+  """``yaml.safe_load`` refusing aliases and duplicate keys, with
+  booleans ``true``/``false`` only (``_loader``)."""
+  loader = _loader()(text)
+  try:
+    node = loader.get_single_node()
+    if node is None:
+      return None
+    _yaml_duplicate(node)
+    return loader.construct_document(node)
+  finally:
+    loader.dispose()
+
+
+def _json_load(text: str):
+  """``json.loads`` refusing a key that an object (any depth) holds
+  twice, naming its path."""
+  twice = {}  # id of an object -> the first key it holds twice
+
+  def unique(pairs):
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+      seen = set()
+      twice[id(obj)] = next(k for k, _ in pairs if k in seen or seen.add(k))
+    return obj
+  data = json.loads(text, object_pairs_hook=unique)
+  todo = [(data, ())]
+  while twice and todo:
+    obj, path = todo.pop()
+    if isinstance(obj, dict) and id(obj) in twice:
+      raise ValueError(f"duplicate key {_key_path(path + (twice[id(obj)],))}")
+    items = (obj.items() if isinstance(obj, dict) else
+             enumerate(obj) if isinstance(obj, list) else ())
+    todo.extend((v, path + (k,)) for k, v in items)
+  return data
 
 
 def read(path):
@@ -61,7 +159,7 @@ def read(path):
 
   Raises:
     ConfigError: naming the file: unreadable, larger than
-      ``MAX_FILE_BYTES``, bad syntax, or YAML aliases.
+      ``MAX_FILE_BYTES``, bad syntax, YAML aliases, or a duplicate key.
   """
   p = Path(path)
   try:
@@ -75,7 +173,7 @@ def read(path):
   try:
     if p.suffix in (".yaml", ".yml"):
       return _yaml_load(text)
-    return json.loads(text)
+    return _json_load(text)
   except Exception as e:  # noqa: BLE001 - any parse error becomes one message
     raise ConfigError(f"cannot parse config file {p}: {e}") from None
 
