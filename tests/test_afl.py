@@ -14,8 +14,8 @@ import optax
 import pytest
 
 from conftest import lsq_loss, make_lsq_data
-from fedasync_jax import (client, config, delays, executor, reference, rules,
-                          scheduler, staleness, tasks)
+from fedasync_jax import (cli, client, config, delays, executor, reference,
+                          rules, scheduler, staleness, tasks)
 from fedasync_jax.run import schema
 
 
@@ -265,6 +265,38 @@ def test_afl_from_a_config():
   cfg = config.from_dict({"rule": {"name": "size_weighted_mix",
                                    "params": {"max_weight": 0.2}}})
   assert schema.build_rule(cfg).arrivals_per_version == 1
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"clients_per_round": 100},
+     "rule.params.clients_per_round=100 client updates per server version "
+     "is more than run.num_updates (50): no version would be applied; lower "
+     "it or raise run.num_updates"),
+    ({"average": "foo"},
+     "rule.params.average must be one of params, deltas; got 'foo'"),
+])
+def test_config_errors_name_the_rule_params_entry(params, message):
+  """An AFL parameter without a field of its own is named by its entry of
+  ``rule.params``, from ``--set`` and from a file alike."""
+  with pytest.raises(config.ConfigError) as e:
+    config.apply_overrides(config.Config(), [
+        "rule.name=afl", "run.num_updates=50",
+        *(f"rule.params.{k}={v}" for k, v in params.items())])
+  assert str(e.value) == message
+  with pytest.raises(config.ConfigError) as e:
+    config.from_dict({"rule": {"name": "afl", "params": params},
+                      "run": {"num_updates": 50}})
+  assert str(e.value) == message
+
+
+def test_cli_names_clients_per_round(tmp_path, capsys):
+  out = tmp_path / "never"
+  assert cli.main(["run", "--out", str(out), "--set", "rule.name=afl",
+                   "--set", "rule.params.clients_per_round=100", "--set",
+                   "run.num_updates=50"]) == 2
+  assert ("fedasync-jax: error: rule.params.clients_per_round=100 client "
+          "updates per server version" in capsys.readouterr().err)
+  assert not out.exists()
 
 
 def test_delay_aware_rate_from_the_configuration():

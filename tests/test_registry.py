@@ -178,6 +178,45 @@ def test_a_new_synchronous_rule_gets_rounds():
     rules.RULES.remove("slow_avg")
 
 
+def test_a_new_rules_parameters_are_named_by_their_rule_params_entry():
+  """A rule's ``per_version`` parameter, its factory's own checks and a
+  boolean entry are named ``rule.params.<name>``; the boolean takes
+  ``true``/``false`` from ``--set`` and a real boolean from a file."""
+  @rules.RULES.register("batches", params=(
+      Param("k", 4, low=1, kind=int, meaning="arrivals per version"),
+      Param("flag", False, kind=bool, meaning="a switch")),
+      inputs=("staleness_fn",), per_version="k")
+  def batches(k, flag, staleness_fn=None):
+    del flag
+    if k % 2:
+      raise ValueError(f"k must be even, got {k}")
+    return rules.fedbuff(k, staleness_fn=staleness_fn)
+
+  base = ["rule.name=batches", "run.num_updates=24"]
+  try:
+    cfg = config.apply_overrides(config.Config(),
+                                 base + ["rule.params.flag=TRUE"])
+    assert cfg.rule.params == {"flag": True}
+    assert config.from_dict({"rule": {"name": "batches", "params": {
+        "flag": False}}}).rule.params == {"flag": False}
+    for extra, message in [
+        (["rule.params.k=30"], "rule.params.k=30 client updates per server "
+         "version is more than run.num_updates (24)"),
+        (["rule.params.k=3"], "rule.params.k must be even, got 3"),
+        (["rule.params.flag=1"],
+         "rule.params.flag must be true or false, got '1'")]:
+      with pytest.raises(config.ConfigError) as e:
+        config.apply_overrides(config.Config(), base + extra)
+      assert str(e.value).startswith(message), str(e.value)
+    with pytest.raises(config.ConfigError) as e:
+      config.from_dict({"rule": {"name": "batches", "params": {
+          "flag": "true"}}})
+    assert str(e.value) == ("rule.params.flag must be true or false, got "
+                            "'true'")
+  finally:
+    rules.RULES.remove("batches")
+
+
 @pytest.mark.parametrize("name, params, direct", [
     ("koloskova", {"tau_c": 2, "lipschitz": 1.0, "lr": 0.1},
      staleness.koloskova(tau_c=2, lipschitz=1.0, lr=0.1)),

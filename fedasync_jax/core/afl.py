@@ -90,7 +90,7 @@ class AFLState(NamedTuple):
     Param("average", "params", kind=str,
           meaning="AFL: average the clients' params (the paper) or deltas "
                   "(FedBuff-style)")),
-    inputs=("staleness_fn",))
+    inputs=("staleness_fn",), per_version="clients_per_round")
 def afl(*, clients_per_round: int = 5, lr: float = 1.0,
         average: str = "params",
         staleness_fn: Optional[StalenessFn] = None) -> ServerRule:

@@ -68,7 +68,9 @@ from fedasync_jax.core.types import ClientResult, Params, ServerRule
 RULES = Registry("rule")
 """The server rules by name. A member's inputs (``info["inputs"]``) are
 among ``staleness_fn``, ``server_optimizer`` (an optax optimizer) and
-``mean_examples`` (the population's mean examples per client)."""
+``mean_examples`` (the population's mean examples per client);
+``info["per_version"]`` names the parameter that sets its
+``arrivals_per_version`` (FedBuff's ``buffer_size``), for messages."""
 
 
 def _tree_mix(old, new, weight):
@@ -194,7 +196,7 @@ def _server_step(optimizer, params, opt_state, mean_delta):
 @RULES.register("fedbuff", params=(
     Param("buffer_size", 10, low=1, kind=int,
           meaning="FedBuff K (updates per server step)"),),
-    inputs=("server_optimizer", "staleness_fn"))
+    inputs=("server_optimizer", "staleness_fn"), per_version="buffer_size")
 def fedbuff(buffer_size: int,
             server_optimizer: Optional[optax.GradientTransformation] = None,
             staleness_fn: Optional[StalenessFn] = None) -> ServerRule:

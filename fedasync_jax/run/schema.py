@@ -383,12 +383,40 @@ def bound_field(section_name: str, choice: str, member: str,
   return hits[0] if hits else None
 
 
-def per_version_field(rule_name: str) -> str:
+def member_field(section_name: str, choice: str, member: str,
+                 name: str) -> Optional[str]:
+  """Where parameter ``name`` of ``member`` is set: its field
+  (``rule.buffer_size``), else its entry of the ``Extra`` mapping
+  (``rule.params.clients_per_round``); ``None`` if neither.
+
+  Example:
+    >>> member_field("rule", "name", "afl", "clients_per_round")
+    'rule.params.clients_per_round'
+    >>> member_field("rule", "name", "afl", "lr")
+    'rule.afl_lr'
+  """
+  b = bound_field(section_name, choice, member, name)
+  if b is not None:
+    return f"{section_name}.{b.name}"
+  ex = extra_field(section_name, choice)
+  return f"{section_name}.{ex.name}.{name}" if ex else None
+
+
+def per_version_field(rule_name: str) -> Optional[str]:
   """The field setting rule ``rule_name``'s client updates per server
-  version: ``rule.buffer_size`` where it declares it, else ``rule.params``."""
-  b = bound_field("rule", "name", rule_name, "buffer_size")
-  takes = any(p.name == "buffer_size" for p in rules.RULES[rule_name].params)
-  return f"rule.{b.name}" if b and takes else "rule.params"
+  version: where the parameter its registration names
+  (``per_version="clients_per_round"``, else a ``buffer_size`` it declares)
+  is set; ``None`` for a rule that names none.
+
+  Example:
+    >>> per_version_field("fedbuff"), per_version_field("afl")
+    ('rule.buffer_size', 'rule.params.clients_per_round')
+  """
+  m = rules.RULES[rule_name]
+  declared = [p.name for p in m.params]
+  name = m.info.get("per_version",
+                    "buffer_size" if "buffer_size" in declared else None)
+  return member_field("rule", "name", rule_name, name) if name else None
 
 
 def extra_field(section_name: str, choice: str) -> Optional[Extra]:
@@ -451,8 +479,30 @@ def build_member(values, section_name: str, choice: str, **inputs):
   parameters (``member_values``) and the ``inputs`` it declares."""
   m, params = member_values(values, section_name, choice)
   fam = family(section_name, choice)
-  return fam.build(m.name, **params, **{k: v for k, v in inputs.items()
-                                        if k in m.inputs})
+  try:
+    return fam.build(m.name, **params, **{k: v for k, v in inputs.items()
+                                          if k in m.inputs})
+  except ValueError as e:
+    named = (None if isinstance(e, ConfigError) else
+             _name_field(str(e), section_name, choice, fam, m))
+    if named is None:
+      raise
+    raise ConfigError(named) from None
+
+
+def _name_field(message: str, section_name: str, choice: str, fam,
+                m) -> Optional[str]:
+  """``message`` of a member's refused parameter (``"rule 'afl': average
+  must be ..."``, ``"average must be ..."``) naming the field that sets
+  it instead (``"rule.params.average must be ..."``); ``None`` when it
+  starts with no parameter of ``m``."""
+  where = f"{fam.family} {m.name!r}: "
+  text = message[len(where):] if message.startswith(where) else message
+  for p in m.params:
+    field = member_field(section_name, choice, m.name, p.name)
+    if field and text.startswith(p.name + " "):
+      return field + text[len(p.name):]
+  return None
 
 
 def make_staleness(rule_cfg) -> staleness.StalenessFn:
