@@ -67,7 +67,12 @@ def test_load_tfds_missing_fails_fast_with_help(tfds, tmp_path):
   elapsed = time.perf_counter() - start
   assert elapsed < 30.0, elapsed  # no download was attempted (a hang guard)
   message = str(info.value)
-  assert "download=True" in message and "--download" in message
+  assert "download=True" in message
+  # the configuration's field and how to set it from the command line (the
+  # experiment scripts have no --download flag)
+  assert "data.download=true" in message and "--download" not in message
+  assert "--set data.download=true" in message
+  assert "data.data_dir" in message
   assert "TFDS_DATA_DIR" in message and "data_dir" in message
   assert str(tmp_path) in message
   assert isinstance(info.value, FileNotFoundError)

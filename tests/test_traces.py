@@ -217,6 +217,42 @@ def test_bad_availability_csv(tmp_path, text, match):
     trace_files.read_availability(p)
 
 
+@pytest.mark.parametrize("read, text, message", [
+    (trace_files.read_availability, "client,start,end\n0,10,5\n",
+     "row 0 (client 0) needs 0 <= start < end, finite; got [10.0, 5.0]"),
+    (trace_files.read_availability, "client,start,end\n1,0,5\n1,4,6\n",
+     "client 1 has overlapping intervals [0.0, 5.0] and [4.0, 6.0]"),
+    (lambda p: trace_files.read_availability(p, period=10.0),
+     "client,start,end\n0,0,12\n", "row 0 ends at 12.0, after the period "
+     "10.0"),
+    (trace_files.read_device_table,
+     "client,computation,communication\n7,5,80\n8,-1,80\n",
+     "computation must be finite and > 0 for every device, got -1.0 at row "
+     "1"),
+])
+def test_trace_errors_show_plain_values_and_the_file(tmp_path, read, text,
+                                                     message):
+  p = tmp_path / "trace.csv"
+  p.write_text(text)
+  with pytest.raises(ValueError) as e:
+    read(p)
+  assert str(e.value) == f"{p}: {message}"
+
+
+def test_cli_names_the_field_the_file_and_plain_values(tmp_path, capsys):
+  from fedasync_jax import cli
+  p = tmp_path / "avail.csv"
+  p.write_text("client,start,end\n0,10,5\n")
+  out = tmp_path / "never"
+  assert cli.main(["run", "--out", str(out), "--set",
+                   f"delays.availability_trace={p}", "--set",
+                   "run.num_updates=10"]) == 2
+  err = capsys.readouterr().err
+  assert (f"error: delays.availability_trace: {p}: row 0 (client 0) needs "
+          f"0 <= start < end, finite; got [10.0, 5.0]" in err), err
+  assert "np." not in err
+
+
 def test_device_table_ids_must_be_present_and_unique(tmp_path):
   p = tmp_path / "d.csv"
   p.write_text("client,computation,communication\n7,5,80\n7,6,90\n")

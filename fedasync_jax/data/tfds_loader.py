@@ -140,8 +140,9 @@ def _diagnose_tfds_failure(tfds, name, root, download, error) -> None:
     raise DatasetNotFoundError(
         f"TFDS data set {name!r} is not in data_dir={root!r} (looked for "
         f"{where}) and was not downloaded because download=False. Either "
-        f"pass download=True (--download in the experiment scripts; needs "
-        f"network), or point data_dir= or the TFDS_DATA_DIR environment "
+        f"pass download=True (the configuration's data.download: --set "
+        f"data.download=true on the command line; needs network), or point "
+        f"data_dir= (data.data_dir) or the TFDS_DATA_DIR environment "
         f"variable at a directory that already holds it (on the team "
         f"machines: ../shared/data/tfds).") from error
 

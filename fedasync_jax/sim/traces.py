@@ -149,7 +149,7 @@ def _positive(name, values, where):
   if bad.any():
     i = int(np.flatnonzero(bad)[0])
     raise ValueError(f"{where}: {name} must be finite and > 0 for every "
-                     f"device, got {v[i]!r} at row {i}")
+                     f"device, got {float(v[i])!r} at row {i}")
   return v
 
 
@@ -204,7 +204,7 @@ def intervals(clients, start, end, *, period: Optional[float] = None,
     >>> iv.start.tolist(), iv.end.tolist()
     ([[0.0, 4.0]], [[1.0, 5.0]])
   """
-  clients = list(_ids(clients, where))
+  clients = [str(c) for c in _ids(clients, where)]  # plain, for messages
   s = np.asarray(start, dtype=np.float64).ravel()
   e = np.asarray(end, dtype=np.float64).ravel()
   if not len(clients) == s.size == e.size:
@@ -215,18 +215,19 @@ def intervals(clients, start, end, *, period: Optional[float] = None,
   bad = ~np.isfinite(s) | ~np.isfinite(e) | (s < 0) | (e <= s)
   if bad.any():
     i = int(np.flatnonzero(bad)[0])
-    raise ValueError(f"{where}: row {i} (client {clients[i]!r}) needs "
-                     f"0 <= start < end, finite; got [{s[i]!r}, {e[i]!r}]")
+    raise ValueError(f"{where}: row {i} (client {clients[i]}) needs "
+                     f"0 <= start < end, finite; got [{float(s[i])!r}, "
+                     f"{float(e[i])!r}]")
   if period is not None:
     period = float(checks.number("period", period, low=0, low_open=True))
     if np.any(e > period):
       i = int(np.argmax(e > period))
-      raise ValueError(f"{where}: row {i} ends at {e[i]!r}, after the "
+      raise ValueError(f"{where}: row {i} ends at {float(e[i])!r}, after the "
                        f"period {period!r}")
   ids = sorted(set(clients), key=clients.index)
   per = {c: [] for c in ids}
-  for c, a, b in zip(clients, s, e):
-    per[c].append((a, b))
+  for c, a, b in zip(clients, s.tolist(), e.tolist()):
+    per[c].append([a, b])
   width = max(len(v) for v in per.values())
   S = np.full((len(ids), width), np.inf)
   E = np.full((len(ids), width), np.inf)
@@ -234,7 +235,7 @@ def intervals(clients, start, end, *, period: Optional[float] = None,
     iv = sorted(per[c])
     for j in range(1, len(iv)):
       if iv[j][0] < iv[j - 1][1]:
-        raise ValueError(f"{where}: client {c!r} has overlapping intervals "
+        raise ValueError(f"{where}: client {c} has overlapping intervals "
                          f"{iv[j - 1]} and {iv[j]}")
     S[r, :len(iv)] = [a for a, _ in iv]
     E[r, :len(iv)] = [b for _, b in iv]
