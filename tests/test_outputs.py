@@ -201,6 +201,29 @@ def test_fields_that_do_not_apply_are_warned_about(tmp_path, capsys):
       "(it applies to rule.staleness polynomial, hinge, exponential)"]
 
 
+def test_epoch_fields_with_a_single_pass_are_warned_about():
+  """client.epochs with fixed client.steps, and early stopping or the
+  per-epoch decay with one pass of local training, change nothing (the
+  results are identical); they are warned about, and not with two
+  epochs."""
+  steps = config.from_dict({"client": {"steps": 5, "epochs": 3,
+                                       "patience": 2, "epoch_decay": True}})
+  assert notices.config_warnings(steps) == [
+      "client.epochs=3 does nothing with client.steps 5 (fixed local steps "
+      "replace epochs)",
+      "client.epoch_decay=True does nothing with client.steps 5 (fixed "
+      "local steps are one pass; it acts from the second epoch on)",
+      "client.patience=2 does nothing with client.steps 5 (fixed local "
+      "steps are one pass; it acts from the second epoch on)"]
+  one = config.from_dict({"client": {"patience": 2}})
+  assert notices.config_warnings(one) == [
+      "client.patience=2 does nothing with client.epochs 1 (one epoch; it "
+      "acts from the second epoch on)"]
+  two = config.from_dict({"client": {"epochs": 2, "patience": 2,
+                                     "epoch_decay": True}})
+  assert notices.config_warnings(two) == []
+
+
 def test_runs_that_apply_no_update_are_warned_about(tmp_path):
   cfg = config.from_dict({**TINY, "run": {**TINY["run"],
                                           "num_updates": 12}})
@@ -234,7 +257,7 @@ def test_demo_refuses_a_nan_learning_rate(tmp_path, capsys):
                  "--client-lr", "nan"])
   assert rc == 2
   out = capsys.readouterr()
-  assert "client_lr must be a number > 0, got nan" in out.err
+  assert "--client-lr must be a number > 0, got nan" in out.err
   assert len(out.err.strip().splitlines()) == 1 and out.out == ""
   assert not (tmp_path / "d").exists()
 
