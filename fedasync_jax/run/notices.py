@@ -13,7 +13,9 @@ from the schema wherever it can be:
   bound to them and ``INPUT_FIELDS``;
 * ``data.partition`` and ``data.alpha`` do not apply to a data set that
   comes federated (``datasets.DATASETS`` member ``info["federated"]``);
-* ``SYNCHRONOUS_ONLY`` lists the schedule fields of synchronous rules.
+* ``SYNCHRONOUS_ONLY`` lists the schedule fields of synchronous rules;
+* ``client.epochs`` does nothing with fixed ``client.steps``, and
+  ``EPOCH_FIELDS`` nothing with a single pass (``steps``, or one epoch).
 
 ``sweep_warnings(cfg, grid)`` adds a sweep's grid fields that its members
 never read, whatever their values.
@@ -50,6 +52,8 @@ INPUT_FIELDS = {"staleness": ("max_staleness",)}
 SYNCHRONOUS_ONLY = ("num_rounds", "over_selection", "deadline")
 """``run`` fields that only synchronous rules read."""
 _FEDERATED_ONLY = ("partition", "alpha")
+EPOCH_FIELDS = ("epoch_decay", "patience")
+"""``client`` fields that act between local epochs: nothing with one."""
 
 
 def _default(sec: str, name: str):
@@ -122,6 +126,14 @@ def unused_fields(cfg) -> dict:
     for f in _FEDERATED_ONLY:
       found.setdefault(("data", f), ("name", "the data set comes "
                                          "federated"))
+  c = cfg.client
+  if c.steps is not None or c.epochs == 1:  # one pass of local training
+    by = "client.steps" if c.steps is not None else "client.epochs"
+    for f in (("epochs",) if c.steps is not None else ()) + EPOCH_FIELDS:
+      found.setdefault(("client", f), (by, (
+          "fixed local steps are one pass" if c.steps is not None else
+          "one epoch") + "; it acts from the second epoch on"
+          if f != "epochs" else "fixed local steps replace epochs"))
   if not schema.build_rule(cfg).synchronous:
     sync = [m for m in rules.RULES.names() if _synchronous(cfg, m)]
     for f in SYNCHRONOUS_ONLY:
