@@ -16,7 +16,7 @@ import pytest
 from conftest import lsq_loss, make_lsq_data
 from fedasync_jax import (cli, client, config, delays, executor, reference,
                           rules, scheduler, staleness, tasks)
-from fedasync_jax.run import schema
+from fedasync_jax.run import members
 
 
 def _res(params, start, n):
@@ -260,11 +260,11 @@ def test_delay_is_known_at_dispatch_not_at_arrival():
 def test_afl_from_a_config():
   cfg = config.from_dict({"rule": {"name": "afl", "afl_lr": 0.5, "params": {
       "clients_per_round": 4, "average": "deltas"}}})
-  rule = schema.build_rule(cfg)
+  rule = members.build_rule(cfg)
   assert rule.arrivals_per_version == 4 and rule.result_fields == ("delta",)
   cfg = config.from_dict({"rule": {"name": "size_weighted_mix",
                                    "params": {"max_weight": 0.2}}})
-  assert schema.build_rule(cfg).arrivals_per_version == 1
+  assert members.build_rule(cfg).arrivals_per_version == 1
 
 
 @pytest.mark.parametrize("params, message", [

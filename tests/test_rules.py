@@ -212,8 +212,8 @@ def test_simulate_refuses_labels_beyond_the_models_classes(y_train, y_test,
 
 
 def test_run_help_separates_each_rule_from_its_description():
-  from fedasync_jax.run import cli
-  text = cli._families_text()  # pylint: disable=protected-access
+  from fedasync_jax.run import cli_args
+  text = cli_args.families_text()
   for m in rules.RULES.members():
     line = next(l for l in text.splitlines() if l.strip().startswith(m.name))
     assert line.strip().startswith(f"{m.name} "), line

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from fedasync_jax.sim import xla_cpu
-from fedasync_jax.run import folders, interrupts
+from fedasync_jax.run import cli_args, folders, interrupts
 from fedasync_jax.sim import compile_cache
 
 
@@ -52,73 +52,6 @@ def _demo(args) -> int:
     raise ValueError(_DEMO_OPTIONS[name] + text[len(name):]
                      if name in _DEMO_OPTIONS else text) from None
   return 0
-
-
-RUN_EPILOG = """\
-configuration:
-  A JSON or YAML file with any of the sections data, model, client, rule,
-  delays, run; fields left out keep their defaults. To start one:
-
-    fedasync-jax config > my.yaml   # every field: default, meaning, range
-
-  A smaller example (real MNIST, 100 Dirichlet clients, FedAsync):
-
-    data:   {{name: mnist, path: ../shared/data/mnist.npz, num_clients: 100,
-             partition: dirichlet, alpha: 0.5}}
-    model:  {{name: mlp}}
-    client: {{optimizer: sgd, lr: 0.05, batch_size: 10, epochs: 1}}
-    rule:   {{name: fedasync, alpha: 0.6, staleness: polynomial,
-             staleness_a: 0.5}}
-    delays: {{speeds: pareto, pareto_shape: 1.5, jitter: lognormal,
-             jitter_sigma: 0.3}}
-    run:    {{concurrency: 20, num_updates: 2000, eval_every: 100, seed: 0}}
-
-  Every field can be overridden with --set SECTION.FIELD=VALUE, repeated:
-    --set rule.alpha=0.9 --set run.seed=3 --set client.steps=null
-  (booleans: true/false; an optional field is unset with null). Parameters
-  without a field of their own go in a mapping, one entry at a time:
-    --set rule.staleness=koloskova --set rule.staleness_params.tau_c=4
-  Without --config the defaults run FedAsync on Synthetic(1,1).
-
-{families}
-  Relative paths in a file (data.path, data.data_dir, delays.trace_path,
-  delays.availability_trace) are relative to the file's folder; with --set
-  they are relative to the current folder.
-
-outputs (in --out):
-  config.json, history.csv (version, simulated_time, client_updates,
-  client_train_loss, test_loss, test_accuracy, ...), metrics.jsonl (the
-  same as JSON lines, written as the run goes), arrivals.csv,
-  participation.csv, summary.json (with "warnings"), final_params.msgpack,
-  and PNG plots (against client updates and simulated time) when
-  matplotlib is installed. With --set run.tensorboard=true also
-  tensorboard/: the metrics as TensorBoard events, step = client updates,
-  written as the run goes (tensorboard --logdir OUT/tensorboard).
-  Ctrl-C (or SIGTERM) saves checkpoint.msgpack; --resume DIR continues
-  (refused, naming what changed, if config.json was edited since or the
-  checkpoint is damaged). --out must be new or empty (or --force); a
-  folder is locked while a run writes into it.
-"""
-
-
-def _families_text() -> str:
-  """The rules and staleness functions with their one-line docs and where
-  their parameters are set, read from the registries."""
-  from fedasync_jax.run import schema
-  out = []
-  for field, title in (("name", "rules"), ("staleness",
-                                           "staleness functions")):
-    out.append(f"{title} (rule.{field}):")
-    for m in schema.family("rule", field).members():
-      where = []
-      for p in m.params:
-        b = schema.bound_field("rule", field, m.name, p.name)
-        ex = schema.extra_field("rule", field)
-        where.append(f"rule.{b.name}" if b else f"rule.{ex.name}.{p.name}")
-      sets = f" [{', '.join(where)}]" if where else ""
-      out.append(f"  {m.name:<11} {m.doc}{sets}")
-    out.append("")
-  return "\n".join(out)
 
 
 def _interrupted(e, command: str, out) -> int:
@@ -151,8 +84,29 @@ def _check_folder_args(args, command: str, extra: str) -> None:
     raise ValueError(extra)
 
 
-def _run(args) -> int:
+def _in_folder(args, command: str, call):
+  """``call(out)`` in the folder of ``--resume``, ``--out`` or a new
+  default one (``folders.output_folder``): ``(result, out, None)``, or
+  ``(None, out, 130)`` when a signal stopped it."""
+  from fedasync_jax.run import experiment
+  with folders.output_folder(args.resume or args.out, command) as out:
+    if args.resume is None:
+      print(f"output folder: {out}", file=sys.stderr)
+    try:
+      return call(out), out, None
+    except experiment.Interrupted as e:
+      return None, out, _interrupted(e, command, out)
+
+
+def _base_config(args):
+  """``--config`` (or the defaults) with the ``--set`` overrides."""
   from fedasync_jax.run import config as config_lib
+  cfg = (config_lib.load(args.config) if args.config is not None
+         else config_lib.Config())
+  return config_lib.apply_overrides(cfg, args.set)
+
+
+def _run(args) -> int:
   from fedasync_jax.run import experiment
   args.out, args.resume = _folder(args, "out"), _folder(args, "resume")
   _check_folder_args(args, "run", (
@@ -164,18 +118,12 @@ def _run(args) -> int:
     call = functools.partial(experiment.train_and_evaluate, None,
                              resume=True)
   else:
-    cfg = (config_lib.load(args.config) if args.config is not None
-           else config_lib.Config())
-    cfg = config_lib.apply_overrides(cfg, args.set)
+    cfg = _base_config(args)
     call = functools.partial(experiment.train_and_evaluate, cfg,
                              force=args.force)
-  with folders.output_folder(args.resume or args.out, "run") as out:
-    if args.resume is None:
-      print(f"output folder: {out}", file=sys.stderr)
-    try:
-      summary = call(out)
-    except experiment.Interrupted as e:
-      return _interrupted(e, "run", out)
+  summary, out, stopped = _in_folder(args, "run", call)
+  if stopped is not None:
+    return stopped
   print(f"final test accuracy {summary['final_test_accuracy']:.4f}, "
         f"loss {summary['final_test_loss']:.4f}, "
         f"{summary['client_updates']} client updates, "
@@ -212,7 +160,6 @@ def _split_cpu(n: int) -> None:
 
 
 def _sweep(args) -> int:
-  from fedasync_jax.run import config as config_lib
   from fedasync_jax.run import experiment
   from fedasync_jax.run import grid as grid_lib
   _split_cpu(args.devices)
@@ -227,9 +174,7 @@ def _sweep(args) -> int:
     call = functools.partial(experiment.sweep_and_evaluate, None, None,
                              None, resume=True)
   else:
-    cfg = (config_lib.load(args.config) if args.config is not None
-           else config_lib.Config())
-    cfg = config_lib.apply_overrides(cfg, args.set)
+    cfg = _base_config(args)
     grid = grid_lib.parse_grid(args.grid)
     seeds = (grid_lib.parse_seeds(args.seeds) if args.seeds is not None
              else None)
@@ -239,221 +184,24 @@ def _sweep(args) -> int:
                        f"({members}) must be a multiple of it")
     call = functools.partial(experiment.sweep_and_evaluate, cfg, grid,
                              seeds, force=args.force)
-  with folders.output_folder(args.resume or args.out, "sweep") as out:
-    if args.resume is None:
-      print(f"output folder: {out}", file=sys.stderr)
-    try:
-      rows = call(out)
-    except experiment.Interrupted as e:
-      return _interrupted(e, "sweep", out)
+  rows, out, stopped = _in_folder(args, "sweep", call)
+  if stopped is not None:
+    return stopped
   _print_sweep(rows, out)
   return 0
 
 
 def _config(args) -> int:
   from fedasync_jax.run import config as config_lib
-  cfg = (config_lib.load(args.config) if args.config is not None
-         else config_lib.Config())
-  cfg = config_lib.apply_overrides(cfg, args.set)
-  sys.stdout.write(config_lib.to_yaml(cfg))
+  sys.stdout.write(config_lib.to_yaml(_base_config(args)))
   return 0
 
 
-SWEEP_EPILOG = """\
-examples:
-  # 3 x 3 staleness settings x 2 seeds = 18 members, one compiled program
-  fedasync-jax sweep --grid rule.alpha=0.3,0.6,0.9 \\
-      --grid rule.staleness_a=0,0.5,1 --seeds 0,1 --set run.num_updates=1000
-
-  # a base configuration file plus a learning-rate grid
-  fedasync-jax sweep --config my.yaml --grid client.lr=0.01,0.03,0.1 \\
-      --out runs/lr
-
-  # continue it after Ctrl-C
-  fedasync-jax sweep --resume runs/lr
-
-outputs (in --out):
-  history.csv (long format: one row per evaluation of every member: member,
-  grid values, seed, version, simulated time, client updates, client
-  training loss, test loss and accuracy), summary.csv (per grid point: seeds,
-  mean and 95% interval over seeds of the final test accuracy and loss,
-  clipped to where they lie: accuracy to [0, 1], loss to 0 and above),
-  sweep.csv (one row per member: settings, final metrics, folder),
-  config.json (base config, grid, seeds), summary.json (wall time),
-  test_accuracy.png and test_loss.png (mean and band over seeds against
-  client updates and simulated time, the band clipped as in summary.csv;
-  with matplotlib), and one folder per member named by its values
-  (alpha=0.3,seed=1/; m<i> links to it) with history.csv, arrivals.csv,
-  participation.csv, summary.json and final_params.msgpack. Every member
-  equals its own `fedasync-jax run` with the same values (--set ...). Grid
-  fields that the base configuration never reads are warned about (on
-  stderr and in summary.json), as --set fields are. With --set
-  run.tensorboard=true also tensorboard/<member folder>/: each member's
-  metrics as TensorBoard events (written when the sweep ends or is
-  stopped).
-
-  Ctrl-C (or SIGTERM) stops at the next chunk (run.chunk_steps steps shared
-  out over the members on CPU) and saves checkpoint.msgpack and the outputs
-  so far; --resume DIR continues and ends as an uninterrupted sweep would.
-  --force into a previous sweep's folder first removes that sweep's member
-  folders (the files a sweep writes there), their m<i> links and
-  TensorBoard events; other files in the folder are kept.
-
-Fields that change shapes or the schedule (data, model, rule.name,
-run.concurrency, ...) cannot vary inside one program: run one sweep per
-value instead.
-"""
-
-
-def _sweepable_text() -> str:
-  from fedasync_jax.run import grid
-  return ", ".join(sorted(grid.sweepable()))
-
-
-def _seed_range() -> str:
-  from fedasync_jax.run import schema
-  return schema.interval(schema.param("run", "seed"))
-
-
-def _config_args(parser, config_help: str, set_help: str) -> None:
-  parser.add_argument("--config", type=Path, default=None, help=config_help)
-  parser.add_argument("--set", action="append", default=[],
-                      metavar="SECTION.FIELD=VALUE", help=set_help)
-
-
 def build_parser() -> argparse.ArgumentParser:
-  """The parser of ``fedasync-jax``: ``demo``, ``run``, ``sweep``,
-  ``config``; the help texts list the registered rules, staleness
-  functions and sweepable fields."""
-  p = argparse.ArgumentParser(
-      prog="fedasync-jax",
-      description="A JAX-accelerated, vectorized simulator of asynchronous "
-                  "federated learning.")
-  p.add_argument(
-      "--compile-cache", metavar="DIR|off", default=None,
-      help="keep compiled programs on disk so that a rerun, a resumed run "
-           "or the next seed skips compilation (default: "
-           f"${compile_cache.ENV_VAR} or ~/.cache/fedasync_jax/xla); 'off' "
-           "turns it off")
-  p.add_argument(
-      "--cpu-conv", choices=xla_cpu.CPU_CONV_CHOICES, default="auto",
-      help="XLA:CPU's convolution path: 'eigen' spreads each convolution "
-           "over every core, 'ynnpack' (XLA's own choice in JAX 0.10) runs "
-           "it on one thread; 'auto' (default) takes eigen when every CPU "
-           "device has two or more cores (one device unless `sweep "
-           "--devices N` splits the CPU) unless XLA_FLAGS already chooses")
-  sub = p.add_subparsers(dest="command", required=True)
-  _add_demo(sub)
-  _add_run(sub)
-  _add_sweep(sub)
-  _add_config(sub)
-  return p
-
-
-def _add_demo(sub) -> None:
-  d = sub.add_parser(
-      "demo", help="run FedAsync, FedBuff and FedAvg on the embedded "
-                   "Synthetic(1,1) data (no download)",
-      description="Runs FedAsync (polynomial staleness, a=0.5), FedBuff and "
-                  "synchronous FedAvg on FedProx's Synthetic(1,1) with "
-                  "lognormal device speeds; prints test accuracy against "
-                  "client updates and simulated time; writes history CSVs, "
-                  "metrics.jsonl, arrivals CSVs and summary.json into the "
-                  "output folder.")
-  d.add_argument("--out", default=None,
-                 help="output folder, new or empty (default: "
-                      "runs/demo-<date>-<time>)")
-  d.add_argument("--force", action="store_true",
-                 help="write into a non-empty --out (its files may be "
-                      "replaced)")
-  d.add_argument("--updates", type=int, default=3000,
-                 help="client updates per algorithm, a multiple of 100 "
-                      "(default: 3000)")
-  d.add_argument("--concurrency", type=int, default=10,
-                 help="clients in flight / FedAvg cohort (default: 10)")
-  d.add_argument("--clients", type=int, default=100,
-                 help="population size (default: 100)")
-  d.add_argument("--client-lr", type=float, default=0.01,
-                 help="client SGD learning rate (default: 0.01)")
-  d.add_argument("--seed", type=int, default=0, help="random seed")
-  d.set_defaults(func=_demo)
-
-
-def _add_run(sub) -> None:
-  r = sub.add_parser(
-      "run", help="run one configuration (JSON/YAML file plus overrides)",
-      description="Runs one simulation from a configuration file and "
-                  "command-line\noverrides, with a progress bar (updates, "
-                  "simulated time, test accuracy,\nETA), checkpoints, and "
-                  "results written to an output folder.",
-      epilog=RUN_EPILOG.format(families=_families_text()),
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  _config_args(r, "configuration file (.json, .yaml or .yml)",
-               "override one field, e.g. rule.alpha=0.9 or "
-               "delays.pareto_shape=1.5 (repeatable)")
-  _folder_options(r, "run", "continue the interrupted run in DIR")
-  r.set_defaults(func=_run)
-
-
-FORCE_HELP = ("write into a non-empty --out (its files may be replaced; a "
-              "checkpoint there is removed)")
-
-
-def _folder_options(p, command: str, resume_help: str,
-                    force_help: str = FORCE_HELP) -> None:
-  """``--out``, ``--force`` and ``--resume`` of ``run`` and ``sweep``."""
-  p.add_argument("--out", default=None,
-                 help=f"output folder, new or empty (default: "
-                      f"runs/{command}-<date>-<time>)")
-  p.add_argument("--force", action="store_true", help=force_help)
-  p.add_argument("--resume", default=None, metavar="DIR", help=resume_help)
-
-
-def _add_sweep(sub) -> None:
-  w = sub.add_parser(
-      "sweep", help="run a grid of settings x seeds as ONE compiled program",
-      description="Runs every combination of the --grid values and --seeds "
-                  "as ONE compiled\nprogram (the vectorized sweep) on top "
-                  "of a base configuration (--config,\n--set: as for "
-                  "`fedasync-jax run`).\n\n"
-                  f"Sweepable fields: {_sweepable_text()}.\nSeeds change "
-                  "the schedule, the initial model and the training keys.",
-      epilog=SWEEP_EPILOG,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  _config_args(w, "base configuration file (.json/.yaml)",
-               "override one base field (repeatable)")
-  w.add_argument("--grid", action="append", default=[],
-                 metavar="SECTION.FIELD=V1,V2,...",
-                 help="the values of one sweepable field (repeatable, "
-                      "once per field)")
-  w.add_argument("--seeds", default=None, metavar="S1,S2,...",
-                 help=f"comma-separated distinct integer seeds in "
-                      f"{_seed_range()} (default: run.seed)")
-  _folder_options(w, "sweep", "continue the interrupted sweep in DIR (with "
-                  "its saved config, grid and seeds)", force_help=(
-                      "write into a non-empty --out (its files may be "
-                      "replaced; a checkpoint and a previous sweep's member "
-                      "folders, m<i> links and TensorBoard events there "
-                      "are removed; other files are kept)"))
-  w.add_argument("--devices", type=int, default=1, metavar="N",
-                 help="CPU only: split the members over N devices, one per "
-                      "core (the number of members must be a multiple of "
-                      "N; a 16-seed sweep ran 1.5x faster on 2 cores)")
-  w.set_defaults(func=_sweep)
-
-
-def _add_config(sub) -> None:
-  c = sub.add_parser(
-      "config", help="print every configuration field with its default, "
-                     "meaning and range (YAML)",
-      description="Prints a complete configuration as YAML: every field, "
-                  "its value (the default,\nor from --config / --set), "
-                  "what it means and what it accepts. Start a new\n"
-                  "configuration with: fedasync-jax config > my.yaml",
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  _config_args(c, "start from this file instead of the defaults",
-               "override one field (repeatable)")
-  c.set_defaults(func=_config)
+  """The parser of ``fedasync-jax`` (``cli_args.build_parser``) wired to
+  this module's commands."""
+  return cli_args.build_parser({"demo": _demo, "run": _run, "sweep": _sweep,
+                                "config": _config})
 
 
 def _choose_cpu_conv(args) -> None:

@@ -41,7 +41,7 @@ import numpy as np
 from fedasync_jax.core import checks
 from fedasync_jax.core.checks import show as _show
 _Q = "'"
-from fedasync_jax.run import config_files, schema
+from fedasync_jax.run import config_files, members, schema
 from fedasync_jax.run.schema import ConfigError  # noqa: F401  (public)
 
 
@@ -252,7 +252,7 @@ def _check_schedule(cfg) -> None:
   fill it at least once within ``run.num_updates``."""
   r, run, d = cfg.rule, cfg.run, cfg.data
   try:
-    rule = schema.build_rule(cfg)
+    rule = members.build_rule(cfg)
   except (ValueError, TypeError) as e:
     raise (e if isinstance(e, ConfigError) else ConfigError(
         f"rule {r.name!r}: {e}")) from None

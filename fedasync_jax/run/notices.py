@@ -43,7 +43,7 @@ import sys
 from typing import Optional
 
 from fedasync_jax.core import rules
-from fedasync_jax.run import schema
+from fedasync_jax.run import members, schema
 
 INPUTS = {"staleness": "staleness_fn", "server_optimizer": "server_optimizer"}
 """``rule`` choices that a rule takes as an input, by the input's name."""
@@ -134,7 +134,7 @@ def unused_fields(cfg) -> dict:
           "fixed local steps are one pass" if c.steps is not None else
           "one epoch") + "; it acts from the second epoch on"
           if f != "epochs" else "fixed local steps replace epochs"))
-  if not schema.build_rule(cfg).synchronous:
+  if not members.build_rule(cfg).synchronous:
     sync = [m for m in rules.RULES.names() if _synchronous(cfg, m)]
     for f in SYNCHRONOUS_ONLY:
       found[("run", f)] = ("rule.name", "it applies to synchronous rules: "
@@ -196,7 +196,7 @@ def _synchronous(cfg, name: str) -> bool:
   other = dataclasses.replace(cfg, rule=dataclasses.replace(
       cfg.rule, name=name, params={}))
   try:
-    return schema.build_rule(other).synchronous
+    return members.build_rule(other).synchronous
   except (schema.ConfigError, ValueError):
     return False
 

@@ -17,10 +17,8 @@
 
 A newcomer's staleness function or rule needs nothing here: its parameters
 are read from the fields bound to their names, else from the ``Extra``
-mapping, else their defaults. ``member_values`` does that; ``build_member``
-builds the member; ``build_rule`` builds the configured rule (with
-stand-in inputs before any data exist, enough to ask the rule whether it is
-``synchronous``).
+mapping, else their defaults. ``member_values`` does that;
+``run.members`` builds the members (and the configured rule) from it.
 
 Example:
   >>> import types
@@ -35,8 +33,6 @@ Example:
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Optional
-
-import optax
 
 from fedasync_jax import models
 from fedasync_jax.core import checks, optimizers, robust, rules, staleness
@@ -472,78 +468,3 @@ def member_values(values, section_name: str, choice: str):
                       f"the mapping with {where}=null)"
                       f"{checks.suggest(unknown[0], takes)}")
   return m, out
-
-
-def build_member(values, section_name: str, choice: str, **inputs):
-  """Builds the member that ``values.<choice>`` names from the configured
-  parameters (``member_values``) and the ``inputs`` it declares."""
-  m, params = member_values(values, section_name, choice)
-  fam = family(section_name, choice)
-  try:
-    return fam.build(m.name, **params, **{k: v for k, v in inputs.items()
-                                          if k in m.inputs})
-  except ValueError as e:
-    named = (None if isinstance(e, ConfigError) else
-             _name_field(str(e), section_name, choice, fam, m))
-    if named is None:
-      raise
-    raise ConfigError(named) from None
-
-
-def _name_field(message: str, section_name: str, choice: str, fam,
-                m) -> Optional[str]:
-  """``message`` of a member's refused parameter (``"rule 'afl': average
-  must be ..."``, ``"average must be ..."``) naming the field that sets
-  it instead (``"rule.params.average must be ..."``); ``None`` when it
-  starts with no parameter of ``m``."""
-  where = f"{fam.family} {m.name!r}: "
-  text = message[len(where):] if message.startswith(where) else message
-  for p in m.params:
-    field = member_field(section_name, choice, m.name, p.name)
-    if field and text.startswith(p.name + " "):
-      return field + text[len(p.name):]
-  return None
-
-
-def make_staleness(rule_cfg) -> staleness.StalenessFn:
-  """The configured staleness function, cut off at ``max_staleness``."""
-  fn = build_member(rule_cfg, "rule", "staleness")
-  if rule_cfg.max_staleness is None:
-    return fn
-  return staleness.cutoff(fn, rule_cfg.max_staleness)
-
-
-def make_optimizer(values, section_name: str, choice: str
-                   ) -> optax.GradientTransformation:
-  """The optimizer a ``Choice`` field names (``client.optimizer``,
-  ``rule.server_optimizer``), with its bound fields' values."""
-  return build_member(values, section_name, choice)
-
-
-RULE_INPUTS = {
-    "staleness_fn": lambda cfg, fed: make_staleness(cfg.rule),
-    "server_optimizer": lambda cfg, fed: make_optimizer(
-        cfg.rule, "rule", "server_optimizer"),
-    "mean_examples": lambda cfg, fed: (
-        1.0 if fed is None else float(fed.train.counts.mean())),
-}
-"""What a rule may take besides its parameters, from the configuration and
-the data (``fed=None``: a stand-in, before any data exist)."""
-
-
-def build_rule(cfg, fed=None) -> rules.ServerRule:
-  """The configured rule, unguarded. With ``fed=None`` the data-dependent
-  inputs are stand-ins: enough to ask the rule about itself
-  (``synchronous``, ``arrivals_per_version``).
-
-  Raises:
-    ConfigError: the rule needs an input the configuration cannot supply.
-  """
-  m = rules.RULES[cfg.rule.name]
-  missing = [i for i in m.inputs if i not in RULE_INPUTS]
-  if missing:
-    raise ConfigError(f"rule {m.name!r} takes input(s) {missing} that a "
-                      f"configuration cannot supply; known inputs: "
-                      f"{sorted(RULE_INPUTS)}")
-  inputs = {i: RULE_INPUTS[i](cfg, fed) for i in m.inputs}
-  return build_member(cfg.rule, "rule", "name", **inputs)

@@ -3,7 +3,7 @@
 Every factory here reads a validated ``config.Config``; the families behind
 the names (rules, staleness functions, optimizers, speed distributions,
 selections, models) are built through their registries
-(``schema.build_member``), so a member registered anywhere runs from a
+(``members.build_member``), so a member registered anywhere runs from a
 configuration without a change here.
 
 Example:
@@ -31,8 +31,9 @@ import optax
 from fedasync_jax import data, models
 from fedasync_jax.core import checks, client, robust, rules
 from fedasync_jax.data import datasets, images, synthetic
-from fedasync_jax.run import schema
-from fedasync_jax.run.schema import ConfigError, make_staleness  # noqa: F401
+from fedasync_jax.run import members, schema
+from fedasync_jax.run.members import make_staleness  # noqa: F401
+from fedasync_jax.run.schema import ConfigError
 from fedasync_jax.sim import delays, scheduler, tasks, trace_files, traces
 
 
@@ -195,7 +196,7 @@ def make_optimizer(values, section: str = "client",
     >>> callable(opt.update)
     True
   """
-  return schema.make_optimizer(values, section, choice)
+  return members.make_optimizer(values, section, choice)
 
 
 def _optimizer(name: str, lr, momentum=0.0) -> optax.GradientTransformation:
@@ -279,7 +280,7 @@ def check_fits(model: models.ModelFns, x, y, *, what: str = "model") -> None:
 def make_rule_from(cfg, fed: data.FederatedData) -> rules.ServerRule:
   """The configured rule (a member of ``rules.RULES`` built with its
   parameters and inputs), guarded (quarantine, norm bound, noise) as set."""
-  rule = schema.build_rule(cfg, fed)
+  rule = members.build_rule(cfg, fed)
   r = cfg.rule
   if r.quarantine or r.max_update_norm is not None:
     rule = robust.guard(
