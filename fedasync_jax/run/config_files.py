@@ -134,20 +134,24 @@ def _yaml_load(text: str):
 def _json_load(text: str):
   """``json.loads`` refusing a key that an object (any depth) holds
   twice, naming its path."""
-  twice = {}  # id of an object -> the first key it holds twice
+  twice = {}  # id of an object -> (the object, the first key it holds twice)
 
   def unique(pairs):
     obj = dict(pairs)
     if len(obj) < len(pairs):
       seen = set()
-      twice[id(obj)] = next(k for k, _ in pairs if k in seen or seen.add(k))
+      # The object is kept here, so that its id is not reused by another
+      # after a parent's duplicate key drops it.
+      twice[id(obj)] = (obj, next(k for k, _ in pairs
+                                  if k in seen or seen.add(k)))
     return obj
   data = json.loads(text, object_pairs_hook=unique)
   todo = [(data, ())]
   while twice and todo:
     obj, path = todo.pop()
     if isinstance(obj, dict) and id(obj) in twice:
-      raise ValueError(f"duplicate key {_key_path(path + (twice[id(obj)],))}")
+      raise ValueError(
+          f"duplicate key {_key_path(path + (twice[id(obj)][1],))}")
     items = (obj.items() if isinstance(obj, dict) else
              enumerate(obj) if isinstance(obj, list) else ())
     todo.extend((v, path + (k,)) for k, v in items)
