@@ -497,6 +497,36 @@ def test_demo_options_are_named_as_given_and_force_is_one(tmp_path,
   assert (notes / "summary.json").exists()
 
 
+def test_force_leaves_only_the_new_runs_outputs_and_the_users_files(
+    tmp_path):
+  """A run forced over a sweep's folder, and over a run that wrote
+  TensorBoard events, ends with exactly the files a run writes in a new
+  folder, plus the user's own file (they used to stay mixed: the sweep's
+  members and sweep.csv, the old run's events)."""
+  import shutil
+  cfg = _write_cfg(tmp_path, TINY)
+  fresh = tmp_path / "fresh"
+  assert cli.main(["run", "--config", str(cfg), "--out", str(fresh)]) == 0
+
+  from fedasync_jax.run import outputs
+  pngs = {p.name for p in fresh.glob("*.png")}  # none without matplotlib
+  assert not pngs or pngs == set(outputs.PLOTS)
+
+  def names(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+  for before in (["sweep", "--seeds", "0,1"],
+                 ["run", "--set", "run.tensorboard=true"]):
+    out = tmp_path / before[0]
+    assert cli.main([before[0], "--config", str(cfg), "--out", str(out),
+                     *before[1:]]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert cli.main(["run", "--config", str(cfg), "--out", str(out),
+                     "--force"]) == 0
+    assert names(out) == sorted(names(fresh) + ["notes.txt"]), before
+    assert (out / "notes.txt").read_text() == "mine"
+    shutil.rmtree(out)
+
+
 def test_plot_or_disk_error_after_training_keeps_what_was_computed(
     tmp_path, capsys, monkeypatch):
   import errno

@@ -123,9 +123,9 @@ outputs (in --out):
   Ctrl-C (or SIGTERM) stops at the next chunk (run.chunk_steps steps shared
   out over the members on CPU) and saves checkpoint.msgpack and the outputs
   so far; --resume DIR continues and ends as an uninterrupted sweep would.
-  --force into a previous sweep's folder first removes that sweep's member
-  folders (the files a sweep writes there), their m<i> links and
-  TensorBoard events; other files in the folder are kept.
+  --force into a previous run's or sweep's folder first removes what it
+  wrote (its files, member folders, m<i> links and TensorBoard events);
+  other files in the folder are kept.
 
 Fields that change shapes or the schedule (data, model, rule.name,
 run.concurrency, ...) cannot vary inside one program: run one sweep per
@@ -223,17 +223,18 @@ def _add_run(sub, commands: dict) -> None:
   r.set_defaults(func=commands["run"])
 
 
-FORCE_HELP = ("write into a non-empty --out (its files may be replaced; a "
-              "checkpoint there is removed)")
+FORCE_HELP = ("write into a non-empty --out: a checkpoint and what a "
+              "previous run or sweep wrote there (its files, member "
+              "folders, m<i> links, TensorBoard events) are removed first; "
+              "other files are kept")
 
 
-def _folder_options(p, command: str, resume_help: str,
-                    force_help: str = FORCE_HELP) -> None:
+def _folder_options(p, command: str, resume_help: str) -> None:
   """``--out``, ``--force`` and ``--resume`` of ``run`` and ``sweep``."""
   p.add_argument("--out", default=None,
                  help=f"output folder, new or empty (default: "
                       f"runs/{command}-<date>-<time>)")
-  p.add_argument("--force", action="store_true", help=force_help)
+  p.add_argument("--force", action="store_true", help=FORCE_HELP)
   p.add_argument("--resume", default=None, metavar="DIR", help=resume_help)
 
 
@@ -258,11 +259,7 @@ def _add_sweep(sub, commands: dict) -> None:
                  help=f"comma-separated distinct integer seeds in "
                       f"{_seed_range()} (default: run.seed)")
   _folder_options(w, "sweep", "continue the interrupted sweep in DIR (with "
-                  "its saved config, grid and seeds)", force_help=(
-                      "write into a non-empty --out (its files may be "
-                      "replaced; a checkpoint and a previous sweep's member "
-                      "folders, m<i> links and TensorBoard events there "
-                      "are removed; other files are kept)"))
+                  "its saved config, grid and seeds)")
   w.add_argument("--devices", type=int, default=1, metavar="N",
                  help="CPU only: split the members over N devices, one per "
                       "core (the number of members must be a multiple of "

@@ -59,7 +59,7 @@ from typing import Optional
 import jax
 
 from fedasync_jax.run import config as config_lib
-from fedasync_jax.run import metrics, notices, results
+from fedasync_jax.run import metrics, notices, results, sweep_outputs
 from fedasync_jax.run import tensorboard as tensorboard_lib
 from fedasync_jax.run.checkpoints import (CHECKPOINT,  # noqa: F401
                                           FINAL_PARAMS, Interrupted,
@@ -106,7 +106,9 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
     resume: continue from ``workdir/checkpoint.msgpack`` with the config
       saved there (``cfg``, when given, must equal it); the checkpoint
       must belong to that config (``checkpoints.verify``).
-    force: write into a non-empty folder (a checkpoint there is removed).
+    force: write into a non-empty folder (a checkpoint and the outputs of
+      a previous run or sweep there are removed:
+      ``sweep_outputs.remove_previous``; other files are kept).
     show_progress: draw the progress bar on stderr.
 
   Checkpoints are written every ``cfg.run.checkpoint_every_s`` seconds (and
@@ -152,8 +154,9 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
     # from here on it stops the run at the next chunk, after a checkpoint.
     flag = signals.enter_context(stop_on_signals({}))
     cfg_dict = config_lib.to_dict(cfg)
-    if not resume:  # (with force, another run's checkpoint goes)
+    if not resume:  # (with force, another run's or sweep's outputs go)
       remove_checkpoint(workdir)
+      sweep_outputs.remove_previous(workdir)
       results.write_json(workdir / "config.json", cfg_dict)
     if bar is not None:
       bar.total, bar.schedule = s.schedule.num_arrivals, s.schedule

@@ -410,10 +410,17 @@ def _plot_metric(workdir: Path, rows: list, metric: str) -> None:
   results.write_figure(workdir / f"{metric}.png", fig)
 
 
+PLOT_METRICS = ("test_accuracy", "test_loss")
+PLOTS = tuple(f"{m}.png" for m in PLOT_METRICS) + (
+    "staleness_participation.png", "clients.png")
+"""The files ``plot_run`` writes (``clients.png`` for class labels)."""
+
+
 def plot_run(workdir: Path, s, out: types.RunResult, rows) -> None:
-  """Writes the PNG plots (needs matplotlib: the ``plots`` extra)."""
+  """Writes the PNG plots, ``PLOTS`` (needs matplotlib: the ``plots``
+  extra)."""
   from matplotlib.figure import Figure
-  for metric in ("test_accuracy", "test_loss"):
+  for metric in PLOT_METRICS:
     _plot_metric(workdir, rows, metric)
   fig = Figure(figsize=(10, 4))
   ax1, ax2 = fig.subplots(1, 2)
@@ -425,10 +432,10 @@ def plot_run(workdir: Path, s, out: types.RunResult, rows) -> None:
   ax2.set_xlabel("client")
   ax2.set_ylabel("applied updates")
   fig.tight_layout()
-  results.write_figure(workdir / "staleness_participation.png", fig)
+  results.write_figure(workdir / PLOTS[2], fig)
   ds = s.fed.train
   if np.issubdtype(ds.y.dtype, np.integer):
     st_ = partition.stats(ds.y, [np.arange(o, o + n) for o, n in
                                  zip(ds.offsets, ds.counts)],
                           num_classes=s.fed.num_classes)
-    partition.plot(st_, workdir / "clients.png")
+    partition.plot(st_, workdir / PLOTS[3])

@@ -59,7 +59,8 @@ import numpy as np
 from fedasync_jax.run import metrics, results, tensorboard
 from fedasync_jax.run.checkpoints import FINAL_PARAMS
 from fedasync_jax.run.grid import members
-from fedasync_jax.run.outputs import attempt, history_rows, write_outputs
+from fedasync_jax.run.outputs import (PLOTS, attempt, history_rows,
+                                      write_outputs)
 
 FINALS = ("final_test_accuracy", "final_test_loss")
 RANGES = {"test_accuracy": (0.0, 1.0), "test_loss": (0.0, None)}
@@ -70,7 +71,10 @@ MEMBER_FILES = ("summary.json", "history.csv", metrics.METRICS,
                 "arrivals.csv", "staleness.csv", "trace_mapping.csv",
                 "participation.csv", FINAL_PARAMS)
 """The files a sweep may write in a member's folder (``write_outputs``
-with ``plots=False``, and the final parameters)."""
+with ``plots=False``, and the final parameters); a run writes them too."""
+SWEEP_FILES = ("sweep.csv", "summary.csv")
+"""A sweep's own files, besides those a run also writes (``history.csv``,
+``summary.json``, the metrics' plots)."""
 _LINK = re.compile(r"m[0-9]+")
 _MEMBER = re.compile(r"(?:[^/]+,)?seed=[0-9]+")
 
@@ -194,11 +198,13 @@ def _remove_files(folder: Path, names) -> None:
 
 
 def remove_previous(workdir) -> None:
-  """Removes what a previous sweep wrote into ``workdir`` about its members
-  (before a new sweep writes there, ``--force``): each member folder's
-  ``MEMBER_FILES``, the folder once empty, its ``m<i>`` link and its
-  TensorBoard events. Files a sweep does not write are kept, and so are
-  the sweep's own files (the new sweep rewrites them).
+  """Removes what a previous run or sweep wrote into ``workdir``, before
+  a new run or sweep writes there (``--force``), so that the folder
+  describes the new one only: a run's files (``MEMBER_FILES``, ``PLOTS``)
+  and TensorBoard events; a sweep's own files (``SWEEP_FILES``), each
+  member folder's ``MEMBER_FILES``, the folder once empty, its ``m<i>``
+  link and its TensorBoard events. Files neither writes are kept, and
+  ``config.json`` is rewritten by the new one.
 
   Raises:
     OSError: a file that cannot be removed.
@@ -208,7 +214,13 @@ def remove_previous(workdir) -> None:
   for link, target in _links(workdir):
     if target in names:
       link.unlink()
+  for name in (*MEMBER_FILES, *PLOTS, *SWEEP_FILES):
+    (workdir / name).unlink(missing_ok=True)
   logdir = workdir / tensorboard.FOLDER
+  if logdir.is_dir():  # a run's events
+    for p in logdir.iterdir():
+      if p.name.startswith(tensorboard.PREFIX) and p.is_file():
+        p.unlink()
   for name in sorted(names):
     _remove_files(workdir / name, MEMBER_FILES)
     if (logdir / name).is_dir():

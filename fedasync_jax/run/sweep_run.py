@@ -303,7 +303,7 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
     # Until here Ctrl-C raises KeyboardInterrupt and nothing is written;
     # from here on it stops the sweep at the next chunk, after a checkpoint.
     flag = signals.enter_context(stop_on_signals({}))
-    if not resume:  # (with force, another run's checkpoint and members go)
+    if not resume:  # (with force, another run's or sweep's outputs go)
       remove_checkpoint(workdir)
       sweep_outputs.remove_previous(workdir)
       results.write_json(workdir / "config.json", saved)
