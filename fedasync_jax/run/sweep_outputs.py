@@ -28,9 +28,10 @@ folder per member and plots with a band over seeds.
   (clipped as the intervals), against client updates and against simulated
   time.
 
-Before a new sweep writes into a folder (``--force``), ``remove_previous``
-removes the previous sweep's member folders, ``m<i>`` links and TensorBoard
-events, so that the folder describes the new sweep only.
+Before a new run or sweep writes into a folder (``--force``),
+``remove_previous`` removes what a previous run or sweep wrote there (its
+files and plots, member folders, ``m<i>`` links, TensorBoard events), so
+that the folder describes the new one only.
 
 Example:
   >>> grid = {"rule.alpha": [0.3, 1.0], "client.lr": [0.01]}

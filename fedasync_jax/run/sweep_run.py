@@ -14,10 +14,10 @@ grid and seeds saved in the folder and ends bit-identical to an
 uninterrupted sweep. The machinery is the single run's (``checkpoints``:
 the checkpoint verifies itself against the folder's ``config.json``;
 ``folders``: a new sweep needs a new or empty folder, locked while it
-runs). With ``force``, once the data are loaded, the checkpoint and the
-member folders, ``m<i>`` links and TensorBoard events of a previous sweep
-there are removed (``sweep_outputs.remove_previous``), so that the folder
-describes the new sweep only.
+runs). With ``force``, once the data are loaded, the checkpoint and what
+a previous run or sweep wrote there are removed
+(``sweep_outputs.remove_previous``), so that the folder describes the new
+sweep only.
 
 Chunks: on CPU a chunk runs the members one after another
 (``members="map"``), so the sweep's chunk is ``ceil(run.chunk_steps /
