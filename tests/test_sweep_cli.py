@@ -45,6 +45,11 @@ def _error_line(capsys) -> str:
                                r"'rule\.alpha'$"),
     (["--grid", "run.seed=0,1"], r"run\.seed cannot vary inside one "
                                  r"compiled sweep"),
+    (["--grid", "rule.alpha=0.3,,0.9"], r"grid values of rule\.alpha must "
+                                        r"be numbers, got '0\.3,,0\.9' "
+                                        r"\(an empty entry\)"),
+    (["--grid", "rule.alpha=0.3,"], r"\(an empty entry\)"),
+    (["--grid", "rule.alpha="], r"grid rule\.alpha has no values"),
 ])
 def test_bad_grid_or_seeds_exit_2_naming_the_option(tmp_path, capsys, args,
                                                     match):

@@ -138,14 +138,18 @@ def parse_grid(items) -> dict:
     if key in grid:
       raise ValueError(f"--grid {key} is given twice; list all its values "
                        f"in one --grid {key}=V1,V2,...")
+    entries = [v.strip() for v in values.split(",")]
+    if not any(entries):
+      raise ValueError(f"grid {key} has no values; a --grid item must look "
+                       f"like {GRID_FORM}")
+    if not all(entries):
+      raise ValueError(f"grid values of {key} must be numbers, got "
+                       f"{values!r} (an empty entry)")
     try:
-      vals = [float(v) for v in values.split(",") if v.strip()]
+      vals = [float(v) for v in entries]
     except ValueError:
       raise ValueError(f"grid values of {key} must be numbers, got "
                        f"{values!r}") from None
-    if not vals:
-      raise ValueError(f"grid {key} has no values; a --grid item must look "
-                       f"like {GRID_FORM}")
     grid[key] = vals
   return grid
 
