@@ -392,6 +392,41 @@ def test_every_entry_point_refuses_a_bad_eval_every(bad):
       call()
 
 
+def test_a_schedule_or_client_that_does_not_fit_is_refused():
+  """FedBuff(2) on a schedule of one arrival per version trained its
+  clients from other snapshots than the rule applied (the executor and the
+  reference disagreed by 8e-3); FedAvg on an asynchronous schedule applied
+  nothing; max_examples below the largest client trained every client on
+  its first examples. Each entry point now refuses them, naming the fix."""
+  ds, upd, params, _ = problem("lsq", np.float32)
+  dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
+  s1 = scheduler.asynchronous(dm, num_updates=20, concurrency=4, seed=0)
+  key = jax.random.key(0)
+  cases = [
+      (rules.fedbuff(2), s1, upd, r"arrivals_per_version=1 but the rule "
+       r"applies a version every 2 arrivals; draw it with "
+       r"scheduler\.asynchronous\(\.\.\., arrivals_per_version=2\)"),
+      (rules.fedavg(), s1, upd, r"the rule is synchronous but the schedule "
+       r"was drawn by scheduler\.asynchronous"),
+      (rules.fedasync(0.5), s1, client.local_update(
+          lsq_loss, optax.sgd(0.05), batch_size=4, max_examples=2),
+       r"max_examples=2\) is below the data's largest client"),
+  ]
+  for rule, sched, update, match in cases:
+    for call in (
+        lambda: executor.simulate(rule, update, params, ds, sched, key=key),
+        lambda: reference.run(rule, update, params, ds, sched, key=key),
+        lambda: sweep.sweep(lambda hp: rule, {"a": jnp.zeros(2)}, update,
+                            params, ds, sched, keys=key)):
+      with pytest.raises(ValueError, match=match):
+        call()
+  # the fitting schedule runs
+  s2 = scheduler.asynchronous(dm, num_updates=20, concurrency=4, seed=0,
+                              arrivals_per_version=2)
+  assert int(executor.simulate(rules.fedbuff(2), upd, params, ds, s2,
+                               key=key).state.version) == 10
+
+
 MULTI_DEVICE = textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp, numpy as np

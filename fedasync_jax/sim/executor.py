@@ -51,7 +51,8 @@ from fedasync_jax.sim.program import (cached, device_data, make_program,
                                       signature)
 from fedasync_jax.sim.scheduler import Schedule
 from fedasync_jax.sim.strategies import BATCHINGS, default_batching  # noqa: F401
-from fedasync_jax.sim.tasks import pad_tasks, task_hparams
+from fedasync_jax.sim.tasks import (check_client_fits, check_rule_fits,
+                                     pad_tasks, task_hparams)
 
 
 def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
@@ -139,6 +140,8 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
     raise ValueError(f"rule must be a ServerRule or a function rule_hp -> "
                      f"ServerRule, got {rule!r}")
   rule_hp = jax.tree.map(jnp.asarray, rule_hp)
+  check_rule_fits(make_rule(rule_hp), [schedule])
+  check_client_fits(client, data)
   width_given = width is not None
   strategy, width = strategies.choose(
       batching, width=width, arrivals_per_step=arrivals_per_step,

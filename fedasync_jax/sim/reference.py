@@ -40,7 +40,8 @@ from fedasync_jax.sim import scheduler as sched_lib
 from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.data import ClientDataset
 from fedasync_jax.core.types import RunResult, ServerRule, evaluation
-from fedasync_jax.sim.tasks import check_eval_every, task_hparams
+from fedasync_jax.sim.tasks import (check_client_fits, check_eval_every,
+                                     check_rule_fits, task_hparams)
 
 
 def _index(tree, i):
@@ -76,6 +77,8 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
   if schedule.num_clients != data.num_clients:
     raise ValueError(f"schedule has {schedule.num_clients} clients but data "
                      f"has {data.num_clients}")
+  check_rule_fits(rule, [schedule])
+  check_client_fits(client, data)
   if hparams is None:
     hparams = task_hparams(schedule)
   eval_every = check_eval_every(eval_every)

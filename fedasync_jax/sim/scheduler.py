@@ -335,6 +335,8 @@ class _AsyncLoop:
         "num_versions": self.version,
         "skipped_dispatches": self.skipped,
         "lost_updates": int(np.sum(np.asarray(b.lost)[done])),
+        # What the schedule was drawn for (``tasks.check_rule_fits``).
+        "arrivals_per_version": self.per_version,
     }
     return b.build(self.delays.num_clients, False, stats,
                    keep_tasks=np.flatnonzero(done))

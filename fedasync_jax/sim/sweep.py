@@ -41,7 +41,7 @@ from fedasync_jax.core import checks
 from fedasync_jax.core.client import ClientHParams, ClientUpdate
 from fedasync_jax.core.types import RunResult, ServerRule
 from fedasync_jax.data import ClientDataset
-from fedasync_jax.sim import driver, strategies
+from fedasync_jax.sim import driver, strategies, tasks
 from fedasync_jax.sim.program import (cached, device_data, make_program,
                                       signature)
 from fedasync_jax.sim.scheduler import Schedule
@@ -243,6 +243,9 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   """
   M = _num_members(rule_hparams)
   scheds = _member_schedules(schedules, M, data)
+  tasks.check_rule_fits(make_rule(jax.tree.map(
+      lambda a: jnp.asarray(a)[0], rule_hparams)), scheds)
+  tasks.check_client_fits(client, data)
   chunk_steps = driver.check_chunk_steps(chunk_steps)
   keys = member_keys(keys, M)
   hps = _member_hparams(scheds, hparams, client_lr_scale, M)

@@ -106,6 +106,50 @@ def task_hparams(schedule: sched_lib.Schedule, *, lr_scale=1.0,
   return ClientHParams(scale.astype(np.float32), rho.astype(np.float32))
 
 
+def check_rule_fits(rule, schedules) -> None:
+  """Every schedule must be drawn for ``rule``: by the scheduler of its
+  kind (rounds or arrivals), and, for an asynchronous one, with the rule's
+  ``arrivals_per_version`` (a FedBuff run on a schedule of one arrival per
+  version trains its clients from other snapshots than the rule applies,
+  and the executor and the reference then disagree).
+
+  Raises:
+    ValueError: naming the mismatch and the scheduler call that fits.
+  """
+  kind = {True: "synchronous", False: "asynchronous"}
+  for s in schedules:
+    if bool(rule.synchronous) != bool(s.synchronous):
+      raise ValueError(
+          f"the rule is {kind[rule.synchronous]} but the schedule was drawn "
+          f"by scheduler.{kind[s.synchronous]}; draw it with "
+          f"scheduler.{kind[rule.synchronous]}")
+    if s.synchronous:
+      continue
+    want = rule.arrivals_per_version or 1
+    got = s.stats.get("arrivals_per_version", want)  # (not recorded: pass)
+    if got != want:
+      raise ValueError(
+          f"the schedule was drawn with arrivals_per_version={got} but the "
+          f"rule applies a version every {want} arrivals; draw it with "
+          f"scheduler.asynchronous(..., arrivals_per_version={want})")
+
+
+def check_client_fits(client, data) -> None:
+  """The client update must hold every client's examples: with a smaller
+  ``max_examples`` each client would train on its first examples only.
+
+  Raises:
+    ValueError: naming ``max_examples`` and the data's largest client.
+  """
+  most = data.max_count
+  if client.max_examples < most:
+    raise ValueError(
+        f"client.local_update(max_examples={client.max_examples}) is below "
+        f"the data's largest client ({most} examples), which would train on "
+        f"its first {client.max_examples} only; pass max_examples={most} "
+        f"(data.max_count)")
+
+
 def check_eval_every(eval_every) -> Optional[int]:
   """``eval_every`` as an int >= 1, or ``None`` (no periodic evaluation).
 
