@@ -184,3 +184,15 @@ def test_invalid_input(call, match):
 def test_invalid_delays(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+def test_device_speeds_refuses_a_parameter_no_distribution_takes():
+  """A misspelt keyword used to be dropped silently (sigmaa=3 drew with
+  the default sigma=1)."""
+  with pytest.raises(ValueError, match=r"device_speeds takes no parameter "
+                     r"'sigmaa'; 'lognormal' takes \['mean', 'sigma'\] "
+                     r"\(did you mean 'sigma'\?\)"):
+    delays.device_speeds("lognormal", 4, sigmaa=3.0)
+  np.testing.assert_array_equal(
+      delays.device_speeds("lognormal", 4, sigma=3.0, seed=1),
+      delays.device_speeds("lognormal", 4, sigma=3.0, seed=1, shape=9.0))

@@ -152,7 +152,8 @@ def device_speeds(kind: str, num_clients: int, *, seed: int = 0,
       ``trace`` (``trace`` values, cycled over the clients).
     num_clients: population size, ``>= 1``.
     seed: the random seed.
-    **params: parameters of other registered distributions.
+    **params: parameters of other registered distributions (a name no
+      registered distribution takes is refused).
 
   Returns:
     ``(num_clients,)`` float64 array of positive speeds.
@@ -165,10 +166,17 @@ def device_speeds(kind: str, num_clients: int, *, seed: int = 0,
   n = checks.integer("num_clients", num_clients, low=1)
   rng = np.random.default_rng(seed)
   mean = float(_MEAN.check(mean))
-  values = {"mean": mean, "sigma": sigma, "low": low, "high": high,
-            "shape": shape, "trace": trace, **params}
   member = SPEEDS[kind]
   names = [p.name for p in member.params] + list(member.inputs)
+  known = {p.name for m in SPEEDS.members() for p in m.params} | {
+      i for m in SPEEDS.members() for i in m.inputs}
+  unknown = sorted(set(params) - known)
+  if unknown:  # a misspelt keyword would otherwise be dropped silently
+    raise ValueError(
+        f"device_speeds takes no parameter {unknown[0]!r}; {kind!r} takes "
+        f"{names}{checks.suggest(unknown[0], sorted(known))}")
+  values = {"mean": mean, "sigma": sigma, "low": low, "high": high,
+            "shape": shape, "trace": trace, **params}
   given = {k: values[k] for k in names if k in values}
   out = SPEEDS.build(kind, n, rng, **given)
   if not np.all(np.isfinite(out)):
