@@ -119,3 +119,15 @@ def test_invalid(kw, match):
   args = {"batch_size": 2, "max_examples": 4, **kw}
   with pytest.raises(ValueError, match=match):
     client.local_update(lsq_loss, optax.sgd(0.1), **args)
+
+
+@pytest.mark.parametrize("loss, opt, match", [
+    (lsq_loss, "sgd", r"optimizer must be an optax optimizer .*got 'sgd'"),
+    (lsq_loss, 3, r"optimizer must be an optax optimizer"),
+    (3, optax.sgd(0.1), r"loss_fn must be a function"),
+])
+def test_local_update_refuses_a_bad_loss_or_optimizer(loss, opt, match):
+  """These used to be accepted and fail inside the simulator with an
+  AttributeError ('str' object has no attribute 'init')."""
+  with pytest.raises(ValueError, match=match):
+    client.local_update(loss, opt, batch_size=2, max_examples=10)

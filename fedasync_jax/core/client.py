@@ -204,6 +204,10 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
   Returns:
     A ``ClientUpdate``.
   """
+  if not callable(loss_fn):
+    raise ValueError(f"loss_fn must be a function (params, x, y, mask) -> "
+                     f"loss, got {checks.show(loss_fn)}")
+  checks.optimizer("optimizer", optimizer)
   B = checks.integer("batch_size", batch_size, low=1)
   M = checks.integer("max_examples", max_examples, low=1)
   epochs = checks.integer("epochs", epochs, low=1)
