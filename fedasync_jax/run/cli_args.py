@@ -76,11 +76,8 @@ def families_text() -> str:
                                            "staleness functions")):
     out.append(f"{title} (rule.{field}):")
     for m in schema.family("rule", field).members():
-      where = []
-      for p in m.params:
-        b = schema.bound_field("rule", field, m.name, p.name)
-        ex = schema.extra_field("rule", field)
-        where.append(f"rule.{b.name}" if b else f"rule.{ex.name}.{p.name}")
+      where = [schema.member_field("rule", field, m.name, p.name)
+               for p in m.params]
       sets = f" [{', '.join(where)}]" if where else ""
       out.append(f"  {m.name:<11} {m.doc}{sets}")
     out.append("")

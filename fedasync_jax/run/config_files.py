@@ -247,10 +247,9 @@ def member_lines(sec: str, f) -> list:
     if isinstance(f, schema.Choice):
       where = []  # where each parameter the configuration reaches is set
       for p in m.params:
-        b = schema.bound_field(sec, f.name, m.name, p.name)
-        ex = schema.extra_field(sec, f.name)
-        if b or ex:
-          where.append(b.name if b else f"{ex.name}.{p.name}")
+        field = schema.member_field(sec, f.name, m.name, p.name)
+        if field:
+          where.append(field.partition(".")[2])  # without the section
       sets = f" [{', '.join(where)}]" if where else ""
       lines.append(f"  #   {m.name}: {m.doc}{sets}")
       continue
