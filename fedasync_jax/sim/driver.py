@@ -407,14 +407,6 @@ def check_chunk_steps(chunk_steps) -> int:
   return checks.integer("chunk_steps", chunk_steps, low=1)
 
 
-def check_schedules(schedules: Sequence[Schedule], num_clients: int):
-  """Every schedule must have the data's number of clients."""
-  for s in schedules:
-    if s.num_clients != num_clients:
-      raise ValueError(f"schedule has {s.num_clients} clients but data has "
-                       f"{num_clients}")
-
-
 def results_for(schedules, plans: Plans, member_outs: list, states: list, *,
                 eval_every, eval_fn, init_evals, stats: Callable[[int], dict]
                 ) -> list:

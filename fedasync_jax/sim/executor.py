@@ -52,7 +52,8 @@ from fedasync_jax.sim.program import (cached, device_data, make_program,
 from fedasync_jax.sim.scheduler import Schedule
 from fedasync_jax.sim.strategies import BATCHINGS, default_batching  # noqa: F401
 from fedasync_jax.sim.tasks import (check_client_fits, check_rule_fits,
-                                     pad_tasks, task_hparams)
+                                     check_schedules, pad_tasks,
+                                     task_hparams)
 
 
 def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
@@ -131,7 +132,7 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
   checks.float_params("params", params)
   check_labels(data, eval_fn, num_classes)
   chunk_steps = driver.check_chunk_steps(chunk_steps)
-  driver.check_schedules([schedule], data.num_clients)
+  check_schedules([schedule], data.num_clients)
   if isinstance(rule, ServerRule):
     make_rule = lambda _: rule  # noqa: E731
   elif callable(rule):

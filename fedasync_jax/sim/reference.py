@@ -41,7 +41,8 @@ from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.data import ClientDataset
 from fedasync_jax.core.types import RunResult, ServerRule, evaluation
 from fedasync_jax.sim.tasks import (check_client_fits, check_eval_every,
-                                     check_rule_fits, task_hparams)
+                                     check_rule_fits, check_schedules,
+                                     task_hparams)
 
 
 def _index(tree, i):
@@ -74,9 +75,7 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
   Returns:
     A ``RunResult``.
   """
-  if schedule.num_clients != data.num_clients:
-    raise ValueError(f"schedule has {schedule.num_clients} clients but data "
-                     f"has {data.num_clients}")
+  check_schedules([schedule], data.num_clients)
   check_rule_fits(rule, [schedule])
   check_client_fits(client, data)
   if hparams is None:

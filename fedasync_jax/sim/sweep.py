@@ -98,7 +98,7 @@ def _member_schedules(schedules, M, data) -> list:
   if len(scheds) != M:
     raise ValueError(f"schedules must be one Schedule or {M} of them, got "
                      f"{len(scheds)}")
-  driver.check_schedules(scheds, data.num_clients)
+  tasks.check_schedules(scheds, data.num_clients)
   return scheds
 
 

@@ -106,6 +106,14 @@ def task_hparams(schedule: sched_lib.Schedule, *, lr_scale=1.0,
   return ClientHParams(scale.astype(np.float32), rho.astype(np.float32))
 
 
+def check_schedules(schedules, num_clients: int):
+  """Every schedule must have the data's number of clients."""
+  for s in schedules:
+    if s.num_clients != num_clients:
+      raise ValueError(f"schedule has {s.num_clients} clients but data has "
+                       f"{num_clients}")
+
+
 def check_rule_fits(rule, schedules) -> None:
   """Every schedule must be drawn for ``rule``: by the scheduler of its
   kind (rounds or arrivals), and, for an asynchronous one, with the rule's
