@@ -259,6 +259,30 @@ def test_cli_refuses_a_boolean_spelt_otherwise(tmp_path, capsys):
   assert not out.exists()
 
 
+@pytest.mark.parametrize("section, field, text, what", [
+    ("rule", "alpha", '"0.5"', "a number"),
+    ("run", "num_updates", "'10'", "an integer"),
+    ("rule", "params", '{clients_per_round: "2"}', "an integer")])
+def test_a_quoted_number_in_a_file_is_refused(tmp_path, section, field, text,
+                                              what):
+  """A file's number is a number: quoted, it is a string, as its booleans
+  are (``--set`` text is read as a number)."""
+  p = tmp_path / "c.yaml"
+  extra = "  name: afl\n" if field == "params" else ""
+  p.write_text(f"{section}:\n{extra}  {field}: {text}\n")
+  with pytest.raises(config.ConfigError) as e:
+    config.load(p)
+  name = f"{section}.{field}" + (".clients_per_round" if field == "params"
+                                  else "")
+  assert f"{name} must be {what}, got the string" in str(e.value)
+  assert "without quotes" in str(e.value)
+  bare = text.replace('"', "").replace("'", "")
+  p.write_text(f"{section}:\n{extra}  {field}: {bare}\n")
+  assert config.load(p) is not None
+  cfg = config.apply_overrides(config.Config(), ["rule.alpha=0.25"])
+  assert cfg.rule.alpha == 0.25
+
+
 # ---------------------------------------------------------------------------
 # Duplicate keys in a configuration file.
 

@@ -105,8 +105,8 @@ def __getattr__(name: str):
 
 class _Typed(str):
   """The text of an override (``--set section.field=TEXT``). Only such text
-  spells a boolean (``true``/``false``, any case): a file gives a real one
-  (YAML/JSON ``true``/``false``), and its strings are strings."""
+  spells a boolean (``true``/``false``, any case) or a number: a file gives
+  real ones (YAML/JSON ``true``, ``0.5``), and its strings are strings."""
 
   __slots__ = ()
 
@@ -151,6 +151,10 @@ def _coerce(field: str, value, p) -> Any:
 def _coerce_number(field: str, value, kind):
   what = "an integer" if kind is int else "a number"
   v = value
+  if isinstance(v, str) and not isinstance(v, _Typed):
+    # A file's number is a number; quoted, it is a string (as with booleans).
+    raise ConfigError(f"{field} must be {what}, got the string "
+                      f"{_show(value)}; write it without quotes")
   if isinstance(v, str):
     try:
       v = float(v)
