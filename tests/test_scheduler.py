@@ -196,3 +196,61 @@ def test_device_speeds_refuses_a_parameter_no_distribution_takes():
   np.testing.assert_array_equal(
       delays.device_speeds("lognormal", 4, sigma=3.0, seed=1),
       delays.device_speeds("lognormal", 4, sigma=3.0, seed=1, shape=9.0))
+
+
+def _seeded_calls(folder="."):
+  """Every public function that draws from a numpy seed, called with
+  ``seed`` (each otherwise valid; files go to ``folder``)."""
+  from fedasync_jax.data import partition, synthetic
+  from fedasync_jax.sim import prescribed, trace_files, traces
+  from fedasync_jax.theory import fits, problems, sampling
+  m = delays.delay_model(np.ones(4), np.ones(4))
+  labels = np.arange(40) % 4
+  T, vals = np.array([1.0, 2.0, 4.0]), np.array([[1.0, 0.5, 0.25]] * 2)
+  return {
+      "asynchronous": lambda s: scheduler.asynchronous(
+          m, num_updates=5, concurrency=2, seed=s),
+      "synchronous": lambda s: scheduler.synchronous(
+          m, num_rounds=2, cohort_size=2, seed=s),
+      "device_speeds": lambda s: delays.device_speeds("lognormal", 4, seed=s),
+      "availability": lambda s: delays.availability(
+          4, period=10.0, on_fraction=0.5, seed=s),
+      "uniform_staleness": lambda s: prescribed.uniform_staleness(5, 2,
+                                                                  seed=s),
+      "from_staleness": lambda s: prescribed.from_staleness(
+          [0, 1, 1], num_clients=3, seed=s),
+      "map_clients": lambda s: traces.map_clients(5, 2, rule="random",
+                                                  seed=s),
+      "write_synthetic": lambda s: trace_files.write_synthetic(
+          folder, num_devices=2, days=1, seed=s),
+      "client_sizes": lambda s: synthetic.client_sizes(
+          3, mean_examples=30, min_examples=5, seed=s),
+      "synthetic": lambda s: synthetic.synthetic(num_clients=3, seed=s),
+      "iid": lambda s: partition.iid(labels, 4, seed=s),
+      "dirichlet": lambda s: partition.dirichlet(labels, 4, alpha=0.5,
+                                                 seed=s),
+      "shards": lambda s: partition.shards(labels, 4, seed=s),
+      "power_law": lambda s: partition.power_law(labels, 4, seed=s),
+      "empirical_sampling_variance": lambda s: (
+          sampling.empirical_sampling_variance(
+              np.eye(4), 2, replace=True, num_trials=3, seed=s)),
+      "least_squares": lambda s: problems.least_squares(
+          num_clients=2, examples_per_client=3, dim=2, seed=s),
+      "loglog_slope": lambda s: fits.loglog_slope(T, vals, num_boot=5,
+                                                  seed=s),
+      "rate_fit": lambda s: fits.rate_fit(T, vals, num_boot=5, seed=s),
+  }
+
+
+@pytest.mark.parametrize("name", sorted(_seeded_calls()))
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", True, None])
+def test_every_numpy_seed_is_an_integer_from_zero(name, seed, tmp_path):
+  """A seed of -1 used to fail with numpy's message, which names no
+  parameter; ``None`` drew an irreproducible schedule or data set."""
+  call = _seeded_calls(tmp_path)[name]
+  call(0)
+  call(np.int64(3))
+  with pytest.raises(ValueError) as e:
+    call(seed)
+  assert str(e.value) == (f"seed must be an integer >= 0, got "
+                          f"{seed!r}")

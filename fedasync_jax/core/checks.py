@@ -186,6 +186,24 @@ def integer(name: str, value, *, low: Optional[int] = None,
   return value
 
 
+def rng(seed, *, name: str = "seed") -> np.random.Generator:
+  """A numpy random generator from ``seed``, an integer ``>= 0`` (a
+  generator is returned as it is), or raises naming ``name`` (numpy's own
+  message for ``-1`` does not).
+
+  Example:
+    >>> float(rng(0).random()) == float(rng(0.0).random())
+    True
+    >>> rng(-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: seed must be an integer >= 0, got -1
+  """
+  if isinstance(seed, np.random.Generator):
+    return seed
+  return np.random.default_rng(integer(name, seed, low=0))
+
+
 def number(name: str, value, *, low: Optional[float] = None,
            high: Optional[float] = None, low_open: bool = False,
            high_open: bool = False) -> Any:

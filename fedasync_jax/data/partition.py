@@ -83,7 +83,7 @@ def iid(labels: np.ndarray, num_clients: int, *,
   """
   labels = _check_labels(labels)
   num_clients = _num_clients(num_clients, len(labels), min_size=1)
-  rng = np.random.default_rng(seed)
+  rng = checks.rng(seed)
   order = rng.permutation(len(labels)).astype(np.int64)
   return [np.sort(p) for p in np.array_split(order, num_clients)]
 
@@ -128,7 +128,7 @@ def dirichlet(labels: np.ndarray, num_clients: int, *, alpha: float,
   num_clients = _num_clients(num_clients, len(labels), min_size=min_size)
   opts = PARTITIONS.check("dirichlet", alpha=alpha, max_tries=max_tries)
   alpha, max_tries = opts["alpha"], opts["max_tries"]
-  rng = np.random.default_rng(seed)
+  rng = checks.rng(seed)
   classes = np.unique(labels)
   by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
   for _ in range(max_tries):
@@ -189,7 +189,7 @@ def shards(labels: np.ndarray, num_clients: int, *,
         f"num_clients * shards_per_client must be <= the number of examples "
         f"{len(labels)}, got {num_clients} * {shards_per_client} = "
         f"{num_shards}")
-  rng = np.random.default_rng(seed)
+  rng = checks.rng(seed)
   shuffled = rng.permutation(len(labels))
   order = shuffled[np.argsort(labels[shuffled], kind="stable")]
   pieces = np.array_split(order.astype(np.int64), num_shards)
@@ -231,7 +231,7 @@ def power_law(labels: np.ndarray, num_clients: int, *, exponent: float = 1.5,
   min_size = PARTITIONS.check("power_law", min_size=min_size)["min_size"]
   num_clients = _num_clients(num_clients, len(labels), min_size=min_size)
   exponent = PARTITIONS.check("power_law", exponent=exponent)["exponent"]
-  rng = np.random.default_rng(seed)
+  rng = checks.rng(seed)
   weights = rng.pareto(float(exponent), size=num_clients) + 1.0
   rest = len(labels) - num_clients * min_size
   share = weights / weights.sum() * rest

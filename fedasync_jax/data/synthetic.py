@@ -111,7 +111,7 @@ def client_sizes(num_clients: int, *, mean_examples: float,
   checks.number("mean_examples", mean_examples, low=min_examples,
                 low_open=True)
   checks.number("sigma", sigma, low=0, high=MAX_SIZE_SIGMA)
-  rng = np.random.default_rng(seed)
+  rng = checks.rng(seed)
   mu = math.log(mean_examples - min_examples) - sigma ** 2 / 2
   extra = np.floor(rng.lognormal(mu, sigma, size=num_clients))
   return (min_examples + extra).astype(np.int64)
@@ -194,7 +194,7 @@ def synthetic(alpha: float = 1.0, beta: float = 1.0, *,
   if max_examples is not None:
     max_examples = _P["max_examples"].check(max_examples)
 
-  rng = np.random.default_rng(seed)
+  rng = checks.rng(seed)
   sizes = client_sizes(num_clients, mean_examples=mean_examples,
                        min_examples=min_examples, sigma=size_sigma, seed=rng)
   if max_examples is not None:

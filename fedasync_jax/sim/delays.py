@@ -164,7 +164,7 @@ def device_speeds(kind: str, num_clients: int, *, seed: int = 0,
   """
   checks.choice("kind", kind, SPEEDS.names())
   n = checks.integer("num_clients", num_clients, low=1)
-  rng = np.random.default_rng(seed)
+  rng = checks.rng(seed)
   mean = float(_MEAN.check(mean))
   member = SPEEDS[kind]
   names = [p.name for p in member.params] + list(member.inputs)
@@ -246,7 +246,7 @@ def availability(num_clients: int, *, period: float, on_fraction: float,
   f = float(checks.limits("on_fraction", checks.number(
       "on_fraction", on_fraction, low=0, high=1, low_open=True), high=1,
       low=0, low_open=True))
-  phase = np.random.default_rng(seed).uniform(0, period, int(num_clients))
+  phase = checks.rng(seed).uniform(0, period, int(num_clients))
   return Availability(period, f, phase)
 
 

@@ -49,7 +49,8 @@ def uniform_staleness(num_updates: int, max_staleness: int, *,
   num_updates = checks.integer("num_updates", num_updates, low=1,
                                high=MAX_EVENTS)
   max_staleness = checks.integer("max_staleness", max_staleness, low=0)
-  rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+  rng = np.random.default_rng(np.random.SeedSequence(
+      checks.integer("seed", seed, low=0), spawn_key=(1,)))
   return rng.integers(0, max_staleness + 1, size=num_updates,
                       dtype=np.int64)
 
@@ -122,7 +123,7 @@ def from_staleness(staleness, *, num_clients: int,
                      f"{num_clients}")
   d = t_idx - s
   order = np.lexsort((t_idx, d))  # by dispatch version, then arrival
-  rng = np.random.default_rng(seed)
+  rng = checks.rng(seed)
   busy = np.zeros(num_clients, bool)
   task_of = np.zeros(T, np.int64)
   b = _Builder()

@@ -211,7 +211,7 @@ def asynchronous(delays: DelayModel, *, num_updates: int,
     poisson_rate = float(checks.limits(
         "poisson_rate", checks.number("poisson_rate", poisson_rate, low=0,
                                       low_open=True), low=0, low_open=True))
-  rng = np.random.default_rng(seed)
+  rng = checks.rng(seed)
   loop = _AsyncLoop(delays, Selector(selection, n, rng, weights,
                                       delays.availability), rng,
                     concurrency=concurrency, poisson_rate=poisson_rate,
@@ -374,7 +374,7 @@ def synchronous(delays: DelayModel, *, num_rounds: int, cohort_size: int,
                      f"size {n}, got {cohort_size + over_selection}")
   if deadline is not None:
     checks.number("deadline", deadline, low=0, low_open=True)
-  rng = np.random.default_rng(seed)
+  rng = checks.rng(seed)
   sel = Selector(selection, n, rng, weights, delays.availability)
   busy_until = np.zeros(n)
   b = _Builder()

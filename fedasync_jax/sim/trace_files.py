@@ -26,6 +26,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from fedasync_jax.core import checks
 from fedasync_jax.sim import traces
 from fedasync_jax.sim.traces import (DeviceTable, Intervals, device_table,
                                      intervals)
@@ -253,7 +254,7 @@ def write_synthetic(folder, *, num_devices: int = 1000, days: int = 7,
   """
   folder = Path(folder)
   folder.mkdir(parents=True, exist_ok=True)
-  rng = np.random.default_rng(seed)
+  rng = checks.rng(seed)
   n = int(num_devices)
   comp = 300.0 * rng.lognormal(0.0, 0.8, n)
   bw = 5000.0 * rng.lognormal(0.0, 1.0, n)

@@ -112,7 +112,7 @@ def map_clients(num_clients: int, num_rows: int, *, rule: str = "cycle",
   rows = checks.integer("num_rows", num_rows, low=1)
   checks.choice("rule", rule, MAPPINGS.names())
   return np.asarray(MAPPINGS[rule].factory(n, rows,
-                                           np.random.default_rng(seed)),
+                                           checks.rng(seed)),
                     dtype=np.int64)
 
 

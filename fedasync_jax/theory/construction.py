@@ -20,6 +20,8 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from fedasync_jax.core import checks
+
 
 def _psi(t):
   """``psi(t) = t^2 / (1 + t^2)``, curvature in ``[-1/2, 2]``."""
@@ -113,7 +115,7 @@ def _build_lsq(*, num_clients, examples_per_client, dim, lipschitz, mu,
   """Float64 features and targets with the requested constants (see
   ``least_squares``)."""
   N, n, d = num_clients, examples_per_client, dim
-  rng = np.random.default_rng(seed)
+  rng = checks.rng(seed)
   # Target Hessian: eigenvalues log-spaced in [mu, L], random eigenvectors.
   lam = np.geomspace(lipschitz, mu, d) if d > 1 else np.array([lipschitz])
   u = _orthogonal(rng, d)

@@ -135,7 +135,7 @@ def loglog_slope(T, values, *, num_boot: int = 2000, level: float = 0.95,
   slope, icpt = _ols(x, np.log(v.mean(0)))
   per_seed, _ = _ols(x, np.log(v))
   S = v.shape[0]
-  rng = np.random.default_rng(seed)
+  rng = checks.rng(seed)
   idx = rng.integers(0, S, size=(nb, S))
   boot, _ = _ols(x, np.log(v[idx].mean(1)))
   lo, hi = np.quantile(boot, [(1 - lv) / 2, (1 + lv) / 2])
@@ -434,7 +434,7 @@ def rate_fit(T, values, *, inverse_t: bool = True, p_range=(0.0, 1.0),
   _, a, b = _profile(np.atleast_1d(p), t, y, w, inv)
   a, b, p = float(a[0]), float(b[0]), float(p)
   S = v.shape[0]
-  rng = np.random.default_rng(seed)
+  rng = checks.rng(seed)
   idx = rng.integers(0, S, size=(nb, S))
   boot = np.empty(nb)
   for s in range(0, nb, 200):

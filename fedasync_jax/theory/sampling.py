@@ -66,7 +66,7 @@ def empirical_sampling_variance(updates, m: int, *, replace: bool,
   if not replace and m > N:
     raise ValueError(f"m must be <= the number of updates ({N}) without "
                      f"replacement, got {m}")
-  rng = np.random.default_rng(seed)
+  rng = checks.rng(seed)
   if replace:
     idx = rng.integers(0, N, size=(nt, m))
   else:
