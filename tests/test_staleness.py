@@ -84,3 +84,19 @@ def test_get_by_name():
   assert isinstance(s, staleness.Cutoff)
   np.testing.assert_allclose(s(1), 0.5)
   assert float(s(3)) == 0.0
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("tau", [-1, [0, 3, -2], np.array([-0.5])])
+def test_a_negative_staleness_is_refused_where_it_is_known(name, tau):
+  """``polynomial(0.5)(-1)`` used to return inf; under ``jit`` the value
+  is unknown and the function stays a pure formula."""
+  fn = FAMILIES[name]({"a": 0.5, "b": 2.0})
+  low = np.min(tau).item()
+  with pytest.raises(ValueError) as e:
+    fn(tau)
+  assert str(e.value) == f"staleness tau must be >= 0, got {low!r}"
+  with pytest.raises(ValueError):
+    staleness.keep(staleness.cutoff(fn, 4), tau)
+  assert np.all(np.isfinite(fn(np.array([0, 1, 30]))))
+  assert jax.jit(fn)(jnp.array(-1)).shape == ()

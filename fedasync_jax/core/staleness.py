@@ -1,8 +1,9 @@
 """Staleness functions ``s(tau)``: how much an update of age ``tau`` counts.
 
 A staleness function is a plain callable from integer staleness (a scalar or
-an array) to a weight in ``[0, 1]`` with ``s(0) = 1``, non-increasing in
-``tau``, jit-traceable and vectorized (the model is optax's ``Schedule``).
+an array, ``>= 0``; a known negative value is refused) to a weight in
+``[0, 1]`` with ``s(0) = 1``, non-increasing in ``tau``, jit-traceable and
+vectorized (the model is optax's ``Schedule``).
 
 The families of FedAsync (Xie, Koyejo, Gupta 2019, "Asynchronous Federated
 Optimization", arXiv:1903.03934, Section 5.2): ``constant``, ``polynomial``
@@ -41,7 +42,9 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from fedasync_jax.core import checks
 from fedasync_jax.core.registry import REQUIRED, Param, Registry
 
 StalenessFn = Callable[[Any], jax.Array]
@@ -55,7 +58,16 @@ CUTOFF = Param("max_staleness", None, low=0, kind=int, optional=True,
 
 
 def _tau(tau) -> jax.Array:
-  return jnp.asarray(tau, dtype=jnp.result_type(float))
+  """``tau`` as a float array; a known negative staleness is refused (no
+  update is older than the model it was applied to; ``(1 + tau)^-a`` was
+  ``inf`` at ``-1``). Traced values are not checked."""
+  t = jnp.asarray(tau, dtype=jnp.result_type(float))
+  if not checks.is_traced(t):
+    low = np.min(np.asarray(tau), initial=0)
+    if low < 0:
+      raise ValueError(f"staleness tau must be >= 0, got "
+                       f"{checks.show(low.item())}")
+  return t
 
 
 @STALENESS.register("constant")
@@ -224,7 +236,7 @@ def cutoff(fn: StalenessFn, max_staleness: int) -> Cutoff:
 
 def keep(fn: StalenessFn, tau) -> jax.Array:
   """Whether an update of staleness ``tau`` is applied (False if dropped)."""
-  t = jnp.asarray(tau)
+  t = _tau(tau)
   if isinstance(fn, Cutoff):
     return t <= fn.max_staleness
   return jnp.ones(t.shape, dtype=bool)
