@@ -392,6 +392,28 @@ def test_every_entry_point_refuses_a_bad_eval_every(bad):
       call()
 
 
+def test_eval_every_without_an_eval_fn_is_refused():
+  """eval_every without eval_fn used to be ignored silently: the user asked
+  for evaluations and got none."""
+  ds, upd, params, _ = problem("lsq", np.float32)
+  dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
+  s = scheduler.asynchronous(dm, num_updates=20, concurrency=5, seed=0)
+  rule, key = rules.fedasync(0.5), jax.random.key(0)
+  calls = {
+      "simulate": lambda: executor.simulate(rule, upd, params, ds, s, key=key,
+                                            eval_every=4),
+      "reference": lambda: reference.run(rule, upd, params, ds, s, key=key,
+                                         eval_every=4),
+      "sweep": lambda: sweep.sweep(lambda hp: rules.fedasync(hp["alpha"]),
+                                   {"alpha": jnp.array([0.2, 0.4])}, upd,
+                                   params, ds, s, keys=key, eval_every=4),
+  }
+  for name, call in calls.items():
+    with pytest.raises(ValueError, match=r"^eval_every=4 needs an eval_fn: "
+                       r"without one nothing is evaluated"):
+      call()
+
+
 def test_a_schedule_or_client_that_does_not_fit_is_refused():
   """FedBuff(2) on a schedule of one arrival per version trained its
   clients from other snapshots than the rule applied (the executor and the

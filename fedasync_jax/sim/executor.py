@@ -51,9 +51,9 @@ from fedasync_jax.sim.program import (cached, device_data, make_program,
                                       signature)
 from fedasync_jax.sim.scheduler import Schedule
 from fedasync_jax.sim.strategies import BATCHINGS, default_batching  # noqa: F401
-from fedasync_jax.sim.tasks import (check_client_fits, check_rule_fits,
-                                     check_schedules, pad_tasks,
-                                     task_hparams)
+from fedasync_jax.sim.tasks import (check_client_fits, check_eval_every,
+                                     check_rule_fits, check_schedules,
+                                     pad_tasks, task_hparams)
 
 
 def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
@@ -103,7 +103,7 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
       ``eval_fn(params, eval_fn.data)`` with the data passed as an argument
       of the compiled program rather than baked into it.
     eval_every: evaluation interval in versions, an int >= 1 (``None``:
-      none but the initial one).
+      none but the initial one); needs ``eval_fn``.
     progress: called after every chunk with a dict (``arrivals_done``,
       ``num_arrivals``, ``version``, ``wall_time_s``, ``last_eval``).
     checkpoint: called after every chunk with a ``Checkpoint`` (host
@@ -143,6 +143,7 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
   rule_hp = jax.tree.map(jnp.asarray, rule_hp)
   check_rule_fits(make_rule(rule_hp), [schedule])
   check_client_fits(client, data)
+  check_eval_every(eval_every, has_eval_fn=eval_fn is not None)
   width_given = width is not None
   strategy, width = strategies.choose(
       batching, width=width, arrivals_per_step=arrivals_per_step,

@@ -67,7 +67,7 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
     eval_fn: ``params -> dict of scalars``, run when the version becomes a
       multiple of ``eval_every`` (and on the initial parameters).
     eval_every: evaluation interval in versions, an int >= 1 (``None``:
-      none but the initial one).
+      none but the initial one); needs ``eval_fn``.
     progress: called after every arrival with a dict (``arrivals_done``,
       ``num_arrivals``, ``version``, ``wall_time_s``, ``last_eval``), as
       ``executor.simulate`` calls it after every chunk.
@@ -80,7 +80,7 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
   check_client_fits(client, data)
   if hparams is None:
     hparams = task_hparams(schedule)
-  eval_every = check_eval_every(eval_every)
+  eval_every = check_eval_every(eval_every, has_eval_fn=eval_fn is not None)
   x, y = jnp.asarray(data.x), jnp.asarray(data.y)
   offsets, counts = data.offsets, data.counts
   train = jax.jit(lambda p, o, c, k, h: client.update(

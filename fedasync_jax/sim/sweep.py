@@ -246,6 +246,7 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   tasks.check_rule_fits(make_rule(jax.tree.map(
       lambda a: jnp.asarray(a)[0], rule_hparams)), scheds)
   tasks.check_client_fits(client, data)
+  tasks.check_eval_every(eval_every, has_eval_fn=eval_fn is not None)
   chunk_steps = driver.check_chunk_steps(chunk_steps)
   keys = member_keys(keys, M)
   hps = _member_hparams(scheds, hparams, client_lr_scale, M)

@@ -158,12 +158,15 @@ def check_client_fits(client, data) -> None:
         f"(data.max_count)")
 
 
-def check_eval_every(eval_every) -> Optional[int]:
+def check_eval_every(eval_every, *, has_eval_fn: bool = True
+                     ) -> Optional[int]:
   """``eval_every`` as an int >= 1, or ``None`` (no periodic evaluation).
 
   Raises:
     ValueError: anything else (0, a negative or fractional number),
-      naming ``eval_every`` and the allowed values.
+      naming ``eval_every`` and the allowed values; or an ``eval_every``
+      given where there is no ``eval_fn`` (``has_eval_fn=False``), which
+      would evaluate nothing.
 
   Example:
     >>> check_eval_every(0)
@@ -173,8 +176,13 @@ def check_eval_every(eval_every) -> Optional[int]:
   """
   if eval_every is None:
     return None
-  return checks.integer("eval_every (server versions between evaluations; "
-                        "None: none)", eval_every, low=1)
+  every = checks.integer("eval_every (server versions between evaluations; "
+                         "None: none)", eval_every, low=1)
+  if not has_eval_fn:
+    raise ValueError(f"eval_every={every} needs an eval_fn: without one "
+                     f"nothing is evaluated (pass eval_fn, or leave "
+                     f"eval_every None)")
+  return every
 
 
 def eval_points(version_after: np.ndarray, eval_every: Optional[int]):
