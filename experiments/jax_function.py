@@ -2,7 +2,9 @@
 
 Workload: FedProx Synthetic(1, 1) (embedded, no download), 100 clients,
 logistic regression 60 -> 10, 1 local epoch of batch 10, SGD 0.01 (a
-client built with ``fixed_steps=True`` so that reverse mode works too);
+client built with ``fixed_steps=True``, which reverse mode needed when
+these results were recorded; the default client now differentiates the same
+way);
 FedAsync ``alpha`` with polynomial staleness ``a``; closed-loop concurrency
 10, lognormal speeds; ``--updates`` (200) client updates; float64.
 The objective is the final test loss (mean cross-entropy on the 20% test

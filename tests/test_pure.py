@@ -104,9 +104,13 @@ def test_forward_mode_derivatives_equal_finite_differences(fixed_steps):
     np.testing.assert_allclose(d_a, fd_a, rtol=1e-4)
 
 
-def test_reverse_mode_with_fixed_steps_equals_forward_mode():
+@pytest.mark.parametrize("fixed_steps", [False, True])
+def test_reverse_mode_equals_forward_mode(fixed_steps):
+  """The default client's loop has a dynamic length, which reverse mode
+  cannot transpose; it differentiates as its fixed-length form (jax.grad
+  used to fail with JAX's while-loop error unless fixed_steps=True)."""
   with jax.enable_x64(True):
-    ds, _, upd, s = setup(fixed_steps=True, cutoff=4)
+    ds, _, upd, s = setup(fixed_steps=fixed_steps, cutoff=4)
     f = jax.jit(final_loss_fn(ds, upd, s, jnp.zeros(5), jax.random.key(3)))
     g_alpha, g_a = jax.grad(f, argnums=(0, 1))(0.6, 0.5)
     np.testing.assert_allclose(g_alpha, jax.jacfwd(f, argnums=0)(0.6, 0.5),
@@ -115,6 +119,32 @@ def test_reverse_mode_with_fixed_steps_equals_forward_mode():
                                rtol=1e-8)
     np.testing.assert_allclose(
         g_alpha, finite_difference(lambda al: f(al, 0.5), 0.6), rtol=1e-4)
+
+
+def test_grad_of_the_default_client_equals_the_fixed_length_ones():
+  """Through several epochs, early stopping and Adam, with respect to the
+  initial parameters."""
+  with jax.enable_x64(True):
+    ds, _, _, s = setup(num_updates=30, cutoff=4)
+    prep = pure.prepare(s)
+    x, y = jnp.asarray(ds.x), jnp.asarray(ds.y)
+    for kw in ({"epochs": 3, "patience": 1}, {"steps": 3}):
+      grads = []
+      for fixed in (False, True):
+        upd = client.local_update(lsq_loss, optax.adam(0.05), batch_size=3,
+                                  max_examples=ds.max_count,
+                                  fixed_steps=fixed, **kw)
+
+        def f(w0):
+          state, _ = pure.run(make_rule, upd, w0, prep,
+                              key=jax.random.key(0), data=ds,
+                              rule_hp={"alpha": 0.6, "a": 0.5})
+          return jnp.mean((x @ state.params - y) ** 2)
+        grads.append(jax.jit(jax.grad(f))(jnp.full(5, 0.1)))
+      assert float(jnp.max(jnp.abs(grads[0]))) > 1e-3
+      np.testing.assert_allclose(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+      np.testing.assert_allclose(grads[0], jax.jacfwd(f)(jnp.full(5, 0.1)),
+                                 rtol=1e-8, atol=1e-12)
 
 
 def test_fixed_steps_client_equals_default_client():

@@ -42,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -196,10 +197,11 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
     stateful: see ``loss_fn``.
     fixed_steps: run every client for the largest client's number of steps
       (a ``lax.scan``), masking the steps past its own; the result is the
-      same, the work is the largest client's, and the loop has a fixed
-      length, so reverse-mode differentiation (``jax.grad``) works through
-      it (``sim.pure``). Default: a ``fori_loop`` over the client's own
-      steps only (faster; forward-mode differentiation only).
+      same and the work is the largest client's. Default: a ``fori_loop``
+      over the client's own steps only (faster). Either differentiates in
+      both modes (``sim.pure``): reverse mode cannot transpose a loop of
+      dynamic length, so the default is differentiated as the fixed-length
+      form (a ``jax.custom_jvp``; same values, the largest client's work).
 
   Returns:
     A ``ClientUpdate``.
@@ -318,7 +320,12 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
                "steps": total, "epochs": epochs_ran}
     return ClientResult(final, delta, count.astype(dtype)), metrics
 
-  def update(params, data: ClientRef, key, hparams: ClientHParams):
+  def update_with(fixed: bool):
+    """The client update with a fixed-length (``lax.scan``) or a dynamic
+    (``fori_loop``) step loop."""
+    return functools.partial(_update, fixed)
+
+  def _update(fixed, params, data: ClientRef, key, hparams: ClientHParams):
     t = task(params, data, hparams)
 
     def one_epoch(carry, e):
@@ -333,7 +340,7 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
       # not the largest client's; under vmap the loop runs to the longest
       # lane, masking the others.
       c0 = (trainable, stats, opt_state, jnp.zeros((), t.dtype))
-      if fixed_steps:
+      if fixed:
         def masked_step(c, j):
           return tree_lib.where(j < n_active, one_step(j, c), c), None
         (trainable, stats, opt_state, loss_sum), _ = jax.lax.scan(
@@ -355,6 +362,16 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
     return result(join(trainable, stats), params, t.count, t.dtype,
                   jnp.sum(loss_sums), jnp.sum(n_steps),
                   jnp.sum(ran & (n_steps > 0)))
+
+  if fixed_steps:
+    update = update_with(True)
+  else:
+    # Runs the dynamic loop, and differentiates as the fixed-length one:
+    # equal values, and a derivative reverse mode can transpose (JAX cannot
+    # reverse a loop of dynamic length).
+    update = jax.custom_jvp(update_with(False))
+    update.defjvp(lambda primals, tangents: jax.jvp(update_with(True),
+                                                     primals, tangents))
 
   def lane_start(params, data: ClientRef, key, hparams: ClientHParams):
     t = task(params, data, hparams)

@@ -12,8 +12,9 @@ A run splits in two:
    inside the trace), so ``jax.jit``, ``jax.vmap`` (over hyperparameters,
    initial parameters, keys and stacked plans) and ``jax.jacfwd`` work on
    it. Reverse mode (``jax.grad``) needs loops of fixed length: the direct
-   path (the CPU default, or ``batching="map", width=1``) and a client
-   built with ``client.local_update(..., fixed_steps=True)``.
+   path (the CPU default, or ``batching="map", width=1``); a client from
+   ``client.local_update`` is differentiated as its fixed-length form
+   (``fixed_steps=True``) whichever it was built with.
 
 ``executor.simulate`` and ``sweep.sweep`` run the same program in chunks,
 with progress, checkpoints and histories on the host.
