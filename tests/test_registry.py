@@ -266,6 +266,20 @@ def _registries():
   return out
 
 
+def test_every_members_one_line_doc_is_a_whole_sentence(capsys):
+  """``run --help`` and the config file's comments print each member's doc;
+  afl's stopped mid-sentence ("... size- and staleness-weighted") when only
+  its docstring's first line was taken."""
+  for family in (rules.RULES, staleness.STALENESS):
+    for m in family.members():
+      assert m.doc.endswith("."), (family.family, m.name, m.doc)
+  with pytest.raises(SystemExit):
+    cli.main(["run", "--help"])
+  out = capsys.readouterr().out
+  assert ("staleness-weighted average of each round's ``M`` returned models."
+          in out)
+
+
 def _ok_int(p):
   n = int(p.low) + 2 if p.low is not None else 3
   return min(n, int(p.high)) if p.high is not None else n

@@ -149,8 +149,9 @@ class Registry:
     """Registers ``factory`` under ``name`` and returns it."""
     if name in self._members:
       raise ValueError(f"{self.family} {name!r} is already registered")
-    if not doc:
-      doc = (factory.__doc__ or "").strip().split("\n")[0]
+    if not doc:  # the docstring's first paragraph, on one line
+      first = (factory.__doc__ or "").strip().split("\n\n")[0]
+      doc = " ".join(line.strip() for line in first.splitlines())
     self._members[name] = Member(name, factory, tuple(params), doc, info)
     return factory
 
