@@ -725,8 +725,8 @@ def best_ratio(agg, variant, key="updates_to_target"):
 
 def verdict_of(r, lo_paper, hi_paper) -> str:
   """reproduced: FedBuff is faster (interval above 1) and the interval
-  meets the paper's range; partly: faster, but the interval misses the
-  range; not reproduced: not faster."""
+  overlaps the paper's range; partly: faster, but the interval does not
+  overlap the range; not reproduced: not faster."""
   if r is None or r.get("low") is None:
     return "not reproduced (no interval)"
   if r["low"] <= 1.0:
@@ -1030,9 +1030,10 @@ def summary_markdown(args, env, agg, tabs, claims, prov):
 {claims}
 
 Verdict rule (for the speed-up claims): "reproduced" when the 95% interval
-of our largest ratio (over concurrencies) lies above 1 and meets the
-paper's number; "partly" when it lies above 1 but misses the paper's
-number; "not reproduced" when it does not lie above 1. The scaling claim is
+of our largest ratio (over concurrencies) lies above 1 and overlaps the
+paper's number or range; "partly" when it lies above 1 but does not
+overlap it (the magnitude is larger or smaller); "not reproduced" when it
+does not lie above 1. The scaling claim is
 "reproduced" when FedAvgM needs more updates at the largest concurrency
 than at the one below and FedBuff does not (at most 1.2x), "partly" when
 FedAvgM grows more than FedBuff but FedBuff grows too.
