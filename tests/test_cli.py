@@ -236,10 +236,29 @@ def test_sweep_rejects_bad_grid(tmp_path, capsys, grid, match):
   assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_resume_says_why_there_is_no_checkpoint(tmp_path, capsys, command):
+  """A finished folder used to get "no checkpoint at ...", as if the run
+  had never saved one."""
+  out = tmp_path / "done"
+  assert cli.main([command, "--resume", str(out)]) == 2
+  assert f"--resume: no folder {out}" in capsys.readouterr().err
+  out.mkdir()
+  assert cli.main([command, "--resume", str(out)]) == 2
+  assert (f"--resume: no checkpoint at {out / 'checkpoint.msgpack'}"
+          in capsys.readouterr().err)
+  (out / "summary.json").write_text("{}")
+  assert cli.main([command, "--resume", str(out)]) == 2
+  assert (f"--resume: {out} holds a finished run or sweep (summary.json is "
+          f"written and its checkpoint removed); there is nothing to resume"
+          in capsys.readouterr().err)
+  assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+
+
 def test_resume_with_corrupt_or_missing_checkpoint(tmp_path, capsys):
   out = tmp_path / "run"
   assert cli.main(["run", "--resume", str(out)]) == 2
-  assert "no checkpoint" in capsys.readouterr().err
+  assert "no folder" in capsys.readouterr().err
   out.mkdir()
   (out / "config.json").write_text(json.dumps(config.to_dict(
       config.from_dict(TINY))))

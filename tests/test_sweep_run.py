@@ -267,7 +267,7 @@ def test_resume_refuses_another_config_grid_or_seeds(swept, capsys):
       _fake_checkpoint_then(lambda: experiment.sweep_and_evaluate(
           c, g, s, out, resume=True), out)
   assert cli.main(["sweep", "--resume", str(out)]) == 2
-  assert "no checkpoint" in capsys.readouterr().err
+  assert "nothing to resume" in capsys.readouterr().err
   assert cli.main(["sweep", "--resume", str(out), "--grid",
                    "rule.alpha=0.3"]) == 2
   assert "do not pass --config, --set, --grid" in capsys.readouterr().err

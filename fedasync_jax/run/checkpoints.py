@@ -43,7 +43,8 @@ import numpy as np
 
 from fedasync_jax.run import config as config_lib
 from fedasync_jax.run import results
-from fedasync_jax.run.folders import CHECKPOINT, claim_folder  # noqa: F401
+from fedasync_jax.run.folders import (CHECKPOINT, claim_folder,  # noqa: F401
+                                      no_checkpoint)
 
 FINAL_PARAMS = "final_params.msgpack"
 MAGIC = b"fedasync-jax checkpoint 2\n"
@@ -295,7 +296,7 @@ def read_checkpoint(workdir: Path) -> Saved:
   """
   ck_path = Path(workdir) / CHECKPOINT
   if not ck_path.is_file():
-    raise ValueError(f"--resume: no checkpoint at {ck_path}")
+    raise ValueError(no_checkpoint(workdir))
   try:
     blob = ck_path.read_bytes()
   except OSError as e:

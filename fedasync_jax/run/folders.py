@@ -271,6 +271,20 @@ def output_folder(out, command: str, *, root: Path = Path("runs")):
       path.rmdir()  # only if nothing was written
 
 
+def no_checkpoint(workdir: Path) -> str:
+  """Why ``--resume`` finds no checkpoint in ``workdir``: no such folder, a
+  finished run or sweep (its checkpoint is removed once its summary is
+  written), or none written yet."""
+  workdir = Path(workdir)
+  if not workdir.is_dir():
+    return f"--resume: no folder {workdir}"
+  if (workdir / "summary.json").is_file():
+    return (f"--resume: {workdir} holds a finished run or sweep (summary.json "
+            f"is written and its checkpoint removed); there is nothing to "
+            f"resume")
+  return f"--resume: no checkpoint at {workdir / CHECKPOINT}"
+
+
 @contextlib.contextmanager
 def open_folder(workdir: Path, *, command: str = "run", resume: bool = False,
                 force: bool = False):
@@ -287,7 +301,7 @@ def open_folder(workdir: Path, *, command: str = "run", resume: bool = False,
   workdir = Path(workdir)
   if resume:
     if not (workdir / CHECKPOINT).is_file():
-      raise ValueError(f"--resume: no checkpoint at {workdir / CHECKPOINT}")
+      raise ValueError(no_checkpoint(workdir))
     lock = acquire_lock(workdir)
     new = False
   else:
