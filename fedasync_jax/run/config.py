@@ -237,9 +237,10 @@ def _check_delays(dl) -> None:
                       f"({dl.uniform_low}), got {dl.uniform_high}")
   takes_trace = "trace" in schema.family("delays", "speeds")[dl.speeds].inputs
   if takes_trace and not dl.trace_path:
-    raise ConfigError(f"delays.trace_path must name a file of per-client "
-                      f"speeds (.npy, .csv or .txt) when delays.speeds is "
-                      f"{dl.speeds!r}")
+    raise ConfigError(f"delays.trace_path must name a device table "
+                      f"(FedScale .pkl/.json, or .csv with a computation "
+                      f"column) or a file of per-client speeds (.npy, .csv "
+                      f"or .txt) when delays.speeds is {dl.speeds!r}")
   if dl.trace_path and not takes_trace:
     raise ConfigError(f"delays.trace_path is only used with delays.speeds "
                       f"'trace', got delays.speeds {dl.speeds!r}")
