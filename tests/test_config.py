@@ -98,7 +98,8 @@ def test_availability_windows_are_respected():
     ({"uniform_low": 0}, r"delays.uniform_low must be in \(0, 1e\+18\]"),
     ({"uniform_low": 2.0, "uniform_high": 1.0},
      r"delays.uniform_high must be >= delays.uniform_low \(2.0\), got 1.0"),
-    ({"speeds": "trace"}, "delays.trace_path must name a file"),
+    ({"speeds": "trace"},
+     "delays.trace_path must name a device table .* or a file"),
     ({"trace_path": "x.csv"}, "delays.trace_path is only used with "
                               "delays.speeds 'trace'"),
     ({"speeds": "weibull"}, "delays.speeds must be one of"),
