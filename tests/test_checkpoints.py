@@ -361,3 +361,48 @@ def test_a_lock_appears_with_its_content(tmp_path, monkeypatch):
   assert seen and seen[0].split(b"\n")[0] == str(os.getpid()).encode()
   assert sorted(p.name for p in tmp_path.iterdir()) == [folders.LOCK]
   folders.release_lock(lock)
+
+
+def test_a_relative_data_path_resumes_from_anywhere_and_changed_data_is_refused(
+    tmp_path, monkeypatch):
+  """A run given ``data.path=img.npz`` relative to the current folder saved
+  it so in config.json, and ``--resume`` looked for it inside the run's
+  folder: such a run could never be resumed. And data replaced between
+  interrupt and resume used to be trained on silently (one run, two data
+  sets)."""
+  from conftest import write_image_npz
+  data = tmp_path / "data"
+  data.mkdir()
+  write_image_npz(data / "img.npz", seed=0)
+  monkeypatch.chdir(data)
+  cfg = config.from_dict({**CFG, "data": {"name": "npz", "path": "img.npz",
+                                          "num_clients": 20}})
+  cut, other = tmp_path / "cut", tmp_path / "other"
+  for out in (cut, other):
+    interrupt_in_process(lambda: experiment.train_and_evaluate(cfg, out),
+                         experiment)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["data"]["path"] == str(data / "img.npz")
+  monkeypatch.chdir(tmp_path)
+  summary = experiment.train_and_evaluate(None, cut, resume=True,
+                                          show_progress=False)
+  assert summary["stopped_early"] is False
+  write_image_npz(data / "img.npz", seed=1)  # other examples, same name
+  with pytest.raises(ValueError, match=(
+      rf"--resume: data.path {data / 'img.npz'} changed or went missing "
+      r"after the checkpoint was written \(its SHA-256 differs\)")):
+    experiment.train_and_evaluate(None, other, resume=True,
+                                  show_progress=False)
+  assert (other / "checkpoint.msgpack").is_file()  # kept for the old data
+
+
+def test_a_sweeps_checkpoint_stamps_its_base_configurations_files(tmp_path):
+  f = tmp_path / "d.npz"
+  f.write_bytes(b"one")
+  sweep_cfg = {"base": {"data": {"path": str(f)}, "delays": {}},
+               "grid": {}, "seeds": [0]}
+  first = checkpoints.stamp(sweep_cfg)["inputs"]
+  assert list(first) == ["data.path"]
+  f.write_bytes(b"two")
+  assert checkpoints.stamp(sweep_cfg)["inputs"] != first
+  assert checkpoints.input_digests({"base": {"data": {"path": None}}}) == {}

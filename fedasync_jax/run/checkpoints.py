@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import signal
 import sys
 import time
@@ -42,7 +43,7 @@ import jax
 import numpy as np
 
 from fedasync_jax.run import config as config_lib
-from fedasync_jax.run import results
+from fedasync_jax.run import config_files, results
 from fedasync_jax.run.folders import (CHECKPOINT, claim_folder,  # noqa: F401
                                       no_checkpoint)
 
@@ -108,13 +109,57 @@ def config_digest(config: dict) -> str:
   return hashlib.sha256(text.encode()).hexdigest()
 
 
+_FILE_DIGESTS: dict = {}  # (path, size, mtime_ns) -> SHA-256
+
+
+def file_digest(path) -> str:
+  """SHA-256 of a file's bytes (kept per path, size and modification time,
+  so a run's checkpoints do not read its data again)."""
+  st = os.stat(path)
+  key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+  if key not in _FILE_DIGESTS:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+    _FILE_DIGESTS[key] = h.hexdigest()
+  return _FILE_DIGESTS[key]
+
+
+def input_digests(config: dict) -> dict:
+  """``{"data.path": sha256, ...}``: the files a configuration (a run's, or
+  a sweep's ``base``) reads, among ``config_files.PATH_FIELDS`` (a folder,
+  such as a TFDS ``data.data_dir``, is not hashed).
+
+  Example:
+    >>> input_digests({"data": {"path": None}})
+    {}
+  """
+  return {field: file_digest(path)
+          for field, path in _input_paths(config).items()
+          if os.path.isfile(path)}
+
+
+def _input_paths(config: dict) -> dict:
+  """``{"data.path": path, ...}``: the paths set in a configuration."""
+  base = config.get("base", config) if isinstance(config, dict) else {}
+  out = {}
+  for sec, name in config_files.PATH_FIELDS:
+    values = base.get(sec) if isinstance(base, dict) else None
+    path = values.get(name) if isinstance(values, dict) else None
+    if isinstance(path, str) and path:
+      out[f"{sec}.{name}"] = path
+  return out
+
+
 def stamp(config: dict) -> dict:
   """What a checkpoint must match to be resumed here: the library version,
-  the x64 mode and the configuration's digest."""
+  the x64 mode, the configuration's digest and its input files' digests."""
   import fedasync_jax
   return {"library_version": fedasync_jax.__version__,
           "x64": bool(jax.config.read("jax_enable_x64")),
-          "config_sha256": config_digest(config)}
+          "config_sha256": config_digest(config),
+          "inputs": input_digests(config)}
 
 
 def check_consistent(ck, *, chunk_steps: int, step_axis: int = 0) -> None:
@@ -227,6 +272,16 @@ def verify(saved: Saved, *, config: dict, workdir: Path) -> None:
         f"--resume: {Path(workdir) / 'config.json'} changed after the "
         f"checkpoint was written ({detail}); restore it, or start a new "
         f"folder with the new configuration")
+  old_inputs = meta.get("inputs")  # absent from older checkpoints
+  if isinstance(old_inputs, dict):
+    for field in sorted(set(old_inputs) | set(here["inputs"])):
+      if old_inputs.get(field) != here["inputs"].get(field):
+        path = _input_paths(config).get(field)
+        raise ValueError(
+            f"--resume: {field} {path} changed or went missing after the "
+            f"checkpoint was written (its SHA-256 differs); restore it, or "
+            f"start a new folder: a run resumed on other data would mix "
+            f"two data sets")
 
 
 def save_checkpoint(path: Path, ck, *, config: dict, chunk_steps: int,

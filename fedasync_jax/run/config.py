@@ -9,11 +9,10 @@ or rule registered anywhere is a valid choice with its parameters checked.
 
 Files give any subset; command-line overrides are ``section.field=value``
 strings (``section.mapping.key=value`` for an entry of ``rule.params`` or
-``rule.staleness_params``). A boolean is ``true`` or ``false``: a real one
-in a file, that text (any case) in an override; ``0``, ``no``, ``off`` and
-a file's strings are refused. Unknown sections or fields, wrong types and
-out-of-range values raise ``ConfigError`` (a ``ValueError``) naming the
-field, the value and what is allowed, before anything is computed.
+``rule.staleness_params``). Booleans (``true``/``false`` only) and numbers
+are real ones in a file, text in an override. Unknown sections or fields,
+wrong types and out-of-range values raise ``ConfigError`` (a
+``ValueError``) naming the field, the value and what is allowed, first.
 
 Example:
   >>> cfg = from_dict({"rule": {"name": "fedbuff", "buffer_size": 5}})
@@ -32,6 +31,7 @@ import dataclasses
 import json
 import math
 import numbers
+import os
 import typing
 from pathlib import Path
 from typing import Any, Optional
@@ -396,6 +396,13 @@ def load(path):
     return from_dict(raw)
   except ConfigError as e:
     raise ConfigError(f"{p}: {e}") from None
+
+
+def absolute_paths(cfg):
+  """``cfg`` with the relative paths of ``config_files.PATH_FIELDS`` made
+  absolute against the current folder, as ``config.json`` saves them (a
+  ``--resume`` from any folder then reads the same files)."""
+  return from_dict(config_files.resolve_paths(to_dict(cfg), os.getcwd()))
 
 
 def allowed(section: str, name: str) -> str:

@@ -18,7 +18,8 @@ Paths in a file (``PATH_FIELDS``: ``data.path``, ``data.data_dir``,
 file's folder, not to the current one: ``read_resolved`` makes a relative
 one absolute by joining it to that folder (``resolve_paths``), so a
 configuration and its data can move together. Values given with ``--set``
-are not rewritten: they stay relative to the current folder.
+are relative to the current folder; a run saves every path absolute
+(``config.absolute_paths``).
 
 Example:
   >>> import os, tempfile

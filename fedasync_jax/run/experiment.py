@@ -130,6 +130,8 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
       or a checkpoint that cannot be resumed (naming why).
   """
   workdir = Path(workdir)
+  if cfg is not None:  # config.json saves absolute paths
+    cfg = config_lib.absolute_paths(cfg)
   if not resume:
     config_lib.validate(cfg)  # before any folder is made
     check_memory(cfg)

@@ -281,6 +281,8 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
       resume.
   """
   workdir = Path(workdir)
+  if cfg is not None:  # config.json saves absolute paths
+    cfg = config_lib.absolute_paths(cfg)
   if not resume:
     checked(cfg, grid, seeds)  # before any folder is made
   with open_folder(workdir, command="sweep", resume=resume, force=force), \
