@@ -156,6 +156,61 @@ def test_resume_refuses_an_edited_config_naming_the_field(
   assert not (c / "final_params.msgpack").exists()
 
 
+@pytest.mark.parametrize("text, kind", [("[1, 2]", "list"), ('"x"', "str"),
+                                        ("3", "int")])
+def test_resume_refuses_a_config_json_that_is_not_an_object(
+    runs, tmp_path, capsys, text, kind):
+  """Valid JSON but no object used to end in an AttributeError traceback."""
+  _, cut = runs
+  c = _copy(cut, tmp_path)
+  (c / "config.json").write_text(text)
+  ck = (c / "checkpoint.msgpack").read_bytes()
+  for command in ("run", "sweep"):
+    code = cli.main([command, "--resume", str(c)])
+    err = one_error_line(capsys.readouterr().err)
+    assert code == 2
+    if command == "run":
+      assert (f"{c / 'config.json'} holds a JSON {kind}, not a "
+              f"configuration; restore the file the run wrote there") in err
+    else:  # the checkpoint, not config.json, says what the folder holds
+      assert (f"holds a single run, not a sweep; continue it with: "
+              f"fedasync-jax run --resume {c}") in err
+  assert (c / "checkpoint.msgpack").read_bytes() == ck
+
+
+def test_what_a_folder_holds_is_read_from_its_checkpoint(runs, tmp_path,
+                                                         capsys):
+  """A sweep's config.json without its ``grid`` was taken for a single run's
+  (and ``run --resume`` then refused it as changed); a run's config.json
+  replaced by another one listed every section as a whole dict in one
+  line of kilobytes."""
+  _, cut = runs
+  run_cfg = json.loads((cut / "config.json").read_text())
+  sweep_cfg = {"base": run_cfg, "grid": {"rule.alpha": [0.3, 0.6]},
+               "seeds": [0], "chunk_steps": 8}
+  s = tmp_path / "s"
+  s.mkdir()
+  (s / "checkpoint.msgpack").write_bytes(checkpoints.encode(
+      _fake_checkpoint(), config=sweep_cfg, elapsed_s=0.0))
+  damaged = {k: v for k, v in sweep_cfg.items() if k != "grid"}
+  (s / "config.json").write_text(json.dumps(damaged))
+  assert cli.main(["sweep", "--resume", str(s)]) == 2
+  err = one_error_line(capsys.readouterr().err)
+  assert ("config.json changed after the checkpoint was written (grid: None "
+          "in config.json, {'rule.alpha': [0.3, 0.6]} in the checkpoint)"
+          in err), err
+  assert cli.main(["run", "--resume", str(s)]) == 2
+  err = one_error_line(capsys.readouterr().err)
+  assert (f"holds a sweep; continue it with: fedasync-jax sweep --resume "
+          f"{s}") in err, err
+  c = _copy(cut, tmp_path)
+  (c / "config.json").write_text(json.dumps({"run": 5}))
+  assert cli.main(["run", "--resume", str(c)]) == 2
+  err = one_error_line(capsys.readouterr().err)
+  assert "run: 5 in config.json, {" in err and "; and 1 more)" in err, err
+  assert len(err) < 700, len(err)
+
+
 def _changed(old):
   """A strategy of values that differ from ``old`` (in value, or in type
   only: ``100`` and ``100.0``)."""

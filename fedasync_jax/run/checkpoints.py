@@ -42,6 +42,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import numpy as np
 
+from fedasync_jax.core.checks import show
 from fedasync_jax.run import config as config_lib
 from fedasync_jax.run import config_files, results
 from fedasync_jax.run.folders import (CHECKPOINT, claim_folder,  # noqa: F401
@@ -222,6 +223,14 @@ def decode(blob: bytes, where="the checkpoint") -> Saved:
   return Saved(ck, meta)
 
 
+def _brief(value) -> str:
+  """A value in a difference: shortened, and a section of more than two
+  fields (the other side has none) by its field count."""
+  if isinstance(value, dict) and len(value) > 2:
+    return f"{{{len(value)} fields}}"
+  return show(value)
+
+
 def differences(here: dict, saved: dict, prefix: str = "", *,
                 names=("here", "saved")) -> list:
   """The fields (``section.field``) whose values or types differ between
@@ -241,7 +250,7 @@ def differences(here: dict, saved: dict, prefix: str = "", *,
     if isinstance(a, dict) and isinstance(b, dict):
       out += differences(a, b, prefix=f"{name}.", names=names)
     elif a != b or type(a) is not type(b):
-      out.append(f"{name}: {a!r} {names[0]}, {b!r} {names[1]}")
+      out.append(f"{name}: {_brief(a)} {names[0]}, {_brief(b)} {names[1]}")
   return out
 
 
@@ -267,7 +276,9 @@ def verify(saved: Saved, *, config: dict, workdir: Path) -> None:
     changed = (differences(config, old, names=("in config.json",
                                                "in the checkpoint"))
                if isinstance(old, dict) else [])
-    detail = "; ".join(changed) or "same values, other types"
+    detail = "; ".join(changed[:5]) + (
+        f"; and {len(changed) - 5} more" if len(changed) > 5 else "") or (
+            "same values, other types")
     raise ValueError(
         f"--resume: {Path(workdir) / 'config.json'} changed after the "
         f"checkpoint was written ({detail}); restore it, or start a new "
@@ -398,6 +409,53 @@ def check_same(workdir: Path, what: str, here, saved) -> None:
                    f"folder")
 
 
+def _is_sweep(config) -> bool:
+  return isinstance(config, dict) and "base" in config and "grid" in config
+
+
+def check_kind(config, command: str, workdir: Path) -> None:
+  """Refuses to let ``command`` (``"run"`` or ``"sweep"``) resume the other
+  command's folder, naming the command that continues it; ``config`` is the
+  checkpoint's own configuration (or, when the checkpoint is unreadable,
+  the folder's ``config.json``)."""
+  is_sweep = _is_sweep(config)
+  if is_sweep != (command == "sweep"):
+    held, other = (("a sweep", "sweep") if is_sweep
+                   else ("a single run, not a sweep", "run"))
+    raise ValueError(f"--resume: {workdir} holds {held}; continue it with: "
+                     f"fedasync-jax {other} --resume {workdir}")
+
+
+def read_kind(workdir: Path, command: str) -> dict:
+  """``config.json`` of a folder that ``command`` (``"run"`` or
+  ``"sweep"``) resumes. A file that is not of that command's kind (a
+  damaged or another command's) is judged by the checkpoint's own
+  configuration (``check_kind``).
+
+  Raises:
+    ValueError: no checkpoint; the other command's folder; a
+      ``config.json`` that is not a JSON object.
+  """
+  workdir = Path(workdir)
+  if not (workdir / CHECKPOINT).is_file():
+    read_checkpoint(workdir)  # raises: no checkpoint (and why)
+  saved = results.read_json(workdir / "config.json")
+  if isinstance(saved, dict) and _is_sweep(saved) == (command == "sweep"):
+    return saved
+  try:
+    own = read_checkpoint(workdir).meta.get("config")
+  except ValueError:
+    if isinstance(saved, dict):  # config.json says what it is, then
+      check_kind(saved, command, workdir)
+    raise
+  check_kind(own, command, workdir)
+  if not isinstance(saved, dict):
+    raise ValueError(f"--resume: {workdir / 'config.json'} holds a JSON "
+                     f"{type(saved).__name__}, not a configuration; restore "
+                     f"the file the {command} wrote there")
+  return saved
+
+
 def read_resume(workdir: Path, cfg=None):
   """The saved configuration and verified checkpoint of an interrupted
   run.
@@ -417,16 +475,12 @@ def read_resume(workdir: Path, cfg=None):
       (``verify``).
   """
   workdir = Path(workdir)
-  if not (workdir / CHECKPOINT).is_file():
-    read_checkpoint(workdir)  # raises: no checkpoint
-  saved = results.read_json(workdir / "config.json")
-  if isinstance(saved, dict) and "grid" in saved and "base" in saved:
-    raise ValueError(f"--resume: {workdir} holds a sweep; continue it with: "
-                     f"fedasync-jax sweep --resume {workdir}")
+  saved = read_kind(workdir, "run")
   if cfg is not None:
     check_same(workdir, "configuration", config_lib.to_dict(cfg),
                config_lib.to_dict(config_lib.load(workdir / "config.json")))
   ck = read_checkpoint(workdir)
+  check_kind(ck.meta.get("config"), "run", workdir)
   verify(ck, config=saved, workdir=workdir)  # config.json is unchanged
   saved_cfg = config_lib.load(workdir / "config.json")
   return saved_cfg, read_verified(workdir, config=saved,

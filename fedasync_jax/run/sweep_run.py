@@ -51,8 +51,10 @@ from fedasync_jax.run import (metrics, notices, results, sweep_outputs,
                               tensorboard)
 from fedasync_jax.run.checkpoints import (CHECKPOINT, FINAL_PARAMS,
                                           Interrupted, check_same,
-                                          checkpoint_writer, read_checkpoint,
-                                          read_verified, remove_checkpoint,
+                                          check_kind, checkpoint_writer,
+                                          read_checkpoint, read_kind,
+                                          read_verified,
+                                          remove_checkpoint,
                                           stop_on_signals, verify,
                                           write_params)
 from fedasync_jax.run.folders import open_folder
@@ -158,13 +160,10 @@ def read_sweep_resume(workdir: Path, cfg=None, grid=None, seeds=None):
       (``checkpoints.verify``).
   """
   workdir = Path(workdir)
-  if not (workdir / CHECKPOINT).exists():
-    read_checkpoint(workdir)  # raises: no checkpoint
-  saved = results.read_json(workdir / "config.json")
-  if not (isinstance(saved, dict) and "base" in saved and "grid" in saved):
-    raise ValueError(f"--resume: {workdir} holds a single run, not a "
-                     f"sweep; continue it with: fedasync-jax run --resume "
-                     f"{workdir}")
+  saved = read_kind(workdir, "sweep")
+  if not {"base", "grid", "seeds"} <= set(saved):
+    verify(read_checkpoint(workdir), config=saved,
+           workdir=workdir)  # names what is missing
   if cfg is not None:
     check_same(workdir, "configuration", config_lib.to_dict(cfg),
                config_lib.to_dict(config_lib.from_dict(saved["base"])))
@@ -174,6 +173,7 @@ def read_sweep_resume(workdir: Path, cfg=None, grid=None, seeds=None):
   check_same(workdir, "seeds", None if seeds is None else
              [int(s) for s in seeds], saved["seeds"])
   ck = read_checkpoint(workdir)
+  check_kind(ck.meta.get("config"), "sweep", workdir)
   verify(ck, config=saved, workdir=workdir)  # config.json is unchanged
   saved_cfg = config_lib.from_dict(saved["base"])
   chunk = saved.get("chunk_steps") or chunk_steps_for(
