@@ -123,17 +123,12 @@ def test_experiment_keeps_its_public_names():
     experiment._optimizer("sgd", 0.1, 1.5)
 
 
-def test_progress_after_a_resume_shows_the_resumed_accuracy_and_no_eta():
-  """After a resume the run has not evaluated yet: the bar shows the
-  latest evaluation before it (not the initial model's), and no ETA until
-  a second report has measured a rate."""
+def test_progress_after_a_resume_has_no_eta_until_a_rate_is_measured():
+  """After a resume, no ETA until a second report has measured a rate."""
   import io
-  bar = experiment.ProgressBar(1000, stream=io.StringIO(), tty=True,
-                               resumed_eval={"test_accuracy": 0.75})
-  initial = {"version": 0, "simulated_time": 0.0, "client_updates": 0,
-             "client_train_loss": float("nan"), "test_accuracy": 0.1}
+  bar = experiment.ProgressBar(1000, stream=io.StringIO(), tty=True)
   bar({"arrivals_done": 500, "num_arrivals": 1000, "version": 500,
-       "wall_time_s": 0.1, "last_eval": initial})
+       "wall_time_s": 0.1, "last_eval": {"test_accuracy": 0.75}})
   first = bar.stream.getvalue()
   assert "500/1000 updates" in first and "test acc  0.750" in first, first
   assert "ETA      ? s" in first, first
@@ -141,6 +136,8 @@ def test_progress_after_a_resume_shows_the_resumed_accuracy_and_no_eta():
        "wall_time_s": 0.2, "last_eval": {"test_accuracy": 0.8}})
   second = bar.stream.getvalue().split("\r")[-1]
   assert "test acc  0.800" in second and "ETA      ?" not in second
+  initial = {"version": 0, "simulated_time": 0.0, "client_updates": 0,
+             "client_train_loss": float("nan"), "test_accuracy": 0.1}
   # A run's first report has no rate yet either; its last has nothing left.
   bar = experiment.ProgressBar(stream=io.StringIO(), tty=True)
   bar({"arrivals_done": 8, "num_arrivals": 16, "version": 8,

@@ -267,6 +267,43 @@ def test_sweep_stopped_and_resumed_equals_uninterrupted():
       np.testing.assert_array_equal(a.arrivals[k], b.arrivals[k])
 
 
+def test_the_first_progress_after_a_resume_shows_the_last_evaluation():
+  """After a resume the progress showed the initial evaluation (simulate)
+  or none (sweep) until the run evaluated again; a killed run's bar read
+  the starting accuracy."""
+  ds, w_true, upd, _ = setup()
+  s = setup(seed=0, num_updates=60)[3]
+  ev = lambda p: {"dist": jnp.linalg.norm(p - w_true)}  # noqa: E731
+  w0, key = jnp.zeros(5, jnp.float32), jax.random.key(0)
+  hp = {"alpha": 0.8, "a": 0.5}
+  calls = {
+      "simulate": lambda **kw: [executor.simulate(
+          make_rule(hp), upd, w0, ds, s, key=key, **kw)],
+      "sweep": lambda **kw: sweep.sweep(
+          make_rule, {k: jnp.full(2, v) for k, v in hp.items()}, upd, w0, ds,
+          [s, s], keys=jax.random.split(key, 2), **kw)}
+  for name, call in calls.items():
+    saved = []
+
+    def stop_after_three(ck):
+      saved.append(ck.to_bytes())
+      return len(saved) == 3
+    part = call(eval_fn=ev, eval_every=12, chunk_steps=4,
+                checkpoint=stop_after_three)
+    before = part[0].evals[-1]
+    assert before["client_updates"] > 0, before
+    seen = []
+    call(eval_fn=ev, eval_every=12, chunk_steps=4, progress=seen.append,
+         resume=sweep.driver.Checkpoint.from_bytes(saved[-1]))
+    # Chunk 4 (versions 13-16) evaluates nothing: the last evaluation is
+    # the one at version 12, before the stop.
+    assert seen[0]["version"] < 24 and before["version"] == 12, name
+    first = seen[0]["last_eval"]
+    assert first is not None, name
+    np.testing.assert_allclose(first["test_dist"], before["test_dist"],
+                               rtol=1e-6, err_msg=name)
+
+
 def test_simulate_with_rule_function_compiles_once_for_all_values(
     monkeypatch):
   traces = count_traces(monkeypatch)

@@ -72,9 +72,8 @@ from fedasync_jax.run.grid import (SWEEPABLE, members,  # noqa: F401
                                    parse_grid, set_field, sweepable,
                                    with_rule_values)
 from fedasync_jax.run.outputs import (ProgressBar, attempt,  # noqa: F401
-                                      history_rows, last_history_eval,
-                                      plot_run, stage, with_final_eval,
-                                      write_outputs)
+                                      history_rows, plot_run, stage,
+                                      with_final_eval, write_outputs)
 from fedasync_jax.run.setup import (Setup, _optimizer,  # noqa: F401
                                     check_memory, eval_every_versions,
                                     image_transform,
@@ -147,8 +146,7 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
     warned = notices.warn(notices.config_warnings(cfg))
     bar = None
     if show_progress:
-      bar = ProgressBar(resumed_eval=(last_history_eval(
-          workdir / "history.csv") if resume else None))
+      bar = ProgressBar()
     stage(bar, f"loading data ({cfg.data.name}, {cfg.data.num_clients} "
           f"clients) and drawing the schedule")
     s = setup(cfg)  # loads the data: may fail, before anything is written

@@ -48,9 +48,6 @@ class ProgressBar:
     stream: where to draw (default stderr).
     width: characters of the bar.
     label: words before the bar (e.g. ``"sweep of 8 members"``).
-    resumed_eval: after a resume, the latest evaluation before it (e.g.
-      ``{"test_accuracy": 0.8}``, ``last_history_eval``); shown instead of the
-      initial model's until the run reports a newer one.
     tty: redraw in place (default: whether ``stream`` is a terminal).
     every_s: seconds between plain lines when not ``tty``.
 
@@ -66,12 +63,10 @@ class ProgressBar:
 
   def __init__(self, total: Optional[int] = None, schedule=None, *,
                stream=None, width: int = 24, label: str = "",
-               resumed_eval: Optional[dict] = None,
                tty: Optional[bool] = None, every_s: float = 10.0):
     self.total, self.schedule = total, schedule
     self.stream = stream or sys.stderr
     self.width, self.label = width, label
-    self.resumed_eval = resumed_eval
     if tty is None:
       isatty = getattr(self.stream, "isatty", None)
       tty = bool(isatty()) if callable(isatty) else False
@@ -107,11 +102,7 @@ class ProgressBar:
     rate_done = done - self.start_done
     eta = ((now - self.t_first) / rate_done * (total - done)
            if rate_done > 0 else 0.0 if done >= total else math.nan)
-    ev = info.get("last_eval")
-    if self.resumed_eval is not None and (ev is None or
-                                          ev.get("client_updates") == 0):
-      ev = self.resumed_eval  # the run has not evaluated since the resume
-    acc = (ev or {}).get("test_accuracy", math.nan)
+    acc = (info.get("last_eval") or {}).get("test_accuracy", math.nan)
     eta_text = "     ?" if math.isnan(eta) else f"{eta:6.1f}"
     filled = int(self.width * done / max(total, 1))
     bar = "#" * filled + "-" * (self.width - filled)
@@ -133,22 +124,6 @@ def stage(progress, text: str) -> None:
   fn = getattr(progress, "stage", None)
   if callable(fn):
     fn(text)
-
-
-def last_history_eval(path, member: Optional[int] = None
-                      ) -> Optional[dict]:
-  """The last evaluation in a ``history.csv`` (of ``member`` in a
-  sweep's long history) as ``{"test_accuracy", "test_loss"}``, or
-  ``None`` when there is none (for ``ProgressBar(resumed_eval=...)``)."""
-  import csv
-  try:
-    with open(path, newline="") as f:
-      rows = [r for r in csv.DictReader(f)
-              if member is None or r.get("member") == str(member)]
-    last = rows[-1]
-    return {k: float(last[k]) for k in ("test_accuracy", "test_loss")}
-  except (OSError, LookupError, ValueError, TypeError):
-    return None
 
 
 def attempt(problems: list, what: str, write: Callable[[], None], *,

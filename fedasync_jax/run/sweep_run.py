@@ -60,8 +60,7 @@ from fedasync_jax.run.checkpoints import (CHECKPOINT, FINAL_PARAMS,
 from fedasync_jax.run.folders import open_folder
 from fedasync_jax.run.grid import (members, refuse_repeats, set_field,
                                    sweepable, with_rule_values)
-from fedasync_jax.run.outputs import (ProgressBar, attempt,
-                                      last_history_eval, stage,
+from fedasync_jax.run.outputs import (ProgressBar, attempt, stage,
                                       with_final_eval)
 from fedasync_jax.run.setup import (Setup, make_delays, make_rule_from,
                                     make_schedule, setup)
@@ -294,10 +293,7 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
     warned = notices.warn(notices.sweep_warnings(cfg, grid))
     bar = None
     if show_progress:
-      bar = ProgressBar(label=f"sweep of {len(grid_members)} members",
-                        resumed_eval=(last_history_eval(
-                            workdir / "history.csv", member=0)
-                            if resume else None))
+      bar = ProgressBar(label=f"sweep of {len(grid_members)} members")
     stage(bar, f"loading data ({cfg.data.name}, {cfg.data.num_clients} "
           f"clients) and drawing {len(seeds)} schedule(s)")
     base = setup(cfg)  # loads the data: may fail, before anything is written

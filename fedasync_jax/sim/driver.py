@@ -344,7 +344,8 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
   ``num_arrivals``, ``version`` (largest so far), ``wall_time_s`` and
   ``last_eval`` (the latest evaluation, of member 0 in a sweep: its
   ``test_<name>`` metrics, or the whole history entry for the one passed
-  in, e.g. the initial evaluation's with ``client_updates`` 0); calls
+  in, e.g. the initial evaluation's with ``client_updates`` 0; after a
+  resume, the latest in the resumed outputs until the run evaluates); calls
   ``checkpoint(Checkpoint)`` after every chunk and stops when it returns
   True.
 
@@ -361,6 +362,9 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
   outs = list(outs or [])
   done = int(np.take(valid, range(first_chunk * chunk_steps),
                      axis=valid_axis).sum()) * per_step
+  if outs and first_chunk > 0:  # resumed: the last evaluation before it
+    before = _slice_steps(steps, loop.axes, 0, first_chunk * chunk_steps)
+    last_eval = _last_eval(outs[-1], before, loop) or last_eval
   for i in range(first_chunk * chunk_steps, n_steps, chunk_steps):
     chunk = _slice_steps(steps, loop.axes, i, min(i + chunk_steps, n_steps))
     carry, out = loop.run_chunk(carry, chunk)
