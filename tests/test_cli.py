@@ -161,7 +161,9 @@ def test_run_never_writes_into_another_runs_folder(tmp_path, capsys):
   out.mkdir()
   (out / "config.json").write_text("{}")
   assert cli.main(["run", "--out", str(out)]) == 2
-  assert "already holds the outputs" in capsys.readouterr().err
+  assert ("already holds the outputs of a run or sweep (config.json); choose "
+          "another --out (nothing is overwritten), or pass --force to "
+          "replace them") in capsys.readouterr().err
   assert (out / "config.json").read_text() == "{}"
   assert sorted(p.name for p in out.iterdir()) == ["config.json"]
   (out / "checkpoint.msgpack").write_bytes(b"x")

@@ -280,6 +280,24 @@ def test_metrics_stream_skips_what_it_has_written():
           for x in f.getvalue().splitlines()] == [4]
 
 
+def test_a_torn_metrics_line_is_cut_before_a_resume_appends(tmp_path):
+  """A kill can tear the line being written; the resumed stream used to
+  append to it (``{"client_up{"version": ...}``) and, finding no last line,
+  write every row again."""
+  path = tmp_path / "metrics.jsonl"
+  rows = [{"version": v, "client_updates": v} for v in (0, 2, 4)]
+  good = "".join(metrics.json_line(r) for r in rows)
+  for torn in ('{"version": 6, "client_up', '{"version": 6}\n', "garbage"):
+    path.write_text(good + torn)
+    assert metrics.last_written(path) == 3
+    assert path.read_text() == good
+  with open(path, "a") as f:
+    f.write(metrics.json_line({"version": 6, "client_updates": 6}))
+  assert [json.loads(x)["client_updates"]
+          for x in path.read_text().splitlines()] == [0, 2, 4, 6]
+  assert metrics.last_written(tmp_path / "none.jsonl") is None
+
+
 # ------------------------------------------- issue 15 audit: results
 
 

@@ -222,7 +222,8 @@ def _demo(out: Path, *, num_updates, concurrency, num_clients, seed,
   t1, t2 = _report(summary, histories, num_updates)
   summary["wall_time_s"] = time.perf_counter() - t_all
   results.write_json(out / "summary.json", summary)
-  (out / "tables.txt").write_text(t1 + "\n\n" + t2 + "\n")
+  results.atomic_write_bytes(out / "tables.txt",
+                             (t1 + "\n\n" + t2 + "\n").encode())
   for text in ("", t1, "", t2, ""):
     log(text)
   log(f"wrote {out}/summary.json, tables.txt, history_*.csv, "

@@ -140,7 +140,7 @@ def acquire_lock(workdir: Path) -> Path:
                else f"pid {held[0]} on {held[1]}")
         raise ValueError(
             f"{workdir} is in use by another fedasync-jax process ({who}, "
-            f"lock {lock}); wait for it to end, or choose another --out"
+            f"lock {lock}); wait for it to end, or use another folder"
         ) from None
       with contextlib.suppress(FileNotFoundError):  # a dead holder's lock
         lock.unlink()
@@ -216,7 +216,8 @@ def claim_folder(workdir: Path, command: str = "run", *,
       if "config.json" in held:
         raise ValueError(
             f"{workdir} already holds the outputs of a run or sweep "
-            f"(config.json); choose another --out (nothing is overwritten)")
+            f"(config.json); choose another --out (nothing is overwritten), "
+            f"or pass --force to replace them")
       shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
       raise ValueError(
           f"--out {workdir} is not empty ({shown}); choose a new or empty "

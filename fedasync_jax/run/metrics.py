@@ -107,12 +107,36 @@ class MetricsStream:
 
 def last_written(path) -> Optional[int]:
   """The last arrival (``client_updates - 1``) in a ``metrics.jsonl``, or
-  ``None`` when there is none (for ``MetricsStream(after=...)``)."""
+  ``None`` when there is none (for ``MetricsStream(after=...)``). A line
+  torn by a kill is cut off first (the stream would append to it),
+  atomically; the complete lines before it count.
+
+  Example:
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "metrics.jsonl")
+    >>> _ = open(p, "w").write('{"client_updates": 8}\\n{"client_up')
+    >>> last_written(p), open(p).read()
+    (7, '{"client_updates": 8}\\n')
+  """
   try:
-    lines = Path(path).read_text().splitlines()
-    return int(json.loads(lines[-1])["client_updates"]) - 1
-  except (OSError, LookupError, ValueError, TypeError):
+    text = Path(path).read_text()
+  except (OSError, ValueError):
     return None
+  lines, last = text.splitlines(keepends=True), None
+  keep = 0
+  for line in lines:
+    try:
+      row = json.loads(line) if line.endswith("\n") else None
+      last = int(row["client_updates"]) - 1
+    except (LookupError, ValueError, TypeError):
+      break
+    keep += 1
+  if keep < len(lines):
+    try:
+      results.atomic_write_bytes(path, "".join(lines[:keep]).encode())
+    except OSError:
+      return None
+  return last
 
 
 def write_jsonl(path, rows) -> None:
