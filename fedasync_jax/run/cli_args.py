@@ -200,7 +200,8 @@ def _add_demo(sub, commands: dict) -> None:
                  help="population size (default: 100)")
   d.add_argument("--client-lr", type=float, default=0.01,
                  help="client SGD learning rate (default: 0.01)")
-  d.add_argument("--seed", type=int, default=0, help="random seed")
+  d.add_argument("--seed", type=int, default=0,
+                 help="random seed (default: 0)")
   d.set_defaults(func=commands["demo"])
 
 
