@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from fedasync_jax import cli, config
-from fedasync_jax.run import checkpoints, experiment, results
+from fedasync_jax.run import checkpoints, experiment, inputs, results
 from fedasync_jax.sim import executor
 
 CFG = {"data": {"num_clients": 20}, "client": {"batch_size": 20},
@@ -460,4 +460,4 @@ def test_a_sweeps_checkpoint_stamps_its_base_configurations_files(tmp_path):
   assert list(first) == ["data.path"]
   f.write_bytes(b"two")
   assert checkpoints.stamp(sweep_cfg)["inputs"] != first
-  assert checkpoints.input_digests({"base": {"data": {"path": None}}}) == {}
+  assert inputs.input_digests({"base": {"data": {"path": None}}}) == {}

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import signal
 import sys
 import time
@@ -44,7 +43,8 @@ import numpy as np
 
 from fedasync_jax.core.checks import show
 from fedasync_jax.run import config as config_lib
-from fedasync_jax.run import config_files, results
+from fedasync_jax.run import results
+from fedasync_jax.run.inputs import input_digests, input_paths
 from fedasync_jax.run.folders import (CHECKPOINT, claim_folder,  # noqa: F401
                                       no_checkpoint)
 
@@ -108,49 +108,6 @@ def config_digest(config: dict) -> str:
   plain = json.loads(json.dumps(config, default=results.plain))
   text = json.dumps(plain, sort_keys=True, separators=(",", ":"))
   return hashlib.sha256(text.encode()).hexdigest()
-
-
-_FILE_DIGESTS: dict = {}  # (path, size, mtime_ns) -> SHA-256
-
-
-def file_digest(path) -> str:
-  """SHA-256 of a file's bytes (kept per path, size and modification time,
-  so a run's checkpoints do not read its data again)."""
-  st = os.stat(path)
-  key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-  if key not in _FILE_DIGESTS:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-      for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
-    _FILE_DIGESTS[key] = h.hexdigest()
-  return _FILE_DIGESTS[key]
-
-
-def input_digests(config: dict) -> dict:
-  """``{"data.path": sha256, ...}``: the files a configuration (a run's, or
-  a sweep's ``base``) reads, among ``config_files.PATH_FIELDS`` (a folder,
-  such as a TFDS ``data.data_dir``, is not hashed).
-
-  Example:
-    >>> input_digests({"data": {"path": None}})
-    {}
-  """
-  return {field: file_digest(path)
-          for field, path in _input_paths(config).items()
-          if os.path.isfile(path)}
-
-
-def _input_paths(config: dict) -> dict:
-  """``{"data.path": path, ...}``: the paths set in a configuration."""
-  base = config.get("base", config) if isinstance(config, dict) else {}
-  out = {}
-  for sec, name in config_files.PATH_FIELDS:
-    values = base.get(sec) if isinstance(base, dict) else None
-    path = values.get(name) if isinstance(values, dict) else None
-    if isinstance(path, str) and path:
-      out[f"{sec}.{name}"] = path
-  return out
 
 
 def stamp(config: dict) -> dict:
@@ -287,7 +244,7 @@ def verify(saved: Saved, *, config: dict, workdir: Path) -> None:
   if isinstance(old_inputs, dict):
     for field in sorted(set(old_inputs) | set(here["inputs"])):
       if old_inputs.get(field) != here["inputs"].get(field):
-        path = _input_paths(config).get(field)
+        path = input_paths(config).get(field)
         raise ValueError(
             f"--resume: {field} {path} changed or went missing after the "
             f"checkpoint was written (its SHA-256 differs); restore it, or "
