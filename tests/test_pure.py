@@ -123,9 +123,10 @@ def test_reverse_mode_equals_forward_mode(fixed_steps):
 
 def test_grad_of_the_default_client_equals_the_fixed_length_ones():
   """Through several epochs, early stopping and Adam, with respect to the
-  initial parameters."""
+  initial parameters (the fixed-length client's grad is checked against
+  jacfwd and finite differences above)."""
   with jax.enable_x64(True):
-    ds, _, _, s = setup(num_updates=30, cutoff=4)
+    ds, _, _, s = setup(num_updates=12, cutoff=4)
     prep = pure.prepare(s)
     x, y = jnp.asarray(ds.x), jnp.asarray(ds.y)
     for kw in ({"epochs": 3, "patience": 1}, {"steps": 3}):
@@ -143,8 +144,6 @@ def test_grad_of_the_default_client_equals_the_fixed_length_ones():
         grads.append(jax.jit(jax.grad(f))(jnp.full(5, 0.1)))
       assert float(jnp.max(jnp.abs(grads[0]))) > 1e-3
       np.testing.assert_allclose(grads[0], grads[1], rtol=1e-10, atol=1e-12)
-      np.testing.assert_allclose(grads[0], jax.jacfwd(f)(jnp.full(5, 0.1)),
-                                 rtol=1e-8, atol=1e-12)
 
 
 def test_fixed_steps_client_equals_default_client():
