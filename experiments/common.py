@@ -42,16 +42,20 @@ DEFAULT_DATA = REPO / ".." / "shared" / "data"
 from fedasync_jax import results, tasks  # noqa: E402
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
+def base_parser(description: str, *, reads_data: bool = True
+                ) -> argparse.ArgumentParser:
+  """``--quick``, ``--smoke``, ``--out`` and, for a script that reads data
+  files (``reads_data``), ``--data-dir``."""
   p = argparse.ArgumentParser(description=description)
   p.add_argument("--quick", action="store_true",
                  help="a short run that finishes in minutes on a 2-core CPU")
   p.add_argument("--smoke", action="store_true",
                  help="a tiny run on generated data (seconds) that writes "
                       "to --out (default: a new temporary folder)")
-  p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
-                 help="folder with mnist.npz / cifar10_jpeg_bytes.npz "
-                      "(default: ../shared/data beside the repository)")
+  if reads_data:
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
+                   help="folder with mnist.npz / cifar10_jpeg_bytes.npz "
+                        "(default: ../shared/data beside the repository)")
   p.add_argument("--out", type=Path, default=None,
                  help="output folder (default: a new runs/<name>-<UTC "
                       "time>/; the recorded results are written with "

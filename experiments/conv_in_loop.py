@@ -31,7 +31,7 @@ SMOKE_OUTPUT = "summary.md"
 
 
 def main(argv=None):
-  p = common.base_parser(__doc__.splitlines()[0])
+  p = common.base_parser(__doc__.splitlines()[0], reads_data=False)
   p.add_argument("--steps", type=int, default=None,
                  help="local steps timed (quick 3, full 10)")
   args = p.parse_args(argv)

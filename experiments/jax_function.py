@@ -28,8 +28,9 @@ differences at several steps before trusting them.
 
 Writes ``summary.md`` and ``results.json`` to ``--out`` (default: a new
 ``runs/jax_function-<UTC time>/``; recorded with ``--out
-experiments/results/jax_function``). ``--smoke``: 16 updates, 2 exponents,
-1 optimizer step.
+experiments/results/jax_function``). ``--quick``: 100 updates, 8
+exponents, 3 optimizer steps; ``--smoke``: 16 updates, 2 exponents, 1
+optimizer step.
 """
 
 from __future__ import annotations
@@ -47,12 +48,13 @@ SMOKE_OUTPUT = "summary.md"
 
 
 def parse_args(argv):
-  p = common.base_parser(__doc__.splitlines()[0])
+  p = common.base_parser(__doc__.splitlines()[0], reads_data=False)
   p.add_argument("--updates", type=int, default=None)
   args = p.parse_args(argv)
-  args.updates = args.updates or (16 if args.smoke else 200)
-  args.num_a = 2 if args.smoke else 32
-  args.meta_steps = 1 if args.smoke else 10
+  args.updates = args.updates or (16 if args.smoke else 100 if args.quick
+                                  else 200)
+  args.num_a = 2 if args.smoke else 8 if args.quick else 32
+  args.meta_steps = 1 if args.smoke else 3 if args.quick else 10
   return args
 
 
@@ -159,11 +161,13 @@ def tune(loss, steps, say):
   return trace
 
 
-def summary(args, res) -> str:
+def summary(args, res, prov) -> str:
+  short = (" (SMOKE RUN)" if args.smoke else " (QUICK RUN: 8 exponents, 3 "
+           "optimizer steps)" if args.quick else "")
   lines = ["# The simulator as a JAX function", "",
            f"Synthetic(1, 1), 100 clients, logistic regression, FedAsync "
            f"with polynomial staleness, {args.updates} updates, float64"
-           + (" (smoke run)" if args.smoke else "") + ".", "",
+           + short + ".", "", prov.markdown(),
            "## 1. Hyperparameter gradient of the final test loss", "",
            "| hyperparameter | jacfwd | grad | finite difference | rel. err "
            "(jacfwd) | rel. err (grad) |", "|---|---|---|---|---|---|"]
@@ -186,6 +190,7 @@ def summary(args, res) -> str:
 def main(argv=None):
   import jax
   args = parse_args(argv)
+  prov = common.Provenance()
   out = common.output_dir(args, "jax_function")
   log = common.Log(out)
   with jax.enable_x64(True):
@@ -195,7 +200,7 @@ def main(argv=None):
            "tuning": tune(loss, args.meta_steps, log)}
   common.results.write_json(out / "results.json", res)
   tmp = out / "summary.md.tmp"
-  tmp.write_text(summary(args, res))
+  tmp.write_text(summary(args, res, prov))
   tmp.replace(out / "summary.md")
   log(f"wrote {out}")
   log.close()
