@@ -35,7 +35,6 @@ optimizer step.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
