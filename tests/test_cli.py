@@ -497,6 +497,36 @@ def test_default_folders_never_collide_and_a_failure_leaves_none(
       "run-same", "run-same-2"]
 
 
+def test_a_missing_input_is_refused_before_any_folder(tmp_path, capsys,
+                                                     monkeypatch):
+  """A path the configuration names that is not there is refused with the
+  field's name before an output folder is announced or made."""
+  monkeypatch.chdir(tmp_path)
+  cfg = _write_cfg(tmp_path, TINY)
+  for command in ("run", "sweep"):
+    for setting, message in (
+        (["data.name=npz", "data.path=nope.npz"],
+         f"data.path: no file {tmp_path / 'nope.npz'}"),
+        (["data.name=mnist", "data.data_dir=nodir"],
+         f"data.data_dir: no folder {tmp_path / 'nodir'}"),
+        (["delays.speeds=trace", "delays.trace_path=t.csv"],
+         f"delays.trace_path: no file {tmp_path / 't.csv'}")):
+      argv = [command, "--config", str(cfg)]
+      for s in setting:
+        argv += ["--set", s]
+      assert cli.main(argv) == 2, argv
+      err = capsys.readouterr().err
+      assert "output folder" not in err, err
+      assert err.strip().endswith(message), err
+  # A failure found once the folder is made (the model does not fit the
+  # data) removes it, and the runs/ folder made for it.
+  assert cli.main(["run", "--config", str(cfg), "--set",
+                   "model.name=mnist_cnn"]) == 2
+  err = capsys.readouterr().err
+  assert "output folder: runs" in err and "does not fit the data" in err
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.json"]
+
+
 def test_demo_options_are_named_as_given_and_force_is_one(tmp_path,
                                                            capsys):
   for argv, message in (

@@ -118,7 +118,7 @@ def _run(args) -> int:
     call = functools.partial(experiment.train_and_evaluate, None,
                              resume=True)
   else:
-    cfg = _base_config(args)
+    cfg = experiment.ready(_base_config(args))  # before the folder
     call = functools.partial(experiment.train_and_evaluate, cfg,
                              force=args.force)
   summary, out, stopped = _in_folder(args, "run", call)
@@ -162,6 +162,7 @@ def _split_cpu(n: int) -> None:
 def _sweep(args) -> int:
   from fedasync_jax.run import experiment
   from fedasync_jax.run import grid as grid_lib
+  from fedasync_jax.run import sweep_run
   _split_cpu(args.devices)
   args.out, args.resume = _folder(args, "out"), _folder(args, "resume")
   _check_folder_args(args, "sweep", (
@@ -182,6 +183,7 @@ def _sweep(args) -> int:
     if members % args.devices:
       raise ValueError(f"--devices {args.devices}: the number of members "
                        f"({members}) must be a multiple of it")
+    sweep_run.checked(cfg, grid, seeds)  # before the folder
     call = functools.partial(experiment.sweep_and_evaluate, cfg, grid,
                              seeds, force=args.force)
   rows, out, stopped = _in_folder(args, "sweep", call)

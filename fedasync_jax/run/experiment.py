@@ -59,7 +59,8 @@ from typing import Optional
 import jax
 
 from fedasync_jax.run import config as config_lib
-from fedasync_jax.run import metrics, notices, results, sweep_outputs
+from fedasync_jax.run import (inputs, metrics, notices, results,
+                              sweep_outputs)
 from fedasync_jax.run import tensorboard as tensorboard_lib
 from fedasync_jax.run.checkpoints import (CHECKPOINT,  # noqa: F401
                                           FINAL_PARAMS, Interrupted,
@@ -91,6 +92,20 @@ _checkpoint_writer = checkpoint_writer
 
 def _batching(cfg) -> Optional[str]:
   return None if cfg.run.batching == "auto" else cfg.run.batching
+
+
+def ready(cfg):
+  """Checks a new run's configuration before any folder is made: its
+  fields (``config.validate``), the files it names (``inputs.check_present``)
+  and its memory (``setup.check_memory``). Returns ``cfg``.
+
+  Raises:
+    ValueError: naming the field and what is wrong.
+  """
+  config_lib.validate(cfg)
+  inputs.check_present(config_lib.to_dict(cfg))
+  check_memory(cfg)
+  return cfg
 
 
 def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
@@ -132,8 +147,7 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
   if cfg is not None:  # config.json saves absolute paths
     cfg = config_lib.absolute_paths(cfg)
   if not resume:
-    config_lib.validate(cfg)  # before any folder is made
-    check_memory(cfg)
+    ready(cfg)  # before any folder is made
   fresh = not resume and (not workdir.is_dir() or not any(workdir.iterdir()))
   with open_folder(workdir, command="run", resume=resume, force=force), \
       contextlib.ExitStack() as signals:

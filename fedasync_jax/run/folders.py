@@ -248,7 +248,8 @@ def _make_default(command: str, root: Path) -> Path:
 def output_folder(out, command: str, *, root: Path = Path("runs")):
   """``out`` as given, or, for ``None``, a new default folder
   ``root/<command>-<date>-<time>`` made for this process and removed again
-  if it is still empty at the end (the command failed before writing).
+  if it is still empty at the end (the command failed before writing),
+  with ``root`` itself if this call made it and it is empty.
 
   Example:
     >>> import tempfile, pathlib
@@ -264,12 +265,15 @@ def output_folder(out, command: str, *, root: Path = Path("runs")):
   if out is not None:
     yield Path(out)
     return
+  made_root = not Path(root).exists()
   path = _make_default(command, root)
   try:
     yield path
   finally:
     with contextlib.suppress(OSError):
       path.rmdir()  # only if nothing was written
+      if made_root:
+        Path(root).rmdir()  # (and ``root`` if this call made it)
 
 
 def no_checkpoint(workdir: Path) -> str:

@@ -53,6 +53,33 @@ def input_digests(config: dict) -> dict:
           if os.path.isfile(path)}
 
 
+def check_present(config: dict) -> None:
+  """Every path a configuration (a run's, or a sweep's ``base``) names
+  exists: a folder for ``data.data_dir`` (unless ``data.download`` lets
+  tensorflow-datasets make it), a file for the others. Checked before an
+  output folder is made, so a mistyped path costs nothing.
+
+  Raises:
+    ValueError: naming the field and the path.
+
+  Example:
+    >>> check_present({"data": {"path": "/no/such/data.npz"}})
+    Traceback (most recent call last):
+    ...
+    ValueError: data.path: no file /no/such/data.npz
+  """
+  base = config.get("base", config)
+  downloads = isinstance(base.get("data"), dict) and \
+      base["data"].get("download") is True
+  for field, path in input_paths(config).items():
+    folder = field == "data.data_dir"
+    if folder and downloads:
+      continue
+    if not (os.path.isdir(path) if folder else os.path.isfile(path)):
+      raise ValueError(f"{field}: no {'folder' if folder else 'file'} "
+                       f"{os.path.abspath(path)}")
+
+
 def input_paths(config: dict) -> dict:
   """``{"data.path": path, ...}``: the paths set in a configuration."""
   base = config.get("base", config) if isinstance(config, dict) else {}

@@ -47,8 +47,8 @@ import numpy as np
 
 from fedasync_jax.run import config as config_lib
 from fedasync_jax.run.schema import ConfigError
-from fedasync_jax.run import (metrics, notices, results, sweep_outputs,
-                              tensorboard)
+from fedasync_jax.run import (inputs, metrics, notices, results,
+                              sweep_outputs, tensorboard)
 from fedasync_jax.run.checkpoints import (CHECKPOINT, FINAL_PARAMS,
                                           Interrupted, check_same,
                                           check_kind, checkpoint_writer,
@@ -126,9 +126,11 @@ def checked(cfg, grid: dict, seeds):
     ``(grid, seeds, grid_members)``.
 
   Raises:
-    ValueError: a repeated value or seed, or a member's invalid value.
+    ValueError: a repeated value or seed, a member's invalid value, or a
+      file the configuration names that is not there.
   """
   config_lib.validate(cfg)
+  inputs.check_present(config_lib.to_dict(cfg))
   grid = {str(k): [float(v) for v in vals] for k, vals in (grid or
                                                            {}).items()}
   seeds = [int(s) for s in (seeds if seeds is not None and len(seeds)
