@@ -414,6 +414,41 @@ def test_eval_every_without_an_eval_fn_is_refused():
       call()
 
 
+def test_params_the_client_cannot_train_are_refused_naming_params():
+  """Parameters of another model (a flax MLP's with a wider hidden layer)
+  failed inside the model with a shape error that named no argument; a
+  client update that returns other parameters than it was given (here
+  float16 ones) ran on. simulate, sweep and the reference now refuse both
+  before compiling anything."""
+  ds, upd, params, _ = problem("mlp", np.float32)
+  wider = models.mlp(hidden=(17,), num_classes=3, input_dim=10).init(
+      jax.random.key(1))
+  dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
+  s = scheduler.asynchronous(dm, num_updates=10, concurrency=3, seed=0)
+  rule, key = rules.fedasync(0.5), jax.random.key(0)
+
+  def half(p, ref, k, h):
+    res, met = upd.update(p, ref, k, h)
+    return res._replace(params=jax.tree.map(
+        lambda a: a.astype(jnp.float16), res.params)), met
+  halving = upd._replace(update=half, lane=None)
+  for call in {
+      "simulate": lambda u, p: executor.simulate(rule, u, p, ds, s, key=key),
+      "reference": lambda u, p: reference.run(rule, u, p, ds, s, key=key),
+      "sweep": lambda u, p: sweep.sweep(
+          lambda hp: rules.fedasync(hp["alpha"]),
+          {"alpha": jnp.array([0.2, 0.4])}, u, p, ds, s, keys=key),
+  }.values():
+    with pytest.raises(ValueError, match=(
+        r"^the client update cannot train params of shapes float32\[17\] "
+        r"float32\[10,17\] float32\[3\] float32\[17,3\]: "
+        r"ScopeParamShapeError: .*kernel")):
+      call(upd, wider)
+    with pytest.raises(ValueError, match=(
+        r"^the client update returns parameters other than params' ")):
+      call(halving, params)
+
+
 def test_a_schedule_or_client_that_does_not_fit_is_refused():
   """FedBuff(2) on a schedule of one arrival per version trained its
   clients from other snapshots than the rule applied (the executor and the

@@ -41,8 +41,8 @@ from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.data import ClientDataset
 from fedasync_jax.core.types import RunResult, ServerRule, evaluation
 from fedasync_jax.sim.tasks import (check_client_fits, check_eval_every,
-                                     check_rule_fits, check_schedules,
-                                     task_hparams)
+                                    check_params_fit, check_rule_fits,
+                                    check_schedules, task_hparams)
 
 
 def _index(tree, i):
@@ -81,6 +81,7 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
   if hparams is None:
     hparams = task_hparams(schedule)
   eval_every = check_eval_every(eval_every, has_eval_fn=eval_fn is not None)
+  check_params_fit(client, params, data, hparams, key)
   x, y = jnp.asarray(data.x), jnp.asarray(data.y)
   offsets, counts = data.offsets, data.counts
   train = jax.jit(lambda p, o, c, k, h: client.update(

@@ -147,15 +147,19 @@ def _sharded(run, mesh, axis, axes):
 
 def _compiled(make_rule, client, strategy, eval_fn, plans, axes,
               member_mode, member_params, params, dev, hp_table, rule_hp,
-              mesh=None, mesh_axis=None):
+              key_like, mesh=None, mesh_axis=None):
   """The sweep's jitted ``init`` and ``run_chunk``, built once per shape
-  (``program.cached``: an equal sweep compiles nothing)."""
+  (``program.cached``: an equal sweep compiles nothing) after checking
+  that the client update trains ``params`` (``tasks.check_params_fit``;
+  ``key_like``: one member's key)."""
   like = plans.like
   one_params = (jax.tree.map(lambda a: a[0], params) if member_params
                 else params)
   options = driver.program_options(strategy, mesh)
 
   def build():
+    tasks.check_params_fit(client, one_params, dev, jax.tree.map(
+        lambda a: a[0], hp_table), key_like)
     prog = make_program(make_rule, client, strategy, eval_fn=eval_fn,
                         params_like=one_params, data_like=dev,
                         masked_writes=member_mode == "vmap" and
@@ -281,7 +285,8 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
       ("map", "vmap"))
   init, run_chunk = _compiled(
       make_rule, client, strategy, eval_fn, plans, axes, member_mode,
-      member_params, params, dev, hp_table, rule_hp, mesh, mesh_axis)
+      member_params, params, dev, hp_table, rule_hp, keys[0], mesh,
+      mesh_axis)
   put, put_repl = _sharding(mesh, mesh_axis, M)
   dev = put_repl(dev)
   keys, hp_table, init_snaps, rule_hp = put((keys, hp_table, init_snaps,

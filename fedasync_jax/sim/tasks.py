@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Optional, Union
 
 import jax
+import jax.numpy as jnp
 
 import numpy as np
 
@@ -156,6 +157,70 @@ def check_client_fits(client, data) -> None:
         f"the data's largest client ({most} examples), which would train on "
         f"its first {client.max_examples} only; pass max_examples={most} "
         f"(data.max_count)")
+
+
+def check_params_fit(client, params, data, hparams, key) -> None:
+  """``params`` must be what ``client`` trains: one client update, traced
+  for its shapes only (``jax.eval_shape``, nothing computed), must take
+  them and return parameters of the same tree, shapes and dtypes.
+  Without this check wrong-shaped parameters fail deep inside the model
+  (a ``dot_general`` or a flax error that names no argument).
+
+  Args:
+    client: the client update.
+    params: the initial server parameters.
+    data: the population's examples (``ClientDataset``).
+    hparams: the per-task client hyperparameters (their first row is used).
+    key: the run's PRNG key.
+
+  Raises:
+    ValueError: naming ``params``, its shapes and the model's error (that
+      error chained).
+
+  Example:
+    >>> import jax, jax.numpy as jnp, numpy as np, optax
+    >>> from fedasync_jax import client as client_lib, data as data_lib
+    >>> ds = data_lib.from_client_arrays([np.ones((2, 3))], [np.ones(2)])
+    >>> loss = lambda w, x, y, m: jnp.sum(m * (x @ w - y) ** 2)
+    >>> upd = client_lib.local_update(loss, optax.sgd(0.1), batch_size=2,
+    ...                               max_examples=2)
+    >>> hp = client_lib.ClientHParams(np.ones(1), np.zeros(1))
+    >>> check_params_fit(upd, jnp.zeros(4), ds, hp, jax.random.key(0))
+    Traceback (most recent call last):
+    ...
+    ValueError: the client update cannot train params of shapes float32[4]: TypeError: dot_general requires contracting dimensions to have the same shape, got (3,) and (4,).
+  """
+  from fedasync_jax.core.client import ClientRef
+  first = jax.tree.map(lambda a: jnp.asarray(a)[0], hparams)
+  ref = ClientRef(jax.ShapeDtypeStruct(np.shape(data.x), data.x.dtype),
+                  jax.ShapeDtypeStruct(np.shape(data.y), data.y.dtype),
+                  jnp.int32(data.offsets[0]), jnp.int32(data.counts[0]))
+  shapes = _shapes(params)
+
+  def params_after(p, r):
+    return client.update(p, r, jax.random.fold_in(key, 0), first)[0].params
+  try:
+    out = jax.eval_shape(params_after, params, ref)
+  except Exception as e:  # noqa: BLE001 (re-raised, chained, naming params)
+    message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    raise ValueError(f"the client update cannot train params of shapes "
+                     f"{shapes}: {type(e).__name__}: {message}") from e
+  given = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+      jnp.shape(x), jnp.result_type(x)), params)
+  if jax.tree.structure(out) != jax.tree.structure(given) or any(
+      (a.shape, a.dtype) != (b.shape, b.dtype) for a, b in
+      zip(jax.tree.leaves(out), jax.tree.leaves(given))):
+    raise ValueError(f"the client update returns parameters other than "
+                     f"params' (tree, shapes and dtypes): params {shapes}; "
+                     f"it returned {_shapes(out)}")
+
+
+def _shapes(tree) -> str:
+  """``float32[10,16] float32[16] ...``: a tree's leaves, the first six."""
+  leaves = jax.tree.leaves(tree)
+  return " ".join(f"{jnp.result_type(x).name}{list(jnp.shape(x))}"
+                  .replace(" ", "") for x in leaves[:6]) + (
+      f" and {len(leaves) - 6} more" if len(leaves) > 6 else "")
 
 
 def check_eval_every(eval_every, *, has_eval_fn: bool = True
