@@ -15,7 +15,7 @@ import pytest
 
 from conftest import lsq_loss, make_lsq_data
 from fedasync_jax import (client, data, delays, executor, models, plan,
-                          reference, rules, scheduler, staleness, sweep)
+                          pure, reference, rules, scheduler, staleness, sweep)
 from fedasync_jax import tasks
 
 N = 100
@@ -418,8 +418,8 @@ def test_params_the_client_cannot_train_are_refused_naming_params():
   """Parameters of another model (a flax MLP's with a wider hidden layer)
   failed inside the model with a shape error that named no argument; a
   client update that returns other parameters than it was given (here
-  float16 ones) ran on. simulate, sweep and the reference now refuse both
-  before compiling anything."""
+  float16 ones) ran on. simulate, sweep, the reference and pure.run (when
+  traced) now refuse both before compiling anything."""
   ds, upd, params, _ = problem("mlp", np.float32)
   wider = models.mlp(hidden=(17,), num_classes=3, input_dim=10).init(
       jax.random.key(1))
@@ -438,6 +438,8 @@ def test_params_the_client_cannot_train_are_refused_naming_params():
       "sweep": lambda u, p: sweep.sweep(
           lambda hp: rules.fedasync(hp["alpha"]),
           {"alpha": jnp.array([0.2, 0.4])}, u, p, ds, s, keys=key),
+      "pure, under jit": lambda u, p: jax.jit(lambda q: pure.run(
+          lambda hp: rule, u, q, pure.prepare(s), key=key, data=ds)[0])(p),
   }.values():
     with pytest.raises(ValueError, match=(
         r"^the client update cannot train params of shapes float32\[17\] "

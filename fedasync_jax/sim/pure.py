@@ -57,7 +57,7 @@ from fedasync_jax.sim import driver, strategies
 from fedasync_jax.sim import plan as plan_lib
 from fedasync_jax.sim.program import DeviceData, device_data, make_program
 from fedasync_jax.sim.scheduler import Schedule
-from fedasync_jax.sim.tasks import pad_tasks, task_hparams
+from fedasync_jax.sim.tasks import check_params_fit, pad_tasks, task_hparams
 
 
 class Prepared(NamedTuple):
@@ -174,13 +174,18 @@ def run(make_rule: Callable[[Any], ServerRule], client: ClientUpdate, params,
     ``(state, outputs)``: the final server state and the per-step
     ``program.StepOutputs`` (``applied``, ``version``, ``train_loss``,
     ``eval``), padding included (``steps.arr_valid`` marks real arrivals).
+
+  Raises:
+    ValueError: ``params`` the client update cannot train
+      (``tasks.check_params_fit``), when the function is traced.
   """
   dev = data if isinstance(data, DeviceData) else device_data(data, eval_fn)
+  steps = prepared.steps if steps is None else steps
+  hparams = prepared.hparams if hparams is None else hparams
+  check_params_fit(client, params, dev, hparams, key)  # (once per trace)
   prog = make_program(make_rule, client, prepared.strategy, eval_fn=eval_fn,
                       params_like=params, data_like=dev,
                       masked_writes=masked_writes)
-  steps = prepared.steps if steps is None else steps
-  hparams = prepared.hparams if hparams is None else hparams
   first = prepared.plan.init_snap if init_snap is None else init_snap
   carry = prog.init(params, prepared.plan, rule_hp, init_snap=first)
   steps = jax.tree.map(jnp.asarray, steps)
