@@ -510,7 +510,9 @@ def test_a_missing_input_is_refused_before_any_folder(tmp_path, capsys,
         (["data.name=mnist", "data.data_dir=nodir"],
          f"data.data_dir: no folder {tmp_path / 'nodir'}"),
         (["delays.speeds=trace", "delays.trace_path=t.csv"],
-         f"delays.trace_path: no file {tmp_path / 't.csv'}")):
+         f"delays.trace_path: no file {tmp_path / 't.csv'}"),
+        (["delays.speeds=trace", f"delays.trace_path={tmp_path}"],
+         f"delays.trace_path: {tmp_path} is a folder, not a file")):
       argv = [command, "--config", str(cfg)]
       for s in setting:
         argv += ["--set", s]

@@ -75,9 +75,14 @@ def check_present(config: dict) -> None:
     folder = field == "data.data_dir"
     if folder and downloads:
       continue
-    if not (os.path.isdir(path) if folder else os.path.isfile(path)):
+    where = os.path.abspath(path)
+    if not os.path.exists(path):
       raise ValueError(f"{field}: no {'folder' if folder else 'file'} "
-                       f"{os.path.abspath(path)}")
+                       f"{where}")
+    if os.path.isdir(path) != folder:
+      raise ValueError(f"{field}: {where} is a "
+                       f"{'file' if folder else 'folder'}, not a "
+                       f"{'folder' if folder else 'file'}")
 
 
 def input_paths(config: dict) -> dict:
