@@ -1,6 +1,7 @@
 """Shared test set-up: strict rank promotion and small shared problems."""
 
 import os
+import tempfile
 
 # The suite checks what programs compute, not how fast they run. XLA's
 # cheap code generation (LLVM at optimisation level 0; XLA's graph passes,
@@ -10,6 +11,15 @@ import os
 # loads this file before collecting), so that the subprocesses tests start
 # inherit it too; a value set outside is kept.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# Many tests build the same small programs through different Python
+# functions, which JAX's in-memory caches compile again; its persistent
+# cache, keyed by the program itself, loads them instead. One fresh folder
+# per session, shared with the processes the tests start, removed at the
+# end (pytest_sessionfinish).
+_XLA_CACHE = tempfile.mkdtemp(prefix="fedasync-test-xla-")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -120,6 +130,8 @@ def pytest_collection_finish(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
+  import shutil
+  shutil.rmtree(_XLA_CACHE, ignore_errors=True)
   for item in getattr(session, "items", ()):
     if getattr(item, "originalname", "") == "test_script_smoke":
       item.module.stop_smoke_runs()

@@ -60,6 +60,8 @@ def test_command_line_enables_the_cache_unless_off(tmp_path):
   import argparse
   import jax
   from fedasync_jax import cli
+  before = jax.config.jax_compilation_cache_dir  # (the suite's own cache)
+  jax.config.update("jax_compilation_cache_dir", None)
   try:
     cli._enable_compile_cache(argparse.Namespace(compile_cache="off",
                                                  command="run"))
@@ -69,6 +71,6 @@ def test_command_line_enables_the_cache_unless_off(tmp_path):
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")
     assert (tmp_path / "c").is_dir()
   finally:
-    compile_cache.disable()
+    jax.config.update("jax_compilation_cache_dir", before)
   args = cli.build_parser().parse_args(["--compile-cache", "off", "demo"])
   assert args.compile_cache == "off"
