@@ -131,3 +131,41 @@ def test_local_update_refuses_a_bad_loss_or_optimizer(loss, opt, match):
   AttributeError ('str' object has no attribute 'init')."""
   with pytest.raises(ValueError, match=match):
     client.local_update(loss, opt, batch_size=2, max_examples=10)
+
+
+def test_a_loss_of_the_form_stateful_does_not_expect_is_named():
+  """A batch-norm model's loss (returning ``(loss, new_batch_stats)``)
+  given to ``local_update`` without ``stateful=True`` failed inside the
+  gradient ("unsupported operand type(s) for +: 'tuple' and
+  'LinearizeTracer'"); ``stateful=True`` with plain parameters failed with
+  a TypeError ("JAX does not support string indexing"). Each now names
+  ``stateful``."""
+  from fedasync_jax.core.client import ClientHParams, ClientRef
+  x, y = jnp.ones((6, 5)), jnp.ones(6)
+  ref = ClientRef(x, y, jnp.int32(0), jnp.int32(6))
+  hp = ClientHParams(jnp.float32(1), jnp.float32(0))
+  w = jnp.zeros(5)
+  with_stats = {"params": w, "batch_stats": {"mean": jnp.zeros(5)}}
+
+  def bn_loss(params, x, y, mask):
+    return lsq_loss(params["params"], x, y, mask), params["batch_stats"]
+
+  def plain_on_dict(params, x, y, mask):
+    return lsq_loss(params["params"], x, y, mask)
+  for loss, stateful, params, match in (
+      (bn_loss, False, with_stats,
+       r"loss_fn returned a tuple of 2, not a scalar loss: .* needs "
+       r"local_update\(\.\.\., stateful=True\)"),
+      (lsq_loss, True, w, r"stateful=True trains params of the form "
+       r"\{'params': \.\.\., 'batch_stats': \.\.\.\}"),
+      (plain_on_dict, True, with_stats,
+       r"stateful=True needs loss_fn to return \(loss, new_batch_stats\)")):
+    upd = client.local_update(loss, optax.sgd(0.1), batch_size=2,
+                              max_examples=6, stateful=stateful)
+    with pytest.raises(ValueError, match=match):
+      jax.eval_shape(upd.update, params, ref, jax.random.key(0), hp)
+  # The forms that fit train.
+  upd = client.local_update(bn_loss, optax.sgd(0.1), batch_size=2,
+                            max_examples=6, stateful=True)
+  out = jax.eval_shape(upd.update, with_stats, ref, jax.random.key(0), hp)
+  assert out[0].params["params"].shape == (5,)

@@ -442,7 +442,7 @@ def test_params_the_client_cannot_train_are_refused_naming_params():
           lambda hp: rule, u, q, pure.prepare(s), key=key, data=ds)[0])(p),
   }.values():
     with pytest.raises(ValueError, match=(
-        r"^the client update cannot train params of shapes float32\[17\] "
+        r"^the client update fails on params of shapes float32\[17\] "
         r"float32\[10,17\] float32\[3\] float32\[17,3\]: "
         r"ScopeParamShapeError: .*kernel")):
       call(upd, wider)

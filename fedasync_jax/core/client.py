@@ -166,6 +166,23 @@ def _client_rows(arr, offset, local, max_examples):
   return block[offset - start + local]
 
 
+def _loss_and_stats(out, stateful: bool):
+  """``(loss, new_batch_stats)`` from what ``loss_fn`` returned, refusing
+  the form ``stateful`` does not expect (a model with batch statistics
+  returns a pair; a plain one a scalar)."""
+  pair = isinstance(out, (tuple, list))
+  if stateful and not (pair and len(out) == 2):
+    raise ValueError(f"stateful=True needs loss_fn to return (loss, "
+                     f"new_batch_stats), got {checks.show(out)}")
+  if not stateful and pair:
+    raise ValueError(f"loss_fn returned a {type(out).__name__} of "
+                     f"{len(out)}, not a scalar loss: a model with batch "
+                     f"statistics (its loss returns (loss, new_batch_stats)) "
+                     f"needs local_update(..., stateful=True) "
+                     f"(ModelFns.stateful)")
+  return out if stateful else (out, None)
+
+
 def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
                  *, batch_size: int, max_examples: int, epochs: int = 1,
                  steps: Optional[int] = None, epoch_decay: bool = False,
@@ -225,6 +242,11 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
 
   def split(params):
     if stateful:
+      if not (isinstance(params, dict) and
+              {"params", "batch_stats"} <= set(params)):
+        raise ValueError(
+            f"stateful=True trains params of the form {{'params': ..., "
+            f"'batch_stats': ...}}, got {checks.show(params)}")
       return params["params"], params["batch_stats"]
     return params, None
 
@@ -252,7 +274,7 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
 
     def objective(trainable, stats, x, y, mask):
       out = loss_fn(join(trainable, stats), x, y, mask)
-      loss, new_stats = out if stateful else (out, None)
+      loss, new_stats = _loss_and_stats(out, stateful)
       prox = 0.5 * rho * tree_lib.sq_dist(trainable, start_trainable)
       return loss + prox, (loss, new_stats)
 

@@ -188,7 +188,7 @@ def check_params_fit(client, params, data, hparams, key) -> None:
     >>> check_params_fit(upd, jnp.zeros(4), ds, hp, jax.random.key(0))
     Traceback (most recent call last):
     ...
-    ValueError: the client update cannot train params of shapes float32[4]: TypeError: dot_general requires contracting dimensions to have the same shape, got (3,) and (4,).
+    ValueError: the client update fails on params of shapes float32[4]: TypeError: dot_general requires contracting dimensions to have the same shape, got (3,) and (4,).
   """
   from fedasync_jax.core.client import ClientRef
   first = jax.tree.map(lambda a: jnp.asarray(a)[0], hparams)
@@ -203,7 +203,7 @@ def check_params_fit(client, params, data, hparams, key) -> None:
     out = jax.eval_shape(params_after, params, ref)
   except Exception as e:  # noqa: BLE001 (re-raised, chained, naming params)
     message = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    raise ValueError(f"the client update cannot train params of shapes "
+    raise ValueError(f"the client update fails on params of shapes "
                      f"{shapes}: {type(e).__name__}: {message}") from e
   given = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
       jnp.shape(x), jnp.result_type(x)), params)
