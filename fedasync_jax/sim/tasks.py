@@ -192,8 +192,9 @@ def check_params_fit(client, params, data, hparams, key) -> None:
   """
   from fedasync_jax.core.client import ClientRef
   first = jax.tree.map(lambda a: jnp.asarray(a)[0], hparams)
-  ref = ClientRef(jax.ShapeDtypeStruct(np.shape(data.x), data.x.dtype),
-                  jax.ShapeDtypeStruct(np.shape(data.y), data.y.dtype),
+  ref = ClientRef(*(jax.ShapeDtypeStruct(np.shape(a), jax.dtypes.
+                                         canonicalize_dtype(a.dtype))
+                    for a in (data.x, data.y)),
                   jnp.int32(data.offsets[0]), jnp.int32(data.counts[0]))
   shapes = _shapes(params)
 
