@@ -16,7 +16,7 @@ import pytest
 from conftest import lsq_loss, make_lsq_data
 from fedasync_jax import (client, data, delays, executor, models, plan,
                           pure, reference, rules, scheduler, staleness, sweep)
-from fedasync_jax import tasks
+from fedasync_jax import tasks, theory
 
 N = 100
 ARRIVALS = 500
@@ -319,8 +319,10 @@ def test_sweep_shared_schedule_equals_separate_runs(path):
   s = scheduler.asynchronous(dm, num_updates=200, concurrency=7, seed=0,
                              max_staleness=4)
   grid = {"alpha": jnp.array([0.3, 0.9])}
-  make_rule = lambda hp: rules.fedasync(hp["alpha"],
-                                        staleness.polynomial(0.5))
+  # (The rule's cutoff is the schedule's: with none, the two counted
+  # versions differently, which tasks.check_rule_fits now refuses.)
+  make_rule = lambda hp: rules.fedasync(hp["alpha"], staleness.cutoff(
+      staleness.polynomial(0.5), 4))
   keys = jax.random.split(jax.random.key(0), 2)
   outs = sweep.sweep(make_rule, grid, upd, params, ds, s, keys=keys,
                      eval_fn=ev, eval_every=30, **PATHS[path])
@@ -456,10 +458,18 @@ def test_a_schedule_or_client_that_does_not_fit_is_refused():
   clients from other snapshots than the rule applied (the executor and the
   reference disagreed by 8e-3); FedAvg on an asynchronous schedule applied
   nothing; max_examples below the largest client trained every client on
-  its first examples. Each entry point now refuses them, naming the fix."""
+  its first examples; a rule with a staleness cutoff on a schedule drawn
+  without it counted versions otherwise than the schedule. Each entry point
+  (theory.track too) now refuses them, naming the fix."""
   ds, upd, params, _ = problem("lsq", np.float32)
   dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
   s1 = scheduler.asynchronous(dm, num_updates=20, concurrency=4, seed=0)
+  # A cutoff the scheduler was not told of: the executor ended at version
+  # 68 with 32 updates dropped, the reference at 73 with 27 (differences
+  # of 9.5e-3), theory.track elsewhere again.
+  cut = rules.fedasync(0.5, staleness.cutoff(staleness.constant(), 1))
+  s8 = scheduler.asynchronous(dm, num_updates=40, concurrency=8, seed=0)
+  assert (np.asarray(s8.staleness) > 1).any()
   key = jax.random.key(0)
   cases = [
       (rules.fedbuff(2), s1, upd, r"arrivals_per_version=1 but the rule "
@@ -470,20 +480,85 @@ def test_a_schedule_or_client_that_does_not_fit_is_refused():
       (rules.fedasync(0.5), s1, client.local_update(
           lsq_loss, optax.sgd(0.05), batch_size=4, max_examples=2),
        r"max_examples=2\) is below the data's largest client"),
+      (cut, s8, upd, r"the schedule was drawn with max_staleness=None but "
+       r"the rule drops updates staler than 1 .* draw it with "
+       r"scheduler\.asynchronous\(\.\.\., max_staleness=1\)"),
   ]
   for rule, sched, update, match in cases:
     for call in (
         lambda: executor.simulate(rule, update, params, ds, sched, key=key),
         lambda: reference.run(rule, update, params, ds, sched, key=key),
         lambda: sweep.sweep(lambda hp: rule, {"a": jnp.zeros(2)}, update,
-                            params, ds, sched, keys=key)):
+                            params, ds, sched, keys=key),
+        lambda: theory.track(rule, update, params, ds, sched, key=key)):
       with pytest.raises(ValueError, match=match):
         call()
-  # the fitting schedule runs
+  # the fitting schedules run
   s2 = scheduler.asynchronous(dm, num_updates=20, concurrency=4, seed=0,
                               arrivals_per_version=2)
   assert int(executor.simulate(rules.fedbuff(2), upd, params, ds, s2,
                                key=key).state.version) == 10
+  s9 = scheduler.asynchronous(dm, num_updates=40, concurrency=8, seed=0,
+                              max_staleness=1)
+  assert int(executor.simulate(cut, upd, params, ds, s9, key=key
+                               ).state.version) == s9.stats["num_versions"]
+
+
+def test_hparams_and_sweep_members_are_checked_like_a_single_run():
+  """Per-client hparams (4 values for 10 tasks) ran in simulate with the
+  later tasks padded to a zero rate, untrained; a sweep checked only its
+  first member's rule values (alpha 1.6 ran as a second member, refused by
+  simulate); a legacy uint32 key to sweep was taken as two keys."""
+  ds, upd, params, _ = problem("lsq", np.float32)
+  dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
+  s = scheduler.asynchronous(dm, num_updates=20, concurrency=4, seed=0)
+  key = jax.random.key(0)
+  per_client = client.ClientHParams(np.full(N, 0.5), np.zeros(N))
+  need = rf"shape \({s.num_tasks},\), got \({N},\); make it with "
+  for call, name in (
+      (lambda: executor.simulate(rules.fedasync(0.5), upd, params, ds, s,
+                                 key=key, hparams=per_client), "hparams"),
+      (lambda: reference.run(rules.fedasync(0.5), upd, params, ds, s,
+                             key=key, hparams=per_client), "hparams"),
+      (lambda: sweep.sweep(lambda hp: rules.fedasync(hp["a"]),
+                           {"a": jnp.array([0.2, 0.4])}, upd, params, ds, s,
+                           keys=key, hparams=[tasks.task_hparams(s), per_client]),
+       r"hparams\[1\]"),
+      (lambda: theory.track(rules.fedasync(0.5), upd, params, ds, s, key=key,
+                            hparams=per_client), r"hparams\[0\]")):
+    with pytest.raises(ValueError, match=rf"^{name}\.lr_scale must hold one "
+                       rf"value per task of the schedule, {need}"):
+      call()
+  with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\]"):
+    sweep.sweep(lambda hp: rules.fedasync(hp["a"]),
+                {"a": jnp.array([0.3, 1.6])}, upd, params, ds, s, keys=key)
+  # jax.random.PRNGKey(0) is one key, as simulate reads it.
+  legacy = sweep.sweep(lambda hp: rules.fedasync(hp["a"]),
+                       {"a": jnp.array([0.2, 0.4, 0.6])}, upd, params, ds, s,
+                       keys=jax.random.PRNGKey(0))
+  one = executor.simulate(rules.fedasync(0.6), upd, params, ds, s, key=key)
+  np.testing.assert_array_equal(legacy[2].state.params, one.state.params)
+  with pytest.raises(ValueError, match=r"keys must be PRNG keys"):
+    sweep.sweep(lambda hp: rules.fedasync(hp["a"]),
+                {"a": jnp.array([0.2, 0.4])}, upd, params, ds, s,
+                keys=jnp.zeros(2))
+
+
+def test_float_labels_of_a_classifier_are_checked():
+  """Float labels skipped the label check: 5.0 for 3 classes trained to NaN
+  losses, 1.5 was read as 1. With a classifier's evaluator (which names
+  its classes) they are refused before anything runs."""
+  ds, upd, params, ev = problem("mlp", np.float32)
+  dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
+  s = scheduler.asynchronous(dm, num_updates=10, concurrency=3, seed=0)
+  for shift, match in ((2.0, r"y_train holds labels up to 4, but the model "
+                              r"has 3 classes"),
+                       (0.5, r"y_train holds np.float32\(\d\.5\), not a "
+                             r"class label")):
+    bad = ds._replace(y=ds.y.astype(np.float32) + shift)
+    with pytest.raises(ValueError, match=match):
+      executor.simulate(rules.fedasync(0.5), upd, params, bad, s,
+                        key=jax.random.key(0), eval_fn=ev)
 
 
 MULTI_DEVICE = textwrap.dedent("""

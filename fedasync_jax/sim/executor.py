@@ -52,8 +52,9 @@ from fedasync_jax.sim.program import (cached, device_data, make_program,
 from fedasync_jax.sim.scheduler import Schedule
 from fedasync_jax.sim.strategies import BATCHINGS, default_batching  # noqa: F401
 from fedasync_jax.sim.tasks import (check_client_fits, check_eval_every,
-                                    check_params_fit, check_rule_fits,
-                                    check_schedules, pad_tasks, task_hparams)
+                                    check_hparams, check_params_fit,
+                                    check_rule_fits, check_schedules,
+                                    pad_tasks, task_hparams)
 
 
 def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
@@ -158,7 +159,8 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
                             steps_of_client=steps_of_client)
   plan_time = time.perf_counter() - t0
   hp_table = jax.tree.map(jnp.asarray, pad_tasks(
-      hparams if hparams is not None else task_hparams(schedule),
+      check_hparams(hparams, schedule) if hparams is not None
+      else task_hparams(schedule),
       driver.bucket(schedule.num_tasks)))
   dev = device_data(data, eval_fn)
 
@@ -214,11 +216,12 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
 
 def check_labels(data: ClientDataset, eval_fn: Optional[Callable] = None,
                  num_classes: Optional[int] = None) -> None:
-  """Refuses integer labels outside ``[0, num_classes)``: ``data.y``
-  (named ``y_train``) and the labels of ``eval_fn.data`` (``y_test``;
+  """Refuses labels outside ``[0, num_classes)`` (and float labels that
+  are not whole numbers, ``checks.labels``): ``data.y`` (named
+  ``y_train``) and the labels of ``eval_fn.data`` (``y_test``;
   ``models.make_evaluator`` pads them with 0). ``num_classes`` defaults to
-  ``eval_fn.num_classes``; with neither, nothing is checked. Float targets
-  (regression) pass.
+  ``eval_fn.num_classes``; with neither (a regression, a plain
+  ``eval_fn``), nothing is checked.
 
   Example:
     >>> import numpy as np

@@ -41,8 +41,9 @@ from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.data import ClientDataset
 from fedasync_jax.core.types import RunResult, ServerRule, evaluation
 from fedasync_jax.sim.tasks import (check_client_fits, check_eval_every,
-                                    check_params_fit, check_rule_fits,
-                                    check_schedules, task_hparams)
+                                    check_hparams, check_params_fit,
+                                    check_rule_fits, check_schedules,
+                                    task_hparams)
 
 
 def _index(tree, i):
@@ -78,8 +79,8 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
   check_schedules([schedule], data.num_clients)
   check_rule_fits(rule, [schedule])
   check_client_fits(client, data)
-  if hparams is None:
-    hparams = task_hparams(schedule)
+  hparams = (task_hparams(schedule) if hparams is None
+             else check_hparams(hparams, schedule))
   eval_every = check_eval_every(eval_every, has_eval_fn=eval_fn is not None)
   check_params_fit(client, params, data, hparams, key)
   x, y = jnp.asarray(data.x), jnp.asarray(data.y)

@@ -337,6 +337,7 @@ class _AsyncLoop:
         "lost_updates": int(np.sum(np.asarray(b.lost)[done])),
         # What the schedule was drawn for (``tasks.check_rule_fits``).
         "arrivals_per_version": self.per_version,
+        "max_staleness": self.max_staleness,
     }
     return b.build(self.delays.num_clients, False, stats,
                    keep_tasks=np.flatnonzero(done))

@@ -61,8 +61,17 @@ def _num_members(rule_hparams) -> int:
 
 
 def member_keys(keys, num_members: int):
-  """``(M,)`` PRNG keys: ``keys`` as given, or one key repeated."""
+  """``(M,)`` PRNG keys: ``keys`` as given, or one key repeated. Raw
+  ``uint32`` key data (``jax.random.PRNGKey``: ``(2,)`` for one key,
+  ``(M, 2)`` for M) is read as keys, as ``simulate`` reads it."""
   keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
+  if not jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
+    if keys.dtype != jnp.uint32 or keys.ndim not in (1, 2) or \
+        keys.shape[-1] != 2:
+      raise ValueError(f"keys must be PRNG keys (jax.random.key, or "
+                       f"jax.random.PRNGKey's uint32 pairs), got an array "
+                       f"of {keys.dtype} and shape {keys.shape}")
+    keys = jax.random.wrap_key_data(keys)
   if keys.ndim == 0:
     keys = jnp.stack([keys] * num_members)
   if keys.shape[0] != num_members:
@@ -81,6 +90,10 @@ def _member_hparams(scheds, hparams, client_lr_scale, M):
     if len(hps) != M:
       raise ValueError(f"hparams must be one ClientHParams or {M}, got "
                        f"{len(hps)}")
+  if hparams is not None:
+    hps = [tasks.check_hparams(h, s, name="hparams" if isinstance(
+        hparams, ClientHParams) else f"hparams[{m}]")
+        for m, (h, s) in enumerate(zip(hps, scheds))]
   if client_lr_scale is not None:
     scale = np.asarray(client_lr_scale, np.float32).reshape(-1)
     if scale.shape != (M,):
@@ -247,8 +260,9 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   """
   M = _num_members(rule_hparams)
   scheds = _member_schedules(schedules, M, data)
-  tasks.check_rule_fits(make_rule(jax.tree.map(
-      lambda a: jnp.asarray(a)[0], rule_hparams)), scheds)
+  for m in range(M):  # every member's values (the factory's own checks)
+    tasks.check_rule_fits(make_rule(jax.tree.map(
+        lambda a: jnp.asarray(a)[m], rule_hparams)), scheds)
   tasks.check_client_fits(client, data)
   tasks.check_eval_every(eval_every, has_eval_fn=eval_fn is not None)
   chunk_steps = driver.check_chunk_steps(chunk_steps)

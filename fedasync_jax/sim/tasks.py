@@ -120,7 +120,10 @@ def check_rule_fits(rule, schedules) -> None:
   kind (rounds or arrivals), and, for an asynchronous one, with the rule's
   ``arrivals_per_version`` (a FedBuff run on a schedule of one arrival per
   version trains its clients from other snapshots than the rule applies,
-  and the executor and the reference then disagree).
+  and the executor and the reference then disagree) and its
+  ``max_staleness`` (a cutoff the scheduler did not know counts versions
+  differently; checked where the schedule records it, by the arrivals each
+  drops: a schedule whose cutoff drops nothing fits a rule without one).
 
   Raises:
     ValueError: naming the mismatch and the scheduler call that fits.
@@ -141,6 +144,23 @@ def check_rule_fits(rule, schedules) -> None:
           f"the schedule was drawn with arrivals_per_version={got} but the "
           f"rule applies a version every {want} arrivals; draw it with "
           f"scheduler.asynchronous(..., arrivals_per_version={want})")
+    if "max_staleness" in s.stats and _drops(s, s.stats["max_staleness"]) \
+        != _drops(s, rule.max_staleness):
+      cut = rule.max_staleness
+      drops = ("drops no update" if cut is None else
+               f"drops updates staler than {cut}")
+      raise ValueError(
+          f"the schedule was drawn with max_staleness="
+          f"{s.stats['max_staleness']} but the rule {drops} (its staleness "
+          f"function's cutoff), so the two count versions differently; draw "
+          f"it with scheduler.asynchronous(..., max_staleness={cut}) "
+          f"(rule.max_staleness)")
+
+
+def _drops(schedule, cutoff) -> tuple:
+  """The arrivals a cutoff drops (none for ``None``)."""
+  tau = np.asarray(schedule.staleness)
+  return tuple(np.flatnonzero(tau > cutoff)) if cutoff is not None else ()
 
 
 def check_client_fits(client, data) -> None:
@@ -157,6 +177,39 @@ def check_client_fits(client, data) -> None:
         f"the data's largest client ({most} examples), which would train on "
         f"its first {client.max_examples} only; pass max_examples={most} "
         f"(data.max_count)")
+
+
+def check_hparams(hparams, schedule, *, name: str = "hparams"
+                  ) -> ClientHParams:
+  """``hparams`` as per-task hyperparameters of ``schedule``: a
+  ``ClientHParams`` whose fields hold one value per task (shape
+  ``(schedule.num_tasks,)``, what ``task_hparams`` makes); returns it.
+  (A per-client array used to run, the tasks past its length padded with
+  a zero rate, untrained.)
+
+  Raises:
+    ValueError: naming the field, the shape given and the one needed.
+
+  Example:
+    >>> import numpy as np
+    >>> from fedasync_jax import delays, scheduler
+    >>> s = scheduler.asynchronous(delays.delay_model(np.ones(4),
+    ...     np.ones(4)), num_updates=6, concurrency=2, seed=0)
+    >>> check_hparams(ClientHParams(np.ones(4), np.zeros(4)), s)
+    Traceback (most recent call last):
+    ...
+    ValueError: hparams.lr_scale must hold one value per task of the schedule, shape (6,), got (4,); make it with tasks.task_hparams(schedule, ...)
+  """
+  if not isinstance(hparams, ClientHParams):
+    raise ValueError(f"{name} must be a ClientHParams (tasks.task_hparams), "
+                     f"got {checks.show(hparams)}")
+  for field, value in zip(hparams._fields, hparams):
+    if np.shape(value) != (schedule.num_tasks,):
+      raise ValueError(
+          f"{name}.{field} must hold one value per task of the schedule, "
+          f"shape ({schedule.num_tasks},), got {np.shape(value)}; make it "
+          f"with tasks.task_hparams(schedule, ...)")
+  return hparams
 
 
 def check_params_fit(client, params, data, hparams, key) -> None:

@@ -32,6 +32,7 @@ from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.core.types import RunResult, ServerRule
 from fedasync_jax.sim import scheduler as sched_lib
 from fedasync_jax.sim.sweep import member_keys
+from fedasync_jax.sim import tasks
 from fedasync_jax.sim.tasks import task_hparams
 
 
@@ -337,10 +338,12 @@ def track_many(rule: ServerRule, client_update: ClientUpdate, params,
   hps = [None] * M if hparams is None else list(hparams)
   if len(hps) != M:
     raise ValueError(f"hparams must hold {M} entries, got {len(hps)}")
-  for s in scheds:
-    if s.num_clients != data.num_clients:
-      raise ValueError(f"a schedule has {s.num_clients} clients but data has "
-                       f"{data.num_clients}")
+  # The simulators' checks, so that the result equals theirs.
+  tasks.check_schedules(scheds, data.num_clients)
+  tasks.check_rule_fits(rule, scheds)
+  tasks.check_client_fits(client_update, data)
+  hps = [h if h is None else tasks.check_hparams(h, s, name=f"hparams[{m}]")
+         for m, (h, s) in enumerate(zip(hps, scheds))]
   need = max(_applied_tau_max(s) for s in scheds) + 1
   R = need if ring_size is None else checks.integer("ring_size", ring_size,
                                                     low=1)
