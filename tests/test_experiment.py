@@ -175,4 +175,16 @@ def test_labels_beyond_the_models_classes_are_refused(image_cfg):
   from fedasync_jax.core import checks
   with pytest.raises(ValueError, match="y_test holds labels down to -1"):
     checks.labels("y_test", np.array([0, -1]), 3)
-  assert checks.labels("y", np.array([0.5, 7.0]), 2) is not None  # floats
+  # Float labels are class labels when the model has classes: whole
+  # numbers in range pass; 0.5 (read as 0 by the loss) and 5.0 for 3
+  # classes (NaN losses) used to pass too.
+  assert checks.labels("y", np.array([0.0, 1.0]), 2) is not None
+  with pytest.raises(ValueError, match=r"y holds np.float64\(0.5\), not a "
+                     r"class label: the model has 2 classes \(labels must be "
+                     r"whole numbers in \[0, 2\)\)"):
+    checks.labels("y", np.array([0.5, 1.0]), 2)
+  with pytest.raises(ValueError, match="y holds labels up to 5, but the "
+                     "model has 3 classes"):
+    checks.labels("y", np.array([0.0, 5.0]), 3)
+  with pytest.raises(ValueError, match=r"holds np.float32\(nan\)"):
+    checks.labels("y", np.array([np.nan], np.float32), 3)

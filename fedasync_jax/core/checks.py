@@ -302,9 +302,10 @@ def float_params(name: str, tree) -> Any:
 
 
 def labels(name: str, y, num_classes: int, *, what: str = "the model") -> Any:
-  """Checks that integer labels ``y`` lie in ``[0, num_classes)`` (a label
-  beyond the model's outputs would be scored silently wrong); returns
-  ``y``. Float targets (regression) pass.
+  """Checks that labels ``y`` lie in ``[0, num_classes)`` (a label beyond
+  the model's outputs would be scored silently wrong); returns ``y``.
+  Float labels must be whole numbers too (a classifier's loss casts them
+  to integers: 1.7 was read as 1, and 5.0 for 3 classes gave NaN losses).
 
   Example:
     >>> import numpy as np
@@ -314,8 +315,16 @@ def labels(name: str, y, num_classes: int, *, what: str = "the model") -> Any:
     ValueError: y_train holds labels up to 10, but the model has 10 classes (labels must be in [0, 10))
   """
   a = y if isinstance(y, (np.ndarray, jax.Array)) else np.asarray(y)
-  if a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+  if a.size == 0 or not (np.issubdtype(a.dtype, np.integer) or
+                         np.issubdtype(a.dtype, np.floating)):
     return y
+  if np.issubdtype(a.dtype, np.floating):
+    whole = np.isfinite(a) & (np.floor(a) == a)
+    if not bool(np.all(whole)):
+      bad = np.asarray(a)[~np.asarray(whole)][0]
+      raise ValueError(f"{name} holds {bad!r}, not a class label: {what} "
+                       f"has {num_classes} classes (labels must be whole "
+                       f"numbers in [0, {num_classes}))")
   lo, hi = int(a.min()), int(a.max())  # a device array stays there
   if lo < 0 or hi >= num_classes:
     bad = f"down to {lo}" if lo < 0 else f"up to {hi}"
