@@ -444,3 +444,16 @@ def test_factories_follow_the_shared_checks():
                                              np.zeros(1), batch_size=True)):
     with pytest.raises(ValueError, match="must be an integer >= 1, got True"):
       call()
+
+
+def test_from_flax_refuses_a_module_narrower_than_num_classes():
+  """A module of 2 outputs wrapped with num_classes=3 was accepted: labels
+  0-2 passed the label check and trained to NaN losses with no error."""
+  import flax.linen as nn
+  with pytest.raises(ValueError, match=r"maps examples of shape \(4,\) to "
+                     r"outputs of shape \(2,\), but num_classes=3 needs "
+                     r"\(3,\)"):
+    models.from_flax(nn.Dense(2), input_shape=(4,), num_classes=3)
+  fns = models.from_flax(nn.Dense(3), input_shape=(4,), num_classes=3)
+  assert fns.apply(fns.init(jax.random.key(0)), jnp.ones((5, 4))).shape == \
+      (5, 3)

@@ -262,7 +262,11 @@ def from_flax(module: nn.Module, *, input_shape: Sequence[int],
   params are the bare ``p`` pytree. A stateful module (batch norm) must accept
   ``module(x, train=..., mask=...)``, where ``mask`` is a boolean ``(B,)``
   array of the examples from which batch statistics are computed; its params
-  are ``{"params": ..., "batch_stats": ...}``.
+  are ``{"params": ..., "batch_stats": ...}``. (flax's own
+  ``nn.BatchNorm(...)(x, mask=...)`` wants a mask that broadcasts to
+  ``x``: pass it ``mask[:, None]`` after a dense layer, ``mask[:, None,
+  None, None]`` on images; ``models.batch_norm.BatchNorm`` takes the
+  ``(B,)`` mask as it is.)
 
   Args:
     module: a flax.linen module mapping ``(B, *input_shape)`` to
@@ -291,10 +295,23 @@ def from_flax(module: nn.Module, *, input_shape: Sequence[int],
       lambda x: jnp.asarray(x, jnp.float32))
   build = _stateful_fns if stateful else _stateless_fns
   init, apply, loss = build(module, input_shape, prepare, name, outputs)
+  _check_outputs(init, apply, input_shape, num_classes)
   return ModelFns(init=jax.jit(init), apply=apply, loss=loss,
                   evaluate=_make_evaluate(apply), name=name,
                   stateful=bool(stateful), num_classes=num_classes,
                   input_shape=input_shape, outputs=outputs)
+
+
+def _check_outputs(init, apply, input_shape, num_classes) -> None:
+  """The module must map ``(B, *input_shape)`` to ``(B, num_classes)``
+  (traced for shapes only): more classes than outputs trained to NaN
+  losses with no error."""
+  out = jax.eval_shape(lambda k: apply(init(k), jnp.zeros(
+      (2,) + input_shape, jnp.float32)), jax.random.key(0))
+  if tuple(out.shape) != (2, num_classes):
+    raise ValueError(f"the module maps examples of shape {input_shape} to "
+                     f"outputs of shape {tuple(out.shape[1:])}, but "
+                     f"num_classes={num_classes} needs ({num_classes},)")
 
 
 def _stateless_fns(module, input_shape, prepare, name, outputs):
