@@ -561,6 +561,28 @@ def test_float_labels_of_a_classifier_are_checked():
                         key=jax.random.key(0), eval_fn=ev)
 
 
+def test_an_eval_fn_of_another_form_and_a_rule_function_are_named():
+  """An eval_fn returning a vector or a bare number failed in the history
+  code ("Only scalar arrays can be converted", "no attribute 'items'");
+  reference.run given a rule_hp -> ServerRule function failed with
+  "'function' object has no attribute 'synchronous'"."""
+  ds, upd, params, _ = problem("lsq", np.float32)
+  dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
+  s = scheduler.asynchronous(dm, num_updates=10, concurrency=3, seed=0)
+  key = jax.random.key(0)
+  for ev, match in ((lambda p: {"w": p}, r"; 'w' has shape \(5,\)"),
+                    (lambda p: jnp.sum(p), r", got ArrayImpl")):
+    for run in (executor.simulate, reference.run):
+      with pytest.raises(ValueError, match=r"^eval_fn must return a dict of "
+                         r"scalars \(name -> number\)" + match):
+        run(rules.fedasync(0.5), upd, params, ds, s, key=key, eval_fn=ev)
+  with pytest.raises(ValueError, match=r"^rule must be a ServerRule "
+                     r"\(reference.run takes no rule_hp -> ServerRule "
+                     r"function"):
+    reference.run(lambda hp: rules.fedasync(0.5), upd, params, ds, s,
+                  key=key)
+
+
 MULTI_DEVICE = textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp, numpy as np

@@ -116,7 +116,18 @@ def metric_columns(metrics: dict) -> dict:
   Example:
     >>> metric_columns({"loss": 0.5, "accuracy": 1})
     {'test_loss': 0.5, 'test_accuracy': 1.0}
+
+  Raises:
+    ValueError: ``metrics`` is not a mapping of names to scalars (what an
+      ``eval_fn`` must return).
   """
+  if not hasattr(metrics, "items"):
+    raise ValueError(f"eval_fn must return a dict of scalars (name -> "
+                     f"number), got {type(metrics).__name__}")
+  for k, v in metrics.items():
+    if np.shape(v) != ():
+      raise ValueError(f"eval_fn must return a dict of scalars (name -> "
+                       f"number); {k!r} has shape {np.shape(v)}")
   return {f"test_{k}": float(v) for k, v in metrics.items()}
 
 

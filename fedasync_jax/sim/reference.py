@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedasync_jax.core import checks
 from fedasync_jax.core.arrival import arrive
 from fedasync_jax.sim import scheduler as sched_lib
 from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
@@ -76,6 +77,10 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
   Returns:
     A ``RunResult``.
   """
+  if not isinstance(rule, ServerRule):
+    raise ValueError(f"rule must be a ServerRule (reference.run takes no "
+                     f"rule_hp -> ServerRule function: build the rule, "
+                     f"e.g. make_rule(rule_hp)), got {checks.show(rule)}")
   check_schedules([schedule], data.num_clients)
   check_rule_fits(rule, [schedule])
   check_client_fits(client, data)

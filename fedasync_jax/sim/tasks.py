@@ -227,8 +227,8 @@ def check_params_fit(client, params, data, hparams, key) -> None:
     key: the run's PRNG key.
 
   Raises:
-    ValueError: naming ``params``, its shapes and the model's error (that
-      error chained).
+    ValueError: naming ``params``, its shapes, the model's error (that
+      error chained) and the examples' shapes (the fault may be theirs).
 
   Example:
     >>> import jax, jax.numpy as jnp, numpy as np, optax
@@ -241,7 +241,7 @@ def check_params_fit(client, params, data, hparams, key) -> None:
     >>> check_params_fit(upd, jnp.zeros(4), ds, hp, jax.random.key(0))
     Traceback (most recent call last):
     ...
-    ValueError: the client update fails on params of shapes float32[4]: TypeError: dot_general requires contracting dimensions to have the same shape, got (3,) and (4,).
+    ValueError: the client update fails on params of shapes float32[4]: TypeError: dot_general requires contracting dimensions to have the same shape, got (3,) and (4,). (its examples: x float32[2,3], y float32[2])
   """
   from fedasync_jax.core.client import ClientRef
   first = jax.tree.map(lambda a: jnp.asarray(a)[0], hparams)
@@ -258,7 +258,9 @@ def check_params_fit(client, params, data, hparams, key) -> None:
   except Exception as e:  # noqa: BLE001 (re-raised, chained, naming params)
     message = str(e).strip().splitlines()[0] if str(e).strip() else ""
     raise ValueError(f"the client update fails on params of shapes "
-                     f"{shapes}: {type(e).__name__}: {message}") from e
+                     f"{shapes}: {type(e).__name__}: {message} (its "
+                     f"examples: x {_shapes(ref.x)}, y {_shapes(ref.y)})"
+                     ) from e
   given = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
       jnp.shape(x), jnp.result_type(x)), params)
   if jax.tree.structure(out) != jax.tree.structure(given) or any(
