@@ -264,6 +264,12 @@ def test_sweep_stopped_and_resumed_equals_uninterrupted():
     np.testing.assert_equal(a.evals, b.evals)  # NaN equals NaN here
     for k in a.arrivals:
       np.testing.assert_array_equal(a.arrivals[k], b.arrivals[k])
+  # Resumed with another chunk_steps it failed with an IndexError.
+  with pytest.raises(ValueError, match=r"resume: the checkpoint holds 16 "
+                     r"plan steps, not the 8 of its chunks at chunk_steps=4"):
+    sweep.sweep(make_rule, grid, upd, jnp.zeros(5, jnp.float32), ds, scheds,
+                resume=sweep.driver.Checkpoint.from_bytes(saved[-1]),
+                **{**kw, "chunk_steps": 4})
 
 
 def test_the_first_progress_after_a_resume_shows_the_last_evaluation():

@@ -363,6 +363,8 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
   done = int(np.take(valid, range(first_chunk * chunk_steps),
                      axis=valid_axis).sum()) * per_step
   if outs and first_chunk > 0:  # resumed: the last evaluation before it
+    _check_resumed_steps(outs, out_axis, min(first_chunk * chunk_steps,
+                                             n_steps), chunk_steps)
     before = _slice_steps(steps, loop.axes, 0, first_chunk * chunk_steps)
     last_eval = _last_eval(outs[-1], before, loop) or last_eval
   for i in range(first_chunk * chunk_steps, n_steps, chunk_steps):
@@ -383,6 +385,19 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
     if stop:
       break
   return carry, outs
+
+
+def _check_resumed_steps(outs, out_axis: int, expected: int,
+                         chunk_steps: int) -> None:
+  """A resumed checkpoint must hold the steps its chunks of this call's
+  ``chunk_steps`` ran (another ``chunk_steps`` failed with an IndexError)."""
+  held = sum(int(np.shape(jax.tree.leaves(o)[0])[out_axis]) for o in outs)
+  if held != expected:
+    raise ValueError(f"resume: the checkpoint holds {held} plan steps, not "
+                     f"the {expected} of its chunks at chunk_steps="
+                     f"{chunk_steps}: it was written with other arguments "
+                     f"(chunk_steps, schedule, width); resume with the "
+                     f"run's own")
 
 
 def _last_eval(out: dict, chunk: plan_lib.Steps, loop: Loop):
