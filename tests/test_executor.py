@@ -538,6 +538,10 @@ def test_hparams_and_sweep_members_are_checked_like_a_single_run():
                        keys=jax.random.PRNGKey(0))
   one = executor.simulate(rules.fedasync(0.6), upd, params, ds, s, key=key)
   np.testing.assert_array_equal(legacy[2].state.params, one.state.params)
+  with pytest.raises(ValueError, match=r"got sizes a scalar \(a Python list "
+                     r"is a tree of scalars: pass jnp.array\(\[\.\.\.\]\)\)"):
+    sweep.sweep(lambda hp: rules.fedasync(hp["a"]), {"a": [0.2, 0.4]}, upd,
+                params, ds, s, keys=key)
   with pytest.raises(ValueError, match=r"keys must be PRNG keys"):
     sweep.sweep(lambda hp: rules.fedasync(hp["a"]),
                 {"a": jnp.array([0.2, 0.4])}, upd, params, ds, s,

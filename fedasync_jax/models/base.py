@@ -277,7 +277,9 @@ def from_flax(module: nn.Module, *, input_shape: Sequence[int],
     stateful: whether the module keeps ``batch_stats``.
     outputs: ``"logits"`` or ``"log_probs"``.
     prepare: optional ``x -> x`` applied before the module (reshaping,
-      casting); it also validates shapes.
+      casting); it also validates shapes. The default casts examples to
+      float32, also under ``jax_enable_x64``: for float64 inputs pass
+      ``prepare=jnp.asarray``.
 
   Returns:
     The model's :class:`ModelFns`.

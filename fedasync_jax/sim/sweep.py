@@ -55,8 +55,11 @@ def _num_members(rule_hparams) -> int:
                      "member axis first")
   sizes = {int(np.shape(x)[0]) if np.ndim(x) else -1 for x in leaves}
   if len(sizes) != 1 or -1 in sizes:
-    raise ValueError(f"every leaf of rule_hparams must have the same leading "
-                     f"(member) axis, got sizes {sorted(sizes)}")
+    shown = ", ".join("a scalar" if n < 0 else str(n) for n in sorted(sizes))
+    raise ValueError(f"every leaf of rule_hparams must be an array with the "
+                     f"same leading (member) axis, got sizes {shown} (a "
+                     f"Python list is a tree of scalars: pass "
+                     f"jnp.array([...]))")
   return sizes.pop()
 
 
