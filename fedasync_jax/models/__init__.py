@@ -7,11 +7,11 @@ randomness comes in as an explicit PRNG key, and every function can be
 ``jit``-ed, ``vmap``-ed or differentiated.
 
 Modules: ``base`` (``ModelFns``, ``from_flax``, ``make_evaluator``, the
-loss helpers, ``count_params``/``split_params``/``merge_params``,
-``loss_and_grad``), ``networks`` (the papers' networks, the ``MODELS``
-family, ``get_model``), ``conv`` (a convolution with loop-friendly
-gradients) and ``batch_norm`` (batch normalization with masked
-statistics). This package re-exports their public names.
+loss helpers), ``params`` (``count_params``/``split_params``/
+``merge_params``, ``loss_and_grad``), ``networks`` (the papers' networks,
+the ``MODELS`` family, ``get_model``), ``conv`` (a convolution with
+loop-friendly gradients) and ``batch_norm`` (batch normalization with
+masked statistics). This package re-exports their public names.
 
 The models and the papers they come from (the AFL paper's MNIST CNN and
 CIFAR ResNet-20, FedAvg's 2NN MLP, FedProx's logistic regression) are
@@ -71,10 +71,10 @@ Example:
   True
 """
 
-from fedasync_jax.models import base, conv, networks
-from fedasync_jax.models.base import (ModelFns, count_params, from_flax,
-                                      loss_and_grad, make_evaluator,
-                                      merge_params, split_params)
+from fedasync_jax.models import base, conv, networks, params
+from fedasync_jax.models.base import ModelFns, from_flax, make_evaluator
+from fedasync_jax.models.params import (count_params, loss_and_grad,
+                                        merge_params, split_params)
 from fedasync_jax.models.networks import (MODEL_NAMES, MODELS, get_model,
                                           logistic_regression, mlp,
                                           mnist_cnn, model_aliases, resnet20)
