@@ -263,9 +263,15 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   """
   M = _num_members(rule_hparams)
   scheds = _member_schedules(schedules, M, data)
+  fitted = set()
   for m in range(M):  # every member's values (the factory's own checks)
-    tasks.check_rule_fits(make_rule(jax.tree.map(
-        lambda a: jnp.asarray(a)[m], rule_hparams)), scheds)
+    rule = make_rule(jax.tree.map(lambda a: jnp.asarray(a)[m],
+                                  rule_hparams))
+    kind = (bool(rule.synchronous), rule.arrivals_per_version,
+            rule.max_staleness)
+    if kind not in fitted:  # (the schedules, once per kind of rule)
+      tasks.check_rule_fits(rule, scheds)
+      fitted.add(kind)
   tasks.check_client_fits(client, data)
   tasks.check_eval_every(eval_every, has_eval_fn=eval_fn is not None)
   chunk_steps = driver.check_chunk_steps(chunk_steps)

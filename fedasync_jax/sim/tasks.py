@@ -144,16 +144,17 @@ def check_rule_fits(rule, schedules) -> None:
           f"the schedule was drawn with arrivals_per_version={got} but the "
           f"rule applies a version every {want} arrivals; draw it with "
           f"scheduler.asynchronous(..., arrivals_per_version={want})")
-    if "max_staleness" in s.stats and _drops(s, s.stats["max_staleness"]) \
-        != _drops(s, rule.max_staleness):
+    drawn = s.stats.get("max_staleness", rule.max_staleness)
+    if drawn != rule.max_staleness and _drops(s, drawn) != _drops(
+        s, rule.max_staleness):
       cut = rule.max_staleness
       drops = ("drops no update" if cut is None else
                f"drops updates staler than {cut}")
       raise ValueError(
-          f"the schedule was drawn with max_staleness="
-          f"{s.stats['max_staleness']} but the rule {drops} (its staleness "
-          f"function's cutoff), so the two count versions differently; draw "
-          f"it with scheduler.asynchronous(..., max_staleness={cut}) "
+          f"the schedule was drawn with max_staleness={drawn} but the "
+          f"rule {drops} (its staleness function's cutoff), so the two "
+          f"count versions differently; draw it with "
+          f"scheduler.asynchronous(..., max_staleness={cut}) "
           f"(rule.max_staleness)")
 
 
