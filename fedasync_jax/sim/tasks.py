@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fedasync_jax.core import checks
-from fedasync_jax.core.client import ClientHParams
+from fedasync_jax.core.client import ClientHParams, ClientRef
 from fedasync_jax.sim import scheduler as sched_lib
 from fedasync_jax.sim.delays import DelayModel
 
@@ -145,8 +145,8 @@ def check_rule_fits(rule, schedules) -> None:
           f"rule applies a version every {want} arrivals; draw it with "
           f"scheduler.asynchronous(..., arrivals_per_version={want})")
     drawn = s.stats.get("max_staleness", rule.max_staleness)
-    if drawn != rule.max_staleness and _drops(s, drawn) != _drops(
-        s, rule.max_staleness):
+    if drawn != rule.max_staleness and not np.array_equal(
+        _drops(s, drawn), _drops(s, rule.max_staleness)):
       cut = rule.max_staleness
       drops = ("drops no update" if cut is None else
                f"drops updates staler than {cut}")
@@ -158,10 +158,10 @@ def check_rule_fits(rule, schedules) -> None:
           f"(rule.max_staleness)")
 
 
-def _drops(schedule, cutoff) -> tuple:
-  """The arrivals a cutoff drops (none for ``None``)."""
+def _drops(schedule, cutoff) -> np.ndarray:
+  """Which of the schedule's arrivals a cutoff drops (none for ``None``)."""
   tau = np.asarray(schedule.staleness)
-  return tuple(np.flatnonzero(tau > cutoff)) if cutoff is not None else ()
+  return tau > cutoff if cutoff is not None else np.zeros(tau.shape, bool)
 
 
 def check_client_fits(client, data) -> None:
@@ -244,7 +244,6 @@ def check_params_fit(client, params, data, hparams, key) -> None:
     ...
     ValueError: the client update fails on params of shapes float32[4]: TypeError: dot_general requires contracting dimensions to have the same shape, got (3,) and (4,). (its examples: x float32[2,3], y float32[2])
   """
-  from fedasync_jax.core.client import ClientRef
   first = jax.tree.map(lambda a: jnp.asarray(a)[0], hparams)
   ref = ClientRef(*(jax.ShapeDtypeStruct(np.shape(a), jax.dtypes.
                                          canonicalize_dtype(a.dtype))
