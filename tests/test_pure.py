@@ -264,12 +264,61 @@ def test_sweep_stopped_and_resumed_equals_uninterrupted():
     np.testing.assert_equal(a.evals, b.evals)  # NaN equals NaN here
     for k in a.arrivals:
       np.testing.assert_array_equal(a.arrivals[k], b.arrivals[k])
-  # Resumed with another chunk_steps it failed with an IndexError.
-  with pytest.raises(ValueError, match=r"resume: the checkpoint holds 16 "
-                     r"plan steps, not the 8 of its chunks at chunk_steps=4"):
+  # Resumed with another chunk_steps it failed with an IndexError; now
+  # the run digest refuses it, and a checkpoint without one (written
+  # before it was recorded) is refused by its step count.
+  with pytest.raises(ValueError, match=r"resume: the checkpoint is of "
+                     r"another run: .*chunk_steps differ"):
     sweep.sweep(make_rule, grid, upd, jnp.zeros(5, jnp.float32), ds, scheds,
                 resume=sweep.driver.Checkpoint.from_bytes(saved[-1]),
                 **{**kw, "chunk_steps": 4})
+  undigested = sweep.driver.Checkpoint.from_bytes(saved[-1])._replace(
+      run_digest="")
+  with pytest.raises(ValueError, match=r"resume: the checkpoint holds 16 "
+                     r"plan steps, not the 8 of its chunks at chunk_steps=4"):
+    sweep.sweep(make_rule, grid, upd, jnp.zeros(5, jnp.float32), ds, scheds,
+                resume=undigested, **{**kw, "chunk_steps": 4})
+
+
+def test_a_checkpoint_resumed_with_another_run_of_equal_shapes_is_refused():
+  """A library checkpoint resumed with another schedule of the same
+  shapes, or another key, continued silently: a run that was neither."""
+  ds, w_true, upd, _ = setup()
+  s0, s1 = [setup(seed=k, num_updates=60)[3] for k in range(2)]
+  ev = lambda p: {"dist": jnp.linalg.norm(p - w_true)}  # noqa: E731
+  w0 = jnp.zeros(5, jnp.float32)
+  rule = make_rule({"alpha": 0.6, "a": 0.5})
+  kw = dict(eval_fn=ev, eval_every=5, chunk_steps=8)
+  saved = []
+
+  def stop_after_two(ck):
+    saved.append(ck)
+    return len(saved) == 2
+  executor.simulate(rule, upd, w0, ds, s0, key=jax.random.key(0),
+                    checkpoint=stop_after_two, **kw)
+  ck = executor.Checkpoint.from_bytes(saved[-1].to_bytes())
+  assert ck.run_digest == saved[-1].run_digest and len(ck.run_digest) == 64
+  # The two schedules plan to the same shapes: only the digest tells.
+  own = executor.simulate(rule, upd, w0, ds, s0, key=jax.random.key(0),
+                          resume=ck, **kw)
+  full = executor.simulate(rule, upd, w0, ds, s0, key=jax.random.key(0),
+                           **kw)
+  np.testing.assert_array_equal(own.state.params, full.state.params)
+  for other in ({"schedule": s1}, {"key": jax.random.key(1)}):
+    args = {"schedule": s0, "key": jax.random.key(0), **other}
+    with pytest.raises(ValueError, match="resume: the checkpoint is of "
+                       "another run"):
+      executor.simulate(rule, upd, w0, ds, args["schedule"],
+                        key=args["key"], resume=ck, **kw)
+  saved.clear()
+  grid = {"alpha": jnp.array([0.3, 0.8]), "a": jnp.full(2, 0.5)}
+  keys = jax.random.split(jax.random.key(0), 2)
+  sweep.sweep(make_rule, grid, upd, w0, ds, [s0, s1], keys=keys,
+              checkpoint=stop_after_two, **kw)
+  with pytest.raises(ValueError, match="resume: the checkpoint is of "
+                     "another run"):
+    sweep.sweep(make_rule, grid, upd, w0, ds, [s1, s0], keys=keys,
+                resume=saved[-1], **kw)
 
 
 def test_the_first_progress_after_a_resume_shows_the_last_evaluation():

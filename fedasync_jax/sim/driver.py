@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -63,20 +64,32 @@ class Checkpoint(NamedTuple):
 
   ``carry_leaves``: the leaves of the program's ``Carry``; ``next_chunk``:
   the first chunk still to run; ``outputs``: the per-step outputs of the
-  chunks already run, concatenated (a dict).
+  chunks already run, concatenated (a dict); ``run_digest``: the run's
+  ``run_digest`` (schedules, plan, keys, hyperparameters, ``chunk_steps``),
+  which a resume must match (empty in checkpoints written before it was
+  recorded: not checked).
   """
   carry_leaves: list
   next_chunk: int
   outputs: dict
+  run_digest: str = ""
 
   @classmethod
-  def capture(cls, carry, next_chunk, outs, step_axis: int = 0):
+  def capture(cls, carry, next_chunk, outs, step_axis: int = 0,
+              run_digest: str = ""):
     leaves = [np.asarray(x) for x in jax.device_get(jax.tree.leaves(carry))]
-    return cls(leaves, int(next_chunk), _merge(outs, step_axis))
+    return cls(leaves, int(next_chunk), _merge(outs, step_axis), run_digest)
 
-  def restore(self, like):
+  def restore(self, like, run_digest: str = ""):
     """Returns ``(carry, next_chunk, outs)``, checking shapes against
-    ``like`` (a freshly initialised carry of the same run)."""
+    ``like`` (a freshly initialised carry of the same run) and, where both
+    are known, the checkpoint's ``run_digest`` against this call's."""
+    if run_digest and self.run_digest and run_digest != self.run_digest:
+      raise ValueError(
+          "resume: the checkpoint is of another run: its schedule, plan, "
+          "key, client hyperparameters, rule_hp or chunk_steps differ from "
+          "this call's (run digest " + self.run_digest[:12] + " saved, "
+          + run_digest[:12] + " here); resume with the run's own arguments")
     ref, treedef = jax.tree.flatten(like)
     if len(ref) != len(self.carry_leaves):
       raise ValueError(f"checkpoint has {len(self.carry_leaves)} arrays but "
@@ -95,14 +108,55 @@ class Checkpoint(NamedTuple):
     from flax import serialization
     return serialization.msgpack_serialize({
         "carry": {str(i): x for i, x in enumerate(self.carry_leaves)},
-        "next_chunk": self.next_chunk, "outputs": self.outputs})
+        "next_chunk": self.next_chunk, "outputs": self.outputs,
+        "run_digest": self.run_digest})
 
   @classmethod
   def from_bytes(cls, payload: bytes) -> "Checkpoint":
     from flax import serialization
     d = serialization.msgpack_restore(payload)
     carry = [np.asarray(d["carry"][str(i)]) for i in range(len(d["carry"]))]
-    return cls(carry, int(d["next_chunk"]), d["outputs"])
+    return cls(carry, int(d["next_chunk"]), d["outputs"],
+               str(d.get("run_digest", "")))
+
+
+def run_digest(schedules: Sequence[Schedule], steps, *arrays,
+               chunk_steps: int) -> str:
+  """SHA-256 of what a resumed run must share with the one that wrote its
+  checkpoint: the schedules' event arrays, the plan's steps, ``arrays``
+  (keys, hyperparameter tables, ``rule_hp``: any pytrees; PRNG keys by
+  their data) and ``chunk_steps``. Data, rule, client update and
+  evaluation function are not in it (functions have no stable digest).
+
+  Example:
+    >>> import numpy as np
+    >>> from fedasync_jax import delays, scheduler
+    >>> m = delays.delay_model(np.ones(4), np.ones(4))
+    >>> a, b = [scheduler.asynchronous(m, num_updates=6, concurrency=2,
+    ...                                seed=s) for s in (0, 1)]
+    >>> run_digest([a], None, chunk_steps=4) == run_digest(
+    ...     [a], None, chunk_steps=4)
+    True
+    >>> run_digest([a], None, chunk_steps=4) == run_digest(
+    ...     [b], None, chunk_steps=4)
+    False
+  """
+  seen: dict = {}  # members sharing one schedule hash it once
+  order = [seen.setdefault(id(s), len(seen)) for s in schedules]
+  unique = list({id(s): s for s in schedules}.values())
+  h = hashlib.sha256(f"chunk_steps={int(chunk_steps)} {order}".encode())
+  events = [[f for f in s if isinstance(f, np.ndarray)] for s in unique]
+
+  def add(leaf):
+    if jnp.issubdtype(getattr(leaf, "dtype", None) or np.float64,
+                      jax.dtypes.prng_key):
+      leaf = jax.random.key_data(leaf)
+    a = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
+    h.update(f"{a.dtype}{a.shape}".encode())
+    h.update(a.tobytes())
+  for leaf in jax.tree.leaves((events, steps, arrays)):
+    add(leaf)
+  return h.hexdigest()
 
 
 def _outputs_dict(out) -> dict:
@@ -337,7 +391,8 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
              num_arrivals: int, first_chunk: int = 0, outs=None,
              progress: Optional[Callable[[dict], None]] = None,
              checkpoint: Optional[Callable[[Checkpoint], Any]] = None,
-             last_eval: Optional[dict] = None, t0: Optional[float] = None):
+             last_eval: Optional[dict] = None, t0: Optional[float] = None,
+             run_digest: str = ""):
   """Runs the chunks from ``first_chunk`` on.
 
   Calls ``progress(dict)`` after every chunk with ``arrivals_done``,
@@ -346,8 +401,8 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
   ``test_<name>`` metrics, or the whole history entry for the one passed
   in, e.g. the initial evaluation's with ``client_updates`` 0; after a
   resume, the latest in the resumed outputs until the run evaluates); calls
-  ``checkpoint(Checkpoint)`` after every chunk and stops when it returns
-  True.
+  ``checkpoint(Checkpoint)`` after every chunk (stamped with
+  ``run_digest``) and stops when it returns True.
 
   Returns:
     ``(carry, outs)``: the final carry and the per-step outputs (dicts, one
@@ -374,7 +429,7 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
     stop = False
     if checkpoint is not None:
       stop = bool(checkpoint(Checkpoint.capture(
-          carry, i // chunk_steps + 1, outs, out_axis)))
+          carry, i // chunk_steps + 1, outs, out_axis, run_digest)))
     if progress is not None:
       done += int(chunk.arr_valid.sum()) * per_step
       last_eval = _last_eval(outs[-1], chunk, loop) or last_eval

@@ -113,7 +113,9 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
       run stops there and the result holds the history so far
       (``stats["stopped_early"]``).
     resume: a ``Checkpoint`` of the same run (same arguments) to continue
-      from; the result equals the uninterrupted run's.
+      from; the result equals the uninterrupted run's. Its
+      ``run_digest`` (schedule, plan, key, hyperparameters,
+      ``chunk_steps``) must match this call's, else a ``ValueError``.
     num_classes: the model's number of classes (``ModelFns.num_classes``);
       default ``eval_fn.num_classes`` where the evaluator has one. When
       known, integer labels of ``data`` (``y_train``) and of the
@@ -178,19 +180,23 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
        plans.num_slots, signature(params), signature(dev),
        signature(hp_table), signature(rule_hp), options), build)
   carry = prog.init(params, plans.like, rule_hp)
+  steps, axes = driver.steps_for(plans, [schedule], eval_every)
+  digest = ("" if checkpoint is None and resume is None else
+            driver.run_digest([schedule], steps, key, hp_table, rule_hp,
+                              chunk_steps=chunk_steps))
   first_chunk, outs = 0, []
   if resume is not None:
-    carry, first_chunk, outs = resume.restore(carry)
+    carry, first_chunk, outs = resume.restore(carry, digest)
   init_eval = (driver.initial_eval(eval_fn, params, dev.eval_data)
                if eval_fn is not None else None)
-  steps, axes = driver.steps_for(plans, [schedule], eval_every)
   loop = driver.Loop(
       lambda c, chunk: run_chunk(c, chunk, key, hp_table, dev, rule_hp),
       members=None, axes=axes)
   carry, outs = driver.run_loop(
       loop, carry, steps, chunk_steps=chunk_steps,
       num_arrivals=schedule.num_arrivals, first_chunk=first_chunk, outs=outs,
-      progress=progress, checkpoint=checkpoint, last_eval=init_eval, t0=t0)
+      progress=progress, checkpoint=checkpoint, last_eval=init_eval, t0=t0,
+      run_digest=digest)
   state = jax.block_until_ready(carry.state)
   wall = time.perf_counter() - t0
   real, padded = plans.real[0], plans.members[0]

@@ -315,9 +315,12 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   keys, hp_table, init_snaps, rule_hp = put((keys, hp_table, init_snaps,
                                              rule_hp))
   carry = put(init(params, init_snaps, rule_hp))
+  digest = ("" if checkpoint is None and resume is None else
+            driver.run_digest(scheds, steps, keys, hp_table, rule_hp,
+                              chunk_steps=chunk_steps))
   first_chunk, outs = 0, []
   if resume is not None:
-    carry, first_chunk, outs = resume.restore(carry)
+    carry, first_chunk, outs = resume.restore(carry, digest)
     carry = put(carry)
   loop = driver.Loop(
       lambda c, chunk: run_chunk(
@@ -328,7 +331,8 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   carry, outs = driver.run_loop(
       loop, carry, steps, chunk_steps=chunk_steps,
       num_arrivals=sum(s.num_arrivals for s in scheds), first_chunk=first_chunk,
-      outs=outs, progress=progress, checkpoint=checkpoint, t0=t0)
+      outs=outs, progress=progress, checkpoint=checkpoint, t0=t0,
+      run_digest=digest)
   state = jax.block_until_ready(carry.state)
   wall = time.perf_counter() - t0
   merged = driver.merged_outputs(outs, True)
