@@ -320,6 +320,66 @@ def test_sigterm_stops_and_resume_in_process_matches(swept, tmp_path,
         (full / r["folder"] / "final_params.msgpack").read_bytes()
 
 
+def test_members_stream_their_metrics_as_the_sweep_goes(swept, tmp_path,
+                                                        monkeypatch):
+  """A killed sweep kept no member's metrics: they were written at the
+  end only. Each member's ``metrics.jsonl`` now grows as the sweep goes,
+  and a resume appends to it without repeating a line."""
+  full, rows = swept
+  folders = [r["folder"] for r in rows]
+  seen = []
+
+  class Crash(Exception):
+    pass
+
+  class Bar:
+    """Reads every member's stream at each report; crashes at the first
+    past 30 of each member's 60 updates (evaluated every 20), after its
+    checkpoint: nothing is written at the end, as after a kill."""
+
+    def __init__(self, *args, **kwargs):
+      del args, kwargs
+
+    def __call__(self, info):
+      seen.append([_jsonl(out / f / "metrics.jsonl") for f in folders])
+      if crash and info["members"][0]["arrivals_done"] > 30:
+        raise Crash
+
+  monkeypatch.setattr(sweep_run, "ProgressBar", Bar)
+  out = tmp_path / "s"
+  d = {**TINY, "run": {**TINY["run"], "checkpoint_every_s": 0}}
+  crash = True
+  with pytest.raises(Crash):
+    experiment.sweep_and_evaluate(config.from_dict(d), GRID, [0, 1, 2], out)
+  killed = [_jsonl(out / f / "metrics.jsonl") for f in folders]
+  assert all(len(lines) >= 1 for lines in killed), killed
+  assert not (out / "sweep.csv").exists()  # nothing else was written
+  finals = [_jsonl(full / f / "metrics.jsonl") for f in folders]
+  for lines, final in zip(killed, finals):
+    by_updates = {x["client_updates"]: x for x in final}
+    for x in lines:  # each streamed line is the finished sweep's
+      assert x["test_accuracy"] == pytest.approx(
+          by_updates[x["client_updates"]]["test_accuracy"], rel=1e-6)
+      assert x["version"] == by_updates[x["client_updates"]]["version"]
+  # The members differ (their own evaluations, not member 0's).
+  assert len({x["test_loss"] for m in killed for x in m[-1:]}) > 1
+  crash, seen[:] = False, []
+  experiment.sweep_and_evaluate(None, None, None, out, resume=True)
+  for before, after in zip(killed, seen[-1]):  # appended, none repeated
+    assert after[:len(before)] == before and len(after) > len(before)
+    ups = [x["client_updates"] for x in after]
+    assert ups == sorted(set(ups))
+  for f, final in zip(folders, finals):  # then the complete file
+    assert _jsonl(out / f / "metrics.jsonl") == final
+
+
+def _jsonl(path):
+  """The rows of a ``metrics.jsonl`` ([] where there is none)."""
+  if not path.exists():
+    return []
+  return [json.loads(x) for x in path.read_text().splitlines()]
+
+
 def _edits_of_an_interrupted_sweep_are_refused(out, tmp_path):
   """Copies of the interrupted sweep ``out`` with an edited config.json or
   a damaged checkpoint are refused, naming what changed."""

@@ -139,6 +139,63 @@ def last_written(path) -> Optional[int]:
   return last
 
 
+class _Appender:
+  """A file object for ``MetricsStream`` that appends each line to
+  ``path``, opening and closing it per write (a sweep of thousands of
+  members would otherwise hold as many files open) and making its folder
+  first. A disk error stops it quietly: the complete file is written when
+  the run ends."""
+
+  def __init__(self, path):
+    self.path, self.broken = Path(path), False
+
+  def write(self, text: str) -> None:
+    if self.broken:
+      return
+    try:
+      self.path.parent.mkdir(parents=True, exist_ok=True)
+      with open(self.path, "a") as f:
+        f.write(text)
+    except OSError:
+      self.broken = True
+
+  def flush(self) -> None:
+    """Nothing to do: every write is closed."""
+
+
+def member_streams(paths, schedules, *, eval_every: Optional[int],
+                   resume: bool):
+  """A sweep's progress callable that streams every member's evaluations
+  to its own ``metrics.jsonl`` as the sweep goes: the ``members`` entries
+  of the progress dict (``driver.run_loop``), member ``m`` to ``paths[m]``
+  with its schedule ``schedules[m]``. A resumed sweep (``resume``)
+  appends after each file's last complete line; a new one starts them.
+
+  Example:
+    >>> import json, os, tempfile, numpy as np
+    >>> class S:  # a schedule: 3 arrivals, one version each
+    ...   version_after = np.array([1, 2, 3])
+    ...   arrival_time = np.array([0.5, 1.0, 2.0])
+    ...   arrival_task = np.array([0, 1, 2])
+    >>> d = tempfile.mkdtemp()
+    >>> paths = [os.path.join(d, f"m{i}", METRICS) for i in range(2)]
+    >>> call = member_streams(paths, [S(), S()], eval_every=1, resume=False)
+    >>> call({"members": [
+    ...     {"arrivals_done": 2, "last_eval": {"test_loss": 0.5}},
+    ...     {"arrivals_done": 2, "last_eval": None}]})
+    >>> open(paths[0]).read(), os.path.exists(paths[1])
+    ('{"version": 2, "simulated_time": 1.0, "client_updates": 2, "test_loss": 0.5}\\n', False)
+  """
+  streams = [MetricsStream(_Appender(p), s, eval_every=eval_every,
+                           after=last_written(p) if resume else None)
+             for p, s in zip(paths, schedules)]
+
+  def call(info: dict) -> None:
+    for stream, member in zip(streams, info.get("members", ())):
+      stream(member)
+  return call
+
+
 def write_jsonl(path, rows) -> None:
   """Writes every row (``outputs.history_rows``) as ``metrics.jsonl``,
   atomically."""

@@ -312,8 +312,15 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
 
     def elapsed() -> float:
       return before + time.perf_counter() - t0
+    # Each member's evaluations stream to its folder's metrics.jsonl.
+    streams = metrics.member_streams(
+        [workdir / f / metrics.METRICS
+         for f in sweep_outputs.member_folders(grid, grid_members)],
+        [per_seed[seed][0] for _, seed in grid_members],
+        eval_every=base.eval_every_versions, resume=resume)
     outs = _run_sweep(
-        cfg, base, grid_members, per_seed, chunk_steps=chunk, progress=bar,
+        cfg, base, grid_members, per_seed, chunk_steps=chunk,
+        progress=metrics.fan_out(bar, streams),
         checkpoint=checkpoint_writer(
             workdir / CHECKPOINT, flag, cfg.run.checkpoint_every_s,
             config=saved, chunk_steps=chunk, step_axis=1, elapsed=elapsed),

@@ -400,7 +400,9 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
   ``last_eval`` (the latest evaluation, of member 0 in a sweep: its
   ``test_<name>`` metrics, or the whole history entry for the one passed
   in, e.g. the initial evaluation's with ``client_updates`` 0; after a
-  resume, the latest in the resumed outputs until the run evaluates); calls
+  resume, the latest in the resumed outputs until the run evaluates) and,
+  for a sweep, ``members``: one ``{"arrivals_done", "last_eval"}`` dict
+  per member (its own arrivals and latest evaluation); calls
   ``checkpoint(Checkpoint)`` after every chunk (stamped with
   ``run_digest``) and stops when it returns True.
 
@@ -413,15 +415,17 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
   valid_axis = 1 if loop.axes.arr_valid == 0 else 0
   valid = np.asarray(steps.arr_valid)
   n_steps = valid.shape[valid_axis]
-  per_step = (loop.members or 1) if loop.axes.arr_valid is None else 1
   outs = list(outs or [])
-  done = int(np.take(valid, range(first_chunk * chunk_steps),
-                     axis=valid_axis).sum()) * per_step
-  if outs and first_chunk > 0:  # resumed: the last evaluation before it
+  # Arrivals done per member (one entry for a single run).
+  done = _per_member(np.take(valid, range(first_chunk * chunk_steps),
+                             axis=valid_axis), loop)
+  latest = [last_eval] + [None] * ((loop.members or 1) - 1)
+  if outs and first_chunk > 0:  # resumed: the last evaluations before it
     _check_resumed_steps(outs, out_axis, min(first_chunk * chunk_steps,
                                              n_steps), chunk_steps)
     before = _slice_steps(steps, loop.axes, 0, first_chunk * chunk_steps)
-    last_eval = _last_eval(outs[-1], before, loop) or last_eval
+    latest = [e or old for e, old in zip(_chunk_evals(outs[-1], before, loop),
+                                          latest)]
   for i in range(first_chunk * chunk_steps, n_steps, chunk_steps):
     chunk = _slice_steps(steps, loop.axes, i, min(i + chunk_steps, n_steps))
     carry, out = loop.run_chunk(carry, chunk)
@@ -431,12 +435,18 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
       stop = bool(checkpoint(Checkpoint.capture(
           carry, i // chunk_steps + 1, outs, out_axis, run_digest)))
     if progress is not None:
-      done += int(chunk.arr_valid.sum()) * per_step
-      last_eval = _last_eval(outs[-1], chunk, loop) or last_eval
-      progress({"arrivals_done": done, "num_arrivals": num_arrivals,
-                "version": int(np.max(outs[-1]["version"])),
-                "wall_time_s": time.perf_counter() - t0,
-                "last_eval": last_eval})
+      done = done + _per_member(chunk.arr_valid, loop)
+      latest = [e or old for e, old in zip(_chunk_evals(outs[-1], chunk,
+                                                        loop), latest)]
+      info = {"arrivals_done": int(done.sum()),
+              "num_arrivals": num_arrivals,
+              "version": int(np.max(outs[-1]["version"])),
+              "wall_time_s": time.perf_counter() - t0,
+              "last_eval": latest[0]}
+      if loop.members is not None:
+        info["members"] = [{"arrivals_done": int(d), "last_eval": e}
+                           for d, e in zip(done, latest)]
+      progress(info)
     if stop:
       break
   return carry, outs
@@ -455,20 +465,41 @@ def _check_resumed_steps(outs, out_axis: int, expected: int,
                      f"run's own")
 
 
-def _last_eval(out: dict, chunk: plan_lib.Steps, loop: Loop):
-  """The chunk's last evaluation (member 0's in a sweep), or ``None``."""
+def _per_member(arr_valid, loop: Loop) -> np.ndarray:
+  """Valid arrivals per member, ``(M,)`` (``(1,)`` for a single run); a
+  plan shared by the members counts for each."""
+  a = np.asarray(arr_valid)
+  if loop.members is not None and loop.axes.arr_valid == 0:
+    return a.reshape(a.shape[0], -1).sum(axis=1).astype(np.int64)
+  return np.full(loop.members or 1, int(a.sum()), np.int64)
+
+
+def _chunk_evals(out: dict, chunk: plan_lib.Steps, loop: Loop) -> list:
+  """Each member's last evaluation in the chunk, or ``None`` where it made
+  none (one entry for a single run)."""
+  members = loop.members or 1
   if "eval" not in out:
-    return None
+    return [None] * members
   flags = np.asarray(chunk.arr_eval)
   ev = out["eval"]
-  if loop.members is not None:
-    ev = jax.tree.map(lambda v: v[0], ev)
-    if loop.axes.arr_eval == 0:
-      flags = flags[0]
+  if loop.members is None:  # no member axis: add one
+    ev = jax.tree.map(lambda v: np.asarray(v)[None], ev)
+  shared = loop.members is None or loop.axes.arr_eval != 0
+  at = _last_flag(flags) if shared else None
+  found = []
+  for m in range(members):
+    ij = at if shared else _last_flag(flags[m])
+    found.append(None if ij is None else metric_columns(
+        {k: np.asarray(v)[(m,) + ij] for k, v in ev.items()}))
+  return found
+
+
+def _last_flag(flags):
+  """The ``(step, slot)`` of the last set flag, or ``None``."""
   if not flags.any():
     return None
   i, j = np.argwhere(flags)[-1]
-  return metric_columns({k: v[i, j] for k, v in ev.items()})
+  return int(i), int(j)
 
 
 def merged_outputs(outs: list, batched: bool) -> dict:
