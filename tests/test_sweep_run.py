@@ -447,6 +447,11 @@ def test_sweep_interrupt_and_resume_are_bit_identical(tmp_path, capsys):
     experiment.sweep_and_evaluate(None, {"rule.alpha": [0.3, 0.6]}, None,
                                   cut, resume=True)
   assert cli.main(["sweep", "--resume", str(cut)]) == 0
+  # The bar shows the members' mean accuracy and range (member 0's alone
+  # before).
+  last = capsys.readouterr().err.strip().splitlines()[-1]
+  assert re.search(r"1600/1600 updates .*test acc +0\.\d+ mean "
+                   r"\(0\.\d+-[01]\.\d+\)", last), last
   assert not (cut / "checkpoint.msgpack").exists()
   for name in ("history.csv", "summary.csv", "sweep.csv"):
     assert (cut / name).read_text() == (full / name).read_text(), name

@@ -102,7 +102,7 @@ class ProgressBar:
     rate_done = done - self.start_done
     eta = ((now - self.t_first) / rate_done * (total - done)
            if rate_done > 0 else 0.0 if done >= total else math.nan)
-    acc = (info.get("last_eval") or {}).get("test_accuracy", math.nan)
+    acc_text = _accuracy_text(info)
     eta_text = "     ?" if math.isnan(eta) else f"{eta:6.1f}"
     filled = int(self.width * done / max(total, 1))
     bar = "#" * filled + "-" * (self.width - filled)
@@ -110,12 +110,34 @@ class ProgressBar:
     sim = "" if sim_t is None else f" | sim time {sim_t:9.1f}"
     label = f"{self.label} " if self.label else ""
     self.stream.write(f"{chr(13) if self.tty else ''}{label}[{bar}] "
-                      f"{done}/{total} updates{sim} | test "
-                      f"acc {acc:6.3f} | {elapsed:6.1f} s elapsed, ETA "
-                      f"{eta_text} s ")
+                      f"{done}/{total} updates{sim} | {acc_text} | "
+                      f"{elapsed:6.1f} s elapsed, ETA {eta_text} s ")
     if done >= total or not self.tty:
       self.stream.write("\n")
     self.stream.flush()
+
+
+def _accuracy_text(info: dict) -> str:
+  """``test acc 0.750``; for a sweep (``members`` in ``info``) the mean
+  over the members evaluated so far and their range.
+
+  Example:
+    >>> _accuracy_text({"last_eval": {"test_accuracy": 0.75}})
+    'test acc  0.750'
+    >>> _accuracy_text({"members": [{"last_eval": {"test_accuracy": a}}
+    ...                             for a in (0.5, 0.75, 1.0)]})
+    'test acc  0.750 mean (0.500-1.000)'
+  """
+  members = info.get("members")
+  if not members:
+    acc = (info.get("last_eval") or {}).get("test_accuracy", math.nan)
+    return f"test acc {acc:6.3f}"
+  accs = [(m.get("last_eval") or {}).get("test_accuracy") for m in members]
+  accs = [float(a) for a in accs if a is not None and not math.isnan(a)]
+  if not accs:
+    return f"test acc {math.nan:6.3f}"
+  return (f"test acc {sum(accs) / len(accs):6.3f} mean "
+          f"({min(accs):.3f}-{max(accs):.3f})")
 
 
 def stage(progress, text: str) -> None:
