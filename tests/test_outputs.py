@@ -55,6 +55,9 @@ def test_run_history_uses_the_shared_vocabulary_with_train_loss(tiny_run):
   assert rows[0]["client_train_loss"] == "nan"  # the initial model
   assert all(math.isfinite(float(r["client_train_loss"])) for r in rows[1:])
   assert int(rows[-1]["client_updates"]) == 120
+  # "warnings" is always there, [] without any (a reader's KeyError else)
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["warnings"] == []
 
 
 def test_metrics_jsonl_is_written_as_the_run_goes(tiny_run):

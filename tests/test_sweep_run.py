@@ -59,6 +59,10 @@ def test_sweep_folder_layout(swept):
   assert saved["grid"] == GRID and saved["seeds"] == [0, 1, 2]
   summary = json.loads((out / "summary.json").read_text())
   assert summary["members"] == 6 and not summary["stopped_early"]
+  assert summary["warnings"] == []  # always there
+  for r in rows:
+    assert json.loads((out / r["folder"] / "summary.json").read_text())[
+        "warnings"] == []
   assert summary["client_updates"] == 6 * 60
   assert not list(out.glob(".*"))  # no temporary file left
 

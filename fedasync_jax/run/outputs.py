@@ -352,8 +352,7 @@ def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
   stopped = summary["stopped_early"]
   notices.warn([] if stopped else notices.result_warnings(summary),
                stream=stream, into=problems)
-  if problems:
-    summary["warnings"] = list(problems)
+  summary["warnings"] = list(problems)  # present, [] when there are none
 
   def save(what, fn, **kw):
     attempt(problems, what, fn, stream=stream, **kw)
@@ -384,7 +383,7 @@ def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
   if plots:
     save("plots", lambda: plot_run(workdir, s, out, rows),
          errors=(Exception,))
-  if problems != summary.get("warnings", []):
+  if problems != summary["warnings"]:
     summary["warnings"] = problems
     attempt([], "summary.json", lambda: results.write_json(
         workdir / "summary.json", summary), stream=stream)

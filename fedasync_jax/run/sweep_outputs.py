@@ -330,8 +330,7 @@ def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
       "output_time_s": time.perf_counter() - t0,
       "backend": jax.default_backend(),
       "devices": (outs[0].stats.get("devices", 1) if outs else 1)}
-  if problems:
-    summary["warnings"] = problems
+  summary["warnings"] = problems  # present, [] when there are none
   save("summary.json", lambda: results.write_json(workdir / "summary.json",
                                                   summary))
   return rows
