@@ -45,8 +45,33 @@ def test_demo_writes_histories_and_summary(demo_run):
   # FedAsync: one version per update; FedAvg: one per round of 4.
   assert summary["runs"]["fedasync"]["versions"] == 200
   assert summary["runs"]["fedavg"]["versions"] == 50
-  assert "test accuracy after N client updates" in text
+  assert "test accuracy at the last evaluation by N client updates" in text
   assert "simulated time" in text
+
+
+def test_demo_tables_read_the_evaluation_each_column_names():
+  """With 300 updates the columns were 75, 150, 225 and 300: the column
+  "after 75 updates" showed the initial model's accuracy, "150" the one at
+  100. Columns now lie on the evaluation grid, and a cell that can only
+  show the initial model says so."""
+  def history(every, n, t_per_update):
+    return [{"client_updates": u, "simulated_time": u * t_per_update,
+             "test_accuracy": u / 1000} for u in range(0, n + 1, every)]
+  histories = {"fast": history(100, 300, 0.1), "slow": history(100, 300, 1.0)}
+  summary = {"runs": {"fast": {"simulated_time": 30.0},
+                      "slow": {"simulated_time": 300.0}}}
+  t1, t2 = demo._report(summary, histories, 300)
+  assert summary["accuracy_by_updates"]["fast"] == {
+      "100": 0.1, "200": 0.2, "300": 0.3}
+  # by 7.5 s of simulated time the slow run has not evaluated an update
+  assert summary["accuracy_by_time"]["slow"]["7.5"] == 0.0
+  slow_row = [x for x in t2.splitlines() if x.strip().startswith("slow")][0]
+  assert slow_row.count("*") == 4 and "initial model" in t2
+  assert "*" not in t1
+  summary = {"runs": {"a": {"simulated_time": 1.0}}}
+  demo._report(summary, {"a": history(100, 3000, 0.1)}, 3000)
+  assert list(summary["accuracy_by_updates"]["a"]) == [
+      "800", "1500", "2300", "3000"]
 
 
 def test_demo_writes_metrics_jsonl_with_the_history_columns(demo_run):

@@ -42,21 +42,32 @@ from fedasync_jax.sim import delays, executor, scheduler
 
 def _accuracy_at(rows, key, points):
   """Latest evaluated test accuracy with ``rows[key] <= point`` (``rows``:
-  history rows, ``RunResult.evals``)."""
+  history rows, ``RunResult.evals``), and whether that evaluation is the
+  initial model's (no update evaluated by then)."""
   xs = np.array([r[key] for r in rows])
   acc = np.array([r["test_accuracy"] for r in rows])
+  ups = np.array([r["client_updates"] for r in rows])
   out = []
   for p in points:
     i = np.searchsorted(xs, p, side="right") - 1
-    out.append(float(acc[i]) if i >= 0 else float("nan"))
+    out.append((float(acc[i]), bool(ups[i] == 0)) if i >= 0
+               else (float("nan"), True))
   return out
 
 
 def _table(title, header, rows):
+  """A text table; a cell whose evaluation is the initial model's is
+  marked ``*`` and explained below the table."""
   lines = [title, "  " + " | ".join(f"{h:>12}" for h in header)]
+  marked = False
   for name, vals in rows:
-    cells = [f"{name:>12}"] + [f"{v:12.3f}" for v in vals]
+    cells = [f"{name:>12}"] + [f"{v:11.3f}" + ("*" if initial else " ")
+                               for v, initial in vals]
+    marked |= any(initial for _, initial in vals)
     lines.append("  " + " | ".join(cells))
+  if marked:
+    lines.append("  * no evaluation after an update yet: the initial "
+                 "model's accuracy")
   return "\n".join(lines)
 
 
@@ -73,24 +84,29 @@ def _check(num_updates, concurrency, num_clients, client_lr, seed):
   return num_updates, concurrency, num_clients
 
 
+EVAL_UPDATES = 100
+"""The demo evaluates every algorithm about every 100 client updates."""
+
+
 def _runs(dm, *, num_updates, concurrency, seed):
-  """The three algorithms: ``{name: (rule, schedule, eval_every)}``."""
+  """The three algorithms: ``{name: (rule, schedule, eval_every)}``,
+  each evaluated about every ``EVAL_UPDATES`` client updates."""
   K = concurrency // 2 or 1
   return {
       "fedasync": (rules.fedasync(0.6, staleness.polynomial(0.5)),
                    scheduler.asynchronous(dm, num_updates=num_updates,
                                           concurrency=concurrency,
-                                          seed=seed), 100),
+                                          seed=seed), EVAL_UPDATES),
       "fedbuff": (rules.fedbuff(K, optax.sgd(1.0), staleness.polynomial(0.5)),
                   scheduler.asynchronous(dm, num_updates=num_updates,
                                          concurrency=concurrency,
                                          arrivals_per_version=K, seed=seed),
-                  math.ceil(100 / K)),
+                  math.ceil(EVAL_UPDATES / K)),
       "fedavg": (rules.fedavg(),
                  scheduler.synchronous(dm, num_rounds=num_updates //
                                        concurrency, cohort_size=concurrency,
                                        seed=seed),
-                 math.ceil(100 / concurrency)),
+                 math.ceil(EVAL_UPDATES / concurrency)),
   }
 
 
@@ -134,25 +150,30 @@ def _run_one(name, rule, sched, every, *, upd, params, ds, evaluate, seed,
 
 
 def _report(summary, histories, num_updates):
-  """The two accuracy tables (text), recorded in ``summary`` too."""
-  updates = [num_updates // 4 * i for i in range(1, 5)]
+  """The two accuracy tables (text), recorded in ``summary`` too: the
+  accuracy of each algorithm's last evaluation by N client updates (N on
+  the evaluation grid of every 100 updates) and by simulated time T."""
+  updates = sorted({max(EVAL_UPDATES, int(num_updates * i / 4 / EVAL_UPDATES
+                                          + 0.5) * EVAL_UPDATES)
+                    for i in range(1, 5)})
   t_max = min(r["simulated_time"] for r in summary["runs"].values())
   times = [t_max / 4 * i for i in range(1, 5)]
-  t1 = _table("test accuracy after N client updates", ["updates"] + updates,
-              [(n, _accuracy_at(h, "client_updates", updates))
-               for n, h in histories.items()])
-  t2 = _table("test accuracy at simulated time T (seconds)",
-              ["time"] + [round(t, 1) for t in times],
-              [(n, _accuracy_at(h, "simulated_time", times))
-               for n, h in histories.items()])
+  by_updates = {n: _accuracy_at(h, "client_updates", updates)
+                for n, h in histories.items()}
+  by_time = {n: _accuracy_at(h, "simulated_time", times)
+             for n, h in histories.items()}
+  t1 = _table(f"test accuracy at the last evaluation by N client updates "
+              f"(evaluated every {EVAL_UPDATES})", ["updates"] + updates,
+              list(by_updates.items()))
+  t2 = _table("test accuracy at the last evaluation by simulated time T "
+              "(seconds)", ["time"] + [round(t, 1) for t in times],
+              list(by_time.items()))
   summary["accuracy_by_updates"] = {
-      n: dict(zip(map(str, updates),
-               _accuracy_at(h, "client_updates", updates)))
-      for n, h in histories.items()}
+      n: dict(zip(map(str, updates), [a for a, _ in v]))
+      for n, v in by_updates.items()}
   summary["accuracy_by_time"] = {
-      n: dict(zip([f"{t:.1f}" for t in times],
-               _accuracy_at(h, "simulated_time", times)))
-      for n, h in histories.items()}
+      n: dict(zip([f"{t:.1f}" for t in times], [a for a, _ in v]))
+      for n, v in by_time.items()}
   return t1, t2
 
 
