@@ -331,7 +331,7 @@ def test_members_stream_their_metrics_as_the_sweep_goes(swept, tmp_path,
   and a resume appends to it without repeating a line."""
   full, rows = swept
   folders = [r["folder"] for r in rows]
-  seen = []
+  seen, infos = [], []
 
   class Crash(Exception):
     pass
@@ -346,6 +346,7 @@ def test_members_stream_their_metrics_as_the_sweep_goes(swept, tmp_path,
 
     def __call__(self, info):
       seen.append([_jsonl(out / f / "metrics.jsonl") for f in folders])
+      infos.append(info)
       if crash and info["members"][0]["arrivals_done"] > 30:
         raise Crash
 
@@ -365,6 +366,12 @@ def test_members_stream_their_metrics_as_the_sweep_goes(swept, tmp_path,
       assert x["test_accuracy"] == pytest.approx(
           by_updates[x["client_updates"]]["test_accuracy"], rel=1e-6)
       assert x["version"] == by_updates[x["client_updates"]]["version"]
+  # Before any member evaluates an update, the first report holds every
+  # member's initial evaluation (the bar read 'test acc nan').
+  assert infos[0]["members"][0]["arrivals_done"] < 20
+  assert all(m["last_eval"]["client_updates"] == 0
+             for m in infos[0]["members"])
+  assert all(lines[0]["client_updates"] == 0 for lines in killed)
   # The members differ (their own evaluations, not member 0's).
   assert len({x["test_loss"] for m in killed for x in m[-1:]}) > 1
   crash, seen[:] = False, []

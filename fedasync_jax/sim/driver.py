@@ -22,17 +22,17 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fedasync_jax.core import checks
 from fedasync_jax.core.types import RunResult, evaluation, metric_columns
 from fedasync_jax.sim import lanes, xla_cpu
+from fedasync_jax.sim.checkpoint import (  # noqa: F401  (driver.Checkpoint)
+    Checkpoint, merge as _merge, outputs_dict as _outputs_dict)
 from fedasync_jax.sim import plan as plan_lib
 from fedasync_jax.sim.program import evaluate
 from fedasync_jax.sim.scheduler import Schedule
@@ -57,119 +57,6 @@ def program_options(strategy, mesh=None) -> tuple:
   if mesh is not None:
     devices = max(devices, int(mesh.size))
   return tuple(sorted(xla_cpu.compiler_options(devices=devices).items()))
-
-
-class Checkpoint(NamedTuple):
-  """The driver's state between two chunks, on the host.
-
-  ``carry_leaves``: the leaves of the program's ``Carry``; ``next_chunk``:
-  the first chunk still to run; ``outputs``: the per-step outputs of the
-  chunks already run, concatenated (a dict); ``run_digest``: the run's
-  ``run_digest`` (schedules, plan, keys, hyperparameters, ``chunk_steps``),
-  which a resume must match (empty in checkpoints written before it was
-  recorded: not checked).
-  """
-  carry_leaves: list
-  next_chunk: int
-  outputs: dict
-  run_digest: str = ""
-
-  @classmethod
-  def capture(cls, carry, next_chunk, outs, step_axis: int = 0,
-              run_digest: str = ""):
-    leaves = [np.asarray(x) for x in jax.device_get(jax.tree.leaves(carry))]
-    return cls(leaves, int(next_chunk), _merge(outs, step_axis), run_digest)
-
-  def restore(self, like, run_digest: str = ""):
-    """Returns ``(carry, next_chunk, outs)``, checking shapes against
-    ``like`` (a freshly initialised carry of the same run) and, where both
-    are known, the checkpoint's ``run_digest`` against this call's."""
-    if run_digest and self.run_digest and run_digest != self.run_digest:
-      raise ValueError(
-          "resume: the checkpoint is of another run: its schedule, plan, "
-          "key, client hyperparameters, rule_hp or chunk_steps differ from "
-          "this call's (run digest " + self.run_digest[:12] + " saved, "
-          + run_digest[:12] + " here); resume with the run's own arguments")
-    ref, treedef = jax.tree.flatten(like)
-    if len(ref) != len(self.carry_leaves):
-      raise ValueError(f"checkpoint has {len(self.carry_leaves)} arrays but "
-                       f"this run needs {len(ref)}: it is from another run")
-    for a, b in zip(ref, self.carry_leaves):
-      if tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
-        raise ValueError(f"checkpoint array {b.shape} {b.dtype} does not "
-                         f"match this run's {a.shape} {a.dtype}: it is from "
-                         f"another run")
-    carry = jax.tree.unflatten(treedef, [jnp.asarray(x)
-                                         for x in self.carry_leaves])
-    return carry, self.next_chunk, [self.outputs]
-
-  def to_bytes(self) -> bytes:
-    """Serialises with flax's msgpack serialization."""
-    from flax import serialization
-    return serialization.msgpack_serialize({
-        "carry": {str(i): x for i, x in enumerate(self.carry_leaves)},
-        "next_chunk": self.next_chunk, "outputs": self.outputs,
-        "run_digest": self.run_digest})
-
-  @classmethod
-  def from_bytes(cls, payload: bytes) -> "Checkpoint":
-    from flax import serialization
-    d = serialization.msgpack_restore(payload)
-    carry = [np.asarray(d["carry"][str(i)]) for i in range(len(d["carry"]))]
-    return cls(carry, int(d["next_chunk"]), d["outputs"],
-               str(d.get("run_digest", "")))
-
-
-def run_digest(schedules: Sequence[Schedule], steps, *arrays,
-               chunk_steps: int) -> str:
-  """SHA-256 of what a resumed run must share with the one that wrote its
-  checkpoint: the schedules' event arrays, the plan's steps, ``arrays``
-  (keys, hyperparameter tables, ``rule_hp``: any pytrees; PRNG keys by
-  their data) and ``chunk_steps``. Data, rule, client update and
-  evaluation function are not in it (functions have no stable digest).
-
-  Example:
-    >>> import numpy as np
-    >>> from fedasync_jax import delays, scheduler
-    >>> m = delays.delay_model(np.ones(4), np.ones(4))
-    >>> a, b = [scheduler.asynchronous(m, num_updates=6, concurrency=2,
-    ...                                seed=s) for s in (0, 1)]
-    >>> run_digest([a], None, chunk_steps=4) == run_digest(
-    ...     [a], None, chunk_steps=4)
-    True
-    >>> run_digest([a], None, chunk_steps=4) == run_digest(
-    ...     [b], None, chunk_steps=4)
-    False
-  """
-  seen: dict = {}  # members sharing one schedule hash it once
-  order = [seen.setdefault(id(s), len(seen)) for s in schedules]
-  unique = list({id(s): s for s in schedules}.values())
-  h = hashlib.sha256(f"chunk_steps={int(chunk_steps)} {order}".encode())
-  events = [[f for f in s if isinstance(f, np.ndarray)] for s in unique]
-
-  def add(leaf):
-    if jnp.issubdtype(getattr(leaf, "dtype", None) or np.float64,
-                      jax.dtypes.prng_key):
-      leaf = jax.random.key_data(leaf)
-    a = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
-    h.update(f"{a.dtype}{a.shape}".encode())
-    h.update(a.tobytes())
-  for leaf in jax.tree.leaves((events, steps, arrays)):
-    add(leaf)
-  return h.hexdigest()
-
-
-def _outputs_dict(out) -> dict:
-  """``StepOutputs`` as a plain dict (the checkpoint's format)."""
-  d = {"applied": out.applied, "version": out.version,
-       "train_loss": out.train_loss}
-  if out.eval is not None:
-    d["eval"] = out.eval
-  return d
-
-
-def _merge(outs: list, axis: int) -> dict:
-  return jax.tree.map(lambda *xs: np.concatenate(xs, axis=axis), *outs)
 
 
 class Plans(NamedTuple):
@@ -392,7 +279,7 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
              progress: Optional[Callable[[dict], None]] = None,
              checkpoint: Optional[Callable[[Checkpoint], Any]] = None,
              last_eval: Optional[dict] = None, t0: Optional[float] = None,
-             run_digest: str = ""):
+             run_digest: str = "", member_evals: Optional[list] = None):
   """Runs the chunks from ``first_chunk`` on.
 
   Calls ``progress(dict)`` after every chunk with ``arrivals_done``,
@@ -402,7 +289,9 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
   in, e.g. the initial evaluation's with ``client_updates`` 0; after a
   resume, the latest in the resumed outputs until the run evaluates) and,
   for a sweep, ``members``: one ``{"arrivals_done", "last_eval"}`` dict
-  per member (its own arrivals and latest evaluation); calls
+  per member (its own arrivals and latest evaluation; before a member
+  evaluates, its entry of ``member_evals``, e.g. its initial evaluation);
+  calls
   ``checkpoint(Checkpoint)`` after every chunk (stamped with
   ``run_digest``) and stops when it returns True.
 
@@ -419,7 +308,8 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
   # Arrivals done per member (one entry for a single run).
   done = _per_member(np.take(valid, range(first_chunk * chunk_steps),
                              axis=valid_axis), loop)
-  latest = [last_eval] + [None] * ((loop.members or 1) - 1)
+  latest = (list(member_evals) if member_evals is not None else
+            [last_eval] + [None] * ((loop.members or 1) - 1))
   if outs and first_chunk > 0:  # resumed: the last evaluations before it
     _check_resumed_steps(outs, out_axis, min(first_chunk * chunk_steps,
                                              n_steps), chunk_steps)

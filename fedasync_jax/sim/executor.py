@@ -46,7 +46,7 @@ from fedasync_jax.core.client import ClientHParams, ClientUpdate
 from fedasync_jax.core.types import RunResult, ServerRule
 from fedasync_jax.data import ClientDataset
 from fedasync_jax.sim import driver, strategies
-from fedasync_jax.sim.driver import Checkpoint  # noqa: F401  (public)
+from fedasync_jax.sim.checkpoint import Checkpoint, run_digest  # noqa: F401
 from fedasync_jax.sim.program import (cached, device_data, make_program,
                                       signature)
 from fedasync_jax.sim.scheduler import Schedule
@@ -182,8 +182,8 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
   carry = prog.init(params, plans.like, rule_hp)
   steps, axes = driver.steps_for(plans, [schedule], eval_every)
   digest = ("" if checkpoint is None and resume is None else
-            driver.run_digest([schedule], steps, key, hp_table, rule_hp,
-                              chunk_steps=chunk_steps))
+            run_digest([schedule], steps, key, hp_table, rule_hp,
+                       chunk_steps=chunk_steps))
   first_chunk, outs = 0, []
   if resume is not None:
     carry, first_chunk, outs = resume.restore(carry, digest)

@@ -42,6 +42,7 @@ from fedasync_jax.core.client import ClientHParams, ClientUpdate
 from fedasync_jax.core.types import RunResult, ServerRule
 from fedasync_jax.data import ClientDataset
 from fedasync_jax.sim import driver, strategies, tasks
+from fedasync_jax.sim.checkpoint import run_digest
 from fedasync_jax.sim.program import (cached, device_data, make_program,
                                       signature)
 from fedasync_jax.sim.scheduler import Schedule
@@ -315,9 +316,10 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   keys, hp_table, init_snaps, rule_hp = put((keys, hp_table, init_snaps,
                                              rule_hp))
   carry = put(init(params, init_snaps, rule_hp))
+  init_evals = _initial_evals(eval_fn, params, dev, M, member_params)
   digest = ("" if checkpoint is None and resume is None else
-            driver.run_digest(scheds, steps, keys, hp_table, rule_hp,
-                              chunk_steps=chunk_steps))
+            run_digest(scheds, steps, keys, hp_table, rule_hp,
+                       chunk_steps=chunk_steps))
   first_chunk, outs = 0, []
   if resume is not None:
     carry, first_chunk, outs = resume.restore(carry, digest)
@@ -332,11 +334,10 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
       loop, carry, steps, chunk_steps=chunk_steps,
       num_arrivals=sum(s.num_arrivals for s in scheds), first_chunk=first_chunk,
       outs=outs, progress=progress, checkpoint=checkpoint, t0=t0,
-      run_digest=digest)
+      run_digest=digest, member_evals=init_evals)
   state = jax.block_until_ready(carry.state)
   wall = time.perf_counter() - t0
   merged = driver.merged_outputs(outs, True)
-  init_evals = _initial_evals(eval_fn, params, dev, M, member_params)
 
   def stats(m):
     return {"wall_time_s": wall, "member": m, "members": M,
