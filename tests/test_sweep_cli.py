@@ -44,7 +44,12 @@ def _error_line(capsys) -> str:
     (["--grid", "rule.alpha"], r"a --grid item must look like .*, got "
                                r"'rule\.alpha'$"),
     (["--grid", "run.seed=0,1"], r"run\.seed cannot vary inside one "
-                                 r"compiled sweep"),
+                                 r"compiled sweep through --grid: list the "
+                                 r"seeds with --seeds S1,S2"),
+    (["--grid", "rule.staleness=constant,hinge"],
+     r"rule\.staleness cannot vary inside one compiled sweep \(it changes "
+     r"the program or the schedule\): run one sweep per value, each with "
+     r"--set rule\.staleness=VALUE; sweepable fields are \[.*\]"),
     (["--grid", "rule.alpha=0.3,,0.9"], r"grid values of rule\.alpha must "
                                         r"be numbers, got '0\.3,,0\.9' "
                                         r"\(an empty entry\)"),

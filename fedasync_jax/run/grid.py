@@ -103,9 +103,14 @@ def _not_sweepable(key: str, item: str, allowed) -> ValueError:
     return ValueError(f"unknown field {key} in --grid {item!r}; sweepable "
                       f"fields are {sorted(allowed)}"
                       f"{checks.suggest(key, [*allowed, *known])}")
-  return ValueError(f"{key} cannot vary inside one compiled sweep; "
-                    f"sweepable fields are {sorted(allowed)} (and seeds via "
-                    f"--seeds)")
+  if key == "run.seed":
+    return ValueError("run.seed cannot vary inside one compiled sweep "
+                      "through --grid: list the seeds with --seeds "
+                      "S1,S2,... (one member per seed and grid point)")
+  return ValueError(f"{key} cannot vary inside one compiled sweep (it "
+                    f"changes the program or the schedule): run one sweep "
+                    f"per value, each with --set {key}=VALUE; sweepable "
+                    f"fields are {sorted(allowed)} (and seeds via --seeds)")
 
 
 def parse_grid(items) -> dict:
