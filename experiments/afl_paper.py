@@ -131,20 +131,20 @@ def parser(name):
                  help="the paper's length (10 local epochs, M = 3..8, "
                       "1000 rounds for MNIST / 200 for CIFAR-10): days on "
                       "this CPU, see the summary's estimate")
-  p.add_argument("--rounds", type=int, default=None,
+  p.add_argument("--rounds", type=common.positive_int, default=None,
                  help="rounds per run (a round is M client updates)")
-  p.add_argument("--epochs", type=int, default=None,
+  p.add_argument("--epochs", type=common.positive_int, default=None,
                  help="local epochs (the paper: 10)")
-  p.add_argument("--steps", type=int, default=None,
+  p.add_argument("--steps", type=common.positive_int, default=None,
                  help="fixed local steps instead of epochs")
-  p.add_argument("--ms", default=None,
+  p.add_argument("--ms", type=common.positive_int_list, default=None,
                  help="comma-separated clients per round for figure 3")
-  p.add_argument("--seeds", default=None,
+  p.add_argument("--seeds", type=common.int_list, default=None,
                  help="comma-separated seeds (default 0,1,2)")
   p.add_argument("--delay-beta", type=float, default=0.01,
                  help="beta of the delay-aware client rate (the authors' "
                       "code: 0.01)")
-  p.add_argument("--test-subset", type=int, default=None,
+  p.add_argument("--test-subset", type=common.positive_int, default=None,
                  help="evaluate on the first N test examples")
   p.add_argument("--afl-lr", type=float, default=1.0,
                  help="server step of the afl rule toward the round's "
@@ -194,18 +194,43 @@ def resolve(name, args):
           else st["full"] if args.full else st["default"])
   steps = args.steps if args.steps is not None else (
       None if args.epochs is not None else mode["steps"])
-  ms = (tuple(int(x) for x in args.ms.split(",")) if args.ms else
-        mode["ms"])
-  seeds = (tuple(int(x) for x in args.seeds.split(",")) if args.seeds
-           else mode["seeds"])
+  ms = tuple(args.ms) if args.ms else mode["ms"]
+  seeds = tuple(args.seeds) if args.seeds else mode["seeds"]
   m0 = st["default_m"]
+  epochs = args.epochs or mode["epochs"] or 1
+  subset = (args.test_subset if args.test_subset is not None
+            else mode["test_subset"])
   return SimpleNamespace(
       name=name, st=st, args=args, mode=mode,
-      rounds=args.rounds or mode["rounds"], steps=steps,
-      epochs=args.epochs or mode["epochs"] or 1,
+      rounds=args.rounds or mode["rounds"], steps=steps, epochs=epochs,
+      local_work=(f"{epochs} epochs" if steps is None else f"{steps} steps"),
       ms=tuple(sorted(set(ms) | {m0})), m0=m0, seeds=seeds,
-      subset=(args.test_subset if args.test_subset is not None
-              else mode["test_subset"]))
+      subset=subset, test_examples=subset or "all")
+
+
+def parse_args(name, argv):
+  """The parsed command line, its run checked before anything is written
+  (a bad value is one line and exit status 2: ``common.parse``)."""
+  def check(args):
+    ctx = resolve(name, args)
+    for rule in ("afl", "fedavg"):  # or ConfigError
+      make_config(ctx.st, "(the data file, checked later)", m=ctx.m0,
+                  rounds=ctx.rounds, epochs=ctx.epochs, steps=ctx.steps,
+                  beta=args.delay_beta, seed=ctx.seeds[0], rule=rule)
+  return common.parse(parser(name), argv, check)
+
+
+LENGTH_OPTIONS = {"--rounds": "rounds", "local work (--steps, --epochs)":
+                  "local_work", "--ms": "ms", "--seeds": "seeds",
+                  "--test-subset": "test_examples"}
+
+
+def length(ctx) -> str:
+  """The summary's first line (``common.run_length``)."""
+  return common.run_length(
+      ctx, lambda argv: resolve(ctx.name, parser(ctx.name).parse_args(argv)),
+      LENGTH_OPTIONS, has_full=True, smoke=ctx.args.smoke,
+      quick=ctx.args.quick)
 
 
 def labels(ctx):
@@ -291,7 +316,8 @@ def series(rows, label, key):
 
 def aggregate(ctx, rows):
   """Per (run, round): mean and 95% half-width over seeds of each metric
-  (the rows of ``summary.csv``)."""
+  (the rows of ``summary.csv``), and the interval clipped to the metric's
+  range (``common.BOUNDS``)."""
   out = []
   for label in labels(ctx):
     cols = {k: series(rows, label, k) for k in (
@@ -300,7 +326,9 @@ def aggregate(ctx, rows):
       row = {"run": label, "round": i + 1}
       for k, v in cols.items():
         m, h, n = common.mean_ci(v[i])
+        _, low, high, _ = common.interval_of(v[i], common.BOUNDS[k])
         row[f"{k}_mean"], row[f"{k}_ci95"], row["seeds"] = m, h, n
+        row[f"{k}_low"], row[f"{k}_high"] = low, high
       out.append(row)
   return out
 
@@ -354,13 +382,14 @@ def comparisons(ctx, rows):
 # Figures.
 
 
-def band(ax, x, v, label, **kw):
-  """Mean over seeds (columns of ``v``) with a 95% band."""
-  stats = [common.mean_ci(row) for row in v]
-  m = np.array([s[0] for s in stats])
-  h = np.nan_to_num(np.array([s[1] for s in stats]))
+def band(ax, x, v, label, bounds=(0.0, None), **kw):
+  """Mean over seeds (columns of ``v``) with a 95% band clipped to
+  ``bounds`` (default: a loss, >= 0)."""
+  stats = np.array([common.interval_of(row, bounds)[:3] for row in v])
+  m = stats[:, 0]
+  low, high = np.where(np.isfinite(stats[:, 1:]), stats[:, 1:], m[:, None]).T
   line, = ax.plot(x, m, marker=".", label=label, **kw)
-  ax.fill_between(x, m - h, m + h, alpha=0.2, color=line.get_color())
+  ax.fill_between(x, low, high, alpha=0.2, color=line.get_color())
 
 
 def loss_axis(ax, values):
@@ -386,6 +415,7 @@ def figures(ctx, rows, runs, feds, out_dir):
   ax1.set_title(f"AFL, M={m0}: mean over {n} seeds, 95% band")
   ax1.legend(fontsize=8)
   band(ax2, rr, series(rows, main, "test_accuracy"), "test accuracy",
+       bounds=common.BOUNDS["test_accuracy"],
        color="C2")
   ax2.set_xlabel("round")
   ax2.set_ylabel("server model, test accuracy")
@@ -508,8 +538,7 @@ def length_text(ctx, rows, feds):
   full = st["full"]
   full_updates = full["rounds"] * (sum(full["ms"]) + st["default_m"])
   full_examples = full_updates * full["epochs"] * mean_n
-  shortened = not (ctx.args.full and ctx.args.rounds is None
-                   and ctx.args.steps is None and ctx.args.epochs is None)
+  shortened = not length(ctx).startswith(common.FULL_TEXT)
   est = (f"`python experiments/afl_{ctx.name}.py --full` runs "
          f"{full['rounds']} rounds of {full['epochs']} local epochs, M = "
          f"{', '.join(map(str, full['ms']))} and FedAvg, per seed: "
@@ -526,13 +555,10 @@ def paper_rows(ctx, rows, comp):
   """The claim | paper | ours | verdict table."""
   p, R, m0 = PAPER[ctx.name], ctx.rounds, ctx.m0
   ms = ctx.ms
-  agg = {(a["run"], a["round"]): a for a in aggregate(ctx, rows)}
 
   def at(label, key, k=R):
-    a = agg[(label, k)]
-    h = a[f"{key}_ci95"]
-    return f"{a[f'{key}_mean']:.3f}" + (f" +- {h:.3f}" if np.isfinite(h)
-                                        else "")
+    return common.fmt_ci(series(rows, label, key)[k - 1], 3,
+                         common.BOUNDS[key])
   by_m = "; ".join(f"M={m}: {at(f'afl_M{m}', 'client_train_loss')}"
                    for m in ms)
   paper_by_m = "; ".join(f"M={m}: {p['loss_r10'][m]}" for m in ms
@@ -554,8 +580,8 @@ def paper_rows(ctx, rows, comp):
        f"{p['loss_r20'][m0]} at round 20, below 0.1 from round "
        f"{p['rounds_to_01'][m0]} ({p['rounds']} rounds of {p['epochs']} "
        f"epochs, one run)",
-       f"round 1 {common.fmt_ci(first, 3)} -> round {R} "
-       f"{common.fmt_ci(last, 3)}",
+       f"round 1 {common.fmt_ci(first, 3, (0.0, None))} -> round {R} "
+       f"{common.fmt_ci(last, 3, (0.0, None))}",
        verdict({"round 1 to last": np.subtract(last, first)},
                want_negative=True)
        + (" (the direction only: our rounds are shorter, the values are "
@@ -596,12 +622,8 @@ def summary_markdown(ctx, rows, runs, feds, comp, prov):
       "" if ctx.steps is None else
       " (with fixed local steps a task is one epoch, so neither this nor "
       "the rate's epoch decay acts in these runs)")
-  header = ("SMOKE RUN (`--smoke`): generated data, a few updates; the "
-            "numbers mean nothing." if args.smoke else
-            "QUICK RUN (`--quick`): heavily shortened, see below."
-            if args.quick else
-            "SHORTENED RUN: far shorter than the paper; see \"What was "
-            "shortened\"." if shortened else "Full-length run.")
+  header = length(ctx) + (" See \"What was shortened\"." if shortened
+                          and not args.smoke else "")
   table = "\n".join(f"| {a} | {b} | {c} | {d} |"
                     for a, b, c, d in paper_rows(ctx, rows, comp))
   res = []
@@ -610,9 +632,10 @@ def summary_markdown(ctx, rows, runs, feds, comp, prov):
         "client_train_loss", "test_loss", "test_accuracy", "simulated_time",
         "mean_staleness")}
     res.append(f"| {label} | " + " | ".join(
-        common.fmt_ci(a[k], 3) for k in (
-            "client_train_loss", "test_loss", "test_accuracy")) +
-        f" | {common.fmt_ci(a['simulated_time'], 1)} | "
+        common.fmt_ci(a[k], 3, common.BOUNDS[k]) for k in (
+            "client_train_loss", "test_loss", "test_accuracy")) + " | "
+        + common.fmt_ci(a["simulated_time"], 1, common.BOUNDS[
+            "simulated_time"]) + " | "
         f"{np.mean(a['mean_staleness']):.2f} |")
   ps = common.participation_stats(runs[f"afl_M{m0}"].out.participation)
   data_note = DATA_NOTE_CIFAR if name == "cifar10" else ""
@@ -669,13 +692,14 @@ expected to match.
 
 Participation in the first seed's AFL M={m0} run: min {ps['min']}, max
 {ps['max']}, coefficient of variation {ps['cv']:.2f}
-(`fig2_participation.png`). Per-round values: `history.csv` (per seed)
-and `summary.csv` (mean and 95% half-width); the slopes and differences
+(`fig2_participation.png`). Per-round values: `history.csv` (every seed,
+in a `seed` column) and `summary.csv` (mean, 95% half-width and the
+interval clipped to the metric's range); the slopes and differences
 behind the verdicts: `summary.json`.
 
 ## What was shortened
 
-{'The paper trains 10 local epochs per client update for ' + str(PAPER[name]['rounds']) + ' rounds. Here each client update is ' + local + ', runs are ' + str(R) + ' rounds, and M is ' + ', '.join(map(str, ctx.ms)) + ' (the paper: 3..8), so that the experiment fits in about an hour of this 2-core CPU. ' if shortened else ''}{est}
+{'The paper trains 10 local epochs per client update for ' + str(PAPER[name]['rounds']) + ' rounds. Here each client update is ' + local + ', runs are ' + str(R) + ' rounds, and M is ' + ', '.join(map(str, ctx.ms)) + ' (the paper: 3..8). ' if shortened else ''}{est}
 
 ## Provenance
 
@@ -694,7 +718,7 @@ DATA_NOTE_CIFAR = (
 
 def main(name, argv=None):
   """Experiment 1 (``name="mnist"``) or 2 (``"cifar10"``)."""
-  args = parser(name).parse_args(argv)
+  args = parse_args(name, argv)
   prov = common.Provenance()
   ctx = resolve(name, args)
   out_dir, data_path = common.prepare(args, f"afl_{name}", ctx.st["file"])

@@ -1,13 +1,16 @@
 """Helpers shared by the experiment scripts (not part of the library).
 
 * the command line every experiment shares (``--quick``, ``--smoke``,
-  ``--data-dir``, ``--out``) and where a run reads and writes
+  ``--data-dir``, ``--out``, ``--force``, argument types, one-line errors
+  and ``run_length``: defined in ``command_line.py``, used through this
+  module) and where a run reads and writes
   (``prepare``): the real data in ``--data-dir`` (skipping cleanly when it
   is absent), or, for ``--smoke``, a tiny generated stand-in, with the
   outputs in ``--out``: by default a new, untracked
   ``runs/<name>-<UTC time>/`` (a new temporary folder for ``--smoke``), so
   that no run overwrites the recorded ``experiments/results/`` unless
-  given ``--out experiments/results/<name>``;
+  given ``--out experiments/results/<name> --force`` (a non-empty
+  ``--out`` is refused without ``--force``);
 * building a run from a ``fedasync_jax.config.Config`` through the
   library's public pieces (``experiment.load_data`` / ``make_model`` /
   ``make_rule_from`` / ``make_schedule``, ``client.local_update``,
@@ -19,7 +22,6 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import platform
@@ -34,33 +36,19 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-if str(REPO) not in sys.path:  # run from a checkout without installing
-  sys.path.insert(0, str(REPO))
+for _path in (REPO, HERE):  # a checkout without installing; command_line
+  if str(_path) not in sys.path:
+    sys.path.insert(0, str(_path))
 RESULTS = HERE / "results"
-DEFAULT_DATA = REPO / ".." / "shared" / "data"
 
 from fedasync_jax import results, tasks  # noqa: E402
+from fedasync_jax.run.sweep_outputs import RANGES  # noqa: E402
 
-
-def base_parser(description: str, *, reads_data: bool = True
-                ) -> argparse.ArgumentParser:
-  """``--quick``, ``--smoke``, ``--out`` and, for a script that reads data
-  files (``reads_data``), ``--data-dir``."""
-  p = argparse.ArgumentParser(description=description)
-  p.add_argument("--quick", action="store_true",
-                 help="a short run that finishes in minutes on a 2-core CPU")
-  p.add_argument("--smoke", action="store_true",
-                 help="a tiny run on generated data (seconds) that writes "
-                      "to --out (default: a new temporary folder)")
-  if reads_data:
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
-                   help="folder with mnist.npz / cifar10_jpeg_bytes.npz "
-                        "(default: ../shared/data beside the repository)")
-  p.add_argument("--out", type=Path, default=None,
-                 help="output folder (default: a new runs/<name>-<UTC "
-                      "time>/; the recorded results are written with "
-                      "--out experiments/results/<name>)")
-  return p
+# The shared command line (``command_line.py``), used through this module.
+from command_line import (  # noqa: E402,F401
+    DEFAULT_DATA, FULL_TEXT, SMOKE_TEXT, Parser, add_output_args,
+    base_parser, check_out, int_list, parse, positive_int, positive_int_list,
+    run_length)
 
 
 def new_run_dir(name: str) -> Path:
@@ -91,7 +79,8 @@ def output_dir(args, name: str) -> Path:
   """``--out``, else a temporary folder for ``--smoke``, else a new
   ``runs/<name>-<UTC time>`` (``new_run_dir``); created. The recorded
   results (``experiments/results/<name>``) are written only when ``--out``
-  names them."""
+  names them; a non-empty ``--out`` was refused without ``--force`` when
+  the arguments were parsed (``parse``)."""
   if args.out is not None:
     out = Path(args.out)
   elif args.smoke:
@@ -104,21 +93,23 @@ def output_dir(args, name: str) -> Path:
 
 def prepare(args, name: str, filename: Optional[str] = "mnist.npz"):
   """``(output folder, data file)`` of a run: the real ``filename`` in
-  ``--data-dir`` (exit(0) when absent), or with ``--smoke`` a generated
-  stand-in written into the output folder. Before JAX starts, it also
-  makes the library's CPU choice (``fedasync_jax.configure_cpu()``:
-  convolutions on every core), as ``fedasync-jax`` does; a choice in
-  ``XLA_FLAGS`` wins."""
+  ``--data-dir`` (exit(0) when absent, before the output folder is made),
+  or with ``--smoke`` a generated stand-in written into the output
+  folder. Before JAX starts, it also makes the library's CPU choice
+  (``fedasync_jax.configure_cpu()``: convolutions on every core), as
+  ``fedasync-jax`` does; a choice in ``XLA_FLAGS`` wins."""
   from fedasync_jax.sim import xla_cpu
   if not xla_cpu.backend_started():
     xla_cpu.configure_cpu()
+  if filename is not None and not args.smoke:  # before any folder is made
+    data = require(args.data_dir, filename)
   out = output_dir(args, name)
   if filename is None:
     return out, None
   if args.smoke:
     return out, smoke_data(out, "cifar10" if "cifar" in filename
                            else "mnist")
-  return out, require(args.data_dir, filename)
+  return out, data
 
 
 def fake_images(n, shape, seed=0, num_classes=10):
@@ -293,7 +284,8 @@ def build(cfg, *, fed=None, test_subset: Optional[int] = None) -> Setup:
 
 
 def simulate(s: Setup, cfg, *, label: str = "", log=None) -> Run:
-  """Runs a setup with the vectorized executor, printing progress."""
+  """Runs a setup with the vectorized executor, printing progress; the
+  history ends with an evaluation at the last update (``final_eval``)."""
   import jax
   from fedasync_jax import executor
   t0 = time.perf_counter()
@@ -310,7 +302,16 @@ def simulate(s: Setup, cfg, *, label: str = "", log=None) -> Run:
       key=jax.random.key(cfg.run.seed), hparams=s.hparams,
       width=cfg.run.width, batching=batching, chunk_steps=cfg.run.chunk_steps,
       eval_fn=s.eval_fn, eval_every=s.eval_every_versions, progress=progress)
+  out = final_eval(out, s.eval_fn)
   return Run(s, out, history_of(out), time.perf_counter() - t0)
+
+
+def final_eval(out, eval_fn):
+  """``out`` whose history ends with an evaluation of its last update
+  (``fedasync_jax.run.outputs.with_final_eval``, as the CLI does): the
+  simulators evaluate every ``eval_every`` versions only."""
+  from fedasync_jax.run.outputs import with_final_eval
+  return with_final_eval(out, eval_fn)
 
 
 def mnist_mlp_config(data_path, *, num_clients: int, concurrency: int,
@@ -345,33 +346,57 @@ def first_reach(history, threshold):
   return None, None
 
 
+def interval_of(values, bounds=(None, None)):
+  """``(mean, low, high, n)``: the 95% Student t interval of the mean over
+  the finite entries of ``values``, clipped to ``bounds``
+  (``sweep_outputs.interval``; low and high NaN with fewer than two)."""
+  from fedasync_jax.run.sweep_outputs import interval
+  v = np.asarray(values, float)
+  v = v[np.isfinite(v)]
+  if v.size == 0:
+    return float("nan"), float("nan"), float("nan"), 0
+  m, low, high = interval(v, bounds=bounds)
+  return float(m), float(low), float(high), int(v.size)
+
+
 def mean_ci(values):
   """``(mean, half-width of the 95% Student t interval, n)`` over the
-  finite entries of ``values`` (``sweep_outputs.interval``; half-width NaN
-  with fewer than two).
+  finite entries of ``values`` (``interval_of``; half-width NaN with fewer
+  than two).
 
   Example:
     >>> m, h, n = mean_ci([1.0, 2.0, 3.0, float("nan")])
     >>> round(m, 3), round(h, 3), n
     (2.0, 2.484, 3)
   """
-  from fedasync_jax.run.sweep_outputs import interval
-  v = np.asarray(values, float)
-  v = v[np.isfinite(v)]
-  if v.size == 0:
-    return float("nan"), float("nan"), 0
-  m, _, high = interval(v)
-  return float(m), float(high - m), int(v.size)
+  m, _, high, n = interval_of(values)
+  return m, high - m, n
 
 
-def fmt_ci(values, digits: int = 2) -> str:
-  """``"mean +- half-width (n=..)"`` of ``mean_ci``."""
-  m, h, n = mean_ci(values)
+BOUNDS = {**RANGES, "client_train_loss": (0.0, None),
+          "simulated_time": (0.0, None)}
+"""The range of each history column (``sweep_outputs.RANGES``, and the
+other non-negative ones): intervals are clipped to it."""
+
+
+def fmt_ci(values, digits: int = 2, bounds=(None, None)) -> str:
+  """``"mean +- half-width (n=..)"`` of the 95% interval, or ``"mean
+  [low, high] (n=..)"`` where ``bounds`` clip it (e.g. an accuracy's
+  interval to [0, 1]).
+
+  Example:
+    >>> fmt_ci([0.0, 0.05, 0.25], 3, bounds=(0.0, 1.0))
+    '0.100 [0.000, 0.429] (n=3)'
+  """
+  m, low, high, n = interval_of(values, bounds)
   if n == 0:
     return "n/a"
   if n == 1:
     return f"{m:.{digits}f} (n=1)"
-  return f"{m:.{digits}f} +- {h:.{digits}f} (n={n})"
+  half = max(m - low, high - m)
+  if np.isclose(m - low, half) and np.isclose(high - m, half):
+    return f"{m:.{digits}f} +- {half:.{digits}f} (n={n})"
+  return f"{m:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] (n={n})"
 
 
 def with_fields(cfg, **sections):

@@ -30,13 +30,28 @@ import common  # noqa: E402
 SMOKE_OUTPUT = "summary.md"
 
 
-def main(argv=None):
+def parse_args(argv):
   p = common.base_parser(__doc__.splitlines()[0], reads_data=False)
-  p.add_argument("--steps", type=int, default=None,
+  p.add_argument("--steps", type=common.positive_int, default=None,
                  help="local steps timed (quick 3, full 10)")
-  args = p.parse_args(argv)
+  return common.parse(p, argv, resolve)
+
+
+def resolve(args):
+  """Fills in the steps of ``--smoke`` / ``--quick`` / the full length."""
+  args.steps = args.steps or (1 if args.smoke else 3 if args.quick else 10)
+
+
+def length(args) -> str:
+  """The summary's first line (``common.run_length``)."""
+  return common.run_length(args, parse_args, {"--steps": "steps"},
+                           smoke=args.smoke, quick=args.quick)
+
+
+def main(argv=None):
+  args = parse_args(argv)
   prov = common.Provenance()
-  steps = args.steps or (1 if args.smoke else 3 if args.quick else 10)
+  steps = args.steps
   out_dir, _ = common.prepare(args, "conv_in_loop", None)
 
   import jax
@@ -90,6 +105,8 @@ def main(argv=None):
   slow = res['conv="lax" in client.local_update (scan)']
   fast = res["default in client.local_update (scan)"]
   md = f"""# The library CNN's gradient inside the client scan on XLA:CPU
+
+{length(args)}
 
 {chr(10).join(lines)}
 

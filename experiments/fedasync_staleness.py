@@ -101,53 +101,68 @@ def parse_args(argv):
   p.add_argument("--full", action="store_true",
                  help=f"paper-like length: {FULL_UPDATES} client updates "
                       f"per run, 3 seeds")
-  p.add_argument("--updates", type=int, default=None,
+  p.add_argument("--updates", type=common.positive_int, default=None,
                  help=f"client updates per run (quick {QUICK_UPDATES}, "
                       f"default {DEFAULT_UPDATES}, full {FULL_UPDATES})")
-  p.add_argument("--seeds", default=None,
+  p.add_argument("--seeds", type=common.int_list, default=None,
                  help="comma-separated seeds (default 0,1,2)")
-  p.add_argument("--max-staleness", default="4,16",
+  p.add_argument("--max-staleness", type=common.int_list, default="4,16",
                  help="comma-separated maximum staleness values")
   p.add_argument("--prox-rho", type=float, default=0.01,
                  help="proximal weight rho of the local objective")
-  p.add_argument("--steps", type=int, default=10, help="local SGD steps")
-  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--steps", type=common.positive_int, default=10,
+                 help="local SGD steps")
+  p.add_argument("--batch", type=common.positive_int, default=32)
   p.add_argument("--lr", type=float, default=0.05, help="client SGD rate")
-  p.add_argument("--eval-every", type=int, default=None,
-                 help="evaluation interval in versions (default 50)")
+  p.add_argument("--eval-every", type=common.positive_int, default=None,
+                 help="evaluation interval in versions (default 50); the "
+                      "last version is always evaluated")
   p.add_argument("--batching", default="auto",
                  choices=("auto", "map", "vmap", "map_batched"),
                  help="how sweep.sweep batches a wave's clients (auto: the "
                       "library default, map on CPU)")
   p.add_argument("--no-fedavg", action="store_true",
                  help="skip the FedAvg reference line")
-  p.add_argument("--test-subset", type=int, default=None,
+  p.add_argument("--test-subset", type=common.positive_int, default=None,
                  help="test examples for the curves (default 2000); final "
                       "accuracies always use the full test set")
-  args = p.parse_args(argv)
+  return common.parse(p, argv, resolve)
+
+
+def resolve(args):
+  """Fills in the defaults of ``--smoke`` / ``--quick`` / ``--full`` and
+  checks them (``ValueError``, ``ConfigError``)."""
   smoke = args.smoke
   args.updates = args.updates or (
       40 if smoke else QUICK_UPDATES if args.quick else FULL_UPDATES
       if args.full else DEFAULT_UPDATES)
-  args.seeds = [int(s) for s in (args.seeds or (
-      "0,1" if smoke else "0,1,2")).split(",")]
-  args.maxes = sorted(int(x) for x in args.max_staleness.split(","))
+  args.seeds = args.seeds or ([0, 1] if smoke else [0, 1, 2])
+  args.maxes = sorted(set(args.max_staleness))
   args.test_subset = args.test_subset or (100 if smoke else 2000)
   args.clients = 20 if smoke else 100
   args.eval_every = args.eval_every or (10 if smoke else 50)
   if smoke:
     args.steps = 2
   if args.clients < max(args.maxes) + 1:
-    raise SystemExit(f"--max-staleness {max(args.maxes)} needs more than "
+    raise ValueError(f"--max-staleness {max(args.maxes)} needs more than "
                      f"{args.clients} clients")
-  return args
+  base_config(args, "(the data file, checked later)")  # or ConfigError
 
 
-def make_setup(args, data_path, say):
-  """Data, model, client update and evaluators shared by every run."""
-  import jax
-  from fedasync_jax import config as config_lib, experiment, models
-  base = config_lib.from_dict({
+LENGTH_OPTIONS = {"--updates": "updates", "--seeds": "seeds",
+                  "--max-staleness": "maxes", "--no-fedavg": "no_fedavg"}
+
+
+def length(args) -> str:
+  """The summary's first line (``common.run_length``)."""
+  return common.run_length(args, parse_args, LENGTH_OPTIONS, has_full=True,
+                           smoke=args.smoke, quick=args.quick)
+
+
+def base_config(args, data_path):
+  """The validated configuration of the runs' data, model and clients."""
+  from fedasync_jax import config as config_lib
+  return config_lib.from_dict({
       "data": {"name": "mnist", "path": str(data_path),
                "num_clients": args.clients, "partition": "dirichlet",
                "alpha": 0.5, "seed": 0},
@@ -157,6 +172,13 @@ def make_setup(args, data_path, say):
                  "prox_rho": args.prox_rho},
       "rule": {"name": "fedasync"},
       "run": {"num_updates": args.updates, "eval_every": args.eval_every}})
+
+
+def make_setup(args, data_path, say):
+  """Data, model, client update and evaluators shared by every run."""
+  import jax
+  from fedasync_jax import experiment, models
+  base = base_config(args, data_path)
   fed = experiment.load_data(base)
   say(f"MNIST: {fed.train.num_clients} clients, sizes "
       f"{fed.train.counts.min()}..{fed.train.counts.max()} (mean "
@@ -253,6 +275,7 @@ def run_setting(args, su, mx, seed, out_dir, say):
                                                 prox_rho=args.prox_rho),
                      eval_fn=su.eval_fn, eval_every=args.eval_every,
                      batching=batching)
+  outs = [common.final_eval(o, su.eval_fn) for o in outs]
   wall = time.perf_counter() - t0
   su.timing.append({"what": "fedasync", "max_staleness": mx, "seed": seed,
                     "member_runs": len(ran), "updates": args.updates,
@@ -274,6 +297,7 @@ def run_setting(args, su, mx, seed, out_dir, say):
                             ssched, key=jax.random.key(seed),
                             eval_fn=su.eval_fn,
                             eval_every=max(1, round(args.eval_every / c)))
+    out = common.final_eval(out, su.eval_fn)
     wall = time.perf_counter() - t0
     su.timing.append({"what": "fedavg", "max_staleness": mx, "seed": seed,
                       "member_runs": 1, "updates": ssched.num_arrivals,
@@ -368,7 +392,19 @@ def verdict(comps: list) -> str:
   return f"not reproduced ({why})"
 
 
+def distinct(su, mx, name) -> bool:
+  """Whether ``name`` at max staleness ``mx`` was a run of its own: not,
+  in every seed, the run of another member with the same per-update
+  weights (``same_run_as``; hinge at max 4 is the constant run)."""
+  rows = [r for r in su.rows if r["max_staleness"] == mx
+          and r["run"] == name]
+  return bool(rows) and not all(r["same_run_as"] for r in rows)
+
+
 def claims(args, su) -> list:
+  """The claims and their per-seed paired comparisons. A comparison of a
+  member that repeats another member's run (``distinct``) is left out
+  where it would repeat that member's comparison."""
   lo, hi = min(args.maxes), max(args.maxes)
   names = {r["run"] for r in su.rows}
 
@@ -424,7 +460,7 @@ def claims(args, su) -> list:
                       diff(mx, label(k, a), mx, control_label(k, a), m), +1)
            for mx in args.maxes for k, a in ADAPTIVE if k != 0
            for m in METRICS
-           if (mx == hi or k == 1)
+           if distinct(su, mx, label(k, a))
            and control_label(k, a) in names]
   out.append({
       "id": "adaptivity_not_step_size",
@@ -437,7 +473,8 @@ def claims(args, su) -> list:
   if "FedAvg" in names:
     comps = [comparison(f"max {mx}: {n} - FedAvg (cohort {mx // 2 + 1})",
                         m, diff(mx, n, mx, "FedAvg", m), +1)
-             for mx in args.maxes for n in fedasync for m in METRICS]
+             for mx in args.maxes for n in fedasync for m in METRICS
+             if distinct(su, mx, n)]
     out.append({
         "id": "fedasync_beats_fedavg",
         "claim": "Per client update, FedAsync converges faster than FedAvg",
@@ -451,6 +488,31 @@ def claims(args, su) -> list:
   for c in out:
     c["verdict"] = verdict(c["comparisons"])
   return out
+
+
+def read_rows(path) -> list:
+  """The rows of a saved ``results.csv`` with their numbers parsed (as
+  ``record`` made them; empty cells stay ``""``)."""
+  import csv
+
+  def value(v):
+    for kind in (int, float):
+      try:
+        return kind(v)
+      except ValueError:
+        pass
+    return v
+  with open(path, newline="") as f:
+    return [{k: value(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def claims_from(folder) -> list:
+  """``claims`` recomputed from a finished run's ``results.csv`` (the
+  per-seed results are all they need), e.g. after a change of the
+  claims' rules, without rerunning the experiment."""
+  rows = read_rows(Path(folder) / "results.csv")
+  args = SimpleNamespace(maxes=sorted({r["max_staleness"] for r in rows}))
+  return claims(args, SimpleNamespace(rows=rows))
 
 
 # ---------------------------------------------------------------------------
@@ -548,17 +610,6 @@ def comparisons_csv(cl: list) -> list:
           for c in cl for x in c["comparisons"]]
 
 
-def run_kind(args) -> str:
-  if args.smoke:
-    return "SMOKE RUN (`--smoke`): generated data; the numbers mean nothing."
-  if args.quick:
-    return "QUICK RUN (`--quick`): too short for conclusions."
-  if args.updates >= FULL_UPDATES:
-    return "Full-length run (`--full`)."
-  return (f"Default-length run ({args.updates} client updates per run; "
-          f"`--full` runs {FULL_UPDATES}).")
-
-
 def summary_markdown(args, su, agg, cl, js, prov) -> str:
   sched = js["schedules"]
   tm = js["timing"]
@@ -573,7 +624,8 @@ def summary_markdown(args, su, agg, cl, js, prov) -> str:
                  f"clients in flight), example-weighted average, no "
                  f"proximal term, the same initial model and local "
                  f"training, compared at equal client updates (curve "
-                 f"evaluated every {every} updates).\n")
+                 f"evaluated every {every} updates and at the last "
+                 f"one).\n")
   clipped = ", ".join(f"{r['clipped']} at max {r['max_staleness']} seed "
                       f"{r['seed']}" for r in sched)
   means = ", ".join(f"{r['mean_staleness']:.2f} (max {r['max_staleness']}, "
@@ -581,7 +633,7 @@ def summary_markdown(args, su, agg, cl, js, prov) -> str:
   rate = tm["fedasync_member_updates"] / max(tm["fedasync_s"], 1e-9)
   return f"""# FedAsync staleness study, set up as arXiv:1903.03934, MNIST MLP
 
-{run_kind(args)}
+{length(args)}
 
 ## Setting
 
@@ -606,7 +658,8 @@ def summary_markdown(args, su, agg, cl, js, prov) -> str:
   seeds {args.seeds} (each seed: its own staleness draws, client draws,
   initial model and client PRNG key, shared by all rules of that seed);
   curves: test accuracy on the first {args.test_subset} test examples every
-  {args.eval_every} versions; "final" is on the full test set; "mean-run"
+  {args.eval_every} versions and at the last one; "final" is on the full
+  test set; "mean-run"
   is the mean of the curve after the initial point (area under the curve:
   it rewards fast runs).
 - FedAsync: s(tau) constant, polynomial (a={POLY_A}), hinge (a={HINGE_A:g},

@@ -47,6 +47,7 @@ and FedAvgM with a deadline only, written to ``--out``.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
@@ -129,11 +130,12 @@ EXPERIMENT4 = {"low": 20.0, "high": 38.0, "text": "asynchronous rules are "
 
 
 def _floats(s):
-  return [float(x) for x in str(s).split(",") if x.strip()]
-
-
-def _ints(s):
-  return [int(x) for x in str(s).split(",") if x.strip()]
+  """argparse type: comma-separated numbers."""
+  try:
+    return [float(x) for x in str(s).split(",") if x.strip()]
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"must be comma-separated numbers, got {s!r}") from None
 
 
 def parse_args(argv):
@@ -142,67 +144,80 @@ def parse_args(argv):
                  help="10 seeds, server lr {0.5,1,2,4,8} x momentum "
                       "{0,0.5,0.9}, and FedAvgM with deadline and "
                       "over-selection together")
-  p.add_argument("--concurrency", default=None,
-                 help="comma-separated (default 10,100,1000)")
-  p.add_argument("--seeds", default=None,
+  p.add_argument("--concurrency", type=common.positive_int_list,
+                 default=None, help="comma-separated (default 10,100,1000)")
+  p.add_argument("--seeds", type=common.int_list, default=None,
                  help="seeds compared (default 1..6; quick 1,2; full 1..10)")
   p.add_argument("--tune-seed", type=int, default=0,
                  help="the seed FedAvgM's grid is tuned on (default 0, "
                       "not among the seeds compared)")
   p.add_argument("--target", type=float, default=None,
                  help="target test accuracy (default 0.90; quick 0.85)")
-  p.add_argument("--budgets", default=None,
+  p.add_argument("--budgets", type=common.positive_int_list, default=None,
                  help="client updates per run, one per concurrency "
                       "(default 10000,10000,30000; quick half)")
-  p.add_argument("--server-lrs", default=None,
+  p.add_argument("--server-lrs", type=_floats, default=None,
                  help="FedAvgM grid: server lrs (default 1,2,4)")
-  p.add_argument("--momenta", default=None,
+  p.add_argument("--momenta", type=_floats, default=None,
                  help="FedAvgM grid: server momenta (default 0,0.5,0.9)")
   p.add_argument("--variants", default=None,
                  help="comma-separated among " + ",".join(VARIANTS))
-  p.add_argument("--clients", type=int, default=None,
+  p.add_argument("--clients", type=common.positive_int, default=None,
                  help="population size (default 3000)")
   p.add_argument("--lr", type=float, default=0.05, help="client SGD lr")
-  p.add_argument("--devices", type=int, default=None,
+  p.add_argument("--devices", type=common.positive_int, default=None,
                  help="CPU devices the members are split over (default: "
                       "min(2, cores))")
-  args = p.parse_args(argv)
+  return common.parse(p, argv, resolve)
+
+
+def resolve(args):
+  """Fills in the defaults of ``--smoke`` / ``--quick`` / ``--full`` and
+  checks them (``ValueError``)."""
   smoke, quick, full = args.smoke, args.quick, args.full
-  args.concurrency = _ints(args.concurrency or ("4" if smoke else
-                                                "10,100,1000"))
-  args.seeds = _ints(args.seeds or ("1,2" if smoke or quick else
-                                    ",".join(map(str, range(1, 11)))
-                                    if full else "1,2,3,4,5,6"))
+  args.concurrency = args.concurrency or ([4] if smoke else [10, 100, 1000])
+  args.seeds = args.seeds or ([1, 2] if smoke or quick else
+                              list(range(1, 11)) if full else
+                              list(range(1, 7)))
   if args.tune_seed in args.seeds:
-    p.error("--tune-seed must not be among --seeds")
+    raise ValueError("--tune-seed must not be among --seeds")
   args.target = args.target or (0.3 if smoke else 0.85 if quick else 0.90)
+  if not 0 < args.target <= 1:
+    raise ValueError(f"--target must be in (0, 1], got {args.target}")
   args.eval_updates = 10 if smoke else None  # else 100, or 250 at C > 100
-  if args.budgets:
-    args.budgets = _ints(args.budgets)
-  else:
-    args.budgets = [60 if smoke else max(10_000, 30 * c) // (2 if quick
-                                                              else 1)
-                    for c in args.concurrency]
+  args.budgets = args.budgets or [
+      60 if smoke else max(10_000, 30 * c) // (2 if quick else 1)
+      for c in args.concurrency]
   if len(args.budgets) != len(args.concurrency):
-    p.error("--budgets needs one value per concurrency")
-  args.server_lrs = _floats(args.server_lrs or (
-      "1" if smoke else ",".join(map(str, FULL_SERVER_LRS if full
-                                     else SERVER_LRS))))
-  args.momenta = _floats(args.momenta or (
-      "0,0.9" if smoke else ",".join(map(str, MOMENTA))))
+    raise ValueError("--budgets needs one value per concurrency")
+  args.server_lrs = args.server_lrs or (
+      [1.0] if smoke else list(FULL_SERVER_LRS if full else SERVER_LRS))
+  args.momenta = args.momenta or ([0.0, 0.9] if smoke else list(MOMENTA))
   names = (args.variants or (
       "fedbuff,fedavgm_deadline" if smoke else ",".join(VARIANTS) if full
       else "fedbuff,fedasync,fedavgm,fedavgm_deadline,fedavgm_oversel")
   ).split(",")
   unknown = [v for v in names if v not in VARIANTS]
   if unknown:
-    p.error(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
   if "fedbuff" not in names:
-    p.error("--variants must include fedbuff (the ratios' reference)")
+    raise ValueError("--variants must include fedbuff (the ratios' "
+                     "reference)")
   args.variants = names
   args.clients = args.clients or (40 if smoke else 3000)
   args.devices = args.devices or min(2, os.cpu_count() or 1)
-  return args
+
+
+LENGTH_OPTIONS = {"--concurrency": "concurrency", "--seeds": "seeds",
+                  "--target": "target", "--budgets": "budgets",
+                  "--server-lrs": "server_lrs", "--momenta": "momenta",
+                  "--variants": "variants", "--clients": "clients"}
+
+
+def length(args) -> str:
+  """The summary's first line (``common.run_length``)."""
+  return common.run_length(args, parse_args, LENGTH_OPTIONS, has_full=True,
+                           smoke=args.smoke, quick=args.quick)
 
 
 def use_devices(n: int) -> int:
@@ -407,8 +422,8 @@ def run_sweep(env, variant, C, hp, scheds, seeds, *, budget, need,
       chunk_steps=256 if C < 1000 else 512, progress=progress,
       checkpoint=stopper(scheds, E, args.target, budget, need=need,
                          log=env.say))
+  outs = [common.final_eval(o, env.eval_fn) for o in outs[:M]]
   wall = time.perf_counter() - t0
-  outs = outs[:M]
   steps = max(len(o.arrivals["client"]) for o in outs)
   return outs, wall, steps
 
@@ -945,11 +960,6 @@ def exp4_verdict(agg, c) -> str:
 
 def summary_markdown(args, env, agg, tabs, claims, prov):
   s = agg["setting"]
-  run_kind = ("SMOKE RUN (`--smoke`): generated data; the numbers mean "
-              "nothing." if args.smoke else
-              "QUICK RUN (`--quick`): fewer seeds, a lower target."
-              if args.quick else "FULL RUN (`--full`)." if args.full else
-              "Default run.")
   perf = agg["performance"]
   variants_txt = "\n".join(f"  - {LABELS[v]}" + {
       "fedavgm_deadline": f": rounds close at a deadline of "
@@ -984,7 +994,7 @@ def summary_markdown(args, env, agg, tabs, claims, prov):
   reading = "\n".join(f"- {x}" for x in agg["reading"]) or "- (none)"
   md = f"""# FedBuff against FedAsync and FedAvgM at concurrency {', '.join(map(str, args.concurrency))} (arXiv:2106.06639)
 
-{run_kind}
+{length(args)}
 
 ## Setting
 

@@ -48,13 +48,28 @@ SMOKE_OUTPUT = "summary.md"
 
 def parse_args(argv):
   p = common.base_parser(__doc__.splitlines()[0], reads_data=False)
-  p.add_argument("--updates", type=int, default=None)
-  args = p.parse_args(argv)
+  p.add_argument("--updates", type=common.positive_int, default=None,
+                 help="client updates of the simulated run (quick 100, "
+                      "full 200)")
+  return common.parse(p, argv, resolve)
+
+
+def resolve(args):
+  """Fills in the sizes of ``--smoke`` / ``--quick`` / the full length."""
   args.updates = args.updates or (16 if args.smoke else 100 if args.quick
                                   else 200)
   args.num_a = 2 if args.smoke else 8 if args.quick else 32
   args.meta_steps = 1 if args.smoke else 3 if args.quick else 10
-  return args
+
+
+LENGTH_OPTIONS = {"--updates": "updates", "exponents": "num_a",
+                  "optimizer steps": "meta_steps"}
+
+
+def length(args) -> str:
+  """The summary's length line (``common.run_length``)."""
+  return common.run_length(args, parse_args, LENGTH_OPTIONS,
+                           smoke=args.smoke, quick=args.quick)
 
 
 def setup(args):
@@ -161,12 +176,10 @@ def tune(loss, steps, say):
 
 
 def summary(args, res, prov) -> str:
-  short = (" (SMOKE RUN)" if args.smoke else " (QUICK RUN: 8 exponents, 3 "
-           "optimizer steps)" if args.quick else "")
-  lines = ["# The simulator as a JAX function", "",
+  lines = ["# The simulator as a JAX function", "", length(args), "",
            f"Synthetic(1, 1), 100 clients, logistic regression, FedAsync "
-           f"with polynomial staleness, {args.updates} updates, float64"
-           + short + ".", "", prov.markdown(),
+           f"with polynomial staleness, {args.updates} updates, float64.",
+           "", prov.markdown(),
            "## 1. Hyperparameter gradient of the final test loss", "",
            "| hyperparameter | jacfwd | grad | finite difference | rel. err "
            "(jacfwd) | rel. err (grad) |", "|---|---|---|---|---|---|"]

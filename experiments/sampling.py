@@ -79,24 +79,38 @@ def parse_args(argv):
   p = common.base_parser(__doc__.splitlines()[0])
   p.add_argument("--model", default=None, choices=("mlp", "mnist_cnn"),
                  help="model of part B (quick: mlp, full: mnist_cnn)")
-  p.add_argument("--rounds", type=int, default=None,
+  p.add_argument("--rounds", type=common.positive_int, default=None,
                  help="rounds of 5 updates (default 40)")
-  p.add_argument("--steps", type=int, default=None,
+  p.add_argument("--steps", type=common.positive_int, default=None,
                  help="local steps (quick 10; full: 10 epochs)")
-  p.add_argument("--seeds", default=None,
+  p.add_argument("--seeds", type=common.int_list, default=None,
                  help="training seeds (quick 0..9, full 0..4)")
-  args = p.parse_args(argv)
+  return common.parse(p, argv, resolve)
+
+
+def resolve(args):
+  """Fills in the defaults of ``--smoke`` / ``--quick`` / the full
+  length."""
   short = args.quick or args.smoke
   args.model = args.model or ("mlp" if short else "mnist_cnn")
   args.rounds = args.rounds or (2 if args.smoke else 40)
   if args.steps is None:
     args.steps = 1 if args.smoke else 10 if args.quick else None
-  args.seeds = [int(s) for s in (args.seeds or (
-      "0" if args.smoke else "0,1,2,3,4,5,6,7,8,9" if args.quick
-      else "0,1,2,3,4")).split(",")]
+  args.local = "10 epochs" if args.steps is None else args.steps
+  args.seeds = args.seeds or ([0] if args.smoke else list(range(10))
+                              if args.quick else list(range(5)))
   args.a_seeds = list(range(2 if args.smoke else 20))
   args.test_subset = 100 if args.smoke else 2000 if args.quick else None
-  return args
+
+
+LENGTH_OPTIONS = {"--model": "model", "--rounds": "rounds",
+                  "--steps": "local", "--seeds": "seeds"}
+
+
+def length(args) -> str:
+  """The summary's first line (``common.run_length``)."""
+  return common.run_length(args, parse_args, LENGTH_OPTIONS,
+                           smoke=args.smoke, quick=args.quick)
 
 
 def part_b(args, st, data_path, fed, mean, out_dir, say):
@@ -221,7 +235,7 @@ def summary_markdown(args, base, a, runs, prov):
            "10 local epochs")
   md = f"""# Client sampling with and without replacement (AFL paper's analysis)
 
-{'SMOKE RUN (`--smoke`): generated data; the numbers mean nothing.' if args.smoke else 'QUICK RUN (`--quick`).' if args.quick else 'Full-length run.'}
+{length(args)}
 
 ## A. Participation spread (schedule only, {len(args.a_seeds)} seeds, lognormal speeds)
 

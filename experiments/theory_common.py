@@ -3,13 +3,15 @@
 Results go to ``--out``: by default a new, untracked
 ``runs/theory-<UTC time>/`` (``--smoke``: a new temporary folder), never
 the recorded results, which are written with ``--out
-experiments/results/theory``; every written file records the exact command
-that produced it.
+experiments/results/theory --force`` (several scripts share that folder,
+so a folder is refused without ``--force`` only when it already holds this
+run's own files); every written file records the exact command that
+produced it: the markdown and JSON inside, each CSV in a sidecar
+``<name>.csv.provenance.txt`` (the CSV itself is plain, header first).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -20,6 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import common
 
 RESULTS = Path(__file__).resolve().parent / "results" / "theory"
 
@@ -32,18 +36,24 @@ def command() -> str:
   return f"cd /work/main && .venv/bin/python {script} {args}".rstrip()
 
 
-def parser(doc: str) -> argparse.ArgumentParser:
-  """The command line every theory experiment shares."""
-  ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+def parser(doc: str) -> common.Parser:
+  """The command line every theory experiment shares (``--out`` and
+  ``--force`` as every experiment's: ``common.add_output_args``)."""
+  ap = common.Parser(description=doc.split("\n")[0])
   ap.add_argument("--quick", action="store_true", help="a smaller run")
   ap.add_argument("--smoke", action="store_true",
                   help="a tiny run (seconds), written to --out (default: a "
                        "new temporary folder)")
-  ap.add_argument("--out", type=Path, default=None,
-                  help="output folder (default: a new runs/theory-<UTC "
-                       "time>/; the recorded results are written with --out "
-                       "experiments/results/theory)")
-  return ap
+  return common.add_output_args(ap, what="theory")
+
+
+def parse_args(doc: str, base: str, argv=None):
+  """The parsed command line of theory script ``base``; an ``--out``
+  folder that already holds this run's files (``run_name``) is refused
+  without ``--force`` (one line, exit status 2), before anything is
+  written."""
+  return common.parse(parser(doc), argv, clashes=lambda args, folder: sorted(
+      folder.glob(run_name(base, args) + ".*")))
 
 
 def out_dir(args=None) -> Path:
@@ -69,12 +79,19 @@ def run_name(base: str, args) -> str:
   return base + ("_smoke" if args.smoke else "_quick" if args.quick else "")
 
 
+def provenance_path(path: Path) -> Path:
+  """The sidecar that names the command which wrote the CSV ``path``."""
+  return Path(path).with_name(Path(path).name + ".provenance.txt")
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
+  """A plain CSV (header first, readable by ``csv.DictReader`` and
+  ``np.genfromtxt(names=True)``) and its ``provenance_path`` sidecar."""
   with open(path, "w", newline="") as f:
-    f.write(f"# produced by: {command()}\n")
     w = csv.DictWriter(f, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows)
+  provenance_path(path).write_text(f"produced by: {command()}\n")
 
 
 def _plain(x):

@@ -174,8 +174,9 @@ def _verdict(q) -> str:
   if not np.isfinite(q.p_value):
     return "not testable (no degree of freedom left, or one seed)"
   if q.p_value >= 0.01:
-    return f"fits within the seed noise (p = {q.p_value:.2g})"
-  return f"does not fit (p = {q.p_value:.2g} < 0.01)"
+    return (f"fits within the seed noise at the 1% level "
+            f"(p = {q.p_value:.2g} >= 0.01)")
+  return (f"does not fit at the 1% level (p = {q.p_value:.2g} < 0.01)")
 
 
 def summary(m):
@@ -320,7 +321,7 @@ residuals); per-seed numbers: `{name}.csv`; everything: `{name}.json`.
 
 
 def main():
-  args = tc.parser(__doc__).parse_args()
+  args = tc.parse_args(__doc__, "theory_rate")
   m = measure(args)
   out = tc.out_dir(args)
   name = tc.run_name("theory_rate", args)

@@ -179,7 +179,7 @@ with replacement); blocks of m consecutive dispatches inside a pass
 
 
 def main():
-  args = tc.parser(__doc__).parse_args()
+  args = tc.parse_args(__doc__, "theory_sampling")
   trials = 200 if args.smoke else 5_000 if args.quick else 50_000
   passes = 20 if args.smoke else 200 if args.quick else 2_000
   timer = tc.Timer()

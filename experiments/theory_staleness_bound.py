@@ -485,7 +485,7 @@ gamma, seed) numbers: `{name}.csv`; everything: `{name}.json`.
 
 
 def main():
-  args = tc.parser(__doc__).parse_args()
+  args = tc.parse_args(__doc__, "theory_staleness_bound")
   m = measure(args)
   out = tc.out_dir(args)
   name = tc.run_name("theory_staleness_bound", args)

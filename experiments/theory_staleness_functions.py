@@ -236,7 +236,7 @@ numbers (with the AFL-style step-weighted average): `{name}.csv`.
 
 
 def main():
-  args = tc.parser(__doc__).parse_args()
+  args = tc.parse_args(__doc__, "theory_staleness_functions")
   ns = measure(args)
   out = tc.out_dir(args)
   name = tc.run_name("theory_staleness_functions", args)

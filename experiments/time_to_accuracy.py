@@ -39,23 +39,36 @@ SMOKE_OUTPUT = "summary.md"
 THRESHOLDS = (0.90, 0.95)
 
 
+QUICK_UPDATES, FULL_UPDATES = 6000, 30000
+BUFFER_K = 10  # FedBuff's K (common.mnist_mlp_config)
+
+
 def parse_args(argv):
   p = common.base_parser(__doc__.splitlines()[0])
-  p.add_argument("--updates", type=int, default=None,
-                 help="client updates per run (quick 6000, full 30000)")
-  p.add_argument("--concurrency", type=int, default=None, help="default 50")
+  p.add_argument("--updates", type=common.positive_int, default=None,
+                 help=f"client updates per run (quick {QUICK_UPDATES}, "
+                      f"full {FULL_UPDATES})")
+  p.add_argument("--concurrency", type=common.positive_int, default=None,
+                 help="default 50")
   p.add_argument("--speeds", default=None, help="default lognormal,pareto")
   p.add_argument("--rules", default=None,
                  help="default fedasync,fedbuff,fedavg")
   p.add_argument("--lr", type=float, default=0.05)
-  p.add_argument("--eval-every", type=int, default=None,
-                 help="client updates between evaluations (a multiple of "
-                      "the concurrency and of FedBuff's K=10; default 100)")
+  p.add_argument("--eval-every", type=common.positive_int, default=None,
+                 help=f"client updates between evaluations (a multiple of "
+                      f"the concurrency and, with fedbuff, of its "
+                      f"K={BUFFER_K}; default 100); the last update is "
+                      f"always evaluated")
   p.add_argument("--seed", type=int, default=0)
-  args = p.parse_args(argv)
+  return common.parse(p, argv, resolve)
+
+
+def resolve(args):
+  """Fills in the defaults of ``--smoke`` / ``--quick`` / the full length
+  and checks them (``ValueError``, ``ConfigError``)."""
   smoke = args.smoke
-  args.updates = args.updates or (100 if smoke else 6000 if args.quick
-                                  else 30000)
+  args.updates = args.updates or (100 if smoke else QUICK_UPDATES
+                                  if args.quick else FULL_UPDATES)
   args.concurrency = args.concurrency or (5 if smoke else 50)
   args.speeds = (args.speeds or ("lognormal" if smoke
                                  else "lognormal,pareto")).split(",")
@@ -63,17 +76,42 @@ def parse_args(argv):
                                else "fedasync,fedbuff,fedavg")).split(",")
   args.eval_every = args.eval_every or (20 if smoke else 100)
   args.clients = 20 if smoke else 1000
-  return args
+  if args.eval_every % args.concurrency:
+    raise ValueError(f"--eval-every must be a multiple of the concurrency "
+                     f"{args.concurrency}, got {args.eval_every}")
+  if "fedbuff" in args.rules and args.eval_every % BUFFER_K:
+    raise ValueError(f"--eval-every must be a multiple of FedBuff's "
+                     f"K={BUFFER_K}, got {args.eval_every}")
+  base = base_config(args, "(the data file, checked later)")
+  for sp in args.speeds:  # every configuration is valid (or ConfigError)
+    for rn in args.rules:
+      common.with_fields(base, rule={"name": rn}, delays={"speeds": sp})
+
+
+LENGTH_OPTIONS = {"--updates": "updates", "--concurrency": "concurrency",
+                  "--speeds": "speeds", "--rules": "rules",
+                  "--eval-every": "eval_every"}
+
+
+def length(args) -> str:
+  """The summary's first line (``common.run_length``)."""
+  return common.run_length(args, parse_args, LENGTH_OPTIONS,
+                           smoke=args.smoke, quick=args.quick)
+
+
+def base_config(args, data_path):
+  """The validated configuration every run starts from."""
+  return common.mnist_mlp_config(
+      data_path, num_clients=args.clients, concurrency=args.concurrency,
+      num_updates=args.updates, eval_every=args.eval_every, lr=args.lr,
+      seed=args.seed, delays={"speeds": "lognormal", "sigma": 1.0,
+                              "mean": 1.0, "jitter": "exponential"})
 
 
 def run_all(args, data_path, out_dir, say):
   """Every speed distribution x rule; ``(base config, fed, runs)``."""
   from fedasync_jax import experiment
-  base = common.mnist_mlp_config(
-      data_path, num_clients=args.clients, concurrency=args.concurrency,
-      num_updates=args.updates, eval_every=args.eval_every, lr=args.lr,
-      seed=args.seed, delays={"speeds": "lognormal", "sigma": 1.0,
-                              "mean": 1.0, "jitter": "exponential"})
+  base = base_config(args, data_path)
   fed = experiment.load_data(base)
   say(f"MNIST: {fed.train.num_clients} clients, "
       f"{fed.train.counts.min()}..{fed.train.counts.max()} examples "
@@ -195,15 +233,9 @@ def notes_of(args, runs):
 def summary_markdown(args, base, fed, lines, notes, prov):
   """summary.md (the text the recorded summary was written with)."""
   updates, C = args.updates, args.concurrency
-  run_kind = ("SMOKE RUN (`--smoke`): generated data, " + str(updates)
-              + " client updates per run; the numbers mean nothing."
-              if args.smoke else
-              "QUICK RUN (`--quick`): " + str(updates)
-              + " client updates per run." if args.quick else
-              "Full-length run: " + str(updates) + " client updates per run.")
   md = f"""# Time to accuracy under heterogeneous devices (MNIST, 1000 clients)
 
-{run_kind}
+{length(args)}
 
 ## Setting
 
@@ -219,9 +251,9 @@ def summary_markdown(args, base, fed, lines, notes, prov):
   lognormal (median 1 s, sigma 1) or Pareto/Lomax (shape 2, mean 1 s: a
   heavy tail, a few devices 10-60x slower than the median)
 - {updates} client updates per run; test accuracy on the full test set every
-  {base.run.eval_every} client updates; "time to X%" is the simulated time of
-  the first evaluation at or above X% (so it is resolved to the evaluation
-  grid).
+  {base.run.eval_every} client updates and after the last one; "time to X%"
+  is the simulated time of the first evaluation at or above X% (so it is
+  resolved to the evaluation grid).
 
 ## Results
 
@@ -234,7 +266,7 @@ log axis), `accuracy_vs_updates.png` (against client updates).
 
 ## Length
 
-{'Quick: ' + str(updates) + ' updates per run. ' if args.quick else ''}Full length (30,000 client updates per run):
+{'Quick: ' + str(updates) + ' updates per run. ' if args.quick else ''}Full length ({FULL_UPDATES:,} client updates per run):
 
     python experiments/time_to_accuracy.py
 

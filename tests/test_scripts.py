@@ -3,12 +3,14 @@
 A *script* is a ``.py`` file directly in ``experiments/`` or
 ``benchmarks/`` with a top-level ``if __name__ == "__main__":`` block; the
 other files there are helper modules that scripts import (``common.py``,
-``theory_common.py``, ``afl_paper.py``) and are exempt. Scripts are found
+``command_line.py``, ``theory_common.py``, ``afl_paper.py``) and are
+exempt. Scripts are found
 with a glob, so a new one is covered (and must follow the rules) without
 editing this file. Every script must:
 
 * take ``--smoke --out DIR``: a tiny configuration on generated data that
-  runs its real code path in seconds and writes only into ``DIR``;
+  runs its real code path in seconds and writes only into ``DIR`` (a new,
+  empty folder: the scripts refuse a non-empty one without ``--force``);
 * name what that run writes with a module constant ``SMOKE_OUTPUT``, a
   glob relative to ``DIR`` (e.g. ``"summary.md"``);
 * declare optional third-party needs in ``SMOKE_REQUIRES`` (e.g.
@@ -86,14 +88,15 @@ def _missing(script) -> list:
           if importlib.util.find_spec(m) is None]
 
 
-def _run(script, out):
+def _run(script, out, *extra):
   # Smoke runs check that the scripts work, not their speed: XLA's cheap
   # compilation (JAX_DISABLE_MOST_OPTIMIZATIONS) cuts their CPU time by a
   # third, most of which is compiling.
   env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg",
              JAX_DISABLE_MOST_OPTIMIZATIONS="1")
   try:
-    p = subprocess.run([sys.executable, script, "--smoke", "--out", out],
+    p = subprocess.run([sys.executable, script, "--smoke", "--out", out,
+                        *extra],
                        cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=TIMEOUT_S)
     return p.returncode, p.stdout, p.stderr
@@ -176,6 +179,95 @@ def test_script_smoke(script, smoke_runs):
   assert glob.glob(str(out / pattern)), (
       f"{script} --smoke wrote no {pattern} into {out}: "
       f"{sorted(p.name for p in out.iterdir())}{tail}")
+
+
+def _smoke_output(script, smoke_runs, tmp_path, *extra) -> Path:
+  """The output folder of ``script``'s smoke run: the one started at
+  collection, or a new run (with ``extra`` options, or when that test was
+  not selected)."""
+  if not extra and script in smoke_runs:
+    future, out = smoke_runs[script]
+    rc, stdout, stderr = future.result()
+  else:
+    out = tmp_path / "out"
+    rc, stdout, stderr = _run(script, str(out), *extra)
+  assert rc == 0, f"{script} exited with {rc}\n{stderr[-3000:]}"
+  return out
+
+
+def _rows(path) -> list:
+  import csv
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def _last_evaluated(history, keys) -> dict:
+  """``{run: client_updates of its last history row}``."""
+  return {tuple(r[k] for k in keys): int(r["client_updates"])
+          for r in _rows(history)}
+
+
+def test_fedasync_staleness_histories_end_at_the_last_update(
+    smoke_runs, tmp_path):
+  """FedAvg's smoke run at max 4 has 13 rounds of 3 and is evaluated
+  every 3 rounds: its curve must still end at update 39 (the final
+  evaluation), as every FedAsync member's ends at 40."""
+  out = _smoke_output("experiments/fedasync_staleness.py", smoke_runs,
+                      tmp_path)
+  keys = ("max_staleness", "seed", "run")
+  last = _last_evaluated(out / "history.csv", keys)
+  rows = _rows(out / "results.csv")
+  assert {tuple(r[k] for k in keys): int(r["applied"]) for r in rows} == last
+  assert {v for (mx, _, run), v in last.items()
+          if run == "FedAvg" and mx == "4"} == {39}
+
+
+def test_fedbuff_comparison_histories_end_at_the_last_update(tmp_path):
+  """With a budget of 50, FedAvgM's rounds of at most 4 updates, evaluated
+  every 3 rounds, end between evaluations; FedBuff's K = 10 divides 50 (a
+  buffered rule's last evaluation is of its last version)."""
+  out = _smoke_output("experiments/fedbuff_comparison.py", {}, tmp_path,
+                      "--budgets", "50")
+  keys = ("phase", "concurrency", "method", "seed", "server_lr", "momentum")
+  assert _last_evaluated(out / "history.csv", keys) == {
+      tuple(r[k] for k in keys): int(r["updates_run"])
+      for r in _rows(out / "results.csv")}
+
+
+def test_time_to_accuracy_history_ends_at_the_last_update(tmp_path):
+  """``--eval-every 15`` does not divide the smoke run's 100 updates."""
+  out = _smoke_output("experiments/time_to_accuracy.py", {}, tmp_path,
+                      "--eval-every", "15")
+  last = _last_evaluated(out / "history.csv", ("rule",))
+  assert last == {("fedasync",): 100, ("fedavg",): 100}
+  final = {r["rule"]: r["final_accuracy"]
+           for r in _rows(out / "time_to_accuracy.csv")}
+  hist = {r["rule"]: r["test_accuracy"] for r in _rows(out / "history.csv")}
+  assert final == hist
+
+
+def test_afl_summary_clips_its_intervals(smoke_runs, tmp_path):
+  """Two seeds make wide intervals: accuracy's stay in [0, 1] and the
+  losses' and times' at or above 0; ``history.csv`` is one file with a
+  ``seed`` column."""
+  import re
+  out = _smoke_output("experiments/afl_mnist.py", smoke_runs, tmp_path)
+  md = (out / "summary.md").read_text()
+  assert "in a `seed` column" in md and "(per seed)" not in md
+  assert "fits in about an hour" not in md
+  assert {r["seed"] for r in _rows(out / "history.csv")} == {"0", "1"}
+  table = md.split("## Results at round")[1].split("\n\n")[1]
+  for line in table.splitlines()[2:]:
+    cells = [c.strip() for c in line.strip("|").split("|")][1:5]
+    for i, cell in enumerate(cells):
+      m = re.match(r"([-\d.]+) (?:\+- ([\d.]+)|\[([-\d.]+), ([-\d.]+)\])",
+                   cell)
+      mean = float(m[1])
+      low, high = ((mean - float(m[2]), mean + float(m[2])) if m[2]
+                   else (float(m[3]), float(m[4])))
+      assert low >= -1e-9, line
+      if i == 2:  # test accuracy
+        assert high <= 1 + 1e-9, line
 
 
 def test_benchmarks_write_outside_the_recorded_results_by_default(

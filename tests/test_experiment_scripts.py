@@ -1,0 +1,344 @@
+"""The experiment scripts' shared command line and their recorded results.
+
+Beside the smoke runs of ``tests/test_scripts.py``: each summary's length
+line names the options that shorten a run (``common.run_length``); a
+non-empty ``--out`` is refused without ``--force``; a bad option is one
+line and exit status 2 with nothing written; a skipped run makes no
+folder; the recorded FedAsync claims leave out repeated runs; the theory
+CSVs are plain. Most checks parse arguments in this process (no JAX
+work); the few subprocesses stop before any training.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXP = ROOT / "experiments"
+RESULTS = EXP / "results"
+
+
+MODULES = ("command_line", "common", "time_to_accuracy", "sampling",
+           "fedasync_staleness", "fedbuff_comparison", "trace_heterogeneity",
+           "afl_paper", "conv_in_loop", "jax_function", "theory_common",
+           "theory_rate")
+
+
+@pytest.fixture(scope="module")
+def scripts():
+  """The experiment modules, imported from ``experiments/`` (another
+  test may have imported ``benchmarks/common.py`` as ``common``: the
+  modules of those names are set aside meanwhile)."""
+  saved = {n: sys.modules.pop(n) for n in MODULES if n in sys.modules}
+  sys.path.insert(0, str(EXP))
+  try:
+    yield SimpleNamespace(**{n: importlib.import_module(n)
+                             for n in MODULES})
+  finally:
+    sys.path.remove(str(EXP))
+    for n in MODULES:
+      sys.modules.pop(n, None)
+    sys.modules.update(saved)
+
+
+def _run(script, *argv, cwd=ROOT):
+  return subprocess.run([sys.executable, str(EXP / script), *map(str, argv)],
+                        cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+# ---------------------------------------------------------------------------
+# 1. The length line.
+
+
+@pytest.mark.parametrize("module, argv, want", [
+    ("time_to_accuracy",
+     "--updates 500 --speeds lognormal --rules fedasync,fedavg",
+     ["SHORTENED RUN: ", "--updates 500 (full 30000)",
+      "--speeds lognormal (full lognormal,pareto)",
+      "--rules fedasync,fedavg (full fedasync,fedbuff,fedavg)"]),
+    ("time_to_accuracy", "", ["Full-length run."]),
+    ("time_to_accuracy", "--quick",
+     ["SHORTENED RUN (`--quick`): --updates 6000 (full 30000)."]),
+    ("sampling", "--model mlp --rounds 4 --steps 2 --seeds 0,1",
+     ["SHORTENED RUN: ", "--model mlp (full mnist_cnn)",
+      "--rounds 4 (full 40)", "--steps 2 (full 10 epochs)",
+      "--seeds 0,1 (full 0,1,2,3,4)"]),
+    ("sampling", "", ["Full-length run."]),
+    ("fedasync_staleness", "--updates 300 --seeds 0,1",
+     ["SHORTENED RUN: ", "--updates 300 (default 2500, full 10000)",
+      "--seeds 0,1 (default and full 0,1,2)"]),
+    ("fedasync_staleness", "",
+     ["Default-length run, shorter than `--full`: --updates 2500 "
+      "(full 10000)."]),
+    ("fedasync_staleness", "--full", ["Full-length run (`--full`)."]),
+    ("fedbuff_comparison",
+     "--concurrency 1000 --server-lrs 4,8 --variants fedbuff,fedavgm",
+     ["SHORTENED RUN: ", "--concurrency 1000 (default and full "
+      "10,100,1000)", "--server-lrs 4,8 (default 1,2,4, full 0.5,1,2,4,8)",
+      "--variants fedbuff,fedavgm ("]),
+    ("trace_heterogeneity", "--updates 500", ["SHORTENED RUN: --updates "
+                                              "500 (full 10000)."]),
+    ("jax_function", "--updates 50", ["SHORTENED RUN: --updates 50 "
+                                      "(full 200)."]),
+    ("conv_in_loop", "--smoke", ["SMOKE RUN"]),
+])
+def test_the_length_line_names_every_option_that_shortens_a_run(
+    scripts, module, argv, want):
+  m = getattr(scripts, module)
+  text = m.length(m.parse_args(argv.split()))
+  for w in want:
+    assert w in text, text
+  assert text.startswith(want[0])
+
+
+def test_afl_length_line_keeps_its_meaning(scripts):
+  afl = scripts.afl_paper
+
+  def length(argv):
+    return afl.length(afl.resolve("mnist", afl.parse_args("mnist", argv)))
+  assert length([]).startswith("Default-length run, shorter than `--full`: "
+                               "--rounds 10 (full 1000)")
+  assert length(["--full"]) == "Full-length run (`--full`)."
+  assert length(["--seeds", "0,1", "--rounds", "3"]).startswith(
+      "SHORTENED RUN: --rounds 3 (default 10, full 1000)")
+
+
+def test_the_summary_opens_with_the_length_line(scripts):
+  t = scripts.time_to_accuracy
+  args = t.parse_args("--updates 500 --speeds lognormal --rules "
+                      "fedasync,fedavg".split())
+  fed = SimpleNamespace(train=SimpleNamespace(num_clients=1000,
+                                              counts=np.array([8, 60, 179])))
+  base = SimpleNamespace(run=SimpleNamespace(eval_every=100))
+  prov = SimpleNamespace(markdown=lambda: "- command: x\n")
+  md = t.summary_markdown(args, base, fed, [], [], prov)
+  assert md.splitlines()[2].startswith("SHORTENED RUN: --updates 500 "
+                                       "(full 30000)")
+  assert "Full-length run" not in md
+
+
+def test_recorded_grid8_summary_says_it_is_not_the_default():
+  md = (RESULTS / "fedbuff_comparison_c1000_grid8" / "summary.md"
+        ).read_text()
+  assert md.splitlines()[2].startswith("NOT THE DEFAULT RUN")
+  assert ("--concurrency 1000 --server-lrs 4,8 --variants fedbuff,fedavgm"
+          in md.split("## Setting")[0])
+
+
+# ---------------------------------------------------------------------------
+# 2, 5. Refused folders and bad options: one line, exit 2, nothing written.
+
+
+PARSERS = {
+    "time_to_accuracy": lambda s, a: s.time_to_accuracy.parse_args(a),
+    "sampling": lambda s, a: s.sampling.parse_args(a),
+    "fedasync_staleness": lambda s, a: s.fedasync_staleness.parse_args(a),
+    "fedbuff_comparison": lambda s, a: s.fedbuff_comparison.parse_args(a),
+    "trace_heterogeneity": lambda s, a: s.trace_heterogeneity.parse_args(a),
+    "afl_mnist": lambda s, a: s.afl_paper.parse_args("mnist", a),
+    "conv_in_loop": lambda s, a: s.conv_in_loop.parse_args(a),
+    "jax_function": lambda s, a: s.jax_function.parse_args(a),
+    "theory_rate": lambda s, a: s.theory_common.parse_args(
+        "doc", "theory_rate", a),
+}
+
+
+def _fails(capsys, parse, argv) -> str:
+  """The one line ``parse(argv)`` stops with (exit status 2)."""
+  with pytest.raises(SystemExit) as e:
+    parse(argv)
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert len(err.strip().splitlines()) == 1, err
+  return err.strip()
+
+
+@pytest.mark.parametrize("name", sorted(PARSERS))
+def test_a_non_empty_out_folder_is_refused_without_force(
+    scripts, name, tmp_path, capsys):
+  out = tmp_path / "earlier"
+  out.mkdir()
+  own = "theory_rate_smoke.md" if name.startswith("theory") else "old.csv"
+  (out / own).write_text("earlier results")
+  parse = lambda argv: PARSERS[name](scripts, argv)  # noqa: E731
+  err = _fails(capsys, parse, ["--smoke", "--out", str(out)])
+  assert "--force" in err and str(out) in err
+  assert parse(["--smoke", "--out", str(out), "--force"]).force
+  assert not parse(["--smoke", "--out", str(tmp_path / "new")]).force
+
+
+def test_theory_scripts_share_a_folder_but_not_their_files(
+    scripts, tmp_path):
+  """The four theory scripts write into one folder: another script's
+  files there are no reason to refuse."""
+  (tmp_path / "theory_sampling_smoke.md").write_text("another script's")
+  args = scripts.theory_common.parse_args(
+      "doc", "theory_rate", ["--smoke", "--out", str(tmp_path)])
+  assert args.out == tmp_path
+
+
+def test_a_refused_run_writes_nothing(tmp_path):
+  out = tmp_path / "earlier"
+  out.mkdir()
+  (out / "summary.md").write_text("earlier results")
+  p = _run("time_to_accuracy.py", "--smoke", "--out", out)
+  assert p.returncode == 2, p.stderr
+  assert p.stderr.strip().splitlines() == [
+      f"time_to_accuracy.py: error: --out {out} is not empty (1 entries, "
+      f"e.g. summary.md); pass --force to write into it anyway"]
+  assert [f.name for f in out.iterdir()] == ["summary.md"]
+  assert (out / "summary.md").read_text() == "earlier results"
+
+
+@pytest.mark.parametrize("name, argv, line", [
+    ("fedasync_staleness", "--updates -5",
+     "--updates must be a positive integer, got -5"),
+    ("fedasync_staleness", "--max-staleness -1",
+     "--max-staleness must be comma-separated non-negative integers, got -1"),
+    ("fedasync_staleness", "--seeds a",
+     "--seeds must be comma-separated non-negative integers, got a"),
+    ("fedasync_staleness", "--eval-every 0",
+     "--eval-every must be a positive integer, got 0"),
+    ("fedasync_staleness", "--prox-rho -1",   # a ConfigError
+     "client.prox_rho must be in [0, 1e+18], got -1.0"),
+    ("time_to_accuracy", "--updates 0",
+     "--updates must be a positive integer, got 0"),
+    ("time_to_accuracy", "--eval-every 0",
+     "--eval-every must be a positive integer, got 0"),
+    ("time_to_accuracy", "--eval-every 12",
+     "--eval-every must be a multiple of the concurrency 5, got 12"),
+    ("time_to_accuracy", "--eval-every 15 --rules fedbuff",
+     "--eval-every must be a multiple of FedBuff's K=10, got 15"),
+    ("sampling", "--rounds 0", "--rounds must be a positive integer, got 0"),
+    ("fedbuff_comparison", "--seeds 0", "--tune-seed must not be among "
+                                        "--seeds"),
+    ("afl_mnist", "--ms 0,3",
+     "--ms must be comma-separated integers >= 1, got 0,3"),
+])
+def test_a_bad_option_is_one_line(scripts, capsys, tmp_path, name, argv,
+                                  line):
+  parse = lambda a: PARSERS[name](scripts, a)  # noqa: E731
+  err = _fails(capsys, parse, ["--smoke", *argv.split(), "--out",
+                               str(tmp_path / "out")])
+  assert err == f"{_prog()}: error: {line}"
+  assert not (tmp_path / "out").exists()
+
+
+def _prog() -> str:
+  """argparse's program name in this process: the running file's
+  (pytest's; a script's own name when it runs, as the subprocess tests
+  check)."""
+  return Path(sys.argv[0]).name
+
+
+def test_a_bad_option_leaves_no_folder(tmp_path):
+  p = _run("fedasync_staleness.py", "--smoke", "--updates", "-5", "--out",
+           tmp_path / "out")
+  assert p.returncode == 2
+  assert p.stderr.strip().splitlines() == [
+      "fedasync_staleness.py: error: --updates must be a positive integer, "
+      "got -5"]
+  assert not (tmp_path / "out").exists()
+
+
+def test_a_skipped_run_makes_no_folder(tmp_path):
+  """No data: SKIPPED, exit 0, and neither ``--out`` nor the default
+  ``runs/<name>-<time>/`` is made."""
+  p = _run("time_to_accuracy.py", "--data-dir", tmp_path, "--out",
+           tmp_path / "out")
+  assert p.returncode == 0 and "SKIPPED" in p.stderr, p.stderr
+  assert not (tmp_path / "out").exists()
+  code = (
+      "import sys; from pathlib import Path; sys.path.insert(0, "
+      f"{str(EXP)!r}); import common, time_to_accuracy as t; "
+      f"common.new_run_dir = lambda name: Path({str(tmp_path)!r}) / name; "
+      f"common.prepare(t.parse_args(['--data-dir', {str(tmp_path)!r}]), "
+      "'default')")
+  p = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                     capture_output=True, text=True, timeout=120)
+  assert p.returncode == 0 and "SKIPPED" in p.stderr, p.stderr
+  assert not (tmp_path / "default").exists()
+
+
+# ---------------------------------------------------------------------------
+# 4. FedAsync's claims leave out repeated runs.
+
+
+def test_fedasync_claims_leave_out_repeated_runs(scripts):
+  cl = {c["id"]: c for c in scripts.fedasync_staleness.claims_from(
+      RESULTS / "fedasync_staleness")}
+  comps = cl["fedasync_beats_fedavg"]["comparisons"]
+  assert len(comps) == 20
+  assert sum(c["significant_against"] for c in comps) == 6
+  assert not any(c["what"].startswith("max 4: hinge") for c in comps)
+  assert len(cl["adaptivity_not_step_size"]["comparisons"]) == 12
+  with open(RESULTS / "fedasync_staleness" / "comparisons.csv") as f:
+    rows = [r for r in csv.DictReader(f)
+            if r["claim"] == "fedasync_beats_fedavg"]
+  assert len(rows) == 20
+  assert sum(r["significant_against"] == "True" for r in rows) == 6
+  md = (RESULTS / "fedasync_staleness" / "summary.md").read_text()
+  assert "0 of 20 comparisons significant as claimed" in md
+  assert "6 significant against" in md
+  assert "24 comparisons" not in md
+
+
+# ---------------------------------------------------------------------------
+# 7, 8. Theory outputs.
+
+
+def test_theory_csvs_are_plain_with_a_provenance_sidecar(scripts, tmp_path,
+                                                         monkeypatch):
+  tc = scripts.theory_common
+  monkeypatch.setattr(sys, "argv", ["experiments/theory_rate.py", "--smoke"])
+  path = tmp_path / "t.csv"
+  tc.write_csv(path, [{"T": 1, "x": 0.5}, {"T": 2, "x": 0.25}])
+  with open(path) as f:
+    assert list(csv.DictReader(f)) == [{"T": "1", "x": "0.5"},
+                                       {"T": "2", "x": "0.25"}]
+  assert np.genfromtxt(path, delimiter=",", names=True)["x"].tolist() == [
+      0.5, 0.25]
+  assert "theory_rate.py --smoke" in tc.provenance_path(path).read_text()
+  recorded = sorted((RESULTS / "theory").glob("theory_*.csv"))
+  assert len(recorded) == 4
+  for p in recorded:
+    with open(p) as f:
+      rows = list(csv.DictReader(f))
+    assert rows and not next(iter(rows[0])).startswith("#"), p
+    assert tc.provenance_path(p).read_text().startswith("produced by: ")
+  rate = np.genfromtxt(RESULTS / "theory" / "theory_rate.csv",
+                       delimiter=",", names=True)
+  assert rate["T"][0] == 500 and rate.size == 192
+
+
+def test_theory_verdicts_name_their_level(scripts):
+  verdict = scripts.theory_rate._verdict
+  assert verdict(SimpleNamespace(p_value=0.014)) == (
+      "fits within the seed noise at the 1% level (p = 0.014 >= 0.01)")
+  assert verdict(SimpleNamespace(p_value=0.002)) == (
+      "does not fit at the 1% level (p = 0.002 < 0.01)")
+  md = (RESULTS / "theory" / "theory_rate.md").read_text()
+  assert "noise (p =" not in md and "does not fit (p =" not in md
+
+
+# ---------------------------------------------------------------------------
+# 9. Intervals of bounded quantities.
+
+
+def test_intervals_are_clipped_to_the_metric_range(scripts):
+  c = scripts.common
+  acc = [0.0, 0.05, 0.25]            # 0.100 +- 0.329 unclipped
+  assert c.fmt_ci(acc, 3) == "0.100 +- 0.329 (n=3)"
+  assert c.fmt_ci(acc, 3, c.BOUNDS["test_accuracy"]) == (
+      "0.100 [0.000, 0.429] (n=3)")
+  assert c.fmt_ci([0.98, 0.99, 1.0], 3, c.BOUNDS["test_accuracy"]).endswith(
+      ", 1.000] (n=3)")
+  assert c.interval_of([0.1, 2.0], c.BOUNDS["test_loss"])[1] == 0.0
