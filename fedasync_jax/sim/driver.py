@@ -31,9 +31,9 @@ import numpy as np
 from fedasync_jax.core import checks
 from fedasync_jax.core.types import RunResult, evaluation, metric_columns
 from fedasync_jax.sim import lanes, xla_cpu
+from fedasync_jax.sim import plan as plan_lib
 from fedasync_jax.sim.checkpoint import (  # noqa: F401  (driver.Checkpoint)
     Checkpoint, merge as _merge, outputs_dict as _outputs_dict)
-from fedasync_jax.sim import plan as plan_lib
 from fedasync_jax.sim.program import evaluate
 from fedasync_jax.sim.scheduler import Schedule
 from fedasync_jax.sim.strategies import NO_LANE
@@ -291,8 +291,7 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
   for a sweep, ``members``: one ``{"arrivals_done", "last_eval"}`` dict
   per member (its own arrivals and latest evaluation; before a member
   evaluates, its entry of ``member_evals``, e.g. its initial evaluation);
-  calls
-  ``checkpoint(Checkpoint)`` after every chunk (stamped with
+  calls ``checkpoint(Checkpoint)`` after every chunk (stamped with
   ``run_digest``) and stops when it returns True.
 
   Returns:
