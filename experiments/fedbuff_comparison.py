@@ -41,7 +41,8 @@ experiments/fedbuff_comparison.py --out
 experiments/results/fedbuff_comparison``. ``--quick``: 2 seeds, target
 85%, half budgets. ``--full``: 10 seeds, a 15-point grid and the deadline
 with over-selection together (estimate in the summary). ``--smoke``: 40
-clients of generated images, concurrency 4, 2 seeds, 60 updates, FedBuff
+clients of generated images, concurrency 4, 2 seeds, 50 updates (FedAvgM's
+rounds end between two evaluations, so the final one is exercised), FedBuff
 and FedAvgM with a deadline only, written to ``--out``.
 """
 
@@ -186,7 +187,7 @@ def resolve(args):
     raise ValueError(f"--target must be in (0, 1], got {args.target}")
   args.eval_updates = 10 if smoke else None  # else 100, or 250 at C > 100
   args.budgets = args.budgets or [
-      60 if smoke else max(10_000, 30 * c) // (2 if quick else 1)
+      50 if smoke else max(10_000, 30 * c) // (2 if quick else 1)
       for c in args.concurrency]
   if len(args.budgets) != len(args.concurrency):
     raise ValueError("--budgets needs one value per concurrency")

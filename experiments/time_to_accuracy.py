@@ -20,7 +20,8 @@ Algorithms (each with C clients at work):
 Recorded (experiments/results/time_to_accuracy/): ``python
 experiments/time_to_accuracy.py --out experiments/results/time_to_accuracy``.
 ``--smoke``: 20 clients of generated
-images, 100 updates, lognormal speeds, FedAsync and FedAvg, written to
+images, 100 updates evaluated every 15 (so the final evaluation, at 100,
+is exercised), lognormal speeds, FedAsync and FedAvg, written to
 ``--out``.
 """
 
@@ -74,7 +75,7 @@ def resolve(args):
                                  else "lognormal,pareto")).split(",")
   args.rules = (args.rules or ("fedasync,fedavg" if smoke
                                else "fedasync,fedbuff,fedavg")).split(",")
-  args.eval_every = args.eval_every or (20 if smoke else 100)
+  args.eval_every = args.eval_every or (15 if smoke else 100)
   args.clients = 20 if smoke else 1000
   if args.eval_every % args.concurrency:
     raise ValueError(f"--eval-every must be a multiple of the concurrency "

@@ -222,22 +222,24 @@ def test_fedasync_staleness_histories_end_at_the_last_update(
           if run == "FedAvg" and mx == "4"} == {39}
 
 
-def test_fedbuff_comparison_histories_end_at_the_last_update(tmp_path):
-  """With a budget of 50, FedAvgM's rounds of at most 4 updates, evaluated
-  every 3 rounds, end between evaluations; FedBuff's K = 10 divides 50 (a
-  buffered rule's last evaluation is of its last version)."""
-  out = _smoke_output("experiments/fedbuff_comparison.py", {}, tmp_path,
-                      "--budgets", "50")
+def test_fedbuff_comparison_histories_end_at_the_last_update(smoke_runs,
+                                                            tmp_path):
+  """The smoke run's budget of 50: FedAvgM's rounds of at most 4 updates,
+  evaluated every 3 rounds, end between evaluations; FedBuff's K = 10
+  divides 50 (a buffered rule's last evaluation is of its last version)."""
+  out = _smoke_output("experiments/fedbuff_comparison.py", smoke_runs,
+                      tmp_path)
   keys = ("phase", "concurrency", "method", "seed", "server_lr", "momentum")
   assert _last_evaluated(out / "history.csv", keys) == {
       tuple(r[k] for k in keys): int(r["updates_run"])
       for r in _rows(out / "results.csv")}
 
 
-def test_time_to_accuracy_history_ends_at_the_last_update(tmp_path):
-  """``--eval-every 15`` does not divide the smoke run's 100 updates."""
-  out = _smoke_output("experiments/time_to_accuracy.py", {}, tmp_path,
-                      "--eval-every", "15")
+def test_time_to_accuracy_history_ends_at_the_last_update(smoke_runs,
+                                                          tmp_path):
+  """The smoke run's evaluations every 15 do not divide its 100 updates."""
+  out = _smoke_output("experiments/time_to_accuracy.py", smoke_runs,
+                      tmp_path)
   last = _last_evaluated(out / "history.csv", ("rule",))
   assert last == {("fedasync",): 100, ("fedavg",): 100}
   final = {r["rule"]: r["final_accuracy"]
