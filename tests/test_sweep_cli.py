@@ -101,3 +101,20 @@ def test_sweep_warnings_cover_grid_fields_once():
   # a grid field that applies is not warned about
   assert notices.sweep_warnings(config.Config(),
                                 {"rule.alpha": [0.3, 0.9]}) == []
+
+
+def test_a_required_staleness_parameter_can_be_given_by_the_grid(tmp_path):
+  """``--grid rule.staleness_params.n=2,4`` with mishchenko's staleness
+  was refused as 'required by staleness mishchenko' unless a throwaway
+  ``--set rule.staleness_params.n`` was added; the grid gives it."""
+  out = tmp_path / "s"
+  assert cli.main(["sweep", "--out", str(out), *TINY, "--set",
+                   "rule.staleness=mishchenko", "--grid",
+                   "rule.staleness_params.n=2,4", "--seeds", "0"]) == 0
+  rows = [line.split(",") for line in
+          (out / "sweep.csv").read_text().splitlines()]
+  col = rows[0].index("rule.staleness_params.n")
+  assert [float(r[col]) for r in rows[1:]] == [2.0, 4.0]
+  # the saved base configuration holds the grid's first value
+  saved = json.loads((out / "config.json").read_text())
+  assert saved["base"]["rule"]["staleness_params"]["n"] == 2.0

@@ -98,12 +98,18 @@ def _in_folder(args, command: str, call):
       return None, out, _interrupted(e, command, out)
 
 
-def _base_config(args):
-  """``--config`` (or the defaults) with the ``--set`` overrides."""
+def _base_config(args, grid=None):
+  """``--config`` (or the defaults) with the ``--set`` overrides; a
+  sweep's ``grid`` fields the configuration does not set take their first
+  value there (a field the chosen staleness function requires, such as
+  ``rule.staleness_params.n``, is then given by the grid alone)."""
   from fedasync_jax.run import config as config_lib
   cfg = (config_lib.load(args.config) if args.config is not None
          else config_lib.Config())
-  return config_lib.apply_overrides(cfg, args.set)
+  given = {item.split("=", 1)[0].strip() for item in args.set or ()}
+  first = [f"{k}={vals[0]}" for k, vals in (grid or {}).items()
+           if k not in given and vals]
+  return config_lib.apply_overrides(cfg, [*first, *(args.set or ())])
 
 
 def _run(args) -> int:
@@ -175,8 +181,8 @@ def _sweep(args) -> int:
     call = functools.partial(experiment.sweep_and_evaluate, None, None,
                              None, resume=True)
   else:
-    cfg = _base_config(args)
     grid = grid_lib.parse_grid(args.grid)
+    cfg = _base_config(args, grid)
     seeds = (grid_lib.parse_seeds(args.seeds) if args.seeds is not None
              else None)
     members = math.prod(len(v) for v in grid.values()) * len(seeds or [0])
