@@ -131,3 +131,18 @@ def test_a_binary_config_file_is_one_line_naming_it(tmp_path, capsys):
   assert err.startswith(f"fedasync-jax: error: cannot read config file "
                         f"{p}: 'utf-8' codec can't decode"), err
   assert not out.exists()
+
+
+def test_a_yaml_file_named_otherwise_says_it_was_read_as_json(tmp_path,
+                                                              capsys):
+  """A YAML file named my.txt failed with a bare JSON decoder error."""
+  from fedasync_jax import cli
+  p = tmp_path / "my.txt"
+  p.write_text("run:\n  num_updates: 40\n")
+  assert cli.main(["config", "--config", str(p)]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.splitlines() == [err], err
+  assert err.startswith(f"fedasync-jax: error: cannot parse config file "
+                        f"{p} (read as JSON: a file not named .yaml, .yml "
+                        f"or .json is read as JSON; name a YAML file .yaml "
+                        f"or .yml): Expecting value"), err

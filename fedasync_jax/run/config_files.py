@@ -180,7 +180,10 @@ def read(path):
       return _yaml_load(text)
     return _json_load(text)
   except Exception as e:  # noqa: BLE001 - any parse error becomes one message
-    raise ConfigError(f"cannot parse config file {p}: {e}") from None
+    how = ("" if p.suffix in (".yaml", ".yml", ".json") else
+           f" (read as JSON: a file not named .yaml, .yml or .json is read "
+           f"as JSON; name a YAML file .yaml or .yml)")
+    raise ConfigError(f"cannot parse config file {p}{how}: {e}") from None
 
 
 PATH_FIELDS = (("data", "path"), ("data", "data_dir"),
