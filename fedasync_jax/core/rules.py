@@ -42,6 +42,7 @@ from there. A synchronous rule is one with an ``end_round``
 Example:
   >>> import jax.numpy as jnp
   >>> from fedasync_jax import staleness
+  >>> from fedasync_jax.core.rules import ClientResult, fedasync
   >>> rule = fedasync(alpha=0.5, staleness_fn=staleness.constant())
   >>> state = rule.init({"w": jnp.zeros(2)})
   >>> result = ClientResult({"w": jnp.ones(2)}, {"w": jnp.ones(2)}, 1.0)

@@ -1,13 +1,18 @@
 """Sweeps: one compiled program over a grid of configurations.
 
 A sweep runs ``M`` members (hyperparameter settings and seeds) of the same
-simulation as ONE compiled program: the executor's chunk is ``vmap``-ed over
-the member axis. Rule hyperparameters (alpha, staleness exponents, server
+simulation as ONE compiled program: the executor's chunk runs over the
+member axis, with ``lax.map`` (``members="map"``, one member after the
+other: the CPU default) or ``vmap`` (``members="vmap"``: the default on
+accelerators). Rule hyperparameters (alpha, staleness exponents, server
 learning rates) reach the rule through ``make_rule(hp)``, called inside the
 trace, so they may be arrays; client learning rates scale the per-task
 ``lr_scale``; seeds are PRNG keys (and, optionally, different schedules,
 padded to one plan shape). Every member equals its own ``executor.simulate``
-run up to float reassociation.
+run: bit for bit with ``"map"``, up to float reassociation with ``"vmap"``.
+Members are paired, not crossed: ``rule_hparams`` holds one value per
+member along its leading axis (build a Cartesian grid with
+``jnp.meshgrid``).
 
 With ``mesh=`` the member axis is sharded over the mesh's devices
 (``jax.sharding.NamedSharding``): on several GPUs, or across hosts after
@@ -21,11 +26,25 @@ JAX starts) the cores train different members at once.
 Example:
   >>> import jax, jax.numpy as jnp
   >>> from fedasync_jax import rules, staleness
-  >>> grid = {"alpha": jnp.array([0.3, 0.6]), "a": jnp.array([0.5, 1.0])}
+  >>> import numpy as np, optax
+  >>> from fedasync_jax import (client, delays, models, rules, scheduler,
+  ...                           staleness, synthetic)
+  >>> fed = synthetic.synthetic(1.0, 1.0, num_clients=20, seed=0)
+  >>> model = models.logistic_regression(60, 10)
+  >>> update = client.local_update(model.loss, optax.sgd(0.01),
+  ...     batch_size=10, max_examples=fed.train.max_count, epochs=1)
+  >>> sched = scheduler.asynchronous(delays.delay_model(
+  ...     np.ones(20), fed.train.counts.astype(float)), num_updates=40,
+  ...     concurrency=4, seed=0)
+  >>> members = {"alpha": jnp.array([0.3, 0.6]),  # two members, paired
+  ...            "a": jnp.array([0.5, 1.0])}
   >>> make_rule = lambda hp: rules.fedasync(
   ...     hp["alpha"], staleness.polynomial(hp["a"]))
-  >>> # outs = sweep(make_rule, grid, update, params, ds, sched,
-  >>> #              keys=jax.random.split(jax.random.key(0), 2))
+  >>> outs = sweep(make_rule, members, update,
+  ...              model.init(jax.random.key(0)), fed.train, sched,
+  ...              keys=jax.random.split(jax.random.key(0), 2))
+  >>> len(outs), int(outs[1].state.version)
+  (2, 40)
 """
 
 from __future__ import annotations
