@@ -289,6 +289,18 @@ def test_a_trace_that_goes_dark_fails_fast(tmp_path):
                           availability=loaded.availability)
   with pytest.raises(ValueError, match="cannot make progress"):
     scheduler.asynchronous(dm, num_updates=1000, concurrency=2, seed=0)
+  # Through a configuration the error names the trace and the period.
+  from fedasync_jax import config as config_lib
+  from fedasync_jax.run import setup as setup_lib
+  cfg = config_lib.from_dict({"data": {"num_clients": 4},
+                              "delays": {"availability_trace": str(p)},
+                              "run": {"num_updates": 1000,
+                                      "concurrency": 2}})
+  with pytest.raises(ValueError, match=r"cannot make progress.*: "
+                     r"delays\.availability_trace .*a\.csv has no client "
+                     r"online from some time on .*delays\.trace_period "
+                     r"is None"):
+    setup_lib.setup(cfg)
 
 
 def test_config_fields_drive_the_schedule(tmp_path):

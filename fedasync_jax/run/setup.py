@@ -441,12 +441,22 @@ def make_schedule(cfg, fed: data.FederatedData, rule: rules.ServerRule, *,
         over_selection=run.over_selection, deadline=run.deadline,
         selection=run.selection if run.selection != "uniform" else
         "without_replacement", weights=weights, seed=run.seed)
-  return scheduler.asynchronous(
-      dm, num_updates=run.num_updates,
-      concurrency=None if run.poisson_rate else run.concurrency,
-      poisson_rate=run.poisson_rate, selection=run.selection,
-      weights=weights, arrivals_per_version=rule.arrivals_per_version,
-      max_staleness=rule.max_staleness, seed=run.seed)
+  try:
+    return scheduler.asynchronous(
+        dm, num_updates=run.num_updates,
+        concurrency=None if run.poisson_rate else run.concurrency,
+        poisson_rate=run.poisson_rate, selection=run.selection,
+        weights=weights, arrivals_per_version=rule.arrivals_per_version,
+        max_staleness=rule.max_staleness, seed=run.seed)
+  except ValueError as e:
+    d = cfg.delays
+    if "cannot make progress" not in str(e) or d.availability_trace is None:
+      raise
+    raise ConfigError(
+        f"{e}: delays.availability_trace {d.availability_trace} has no "
+        f"client online from some time on (its windows end; "
+        f"delays.trace_period is {d.trace_period}: a period repeats them)"
+        ) from None
 
 
 def eval_every_versions(cfg, rule: rules.ServerRule) -> int:
