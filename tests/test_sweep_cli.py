@@ -118,3 +118,9 @@ def test_a_required_staleness_parameter_can_be_given_by_the_grid(tmp_path):
   # the saved base configuration holds the grid's first value
   saved = json.loads((out / "config.json").read_text())
   assert saved["base"]["rule"]["staleness_params"]["n"] == 2.0
+  # a plain field keeps its base value (client.lr scales from it)
+  out2 = tmp_path / "lr"
+  assert cli.main(["sweep", "--out", str(out2), *TINY, "--grid",
+                   "client.lr=0.02,0.05", "--seeds", "0"]) == 0
+  base = json.loads((out2 / "config.json").read_text())["base"]
+  assert base["client"]["lr"] == config.Config().client.lr

@@ -99,16 +99,23 @@ def _in_folder(args, command: str, call):
 
 
 def _base_config(args, grid=None):
-  """``--config`` (or the defaults) with the ``--set`` overrides; a
-  sweep's ``grid`` fields the configuration does not set take their first
-  value there (a field the chosen staleness function requires, such as
-  ``rule.staleness_params.n``, is then given by the grid alone)."""
+  """``--config`` (or the defaults) with the ``--set`` overrides. A
+  sweep's ``grid`` entry of a mapping field that neither sets (such as
+  ``rule.staleness_params.n``, which mishchenko's staleness requires)
+  takes its first grid value there, so the grid alone can give it; every
+  other field keeps its base value (each member sets its own anyway)."""
   from fedasync_jax.run import config as config_lib
   cfg = (config_lib.load(args.config) if args.config is not None
          else config_lib.Config())
+  d = config_lib.to_dict(cfg)
   given = {item.split("=", 1)[0].strip() for item in args.set or ()}
+
+  def unset_entry(key: str) -> bool:
+    sec, _, rest = key.partition(".")
+    field, _, entry = rest.partition(".")
+    return bool(entry) and (d[sec].get(field) or {}).get(entry) is None
   first = [f"{k}={vals[0]}" for k, vals in (grid or {}).items()
-           if k not in given and vals]
+           if vals and k not in given and unset_entry(k)]
   return config_lib.apply_overrides(cfg, [*first, *(args.set or ())])
 
 
