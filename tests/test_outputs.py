@@ -227,6 +227,46 @@ def test_epoch_fields_with_a_single_pass_are_warned_about():
   assert notices.config_warnings(two) == []
 
 
+def test_trace_settings_without_the_file_that_reads_them_are_warned_about(
+    tmp_path):
+  """The trace settings act only through the trace files that read them:
+  the device table's cost model (augmentation, model_kbit), the .csv
+  availability trace's period, the row mapping, reading pickles. Set with
+  no such file they are warned about, naming what they need; set with it,
+  they are not."""
+  speeds = tmp_path / "speeds.csv"
+  speeds.write_text("0.5, 1.0\n")
+  avail = tmp_path / "avail.csv"
+  avail.write_text("client,start,end\n1,0,5\n")
+  table = tmp_path / "table.csv"
+  table.write_text("client_id,computation,communication\n1,10,100\n")
+  extra = {"augmentation": 2.0, "model_kbit": 8.0, "trace_period": 9.0,
+           "trace_mapping": "random", "trust_pickle": True}
+
+  def unused(**delays):
+    cfg = config.from_dict({"delays": {**delays, **extra}})
+    return {w.split("=", 1)[0][len("delays."):]: w
+            for w in notices.config_warnings(cfg)}
+  none = unused()
+  assert sorted(none) == sorted(extra)
+  assert none["model_kbit"] == (
+      "delays.model_kbit=8.0 does nothing with delays.speeds 'lognormal' (it "
+      "applies with delays.speeds trace to a device table in "
+      "delays.trace_path: .pkl, .json, or .csv with a computation column)")
+  assert "with delays.availability_trace None (it applies to a .csv " \
+         "availability trace)" in none["trace_period"]
+  # a list of speeds is cycled: no cost model, no mapping
+  listed = unused(speeds="trace", trace_path=str(speeds))
+  assert sorted(listed) == sorted(extra)
+  assert "a list of speeds, cycled over the clients" in listed["augmentation"]
+  # an availability trace reads the period and the mapping
+  assert sorted(unused(availability_trace=str(avail))) == [
+      "augmentation", "model_kbit", "trust_pickle"]
+  # a device table reads its cost model and the mapping
+  assert sorted(unused(speeds="trace", trace_path=str(table))) == [
+      "trace_period", "trust_pickle"]
+
+
 def test_runs_that_apply_no_update_are_warned_about(tmp_path):
   cfg = config.from_dict({**TINY, "run": {**TINY["run"],
                                           "num_updates": 12}})

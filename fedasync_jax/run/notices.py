@@ -15,7 +15,9 @@ from the schema wherever it can be:
   comes federated (``datasets.DATASETS`` member ``info["federated"]``);
 * ``SYNCHRONOUS_ONLY`` lists the schedule fields of synchronous rules;
 * ``client.epochs`` does nothing with fixed ``client.steps``, and
-  ``EPOCH_FIELDS`` nothing with a single pass (``steps``, or one epoch).
+  ``EPOCH_FIELDS`` nothing with a single pass (``steps``, or one epoch);
+* the trace settings (``traces.TRACE_PARAMS``, ``delays.trace_mapping``)
+  apply only to the trace files that read them (``_unused_trace_fields``).
 
 ``sweep_warnings(cfg, grid)`` adds a sweep's grid fields that its members
 never read, whatever their values.
@@ -40,10 +42,12 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 from typing import Optional
 
 from fedasync_jax.core import rules
 from fedasync_jax.run import members, schema
+from fedasync_jax.sim import traces
 
 INPUTS = {"staleness": "staleness_fn", "server_optimizer": "server_optimizer"}
 """``rule`` choices that a rule takes as an input, by the input's name."""
@@ -52,6 +56,9 @@ INPUT_FIELDS = {"staleness": ("max_staleness",)}
 SYNCHRONOUS_ONLY = ("num_rounds", "over_selection", "deadline")
 """``run`` fields that only synchronous rules read."""
 _FEDERATED_ONLY = ("partition", "alpha")
+_PICKLES = (".pkl", ".pickle")
+_TABLE = ("a device table in delays.trace_path: .pkl, .json, or .csv with a "
+          "computation column")
 EPOCH_FIELDS = ("epoch_decay", "patience")
 """``client`` fields that act between local epochs: nothing with one."""
 
@@ -98,6 +105,35 @@ def _unused_by_choice(cfg) -> list:
   return [("rule", f, "name", why) for f, why in out]
 
 
+def _unused_trace_fields(d) -> dict:
+  """``{field: (the field it depends on, why)}`` of the ``delays`` trace
+  settings that no trace file of the run reads."""
+  takes = "trace" in schema.family("delays", "speeds")[d.speeds].inputs
+  path = d.trace_path if takes else None
+  table = path if path and traces.is_device_table(path) else None
+  avail = d.availability_trace
+  out = {}
+  if table is None:
+    dep, why = (("trace_path", "a list of speeds, cycled over the clients; "
+                 "it applies to " + _TABLE) if path else
+                ("speeds", "it applies with delays.speeds trace to "
+                 + _TABLE))
+    out.update({f: (dep, why) for f in ("augmentation", "model_kbit")})
+  if avail is None or Path(avail).suffix != ".csv":
+    out["trace_period"] = ("availability_trace", (
+        "FedScale's traces repeat with their finish_time; it applies to a "
+        ".csv availability trace" if avail else
+        "it applies to a .csv availability trace"))
+  if table is None and avail is None:
+    out["trace_mapping"] = ("availability_trace", (
+        "it applies to an availability trace or to " + _TABLE))
+  if not any(Path(p).suffix in _PICKLES for p in (table, avail) if p):
+    out["trust_pickle"] = (
+        "trace_path" if table else "availability_trace",
+        "no trace file of the run is a pickle, .pkl or .pickle")
+  return out
+
+
 def unused_fields(cfg) -> dict:
   """The fields the run never reads, whatever their values.
 
@@ -126,6 +162,8 @@ def unused_fields(cfg) -> dict:
     for f in _FEDERATED_ONLY:
       found.setdefault(("data", f), ("name", "the data set comes "
                                          "federated"))
+  for f, dep in _unused_trace_fields(cfg.delays).items():
+    found[("delays", f)] = dep
   c = cfg.client
   if c.steps is not None or c.epochs == 1:  # one pass of local training
     by = "client.steps" if c.steps is not None else "client.epochs"
