@@ -32,6 +32,8 @@ def _error_line(capsys) -> str:
     (["--seeds="], SEEDS + r", got '' \(an empty entry\)"),
     (["--seeds", "0,,1"], SEEDS + r", got '0,,1' \(an empty entry\)"),
     (["--seeds=-1"], SEEDS + r", got '-1'"),
+    (["--seeds", "-1"], SEEDS + r", got '-1'"),
+    (["--seeds", "-1,2"], SEEDS + r", got '-1,2' \('-1' is not one\)"),
     (["--seeds", "2147483648"], SEEDS),
     (["--seeds", "1,0,1"], r"--seeds lists \[1\] more than once"),
     (["--grid", "rule.alhpa=0.3"],

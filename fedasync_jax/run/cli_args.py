@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from fedasync_jax.sim import compile_cache, xla_cpu
@@ -65,6 +66,25 @@ outputs (in --out):
   checkpoint is damaged). --out must be new or empty (or --force); a
   folder is locked while a run writes into it.
 """
+
+
+LIST_OPTIONS = ("--seeds",)
+"""Options whose value is a comma-separated list of numbers, which may
+start with ``-``: argparse takes ``--seeds -1,2`` for an option with no
+value and another option, so ``Parser`` reads it as ``--seeds=-1,2`` and
+the value's own check names the range."""
+
+
+class Parser(argparse.ArgumentParser):
+  """``argparse.ArgumentParser`` that reads a ``LIST_OPTIONS`` value
+  starting with ``-`` as that option's value."""
+
+  def parse_known_args(self, args=None, namespace=None):
+    args = list(sys.argv[1:] if args is None else args)
+    for i in reversed(range(len(args) - 1)):
+      if args[i] in LIST_OPTIONS and args[i + 1][:2].lstrip("-").isdigit():
+        args[i:i + 2] = [f"{args[i]}={args[i + 1]}"]
+    return super().parse_known_args(args, namespace)
 
 
 def families_text() -> str:
@@ -150,7 +170,7 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
   """The parser of ``fedasync-jax``: ``demo``, ``run``, ``sweep``,
   ``config``, each calling ``commands[name](args)``; the help texts list
   the registered rules, staleness functions and sweepable fields."""
-  p = argparse.ArgumentParser(
+  p = Parser(
       prog="fedasync-jax",
       description="A JAX-accelerated, vectorized simulator of asynchronous "
                   "federated learning.")
