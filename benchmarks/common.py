@@ -73,6 +73,23 @@ def log(msg):
   print(msg, file=sys.stderr, flush=True)
 
 
+def rate(x, unit: str = "updates/s") -> str:
+  """A measured rate for a log line: ``'123 updates/s'``, or says that it
+  was not measured (``None`` or NaN: a run of fewer than three chunks has
+  no steady state)."""
+  if x is None or (isinstance(x, float) and math.isnan(x)):
+    return f"no steady {unit} (fewer than 3 chunks)"
+  return f"{x:.0f} {unit}"
+
+
+def seconds(x) -> str:
+  """A measured time in seconds for a log line (``'n/a'`` when not
+  measured)."""
+  if x is None or (isinstance(x, float) and math.isnan(x)):
+    return "n/a"
+  return f"{x:.1f} s"
+
+
 def median(xs):
   xs = [x for x in xs if x is not None and not (isinstance(x, float)
                                                  and math.isnan(x))]

@@ -227,9 +227,9 @@ def main(argv=None):
                       "--system", system, "--result", str(res),
                       "--data", str(path)], check=True)
       runs[system].append(json.loads(res.read_text()))
-      C.log(f"{system} #{r}: {runs[system][-1]['steady_updates_per_s']:.0f} "
-            f"updates/s steady, {runs[system][-1]['updates_per_s']:.0f} end "
-            f"to end")
+      C.log(f"{system} #{r}: "
+            f"{C.rate(runs[system][-1]['steady_updates_per_s'])} steady, "
+            f"{runs[system][-1]['updates_per_s']:.0f} end to end")
   first = args.systems[0]
   a = np.load(work / f"{first}_0.json.npz")
   diffs, ratios = {}, {}

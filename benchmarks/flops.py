@@ -224,8 +224,8 @@ def w1_executor(args, ds, params, upd, step_flops, mm, peak):
     out[name] = {"steady_updates_per_s": res["steady_updates_per_s"],
                  "useful_gflops": g, "fraction_of_jax_matmul": g / peak,
                  "matmul_gflops_right_after": mm_now}
-    C.log(f"  W1 executor {name}: {res['steady_updates_per_s']:.0f} "
-          f"updates/s, {g:.1f} useful GFLOP/s")
+    C.log(f"  W1 executor {name}: {C.rate(res['steady_updates_per_s'])}, "
+          f"{g:.1f} useful GFLOP/s")
   return out
 
 

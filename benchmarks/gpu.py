@@ -79,6 +79,9 @@ def parse_args(argv):
   args.sweep_updates = 20 if s else 500 if q else 1000
   args.separate = args.separate or (1 if s else 4)
   args.cnn_updates = 4 if s else 100
+  # --smoke: one step per chunk, so that its short runs have a steady
+  # state to measure.
+  args.chunk_steps = 1 if s else 64
   # --smoke: the paper's CNN only, one way (ResNet-20 compiles for minutes
   # on CPU).
   args.models = ["mnist_cnn"] if s else ["mnist_cnn", "resnet20"]
@@ -126,7 +129,8 @@ def w1_cases(args, ds, budget):
       if not budget.ok(name):
         continue
       res, o = C.simulate_timed(executor, rule, upd, params, ds, sched, key,
-                                batching=batching, width=width)
+                                batching=batching, width=width,
+                                chunk_steps=args.chunk_steps)
       rec = {"case": name, "concurrency": conc, **res,
              "peak_bytes": peak_memory()}
       if not o.stats.get("direct"):
@@ -134,8 +138,8 @@ def w1_cases(args, ds, budget):
             sched, width=res["width"], steps_of_client=(
                 steps if batching == "refill" else None)),
             steps)["utilisation"]
-      C.log(f"{name}: {res['steady_updates_per_s']:.0f} updates/s steady, "
-            f"compile {res['compile_s']:.1f} s, lanes "
+      C.log(f"{name}: {C.rate(res['steady_updates_per_s'])} steady, "
+            f"compile {C.seconds(res['compile_s'])}, lanes "
             f"{rec.get('lane_utilisation', 1.0):.2f}")
       out.append(rec)
   return out
@@ -216,11 +220,12 @@ def model_cases(args, budget):
       res, _ = C.simulate_timed(
           executor, rules.fedasync(0.6), upd,
           model.init(jax.random.key(0)), ds, sched, jax.random.key(0),
-          batching=batching, width=None if batching == "map" else 5)
+          batching=batching, width=None if batching == "map" else 5,
+          chunk_steps=args.chunk_steps)
       ex = res["steady_updates_per_s"] * per
       out.append({"case": label, **res, "examples_per_s_steady": ex,
                   "peak_bytes": peak_memory()})
-      C.log(f"{label}: {ex:.0f} client examples/s steady")
+      C.log(f"{label}: {C.rate(ex, 'client examples/s')} steady")
   return out
 
 

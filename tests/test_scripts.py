@@ -295,6 +295,22 @@ def test_benchmarks_write_outside_the_recorded_results_by_default(
   assert path.parent == tmp_path / "default"
 
 
+def test_gpu_benchmark_smoke_run_measures_a_steady_state(smoke_runs,
+                                                        tmp_path):
+  """``--smoke`` runs one step per chunk, so its short runs still have the
+  steady rates and compile times that a GPU run records (they were NaN,
+  printed as 'nan updates/s', with one chunk per run)."""
+  import json
+  out = _smoke_output("benchmarks/gpu.py", smoke_runs, tmp_path)
+  [record] = out.glob("gpu_*_smoke.json")
+  rec = json.loads(record.read_text())
+  cases = rec["w1"] + rec["models"]
+  assert cases and all(c["chunks"] > 2 for c in cases), cases
+  for c in cases:
+    assert c["steady_updates_per_s"] > 0 and c["compile_s"] >= 0, c
+  assert all(c["examples_per_s_steady"] > 0 for c in rec["models"])
+
+
 def test_gpu_benchmark_measures_on_a_stand_in_where_mnist_is_absent(
     tmp_path):
   """On a device machine the shared MNIST copy does not travel:
