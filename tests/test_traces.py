@@ -287,7 +287,7 @@ def test_a_trace_that_goes_dark_fails_fast(tmp_path):
   loaded = trace_files.load(4, availability_path=p)
   dm = delays.delay_model(np.ones(4), np.ones(4), jitter="none",
                           availability=loaded.availability)
-  with pytest.raises(ValueError, match="cannot make progress"):
+  with pytest.raises(scheduler.Stuck, match="cannot make progress"):
     scheduler.asynchronous(dm, num_updates=1000, concurrency=2, seed=0)
   # Through a configuration the error names the trace and the period.
   from fedasync_jax import config as config_lib

@@ -448,9 +448,9 @@ def make_schedule(cfg, fed: data.FederatedData, rule: rules.ServerRule, *,
         poisson_rate=run.poisson_rate, selection=run.selection,
         weights=weights, arrivals_per_version=rule.arrivals_per_version,
         max_staleness=rule.max_staleness, seed=run.seed)
-  except ValueError as e:
+  except scheduler.Stuck as e:
     d = cfg.delays
-    if "cannot make progress" not in str(e) or d.availability_trace is None:
+    if d.availability_trace is None:
       raise
     raise ConfigError(
         f"{e}: delays.availability_trace {d.availability_trace} has no "

@@ -219,6 +219,12 @@ def asynchronous(delays: DelayModel, *, num_updates: int,
   return loop.run(num_updates)
 
 
+class Stuck(ValueError):
+  """No client can ever be dispatched again: every client is offline for
+  good (an availability trace whose windows end) before the schedule has
+  its arrivals."""
+
+
 _STUCK = ("the schedule cannot make progress: no client can ever be "
           "dispatched (check availability)")
 
@@ -269,7 +275,7 @@ class _AsyncLoop:
       t_next = min(self.heap[0][0] if self.heap else np.inf,
                    t_avail if t_avail > t else np.inf)
       if not np.isfinite(t_next):
-        raise ValueError(_STUCK)
+        raise Stuck(_STUCK)
       self.skipped += 1 + int(min(self.rng.poisson(
           min(self.rate * (t_next - t), 1e15)), 1e15))
     self.push(t_next + self.rng.exponential(1.0 / self.rate), 1, -1)
@@ -302,7 +308,7 @@ class _AsyncLoop:
     max_lost_run = 2_000 + int(50 / max(1.0 - self.delays.dropout, 1e-9))
     while arrived < num_updates:
       if not self.heap:
-        raise ValueError(_STUCK)
+        raise Stuck(_STUCK)
       t, _, _, k = heapq.heappop(self.heap)
       if k < 0:
         if self.concurrency is None:
