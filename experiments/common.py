@@ -269,7 +269,8 @@ def build(cfg, *, fed=None, test_subset: Optional[int] = None) -> Setup:
   c = cfg.client
   update = client.local_update(
       model.loss, client_optimizer(c), batch_size=c.batch_size,
-      max_examples=fed.train.max_count, epochs=c.epochs, steps=c.steps,
+      max_examples=fed.train.max_count, steps=c.steps,
+      epochs=c.epochs if c.steps is None else 1,  # warned about
       epoch_decay=c.epoch_decay, patience=c.patience,
       stateful=model.stateful)
   n = len(fed.y_test) if test_subset is None else int(test_subset)

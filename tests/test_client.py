@@ -114,6 +114,8 @@ def test_early_stopping_with_patience():
     ({"batch_size": 0}, "batch_size"), ({"epochs": 0}, "epochs"),
     ({"steps": -1}, "steps"), ({"patience": 0}, "patience"),
     ({"max_examples": 0}, "max_examples"),
+    ({"epochs": 5, "steps": 3}, r"epochs=5 with steps=3: fixed local steps "
+                                r"replace epochs; pass one of them"),
 ])
 def test_invalid(kw, match):
   args = {"batch_size": 2, "max_examples": 4, **kw}

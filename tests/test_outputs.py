@@ -218,6 +218,9 @@ def test_epoch_fields_with_a_single_pass_are_warned_about():
       "local steps are one pass; it acts from the second epoch on)",
       "client.patience=2 does nothing with client.steps 5 (fixed local "
       "steps are one pass; it acts from the second epoch on)"]
+  # warned about, not refused (local_update itself refuses both)
+  from fedasync_jax.run import setup as setup_lib
+  assert setup_lib.setup(steps).update.num_steps == 5
   one = config.from_dict({"client": {"patience": 2}})
   assert notices.config_warnings(one) == [
       "client.patience=2 does nothing with client.epochs 1 (one epoch; it "

@@ -206,7 +206,8 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
     max_examples: the largest client's number of examples (fixes shapes).
     epochs: local epochs over the client's data, ``>= 1``.
     steps: if given, a fixed number of local steps instead of epochs (the
-      client cycles through a random order of its data).
+      client cycles through a random order of its data); ``epochs`` must
+      then be left at 1.
     epoch_decay: divide the rate of epoch ``e`` by ``sqrt(e + 1)``.
     patience: stop after this many epochs without a training-loss
       improvement of more than ``min_delta`` (``None``: never stop early).
@@ -232,6 +233,9 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
   epochs = checks.integer("epochs", epochs, low=1)
   if steps is not None:
     steps = checks.integer("steps", steps, low=1)
+    if epochs != 1:
+      raise ValueError(f"epochs={epochs} with steps={steps}: fixed local "
+                       f"steps replace epochs; pass one of them")
   if patience is not None:
     patience = checks.integer("patience", patience, low=1)
   checks.number("min_delta", min_delta, low=0)

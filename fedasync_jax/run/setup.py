@@ -473,7 +473,8 @@ def setup(cfg) -> Setup:
   c = cfg.client
   update = client.local_update(
       model.loss, make_optimizer(c), batch_size=c.batch_size,
-      max_examples=fed.train.max_count, epochs=c.epochs, steps=c.steps,
+      max_examples=fed.train.max_count, steps=c.steps,
+      epochs=c.epochs if c.steps is None else 1,  # warned about
       epoch_decay=c.epoch_decay, patience=c.patience,
       stateful=model.stateful)
   rule = make_rule_from(cfg, fed)
