@@ -331,12 +331,10 @@ def plot(m, path):
     ax.plot(m.T, m.eps[tau], "o-", color=f"C{i}",
             label=f"tau_max={tau}: best step of the grid")
     ax.plot(m.T, m.kol["thm6"]["curves"][tau], ":", color=f"C{i}")
-  ax.set_xscale("log")
-  ax.set_yscale("log")
+  ax.set(xscale="log", yscale="log", xlabel="T",
+         ylabel="(1/T) sum ||grad F(w_t)||^2",
+         title="async SGD, tuned step (o-); Koloskova Thm 6 x c (:)")
   ax.xaxis.set_minor_formatter(plt.NullFormatter())
-  ax.set_xlabel("T")
-  ax.set_ylabel("(1/T) sum ||grad F(w_t)||^2")
-  ax.set_title("async SGD, tuned step (o-); Koloskova Thm 6 x c (:)")
   ax.legend(fontsize=7)
   ax = axes[1]
   for i, tau in enumerate(m.taus):
@@ -347,9 +345,8 @@ def plot(m, path):
   lim = [min(r["measured"] for r in m.lian) / 2,
          max(r["bound"] for r in m.lian) * 2]
   ax.plot(lim, lim, "k--", lw=0.8, label="measured = bound")
-  ax.set_xlabel("Lian et al. Thm 1 bound (c = 1)")
-  ax.set_ylabel("measured average")
-  ax.set_title("inside the step condition only")
+  ax.set(xlabel="Lian et al. Thm 1 bound (c = 1)", ylabel="measured average",
+         title="inside the step condition only")
   ax.legend(fontsize=7)
   ax = axes[2]
   taus = [t for t in m.taus if t > 0]
@@ -357,10 +354,8 @@ def plot(m, path):
           label="measured E||w_t - w_{t-tau}||^2")
   ax.plot(taus, [m.drift[t]["bound"] for t in taus], "C0--",
           label="drift_bound (no fitted constant)")
-  ax.set_xscale("log")
-  ax.set_yscale("log")
-  ax.set_xlabel("tau")
-  ax.set_title(f"drift at T={m.drift_T}, best step, second half")
+  ax.set(xscale="log", yscale="log", xlabel="tau",
+         title=f"drift at T={m.drift_T}, best step, second half")
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)

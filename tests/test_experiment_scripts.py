@@ -30,6 +30,8 @@ MODULES = ("command_line", "common", "time_to_accuracy", "sampling",
            "fedasync_staleness", "fedbuff_comparison", "trace_heterogeneity",
            "afl_paper", "conv_in_loop", "jax_function", "theory_common",
            "theory_rate")
+# Every module of experiments/ (the scripts import their own helpers).
+NAMES = tuple(sorted(p.stem for p in EXP.glob("*.py")))
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +39,15 @@ def scripts():
   """The experiment modules, imported from ``experiments/`` (another
   test may have imported ``benchmarks/common.py`` as ``common``: the
   modules of those names are set aside meanwhile)."""
-  saved = {n: sys.modules.pop(n) for n in MODULES if n in sys.modules}
+  saved = {n: sys.modules.pop(n) for n in NAMES
+           if n in sys.modules}
   sys.path.insert(0, str(EXP))
   try:
     yield SimpleNamespace(**{n: importlib.import_module(n)
                              for n in MODULES})
   finally:
     sys.path.remove(str(EXP))
-    for n in MODULES:
+    for n in NAMES:
       sys.modules.pop(n, None)
     sys.modules.update(saved)
 

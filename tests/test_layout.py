@@ -71,6 +71,12 @@ def test_modules_stay_under_500_lines():
   assert not long, long
 
 
+def test_experiment_files_stay_under_500_lines():
+  long = {path.name: n for path in (PKG.parent / "experiments").glob("*.py")
+          if (n := len(path.read_text().splitlines())) > 500}
+  assert not long, long
+
+
 def test_all_names_exist_and_modules_are_reachable():
   for name in fedasync_jax.__all__:
     assert hasattr(fedasync_jax, name), name
