@@ -209,3 +209,29 @@ def test_executor_matches_reference_float64_with_prox(problem, width):
     r0 = reference.run(rule, upd, params, ds, s, key=key,
                        hparams=tasks.task_hparams(s, prox_rho=0.0))
     assert rel_diff(r0.state.params, r.state.params) > 1e-4
+
+
+@pytest.mark.parametrize("rule, match", [
+    (rules.fedbuff(3, optax.sgd(1.0), staleness.polynomial(1.0)),
+     r"arrivals_per_version=1 but the rule applies a version every 3 "
+     r"arrivals.*prescribed\.from_staleness schedule applies every arrival"),
+    (rules.fedasync(0.5, staleness.cutoff(staleness.constant(), 2)),
+     r"max_staleness=None but the rule drops updates staler than 2"),
+])
+def test_a_rule_that_would_not_realise_the_staleness_is_refused(rule,
+                                                                 match):
+  """A prescribed schedule advances one version per arrival: a buffered
+  rule, or a cutoff that drops an arrival, counts versions differently,
+  and the executor and the reference would disagree (they did, silently,
+  by 0.25 in parameters). Both refuse it; a cutoff that drops none of the
+  prescribed arrivals fits."""
+  with jax.enable_x64(True):
+    ds, upd, params, _ = lsq_problem()
+    s = prescribed.from_staleness(
+        prescribed.uniform_staleness(30, 4, seed=0),
+        num_clients=ds.num_clients)
+    for run in (reference.run, executor.simulate):
+      with pytest.raises(ValueError, match=match):
+        run(rule, upd, params, ds, s, key=jax.random.key(0))
+  loose = rules.fedasync(0.5, staleness.cutoff(staleness.constant(), 4))
+  tasks.check_rule_fits(loose, [s])

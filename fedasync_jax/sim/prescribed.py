@@ -85,8 +85,11 @@ def from_staleness(staleness, *, num_clients: int,
   Returns:
     A ``Schedule`` with ``schedule.staleness`` equal to the clipped
     ``staleness``; ``stats`` holds ``realised_concurrency``, ``end_time``,
-    ``num_versions``, ``skipped_dispatches`` (0), ``lost_updates`` (0) and
-    ``max_in_flight``.
+    ``num_versions``, ``skipped_dispatches`` (0), ``lost_updates`` (0),
+    ``max_in_flight``, and ``arrivals_per_version`` (1) and
+    ``max_staleness`` (``None``: no arrival is dropped), which the
+    simulators check the rule against: a buffered rule, or a cutoff that
+    drops an arrival, would not realise the prescribed staleness.
 
   Raises:
     ValueError: ``staleness`` empty, not 1-D, not integral or negative, or
@@ -148,6 +151,10 @@ def from_staleness(staleness, *, num_clients: int,
       "skipped_dispatches": 0,
       "lost_updates": 0,
       "max_in_flight": max_in_flight,
+      # what the rule must do for the staleness to be realised
+      # (``tasks.check_rule_fits`` refuses another rule)
+      "arrivals_per_version": 1,
+      "max_staleness": None,
   }
   return b.build(num_clients, False, stats)
 

@@ -143,7 +143,8 @@ def check_rule_fits(rule, schedules) -> None:
       raise ValueError(
           f"the schedule was drawn with arrivals_per_version={got} but the "
           f"rule applies a version every {want} arrivals; draw it with "
-          f"scheduler.asynchronous(..., arrivals_per_version={want})")
+          f"scheduler.asynchronous(..., arrivals_per_version={want}) "
+          f"({_PRESCRIBED})")
     drawn = s.stats.get("max_staleness", rule.max_staleness)
     if drawn != rule.max_staleness and not np.array_equal(
         _drops(s, drawn), _drops(s, rule.max_staleness)):
@@ -155,7 +156,11 @@ def check_rule_fits(rule, schedules) -> None:
           f"rule {drops} (its staleness function's cutoff), so the two "
           f"count versions differently; draw it with "
           f"scheduler.asynchronous(..., max_staleness={cut}) "
-          f"(rule.max_staleness)")
+          f"(rule.max_staleness; {_PRESCRIBED})")
+
+
+_PRESCRIBED = ("a prescribed.from_staleness schedule applies every arrival "
+               "as one version: it fits FedAsync with no update dropped")
 
 
 def _drops(schedule, cutoff) -> np.ndarray:
