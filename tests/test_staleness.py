@@ -3,10 +3,11 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fedasync_jax import staleness
+from fedasync_jax import rules, staleness
 
 FAMILIES = {
     "constant": lambda p: staleness.constant(),
@@ -100,3 +101,47 @@ def test_a_negative_staleness_is_refused_where_it_is_known(name, tau):
     staleness.keep(staleness.cutoff(fn, 4), tau)
   assert np.all(np.isfinite(fn(np.array([0, 1, 30]))))
   assert jax.jit(fn)(jnp.array(-1)).shape == ()
+
+
+@pytest.mark.parametrize("fn, match", [
+    (lambda t: 2.0 * jnp.ones_like(t, jnp.float32),
+     r"staleness_fn\(tau\) must be in \[0, 1\], got 2\.0 at tau = 0"),
+    (lambda t: -jnp.ones_like(t, jnp.float32), r"got -1\.0 at tau = 0"),
+    (lambda t: jnp.where(t < 5, 1.0, jnp.nan), r"got nan at tau = 5"),
+    (lambda t: 1.0 + t, r"got 2\.0 at tau = 1"),
+    (lambda t: jnp.ones(3) * jnp.exp(-t),
+     r"staleness_fn\(tau\) failed on tau = \[0, 1, \.\.\., 64\] "
+     r"\(TypeError: .*\); a staleness function maps an array"),
+    (lambda t: 1.0 if t < 3 else 0.5, r"must be jit-traceable"),
+    (lambda t: jnp.ones((65, 2)), r"must return one weight per staleness "
+                                   r"value \(shape \(65,\) .*got shape "
+                                   r"\(65, 2\)"),
+    (3, r"staleness_fn must be callable, got 3"),
+])
+@pytest.mark.parametrize("make", [
+    lambda s: rules.fedasync(0.5, s),
+    lambda s: rules.fedbuff(2, optax.sgd(1.0), s),
+    lambda s: rules.afl(clients_per_round=2, staleness_fn=s)])
+def test_a_staleness_function_that_cannot_serve_is_refused(make, fn, match):
+  """Weights outside [0, 1] or not finite made runs diverge or turn NaN
+  with no error; a function that is not vectorized or traceable failed
+  deep in the compiled loop. Each rule refuses them when it is built."""
+  with pytest.raises(ValueError, match=match):
+    make(fn)
+
+
+def test_functions_within_the_contract_are_accepted_also_under_jit():
+  """The built-ins, a scalar weight, s(0) < 1 and a weight that grows
+  with tau (allowed, not the built-ins' convention); under jit, with a
+  traced parameter, a rule is built without its values being checked."""
+  for fn in (staleness.get("polynomial", a=0.5, max_staleness=4),
+             lambda t: 0.5, lambda t: jnp.minimum(1.0, 0.1 * (1.0 + t)),
+             staleness.get("constant"), staleness.get("exponential", a=0.3)):
+    rules.fedasync(0.5, fn)
+
+  @jax.jit
+  def mix(a):
+    rule = rules.fedasync(0.5, staleness.polynomial(a))
+    return rule.apply(rule.init(jnp.zeros(2)), rules.ClientResult(
+        jnp.ones(2), jnp.ones(2), 1.0), 3).params
+  np.testing.assert_allclose(mix(1.0), 0.5 / 4 * np.ones(2), rtol=1e-6)

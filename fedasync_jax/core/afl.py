@@ -130,7 +130,7 @@ def afl(*, clients_per_round: int = 5, lr: float = 1.0,
   M = vals["clients_per_round"]
   checks.choice("average", average, AVERAGES)
   if staleness_fn is not None:
-    checks.callable_("staleness_fn", staleness_fn)
+    staleness_lib.check(staleness_fn)
   s = staleness_fn if staleness_fn is not None else staleness_lib.polynomial(
       0.5)
   field = "params" if average == "params" else "delta"
@@ -216,7 +216,7 @@ def size_weighted_mix(*, lr: float = 0.5, max_weight: float = 0.5,
   RULES.check("size_weighted_mix", lr=lr, max_weight=max_weight)
   checks.number("mean_examples", mean_examples, low=0, low_open=True)
   if staleness_fn is not None:
-    checks.callable_("staleness_fn", staleness_fn)
+    staleness_lib.check(staleness_fn)
   s = staleness_fn if staleness_fn is not None else staleness_lib.polynomial(
       0.5)
 

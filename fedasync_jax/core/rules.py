@@ -125,10 +125,10 @@ class FedAsyncState(NamedTuple):
 
 def _check_inputs(*, staleness_fn=None, server_optimizer=None) -> None:
   """Refuses a rule input of the wrong kind at construction, naming it: a
-  staleness function must be callable, a server optimizer an optax
-  optimizer (``None``: the default)."""
+  staleness function must keep its contract (``staleness.check``), a
+  server optimizer be an optax optimizer (``None``: the default)."""
   if staleness_fn is not None:
-    checks.callable_("staleness_fn", staleness_fn)
+    staleness_lib.check(staleness_fn)
   if server_optimizer is not None:
     checks.optimizer("server_optimizer", server_optimizer)
 

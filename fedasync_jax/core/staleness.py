@@ -2,8 +2,10 @@
 
 A staleness function is a plain callable from integer staleness (a scalar or
 an array, ``>= 0``; a known negative value is refused) to a weight in
-``[0, 1]`` with ``s(0) = 1``, non-increasing in ``tau``, jit-traceable and
-vectorized (the model is optax's ``Schedule``).
+``[0, 1]``, jit-traceable and vectorized (the model is optax's
+``Schedule``); every built-in one has ``s(0) = 1`` and is non-increasing in
+``tau``. The rules refuse a function that breaks the first part when they
+are built (``check``).
 
 The families of FedAsync (Xie, Koyejo, Gupta 2019, "Asynchronous Federated
 Optimization", arXiv:1903.03934, Section 5.2): ``constant``, ``polynomial``
@@ -245,6 +247,54 @@ def keep(fn: StalenessFn, tau) -> jax.Array:
 def max_staleness(fn: StalenessFn) -> Optional[int]:
   """The cutoff of ``fn`` (``None`` when it never drops updates)."""
   return fn.max_staleness if isinstance(fn, Cutoff) else None
+
+
+PROBE = 64
+"""``check`` evaluates a staleness function at ``tau = 0, 1, ..., PROBE``."""
+
+
+def check(fn, name: str = "staleness_fn") -> StalenessFn:
+  """Refuses a staleness function that cannot serve as one, naming
+  ``name``: one that fails on an array of staleness values (not
+  vectorized, or a Python ``if`` on ``tau``: not jit-traceable), returns
+  more than one weight per value, or a weight outside ``[0, 1]`` or not
+  finite (a mix with such a weight is no convex combination, and runs
+  diverge or turn NaN without an error). Checked at ``tau = 0, ...,
+  PROBE`` when a rule is built; a function of traced values (its
+  parameters under ``jit``) is checked only for its shape. ``s(0) = 1``
+  and a weight that does not grow with ``tau`` are the built-in
+  functions' convention, not required: ``s(0) = 0.5`` halves every mix.
+
+  Example:
+    >>> check(lambda tau: 2.0 / (1 + tau))
+    Traceback (most recent call last):
+    ...
+    ValueError: staleness_fn(tau) must be in [0, 1], got 2.0 at tau = 0
+  """
+  checks.callable_(name, fn)
+  taus = jnp.arange(PROBE + 1)
+  try:
+    out = jnp.asarray(fn(taus))
+  except Exception as e:  # a Python ``if`` on tau, a wrong signature, ...
+    said = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    raise ValueError(
+        f"{name}(tau) failed on tau = [0, 1, ..., {PROBE}] "
+        f"({type(e).__name__}: {said}); a staleness function maps an array "
+        f"of staleness values to one weight each and must be "
+        f"jit-traceable (jnp.where, not if)") from e
+  if out.shape not in ((), taus.shape):
+    raise ValueError(f"{name}(tau) must return one weight per staleness "
+                     f"value (shape {taus.shape} for tau of shape "
+                     f"{taus.shape}), got shape {out.shape}")
+  if checks.is_traced(out):
+    return fn
+  w = np.broadcast_to(np.asarray(out, dtype=np.float64), taus.shape)
+  bad = ~np.isfinite(w) | (w < 0) | (w > 1 + 1e-6)
+  if bad.any():
+    i = int(np.argmax(bad))
+    raise ValueError(f"{name}(tau) must be in [0, 1], got {w[i]} at "
+                     f"tau = {i}")
+  return fn
 
 
 def get(name: str, **kwargs) -> StalenessFn:
