@@ -311,6 +311,30 @@ def test_sweep_members_equal_separate_runs():
   assert not np.allclose(outs[0].state.params, outs[1].state.params)
 
 
+def test_rate_scales_keep_float64():
+  """A member's client_lr_scale of 1/3 is a client rate a third as large,
+  to float64 rounding: the scales were rounded to float32 (2.3e-8 apart
+  from sgd(0.05 / 3)), as were task_hparams' per-task scales."""
+  with jax.enable_x64(True):
+    ds, w_true = make_lsq_data(num_clients=N, dtype=np.float64)
+    dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
+    s = scheduler.asynchronous(dm, num_updates=60, concurrency=5, seed=0)
+    params = jnp.zeros(5, jnp.float64)
+
+    def update(lr):
+      return client.local_update(lsq_loss, optax.sgd(lr), batch_size=4,
+                                 max_examples=ds.max_count)
+    rule, key = rules.fedasync(0.6), jax.random.key(0)
+    third = executor.simulate(rule, update(0.05 / 3), params, ds, s, key=key)
+    [member] = sweep.sweep(lambda hp: rules.fedasync(hp["alpha"]),
+                           {"alpha": jnp.array([0.6])}, update(0.05), params,
+                           ds, s, keys=key[None], client_lr_scale=[1 / 3])
+    scaled = executor.simulate(rule, update(0.05), params, ds, s, key=key,
+                               hparams=tasks.task_hparams(s, lr_scale=1 / 3))
+    for out in (member, scaled):
+      assert rel_diff(out.state.params, third.state.params) <= 1e-13
+
+
 @pytest.mark.parametrize("path", sorted(PATHS))
 def test_sweep_shared_schedule_equals_separate_runs(path):
   """One schedule for all members: the plan is passed unbatched."""

@@ -120,14 +120,37 @@ def _masked_mean(values: Array, mask: Array) -> Array:
   return jnp.sum(weighted) / jnp.where(total > 0, total, jnp.ones_like(total))
 
 
+def as_float(x) -> Array:
+  """Examples as floating point: integers (e.g. uint8 pixels) and half
+  precision as float32; float32 kept, and float64 kept under
+  ``jax_enable_x64`` (a float64 study's data are not rounded to float32).
+
+  Example:
+    >>> import numpy as np
+    >>> as_float(np.arange(3, dtype=np.uint8)).dtype
+    dtype('float32')
+  """
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    return x.astype(jnp.float32)
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _sum_dtype(dtype):
+  """The evaluation's dtype for model outputs of ``dtype``: at least
+  float32 (half precision is summed in float32), float64 kept."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def _eval_sums(apply, params, x, y, mask):
   """(sum of NLL, number correct) over the examples with ``mask``."""
   # log_softmax is idempotent on log-probabilities, so this works for both
   # kinds of outputs.
-  logp = jax.nn.log_softmax(apply(params, x).astype(jnp.float32))
+  out = apply(params, x)
+  logp = jax.nn.log_softmax(out.astype(_sum_dtype(out.dtype)))
   y = y.astype(jnp.int32)
   nll = -jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
-  correct = (jnp.argmax(logp, axis=-1) == y).astype(jnp.float32)
+  correct = (jnp.argmax(logp, axis=-1) == y).astype(logp.dtype)
   zero = jnp.zeros_like(nll)
   return (jnp.sum(jnp.where(mask, nll, zero)),
           jnp.sum(jnp.where(mask, correct, zero)))
@@ -157,7 +180,8 @@ def _scan_eval(apply, params, xb, yb, mb, n):
     l, c = _eval_sums(apply, params, bx, by, bm)
     return (loss_sum + l, correct_sum + c), None
 
-  init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+  out = jax.eval_shape(apply, params, xb[0])
+  init = (jnp.zeros((), _sum_dtype(out.dtype)),) * 2
   (loss_sum, correct_sum), _ = jax.lax.scan(body, init, (xb, yb, mb))
   return loss_sum / n, correct_sum / n
 
@@ -278,9 +302,9 @@ def from_flax(module: nn.Module, *, input_shape: Sequence[int],
     stateful: whether the module keeps ``batch_stats``.
     outputs: ``"logits"`` or ``"log_probs"``.
     prepare: optional ``x -> x`` applied before the module (reshaping,
-      casting); it also validates shapes. The default casts examples to
-      float32, also under ``jax_enable_x64``: for float64 inputs pass
-      ``prepare=jnp.asarray``.
+      casting); it also validates shapes. The default is ``as_float``:
+      integer or half-precision examples become float32, float64 ones
+      stay float64 under ``jax_enable_x64``.
 
   Returns:
     The model's :class:`ModelFns`.
@@ -295,8 +319,7 @@ def from_flax(module: nn.Module, *, input_shape: Sequence[int],
   outputs = checks.choice("outputs", outputs, _OUTPUT_KINDS)
   num_classes = checks.integer("num_classes", num_classes, low=1)
   input_shape = tuple(int(d) for d in input_shape)
-  prepare = prepare if prepare is not None else (
-      lambda x: jnp.asarray(x, jnp.float32))
+  prepare = prepare if prepare is not None else as_float
   build = _stateful_fns if stateful else _stateless_fns
   init, apply, loss = build(module, input_shape, prepare, name, outputs)
   _check_outputs(init, apply, input_shape, num_classes)

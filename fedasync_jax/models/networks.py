@@ -43,7 +43,7 @@ from fedasync_jax.core import checks
 from fedasync_jax.core.registry import REQUIRED, Param, Registry
 from fedasync_jax.models import conv as conv_lib
 from fedasync_jax.models.batch_norm import BatchNorm
-from fedasync_jax.models.base import Array, ModelFns, from_flax
+from fedasync_jax.models.base import Array, ModelFns, as_float, from_flax
 
 MODELS = Registry("model")
 """The model family: name -> factory, parameters, ``aliases`` and
@@ -89,7 +89,7 @@ class _MnistCNN(nn.Module):
 
 
 def _prepare_image(x, channels: int, name: str):
-  x = jnp.asarray(x, jnp.float32)
+  x = as_float(x)
   if channels == 1 and x.ndim == 3:
     x = x[..., None]
   if x.ndim != 4 or x.shape[-1] != channels:
@@ -301,7 +301,7 @@ class _MLP(nn.Module):
 
 
 def _prepare_flat(x, input_dim: int, name: str):
-  x = jnp.asarray(x, jnp.float32)
+  x = as_float(x)
   if x.ndim < 1:
     raise ValueError(f"{name}: x must have a batch dimension, got a scalar")
   x = x.reshape((x.shape[0], -1)) if x.ndim != 2 else x

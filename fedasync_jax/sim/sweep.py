@@ -118,7 +118,7 @@ def _member_hparams(scheds, hparams, client_lr_scale, M):
         hparams, ClientHParams) else f"hparams[{m}]")
         for m, (h, s) in enumerate(zip(hps, scheds))]
   if client_lr_scale is not None:
-    scale = np.asarray(client_lr_scale, np.float32).reshape(-1)
+    scale = np.asarray(client_lr_scale, np.float64).reshape(-1)
     if scale.shape != (M,):
       raise ValueError(f"client_lr_scale must have shape ({M},), got "
                        f"{scale.shape}")

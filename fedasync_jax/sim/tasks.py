@@ -104,7 +104,8 @@ def task_hparams(schedule: sched_lib.Schedule, *, lr_scale=1.0,
       raise ValueError(f"delay must hold one finite delay >= 0 per client "
                        f"({schedule.num_clients}), got shape {d.shape}")
     scale = scale / (1.0 + float(beta) * d[c])
-  return ClientHParams(scale.astype(np.float32), rho.astype(np.float32))
+  # float64 on the host: the client casts them to its parameters' dtype
+  return ClientHParams(np.array(scale), np.array(rho))
 
 
 def check_schedules(schedules, num_clients: int):

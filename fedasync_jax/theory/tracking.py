@@ -272,8 +272,8 @@ def tracker_inputs(schedule: sched_lib.Schedule, *,
       task=p(task, np.int32), client=p(schedule.client[task], np.int32),
       staleness=p(schedule.staleness, np.int32),
       ends_round=p(schedule.ends_round, bool),
-      lr_scale=p(np.asarray(hparams.lr_scale)[task], np.float32, 1.0),
-      prox_rho=p(np.asarray(hparams.prox_rho)[task], np.float32),
+      lr_scale=p(np.asarray(hparams.lr_scale)[task], np.float64, 1.0),
+      prox_rho=p(np.asarray(hparams.prox_rho)[task], np.float64),
       valid=p(np.ones(n, bool), bool, False))
 
 
