@@ -634,3 +634,19 @@ def test_arguments_follow_the_shared_checks():
     theory.sqrt_t_bound(4.0, gamma0=1.0, tau_max=0, c=True, **bkw)
   with pytest.raises(ValueError, match="steps must be finite"):
     theory.delayed_sgd_bound([0.1, float("nan")], tau_max=0, **bkw)
+
+
+def test_per_version_refuses_what_is_not_one_value_per_version():
+  """Evaluations every 2 versions were returned as if at 0, 1, 2, ...;
+  the metric's own name (without ``test_``) gave a bare KeyError."""
+  evals = [{"version": v, "test_grad_sq": 1.0 / (v + 1)} for v in (0, 2, 4)]
+  with pytest.raises(ValueError, match=r"one evaluation at every version "
+                     r"0, 1, \.\.\., V \(run with eval_every=1\), got "
+                     r"versions \[0, 2, 4\]"):
+    theory.per_version(evals, "test_grad_sq")
+  every = [{"version": v, "test_grad_sq": 1.0 / (v + 1)} for v in (1, 0, 2)]
+  assert theory.per_version(every, "test_grad_sq").tolist() == [
+      1.0, 0.5, 1.0 / 3]
+  with pytest.raises(ValueError, match=r"metric 'grad_sq' is the column "
+                     r"'test_grad_sq'"):
+    theory.per_version(every, "grad_sq")

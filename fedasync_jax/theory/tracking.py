@@ -100,12 +100,27 @@ def per_version(evals: Sequence[dict], key: str) -> np.ndarray:
   ``key`` is the column of ``RunResult.evals``: ``test_<name>`` for the
   metric ``<name>`` of the evaluation function (``metrics_fn``).
 
+  Raises:
+    ValueError: ``key`` not a column, or the evaluations not one per
+      version (another ``eval_every``).
+
   Example:
     >>> per_version([{"version": 0, "test_g": 1.0},
     ...              {"version": 1, "test_g": 0.5}], "test_g").tolist()
     [1.0, 0.5]
   """
   ev = sorted(evals, key=lambda e: e["version"])
+  if ev and key not in ev[0]:
+    hint = (f" (the evaluation function's metric {key!r} is the column "
+            f"'test_{key}')" if f"test_{key}" in ev[0] else "")
+    raise ValueError(f"per_version: key must be a column of the evals, one "
+                     f"of {sorted(ev[0])}, got {key!r}{hint}")
+  versions = [int(e["version"]) for e in ev]
+  if versions != list(range(len(ev))):
+    raise ValueError(
+        f"per_version needs one evaluation at every version 0, 1, ..., V "
+        f"(run with eval_every=1), got versions {versions[:6]}"
+        f"{' ...' if len(versions) > 6 else ''}")
   return np.asarray([e[key] for e in ev], np.float64)
 
 
