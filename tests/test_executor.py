@@ -611,6 +611,38 @@ def test_an_eval_fn_of_another_form_and_a_rule_function_are_named():
                   key=key)
 
 
+def test_a_bad_key_or_rule_hp_is_named():
+  """``key=0`` failed inside the client update ("invalid PRNG key data",
+  blaming params); a rule function without rule_hp failed with
+  "'NoneType' object is not subscriptable"; rule_hp beside a built rule
+  was ignored. Each is now refused naming the argument; a raw
+  ``PRNGKey`` pair is still a key."""
+  ds, upd, params, _ = problem("lsq", np.float32)
+  dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
+  s = scheduler.asynchronous(dm, num_updates=10, concurrency=3, seed=0)
+  for key in (0, jnp.zeros(3, jnp.uint32), jax.random.split(
+      jax.random.key(0), 2)):
+    for run in (executor.simulate, reference.run):
+      with pytest.raises(ValueError, match=r"^key must be one PRNG key "):
+        run(rules.fedasync(0.5), upd, params, ds, s, key=key)
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match=r"^rule is a function rule_hp -> "
+                     r"ServerRule and failed without rule_hp \(TypeError"):
+    executor.simulate(lambda hp: rules.fedasync(hp["a"]), upd, params, ds,
+                      s, key=key)
+  with pytest.raises(ValueError, match=r"^rule_hp is used only when rule "
+                     r"is a function"):
+    executor.simulate(rules.fedasync(0.5), upd, params, ds, s, key=key,
+                      rule_hp={"a": 0.5})
+  with pytest.raises(ValueError, match=r"rule\(rule_hp\) must return a "
+                     r"ServerRule, got Array\(0\.5"):
+    executor.simulate(lambda hp: hp["a"], upd, params, ds, s, key=key,
+                      rule_hp={"a": 0.5})
+  raw = executor.simulate(rules.fedasync(0.5), upd, params, ds, s,
+                          key=jax.random.PRNGKey(0))
+  assert int(raw.state.version) == 10
+
+
 MULTI_DEVICE = textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp, numpy as np

@@ -276,6 +276,28 @@ def optimizer(name: str, value) -> Any:
   return value
 
 
+def prng_key(name: str, key) -> Any:
+  """Checks that ``key`` is one PRNG key: ``jax.random.key(...)``, or the
+  ``uint32`` pair of ``jax.random.PRNGKey(...)``; returns it.
+
+  Example:
+    >>> prng_key("key", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: key must be one PRNG key (jax.random.key(0), or jax.random.PRNGKey(0)'s uint32 pair), got 0
+  """
+  dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+  typed = dtype is not None and jax.dtypes.issubdtype(dtype,
+                                                      jax.dtypes.prng_key)
+  if (typed and shape == ()) or (not typed and dtype == np.uint32
+                                 and shape == (2,)):
+    return key
+  got = (f"an array of {dtype} and shape {shape}" if shape is not None
+         else show(key))
+  raise ValueError(f"{name} must be one PRNG key (jax.random.key(0), or "
+                   f"jax.random.PRNGKey(0)'s uint32 pair), got {got}")
+
+
 def float_params(name: str, tree) -> Any:
   """Checks that every leaf of ``tree`` is an array of float32 or float64
   (the parameters a run mixes and differentiates); returns ``tree``.

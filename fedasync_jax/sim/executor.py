@@ -54,7 +54,7 @@ from fedasync_jax.sim.strategies import BATCHINGS, default_batching  # noqa: F40
 from fedasync_jax.sim.tasks import (check_client_fits, check_eval_every,
                                     check_hparams, check_params_fit,
                                     check_rule_fits, check_schedules,
-                                    pad_tasks, task_hparams)
+                                    pad_tasks, rule_maker, task_hparams)
 
 
 def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
@@ -133,18 +133,13 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
       ``chunk_steps``, ``y_train``...).
   """
   checks.float_params("params", params)
+  checks.prng_key("key", key)
   check_labels(data, eval_fn, num_classes)
   chunk_steps = driver.check_chunk_steps(chunk_steps)
   check_schedules([schedule], data.num_clients)
-  if isinstance(rule, ServerRule):
-    make_rule = lambda _: rule  # noqa: E731
-  elif callable(rule):
-    make_rule = rule
-  else:
-    raise ValueError(f"rule must be a ServerRule or a function rule_hp -> "
-                     f"ServerRule, got {rule!r}")
   rule_hp = jax.tree.map(jnp.asarray, rule_hp)
-  check_rule_fits(make_rule(rule_hp), [schedule])
+  make_rule, built = rule_maker(rule, rule_hp)
+  check_rule_fits(built, [schedule])
   check_client_fits(client, data)
   check_eval_every(eval_every, has_eval_fn=eval_fn is not None)
   width_given = width is not None

@@ -81,6 +81,7 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
     raise ValueError(f"rule must be a ServerRule (reference.run takes no "
                      f"rule_hp -> ServerRule function: build the rule, "
                      f"e.g. make_rule(rule_hp)), got {checks.show(rule)}")
+  checks.prng_key("key", key)
   check_schedules([schedule], data.num_clients)
   check_rule_fits(rule, [schedule])
   check_client_fits(client, data)

@@ -20,6 +20,7 @@ import numpy as np
 
 from fedasync_jax.core import checks
 from fedasync_jax.core.client import ClientHParams, ClientRef
+from fedasync_jax.core.types import ServerRule
 from fedasync_jax.sim import scheduler as sched_lib
 from fedasync_jax.sim.delays import DelayModel
 
@@ -114,6 +115,38 @@ def check_schedules(schedules, num_clients: int):
     if s.num_clients != num_clients:
       raise ValueError(f"schedule has {s.num_clients} clients but data has "
                        f"{num_clients}")
+
+
+def rule_maker(rule, rule_hp):
+  """``simulate``'s ``rule`` as a function ``rule_hp -> ServerRule``, and
+  the rule it builds from ``rule_hp``.
+
+  Raises:
+    ValueError: ``rule`` neither a ``ServerRule`` nor callable; a built
+      rule given ``rule_hp`` (which it would ignore); a function that
+      fails without ``rule_hp``.
+  """
+  if isinstance(rule, ServerRule):
+    if rule_hp is not None:
+      raise ValueError("rule_hp is used only when rule is a function "
+                       "rule_hp -> ServerRule, and this rule is already "
+                       "built: drop rule_hp, or pass the function")
+    return (lambda _: rule), rule
+  if not callable(rule):
+    raise ValueError(f"rule must be a ServerRule or a function rule_hp -> "
+                     f"ServerRule, got {checks.show(rule)}")
+  try:
+    built = rule(rule_hp)
+  except (TypeError, KeyError, IndexError, AttributeError) as e:
+    if rule_hp is not None:
+      raise
+    raise ValueError(f"rule is a function rule_hp -> ServerRule and failed "
+                     f"without rule_hp ({type(e).__name__}: {e}): pass "
+                     f"rule_hp=...") from e
+  if not isinstance(built, ServerRule):
+    raise ValueError(f"rule(rule_hp) must return a ServerRule, got "
+                     f"{checks.show(built)}")
+  return rule, built
 
 
 def check_rule_fits(rule, schedules) -> None:
