@@ -238,7 +238,7 @@ def test_delay_is_known_at_dispatch_not_at_arrival():
   # The realised durations differ (exponential jitter), the rates do not.
   assert not np.allclose(a.arrival_time - a.dispatch_time,
                          m.speed[a.client])
-  expect = (1.0 / (1.0 + np.array([1.0, 2.0, 3.0]))).astype(np.float32)
+  expect = 1.0 / (1.0 + np.array([1.0, 2.0, 3.0]))  # float64, as computed
   np.testing.assert_array_equal(ha.lr_scale, expect[a.client])
   np.testing.assert_array_equal(hb.lr_scale, expect[b.client])
   per_client = tasks.task_hparams(a, delay_beta=1.0,
