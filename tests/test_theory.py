@@ -158,6 +158,12 @@ def test_problem_input_errors():
     theory.least_squares(**kw, zeta2=-1.0)
   with pytest.raises(ValueError, match="nu must be a number >= 0"):
     theory.nonconvex(**kw, nu=-1.0)
+  # an integer dtype rounded the data: L = 0.39 for a requested 1
+  for make in (theory.least_squares, theory.nonconvex):
+    for bad in (np.int32, "bogus", bool):
+      with pytest.raises(ValueError, match=r"dtype must be float32 or "
+                         r"float64, got "):
+        make(**kw, dtype=bad)
 
 
 @pytest.mark.parametrize("N", [10, 40])
@@ -338,6 +344,13 @@ def test_bounds_are_consistent():
     theory.delayed_sgd_bound([0.1], tau_max=-1, **kw)
   with pytest.raises(ValueError, match="steps must be > 0"):
     theory.delayed_sgd_bound([0.1, 0.0], tau_max=1, **kw)
+  # a 3 x 3 array of steps was flattened into 9 updates
+  with pytest.raises(ValueError, match=r"steps must be a number or a 1-D "
+                     r"array, got shape \(3, 3\)"):
+    theory.delayed_sgd_bound(np.full((3, 3), 0.01), tau_max=1, **kw)
+  with pytest.raises(ValueError, match=r"measured and predicted must have "
+                     r"the same shape, got \(2, 3\) and \(3, 2\)"):
+    theory.fit_constant(np.ones((2, 3)), np.ones((3, 2)))
 
 
 def test_koloskova_forms_match_the_theorems():

@@ -52,3 +52,21 @@ def finite(name: str, value, *, low: Optional[float] = None,
                        f"{checks.range_text(low, low_open=low_open)} "
                        f"everywhere, got {float(a[bad].ravel()[0])!r}")
   return a
+
+
+def series(name: str, value, *, low: Optional[float] = None,
+           low_open: bool = False) -> np.ndarray:
+  """``finite(...)`` of a scalar or a 1-D array (one value per update,
+  version or run), as a 1-D array; a 2-D array is refused, not flattened.
+
+  Example:
+    >>> series("steps", [[0.1, 0.2]], low=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: steps must be a number or a 1-D array, got shape (1, 2)
+  """
+  a = finite(name, value, low=low, low_open=low_open)
+  if a.ndim > 1:
+    raise ValueError(f"{name} must be a number or a 1-D array, got shape "
+                     f"{a.shape}")
+  return a.ravel()

@@ -227,8 +227,8 @@ def koloskova_adaptive_condition(steps, staleness, *, lipschitz: float,
   """
   L = float(checks.number("lipschitz", lipschitz, low=0, low_open=True))
   tc = float(checks.number("tau_c", tau_c, low=0))
-  g = arrays.finite("steps", steps, low=0).ravel()
-  tau = arrays.finite("staleness", staleness, low=0).ravel()
+  g = arrays.series("steps", steps, low=0)
+  tau = arrays.series("staleness", staleness, low=0)
   if g.shape != tau.shape or g.size == 0:
     raise ValueError(f"steps and staleness must have the same nonempty "
                      f"shape, got {g.shape} and {tau.shape}")
@@ -269,7 +269,7 @@ def delayed_sgd_condition(steps, *, lipschitz: float,
   """
   L = float(checks.number("lipschitz", lipschitz, low=0, low_open=True))
   tm = checks.integer("tau_max", tau_max, low=0)
-  g = arrays.finite("steps", steps, low=0, low_open=True).ravel()
+  g = arrays.series("steps", steps, low=0, low_open=True)
   if g.size == 0:
     raise ValueError("steps must hold at least one step size")
   csum = np.concatenate([[0.0], np.cumsum(g)])
@@ -337,7 +337,7 @@ def delayed_sgd_bound(steps, *, lipschitz: float, f0_gap: float,
   L, f0, s2 = _bound_args(lipschitz, f0_gap, sigma2)
   tm = checks.integer("tau_max", tau_max, low=0)
   c = float(checks.number("c", c, low=0, low_open=True))
-  g = arrays.finite("steps", steps, low=0, low_open=True).ravel()
+  g = arrays.series("steps", steps, low=0, low_open=True)
   if g.size == 0:
     raise ValueError("steps must hold at least one step size")
   if check:

@@ -60,9 +60,9 @@ def fit_constant(measured, predicted) -> float:
     >>> round(fit_constant([2.0, 8.0], [1.0, 4.0]), 6)
     2.0
   """
-  m = arrays.finite("measured", measured, low=0, low_open=True).ravel()
-  p = arrays.finite("predicted", predicted, low=0, low_open=True).ravel()
-  if m.shape != p.shape:
+  m = arrays.finite("measured", measured, low=0, low_open=True)
+  p = arrays.finite("predicted", predicted, low=0, low_open=True)
+  if m.shape != p.shape:  # compared before any flattening
     raise ValueError(f"measured and predicted must have the same shape, got "
                      f"{m.shape} and {p.shape}")
   return float(np.exp(np.mean(np.log(m) - np.log(p))))
@@ -210,7 +210,7 @@ def _chi2_sf(x: float, k: int) -> float:
 def _horizons_and_values(T, values, *, min_horizons: int):
   """``(T, values)`` checked: positive finite horizons with at least
   ``min_horizons`` distinct ones, values as ``(seeds, len(T))``."""
-  t = arrays.finite("T", T, low=0, low_open=True).ravel()
+  t = arrays.series("T", T, low=0, low_open=True)
   if np.unique(t).size < min_horizons:
     raise ValueError(f"T must hold at least {min_horizons} distinct horizons, "
                      f"got {np.unique(t).size}")
@@ -258,7 +258,7 @@ def goodness_of_fit(T, values, model, *, num_params: int) -> FitQuality:
     (0.0, 2)
   """
   t, v = _horizons_and_values(T, values, min_horizons=1)
-  m = arrays.finite("model", model, low=0, low_open=True).ravel()
+  m = arrays.series("model", model, low=0, low_open=True)
   if m.shape != t.shape:
     raise ValueError(f"model must have shape {t.shape}, got {m.shape}")
   k = checks.integer("num_params", num_params, low=0)

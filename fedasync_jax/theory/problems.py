@@ -188,6 +188,19 @@ def _check_problem_args(num_clients, examples_per_client, dim, lipschitz, mu,
   return N, n, d, L, m, z, s, b
 
 
+def _float_dtype(dtype) -> np.dtype:
+  """``dtype`` as float32 or float64 (an integer dtype rounded the data and
+  changed every constant)."""
+  try:
+    dt = np.dtype(dtype)
+  except TypeError:
+    dt = None
+  if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+    raise ValueError(f"dtype must be float32 or float64, got "
+                     f"{checks.show(dtype)}")
+  return dt
+
+
 def least_squares(*, num_clients: int, examples_per_client: int, dim: int,
                   lipschitz: float = 1.0, mu: Optional[float] = None,
                   zeta2: float = 1.0, sigma2: Optional[float] = None,
@@ -255,6 +268,7 @@ def least_squares(*, num_clients: int, examples_per_client: int, dim: int,
   N, n, d, L, m, z, s, b = _check_problem_args(
       num_clients, examples_per_client, dim, lipschitz, mu, zeta2, sigma2,
       batch_size, shift)
+  dtype = _float_dtype(dtype)
   scale = float(checks.number("w_star_scale", w_star_scale, low=0))
   linear = shift == "linear"
   x, y = _build_lsq(num_clients=N, examples_per_client=n, dim=d,
@@ -303,6 +317,7 @@ def nonconvex(*, num_clients: int, examples_per_client: int, dim: int,
   N, n, d, L, m, z, s, b = _check_problem_args(
       num_clients, examples_per_client, dim, lipschitz, mu, zeta2, sigma2,
       batch_size, shift)
+  dtype = _float_dtype(dtype)
   nu = float(checks.number("nu", nu, low=0))
   scale = float(checks.number("w_star_scale", w_star_scale, low=0))
   linear = shift == "linear"
