@@ -611,6 +611,23 @@ def test_an_eval_fn_of_another_form_and_a_rule_function_are_named():
                   key=key)
 
 
+def test_params_of_another_dtype_than_the_examples_are_named():
+  """float32 params with float64 examples under x64: JAX's error ends in
+  'they differ:' on its first line, which was all the message kept."""
+  with jax.enable_x64(True):
+    ds, _ = make_lsq_data(num_clients=8, dtype=np.float64)
+    upd = client.local_update(lsq_loss, optax.sgd(0.05), batch_size=4,
+                              max_examples=ds.max_count)
+    dm = delays.delay_model(np.ones(8), ds.counts.astype(float))
+    s = scheduler.asynchronous(dm, num_updates=4, concurrency=2, seed=0)
+    with pytest.raises(ValueError, match=r"they differ: The input carry "
+                       r"component .* has type float32\[\] .*; the "
+                       r"parameters' dtype differs from the examples': cast "
+                       r"both to one"):
+      executor.simulate(rules.fedasync(0.5), upd, jnp.zeros(5, jnp.float32),
+                        ds, s, key=jax.random.key(0))
+
+
 def test_a_bad_key_or_rule_hp_is_named():
   """``key=0`` failed inside the client update ("invalid PRNG key data",
   blaming params); a rule function without rule_hp failed with

@@ -295,11 +295,18 @@ def check_params_fit(client, params, data, hparams, key) -> None:
   try:
     out = jax.eval_shape(params_after, params, ref)
   except Exception as e:  # noqa: BLE001 (re-raised, chained, naming params)
-    message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    message = " ".join(lines[:2] if lines and lines[0].endswith(":")
+                       else lines[:1])  # a line ending ':' says no more
+    hint = ("; the parameters' dtype differs from the examples': cast "
+            "both to one (float64 for a float64 study)"
+            if "must have equal types" in message and
+            {a.dtype for a in jax.tree.leaves(params)} != {ref.x.dtype}
+            else "")
     raise ValueError(f"the client update fails on params of shapes "
                      f"{shapes}: {type(e).__name__}: {message} (its "
                      f"examples: x {_shapes(ref.x)}, y {_shapes(ref.y)})"
-                     ) from e
+                     f"{hint}") from e
   given = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
       jnp.shape(x), jnp.result_type(x)), params)
   if jax.tree.structure(out) != jax.tree.structure(given) or any(
