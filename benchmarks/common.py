@@ -73,11 +73,16 @@ def log(msg):
   print(msg, file=sys.stderr, flush=True)
 
 
+def measured(x) -> bool:
+  """Whether ``x`` holds a measurement (``None`` and NaN mark none)."""
+  return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
 def rate(x, unit: str = "updates/s") -> str:
   """A measured rate for a log line: ``'123 updates/s'``, or says that it
-  was not measured (``None`` or NaN: a run of fewer than three chunks has
-  no steady state)."""
-  if x is None or (isinstance(x, float) and math.isnan(x)):
+  was not measured (a run of fewer than three chunks has no steady
+  state)."""
+  if not measured(x):
     return f"no steady {unit} (fewer than 3 chunks)"
   return f"{x:.0f} {unit}"
 
@@ -85,14 +90,11 @@ def rate(x, unit: str = "updates/s") -> str:
 def seconds(x) -> str:
   """A measured time in seconds for a log line (``'n/a'`` when not
   measured)."""
-  if x is None or (isinstance(x, float) and math.isnan(x)):
-    return "n/a"
-  return f"{x:.1f} s"
+  return f"{x:.1f} s" if measured(x) else "n/a"
 
 
 def median(xs):
-  xs = [x for x in xs if x is not None and not (isinstance(x, float)
-                                                 and math.isnan(x))]
+  xs = [x for x in xs if measured(x)]
   return statistics.median(xs) if xs else float("nan")
 
 

@@ -74,6 +74,21 @@ def show(value) -> str:
     return f"<{type(value).__name__}>"
 
 
+def error_text(e: BaseException) -> str:
+  """The explanation of an exception raised by code we call (JAX's, a
+  user's), for a message of ours: its first non-empty line, and the next
+  one when the first ends in ``:`` (JAX's "... they differ:" says its
+  reason on the next line).
+
+  Example:
+    >>> error_text(TypeError("types differ:\n\n  float32 vs float64\n"))
+    'types differ: float32 vs float64'
+  """
+  lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+  return " ".join(lines[:2] if lines and lines[0].endswith(":")
+                  else lines[:1])
+
+
 def suggest(name, options) -> str:
   """``" (did you mean 'alpha'?)"`` for the option closest to ``name``, or
   ``""`` when none is close.

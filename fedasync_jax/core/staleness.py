@@ -276,12 +276,11 @@ def check(fn, name: str = "staleness_fn") -> StalenessFn:
   try:
     out = jnp.asarray(fn(taus))
   except Exception as e:  # a Python ``if`` on tau, a wrong signature, ...
-    said = str(e).strip().splitlines()[0] if str(e).strip() else ""
     raise ValueError(
         f"{name}(tau) failed on tau = [0, 1, ..., {PROBE}] "
-        f"({type(e).__name__}: {said}); a staleness function maps an array "
-        f"of staleness values to one weight each and must be "
-        f"jit-traceable (jnp.where, not if)") from e
+        f"({type(e).__name__}: {checks.error_text(e)}); a staleness "
+        f"function maps an array of staleness values to one weight each "
+        f"and must be jit-traceable (jnp.where, not if)") from e
   if out.shape not in ((), taus.shape):
     raise ValueError(f"{name}(tau) must return one weight per staleness "
                      f"value (shape {taus.shape} for tau of shape "

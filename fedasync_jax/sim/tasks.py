@@ -295,9 +295,7 @@ def check_params_fit(client, params, data, hparams, key) -> None:
   try:
     out = jax.eval_shape(params_after, params, ref)
   except Exception as e:  # noqa: BLE001 (re-raised, chained, naming params)
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    message = " ".join(lines[:2] if lines and lines[0].endswith(":")
-                       else lines[:1])  # a line ending ':' says no more
+    message = checks.error_text(e)
     hint = ("; the parameters' dtype differs from the examples': cast "
             "both to one (float64 for a float64 study)"
             if "must have equal types" in message and
