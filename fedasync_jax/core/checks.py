@@ -81,7 +81,7 @@ def error_text(e: BaseException) -> str:
   reason on the next line).
 
   Example:
-    >>> error_text(TypeError("types differ:\n\n  float32 vs float64\n"))
+    >>> error_text(TypeError("types differ:\\n\\n  float32 vs float64"))
     'types differ: float32 vs float64'
   """
   lines = [line.strip() for line in str(e).splitlines() if line.strip()]
