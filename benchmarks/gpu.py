@@ -3,7 +3,8 @@
 
 On one GPU (or whatever ``jax.devices()[0]`` is) this runs, within
 ``--budget-s`` seconds (default 480; cases that would start after it are
-skipped and listed):
+skipped and listed; W1 may use half of it and the sweeps half of what is
+then left, so that each section is measured within a device lease):
 
 1. **W1** (MNIST over 1000 Dirichlet(0.5) clients, MLP 784-200-200-10, one
    local epoch of SGD 0.05 at batch 10, FedAsync(0.6, polynomial(0.5)),
@@ -12,7 +13,9 @@ skipped and listed):
    as its client is done) at the library's default width and at 32 and 64
    lanes, and ``map`` (the one-client-at-a-time path); client updates per second end to end and
    steady, compile time, lane utilisation of the plan (useful client steps
-   over executed lane-steps, ``sim.lanes``) and peak device memory.
+   over executed lane-steps, ``sim.lanes``), peak device memory, and each
+   variant's largest parameter difference to the ``map`` run of the same
+   schedule (``rel_diff_to_map``: float32 reassociation only).
 2. **Sweeps** on W1 (C=100): 16 and 64 members (alpha x seeds, every seed
    its own schedule) as one ``sweep.sweep`` with ``members="vmap"`` and
    ``"map"``, against separate ``executor.simulate`` runs of the first
@@ -37,6 +40,11 @@ file there, from the repository root here::
 then run ``PYTHONPATH=. python3 benchmarks/gpu.py --data .data/mnist.npz
 --out $OUT`` with ``.data`` carried (the device machine's image has JAX,
 flax, optax and chex).
+
+A case that fails is logged with its traceback and listed under
+``errors`` (the exit status is then 1), and the others still run; each
+case's figures are also logged as a ``case {...}`` JSON line when it ends,
+so that a run stopped early keeps them.
 
 The LAST line printed is one JSON object (device named), also written to
 ``<--out>/gpu_<date>[_quick|_smoke].json`` (default ``runs/benchmarks/``,
@@ -72,7 +80,9 @@ def parse_args(argv):
   args = ap.parse_args(argv)
   s, q = args.smoke, args.quick
   args.clients = 20 if s else C.W1["num_clients"]
-  args.concurrency = [5] if s else [100, 1000]
+  # C = 1000 first: issue 16's GPU target is measured there.
+  args.concurrency = [5] if s else [1000, 100]
+  args.sweep_concurrency = 5 if s else 100
   args.updates = 60 if s else 2000 if q else 5000
   args.widths = [] if s else [32, 64]
   args.sweep_sizes = [2] if s else [16, 64]
@@ -90,17 +100,46 @@ def parse_args(argv):
 
 
 class Budget:
-  """Skips what would start after ``seconds``."""
+  """Skips what would start after ``seconds``, or after the deadline of
+  the current section (:meth:`section`), so that a slow first section
+  leaves the later ones their share of a device lease."""
 
   def __init__(self, seconds):
     self.end, self.skipped = time.perf_counter() + seconds, []
+    self.section_end = self.end
+
+  def section(self, share):
+    """Starts a section that may use ``share`` of the time left."""
+    now = time.perf_counter()
+    self.section_end = now + share * max(0.0, self.end - now)
 
   def ok(self, name):
-    if time.perf_counter() < self.end:
+    if time.perf_counter() < min(self.end, self.section_end):
       return True
     self.skipped.append(name)
     C.log(f"skipped (over budget): {name}")
     return False
+
+
+def attempt(name, fn, errors):
+  """``fn()``, or ``None`` with the error logged and kept in ``errors``:
+  one case that fails (a JAX release the library was not tried on, say)
+  costs a device lease that case only, not the run's other numbers."""
+  try:
+    return fn()
+  except Exception as e:  # noqa: BLE001 (recorded, run goes on)
+    import traceback
+    C.log(f"{name}: FAILED: {type(e).__name__}: {e}\n"
+          + "".join(traceback.format_exc().splitlines(True)[-12:]))
+    errors.append({"case": name, "error": f"{type(e).__name__}: {e}"})
+    return None
+
+
+def record(rec):
+  """Logs one case's figures as a JSON line, so that a run stopped before
+  its end (a lease's time limit) keeps what it measured in its log."""
+  import json
+  C.log("case " + json.dumps(C.clean(rec), separators=(",", ":")))
 
 
 def peak_memory():
@@ -110,7 +149,7 @@ def peak_memory():
   return stats.get("peak_bytes_in_use")
 
 
-def w1_cases(args, ds, budget):
+def w1_cases(args, ds, budget, errors):
   from fedasync_jax import executor, plan, scheduler
   from fedasync_jax.sim import lanes
   _, params, upd, rule, key = C.w1_pieces(ds)
@@ -121,16 +160,18 @@ def w1_cases(args, ds, budget):
     sched = scheduler.asynchronous(C.w1_delay_model(ds),
                                    num_updates=args.updates,
                                    concurrency=conc, seed=0)
-    variants = ([("vmap", None)] + [("vmap", w) for w in args.widths]
-                + [("refill", None)] + [("refill", w) for w in args.widths]
-                + ([] if args.smoke else [("map", None)]))
-    for batching, width in variants:
-      name = f"w1 C={conc} {batching} width={width or 'default'}"
-      if not budget.ok(name):
-        continue
+    # vmap and refill alternate at each width, so that a lease that runs
+    # short still has both at the widths it reached.
+    variants = ([(b, w) for w in [None] + args.widths
+                 for b in ("vmap", "refill")]
+                + [("map", None)])
+    finals = {}
+
+    def case(batching, width, name):
       res, o = C.simulate_timed(executor, rule, upd, params, ds, sched, key,
                                 batching=batching, width=width,
                                 chunk_steps=args.chunk_steps)
+      finals[name] = o.state.params
       rec = {"case": name, "concurrency": conc, **res,
              "peak_bytes": peak_memory()}
       if not o.stats.get("direct"):
@@ -141,11 +182,29 @@ def w1_cases(args, ds, budget):
       C.log(f"{name}: {C.rate(res['steady_updates_per_s'])} steady, "
             f"compile {C.seconds(res['compile_s'])}, lanes "
             f"{rec.get('lane_utilisation', 1.0):.2f}")
-      out.append(rec)
+      return rec
+
+    recs = []
+    for batching, width in variants:
+      name = f"w1 C={conc} {batching} width={width or 'default'}"
+      if budget.ok(name):
+        rec = attempt(name, lambda: case(batching, width, name), errors)
+        if rec is not None:
+          recs.append(rec)
+          record(rec)
+    # Every variant trains the same schedule: on an accelerator too, its
+    # parameters agree with the one-client-at-a-time path's to float32
+    # reassociation (the exact float64 checks are the test suite's).
+    base = next((n for n in finals if " map " in n), None)
+    for rec in recs:
+      if base is not None:
+        rec["rel_diff_to_map"] = C.rel_diff(finals[rec["case"]],
+                                            finals[base])
+    out += recs
   return out
 
 
-def sweep_cases(args, ds, budget):
+def sweep_cases(args, ds, budget, errors):
   import jax
   import jax.numpy as jnp
   from fedasync_jax import executor, rules, scheduler, staleness, sweep
@@ -154,42 +213,53 @@ def sweep_cases(args, ds, budget):
   out = []
   for m in args.sweep_sizes:
     scheds = [scheduler.asynchronous(dm, num_updates=args.sweep_updates,
-                                     concurrency=args.concurrency[0],
+                                     concurrency=args.sweep_concurrency,
                                      seed=i) for i in range(m)]
     alphas = [0.3 + 0.6 * (i % 4) / 3 for i in range(m)]
-    rec = {"case": f"sweep {m} members", "members": m}
-    for mode in ("map",) if args.smoke else ("vmap", "map"):
-      if not budget.ok(f"sweep {m} {mode}"):
-        continue
+    rec = {"case": f"sweep {m} members", "members": m,
+           "concurrency": args.sweep_concurrency}
+
+    def together(mode):
       t = time.perf_counter()
       outs = sweep.sweep(
           lambda h: rules.fedasync(h["alpha"], staleness.polynomial(0.5)),
           {"alpha": jnp.asarray(alphas, jnp.float32)}, upd, params, ds,
           scheds, keys=key, members=mode)
       jax.block_until_ready(outs[-1].state.params)
-      rec[f"{mode}_s"] = time.perf_counter() - t
-    if budget.ok(f"sweep {m} separate"):
-      k = min(args.separate, m)
+      return time.perf_counter() - t
+
+    def separate(k):
       t = time.perf_counter()
       for i in range(k):
         o = executor.simulate(rules.fedasync(alphas[i],
                                              staleness.polynomial(0.5)),
                               upd, params, ds, scheds[i], key=key)
         jax.block_until_ready(o.state.params)
-      rec["separate_timed"] = k
-      rec["separate_s_extrapolated"] = (time.perf_counter() - t) * m / k
-      for mode in ("vmap", "map"):
-        if f"{mode}_s" in rec:
-          rec[f"{mode}_speedup"] = (rec["separate_s_extrapolated"]
-                                    / rec[f"{mode}_s"])
+      return time.perf_counter() - t
+
+    for mode in ("map",) if args.smoke else ("vmap", "map"):
+      if budget.ok(f"sweep {m} {mode}"):
+        rec[f"{mode}_s"] = attempt(f"sweep {m} {mode}",
+                                   lambda: together(mode), errors)
+    if budget.ok(f"sweep {m} separate"):
+      k = min(args.separate, m)
+      took = attempt(f"sweep {m} separate", lambda: separate(k), errors)
+      if took is not None:
+        rec["separate_timed"] = k
+        rec["separate_s_extrapolated"] = took * m / k
+        for mode in ("vmap", "map"):
+          if rec.get(f"{mode}_s"):
+            rec[f"{mode}_speedup"] = (rec["separate_s_extrapolated"]
+                                      / rec[f"{mode}_s"])
     rec["peak_bytes"] = peak_memory()
     C.log(f"sweep {m}: " + ", ".join(f"{k} {v:.3g}" for k, v in rec.items()
                                       if isinstance(v, float)))
+    record(rec)
     out.append(rec)
   return out
 
 
-def model_cases(args, budget):
+def model_cases(args, budget, errors):
   """Client examples/s of the paper's CNN and ResNet-20 in the executor."""
   import jax
   import numpy as np
@@ -213,19 +283,25 @@ def model_cases(args, budget):
     sched = scheduler.asynchronous(
         delays.delay_model(np.ones(n_clients), np.full(n_clients, 1.0)),
         num_updates=args.cnn_updates, concurrency=5, seed=0)
-    for batching in args.model_batchings:
-      label = f"{name} {batching}"
-      if not budget.ok(label):
-        continue
+
+    def case(batching, label):
       res, _ = C.simulate_timed(
           executor, rules.fedasync(0.6), upd,
           model.init(jax.random.key(0)), ds, sched, jax.random.key(0),
           batching=batching, width=None if batching == "map" else 5,
           chunk_steps=args.chunk_steps)
       ex = res["steady_updates_per_s"] * per
-      out.append({"case": label, **res, "examples_per_s_steady": ex,
-                  "peak_bytes": peak_memory()})
       C.log(f"{label}: {C.rate(ex, 'client examples/s')} steady")
+      return {"case": label, **res, "examples_per_s_steady": ex,
+              "peak_bytes": peak_memory()}
+
+    for batching in args.model_batchings:
+      label = f"{name} {batching}"
+      if budget.ok(label):
+        rec = attempt(label, lambda: case(batching, label), errors)
+        if rec is not None:
+          record(rec)
+          out.append(rec)
   return out
 
 
@@ -260,12 +336,18 @@ def main(argv=None):
             "num_devices": len(jax.devices()), "data": data_used,
             "workload": {**C.W1, "num_clients": args.clients,
                          "num_updates": args.updates}}
-  result["w1"] = w1_cases(args, ds, budget)
-  result["sweeps"] = sweep_cases(args, ds, budget)
-  result["models"] = model_cases(args, budget)
-  result["skipped"] = budget.skipped
+  errors = []
+  # Each section may use half of what is left, so that every section is
+  # measured within a lease; what one leaves unused passes on.
+  budget.section(0.5)
+  result["w1"] = w1_cases(args, ds, budget, errors)
+  budget.section(0.5)
+  result["sweeps"] = sweep_cases(args, ds, budget, errors)
+  budget.section(1.0)
+  result["models"] = model_cases(args, budget, errors)
+  result["skipped"], result["errors"] = budget.skipped, errors
   C.finish("gpu", result, args=args, started=started, load_start=load_start)
-  return 0
+  return 1 if errors else 0
 
 
 if __name__ == "__main__":

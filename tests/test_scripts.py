@@ -39,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import threading
 from pathlib import Path
 
@@ -309,6 +310,47 @@ def test_gpu_benchmark_smoke_run_measures_a_steady_state(smoke_runs,
   for c in cases:
     assert c["steady_updates_per_s"] > 0 and c["compile_s"] >= 0, c
   assert all(c["examples_per_s_steady"] > 0 for c in rec["models"])
+  # Every batching trained the same schedule to float32 reassociation.
+  assert {c["batching"] for c in rec["w1"]} == {"vmap", "refill", "map"}
+  assert all(c["rel_diff_to_map"] < 1e-5 for c in rec["w1"]), rec["w1"]
+  assert rec["errors"] == [] and rec["skipped"] == []
+
+
+def _gpu_module():
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  try:
+    spec = importlib.util.spec_from_file_location(
+        "gpu_bench", ROOT / "benchmarks" / "gpu.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+  finally:
+    sys.path.remove(str(ROOT / "benchmarks"))
+  return gpu
+
+
+def test_gpu_benchmark_keeps_going_past_a_failed_case_and_shares_its_time(
+    capsys):
+  """On a device lease a case that fails (a JAX release the library was
+  not tried on) is logged and listed, and the run goes on; a section may
+  use only its share of the time left, so later sections are measured."""
+  gpu = _gpu_module()
+  errors = []
+
+  def boom():
+    raise RuntimeError("no such option")
+
+  assert gpu.attempt("w1 C=1000 vmap", boom, errors) is None
+  assert gpu.attempt("w1 C=100 map", lambda: 3, errors) == 3
+  assert errors == [{"case": "w1 C=1000 vmap",
+                     "error": "RuntimeError: no such option"}]
+  assert "w1 C=1000 vmap: FAILED" in capsys.readouterr().err
+  budget = gpu.Budget(100.0)
+  budget.section(0.0)  # a section with no time: its cases are skipped
+  assert not budget.ok("w1 case")
+  budget.section(0.5)  # the next section has half of what is left
+  assert budget.ok("sweep case")
+  assert budget.skipped == ["w1 case"]
+  assert 40 < budget.section_end - time.perf_counter() <= 50
 
 
 def test_gpu_benchmark_measures_on_a_stand_in_where_mnist_is_absent(
@@ -318,14 +360,7 @@ def test_gpu_benchmark_measures_on_a_stand_in_where_mnist_is_absent(
   new temporary folder (never into ``--out``) and names it in its record,
   instead of skipping; a present file is used as it is."""
   import numpy as np
-  sys.path.insert(0, str(ROOT / "benchmarks"))
-  try:
-    spec = importlib.util.spec_from_file_location(
-        "gpu_bench", ROOT / "benchmarks" / "gpu.py")
-    gpu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu)
-  finally:
-    sys.path.remove(str(ROOT / "benchmarks"))
+  gpu = _gpu_module()
   out = tmp_path / "out"
   out.mkdir()
   args = gpu.parse_args(["--data", str(tmp_path / "absent.npz"),
