@@ -60,6 +60,7 @@ Usage:
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -77,18 +78,41 @@ def parse_args(argv):
   ap.add_argument("--budget-s", type=float, default=480.0)
   ap.add_argument("--separate", type=int, default=None,
                   help="separate runs timed per sweep size (default 4)")
+  ap.add_argument("--only", default=",".join(SECTIONS),
+                  help=f"comma-separated sections to run, of {SECTIONS} "
+                  "(default: all)")
+  ap.add_argument("--concurrency", default=None,
+                  help="W1 concurrencies, comma-separated (default "
+                  "1000,100)")
+  ap.add_argument("--widths", default=None,
+                  help="W1 lane widths beside the default, comma-separated "
+                  "(default 32,64)")
+  ap.add_argument("--profile", action="store_true",
+                  help="also trace one W1 run with JAX's profiler: the "
+                  "device's busy share, kernels per update and the "
+                  "costliest kernels go into the JSON, the trace beside it")
   args = ap.parse_args(argv)
+  only = [x for x in args.only.split(",") if x]
+  if not only or set(only) - set(SECTIONS):
+    ap.error(f"--only takes sections of {SECTIONS}, got {args.only!r}")
+  args.only = only
   s, q = args.smoke, args.quick
   args.clients = 20 if s else C.W1["num_clients"]
   # C = 1000 first: issue 16's GPU target is measured there.
-  args.concurrency = [5] if s else [1000, 100]
+  args.concurrency = (_ints(ap, "--concurrency", args.concurrency)
+                      if args.concurrency else [5] if s else [1000, 100])
   args.sweep_concurrency = 5 if s else 100
   args.updates = 60 if s else 2000 if q else 5000
-  args.widths = [] if s else [32, 64]
+  args.profile_updates = 60 if s else 1000
+  args.widths = (_ints(ap, "--widths", args.widths) if args.widths
+                 else [] if s else [32, 64])
   args.sweep_sizes = [2] if s else [16, 64]
   args.sweep_updates = 20 if s else 500 if q else 1000
   args.separate = args.separate or (1 if s else 4)
   args.cnn_updates = 4 if s else 100
+  # Two arrivals per chunk: a steady state to measure from 100 updates
+  # (a map run's plan step is one arrival, a vmap run's one wave).
+  args.model_chunk_steps = 1 if s else 2
   # --smoke: one step per chunk, so that its short runs have a steady
   # state to measure.
   args.chunk_steps = 1 if s else 64
@@ -97,6 +121,20 @@ def parse_args(argv):
   args.models = ["mnist_cnn"] if s else ["mnist_cnn", "resnet20"]
   args.model_batchings = ["map"] if s else ["vmap", "map"]
   return args
+
+
+SECTIONS = ("w1", "sweeps", "models")
+
+
+def _ints(ap, name, text):
+  try:
+    out = [int(x) for x in text.split(",") if x]
+  except ValueError:
+    out = []
+  if not out or min(out) < 1:
+    ap.error(f"{name} takes positive integers separated by commas, got "
+             f"{text!r}")
+  return out
 
 
 class Budget:
@@ -289,7 +327,7 @@ def model_cases(args, budget, errors):
           executor, rules.fedasync(0.6), upd,
           model.init(jax.random.key(0)), ds, sched, jax.random.key(0),
           batching=batching, width=None if batching == "map" else 5,
-          chunk_steps=args.chunk_steps)
+          chunk_steps=args.model_chunk_steps)
       ex = res["steady_updates_per_s"] * per
       C.log(f"{label}: {C.rate(ex, 'client examples/s')} steady")
       return {"case": label, **res, "examples_per_s_steady": ex,
@@ -303,6 +341,88 @@ def model_cases(args, budget, errors):
           record(rec)
           out.append(rec)
   return out
+
+
+def device_profile(args, ds, out):
+  """One W1 run (vmap at the first width, after a warm-up run) traced by
+  JAX's profiler: what share of the wall time the device computes, how
+  many device events an update costs, and the costliest events by name.
+  The trace is copied to ``<out>/gpu_trace.json.gz`` (Perfetto's JSON)."""
+  import glob
+  import jax
+  from fedasync_jax import executor, scheduler
+  _, params, upd, rule, key = C.w1_pieces(ds)
+  sched = scheduler.asynchronous(C.w1_delay_model(ds),
+                                 num_updates=args.profile_updates,
+                                 concurrency=args.concurrency[0], seed=0)
+  kw = dict(key=key, batching="vmap", chunk_steps=args.chunk_steps,
+            width=args.widths[0] if args.widths else None)
+  jax.block_until_ready(executor.simulate(rule, upd, params, ds, sched,
+                                          **kw).state.params)
+  folder = tempfile.mkdtemp(prefix="gpu_trace_")
+  t = time.perf_counter()
+  with jax.profiler.trace(folder, create_perfetto_trace=True):
+    o = executor.simulate(rule, upd, params, ds, sched, **kw)
+    jax.block_until_ready(o.state.params)
+  wall = time.perf_counter() - t
+  [trace] = glob.glob(f"{folder}/**/*.trace.json.gz", recursive=True)
+  if os.path.getsize(trace) < 15 * 2**20:
+    shutil.copy(trace, Path(out) / "gpu_trace.json.gz")
+  rec = {"case": f"profile w1 C={args.concurrency[0]} vmap width="
+                 f"{kw['width'] or 'default'}",
+         "updates": sched.num_arrivals, "wall_s": wall,
+         **trace_summary(trace, wall_s=wall, updates=sched.num_arrivals)}
+  C.log(f"profile: device busy {rec.get('device_busy_share', 0):.2f} of "
+        f"{wall:.2f} s, {rec.get('device_events_per_update', 0):.0f} device "
+        f"events per update")
+  return rec
+
+
+def trace_summary(path, *, wall_s, updates, top=15):
+  """Figures of a Perfetto JSON trace (``jax.profiler.trace``): events
+  and busy time of the device's processes (names holding 'GPU' or
+  'device' but not 'host'), their share of ``wall_s``, per update, and
+  the ``top`` event names by device time; every process's event count and
+  time as read, so that an unexpected layout is still visible."""
+  import gzip
+  import json
+  with gzip.open(path, "rt") as f:
+    events = json.load(f)
+  events = events.get("traceEvents", events) if isinstance(
+      events, dict) else events
+  names = {e.get("pid"): e.get("args", {}).get("name", "")
+           for e in events if e.get("ph") == "M"
+           and e.get("name") == "process_name"}
+  spans = [e for e in events if e.get("ph") == "X" and "dur" in e]
+  per_process = {}
+  for e in spans:
+    name = names.get(e.get("pid"), str(e.get("pid")))
+    n, d = per_process.get(name, (0, 0.0))
+    per_process[name] = (n + 1, d + float(e["dur"]))
+  device = [e for e in spans if _is_device(names.get(e.get("pid"), ""))]
+  busy_us, end = 0.0, float("-inf")
+  for e in sorted(device, key=lambda e: float(e["ts"])):
+    t0, t1 = float(e["ts"]), float(e["ts"]) + float(e["dur"])
+    busy_us += max(0.0, t1 - max(t0, end))
+    end = max(end, t1)
+  by_name = {}
+  for e in device:
+    by_name[e.get("name", "")] = by_name.get(e.get("name", ""), 0.0) + float(
+        e["dur"])
+  costliest = sorted(by_name.items(), key=lambda kv: -kv[1])[:top]
+  return {"processes": {k: {"events": n, "us": d}
+                        for k, (n, d) in per_process.items()},
+          "device_events": len(device),
+          "device_busy_s": busy_us / 1e6,
+          "device_busy_share": busy_us / 1e6 / wall_s,
+          "device_events_per_update": len(device) / updates,
+          "device_us_per_update": busy_us / updates,
+          "costliest_device_events_us": dict(costliest)}
+
+
+def _is_device(process_name):
+  low = process_name.lower()
+  return ("gpu" in low or "device" in low) and "host" not in low
 
 
 def data_path(args, out, *, n_train=60000, n_test=10000):
@@ -339,12 +459,21 @@ def main(argv=None):
   errors = []
   # Each section may use half of what is left, so that every section is
   # measured within a lease; what one leaves unused passes on.
-  budget.section(0.5)
-  result["w1"] = w1_cases(args, ds, budget, errors)
-  budget.section(0.5)
-  result["sweeps"] = sweep_cases(args, ds, budget, errors)
-  budget.section(1.0)
-  result["models"] = model_cases(args, budget, errors)
+  import jax
+  result["matmul_precision"] = str(jax.config.jax_default_matmul_precision)
+  sections = [k for k in SECTIONS if k in args.only]
+  run = {"w1": lambda: w1_cases(args, ds, budget, errors),
+         "sweeps": lambda: sweep_cases(args, ds, budget, errors),
+         "models": lambda: model_cases(args, budget, errors)}
+  for i, k in enumerate(sections):
+    # Each section but the last may use half of what is left.
+    budget.section(1.0 if i == len(sections) - 1 else 0.5)
+    result[k] = run[k]()
+  if args.profile:
+    result["profile"] = attempt("profile", lambda: device_profile(
+        args, ds, out), errors)
+    if result["profile"]:
+      record(result["profile"])
   result["skipped"], result["errors"] = budget.skipped, errors
   C.finish("gpu", result, args=args, started=started, load_start=load_start)
   return 1 if errors else 0
