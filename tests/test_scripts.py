@@ -376,3 +376,39 @@ def test_gpu_benchmark_measures_on_a_stand_in_where_mnist_is_absent(
   np.savez(real, x_train=np.zeros((2, 28, 28), np.uint8))
   args = gpu.parse_args(["--data", str(real), "--out", str(out)])
   assert gpu.data_path(args, out) == (real, f"MNIST ({real})")
+
+
+def test_gpu_trace_summary_separates_the_device_waiting_on_the_host(
+    tmp_path):
+  """The profile's figures: device events only (not the host's), busy time
+  as the union of overlapping events, the gap after each device-to-host
+  copy apart from the others, and gaps over 1 ms (the host between calls)
+  apart from both."""
+  import gzip
+  import json
+  gpu = _gpu_module()
+  ev = [{"ph": "M", "name": "process_name", "pid": 1,
+         "args": {"name": "/device:GPU:0"}},
+        {"ph": "M", "name": "process_name", "pid": 2,
+         "args": {"name": "/host:CPU"}},
+        {"ph": "X", "pid": 2, "name": "launch", "ts": 0, "dur": 5000},
+        {"ph": "X", "pid": 1, "name": "dot", "ts": 0, "dur": 10},
+        {"ph": "X", "pid": 1, "name": "add", "ts": 5, "dur": 10},  # overlaps
+        {"ph": "X", "pid": 1, "name": "MemcpyD2H", "ts": 17, "dur": 1},
+        {"ph": "X", "pid": 1, "name": "dot", "ts": 48, "dur": 2},
+        {"ph": "X", "pid": 1, "name": "dot", "ts": 3050, "dur": 50}]
+  path = tmp_path / "t.json.gz"
+  with gzip.open(path, "wt") as f:
+    json.dump({"traceEvents": ev}, f)
+  s = gpu.trace_summary(path, wall_s=0.01, updates=2)
+  assert s["device_events"] == 5
+  assert s["processes"]["/host:CPU"] == {"events": 1, "us": 5000.0}
+  assert s["device_busy_s"] == pytest.approx(68e-6)  # 15 + 1 + 2 + 50
+  assert s["device_span_s"] == pytest.approx(3100e-6)
+  assert s["device_to_host_per_update"] == 0.5
+  assert s["gap_after_device_to_host_us"] == {"count": 1, "median": 30.0,
+                                               "total": 30.0}
+  # dot -> add overlaps (gap 0); add -> copy 2 us.
+  assert s["other_gaps_under_1ms_us"]["total"] == pytest.approx(2.0)
+  assert s["gaps_over_1ms_us"]["count"] == 1
+  assert list(s["costliest_device_events_us"])[0] == "dot"
