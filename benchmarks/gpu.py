@@ -87,6 +87,14 @@ def parse_args(argv):
   ap.add_argument("--widths", default=None,
                   help="W1 lane widths beside the default, comma-separated "
                   "(default 32,64)")
+  ap.add_argument("--sweep-sizes", default=None,
+                  help="members per sweep, comma-separated (default 16,64)")
+  ap.add_argument("--sweep-updates", type=int, default=None,
+                  help="updates per sweep member (default 1000)")
+  ap.add_argument("--sweep-batching", default=None,
+                  help="each sweep member's batching (default: the "
+                  "library's for the device: vmap waves on accelerators, "
+                  "the direct path on CPU)")
   ap.add_argument("--profile", action="store_true",
                   help="also trace one W1 run with JAX's profiler: the "
                   "device's busy share, kernels per update and the "
@@ -106,8 +114,10 @@ def parse_args(argv):
   args.profile_updates = 60 if s else 1000
   args.widths = (_ints(ap, "--widths", args.widths) if args.widths
                  else [] if s else [32, 64])
-  args.sweep_sizes = [2] if s else [16, 64]
-  args.sweep_updates = 20 if s else 500 if q else 1000
+  args.sweep_sizes = (_ints(ap, "--sweep-sizes", args.sweep_sizes)
+                      if args.sweep_sizes else [2] if s else [16, 64])
+  args.sweep_updates = args.sweep_updates or (20 if s else 500 if q
+                                              else 1000)
   args.separate = args.separate or (1 if s else 4)
   args.cnn_updates = 4 if s else 100
   # Two arrivals per chunk: a steady state to measure from 100 updates
@@ -255,14 +265,15 @@ def sweep_cases(args, ds, budget, errors):
                                      seed=i) for i in range(m)]
     alphas = [0.3 + 0.6 * (i % 4) / 3 for i in range(m)]
     rec = {"case": f"sweep {m} members", "members": m,
-           "concurrency": args.sweep_concurrency}
+           "concurrency": args.sweep_concurrency,
+           "batching": args.sweep_batching or "default"}
 
     def together(mode):
       t = time.perf_counter()
       outs = sweep.sweep(
           lambda h: rules.fedasync(h["alpha"], staleness.polynomial(0.5)),
           {"alpha": jnp.asarray(alphas, jnp.float32)}, upd, params, ds,
-          scheds, keys=key, members=mode)
+          scheds, keys=key, members=mode, batching=args.sweep_batching)
       jax.block_until_ready(outs[-1].state.params)
       return time.perf_counter() - t
 
@@ -271,7 +282,8 @@ def sweep_cases(args, ds, budget, errors):
       for i in range(k):
         o = executor.simulate(rules.fedasync(alphas[i],
                                              staleness.polynomial(0.5)),
-                              upd, params, ds, scheds[i], key=key)
+                              upd, params, ds, scheds[i], key=key,
+                              batching=args.sweep_batching)
         jax.block_until_ready(o.state.params)
       return time.perf_counter() - t
 
@@ -289,7 +301,7 @@ def sweep_cases(args, ds, budget, errors):
           if rec.get(f"{mode}_s"):
             rec[f"{mode}_speedup"] = (rec["separate_s_extrapolated"]
                                       / rec[f"{mode}_s"])
-    rec["peak_bytes"] = peak_memory()
+    rec["peak_bytes"], rec["peak_rss_mb"] = peak_memory(), C.peak_rss_mb()
     C.log(f"sweep {m}: " + ", ".join(f"{k} {v:.3g}" for k, v in rec.items()
                                       if isinstance(v, float)))
     record(rec)

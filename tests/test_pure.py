@@ -200,12 +200,17 @@ def test_second_simulate_call_does_not_compile(monkeypatch):
   assert int(first.state.version) == 60
 
 
-@pytest.mark.parametrize("members", ["map", "vmap"])
+@pytest.mark.parametrize("members, batching", [("map", None),
+                                               ("vmap", None),
+                                               ("vmap", "vmap")])
 @pytest.mark.parametrize("cutoff", [None, 3])
-def test_seed_sweep_members_equal_their_own_runs(cutoff, members):
+def test_seed_sweep_members_equal_their_own_runs(cutoff, members, batching):
   """Different schedules per member share their evaluation points; each
   member's parameters and evaluations equal its own run's (with a cutoff
-  the members' evaluation points differ)."""
+  the members' evaluation points differ). With waves (``batching="vmap"``)
+  under a vmap over members, every member's arrival loop runs over all
+  of a step's positions with the padding masked: a member whose step has
+  fewer arrivals than another's changes nothing at the rest."""
   with jax.enable_x64(True):
     ds, w_true, upd, _ = setup()
     scheds = [setup(seed=k, cutoff=cutoff, num_updates=60)[3]
@@ -221,8 +226,11 @@ def test_seed_sweep_members_equal_their_own_runs(cutoff, members):
                                    "a": jnp.full(3, 0.5)},
                        upd, jnp.zeros(5), ds, scheds, keys=keys,
                        eval_fn=ev, eval_every=7, chunk_steps=16,
-                       members=members)
+                       members=members, batching=batching,
+                       width=None if batching is None else 3)
     assert all(o.stats["members_as"] == members for o in outs)
+    if batching is not None:
+      assert all(o.stats["batching"] == batching for o in outs)
     for k, s in enumerate(scheds):
       own = executor.simulate(rule_of({"alpha": 0.6, "a": 0.5}), upd,
                               jnp.zeros(5), ds, s, key=keys[k], eval_fn=ev,

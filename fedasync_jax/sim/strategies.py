@@ -171,23 +171,34 @@ class _Wave(_Strategy):
             lambda z: jnp.zeros((A,) + z.shape, z.dtype), ctx.eval_zeros)))
 
     # The step's arrivals are a prefix of its A positions: apply exactly
-    # those, in order (padding costs nothing).
+    # those, in order (padding costs nothing). Under a vmap over members
+    # with plans of their own (``masked_writes``) the count differs per
+    # member; a loop to a batched count would select its whole carry, the
+    # snapshot buffer with it, at every iteration, so there the loop runs
+    # over all A positions and padding positions are masked instead (the
+    # plan gives them the trash slot to write).
+    masked = ctx.masked_writes
+
     def one(j, c):
       state, snaps, outs = c
+      valid = row.arr_valid[j] if masked else True
       res = jax.tree.map(lambda b: b[row.arr_slot[j]], results)
       out = arrive(ctx.rule, state, res, row.arr_staleness[j],
-                   ends_round=row.arr_ends_round[j], snaps=snaps,
-                   snap_slot=row.arr_snap[j], masked_write=ctx.masked_writes)
+                   ends_round=row.arr_ends_round[j], valid=valid,
+                   snaps=snaps, snap_slot=row.arr_snap[j],
+                   masked_write=masked)
       ev = outs.eval
       if ctx.evaluate is not None:
         ev = jax.tree.map(lambda o, v: o.at[j].set(v), ev,
-                          _eval_or_zeros(ctx, row.arr_eval[j],
+                          _eval_or_zeros(ctx, row.arr_eval[j] & valid,
                                          out.state.params))
+      version = (jnp.where(valid, out.state.version, outs.version[j])
+                 if masked else out.state.version)
       outs = outs._replace(applied=outs.applied.at[j].set(out.applied),
-                           version=outs.version.at[j].set(out.state.version),
+                           version=outs.version.at[j].set(version),
                            eval=ev)
       return out.state, out.snaps, outs
-    n_arr = jnp.sum(row.arr_valid.astype(jnp.int32))
+    n_arr = A if masked else jnp.sum(row.arr_valid.astype(jnp.int32))
     state, snaps, outs = jax.lax.fori_loop(0, n_arr, one,
                                            (carry.state, carry.snaps, outs))
     return carry._replace(state=state, snaps=snaps), outs
