@@ -172,11 +172,10 @@ class _Wave(_Strategy):
 
     # The step's arrivals are a prefix of its A positions: apply exactly
     # those, in order (padding costs nothing). Under a vmap over members
-    # with plans of their own (``masked_writes``) the count differs per
-    # member; a loop to a batched count would select its whole carry, the
-    # snapshot buffer with it, at every iteration, so there the loop runs
-    # over all A positions and padding positions are masked instead (the
-    # plan gives them the trash slot to write).
+    # with plans of their own (``masked_writes``) a loop to each member's
+    # count would select its whole carry (snapshots too) at every
+    # iteration, so it runs over all A positions, padding masked (the
+    # plan gives padding the trash slot).
     masked = ctx.masked_writes
 
     def one(j, c):
