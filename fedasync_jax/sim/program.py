@@ -132,8 +132,10 @@ def make_program(make_rule: Callable[[Any], ServerRule],
     eval_fn: optional ``params -> dict of scalars`` (see ``evaluate``).
     params_like: parameters with the run's shapes (for the output shapes).
     data_like: the run's ``DeviceData`` (for the output shapes).
-    masked_writes: snapshot writes as masked scatters (for a ``vmap`` over
-      members with different plans; ``core.arrival.write_snapshot``).
+    masked_writes: snapshot writes as masked scatters, and wave steps
+      that apply all their arrival positions, padding masked (for a
+      ``vmap`` over members with different plans;
+      ``core.arrival.write_snapshot``).
 
   Returns:
     A ``Program``.

@@ -167,7 +167,8 @@ def run(make_rule: Callable[[Any], ServerRule], client: ClientUpdate, params,
       says.
     steps, hparams, init_snap: override ``prepared``'s (e.g. one member
       of a stacked ``Prepared`` under ``vmap``).
-    masked_writes: write snapshots as masked scatters; pass True under a
+    masked_writes: write snapshots as masked scatters and apply every
+      arrival position of a wave step, padding masked; pass True under a
       ``vmap`` over stacked plans (see ``core.arrival.write_snapshot``).
 
   Returns:

@@ -60,9 +60,8 @@ class Context(NamedTuple):
     dev: the device data (``program.DeviceData``).
     evaluate: ``(params, dev) -> dict of scalars``, or ``None``.
     eval_zeros: zeros shaped like ``evaluate``'s output (or ``None``).
-    masked_writes: snapshot writes as masked scatters
-      (``core.arrival.write_snapshot``), for a ``vmap`` over members with
-      different plans.
+    masked_writes: masked snapshot writes and arrival loops over all
+      positions, for a ``vmap`` over members with different plans.
     lane: the client update's ``Lane`` (``Refill`` reads it).
   """
   rule: ServerRule
