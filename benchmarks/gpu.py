@@ -357,9 +357,10 @@ def model_cases(args, budget, errors):
 
 def device_profile(args, ds, out):
   """One W1 run (vmap at the first width, after a warm-up run) traced by
-  JAX's profiler: what share of the wall time the device computes, how
-  many device events an update costs, and the costliest events by name.
-  The trace is copied to ``<out>/gpu_trace.json.gz`` (Perfetto's JSON)."""
+  JAX's profiler, summarised by :func:`trace_summary` (the device's busy
+  share of its span, events and device-to-host copies per update, the
+  gaps, the costliest events). The trace is copied to
+  ``<out>/gpu_trace.json.gz`` (Perfetto's JSON) when under 15 MiB."""
   import glob
   import jax
   from fedasync_jax import executor, scheduler
