@@ -120,7 +120,7 @@ def parse_args(argv):
                                               else 1000)
   args.separate = args.separate or (1 if s else 4)
   args.cnn_updates = 4 if s else 100
-  # Two arrivals per chunk: a steady state to measure from 100 updates
+  # Two plan steps per chunk: a steady state to measure from 100 updates
   # (a map run's plan step is one arrival, a vmap run's one wave).
   args.model_chunk_steps = 1 if s else 2
   # --smoke: one step per chunk, so that its short runs have a steady
@@ -405,8 +405,10 @@ def trace_summary(path, *, wall_s, updates, top=15):
   predicate that the host waits for at every iteration) and the idle gap
   after them, against the other gaps under 1 ms, and the longer gaps (the
   host between compiled calls); the ``top`` event names by device time;
-  and every process's event count and time, so that an unexpected layout
-  is still visible.
+  the event names grouped by how often each ran (``{count: {"names",
+  "us"}}``, the ``top`` largest counts: a loop's iterations and kernels
+  per iteration); and every process's event count and time, so that an
+  unexpected layout is still visible.
 
   Example:
     >>> import gzip, json, tempfile
@@ -458,6 +460,18 @@ def trace_summary(path, *, wall_s, updates, top=15):
         e["dur"])
   costliest = sorted(by_name.items(), key=lambda kv: -kv[1])[:top]
   copies = sum(1 for e in device if e.get("name") == "MemcpyD2H")
+  # Event names that ran equally often, grouped: a loop's body runs each
+  # of its kernels once per iteration, so a group's count is a loop's
+  # iteration count and its size the kernels per iteration.
+  counts = {}
+  for e in device:
+    counts[e.get("name", "")] = counts.get(e.get("name", ""), 0) + 1
+  groups = {}
+  for name, n in counts.items():
+    g = groups.setdefault(n, {"names": 0, "us": 0.0})
+    g["names"] += 1
+    g["us"] += by_name[name]
+  groups = dict(sorted(groups.items(), key=lambda kv: -kv[0])[:top])
 
   def gaps(xs):
     return {"count": len(xs), "median": statistics.median(xs) if xs else None,
@@ -476,7 +490,9 @@ def trace_summary(path, *, wall_s, updates, top=15):
           "gap_after_device_to_host_us": gaps(after_copy),
           "other_gaps_under_1ms_us": gaps(other),
           "gaps_over_1ms_us": gaps(long_gaps),
-          "costliest_device_events_us": dict(costliest)}
+          "costliest_device_events_us": dict(costliest),
+          "device_event_groups_by_count": {str(n): g
+                                           for n, g in groups.items()}}
 
 
 def _is_device(process_name):

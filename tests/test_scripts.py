@@ -412,3 +412,6 @@ def test_gpu_trace_summary_separates_the_device_waiting_on_the_host(
   assert s["other_gaps_under_1ms_us"]["total"] == pytest.approx(2.0)
   assert s["gaps_over_1ms_us"]["count"] == 1
   assert list(s["costliest_device_events_us"])[0] == "dot"
+  # "dot" ran 3 times, "add" and the copy once each.
+  assert s["device_event_groups_by_count"] == {
+      "3": {"names": 1, "us": 62.0}, "1": {"names": 2, "us": 11.0}}
