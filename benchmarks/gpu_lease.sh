@@ -5,8 +5,9 @@
 #   1. W1 at C = 1000 with 32 lanes and the default widths, profiled, as the
 #      baseline of this lease;
 #   2. the same with each XLA flag that may keep a while loop on the device
-#      (the profile showed the device idle 77% of its span, waiting on a
-#      predicate copy per loop iteration);
+#      (one trace showed 1.67 device-to-host copies per update, about one
+#      per loop iteration; by its kernel time these flags can give at most
+#      about 1.2x);
 #   3. the 16- and 64-member sweeps (vmap members now loop over all of a
 #      step's arrival positions);
 #   4. the float64 exactness tests of the executor on the GPU.
