@@ -18,8 +18,8 @@ editing this file. Every script must:
   message, and its test is skipped.
 
 The scripts run as subprocesses (each with a timeout), started when
-collection ends (``conftest.pytest_collection_finish``): one at a time
-beside the rest of the suite, whose tests mostly keep one core busy
+collection ends (``conftest.pytest_collection_finish``), at a lower CPU
+priority (``nice -n 5``): one at a time beside the rest of the suite, whose tests mostly keep one core busy
 (compiling), and two at a time once the first test here asks for a
 result, so that both cores stay busy. The 21 scripts of 2026-12 take about 300 s of CPU time in all (6-48 s
 each): about 2.5 minutes of the project's 2-core CPU when nothing else
@@ -48,6 +48,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT_DIRS = ("benchmarks", "experiments")
 TIMEOUT_S = 170
+# The smoke runs' command prefix (the ``nice`` program where there is one;
+# a ``preexec_fn`` is unsafe with the threads that start them).
+NICE = ("nice", "-n", "5") if shutil.which("nice") else ()
 WORKERS = 2
 
 
@@ -93,11 +96,14 @@ def _run(script, out, *extra):
   # Smoke runs check that the scripts work, not their speed: XLA's cheap
   # compilation (JAX_DISABLE_MOST_OPTIMIZATIONS) cuts their CPU time by a
   # third, most of which is compiling.
+  # They run at a lower CPU priority (``nice -n 5``: about a quarter of a
+  # core against a busy test) so that the suite's main lane, its critical
+  # path, keeps the cores it uses and the smoke runs fill the rest.
   env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg",
              JAX_DISABLE_MOST_OPTIMIZATIONS="1")
   try:
-    p = subprocess.run([sys.executable, script, "--smoke", "--out", out,
-                        *extra],
+    p = subprocess.run([*NICE, sys.executable, script, "--smoke", "--out",
+                        out, *extra],
                        cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=TIMEOUT_S)
     return p.returncode, p.stdout, p.stderr
