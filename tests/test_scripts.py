@@ -3,7 +3,7 @@
 A *script* is a ``.py`` file directly in ``experiments/`` or
 ``benchmarks/`` with a top-level ``if __name__ == "__main__":`` block; the
 other files there are helper modules that scripts import (``common.py``,
-``command_line.py``, ``theory_common.py``, ``afl_paper.py``) and are
+``command_line.py``, ``theory_common.py``, ``device_trace.py``, ...) and are
 exempt. Scripts are found
 with a glob, so a new one is covered (and must follow the rules) without
 editing this file. Every script must:
@@ -406,7 +406,7 @@ def test_gpu_trace_summary_separates_the_device_waiting_on_the_host(
   path = tmp_path / "t.json.gz"
   with gzip.open(path, "wt") as f:
     json.dump({"traceEvents": ev}, f)
-  s = gpu.trace_summary(path, wall_s=0.01, updates=2)
+  s = gpu.device_trace.summary(path, wall_s=0.01, updates=2)
   assert s["device_events"] == 5
   assert s["processes"]["/host:CPU"] == {"events": 1, "us": 5000.0}
   assert s["device_busy_s"] == pytest.approx(68e-6)  # 15 + 1 + 2 + 50
