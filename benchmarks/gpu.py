@@ -59,6 +59,7 @@ Usage:
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
@@ -82,13 +83,13 @@ def parse_args(argv):
   ap.add_argument("--only", default=",".join(SECTIONS),
                   help=f"comma-separated sections to run, of {SECTIONS} "
                   "(default: all)")
-  ap.add_argument("--concurrency", default=None,
+  ap.add_argument("--concurrency", type=_positive_ints, default=None,
                   help="W1 concurrencies, comma-separated (default "
                   "1000,100)")
-  ap.add_argument("--widths", default=None,
+  ap.add_argument("--widths", type=_positive_ints, default=None,
                   help="W1 lane widths beside the default, comma-separated "
                   "(default 32,64)")
-  ap.add_argument("--sweep-sizes", default=None,
+  ap.add_argument("--sweep-sizes", type=_positive_ints, default=None,
                   help="members per sweep, comma-separated (default 16,64)")
   ap.add_argument("--sweep-updates", type=int, default=None,
                   help="updates per sweep member (default 1000)")
@@ -108,15 +109,12 @@ def parse_args(argv):
   s, q = args.smoke, args.quick
   args.clients = 20 if s else C.W1["num_clients"]
   # C = 1000 first: issue 16's GPU target is measured there.
-  args.concurrency = (_ints(ap, "--concurrency", args.concurrency)
-                      if args.concurrency else [5] if s else [1000, 100])
+  args.concurrency = args.concurrency or ([5] if s else [1000, 100])
   args.sweep_concurrency = 5 if s else 100
   args.updates = 60 if s else 2000 if q else 5000
   args.profile_updates = 60 if s else 1000
-  args.widths = (_ints(ap, "--widths", args.widths) if args.widths
-                 else [] if s else [32, 64])
-  args.sweep_sizes = (_ints(ap, "--sweep-sizes", args.sweep_sizes)
-                      if args.sweep_sizes else [2] if s else [16, 64])
+  args.widths = args.widths or ([] if s else [32, 64])
+  args.sweep_sizes = args.sweep_sizes or ([2] if s else [16, 64])
   args.sweep_updates = args.sweep_updates or (20 if s else 500 if q
                                               else 1000)
   args.separate = args.separate or (1 if s else 4)
@@ -137,14 +135,15 @@ def parse_args(argv):
 SECTIONS = ("w1", "sweeps", "models")
 
 
-def _ints(ap, name, text):
+def _positive_ints(text):
+  """argparse type: comma-separated integers >= 1."""
   try:
     out = [int(x) for x in text.split(",") if x]
   except ValueError:
     out = []
   if not out or min(out) < 1:
-    ap.error(f"{name} takes positive integers separated by commas, got "
-             f"{text!r}")
+    raise argparse.ArgumentTypeError(
+        f"takes positive integers separated by commas, got {text!r}")
   return out
 
 
@@ -244,7 +243,7 @@ def w1_cases(args, ds, budget, errors):
     # Every variant trains the same schedule: on an accelerator too, its
     # parameters agree with the one-client-at-a-time path's to float32
     # reassociation (the exact float64 checks are the test suite's).
-    base = next((n for n in finals if " map " in n), None)
+    base = next((r["case"] for r in recs if r["batching"] == "map"), None)
     for rec in recs:
       if base is not None:
         rec["rel_diff_to_map"] = C.rel_diff(finals[rec["case"]],
