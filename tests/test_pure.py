@@ -371,7 +371,9 @@ def test_simulate_with_rule_function_compiles_once_for_all_values(
   traces = count_traces(monkeypatch)
   ds, _, upd, s = setup()
   w0 = jnp.zeros(5, jnp.float32)
-  for a in (0.25, 0.5, 1.0):
+  # Values of every kind a user passes: a Python float (weakly typed to
+  # JAX), a numpy scalar, a JAX array; one program serves them all.
+  for a in (0.25, np.float64(0.5), jnp.asarray(1.0)):
     out = executor.simulate(make_rule, upd, w0, ds, s, key=jax.random.key(0),
                             rule_hp={"alpha": 0.6, "a": a})
     ref = executor.simulate(rules.fedasync(0.6, staleness.polynomial(a)),

@@ -48,7 +48,7 @@ from fedasync_jax.data import ClientDataset
 from fedasync_jax.sim import driver, strategies
 from fedasync_jax.sim.checkpoint import Checkpoint, run_digest  # noqa: F401
 from fedasync_jax.sim.program import (cached, device_data, make_program,
-                                      signature)
+                                      signature, strong_arrays)
 from fedasync_jax.sim.scheduler import Schedule
 from fedasync_jax.sim.strategies import BATCHINGS, default_batching  # noqa: F401
 from fedasync_jax.sim.tasks import (check_client_fits, check_eval_every,
@@ -137,7 +137,7 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
   check_labels(data, eval_fn, num_classes)
   chunk_steps = driver.check_chunk_steps(chunk_steps)
   check_schedules([schedule], data.num_clients)
-  rule_hp = jax.tree.map(jnp.asarray, rule_hp)
+  rule_hp = strong_arrays(rule_hp)
   make_rule, built = rule_maker(rule, rule_hp)
   check_rule_fits(built, [schedule])
   check_client_fits(client, data)

@@ -205,6 +205,22 @@ def make_program(make_rule: Callable[[Any], ServerRule],
   return Program(init, run_chunk)
 
 
+def strong_arrays(tree):
+  """A pytree's leaves as JAX arrays of their canonical dtypes, never
+  weakly typed: ``0.6`` and ``np.float64(0.6)`` then give the same
+  argument types, so a jitted program called with either is traced and
+  compiled once (a weak ``float32`` is another type to ``jax.jit``).
+
+  Example:
+    >>> import numpy as np
+    >>> a, b = strong_arrays(0.6), strong_arrays(np.float64(0.6))
+    >>> (a.dtype == b.dtype, a.weak_type, b.weak_type)
+    (True, False, False)
+  """
+  return jax.tree.map(lambda v: jnp.asarray(v, dtype=jnp.result_type(v)),
+                      tree)
+
+
 def signature(tree) -> tuple:
   """The structure, shapes and dtypes of a pytree (a cache key part)."""
   leaves, treedef = jax.tree.flatten(tree)

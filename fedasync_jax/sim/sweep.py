@@ -63,7 +63,7 @@ from fedasync_jax.data import ClientDataset
 from fedasync_jax.sim import driver, strategies, tasks
 from fedasync_jax.sim.checkpoint import run_digest
 from fedasync_jax.sim.program import (cached, device_data, make_program,
-                                      signature)
+                                      signature, strong_arrays)
 from fedasync_jax.sim.scheduler import Schedule
 from fedasync_jax.sim.tasks import pad_tasks, task_hparams
 
@@ -321,7 +321,7 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   hp_table = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)),
                           *[pad_tasks(h, n_tasks) for h in hps])
   init_snaps = jnp.asarray([p.init_snap for p in plans.members], jnp.int32)
-  rule_hp = jax.tree.map(jnp.asarray, rule_hparams)
+  rule_hp = strong_arrays(rule_hparams)
   dev = device_data(data, eval_fn)
   member_mode = checks.choice("members", members or (
       "map" if jax.default_backend() == "cpu" and mesh is None else "vmap"),
