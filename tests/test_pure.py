@@ -34,12 +34,18 @@ def make_rule(hp):
   return rules.fedasync(hp["alpha"], staleness.polynomial(hp["a"]))
 
 
-def final_loss_fn(ds, upd, s, w0, key):
+def make_cutoff_rule(hp):
+  """``make_rule`` dropping updates staler than 4 (``setup(cutoff=4)``)."""
+  return rules.fedasync(hp["alpha"],
+                        staleness.cutoff(staleness.polynomial(hp["a"]), 4))
+
+
+def final_loss_fn(ds, upd, s, w0, key, rule=make_rule):
   prep = pure.prepare(s)
   x, y = jnp.asarray(ds.x), jnp.asarray(ds.y)
 
   def f(alpha, a):
-    state, _ = pure.run(make_rule, upd, w0, prep, key=key, data=ds,
+    state, _ = pure.run(rule, upd, w0, prep, key=key, data=ds,
                         rule_hp={"alpha": alpha, "a": a})
     return jnp.mean((x @ state.params - y) ** 2)
   return f
@@ -85,6 +91,67 @@ def test_vmap_over_stacked_plans_equals_each_seed():
       np.testing.assert_allclose(out[k], ref, rtol=1e-10, atol=1e-12)
 
 
+def _bad_run_inputs():
+  """(name, build kwargs of pure.run from the good ones, error match)."""
+  ds, _, upd, s = setup(num_updates=12)
+  small_ds, _ = make_lsq_data(num_clients=N - 5, dtype=np.float64, max_size=8)
+  dm = delays.delay_model(np.ones(N), np.ones(N))
+  cut = scheduler.asynchronous(dm, num_updates=12, concurrency=6, seed=0,
+                               max_staleness=0)
+  st = pure.stack([s, setup(num_updates=12, seed=1)[3]])
+  short = client.local_update(lsq_loss, optax.sgd(0.05), batch_size=4,
+                              max_examples=ds.max_count - 1)
+  hp = {"alpha": 0.6, "a": 0.5}
+  return [
+      ("a rule the schedule was not drawn for",
+       dict(make_rule=lambda h: rules.fedbuff(3)), "arrivals_per_version"),
+      ("a schedule with a cutoff the rule lacks",
+       dict(prepared=pure.prepare(cut)), "max_staleness"),
+      ("data of another client count", dict(data=small_ds),
+       f"schedule has {N} clients but data has {N - 5}"),
+      ("a client update that holds fewer examples", dict(client=short),
+       "max_examples"),
+      ("a key that is no PRNG key", dict(key=0), "key must be one PRNG key"),
+      ("a schedule, not a plan", dict(prepared=s),
+       "prepared must be what pure.prepare"),
+      ("stacked plans without one member's", dict(prepared=st),
+       "prepared stacks 2 schedules"),
+      ("an eval_fn never called", dict(eval_fn=lambda p: {"n": p.sum()}),
+       "evaluates nowhere"),
+      ("a rule function without rule_hp", dict(rule_hp=None), "rule_hp="),
+  ], dict(make_rule=make_rule, client=upd, params=jnp.zeros(5),
+          prepared=pure.prepare(s), key=jax.random.key(0), data=ds,
+          rule_hp=hp)
+
+
+def test_bad_inputs_are_refused_when_the_run_is_traced():
+  """pure.run refuses what simulate refuses (it ran them before, silently
+  wrong: FedBuff on a one-arrival schedule ended at version 10 of 30),
+  under jit too, naming the argument."""
+  cases, good = _bad_run_inputs()
+  for name, bad, match in cases:
+    kw = {**good, **bad}
+    with pytest.raises(ValueError, match=match):
+      jax.jit(lambda p, kw=kw: pure.run(
+          kw["make_rule"], kw["client"], p, kw["prepared"], key=kw["key"],
+          data=kw["data"], rule_hp=kw["rule_hp"],
+          eval_fn=kw.get("eval_fn"))[0].params)(kw["params"])
+  # A built ServerRule is taken, as simulate takes it; the same run.
+  rule = make_rule(good["rule_hp"])
+  a = pure.run(rule, good["client"], good["params"], good["prepared"],
+               key=good["key"], data=good["data"])[0].params
+  b = pure.run(make_rule, good["client"], good["params"], good["prepared"],
+               key=good["key"], data=good["data"],
+               rule_hp=good["rule_hp"])[0].params
+  np.testing.assert_array_equal(a, b)
+  # Per-task client hyperparameters of the wrong shape name the field.
+  with pytest.raises(ValueError, match=r"hparams.lr_scale must hold one "
+                     r"value per task"):
+    pure.prepare(good["prepared"].schedules[0],
+                 hparams=client.ClientHParams(np.float64(0.5),
+                                              np.float64(0.0)))
+
+
 def finite_difference(f, x, h=1e-5):
   return (f(x + h) - f(x - h)) / (2 * h)
 
@@ -111,7 +178,8 @@ def test_reverse_mode_equals_forward_mode(fixed_steps):
   used to fail with JAX's while-loop error unless fixed_steps=True)."""
   with jax.enable_x64(True):
     ds, _, upd, s = setup(fixed_steps=fixed_steps, cutoff=4)
-    f = jax.jit(final_loss_fn(ds, upd, s, jnp.zeros(5), jax.random.key(3)))
+    f = jax.jit(final_loss_fn(ds, upd, s, jnp.zeros(5), jax.random.key(3),
+                              rule=make_cutoff_rule))
     g_alpha, g_a = jax.grad(f, argnums=(0, 1))(0.6, 0.5)
     np.testing.assert_allclose(g_alpha, jax.jacfwd(f, argnums=0)(0.6, 0.5),
                                rtol=1e-8)
@@ -137,7 +205,7 @@ def test_grad_of_the_default_client_equals_the_fixed_length_ones():
                                   fixed_steps=fixed, **kw)
 
         def f(w0):
-          state, _ = pure.run(make_rule, upd, w0, prep,
+          state, _ = pure.run(make_cutoff_rule, upd, w0, prep,
                               key=jax.random.key(0), data=ds,
                               rule_hp={"alpha": 0.6, "a": 0.5})
           return jnp.mean((x @ state.params - y) ** 2)

@@ -45,7 +45,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +57,12 @@ from fedasync_jax.sim import driver, strategies
 from fedasync_jax.sim import plan as plan_lib
 from fedasync_jax.sim.program import DeviceData, device_data, make_program
 from fedasync_jax.sim.scheduler import Schedule
-from fedasync_jax.sim.tasks import check_params_fit, pad_tasks, task_hparams
+from fedasync_jax.core import checks
+from fedasync_jax.data import ClientDataset
+from fedasync_jax.sim.tasks import (check_client_fits, check_hparams,
+                                    check_params_fit, check_rule_fits,
+                                    check_schedules, pad_tasks, rule_maker,
+                                    task_hparams)
 
 
 class Prepared(NamedTuple):
@@ -139,6 +144,8 @@ def stack(schedules: Sequence[Schedule], *, batching: Optional[str] = None,
   if len(hps) != len(scheds):
     raise ValueError(f"hparams must hold {len(scheds)} entries, got "
                      f"{len(hps)}")
+  if hparams is not None:
+    hps = [check_hparams(h, s) for h, s in zip(hps, scheds)]
   n_tasks = max(s.num_tasks for s in scheds)
   hps = [pad_tasks(h, n_tasks) for h in hps]
   steps = driver.member_steps(plans, scheds, eval_every)
@@ -148,14 +155,16 @@ def stack(schedules: Sequence[Schedule], *, batching: Optional[str] = None,
                   strategy, tuple(scheds))
 
 
-def run(make_rule: Callable[[Any], ServerRule], client: ClientUpdate, params,
+def run(make_rule: Union[ServerRule, Callable[[Any], ServerRule]],
+        client: ClientUpdate, params,
         prepared: Prepared, *, key, data, rule_hp=None,
         eval_fn: Optional[Callable] = None, steps=None, hparams=None,
         init_snap=None, masked_writes: bool = False):
   """The whole simulation as one pure function.
 
   Args:
-    make_rule: ``rule_hp -> ServerRule`` (called inside the trace).
+    make_rule: ``rule_hp -> ServerRule`` (called inside the trace), or a
+      built ``ServerRule`` (then no ``rule_hp``).
     client: the client update.
     params: initial parameters.
     prepared: from ``prepare`` (or one member of ``stack``: pass its
@@ -174,12 +183,25 @@ def run(make_rule: Callable[[Any], ServerRule], client: ClientUpdate, params,
   Returns:
     ``(state, outputs)``: the final server state and the per-step
     ``program.StepOutputs`` (``applied``, ``version``, ``train_loss``,
-    ``eval``), padding included (``steps.arr_valid`` marks real arrivals).
+    ``eval``), padding included (``steps.arr_valid`` marks real arrivals;
+    ``eval`` holds zeros where ``steps.arr_eval`` is False).
 
   Raises:
-    ValueError: ``params`` the client update cannot train
-      (``tasks.check_params_fit``), when the function is traced.
+    ValueError: when the function is traced, arguments that do not fit,
+      naming the argument, as ``executor.simulate`` does: ``prepared``
+      not from ``prepare``/``stack`` (or stacked without one member's
+      ``steps``, ``hparams`` and ``init_snap``), ``key`` not one PRNG key,
+      a rule the schedule was not drawn for (``tasks.check_rule_fits``),
+      data of another client count or with a client larger than
+      ``client.max_examples``, an ``eval_fn`` that ``prepared`` never
+      calls, ``params`` the client update cannot train
+      (``tasks.check_params_fit``). Rule hyperparameters that are traced
+      (under ``jit``, ``vmap`` or ``grad``) cannot be range-checked: an
+      out-of-range value runs (docs/reliability.md).
   """
+  make_rule = _check_run_inputs(make_rule, client, prepared, key=key,
+                                data=data, rule_hp=rule_hp, eval_fn=eval_fn,
+                                given=(steps, hparams, init_snap))
   dev = data if isinstance(data, DeviceData) else device_data(data, eval_fn)
   steps = prepared.steps if steps is None else steps
   hparams = prepared.hparams if hparams is None else hparams
@@ -194,3 +216,37 @@ def run(make_rule: Callable[[Any], ServerRule], client: ClientUpdate, params,
                                jax.tree.map(jnp.asarray, hparams), dev,
                                rule_hp)
   return carry.state, outs
+
+
+def _check_run_inputs(make_rule, client, prepared, *, key, data, rule_hp,
+                      eval_fn, given) -> Callable[[Any], ServerRule]:
+  """``run``'s checks (at trace time, on static facts only); returns the
+  rule as a function of ``rule_hp``."""
+  if not isinstance(prepared, Prepared):
+    raise ValueError(f"prepared must be what pure.prepare(schedule) or "
+                     f"pure.stack(schedules) returns, got "
+                     f"{checks.show(prepared)}")
+  checks.prng_key("key", key)
+  members = len(prepared.schedules)
+  if np.ndim(prepared.plan.init_snap) == 1 and any(g is None for g in given):
+    raise ValueError(
+        f"prepared stacks {members} schedules (pure.stack): pass one "
+        f"member's steps=, hparams= and init_snap= (e.g. under jax.vmap "
+        f"over prepared.steps, prepared.hparams and prepared.plan.init_snap)"
+        f", or plan one schedule with pure.prepare")
+  make_rule, built = rule_maker(make_rule, rule_hp)
+  check_rule_fits(built, prepared.schedules)
+  if isinstance(data, ClientDataset):
+    check_schedules(prepared.schedules, data.num_clients)
+    check_client_fits(client, data)
+  elif isinstance(data, DeviceData):
+    num = np.shape(data.counts)[0]
+    check_schedules(prepared.schedules, num)
+  else:
+    raise ValueError(f"data must be a ClientDataset or a program.DeviceData"
+                     f", got {checks.show(data)}")
+  evals = prepared.steps.arr_eval if given[0] is None else None
+  if eval_fn is not None and evals is not None and not np.any(evals):
+    raise ValueError("eval_fn is given but prepared evaluates nowhere: plan "
+                     "the run with pure.prepare(..., eval_every=N)")
+  return make_rule
