@@ -170,6 +170,55 @@ def test_simulate_refuses_parameters_that_are_not_float(lsq, lsq_update,
                       key=jax.random.key(0))
 
 
+def _custom_rules():
+  """Custom rules that break the contract (core/rules.py): a state without
+  the counters, and an apply reading a field its result_fields leaves
+  out."""
+  from typing import NamedTuple
+
+  class Bare(NamedTuple):
+    params: jax.Array
+    version: jax.Array
+
+  bare = rules.ServerRule(
+      init=lambda p: Bare(p, jnp.int32(0)),
+      apply=lambda st, r, tau: Bare(0.5 * (st.params + r.params),
+                                    st.version + 1))
+  reads_params = rules.fedasync(0.5)._replace(result_fields=("delta",))
+  return [(bare, r"must return a state with the fields params, version, "
+                 r"applied, dropped .*Bare lacks applied, dropped"),
+          (reads_params, r"rule.apply fails on a ClientResult holding only "
+                         r"its result_fields \('delta',\)")]
+
+
+@pytest.mark.parametrize("case", range(2))
+def test_custom_rules_that_break_the_contract_are_refused(lsq, lsq_update,
+                                                          case):
+  """By every entry point, naming what is missing (they failed with an
+  AttributeError, or a TypeError about None, deep in the run)."""
+  from fedasync_jax import delays, executor, reference, scheduler, sweep
+  from fedasync_jax.sim import pure
+  ds, _ = lsq
+  sched = scheduler.asynchronous(
+      delays.delay_model(np.ones(ds.num_clients), np.ones(ds.num_clients)),
+      num_updates=4, concurrency=2, seed=0)
+  rule, match = _custom_rules()[case]
+  w0, key = jnp.zeros(5), jax.random.key(0)
+  calls = {
+      "simulate": lambda: executor.simulate(rule, lsq_update, w0, ds, sched,
+                                            key=key),
+      "reference": lambda: reference.run(rule, lsq_update, w0, ds, sched,
+                                         key=key),
+      "pure": lambda: pure.run(rule, lsq_update, w0, pure.prepare(sched),
+                               key=key, data=ds),
+      "sweep": lambda: sweep.sweep(lambda h: rule, {"h": jnp.zeros(2)},
+                                   lsq_update, w0, ds, [sched, sched],
+                                   keys=jax.random.split(key, 2))}
+  for name, call in calls.items():
+    with pytest.raises(ValueError, match=match):
+      call()
+
+
 def _classifier_run(y_train, y_test, num_classes=3):
   """A 3-class logistic regression with the given labels: its pieces."""
   from fedasync_jax import data, delays, models, scheduler

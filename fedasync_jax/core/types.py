@@ -48,6 +48,14 @@ class ServerRule(NamedTuple):
   ``result_fields`` names the ``ClientResult`` fields ``apply`` reads
   (``"params"`` and/or ``"delta"``); the executor keeps only those for
   clients in flight.
+
+  A rule of your own keeps the built-in rules' contract, which every
+  simulator checks before it runs (``sim.tasks.check_rule_contract``): its
+  state is a NamedTuple with at least ``params``, ``version`` (the integer
+  server version), ``applied`` and ``dropped`` (counters; a dropped update
+  changes nothing but ``dropped``), and ``apply`` reads only the result
+  fields it names. Versions advance as ``arrivals_per_version`` says (or
+  once per ``end_round``), which the schedule was drawn with.
   """
   init: Callable[[Params], Any]
   apply: Callable[[Any, ClientResult, Any], Any]

@@ -53,6 +53,7 @@ from fedasync_jax.sim.scheduler import Schedule
 from fedasync_jax.sim.strategies import BATCHINGS, default_batching  # noqa: F401
 from fedasync_jax.sim.tasks import (check_client_fits, check_eval_every,
                                     check_hparams, check_params_fit,
+                                    check_rule_contract,
                                     check_rule_fits, check_schedules,
                                     pad_tasks, rule_maker, task_hparams)
 
@@ -165,6 +166,7 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
 
   def build():
     check_params_fit(client, params, dev, hp_table, key)
+    check_rule_contract(built, params)
     prog = make_program(make_rule, client, strategy, eval_fn=eval_fn,
                         params_like=params, data_like=dev)
     return prog, jax.jit(prog.run_chunk, donate_argnums=0,

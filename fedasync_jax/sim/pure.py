@@ -60,9 +60,9 @@ from fedasync_jax.sim.scheduler import Schedule
 from fedasync_jax.core import checks
 from fedasync_jax.data import ClientDataset
 from fedasync_jax.sim.tasks import (check_client_fits, check_hparams,
-                                    check_params_fit, check_rule_fits,
-                                    check_schedules, pad_tasks, rule_maker,
-                                    task_hparams)
+                                    check_params_fit, check_rule_contract,
+                                    check_rule_fits, check_schedules,
+                                    pad_tasks, rule_maker, task_hparams)
 
 
 class Prepared(NamedTuple):
@@ -199,9 +199,9 @@ def run(make_rule: Union[ServerRule, Callable[[Any], ServerRule]],
       (under ``jit``, ``vmap`` or ``grad``) cannot be range-checked: an
       out-of-range value runs (docs/reliability.md).
   """
-  make_rule = _check_run_inputs(make_rule, client, prepared, key=key,
-                                data=data, rule_hp=rule_hp, eval_fn=eval_fn,
-                                given=(steps, hparams, init_snap))
+  make_rule = _check_run_inputs(
+      make_rule, client, params, prepared, key=key, data=data,
+      rule_hp=rule_hp, eval_fn=eval_fn, given=(steps, hparams, init_snap))
   dev = data if isinstance(data, DeviceData) else device_data(data, eval_fn)
   steps = prepared.steps if steps is None else steps
   hparams = prepared.hparams if hparams is None else hparams
@@ -218,8 +218,8 @@ def run(make_rule: Union[ServerRule, Callable[[Any], ServerRule]],
   return carry.state, outs
 
 
-def _check_run_inputs(make_rule, client, prepared, *, key, data, rule_hp,
-                      eval_fn, given) -> Callable[[Any], ServerRule]:
+def _check_run_inputs(make_rule, client, params, prepared, *, key, data,
+                      rule_hp, eval_fn, given) -> Callable[[Any], ServerRule]:
   """``run``'s checks (at trace time, on static facts only); returns the
   rule as a function of ``rule_hp``."""
   if not isinstance(prepared, Prepared):
@@ -236,6 +236,7 @@ def _check_run_inputs(make_rule, client, prepared, *, key, data, rule_hp,
         f", or plan one schedule with pure.prepare")
   make_rule, built = rule_maker(make_rule, rule_hp)
   check_rule_fits(built, prepared.schedules)
+  check_rule_contract(built, params)
   if isinstance(data, ClientDataset):
     check_schedules(prepared.schedules, data.num_clients)
     check_client_fits(client, data)

@@ -43,6 +43,7 @@ from fedasync_jax.data import ClientDataset
 from fedasync_jax.core.types import RunResult, ServerRule, evaluation
 from fedasync_jax.sim.tasks import (check_client_fits, check_eval_every,
                                     check_hparams, check_params_fit,
+                                    check_rule_contract,
                                     check_rule_fits, check_schedules,
                                     task_hparams)
 
@@ -89,6 +90,7 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
              else check_hparams(hparams, schedule))
   eval_every = check_eval_every(eval_every, has_eval_fn=eval_fn is not None)
   check_params_fit(client, params, data, hparams, key)
+  check_rule_contract(rule, params)
   x, y = jnp.asarray(data.x), jnp.asarray(data.y)
   offsets, counts = data.offsets, data.counts
   train = jax.jit(lambda p, o, c, k, h: client.update(

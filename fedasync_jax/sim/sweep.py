@@ -196,6 +196,8 @@ def _compiled(make_rule, client, strategy, eval_fn, plans, axes,
   def build():
     tasks.check_params_fit(client, one_params, dev, jax.tree.map(
         lambda a: a[0], hp_table), key_like)
+    tasks.check_rule_contract(make_rule(jax.tree.map(
+        lambda a: jnp.asarray(a)[0], rule_hp)), one_params)
     prog = make_program(make_rule, client, strategy, eval_fn=eval_fn,
                         params_like=one_params, data_like=dev,
                         masked_writes=member_mode == "vmap" and

@@ -20,7 +20,7 @@ import numpy as np
 
 from fedasync_jax.core import checks
 from fedasync_jax.core.client import ClientHParams, ClientRef
-from fedasync_jax.core.types import ServerRule
+from fedasync_jax.core.types import ClientResult, ServerRule
 from fedasync_jax.sim import scheduler as sched_lib
 from fedasync_jax.sim.delays import DelayModel
 
@@ -250,6 +250,57 @@ def check_hparams(hparams, schedule, *, name: str = "hparams"
           f"shape ({schedule.num_tasks},), got {np.shape(value)}; make it "
           f"with tasks.task_hparams(schedule, ...)")
   return hparams
+
+
+STATE_FIELDS = ("params", "version", "applied", "dropped")
+"""What every rule's state holds (``core/rules.py``); the executor reads
+them."""
+
+
+def check_rule_contract(rule: ServerRule, params) -> None:
+  """A rule, built-in or the user's, must be what the simulators drive
+  (traced for shapes only, nothing computed): ``rule.init(params)`` returns
+  a state with ``STATE_FIELDS``, and ``rule.apply`` runs on a
+  ``ClientResult`` holding only the fields its ``result_fields`` names
+  (the executor keeps no other for clients in flight).
+
+  Raises:
+    ValueError: naming the missing state fields, or the ``apply`` error
+      with ``result_fields`` (that error chained).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from fedasync_jax import rules
+    >>> r = rules.fedasync(0.5)._replace(result_fields=("delta",))
+    >>> check_rule_contract(r, jnp.zeros(2))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: rule.apply fails on a ClientResult holding only its result_fields ('delta',)...
+  """
+  try:
+    state = jax.eval_shape(rule.init, params)
+  except Exception as e:  # noqa: BLE001 (re-raised, chained)
+    raise ValueError(f"rule.init(params) fails: {type(e).__name__}: "
+                     f"{checks.error_text(e)}") from e
+  missing = [f for f in STATE_FIELDS if not hasattr(state, f)]
+  if missing:
+    raise ValueError(
+        f"rule.init(params) must return a state with the fields "
+        f"{', '.join(STATE_FIELDS)} (a NamedTuple, as core/rules.py's "
+        f"rules do); {type(state).__name__} lacks {', '.join(missing)}")
+  dtype = jnp.result_type(jax.tree.leaves(params)[0])
+  full = ClientResult(params, params, jnp.zeros((), dtype))
+  res = full._replace(**{f: None for f in ("params", "delta")
+                         if f not in rule.result_fields})
+  try:
+    jax.eval_shape(lambda st, r: rule.apply(st, r, jnp.int32(0)), state, res)
+  except (TypeError, AttributeError) as e:
+    raise ValueError(
+        f"rule.apply fails on a ClientResult holding only its "
+        f"result_fields {tuple(rule.result_fields)} (the executor keeps no "
+        f"other field for clients in flight): {type(e).__name__}: "
+        f"{checks.error_text(e)}; name every field apply reads in "
+        f"result_fields") from e
 
 
 def check_params_fit(client, params, data, hparams, key) -> None:
