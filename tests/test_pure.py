@@ -189,6 +189,24 @@ def test_reverse_mode_equals_forward_mode(fixed_steps):
         g_alpha, finite_difference(lambda al: f(al, 0.5), 0.6), rtol=1e-4)
 
 
+def test_grad_with_respect_to_the_client_learning_rate():
+  """Through the per-task rates (docs/design.md), against finite
+  differences."""
+  with jax.enable_x64(True):
+    ds, _, upd, s = setup(num_updates=12)
+    prep = pure.prepare(s)
+
+    def f(scale):
+      hp = prep.hparams._replace(lr_scale=prep.hparams.lr_scale * scale)
+      state, _ = pure.run(make_rule, upd, jnp.zeros(5), prep, hparams=hp,
+                          key=jax.random.key(0), data=ds,
+                          rule_hp={"alpha": 0.6, "a": 0.5})
+      return jnp.sum(state.params ** 2)
+    g = jax.jit(jax.grad(f))(1.0)
+    assert abs(float(g)) > 1e-3
+    np.testing.assert_allclose(g, finite_difference(f, 1.0), rtol=1e-6)
+
+
 def test_grad_of_the_default_client_equals_the_fixed_length_ones():
   """Through several epochs, early stopping and Adam, with respect to the
   initial parameters (the fixed-length client's grad is checked against
