@@ -327,6 +327,13 @@ def test_out_must_be_new_or_empty_unless_force(tmp_path, capsys):
   capsys.readouterr()
   assert cli.main(["run", "--resume", str(out), "--force"]) == 2
   assert "pass one of them" in _error_line(capsys)
+  # --out beside --resume was ignored: the run went on in its own folder.
+  other = tmp_path / "other"
+  for command in ("run", "sweep"):
+    assert cli.main([command, "--resume", str(out), "--out",
+                     str(other)]) == 2
+    assert "do not pass --out with it" in _error_line(capsys)
+  assert not other.exists()
 
 
 def test_a_locked_folder_is_refused_and_a_stale_lock_taken_over(tmp_path,

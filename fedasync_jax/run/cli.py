@@ -80,6 +80,10 @@ def _check_folder_args(args, command: str, extra: str) -> None:
   if args.force:
     raise ValueError("--force starts a new " + command + "; --resume "
                      "continues one: pass one of them")
+  if args.out is not None:
+    raise ValueError(f"--resume continues the {command} in its own folder "
+                     f"({args.resume}) and writes nowhere else; do not pass "
+                     f"--out with it")
   if extra:
     raise ValueError(extra)
 
