@@ -320,10 +320,18 @@ def test_out_must_be_new_or_empty_unless_force(tmp_path, capsys):
     err = _error_line(capsys)
     assert f"--out {out} is not empty (notes.txt)" in err and "--force" in err
   assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+  # An interrupted run's checkpoint goes with --force, and the user is told.
+  (out / "checkpoint.msgpack").write_bytes(b"an interrupted run's")
+  capsys.readouterr()
   assert cli.main(["run", "--config", str(cfg), "--out", str(out),
                    "--force"]) == 0
+  notice = (f"--force: {out} held an interrupted run or sweep; its "
+            f"checkpoint (checkpoint.msgpack) is removed")
+  assert notice in capsys.readouterr().err
   assert (out / "notes.txt").read_text() == "mine"
   assert (out / "summary.json").exists()
+  summary = json.loads((out / "summary.json").read_text())
+  assert any(w.startswith(notice) for w in summary["warnings"])
   capsys.readouterr()
   assert cli.main(["run", "--resume", str(out), "--force"]) == 2
   assert "pass one of them" in _error_line(capsys)

@@ -451,11 +451,21 @@ def write_params(path: Path, params) -> None:
   results.atomic_write_bytes(path, serialization.to_bytes(params))
 
 
-def remove_checkpoint(workdir: Path) -> None:
-  """Removes ``workdir``'s checkpoint (the run or sweep is complete)."""
+def remove_checkpoint(workdir: Path) -> bool:
+  """Removes ``workdir``'s checkpoint (the run or sweep is complete, or
+  ``--force`` starts a new one there); returns whether there was one."""
   ck = Path(workdir) / CHECKPOINT
   if ck.exists():
     ck.unlink()
+    return True
+  return False
+
+
+def forced_notice(workdir: Path) -> str:
+  """The warning when ``--force`` removes an interrupted run's checkpoint."""
+  return (f"--force: {workdir} held an interrupted run or sweep; its "
+          f"checkpoint ({CHECKPOINT}) is removed, so it can no longer be "
+          f"resumed")
 
 
 def finish(workdir: Path, params) -> None:
