@@ -201,6 +201,27 @@ def test_interrupt_and_resume_end_with_same_params(tmp_path):
       (full / "history.csv").read_text()
 
 
+def test_a_run_piped_into_a_reader_that_stops_early_still_finishes(
+    tmp_path):
+  """``fedasync-jax run ... 2>&1 | head -1``: once the reader is gone,
+  output is dropped and the run writes its folder (a BrokenPipeError
+  stopped it with exit status 1, and the new folder was removed)."""
+  import os
+  import subprocess
+  import sys
+  cfg, out = _write_cfg(tmp_path, TINY), tmp_path / "piped"
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "fedasync_jax.run.cli", "run", "--config",
+       str(cfg), "--out", str(out)], stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+  assert proc.stdout.readline().startswith(b"output folder: ")
+  proc.stdout.close()  # the reader goes away, as head does
+  assert proc.wait(timeout=120) == 0
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["client_updates"] == 120
+  assert (out / "final_params.msgpack").exists()
+
+
 def test_sweep_command_members_match_single_runs(tmp_path, capsys):
   cfg = _write_cfg(tmp_path, TINY)
   out = tmp_path / "sweep"

@@ -450,6 +450,46 @@ def test_the_first_progress_after_a_resume_shows_the_last_evaluation():
     assert first is not None, name
     np.testing.assert_allclose(first["test_dist"], before["test_dist"],
                                rtol=1e-6, err_msg=name)
+    assert first["client_updates"] == before["client_updates"], name
+
+
+def test_progress_names_the_updates_each_evaluation_follows():
+  """Each progress report's last evaluation says after how many of its
+  member's updates it was made: the last evaluation point so far (a run,
+  a sweep of members with their own schedules, and members sharing one)."""
+  from fedasync_jax.sim import tasks
+  ds, w_true, upd, _ = setup()
+  scheds = [setup(seed=k, num_updates=40)[3] for k in (0, 1)]
+  ev = lambda p: {"dist": jnp.linalg.norm(p - w_true)}  # noqa: E731
+  w0, key = jnp.zeros(5, jnp.float32), jax.random.key(0)
+  hp = {"alpha": 0.8, "a": 0.5}
+
+  def expected(sched, done):
+    points = np.flatnonzero(tasks.eval_points(
+        np.asarray(sched.version_after), 6))
+    return int(points[points < done].max()) + 1
+  runs = {
+      "simulate": ([scheds[0]], lambda **kw: executor.simulate(
+          make_rule(hp), upd, w0, ds, scheds[0], key=key, **kw)),
+      "sweep": (scheds, lambda **kw: sweep.sweep(
+          make_rule, {k: jnp.full(2, v) for k, v in hp.items()}, upd, w0,
+          ds, scheds, keys=jax.random.split(key, 2), **kw)),
+      "shared": ([scheds[1]] * 2, lambda **kw: sweep.sweep(
+          make_rule, {k: jnp.full(2, v) for k, v in hp.items()}, upd, w0,
+          ds, scheds[1], keys=jax.random.split(key, 2), **kw))}
+  for name, (member_scheds, call) in runs.items():
+    seen = []
+    call(eval_fn=ev, eval_every=6, chunk_steps=5, progress=seen.append)
+    checked = 0
+    for info in seen:
+      members = info.get("members") or [info]
+      for sched, m in zip(member_scheds, members):
+        done = m["arrivals_done"]
+        if done >= 6:
+          assert m["last_eval"]["client_updates"] == expected(sched, done), (
+              name, done)
+          checked += 1
+    assert checked >= 5, name
 
 
 def test_simulate_with_rule_function_compiles_once_for_all_values(

@@ -20,6 +20,7 @@ Compiled programs are kept on disk between runs (``compile_cache``);
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import math
 import os
@@ -248,6 +249,53 @@ def _enable_compile_cache(args) -> None:
           file=sys.stderr)
 
 
+class _SurvivesClosedPipe:
+  """A text stream that forwards to ``stream`` until its reader goes away
+  (a pipe closed early, as by ``fedasync-jax run ... | head``), and then
+  drops what is written, so that the run goes on and writes its folder
+  (a ``BrokenPipeError`` stopped it, and a run in a new folder left
+  nothing). The file descriptor then points at ``/dev/null``, so that
+  Python's own flush at exit fails neither."""
+
+  def __init__(self, stream):
+    self._stream, self._gone = stream, False
+
+  def _guard(self, call, *args):
+    if self._gone:
+      return None
+    try:
+      return call(*args)
+    except BrokenPipeError:
+      self._gone = True
+      with contextlib.suppress(AttributeError, OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+      return None
+
+  def write(self, text):
+    self._guard(self._stream.write, text)
+    return len(text)
+
+  def flush(self):
+    self._guard(self._stream.flush)
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _output_survives_closed_pipes():
+  """``sys.stdout`` and ``sys.stderr`` as ``_SurvivesClosedPipe`` while
+  inside; the streams come back after."""
+  out, err = sys.stdout, sys.stderr
+  sys.stdout, sys.stderr = _SurvivesClosedPipe(out), _SurvivesClosedPipe(err)
+  try:
+    yield
+  finally:
+    sys.stdout, sys.stderr = out, err
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Runs ``fedasync-jax`` with ``argv`` (default: the process's); returns
   the exit status: 0, 2 for bad input, 1 for a disk error, 130 when
@@ -257,6 +305,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     >>> main(["config", "--set", "run.seed=-1"])  # error on stderr
     2
   """
+  with _output_survives_closed_pipes():
+    return _main(argv)
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
   command = None
   try:
     with interrupts.interrupt_on_signals():

@@ -118,20 +118,27 @@ class ProgressBar:
 
 
 def _accuracy_text(info: dict) -> str:
-  """``test acc 0.750``; for a sweep (``members`` in ``info``) the mean
-  over the members evaluated so far and their range.
+  """``test acc 0.750 at 200`` (the evaluation after 200 updates: the
+  last one made, which the final model's may differ from); for a sweep
+  (``members`` in ``info``) the mean over the members evaluated so far and
+  their range.
 
   Example:
     >>> _accuracy_text({"last_eval": {"test_accuracy": 0.75}})
     'test acc  0.750'
+    >>> _accuracy_text({"last_eval": {"test_accuracy": 0.75,
+    ...                               "client_updates": 200}})
+    'test acc  0.750 at 200'
     >>> _accuracy_text({"members": [{"last_eval": {"test_accuracy": a}}
     ...                             for a in (0.5, 0.75, 1.0)]})
     'test acc  0.750 mean (0.500-1.000)'
   """
   members = info.get("members")
   if not members:
-    acc = (info.get("last_eval") or {}).get("test_accuracy", math.nan)
-    return f"test acc {acc:6.3f}"
+    last = info.get("last_eval") or {}
+    at = last.get("client_updates")
+    return (f"test acc {last.get('test_accuracy', math.nan):6.3f}"
+            + ("" if at is None else f" at {at}"))
   accs = [(m.get("last_eval") or {}).get("test_accuracy") for m in members]
   accs = [float(a) for a in accs if a is not None and not math.isnan(a)]
   if not accs:

@@ -313,8 +313,8 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
     _check_resumed_steps(outs, out_axis, min(first_chunk * chunk_steps,
                                              n_steps), chunk_steps)
     before = _slice_steps(steps, loop.axes, 0, first_chunk * chunk_steps)
-    latest = [e or old for e, old in zip(_chunk_evals(outs[-1], before, loop),
-                                          latest)]
+    latest = [e or old for e, old in zip(
+        _chunk_evals(outs[-1], before, loop, np.zeros_like(done)), latest)]
   for i in range(first_chunk * chunk_steps, n_steps, chunk_steps):
     chunk = _slice_steps(steps, loop.axes, i, min(i + chunk_steps, n_steps))
     carry, out = loop.run_chunk(carry, chunk)
@@ -324,9 +324,9 @@ def run_loop(loop: Loop, carry, steps: plan_lib.Steps, *, chunk_steps: int,
       stop = bool(checkpoint(Checkpoint.capture(
           carry, i // chunk_steps + 1, outs, out_axis, run_digest)))
     if progress is not None:
+      latest = [e or old for e, old in zip(
+          _chunk_evals(outs[-1], chunk, loop, done), latest)]
       done = done + _per_member(chunk.arr_valid, loop)
-      latest = [e or old for e, old in zip(_chunk_evals(outs[-1], chunk,
-                                                        loop), latest)]
       info = {"arrivals_done": int(done.sum()),
               "num_arrivals": num_arrivals,
               "version": int(np.max(outs[-1]["version"])),
@@ -363,23 +363,34 @@ def _per_member(arr_valid, loop: Loop) -> np.ndarray:
   return np.full(loop.members or 1, int(a.sum()), np.int64)
 
 
-def _chunk_evals(out: dict, chunk: plan_lib.Steps, loop: Loop) -> list:
-  """Each member's last evaluation in the chunk, or ``None`` where it made
-  none (one entry for a single run)."""
+def _chunk_evals(out: dict, chunk: plan_lib.Steps, loop: Loop,
+                 done_before: np.ndarray) -> list:
+  """Each member's last evaluation in the chunk (its ``test_<name>``
+  metrics and ``client_updates``, the arrivals it follows), or ``None``
+  where it made none (one entry for a single run); ``done_before``: each
+  member's arrivals before the chunk."""
   members = loop.members or 1
   if "eval" not in out:
     return [None] * members
   flags = np.asarray(chunk.arr_eval)
+  valid = np.asarray(chunk.arr_valid)
   ev = out["eval"]
   if loop.members is None:  # no member axis: add one
     ev = jax.tree.map(lambda v: np.asarray(v)[None], ev)
   shared = loop.members is None or loop.axes.arr_eval != 0
+  own_valid = loop.members is not None and loop.axes.arr_valid == 0
   at = _last_flag(flags) if shared else None
   found = []
   for m in range(members):
     ij = at if shared else _last_flag(flags[m])
-    found.append(None if ij is None else metric_columns(
-        {k: np.asarray(v)[(m,) + ij] for k, v in ev.items()}))
+    if ij is None:
+      found.append(None)
+      continue
+    v = (valid[m] if own_valid else valid).reshape(-1)
+    upto = ij[0] * flags.shape[-1] + ij[1] + 1  # (step, slot) flattened
+    found.append({**metric_columns(
+        {k: np.asarray(v_)[(m,) + ij] for k, v_ in ev.items()}),
+        "client_updates": int(done_before[m]) + int(v[:upto].sum())})
   return found
 
 
