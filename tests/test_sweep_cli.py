@@ -103,6 +103,17 @@ def test_sweep_warnings_cover_grid_fields_once():
   # a grid field that applies is not warned about
   assert notices.sweep_warnings(config.Config(),
                                 {"rule.alpha": [0.3, 0.9]}) == []
+  # a base value that the grid or the seeds replace (they were dropped
+  # silently), unless a member uses it
+  mine = config.from_dict({"rule": {"alpha": 0.9}, "run": {"seed": 5}})
+  assert notices.sweep_warnings(mine, {"rule.alpha": [0.3, 0.6]},
+                                [0, 1]) == [
+      "rule.alpha=0.9 in the base configuration does nothing: --grid "
+      "rule.alpha gives every member its own value",
+      "run.seed=5 in the base configuration does nothing: --seeds 0,1 "
+      "gives every member its own seed"]
+  assert notices.sweep_warnings(mine, {"rule.alpha": [0.3, 0.9]}, [5]) == []
+  assert notices.sweep_warnings(mine, {}, None) == []
 
 
 def test_a_required_staleness_parameter_can_be_given_by_the_grid(tmp_path):

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Optional
 
 from fedasync_jax.core import rules
+from fedasync_jax.core.checks import show
 from fedasync_jax.run import members, schema
 from fedasync_jax.sim import traces
 
@@ -201,14 +202,17 @@ def config_warnings(cfg) -> list:
   return sorted(out, key=_order(cfg))
 
 
-def sweep_warnings(cfg, grid: dict) -> list:
+def sweep_warnings(cfg, grid: dict, seeds=None) -> list:
   """A sweep's ``config_warnings``: those of its base configuration, less
   the fields the grid replaces, then one per grid field that its members
-  never read (members that differ only in it are identical).
+  never read (members that differ only in it are identical), and one per
+  base value that the grid or the seeds replace (``--set rule.alpha=0.9``
+  beside ``--grid rule.alpha=0.3,0.6``: set, and used by no member).
 
   Args:
     cfg: the base configuration.
     grid: ``{field: [values]}`` (``grid.parse_grid``).
+    seeds: the members' seeds (``None``: the base's ``run.seed``).
 
   Example:
     >>> from fedasync_jax.run import config
@@ -224,6 +228,33 @@ def sweep_warnings(cfg, grid: dict) -> list:
       out.append(f"--grid {key}={','.join(repr(v) for v in values)} does "
                  f"nothing {ctx}; members that differ only in it are "
                  f"identical")
+  read = {k: v for k, v in grid.items()
+          if unused.get(".".join(k.split(".")[:2])) is None}
+  return out + _replaced_base_values(cfg, read, seeds)
+
+
+def _field_value(cfg, key: str):
+  """The value of ``section.field`` (or ``section.field.entry``)."""
+  sec, field, *entry = key.split(".")
+  value = getattr(getattr(cfg, sec), field, None)
+  return (value or {}).get(entry[0]) if entry else value
+
+
+def _replaced_base_values(cfg, grid: dict, seeds) -> list:
+  """Base values, other than the defaults, that no member uses: a grid
+  field's (not among its grid values) and ``run.seed`` (not among
+  ``seeds``)."""
+  default, out = type(cfg)(), []
+  for key, values in grid.items():
+    value = _field_value(cfg, key)
+    if value != _field_value(default, key) and value not in values:
+      out.append(f"{key}={show(value)} in the base configuration does "
+                 f"nothing: --grid {key} gives every member its own value")
+  seed = cfg.run.seed
+  if seeds is not None and seed != default.run.seed and seed not in seeds:
+    out.append(f"run.seed={seed} in the base configuration does nothing: "
+               f"--seeds {','.join(str(s) for s in seeds)} gives every "
+               f"member its own seed")
   return out
 
 

@@ -292,7 +292,7 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
     cfg, grid, seeds, grid_members, chunk, saved, ck = _start(
         cfg, grid, seeds, workdir, resume)
     before = ck.elapsed_s if ck is not None else 0.0
-    warned = notices.warn(notices.sweep_warnings(cfg, grid))
+    warned = notices.warn(notices.sweep_warnings(cfg, grid, seeds))
     bar = None
     if show_progress:
       bar = ProgressBar(label=f"sweep of {len(grid_members)} members")
