@@ -137,3 +137,20 @@ def test_a_required_staleness_parameter_can_be_given_by_the_grid(tmp_path):
                    "client.lr=0.02,0.05", "--seeds", "0"]) == 0
   base = json.loads((out2 / "config.json").read_text())["base"]
   assert base["client"]["lr"] == config.Config().client.lr
+
+
+def test_more_devices_than_cores_is_warned_about(monkeypatch, capsys):
+  """``--devices 3`` on 2 cores ran with no word; one core each is what
+  the docs promise."""
+  import jax
+  from fedasync_jax.run import cli as cli_module
+  monkeypatch.setattr(cli_module, "_usable_cores", lambda: 2)
+  split = []  # (this process's JAX configuration is left alone)
+  monkeypatch.setattr(jax.config, "update",
+                      lambda name, value: split.append((name, value)))
+  cli_module._split_cpu(3)
+  assert ("warning: --devices 3 splits the CPU into more devices than the "
+          "2 cores" in capsys.readouterr().err)
+  cli_module._split_cpu(2)
+  assert "warning" not in capsys.readouterr().err
+  assert split == [("jax_num_cpu_devices", 3), ("jax_num_cpu_devices", 2)]
