@@ -7,6 +7,7 @@ real TFDS mnist directory in ``../shared/data/tfds``.
 """
 
 import io
+import logging
 import os
 import time
 from pathlib import Path
@@ -76,6 +77,20 @@ def test_load_tfds_missing_fails_fast_with_help(tfds, tmp_path):
   assert "TFDS_DATA_DIR" in message and "data_dir" in message
   assert str(tmp_path) in message
   assert isinstance(info.value, FileNotFoundError)
+
+
+def test_a_missing_tfds_set_is_one_error_without_tfds_warnings(
+    tfds, tmp_path, caplog):
+  """An empty version folder (a download that never finished) made TFDS
+  log 'WARNING:absl:Variant folder ... has no dataset_info.json' twice
+  before the error."""
+  del tfds
+  (tmp_path / "mnist" / "3.0.1").mkdir(parents=True)
+  with caplog.at_level(logging.WARNING, logger="absl"):
+    with pytest.raises(datasets.DatasetNotFoundError):
+      datasets.load_tfds("mnist", data_dir=tmp_path)
+  assert not [r for r in caplog.records if r.name == "absl"], caplog.text
+  assert logging.getLogger("absl").level < logging.ERROR  # restored
 
 
 def test_load_tfds_default_dir_honours_env(tfds, tmp_path, monkeypatch):

@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 
 import numpy as np
@@ -90,11 +92,13 @@ def load_tfds(name: str, *, data_dir: str | os.PathLike | None = None,
   root = os.fspath(data_dir) if data_dir is not None else (
       default_tfds_data_dir())
   try:
-    train_src, test_src = tfds.data_source(
-        name, split=[split_train, split_test], data_dir=root,
-        download=bool(download))
+    with _quiet_tfds_warnings():
+      train_src, test_src = tfds.data_source(
+          name, split=[split_train, split_test], data_dir=root,
+          download=bool(download))
   except Exception as e:  # pylint: disable=broad-except
-    _diagnose_tfds_failure(tfds, name, root, download, e)
+    with _quiet_tfds_warnings():
+      _diagnose_tfds_failure(tfds, name, root, download, e)
     raise
   features = train_src.dataset_info.features
   try:
@@ -110,6 +114,20 @@ def load_tfds(name: str, *, data_dir: str | os.PathLike | None = None,
   return CentralData(x_train, y_train, x_test, y_test, int(num_classes),
                      name)
 
+
+
+@contextlib.contextmanager
+def _quiet_tfds_warnings():
+  """TFDS logs its own warnings through absl (``WARNING:absl:Variant
+  folder ... has no dataset_info.json``, twice, before the error this
+  module raises); only its errors are shown while inside."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(max(level, logging.ERROR))
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 def _import_tfds():
