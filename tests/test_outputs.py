@@ -176,6 +176,29 @@ def test_a_run_from_a_config_file_finds_its_data_beside_it(tmp_path,
   assert saved["data"]["path"] == str(sub / "img.npz")
 
 
+def test_updates_a_run_cannot_use_are_warned_about():
+  """FedAvg ran 250 of 255 updates, and FedBuff and AFL left their last
+  partial version unapplied, with no word."""
+  def warned(rule, n, **run):
+    cfg = config.from_dict({"rule": rule, "run": {"num_updates": n, **run}})
+    return [w for w in notices.config_warnings(cfg)
+            if w.startswith("run.num_updates=")]
+  assert warned({"name": "fedavg"}, 255) == [
+      "run.num_updates=255 is not a multiple of run.concurrency=10, the "
+      "updates in each round of the synchronous rule 'fedavg': the run has "
+      "25 rounds, 250 client updates (set run.num_rounds, or a multiple)"]
+  assert warned({"name": "fedbuff", "buffer_size": 3}, 100) == [
+      "run.num_updates=100 is not a multiple of rule.buffer_size=3, the "
+      "client updates per server version: the last 1 fill no version and "
+      "are never applied"]
+  assert "rule.params.clients_per_round=4" in warned(
+      {"name": "afl", "params": {"clients_per_round": 4}}, 102)[0]
+  assert warned({"name": "fedavg"}, 250) == []
+  assert warned({"name": "fedavg"}, 255, num_rounds=3) == []
+  assert warned({"name": "fedbuff", "buffer_size": 3}, 99) == []
+  assert warned({"name": "fedasync"}, 101) == []
+
+
 def test_fields_that_do_not_apply_are_warned_about(tmp_path, capsys):
   out = tmp_path / "w"
   argv = ["run", "--out", str(out), "--set", "run.num_updates=40",

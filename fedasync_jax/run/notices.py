@@ -193,13 +193,50 @@ def config_warnings(cfg) -> list:
   Returns:
     One sentence per field (``"run.deadline=5.0 does nothing with ..."``).
   """
-  out = []
+  out = _unused_updates(cfg)
   for key, ctx in unused_fields(cfg).items():
     sec, f = key.split(".")
     values = getattr(cfg, sec)
     if _set(values, sec, f):
       out.append(f"{key}={getattr(values, f)!r} does nothing {ctx}")
   return sorted(out, key=_order(cfg))
+
+
+def _unused_updates(cfg) -> list:
+  """``run.num_updates`` that the run cannot use in full: a synchronous
+  rule runs whole rounds of ``run.concurrency`` updates (unless
+  ``run.num_rounds`` is set), and a rule that applies a version every
+  ``K`` updates never applies the last ``num_updates % K``.
+
+  Example:
+    >>> from fedasync_jax.run import config
+    >>> cfg = config.from_dict({"rule": {"name": "fedavg"},
+    ...                         "run": {"num_updates": 255}})
+    >>> print(_unused_updates(cfg)[0])
+    run.num_updates=255 is not a multiple of run.concurrency=10, the updates in each round of the synchronous rule 'fedavg': the run has 25 rounds, 250 client updates (set run.num_rounds, or a multiple)
+  """
+  run = cfg.run
+  try:
+    rule = members.build_rule(cfg)
+  except (ValueError, TypeError):
+    return []  # (the configuration's own checks say why)
+  n = run.num_updates
+  if rule.synchronous:
+    if run.num_rounds is not None or n % run.concurrency == 0:
+      return []
+    rounds = max(1, n // run.concurrency)
+    return [f"run.num_updates={n} is not a multiple of run.concurrency="
+            f"{run.concurrency}, the updates in each round of the "
+            f"synchronous rule {cfg.rule.name!r}: the run has {rounds} "
+            f"rounds, {rounds * run.concurrency} client updates (set "
+            f"run.num_rounds, or a multiple)"]
+  k = rule.arrivals_per_version or 1
+  if k == 1 or n % k == 0:
+    return []
+  field = schema.per_version_field(cfg.rule.name) or "the rule's updates"
+  return [f"run.num_updates={n} is not a multiple of {field}={k}, the "
+          f"client updates per server version: the last {n % k} fill no "
+          f"version and are never applied"]
 
 
 def sweep_warnings(cfg, grid: dict, seeds=None) -> list:
