@@ -192,6 +192,13 @@ def test_interrupt_and_resume_end_with_same_params(tmp_path):
   # The history so far was written too.
   partial = json.loads((cut / "summary.json").read_text())
   assert partial["stopped_early"] and 0 < partial["client_updates"] < 400
+  # Its "final" metrics are the last evaluation's, made after these updates
+  # (a multiple of eval_every, as the history's last row says).
+  last_row = list(csv.DictReader(open(cut / "history.csv")))[-1]
+  assert partial["final_eval_client_updates"] == int(
+      last_row["client_updates"]) <= partial["client_updates"]
+  assert partial["final_test_accuracy"] == pytest.approx(
+      float(last_row["test_accuracy"]), rel=1e-6)
   rows = list(csv.DictReader(open(cut / "arrivals.csv")))
   assert len(rows) == partial["client_updates"]
   assert cli.main(["run", "--resume", str(cut)]) == 0
@@ -199,6 +206,8 @@ def test_interrupt_and_resume_end_with_same_params(tmp_path):
       (full / "final_params.msgpack").read_bytes()
   assert (cut / "history.csv").read_text() == \
       (full / "history.csv").read_text()
+  done = json.loads((cut / "summary.json").read_text())
+  assert done["final_eval_client_updates"] == done["client_updates"] == 400
 
 
 def test_a_run_piped_into_a_reader_that_stops_early_still_finishes(

@@ -56,7 +56,8 @@ outputs (in --out):
   config.json, history.csv (version, simulated_time, client_updates,
   client_train_loss, test_loss, test_accuracy, ...), metrics.jsonl (the
   same as JSON lines, written as the run goes), arrivals.csv,
-  participation.csv, summary.json (with "warnings"), final_params.msgpack,
+  staleness.csv, participation.csv, trace_mapping.csv (with trace files),
+  summary.json (with "warnings"), final_params.msgpack,
   and PNG plots (against client updates and simulated time) when
   matplotlib is installed. With --set run.tensorboard=true also
   tensorboard/: the metrics as TensorBoard events, step = client updates,
@@ -129,9 +130,10 @@ outputs (in --out):
   client updates and simulated time, the band clipped as in summary.csv;
   with matplotlib), and one folder per member named by its values
   (alpha=0.3,seed=1/; m<i> links to it) with history.csv, arrivals.csv,
-  participation.csv, summary.json and final_params.msgpack. Every member
-  equals its own `fedasync-jax run` with the same values (--set ...). Grid
-  fields that the base configuration never reads are warned about (on
+  staleness.csv, participation.csv, summary.json and final_params.msgpack.
+  Every member equals its own `fedasync-jax run` with the same values
+  (--set ...). Grid fields that the base configuration never reads, and
+  base values that the grid or --seeds replace, are warned about (on
   stderr and in summary.json), as --set fields are. With --set
   run.tensorboard=true also tensorboard/<member folder>/: each member's
   metrics as TensorBoard events (written when the sweep ends or is

@@ -292,6 +292,8 @@ def _summary(s, out: types.RunResult, final: dict, wall_time: float,
   return {
       "final_test_accuracy": final["test_accuracy"],
       "final_test_loss": final["test_loss"],
+      # (the final model's; a stopped run's last evaluation, made after)
+      "final_eval_client_updates": int(final["client_updates"]),
       "versions": int(out.state.version),
       "client_updates": int(len(arr["client"])),
       "stopped_early": bool(out.stats.get("stopped_early", False)),
