@@ -30,7 +30,7 @@ configuration:
 
   A smaller example (real MNIST, 100 Dirichlet clients, FedAsync):
 
-    data:   {{name: mnist, path: ../shared/data/mnist.npz, num_clients: 100,
+    data:   {{name: mnist, path: mnist.npz, num_clients: 100,
              partition: dirichlet, alpha: 0.5}}
     model:  {{name: mlp}}
     client: {{optimizer: sgd, lr: 0.05, batch_size: 10, epochs: 1}}
@@ -39,6 +39,9 @@ configuration:
     delays: {{speeds: pareto, pareto_shape: 1.5, jitter: lognormal,
              jitter_sigma: 0.3}}
     run:    {{concurrency: 20, num_updates: 2000, eval_every: 100, seed: 0}}
+
+  (data.path: an .npz with x_train, y_train, x_test, y_test, here beside
+  the file; without data.path, mnist is read with tensorflow-datasets.)
 
   Every field can be overridden with --set SECTION.FIELD=VALUE, repeated:
     --set rule.alpha=0.9 --set run.seed=3 --set client.steps=null
