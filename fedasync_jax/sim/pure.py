@@ -19,6 +19,11 @@ A run splits in two:
 ``executor.simulate`` and ``sweep.sweep`` run the same program in chunks,
 with progress, checkpoints and histories on the host.
 
+A ``Prepared`` is not an argument of a jitted function: its buffer sizes
+fix the program's shapes, so close over it (as the example does) and pass
+what varies (``rule_hp``, ``params``, ``key``, and under ``vmap`` one
+member's ``steps``, ``hparams`` and ``init_snap``) as arguments.
+
 Example:
   >>> import jax, jax.numpy as jnp, numpy as np, optax
   >>> from fedasync_jax import client, data, delays, rules, scheduler
