@@ -56,14 +56,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedasync_jax.core import checks
 from fedasync_jax.core.client import ClientHParams, ClientUpdate
 from fedasync_jax.core.types import ServerRule
+from fedasync_jax.data import ClientDataset
 from fedasync_jax.sim import driver, strategies
 from fedasync_jax.sim import plan as plan_lib
 from fedasync_jax.sim.program import DeviceData, device_data, make_program
 from fedasync_jax.sim.scheduler import Schedule
-from fedasync_jax.core import checks
-from fedasync_jax.data import ClientDataset
 from fedasync_jax.sim.tasks import (check_client_fits, check_hparams,
                                     check_params_fit, check_rule_contract,
                                     check_rule_fits, check_schedules,
