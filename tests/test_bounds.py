@@ -397,7 +397,7 @@ def test_a_population_beyond_the_memory_is_refused_before_any_work(
   assert "GB" in msg and "\n" not in msg, msg
   # a cap on the clients' examples that fits is accepted
   setup.check_memory(config.apply_overrides(cfg, [
-      "data.synthetic_max_examples=10"]))
+      "data.synthetic_max_examples=5"]))
   assert setup.estimate_bytes(cfg) > 100e9  # about 110 GB of examples
   out = tmp_path / "never"
   assert cli.main(["run", "--out", str(out), "--set",
@@ -405,7 +405,7 @@ def test_a_population_beyond_the_memory_is_refused_before_any_work(
   err = capsys.readouterr().err.strip().splitlines()
   assert err[-1].startswith("fedasync-jax: error: data.num_clients=1000000 "
                             "with data.synthetic_max_examples=null needs "
-                            "about 221"), err
+                            "about 387"), err
   assert not out.exists()
   # unknown available memory: no refusal
   monkeypatch.setattr(setup, "available_memory", lambda: None)
