@@ -353,6 +353,7 @@ def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
   """
   from fedasync_jax.run import metrics, notices
   del cfg  # the configuration is written by the caller (config.json)
+  t0 = time.perf_counter()
   workdir = Path(workdir)
   param_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(s.params))
   rows = history_rows(s, out, param_bytes)
@@ -392,10 +393,13 @@ def write_outputs(workdir: Path, cfg, s, out: types.RunResult, *,
   if plots:
     save("plots", lambda: plot_run(workdir, s, out, rows),
          errors=(Exception,))
-  if problems != summary["warnings"]:
-    summary["warnings"] = problems
-    attempt([], "summary.json", lambda: results.write_json(
-        workdir / "summary.json", summary), stream=stream)
+  # Written first (what was computed), then again with the time the
+  # outputs took (plots of a large population take a while) and any
+  # problem writing them.
+  summary["warnings"] = problems
+  summary["output_time_s"] = time.perf_counter() - t0
+  attempt([], "summary.json", lambda: results.write_json(
+      workdir / "summary.json", summary), stream=stream)
   return summary
 
 
