@@ -281,7 +281,12 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
       loop runs every member for the longest member's local steps).
 
   Returns:
-    One ``RunResult`` per member, in order.
+    One ``RunResult`` per member, in order. Its ``stats`` are the sweep's
+    where the members ran together: ``wall_time_s`` and ``updates_per_s``
+    (every member's updates over the sweep's wall time), ``width``,
+    ``batching``, ``devices``; and the member's own: ``member``,
+    ``num_arrivals``, ``padding_waste``. ``executor.simulate``'s plan
+    statistics (``plan_time_s``, ``num_steps``...) are not kept per member.
   """
   M = _num_members(rule_hparams)
   scheds = _member_schedules(schedules, M, data)
