@@ -193,7 +193,8 @@ def test_plot_without_matplotlib(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("call, match", [
     (lambda y: partition.iid(y, 0), "num_clients"),
-    (lambda y: partition.iid(y, 101), "num_clients"),
+    (lambda y: partition.iid(y, 101), r"num_clients must be <= the number "
+     r"of examples 100 \(each client holds at least one\), got 101$"),
     (lambda y: partition.iid(y, 2.5), "num_clients"),
     (lambda y: partition.iid(y, True), "num_clients"),
     (lambda y: partition.iid(y.reshape(10, 10), 2), "labels"),

@@ -461,6 +461,9 @@ def _check_labels(labels) -> np.ndarray:
 def _num_clients(num_clients, n: int, *, min_size: int) -> int:
   """``num_clients`` as an int, checked against the ``n`` examples."""
   num_clients = checks.integer("num_clients", num_clients, low=1)
+  if num_clients * min_size > n and min_size == 1:
+    raise ValueError(f"num_clients must be <= the number of examples {n} "
+                     f"(each client holds at least one), got {num_clients}")
   if num_clients * min_size > n:
     raise ValueError(
         f"num_clients * min_size must be <= the number of examples {n}, got "
