@@ -191,6 +191,35 @@ def test_intervals_are_clipped_to_the_quantitys_range(tmp_path,
   assert (tmp_path / "test_accuracy.png").exists()
 
 
+def test_a_sweep_of_many_grid_points_names_them_in_summary_csv(
+    tmp_path, monkeypatch):
+  """Beyond LEGEND_POINTS the plots draw no legend and say where the
+  values are (250 names filled the figure, and matplotlib warned that it
+  could not lay it out)."""
+  import warnings
+  pytest.importorskip("matplotlib")
+  from matplotlib.axes import Axes
+  from matplotlib.figure import Figure
+  legends, titles = [], []
+  monkeypatch.setattr(sweep_outputs, "LEGEND_POINTS", 3)
+  monkeypatch.setattr(Axes, "legend", lambda self, *a, **k: legends.append(1))
+  suptitle = Figure.suptitle
+  monkeypatch.setattr(Figure, "suptitle", lambda self, t, **k: (
+      titles.append(t), suptitle(self, t, **k))[1])
+  alphas = [0.1, 0.2, 0.3, 0.4]
+  grid_members = [({"rule.alpha": a}, 0) for a in alphas]
+  histories = [[{"client_updates": c, "simulated_time": float(c),
+                 "test_accuracy": a, "test_loss": 1.0} for c in (0, 10)]
+               for a in alphas]
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    sweep_outputs.plot_sweep(tmp_path, {"rule.alpha": alphas}, grid_members,
+                             histories)
+  assert legends == []
+  assert all("4 grid points, too many to name: summary.csv" in t
+             for t in titles) and len(titles) == 2
+
+
 def test_force_over_a_previous_sweep_leaves_only_the_new_one(swept,
                                                              tmp_path):
   """A 1-member sweep forced into a copy of a 6-member one: the old

@@ -352,6 +352,12 @@ def mean_band(curves: list, bounds=(None, None)):
   return (xs, *interval(ys, axis=0, bounds=bounds))
 
 
+LEGEND_POINTS = 50
+"""The most grid points a sweep's plots name in a legend (250 names filled
+the figure: 23 showed, and matplotlib warned that it could not lay it
+out)."""
+
+
 def plot_sweep(workdir, grid: dict, grid_members, histories: list) -> None:
   """Writes ``test_accuracy.png`` and ``test_loss.png``: per grid point,
   the mean over seeds and its 95% band, against client updates and against
@@ -386,12 +392,18 @@ def plot_sweep(workdir, grid: dict, grid_members, histories: list) -> None:
       ax.set_xlabel(x_label)
       ax.set_ylabel(metric.replace("_", " "))
       ax.grid(alpha=0.3)
-    if len(by_point) <= 10:
+    if len(by_point) > LEGEND_POINTS:
+      pass  # (the title says where the values are)
+    elif len(by_point) <= 10:
       axes[1].legend(fontsize="small")
     else:  # beside the plot, so it hides no line
       axes[1].legend(fontsize="x-small", ncol=1 + len(by_point) // 25,
                      loc="upper left", bbox_to_anchor=(1.02, 1.0))
     band = "95% interval" if n_seeds > 1 else "no band: one seed"
-    fig.suptitle(f"mean over {n_seeds} seed(s) per grid point ({band})")
+    unnamed = ("" if len(by_point) <= LEGEND_POINTS else
+               f"; {len(by_point)} grid points, too many to name: "
+               f"summary.csv has their values")
+    fig.suptitle(f"mean over {n_seeds} seed(s) per grid point ({band})"
+                 f"{unnamed}")
     fig.tight_layout()
     results.write_figure(workdir / f"{metric}.png", fig)
