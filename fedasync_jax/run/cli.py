@@ -110,15 +110,14 @@ def _base_config(args, grid=None):
   takes its first grid value there, so the grid alone can give it; every
   other field keeps its base value (each member sets its own anyway)."""
   from fedasync_jax.run import config as config_lib
+  from fedasync_jax.run import grid as grid_lib
   cfg = (config_lib.load(args.config) if args.config is not None
          else config_lib.Config())
   d = config_lib.to_dict(cfg)
   given = {item.split("=", 1)[0].strip() for item in args.set or ()}
 
   def unset_entry(key: str) -> bool:
-    sec, _, rest = key.partition(".")
-    field, _, entry = rest.partition(".")
-    return bool(entry) and (d[sec].get(field) or {}).get(entry) is None
+    return key.count(".") >= 2 and grid_lib.get_field(d, key) is None
   first = [f"{k}={vals[0]}" for k, vals in (grid or {}).items()
            if vals and k not in given and unset_entry(k)]
   return config_lib.apply_overrides(cfg, [*first, *(args.set or ())])

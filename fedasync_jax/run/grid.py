@@ -209,6 +209,20 @@ def members(grid: dict, seeds) -> list:
   return [(dict(zip(names, c)), s) for s in seeds for c in combos]
 
 
+def get_field(d: dict, key: str):
+  """``section.field`` or ``section.mapping.entry`` of a config dict
+  (``None`` for an entry the mapping lacks).
+
+  Example:
+    >>> get_field({"rule": {"params": {"n": 3}}}, "rule.params.n")
+    3
+  """
+  sec, _, rest = key.partition(".")
+  field, _, entry = rest.partition(".")
+  value = d[sec].get(field)
+  return (value or {}).get(entry) if entry else value
+
+
 def set_field(d: dict, key: str, value) -> None:
   """Sets ``section.field`` or ``section.mapping.entry`` in a config dict."""
   sec, _, rest = key.partition(".")

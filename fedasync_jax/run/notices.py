@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -48,6 +49,7 @@ from typing import Optional
 from fedasync_jax.core import rules
 from fedasync_jax.core.checks import show
 from fedasync_jax.run import members, schema
+from fedasync_jax.run.grid import get_field
 from fedasync_jax.sim import traces
 
 INPUTS = {"staleness": "staleness_fn", "server_optimizer": "server_optimizer"}
@@ -270,21 +272,15 @@ def sweep_warnings(cfg, grid: dict, seeds=None) -> list:
   return out + _replaced_base_values(cfg, read, seeds)
 
 
-def _field_value(cfg, key: str):
-  """The value of ``section.field`` (or ``section.field.entry``)."""
-  sec, field, *entry = key.split(".")
-  value = getattr(getattr(cfg, sec), field, None)
-  return (value or {}).get(entry[0]) if entry else value
-
-
 def _replaced_base_values(cfg, grid: dict, seeds) -> list:
   """Base values, other than the defaults, that no member uses: a grid
   field's (not among its grid values) and ``run.seed`` (not among
   ``seeds``)."""
   default, out = type(cfg)(), []
+  base, defaults = dataclasses.asdict(cfg), dataclasses.asdict(default)
   for key, values in grid.items():
-    value = _field_value(cfg, key)
-    if value != _field_value(default, key) and value not in values:
+    value = get_field(base, key)
+    if value != get_field(defaults, key) and value not in values:
       out.append(f"{key}={show(value)} in the base configuration does "
                  f"nothing: --grid {key} gives every member its own value")
   seed = cfg.run.seed
