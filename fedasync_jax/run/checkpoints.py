@@ -461,13 +461,6 @@ def remove_checkpoint(workdir: Path) -> bool:
   return False
 
 
-def forced_notice(workdir: Path) -> str:
-  """The warning when ``--force`` removes an interrupted run's checkpoint."""
-  return (f"--force: {workdir} held an interrupted run or sweep; its "
-          f"checkpoint ({CHECKPOINT}) is removed, so it can no longer be "
-          f"resumed")
-
-
 def finish(workdir: Path, params) -> None:
   """Writes the final parameters and removes the checkpoint."""
   write_params(Path(workdir) / FINAL_PARAMS, params)

@@ -66,7 +66,7 @@ from fedasync_jax.run.checkpoints import (CHECKPOINT,  # noqa: F401
                                           FINAL_PARAMS, Interrupted,
                                           checkpoint_writer, claim_folder,
                                           finish, read_resume,
-                                          forced_notice, remove_checkpoint,
+                                          remove_checkpoint,
                                           stop_on_signals, write_params)
 from fedasync_jax.run.folders import open_folder
 from fedasync_jax.run.grid import (SWEEPABLE, members,  # noqa: F401
@@ -169,9 +169,7 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
     flag = signals.enter_context(stop_on_signals({}))
     cfg_dict = config_lib.to_dict(cfg)
     if not resume:  # (with force, another run's or sweep's outputs go)
-      if remove_checkpoint(workdir):
-        notices.warn([forced_notice(workdir)], into=warned)
-      sweep_outputs.remove_previous(workdir)
+      notices.warn(sweep_outputs.remove_previous(workdir), into=warned)
       results.write_json(workdir / "config.json", cfg_dict)
     if bar is not None:
       bar.total, bar.schedule = s.schedule.num_arrivals, s.schedule

@@ -58,7 +58,8 @@ import jax
 import numpy as np
 
 from fedasync_jax.run import metrics, results, tensorboard
-from fedasync_jax.run.checkpoints import FINAL_PARAMS
+from fedasync_jax.run.checkpoints import (CHECKPOINT, FINAL_PARAMS,
+                                          remove_checkpoint)
 from fedasync_jax.run.grid import members
 from fedasync_jax.run.outputs import (PLOTS, attempt, history_rows,
                                       write_outputs)
@@ -198,19 +199,26 @@ def _remove_files(folder: Path, names) -> None:
     folder.rmdir()
 
 
-def remove_previous(workdir) -> None:
+def remove_previous(workdir) -> list:
   """Removes what a previous run or sweep wrote into ``workdir``, before
   a new run or sweep writes there (``--force``), so that the folder
-  describes the new one only: a run's files (``MEMBER_FILES``, ``PLOTS``)
-  and TensorBoard events; a sweep's own files (``SWEEP_FILES``), each
-  member folder's ``MEMBER_FILES``, the folder once empty, its ``m<i>``
-  link and its TensorBoard events. Files neither writes are kept, and
-  ``config.json`` is rewritten by the new one.
+  describes the new one only: an interrupted one's checkpoint; a run's
+  files (``MEMBER_FILES``, ``PLOTS``) and TensorBoard events; a sweep's
+  own files (``SWEEP_FILES``), each member folder's ``MEMBER_FILES``, the
+  folder once empty, its ``m<i>`` link and its TensorBoard events. Files
+  neither writes are kept, and ``config.json`` is rewritten by the new one.
+
+  Returns:
+    The warnings to give: a removed checkpoint (the run or sweep it
+    belonged to can no longer be resumed).
 
   Raises:
     OSError: a file that cannot be removed.
   """
   workdir = Path(workdir)
+  said = ([f"--force: {workdir} held an interrupted run or sweep; its "
+           f"checkpoint ({CHECKPOINT}) is removed, so it can no longer be "
+           f"resumed"] if remove_checkpoint(workdir) else [])
   names = _previous_members(workdir)
   for link, target in _links(workdir):
     if target in names:
@@ -230,6 +238,7 @@ def remove_previous(workdir) -> None:
           if p.name.startswith(tensorboard.PREFIX)])
   with contextlib.suppress(OSError):
     logdir.rmdir()
+  return said
 
 
 def points(grid_members) -> dict:

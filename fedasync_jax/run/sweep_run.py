@@ -56,7 +56,7 @@ from fedasync_jax.run.checkpoints import (CHECKPOINT, FINAL_PARAMS,
                                           check_kind, checkpoint_writer,
                                           read_checkpoint, read_kind,
                                           read_verified,
-                                          forced_notice, remove_checkpoint,
+                                          remove_checkpoint,
                                           stop_on_signals, verify,
                                           write_params)
 from fedasync_jax.run.folders import open_folder
@@ -330,9 +330,7 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
     # from here on it stops the sweep at the next chunk, after a checkpoint.
     flag = signals.enter_context(stop_on_signals({}))
     if not resume:  # (with force, another run's or sweep's outputs go)
-      if remove_checkpoint(workdir):
-        notices.warn([forced_notice(workdir)], into=warned)
-      sweep_outputs.remove_previous(workdir)
+      notices.warn(sweep_outputs.remove_previous(workdir), into=warned)
       results.write_json(workdir / "config.json", saved)
     stage(bar, f"compiling (the first progress line follows the first "
           f"{chunk} steps)")
