@@ -144,7 +144,8 @@ def test_more_devices_than_cores_is_warned_about(monkeypatch, capsys):
   the docs promise."""
   import jax
   from fedasync_jax.run import cli as cli_module
-  monkeypatch.setattr(cli_module, "_usable_cores", lambda: 2)
+  from fedasync_jax.sim import xla_cpu
+  monkeypatch.setattr(xla_cpu, "usable_cores", lambda: 2)
   split = []  # (this process's JAX configuration is left alone)
   monkeypatch.setattr(jax.config, "update",
                       lambda name, value: split.append((name, value)))

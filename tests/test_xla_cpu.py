@@ -71,7 +71,7 @@ def test_too_late_warns_and_changes_nothing(monkeypatch):
 def test_cli_sets_flags_only_before_jax_starts(monkeypatch):
   args = cli.build_parser().parse_args(["demo"])
   monkeypatch.setenv("XLA_FLAGS", "")
-  monkeypatch.setattr(xla_cpu, "_usable_cores", lambda: 2)
+  monkeypatch.setattr(xla_cpu, "usable_cores", lambda: 2)
   monkeypatch.setattr(xla_cpu, "backend_started", lambda: False)
   cli._choose_cpu_conv(args)
   assert os.environ["XLA_FLAGS"] == FLAG

@@ -161,21 +161,13 @@ def _print_sweep(rows, out) -> None:
         f"folder per member ({rows[0]['folder']}/, ...)")
 
 
-def _usable_cores() -> int:
-  """The cores this process may run on (its affinity), else all."""
-  try:
-    return len(os.sched_getaffinity(0))
-  except (AttributeError, OSError):
-    return os.cpu_count() or 1
-
-
 def _split_cpu(n: int) -> None:
   """``--devices N``: the CPU as N devices; only before JAX starts."""
   if n < 1 or n > 256:
     raise ValueError(f"--devices must be in [1, 256], got {n}")
   if n == 1:
     return
-  cores = _usable_cores()
+  cores = xla_cpu.usable_cores()
   if n > cores:
     print(f"fedasync-jax: warning: --devices {n} splits the CPU into more "
           f"devices than the {cores} cores this process may use, so devices "

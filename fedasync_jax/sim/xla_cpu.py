@@ -67,10 +67,11 @@ _CHOICE = {"conv": "auto"}
 _JAXLIB_RANGE = ((0, 10, 2), (0, 11, 0))
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
+  """The cores this process may run on (its affinity), else all."""
   try:
     return len(os.sched_getaffinity(0))
-  except AttributeError:  # not Linux
+  except (AttributeError, OSError):  # not Linux
     return os.cpu_count() or 1
 
 
@@ -128,7 +129,7 @@ def xla_flags_for(xla_flags: str, *, conv: str = "auto",
   if not first <= release < end:
     return None
   if conv == "auto" and (
-      cores if cores is not None else _usable_cores()) // devices < 2:
+      cores if cores is not None else usable_cores()) // devices < 2:
     return None
   return " ".join(f for f in (xla_flags.strip(), EIGEN_CONV_FLAG) if f)
 
