@@ -44,7 +44,7 @@ from typing import Optional
 
 __all__ = ["CPU_CONV_CHOICES", "EIGEN_CONV_FLAG", "EIGEN_CONV_OPTIONS",
            "backend_started", "compiler_options", "configure_cpu",
-           "xla_flags_for"]
+           "usable_cores", "xla_flags_for"]
 
 CPU_CONV_CHOICES = ("auto", "eigen", "ynnpack")
 # Removes convolutions from YNNPACK's default fusion types; XLA then emits
