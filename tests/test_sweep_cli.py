@@ -13,7 +13,7 @@ TINY = ["--set", "data.num_clients=20", "--set", "client.batch_size=20",
         "--set", "run.num_updates=40", "--set", "run.concurrency=4",
         "--set", "run.eval_every=20", "--set", "run.chunk_steps=8"]
 SEEDS = (r"--seeds must be a comma-separated list of integers in "
-         r"\[0, 2147483647\]")
+         r"\[0, 2147483647\] \(or @FILE\)")
 
 
 def _error_line(capsys) -> str:
@@ -64,6 +64,44 @@ def test_bad_grid_or_seeds_exit_2_naming_the_option(tmp_path, capsys, args,
   assert cli.main(["sweep", "--out", str(out), *TINY, *args]) == 2
   assert re.search(match, _error_line(capsys).strip())
   assert not out.exists()
+
+
+def test_grid_values_and_seeds_can_come_from_a_file(tmp_path, capsys):
+  """A grid of tens of thousands of values exceeds the shell's limit on
+  one argument; ``FIELD=@FILE`` and ``--seeds @FILE`` read them instead,
+  with the same checks as the inline lists."""
+  from fedasync_jax.run import grid
+  lrs = tmp_path / "lrs.txt"
+  lrs.write_text("# learning rates\n0.01, 0.02\n0.05 0.1  # two more\n\n")
+  seeds = tmp_path / "seeds.txt"
+  seeds.write_text("\n".join(str(s) for s in range(3000)) + "\n")
+  assert grid.parse_grid([f"client.lr=@{lrs}"]) == \
+      grid.parse_grid(["client.lr=0.01,0.02,0.05,0.1"])
+  assert grid.parse_seeds(f"@{seeds}") == list(range(3000))
+  bad = tmp_path / "bad.txt"
+  bad.write_text("0.3\n0.x\n")
+  empty = tmp_path / "empty.txt"
+  empty.write_text("# nothing\n")
+  twice = tmp_path / "twice.txt"
+  twice.write_text("4\n5\n4\n")
+  out = tmp_path / "s"
+  for args, match in [
+      (["--grid", f"rule.alpha=@{tmp_path / 'none.txt'}"],
+       rf"--grid rule\.alpha: cannot read the values file "
+       rf"'{re.escape(str(tmp_path / 'none.txt'))}' \(FileNotFoundError: "),
+      (["--grid", f"rule.alpha=@{bad}"],
+       rf"grid values of rule\.alpha must be numbers, got '0\.x' in the "
+       rf"file '{re.escape(str(bad))}'$"),
+      (["--grid", f"rule.alpha=@{empty}"],
+       r"grid rule\.alpha has no values \(the file .*empty\.txt'\)"),
+      (["--seeds", f"@{bad}"], SEEDS + r", got the file .*bad\.txt' "
+                                       r"\('0\.3' is not one\)$"),
+      (["--seeds", f"@{twice}"], r"--seeds lists \[4\] more than once"),
+      (["--seeds", f"@{tmp_path}"], r"--seeds: cannot read the values file "
+                                    r".*\(IsADirectoryError: ")]:
+    assert cli.main(["sweep", "--out", str(out), *TINY, *args]) == 2, args
+    assert re.search(match, _error_line(capsys).strip()), args
+    assert not out.exists()
 
 
 def test_seeds_with_resume_are_refused_even_when_empty(tmp_path, capsys):

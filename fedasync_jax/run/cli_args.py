@@ -277,10 +277,12 @@ def _add_sweep(sub, commands: dict) -> None:
   w.add_argument("--grid", action="append", default=[],
                  metavar="SECTION.FIELD=V1,V2,...",
                  help="the values of one sweepable field (repeatable, "
-                      "once per field)")
+                      "once per field); FIELD=@FILE reads them from a file "
+                      "(separated by commas, spaces or line breaks)")
   w.add_argument("--seeds", default=None, metavar="S1,S2,...",
                  help=f"comma-separated distinct integer seeds in "
-                      f"{_seed_range()} (default: run.seed)")
+                      f"{_seed_range()} (default: run.seed); @FILE reads "
+                      f"them from a file")
   _folder_options(w, "sweep", "continue the interrupted sweep in DIR (with "
                   "its saved config, grid and seeds)")
   w.add_argument("--devices", type=int, default=1, metavar="N",

@@ -78,7 +78,38 @@ SWEEPABLE = _Sweepable()
 
 
 GRID_FORM = "SECTION.FIELD=V1,V2,..."
-"""What a ``--grid`` item looks like."""
+"""What a ``--grid`` item looks like (or ``SECTION.FIELD=@FILE``)."""
+
+
+def _entries(text: str, flag: str) -> tuple:
+  """The comma-separated entries of ``text``, or of the file ``@PATH``.
+
+  A file's entries are separated by commas, spaces or line breaks, and
+  ``#`` starts a comment to the end of its line: one value per line works,
+  and a grid of 25,000 values does not meet the shell's limit on one
+  argument's length.
+
+  Returns:
+    ``(entries, shown)``: the stripped entries (possibly empty strings, for
+    the caller to refuse) and how to name their source in an error.
+
+  Raises:
+    ValueError: naming ``flag`` and the file, when it cannot be read.
+  """
+  text = str(text).strip()
+  if not text.startswith("@"):
+    return [e.strip() for e in text.split(",")], repr(text)
+  path = text[1:].strip()
+  try:
+    with open(path, encoding="utf-8") as f:
+      body = f.read()
+  except (OSError, UnicodeDecodeError) as e:
+    raise ValueError(f"{flag}: cannot read the values file {path!r} "
+                     f"({e.__class__.__name__}: "
+                     f"{getattr(e, 'strerror', None) or e})") from None
+  lines = (line.partition("#")[0] for line in body.splitlines())
+  entries = [e for line in lines for e in re.split(r"[,\s]+", line) if e]
+  return (entries or [""]), f"the file {path!r}"
 
 
 def _fields() -> list:
@@ -116,7 +147,8 @@ def _not_sweepable(key: str, item: str, allowed) -> ValueError:
 def parse_grid(items) -> dict:
   """Parses ``section.field=v1,v2,...`` strings into ``{field: [values]}``.
 
-  Only fields that can vary inside one compiled program are accepted
+  ``section.field=@PATH`` reads the values from a file instead (separated
+  by commas, spaces or line breaks; ``#`` comments). Only fields that can vary inside one compiled program are accepted
   (``SWEEPABLE``), each in one item.
 
   Raises:
@@ -143,18 +175,20 @@ def parse_grid(items) -> dict:
     if key in grid:
       raise ValueError(f"--grid {key} is given twice; list all its values "
                        f"in one --grid {key}=V1,V2,...")
-    entries = [v.strip() for v in values.split(",")]
+    entries, shown = _entries(values, f"--grid {key}")
     if not any(entries):
-      raise ValueError(f"grid {key} has no values; a --grid item must look "
-                       f"like {GRID_FORM}")
+      raise ValueError(f"grid {key} has no values ({shown}); a --grid item "
+                       f"must look like {GRID_FORM}")
     if not all(entries):
       raise ValueError(f"grid values of {key} must be numbers, got "
-                       f"{values!r} (an empty entry)")
-    try:
-      vals = [float(v) for v in entries]
-    except ValueError:
-      raise ValueError(f"grid values of {key} must be numbers, got "
-                       f"{values!r}") from None
+                       f"{shown} (an empty entry)")
+    vals = []
+    for entry in entries:
+      try:
+        vals.append(float(entry))
+      except ValueError:
+        raise ValueError(f"grid values of {key} must be numbers, got "
+                         f"{entry!r} in {shown}") from None
     grid[key] = vals
   return grid
 
@@ -174,7 +208,8 @@ def refuse_repeats(name: str, values) -> None:
 
 def parse_seeds(text: str) -> list:
   """Parses ``--seeds S1,S2,...``: distinct integers in ``run.seed``'s
-  range, no empty entry.
+  range, no empty entry; ``@PATH`` reads them from a file (as
+  ``parse_grid``'s values).
 
   Raises:
     ValueError: naming ``--seeds``, the range and the entry at fault.
@@ -185,17 +220,17 @@ def parse_seeds(text: str) -> list:
     >>> parse_seeds("0,,1")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: --seeds must be ... in [0, 2147483647], got '0,,1' (an empty entry)
+    ValueError: --seeds must be ... in [0, 2147483647] (or @FILE), got '0,,1' (an empty entry)
   """
   p = schema.param("run", "seed")
+  entries, shown = _entries(text, "--seeds")
   seeds = []
-  for entry in str(text).split(","):
-    entry = entry.strip()
+  for entry in entries:
     ok = re.fullmatch(r"[+-]?[0-9]+", entry) is not None
     if not (ok and p.low <= int(entry) <= p.high):
       raise ValueError(
           f"--seeds must be a comma-separated list of integers in "
-          f"{schema.interval(p)}, got {text!r} "
+          f"{schema.interval(p)} (or @FILE), got {shown} "
           f"({repr(entry) + ' is not one' if entry else 'an empty entry'})")
     seeds.append(int(entry))
   refuse_repeats("--seeds", seeds)
