@@ -197,26 +197,32 @@ def test_more_devices_than_cores_is_warned_about(monkeypatch, capsys):
 
 def test_a_sweeps_members_are_checked_once(monkeypatch, capsys):
   """The command line checks before it makes the folder and the sweep
-  again (three times in all): each check of 4,000 members took 8-12 s."""
+  again (three times in all): each check of 4,000 members took 8-12 s.
+  A grid point is checked once, not once per seed."""
   from fedasync_jax.run import sweep_run
   calls = []
-  real = sweep_run._check_members
-  monkeypatch.setattr(sweep_run, "_check_members",
-                      lambda cfg, gm: calls.append(len(gm)) or real(cfg, gm))
+  other = config.from_dict({"rule": {"staleness_a": 1.0}})
+  real = config.from_dict
+  monkeypatch.setattr(sweep_run.config_lib, "from_dict",
+                      lambda d: calls.append(d["run"]["seed"]) or real(d))
   cfg, grid = config.Config(), {"rule.alpha": [0.3, 0.6]}
-  first = sweep_run.checked(cfg, grid, [0, 1])
-  assert sweep_run.checked(cfg, grid, [0, 1]) == first
-  assert calls == [4]
+  first = sweep_run.checked(cfg, grid, [5, 1, 2])
+  assert [m[1] for m in first[2]] == [5, 5, 1, 1, 2, 2]
+  assert sweep_run.checked(cfg, grid, [5, 1, 2]) == first
+  assert calls == [5, 5]
   sweep_run.checked(cfg, grid, [0, 2])  # other inputs: checked again
-  sweep_run.checked(config.from_dict({"rule": {"staleness_a": 1.0}}), grid,
-                    [0, 2])
-  assert calls == [4, 4, 4]
+  sweep_run.checked(other, grid, [0, 2])
+  assert len(calls) == 2 + 2 + 2
   with pytest.raises(ValueError, match="rule.alpha"):
     sweep_run.checked(cfg, {"rule.alpha": [0.3, 1.5]}, [0])
   with pytest.raises(ValueError, match="rule.alpha"):  # errors are not kept
     sweep_run.checked(cfg, {"rule.alpha": [0.3, 1.5]}, [0])
+  for seeds in ([0, -1], [0, 1.5], [2, 2 ** 31]):  # each seed is checked
+    with pytest.raises(ValueError, match=r"seeds: run\.seed must be an "
+                                         r"integer in \[0, 2147483647\]"):
+      sweep_run.checked(cfg, grid, seeds)
   assert "checking" not in capsys.readouterr().err
-  monkeypatch.setattr(sweep_run, "SAY_CHECKING", 6)
+  monkeypatch.setattr(sweep_run, "SAY_CHECKING", 3)
   sweep_run.checked(cfg, {"rule.alpha": [0.1, 0.2, 0.3]}, [0, 1])
-  assert "checking the configurations of 6 members" in \
+  assert "checking the configurations of 3 grid points" in \
       capsys.readouterr().err
