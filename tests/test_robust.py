@@ -129,6 +129,22 @@ def test_gaussian_noise_scale_and_reproducibility():
                                      0).params, a.params)
 
 
+def test_float32_noise_is_the_same_with_and_without_x64():
+  rule = robust.guard(rules.fedasync(1.0), max_norm=2.0,
+                      noise_multiplier=0.5, key=jax.random.key(3))
+  d = jnp.full(50, 1.0, jnp.float32)
+
+  def noisy():
+    st = rule.init(jnp.zeros(50, jnp.float32))
+    return np.asarray(rule.apply(st, rules.ClientResult(d, d, 1.0),
+                                 0).params)
+  plain = noisy()
+  with jax.enable_x64(True):
+    wide = noisy()
+  assert plain.dtype == wide.dtype == np.float32
+  np.testing.assert_array_equal(plain, wide)
+
+
 @pytest.mark.parametrize("kw, match", [
     ({"max_norm": 0.0}, "max_norm"),
     ({"noise_multiplier": 1.0}, "max_norm"),

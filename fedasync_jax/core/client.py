@@ -287,7 +287,9 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
     def begin_epoch(key, e, stopped):
       """The epoch's example order, rate scale and number of steps."""
       ekey = jax.random.fold_in(key, e)
-      u = jax.random.uniform(ekey, (M,))
+      # float32 draws in either x64 mode: the same seed shuffles the same
+      # way in a float32 run and a float64 (x64) one.
+      u = jax.random.uniform(ekey, (M,), jnp.float32)
       u = jnp.where(jnp.arange(M) < count, u, 2.0)
       perm = jnp.argsort(u).astype(jnp.int32)
       scale = lr_scale / jnp.sqrt(e + 1.0).astype(dtype) if epoch_decay \

@@ -135,7 +135,8 @@ def guard(rule: ServerRule, *, quarantine: bool = True,
       leaves, treedef = jax.tree.flatten(delta)
       keys = jax.random.split(k, len(leaves))
       leaves = [d + (noise_multiplier * max_norm
-                     * jax.random.normal(kk, d.shape)).astype(d.dtype)
+                     * jax.random.normal(kk, d.shape, d.dtype)
+                     ).astype(d.dtype)
                 for d, kk in zip(leaves, keys)]
       delta = jax.tree.unflatten(treedef, leaves)
     start = jax.tree.map(lambda p, d: p - d, result.params, result.delta)
