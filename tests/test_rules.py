@@ -172,8 +172,10 @@ def test_simulate_refuses_parameters_that_are_not_float(lsq, lsq_update,
 
 def _custom_rules():
   """Custom rules that break the contract (core/rules.py): a state without
-  the counters, and an apply reading a field its result_fields leaves
-  out."""
+  the counters, an apply reading a field its result_fields leaves out, and
+  an apply that changes a state array's dtype (a float32 state in a
+  float64 run demoted the study in the executor and failed with a
+  while_loop error in the reference)."""
   from typing import NamedTuple
 
   class Bare(NamedTuple):
@@ -185,13 +187,20 @@ def _custom_rules():
       apply=lambda st, r, tau: Bare(0.5 * (st.params + r.params),
                                     st.version + 1))
   reads_params = rules.fedasync(0.5)._replace(result_fields=("delta",))
+  plain = rules.fedasync(0.5)
+  demotes = plain._replace(apply=lambda st, r, tau: plain.apply(
+      st, r, tau)._replace(params=r.params.astype(jnp.bfloat16)))
   return [(bare, r"must return a state with the fields params, version, "
                  r"applied, dropped .*Bare lacks applied, dropped"),
           (reads_params, r"rule.apply fails on a ClientResult holding only "
-                         r"its result_fields \('delta',\)")]
+                         r"its result_fields \('delta',\)"),
+          (demotes, r"rule.apply\(state, result, staleness\) must keep every "
+                    r"state array's shape and dtype; state\.params is "
+                    r"float32\[5\] from rule.init\(params\) but "
+                    r"bfloat16\[5\] after it")]
 
 
-@pytest.mark.parametrize("case", range(2))
+@pytest.mark.parametrize("case", range(3))
 def test_custom_rules_that_break_the_contract_are_refused(lsq, lsq_update,
                                                           case):
   """By every entry point, naming what is missing (they failed with an

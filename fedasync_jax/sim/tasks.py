@@ -262,11 +262,13 @@ def check_rule_contract(rule: ServerRule, params) -> None:
   (traced for shapes only, nothing computed): ``rule.init(params)`` returns
   a state with ``STATE_FIELDS``, and ``rule.apply`` runs on a
   ``ClientResult`` holding only the fields its ``result_fields`` names
-  (the executor keeps no other for clients in flight).
+  (the executor keeps no other for clients in flight); ``apply`` and
+  ``end_round`` return states of ``init``'s structure, shapes and dtypes.
 
   Raises:
-    ValueError: naming the missing state fields, or the ``apply`` error
-      with ``result_fields`` (that error chained).
+    ValueError: naming the missing state fields, the ``apply`` error with
+      ``result_fields`` (that error chained), or the state array whose
+      shape or dtype ``apply`` or ``end_round`` changes.
 
   Example:
     >>> import jax.numpy as jnp
@@ -293,7 +295,8 @@ def check_rule_contract(rule: ServerRule, params) -> None:
   res = full._replace(**{f: None for f in ("params", "delta")
                          if f not in rule.result_fields})
   try:
-    jax.eval_shape(lambda st, r: rule.apply(st, r, jnp.int32(0)), state, res)
+    after = jax.eval_shape(lambda st, r: rule.apply(st, r, jnp.int32(0)),
+                           state, res)
   except (TypeError, AttributeError) as e:
     raise ValueError(
         f"rule.apply fails on a ClientResult holding only its "
@@ -301,6 +304,28 @@ def check_rule_contract(rule: ServerRule, params) -> None:
         f"other field for clients in flight): {type(e).__name__}: "
         f"{checks.error_text(e)}; name every field apply reads in "
         f"result_fields") from e
+  _check_same_state("rule.apply(state, result, staleness)", state, after)
+  if rule.end_round is not None:
+    _check_same_state("rule.end_round(state)", state,
+                      jax.eval_shape(rule.end_round, state))
+
+
+def _check_same_state(what: str, state, after) -> None:
+  """``after`` must be a state of ``state``'s tree, shapes and dtypes: a
+  simulator carries it through a loop (a float32 state in a float64 run
+  silently demoted the study in one simulator and failed in another)."""
+  if jax.tree.structure(after) != jax.tree.structure(state):
+    raise ValueError(f"{what} must return a state of the same structure "
+                     f"as rule.init(params) ({type(state).__name__}); got "
+                     f"{jax.tree.structure(after)}")
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(state),
+                          jax.tree.leaves(after)):
+    if (a.shape, a.dtype) != (b.shape, b.dtype):
+      raise ValueError(
+          f"{what} must keep every state array's shape and dtype; "
+          f"state{jax.tree_util.keystr(path)} is {a.dtype}{list(a.shape)} "
+          f"from rule.init(params) but {b.dtype}{list(b.shape)} after it "
+          f"(cast the new values with .astype(old.dtype))")
 
 
 def check_params_fit(client, params, data, hparams, key) -> None:
