@@ -1,5 +1,7 @@
 """Scheduler invariants: time order, exclusivity, staleness, concurrency."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -254,3 +256,79 @@ def test_every_numpy_seed_is_an_integer_from_zero(name, seed, tmp_path):
     call(seed)
   assert str(e.value) == (f"seed must be an integer >= 0, got "
                           f"{seed!r}")
+
+
+def _schedules_of_every_kind():
+  from fedasync_jax.sim import prescribed
+  n = 12
+  speeds = delays.device_speeds("lognormal", n, seed=1)
+  plain = delays.delay_model(speeds, np.arange(1, n + 1, dtype=float))
+  lossy = delays.delay_model(speeds, np.ones(n), dropout=0.3,
+                             jitter_sigma=0.5)
+  return {
+      "closed loop": scheduler.asynchronous(plain, num_updates=60,
+                                            concurrency=4, seed=0),
+      "dropouts, cutoff": scheduler.asynchronous(
+          lossy, num_updates=60, concurrency=5, max_staleness=2, seed=1),
+      "buffered": scheduler.asynchronous(plain, num_updates=60,
+                                         concurrency=6,
+                                         arrivals_per_version=3, seed=2),
+      "open loop": scheduler.asynchronous(plain, num_updates=60,
+                                          poisson_rate=3.0, seed=3),
+      "rounds": scheduler.synchronous(lossy, num_rounds=6, cohort_size=3,
+                                      over_selection=2, deadline=4.0,
+                                      seed=4),
+      "prescribed": prescribed.from_staleness([0, 1, 2, 1, 0, 3, 2],
+                                              num_clients=n, seed=5)}
+
+
+def test_schedules_of_every_kind_agree_with_themselves():
+  from fedasync_jax.sim import tasks
+  for name, s in _schedules_of_every_kind().items():
+    tasks.check_schedule_consistent(s)  # raises naming the fault
+
+
+def test_an_edited_schedule_is_refused_by_every_simulator(lsq, lsq_update):
+  """Its arrays are read by different simulators: with the staleness
+  overwritten, the executor weighted by the new values, the reference
+  measured its own and the tracker trained from other versions, three
+  results without an error."""
+  from fedasync_jax import executor, reference, rules, theory
+  from fedasync_jax.sim import tasks
+  ds, _ = lsq
+  s = scheduler.asynchronous(
+      delays.delay_model(np.ones(ds.num_clients), np.arange(
+          1.0, ds.num_clients + 1)), num_updates=10, concurrency=4, seed=0)
+  assert s.staleness.any()
+  dv = s.dispatch_version.copy()
+  dv[-1] += 1
+  ev = s.events.copy()
+  arrivals = np.flatnonzero(ev[:, 0] == 1)
+  ev[arrivals[[1, 2]]] = ev[arrivals[[2, 1]]]
+  after = s.version_after.copy()
+  after[3:] += 1
+  edits = [
+      (s._replace(staleness=np.zeros_like(s.staleness)), "staleness is "
+       r"not the version before the arrival less its task's "
+       r"dispatch_version at arrival \d+"),
+      (s._replace(dispatch_version=dv), r"dispatch_version is not the "
+       r"version its dispatch event saw at task \d+"),
+      (s._replace(events=ev), r"events' arrivals are not arrival_task at "
+       r"arrival 1"),
+      (s._replace(version_after=after), r"version_after advances by other "
+       r"than 0 or 1 at arrival 3"),
+      (s._replace(dropped=s.dropped[:-1]), r"per-arrival arrays must all "
+       r"have 10 entries")]
+  rule, w0, key = rules.fedasync(0.5), jnp.zeros(5), jax.random.key(0)
+  for edited, match in edits:
+    with pytest.raises(ValueError, match=match):
+      tasks.check_schedule_consistent(edited)
+  edited, match = edits[0]
+  for call in (lambda: executor.simulate(rule, lsq_update, w0, ds, edited,
+                                         key=key),
+               lambda: reference.run(rule, lsq_update, w0, ds, edited,
+                                     key=key),
+               lambda: theory.track(rule, lsq_update, w0, ds, edited,
+                                    key=key)):
+    with pytest.raises(ValueError, match="does not agree with itself"):
+      call()

@@ -110,11 +110,76 @@ def task_hparams(schedule: sched_lib.Schedule, *, lr_scale=1.0,
 
 
 def check_schedules(schedules, num_clients: int):
-  """Every schedule must have the data's number of clients."""
+  """Every schedule must have the data's number of clients and agree with
+  itself (``check_schedule_consistent``)."""
   for s in schedules:
     if s.num_clients != num_clients:
       raise ValueError(f"schedule has {s.num_clients} clients but data has "
                        f"{num_clients}")
+    check_schedule_consistent(s)
+
+
+def check_schedule_consistent(schedule) -> None:
+  """A ``Schedule``'s arrays must tell one story, as the schedulers draw
+  them (in numpy, linear in its events). The simulators read different
+  arrays: the executor the per-arrival ``staleness`` and
+  ``dispatch_version``, the reference the ``events`` it walks, the tracker
+  ``version_after``. A hand-edited schedule (a NamedTuple's ``_replace``)
+  on which they disagree ran in all three, to three different results.
+
+  Checked: the arrivals in ``events`` are ``arrival_task`` in order; the
+  version advances by 0 or 1 per arrival from 0; each task was dispatched
+  at the version its dispatch event saw; and each arrival's ``staleness``
+  is the version before it less its task's ``dispatch_version``.
+
+  Raises:
+    ValueError: naming the array and the first arrival or task at fault.
+  """
+  s = schedule
+  kind = np.asarray(s.events)[:, 0] if len(s.events) else np.zeros(0, int)
+  task = np.asarray(s.events)[:, 1] if len(s.events) else np.zeros(0, int)
+  at = np.asarray(s.arrival_task)
+  n = len(at)
+
+  def fault(what: str, i: int, unit: str = "arrival"):
+    return ValueError(
+        f"the schedule does not agree with itself: {what} at {unit} {i}; "
+        f"draw it with the scheduler module, or edit its arrays together "
+        f"(scheduler.Schedule)")
+  if not (len(s.staleness) == len(s.version_after) == len(s.dropped)
+          == len(s.ends_round) == n):
+    raise ValueError(
+        f"the schedule's per-arrival arrays must all have "
+        f"{n} entries (arrival_task), got staleness {len(s.staleness)}, "
+        f"version_after {len(s.version_after)}, dropped {len(s.dropped)}, "
+        f"ends_round {len(s.ends_round)}")
+  if n and (at.min() < 0 or at.max() >= s.num_tasks):
+    raise fault(f"arrival_task outside [0, {s.num_tasks})",
+                int(np.argmax((at < 0) | (at >= s.num_tasks))))
+  arrived = task[kind == 1]
+  if len(arrived) != n or not np.array_equal(arrived, at):
+    i = next((j for j in range(min(len(arrived), n))
+              if arrived[j] != at[j]), min(len(arrived), n))
+    raise fault("events' arrivals are not arrival_task", i)
+  after = np.asarray(s.version_after, np.int64)
+  before = np.concatenate([[0], after[:-1]]).astype(np.int64)
+  step = after - before
+  if n and ((step < 0) | (step > 1)).any():
+    raise fault("version_after advances by other than 0 or 1",
+                int(np.argmax((step < 0) | (step > 1))))
+  # The version each event sees: version_after of the arrivals before it.
+  seen = np.concatenate([[0], after])[np.cumsum(kind == 1) - (kind == 1)]
+  dispatched = kind == 0
+  dv = np.asarray(s.dispatch_version, np.int64)
+  wrong = seen[dispatched] != dv[task[dispatched]]
+  if wrong.any():
+    raise fault("dispatch_version is not the version its dispatch event "
+                "saw", int(task[dispatched][np.argmax(wrong)]), "task")
+  tau = before - dv[at]
+  wrong = np.asarray(s.staleness, np.int64) != tau
+  if wrong.any():
+    raise fault("staleness is not the version before the arrival less its "
+                "task's dispatch_version", int(np.argmax(wrong)))
 
 
 def rule_maker(rule, rule_hp):
