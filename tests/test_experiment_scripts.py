@@ -345,3 +345,22 @@ def test_intervals_are_clipped_to_the_metric_range(scripts):
   assert c.fmt_ci([0.98, 0.99, 1.0], 3, c.BOUNDS["test_accuracy"]).endswith(
       ", 1.000] (n=3)")
   assert c.interval_of([0.1, 2.0], c.BOUNDS["test_loss"])[1] == 0.0
+
+
+# ---------------------------------------------------------------------------
+# 10. Cited files exist.
+
+
+def test_every_repository_file_cited_by_the_experiments_exists():
+  """A path such as ``fedasync_jax/models/conv.py`` named in a script, a
+  recorded summary or docs/experiments.md names a file of the repository
+  (``fedasync_jax/conv.py`` was cited after the file moved)."""
+  import re
+  texts = ([*EXP.glob("*.py"), *EXP.rglob("*.md"),
+            ROOT / "docs" / "experiments.md"])
+  pattern = re.compile(r"(?<![\w/.])((?:fedasync_jax|experiments|benchmarks"
+                       r"|tests|docs)/[\w/.-]*\w\.(?:py|md|json|csv))")
+  missing = sorted({(str(t.relative_to(ROOT)), m) for t in texts
+                    for m in pattern.findall(t.read_text())
+                    if not (ROOT / m).exists()})
+  assert not missing, missing
