@@ -45,9 +45,9 @@ def check_invariants(s):
                                        "weighted"])
 def test_closed_loop_invariants(kind, selection):
   m = model(kind=kind)
-  s = scheduler.asynchronous(m, num_updates=400, concurrency=9,
-                             selection=selection, weights=m.work + 1,
-                             seed=3)
+  s = scheduler.asynchronous(
+      m, num_updates=400, concurrency=9, selection=selection,
+      weights=m.work + 1 if selection == "weighted" else None, seed=3)
   check_invariants(s)
   assert s.num_arrivals == 400
   np.testing.assert_allclose(s.stats["realised_concurrency"], 9.0,
@@ -172,6 +172,19 @@ def test_synchronous_rounds_barrier_and_deadline():
 def test_invalid_input(call, match):
   with pytest.raises(ValueError, match=match):
     call(model())
+
+
+def test_weights_are_refused_where_the_selection_ignores_them():
+  """``selection="uniform"`` with weights picked every client alike."""
+  for sel in ("uniform", "without_replacement"):
+    with pytest.raises(ValueError, match=rf"selection='{sel}' takes no "
+                       r"weights \(they would be ignored\); weights are for "
+                       r"selection='weighted'"):
+      scheduler.asynchronous(model(), num_updates=5, concurrency=2,
+                             selection=sel, weights=np.ones(4), seed=0)
+    with pytest.raises(ValueError, match="takes no weights"):
+      scheduler.synchronous(model(), num_rounds=2, cohort_size=2,
+                            selection=sel, weights=np.ones(4), seed=0)
 
 
 @pytest.mark.parametrize("call, match", [

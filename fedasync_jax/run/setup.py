@@ -34,7 +34,8 @@ from fedasync_jax.data import datasets, images, synthetic
 from fedasync_jax.run import members, schema
 from fedasync_jax.run.members import make_staleness  # noqa: F401
 from fedasync_jax.run.schema import ConfigError
-from fedasync_jax.sim import delays, scheduler, tasks, trace_files, traces
+from fedasync_jax.sim import (delays, scheduler, selection, tasks, trace_files,
+                              traces)
 
 
 class Setup(NamedTuple):
@@ -442,19 +443,22 @@ def make_schedule(cfg, fed: data.FederatedData, rule: rules.ServerRule, *,
   from ``delay_model`` (default: ``make_delays(cfg, fed)``)."""
   run = cfg.run
   dm = make_delays(cfg, fed) if delay_model is None else delay_model
-  weights = fed.train.counts.astype(float)
+  kind = run.selection
+  if rule.synchronous and kind == "uniform":
+    kind = "without_replacement"
+  weights = (fed.train.counts.astype(float)
+             if selection.needs_weights(kind) else None)
   if rule.synchronous:
     rounds = run.num_rounds or max(1, run.num_updates // run.concurrency)
     return scheduler.synchronous(
         dm, num_rounds=rounds, cohort_size=run.concurrency,
         over_selection=run.over_selection, deadline=run.deadline,
-        selection=run.selection if run.selection != "uniform" else
-        "without_replacement", weights=weights, seed=run.seed)
+        selection=kind, weights=weights, seed=run.seed)
   try:
     return scheduler.asynchronous(
         dm, num_updates=run.num_updates,
         concurrency=None if run.poisson_rate else run.concurrency,
-        poisson_rate=run.poisson_rate, selection=run.selection,
+        poisson_rate=run.poisson_rate, selection=kind,
         weights=weights, arrivals_per_version=rule.arrivals_per_version,
         max_staleness=rule.max_staleness, seed=run.seed)
   except scheduler.Stuck as e:

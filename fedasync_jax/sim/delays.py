@@ -155,6 +155,12 @@ def device_speeds(kind: str, num_clients: int, *, seed: int = 0,
     **params: parameters of other registered distributions (a name no
       registered distribution takes is refused).
 
+  Every keyword of every distribution is accepted, whichever ``kind`` is
+  drawn, and those that ``kind`` does not take are ignored (``mean`` only
+  floors the speeds): one set of keywords serves a loop over kinds.
+  ``uniform`` is set by ``low`` and ``high``, not ``mean``, so
+  ``device_speeds("uniform", n, mean=5.0)`` has mean 1.0.
+
   Returns:
     ``(num_clients,)`` float64 array of positive speeds.
 

@@ -88,6 +88,17 @@ def _weighted(sel, t) -> Optional[int]:
                                   side="right").clip(0, cand.size - 1)])
 
 
+def needs_weights(kind: str) -> bool:
+  """Whether selection ``kind`` draws by weights (and takes them only
+  then: the others refuse weights that they would ignore).
+
+  Example:
+    >>> needs_weights("weighted"), needs_weights("uniform")
+    (True, False)
+  """
+  return bool(SELECTIONS[kind].info.get("needs_weights"))
+
+
 class Selector:
   """The state a selection draws from: idle clients, availability, weights.
 
@@ -100,7 +111,7 @@ class Selector:
     self._pick = SELECTIONS[kind].factory
     self.busy = np.zeros(n, dtype=bool)
     self.queue = collections.deque()
-    if SELECTIONS[kind].info.get("needs_weights"):
+    if needs_weights(kind):
       if weights is None:
         raise ValueError(f"selection={kind!r} needs weights (e.g. the "
                          f"clients' example counts)")
@@ -109,6 +120,11 @@ class Selector:
           or w.sum() <= 0:
         raise ValueError(f"weights must be ({n},) finite, >= 0, not all 0")
       self.cdf = np.cumsum(w) / w.sum()
+    elif weights is not None:  # it would be ignored
+      takes = [m.name for m in SELECTIONS.members() if needs_weights(m.name)]
+      raise ValueError(f"selection={kind!r} takes no weights (they would "
+                       f"be ignored); weights are for selection="
+                       f"{' or '.join(repr(t) for t in takes)}")
 
   def ok(self, c, t):
     return not self.busy[c] and (self.avail is None
