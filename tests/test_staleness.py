@@ -145,3 +145,79 @@ def test_functions_within_the_contract_are_accepted_also_under_jit():
     return rule.apply(rule.init(jnp.zeros(2)), rules.ClientResult(
         jnp.ones(2), jnp.ones(2), 1.0), 3).params
   np.testing.assert_allclose(mix(1.0), 0.5 / 4 * np.ones(2), rtol=1e-6)
+
+
+def test_weights_beyond_the_probe_are_checked_at_the_schedules_staleness(
+    lsq, lsq_update):
+  """A rule checks its staleness function at tau = 0..64 when it is built;
+  the simulators check it at the staleness values their schedule holds.
+  With the probe shortened to 0..30, a weight going negative past 35 is
+  caught only there (at concurrency 90, 1 - tau / 80 ran to parameters of
+  9006 and a NaN weight to NaN, without an error). A cutoff's dropped
+  staleness values are not read."""
+  from fedasync_jax import delays, executor, reference, scheduler, sweep
+  from fedasync_jax import theory
+  from fedasync_jax.sim import pure
+  ds, _ = lsq
+  n = ds.num_clients
+  model = delays.delay_model(np.ones(n), np.ones(n))
+  sched = scheduler.asynchronous(model, num_updates=120, concurrency=n - 1,
+                                 seed=0)
+  first = int(min(t for t in np.unique(sched.staleness) if t > 35))
+  monkey = staleness
+  old = monkey.PROBE
+  try:
+    monkey.PROBE = 30  # the probe ends below this schedule's staleness
+    late = lambda t: 1.0 - t / 35.0  # noqa: E731 (negative from tau 36)
+    rule = rules.fedasync(0.5, late)
+    w0, key = jnp.zeros(5), jax.random.key(0)
+    match = (rf"the rule's staleness_fn\(tau\) must be in \[0, 1\], got "
+             rf"{str(1 - first / 35)[:6]}.* at tau = {first} \(a staleness this "
+             rf"schedule holds; checked at 0\.\.30 when the rule was "
+             rf"built\)")
+    calls = {
+        "simulate": lambda: executor.simulate(rule, lsq_update, w0, ds,
+                                              sched, key=key),
+        "reference": lambda: reference.run(rule, lsq_update, w0, ds, sched,
+                                           key=key),
+        "track": lambda: theory.track(rule, lsq_update, w0, ds, sched,
+                                      key=key),
+        "pure": lambda: pure.run(rule, lsq_update, w0, pure.prepare(sched),
+                                 key=key, data=ds),
+        "sweep": lambda: sweep.sweep(
+            lambda h: rules.fedasync(h["a"], late), {"a": jnp.array([0.3,
+                                                                      0.6])},
+            lsq_update, w0, ds, [sched, sched],
+            keys=jax.random.split(key, 2))}
+    for name, call in calls.items():
+      with pytest.raises(ValueError, match=match):
+        call()
+    cut = scheduler.asynchronous(model, num_updates=120, concurrency=n - 1,
+                                 max_staleness=34, seed=0)
+    assert (cut.staleness > 30).any() and (cut.staleness > 35).any()
+    executor.simulate(rules.fedasync(0.5, staleness.cutoff(late, 34)),
+                      lsq_update, w0, ds, cut, key=key)  # all dropped: runs
+  finally:
+    monkey.PROBE = old
+
+
+def test_a_sweeps_members_share_one_cutoff(lsq, lsq_update):
+  """Members whose schedules were each drawn with their own cutoff were
+  refused with advice to redraw one for the other's cutoff."""
+  from fedasync_jax import delays, scheduler, sweep
+  ds, _ = lsq
+  n = ds.num_clients
+  model = delays.delay_model(delays.device_speeds("lognormal", n, seed=0),
+                             np.ones(n))
+  scheds = [scheduler.asynchronous(model, num_updates=40, concurrency=6,
+                                   max_staleness=k, seed=0) for k in (2, 4)]
+  with pytest.raises(ValueError, match=r"the members' rules differ in "
+                     r"max_staleness 2 \(member 0\) and 4 \(member 1\): a "
+                     r"staleness cutoff, a buffer size and the kind of rule "
+                     r"are fixed in one compiled sweep; run one sweep per "
+                     r"value"):
+    sweep.sweep(lambda h: rules.fedasync(0.5, staleness.cutoff(
+        staleness.constant(), int(h["m"]))), {"m": jnp.array([2, 4])},
+        lsq_update, jnp.zeros(5), ds, scheds,
+        keys=jax.random.split(jax.random.key(0), 2))
+

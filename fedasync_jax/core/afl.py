@@ -175,7 +175,7 @@ def afl(*, clients_per_round: int = 5, lr: float = 1.0,
     return tree_lib.where(kept, buffered, skipped)
 
   return ServerRule(init, apply, None, staleness_lib.max_staleness(s), M,
-                    (field,))
+                    (field,), s)
 
 
 @RULES.register("size_weighted_mix", params=(
@@ -237,4 +237,4 @@ def size_weighted_mix(*, lr: float = 0.5, max_weight: float = 0.5,
                          state.dropped + 1 - k)
 
   return ServerRule(init, apply, None, staleness_lib.max_staleness(s), 1,
-                    ("params",))
+                    ("params",), s)

@@ -164,4 +164,5 @@ def guard(rule: ServerRule, *, quarantine: bool = True,
     def end_round(state):
       return state._replace(inner=rule.end_round(state.inner))
   return ServerRule(init, apply, end_round, rule.max_staleness,
-                    rule.arrivals_per_version)
+                    rule.arrivals_per_version,
+                    staleness_fn=rule.staleness_fn)

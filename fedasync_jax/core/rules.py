@@ -174,7 +174,7 @@ def fedasync(alpha: float, staleness_fn: Optional[StalenessFn] = None
                          state.dropped + 1 - kept)
 
   return ServerRule(init, apply, None, staleness_lib.max_staleness(s), 1,
-                    ("params",))
+                    ("params",), s)
 
 
 class FedBuffState(NamedTuple):
@@ -249,7 +249,7 @@ def fedbuff(buffer_size: int,
     return tree_lib.where(kept, buffered, skipped)
 
   return ServerRule(init, apply, None, staleness_lib.max_staleness(s), K,
-                    ("delta",))
+                    ("delta",), s)
 
 
 class FedAvgState(NamedTuple):

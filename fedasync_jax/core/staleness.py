@@ -253,17 +253,23 @@ PROBE = 64
 """``check`` evaluates a staleness function at ``tau = 0, 1, ..., PROBE``."""
 
 
-def check(fn, name: str = "staleness_fn") -> StalenessFn:
+def check(fn, name: str = "staleness_fn", *, taus=None) -> StalenessFn:
   """Refuses a staleness function that cannot serve as one, naming
   ``name``: one that fails on an array of staleness values (not
   vectorized, or a Python ``if`` on ``tau``: not jit-traceable), returns
   more than one weight per value, or a weight outside ``[0, 1]`` or not
   finite (a mix with such a weight is no convex combination, and runs
   diverge or turn NaN without an error). Checked at ``tau = 0, ...,
-  PROBE`` when a rule is built; a function of traced values (its
+  PROBE`` when a rule is built, and by the simulators at the staleness
+  values their schedule holds (``taus``); a function of traced values (its
   parameters under ``jit``) is checked only for its shape. ``s(0) = 1``
   and a weight that does not grow with ``tau`` are the built-in
   functions' convention, not required: ``s(0) = 0.5`` halves every mix.
+
+  Args:
+    fn: the staleness function.
+    name: how errors name it.
+    taus: the staleness values to check (default ``0, 1, ..., PROBE``).
 
   Example:
     >>> check(lambda tau: 2.0 / (1 + tau))
@@ -272,12 +278,14 @@ def check(fn, name: str = "staleness_fn") -> StalenessFn:
     ValueError: staleness_fn(tau) must be in [0, 1], got 2.0 at tau = 0
   """
   checks.callable_(name, fn)
-  taus = jnp.arange(PROBE + 1)
+  probe = taus is None
+  taus = jnp.arange(PROBE + 1) if probe else jnp.asarray(taus, jnp.int32)
   try:
     out = jnp.asarray(fn(taus))
   except Exception as e:  # a Python ``if`` on tau, a wrong signature, ...
+    where = f"[0, 1, ..., {PROBE}]" if probe else "this schedule's values"
     raise ValueError(
-        f"{name}(tau) failed on tau = [0, 1, ..., {PROBE}] "
+        f"{name}(tau) failed on tau = {where} "
         f"({type(e).__name__}: {checks.error_text(e)}); a staleness "
         f"function maps an array of staleness values to one weight each "
         f"and must be jit-traceable (jnp.where, not if)") from e
@@ -292,7 +300,10 @@ def check(fn, name: str = "staleness_fn") -> StalenessFn:
   if bad.any():
     i = int(np.argmax(bad))
     raise ValueError(f"{name}(tau) must be in [0, 1], got {w[i]} at "
-                     f"tau = {i}")
+                     f"tau = {int(taus[i])}"
+                     + ("" if probe else " (a staleness this schedule "
+                        f"holds; checked at 0..{PROBE} when the rule was "
+                        f"built)"))
   return fn
 
 

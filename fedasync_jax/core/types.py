@@ -47,7 +47,10 @@ class ServerRule(NamedTuple):
   advance (1 for FedAsync, ``K`` for FedBuff, ``None`` for rounds).
   ``result_fields`` names the ``ClientResult`` fields ``apply`` reads
   (``"params"`` and/or ``"delta"``); the executor keeps only those for
-  clients in flight.
+  clients in flight. ``staleness_fn`` is the staleness function that
+  weights ``apply``'s mixing (``None``: none or not said); the simulators
+  check it at every staleness their schedule holds, beyond the
+  ``0..staleness.PROBE`` checked when the rule was built.
 
   A rule of your own keeps the built-in rules' contract, which every
   simulator checks before it runs (``sim.tasks.check_rule_contract``): its
@@ -63,6 +66,7 @@ class ServerRule(NamedTuple):
   max_staleness: Optional[int] = None
   arrivals_per_version: Optional[int] = 1
   result_fields: tuple = ("params", "delta")
+  staleness_fn: Optional[Callable[[Any], Any]] = None
 
   @property
   def synchronous(self) -> bool:

@@ -12,7 +12,7 @@ padded to one plan shape). Every member equals its own ``executor.simulate``
 run: bit for bit with ``"map"``, up to float reassociation with ``"vmap"``.
 Members are paired, not crossed: ``rule_hparams`` holds one value per
 member along its leading axis (build a Cartesian grid with
-``jnp.meshgrid``).
+``itertools.product`` or ``jnp.meshgrid``, flattened).
 
 With ``mesh=`` the member axis is sharded over the mesh's devices
 (``jax.sharding.NamedSharding``): on several GPUs, or across hosts after
@@ -125,6 +125,18 @@ def _member_hparams(scheds, hparams, client_lr_scale, M):
     hps = [h._replace(lr_scale=np.asarray(h.lr_scale) * s)
            for h, s in zip(hps, scale)]
   return hps
+
+
+def _kinds_differ(first, other) -> ValueError:
+  """Members whose rules differ in what one compiled program fixes."""
+  names = ("synchronous", "arrivals_per_version", "max_staleness")
+  (a, i), (b, j) = first, other
+  diff = [f"{n} {x} (member {i}) and {y} (member {j})"
+          for n, x, y in zip(names, a, b) if x != y]
+  return ValueError(
+      f"the members' rules differ in {'; '.join(diff)}: a staleness "
+      f"cutoff, a buffer size and the kind of rule are fixed in one "
+      f"compiled sweep; run one sweep per value")
 
 
 def _member_schedules(schedules, M, data) -> list:
@@ -290,15 +302,22 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   """
   M = _num_members(rule_hparams)
   scheds = _member_schedules(schedules, M, data)
-  fitted = set()
-  for m in range(M):  # every member's values (the factory's own checks)
-    rule = make_rule(jax.tree.map(lambda a: jnp.asarray(a)[m],
-                                  rule_hparams))
+  rules_ = [make_rule(jax.tree.map(lambda a: jnp.asarray(a)[m],
+                                   rule_hparams))
+            for m in range(M)]  # every member's values (its own checks)
+  kinds = {}
+  for m, rule in enumerate(rules_):
     kind = (bool(rule.synchronous), rule.arrivals_per_version,
             rule.max_staleness)
-    if kind not in fitted:  # (the schedules, once per kind of rule)
-      tasks.check_rule_fits(rule, scheds)
-      fitted.add(kind)
+    if kinds and kind not in kinds:
+      raise _kinds_differ(next(iter(kinds.items())), (kind, m))
+    kinds.setdefault(kind, m)
+  tasks.check_rule_fits(rules_[0], scheds)  # one kind: fitted once
+  taus = {}
+  for rule, s in zip(rules_, scheds):  # weights at its own staleness values
+    if id(s) not in taus:
+      taus[id(s)] = tasks.beyond_probe([s])
+    tasks.check_weights(rule, taus[id(s)])
   tasks.check_client_fits(client, data)
   tasks.check_eval_every(eval_every, has_eval_fn=eval_fn is not None)
   chunk_steps = driver.check_chunk_steps(chunk_steps)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fedasync_jax.core import checks
+from fedasync_jax.core import staleness as staleness_lib
 from fedasync_jax.core.client import ClientHParams, ClientRef
 from fedasync_jax.core.types import ClientResult, ServerRule
 from fedasync_jax.sim import scheduler as sched_lib
@@ -111,12 +112,16 @@ def task_hparams(schedule: sched_lib.Schedule, *, lr_scale=1.0,
 
 def check_schedules(schedules, num_clients: int):
   """Every schedule must have the data's number of clients and agree with
-  itself (``check_schedule_consistent``)."""
+  itself (``check_schedule_consistent``, once per distinct schedule: a
+  sweep's members often share one)."""
+  seen = set()
   for s in schedules:
     if s.num_clients != num_clients:
       raise ValueError(f"schedule has {s.num_clients} clients but data has "
                        f"{num_clients}")
-    check_schedule_consistent(s)
+    if id(s) not in seen:
+      seen.add(id(s))
+      check_schedule_consistent(s)
 
 
 def check_schedule_consistent(schedule) -> None:
@@ -223,6 +228,8 @@ def check_rule_fits(rule, schedules) -> None:
   ``max_staleness`` (a cutoff the scheduler did not know counts versions
   differently; checked where the schedule records it, by the arrivals each
   drops: a schedule whose cutoff drops nothing fits a rule without one).
+  The rule's ``staleness_fn`` (when it names one) must give a weight in
+  ``[0, 1]`` at every staleness the schedules hold.
 
   Raises:
     ValueError: naming the mismatch and the scheduler call that fits.
@@ -256,6 +263,38 @@ def check_rule_fits(rule, schedules) -> None:
           f"count versions differently; draw it with "
           f"scheduler.asynchronous(..., max_staleness={cut}) "
           f"(rule.max_staleness; {_PRESCRIBED})")
+  check_weights(rule, beyond_probe(schedules))
+
+
+def beyond_probe(schedules) -> np.ndarray:
+  """The distinct staleness values of ``schedules`` above
+  ``staleness.PROBE``, where a rule's staleness function was not checked
+  when it was built (``check_weights``)."""
+  out, seen = [np.zeros(0, np.int64)], set()
+  for s in schedules:
+    if id(s) not in seen:
+      seen.add(id(s))
+      tau = np.asarray(s.staleness, np.int64)
+      out.append(np.unique(tau[tau > staleness_lib.PROBE]))
+  return np.unique(np.concatenate(out))
+
+
+def check_weights(rule, taus) -> None:
+  """The rule's staleness function (``rule.staleness_fn``, when it names
+  one) must weigh every staleness in ``taus`` (``beyond_probe``) up to
+  its cutoff within ``[0, 1]``: a weight that goes wrong only there
+  (``1 - tau / 80`` at concurrency 90) turned a run to NaN or made it
+  diverge without an error.
+
+  Raises:
+    ValueError: naming the staleness and its weight.
+  """
+  fn = getattr(rule, "staleness_fn", None)
+  taus = np.asarray(taus, np.int64)
+  if rule.max_staleness is not None:
+    taus = taus[taus <= rule.max_staleness]
+  if fn is not None and taus.size:
+    staleness_lib.check(fn, "the rule's staleness_fn", taus=taus)
 
 
 _PRESCRIBED = ("a prescribed.from_staleness schedule applies every arrival "
