@@ -228,6 +228,57 @@ def test_custom_rules_that_break_the_contract_are_refused(lsq, lsq_update,
       call()
 
 
+def test_a_rule_whose_versions_do_not_follow_the_schedule_is_refused(
+    lsq, lsq_update):
+  """A rule that advances a version every second arrival while declaring
+  one per arrival ran in the executor, the reference and the tracker to
+  three different results without an error; each now names the first
+  arrival whose version differs from the schedule's."""
+  from typing import Any, NamedTuple
+  from fedasync_jax import delays, executor, reference, scheduler, sweep
+  from fedasync_jax import theory
+
+  class St(NamedTuple):
+    params: Any
+    version: Any
+    applied: Any
+    dropped: Any
+
+  def make(every):
+    def init(w):
+      return St(w, *(jnp.zeros((), jnp.int32),) * 3)
+
+    def apply(st, r, tau):
+      inc = ((st.applied + 1) % every == 0).astype(jnp.int32)
+      return St(st.params + 0.5 * (r.params - st.params),
+                st.version + inc, st.applied + 1, st.dropped)
+    return rules.ServerRule(init, apply, None, None, 1, ("params",))
+  ds, _ = lsq
+  n = ds.num_clients
+  sched = scheduler.asynchronous(delays.delay_model(
+      delays.device_speeds("exponential", n, seed=0), np.ones(n)),
+      num_updates=12, concurrency=3, seed=0)
+  w0, key = jnp.zeros(5), jax.random.key(0)
+  good = executor.simulate(make(1), lsq_update, w0, ds, sched, key=key)
+  np.testing.assert_array_equal(good.arrivals["version"],
+                                sched.version_after)
+  match = (r"the rule did not follow the schedule: at arrival 0 the server "
+           r"version after it is 0 but the schedule has 1; a rule's "
+           r"versions must advance as its arrivals_per_version says")
+  rule = make(2)
+  for call in (
+      lambda: executor.simulate(rule, lsq_update, w0, ds, sched, key=key),
+      lambda: executor.simulate(rule, lsq_update, w0, ds, sched, key=key,
+                                batching="vmap"),
+      lambda: reference.run(rule, lsq_update, w0, ds, sched, key=key),
+      lambda: theory.track(rule, lsq_update, w0, ds, sched, key=key)):
+    with pytest.raises(ValueError, match=match):
+      call()
+  with pytest.raises(ValueError, match="member 0: " + match):
+    sweep.sweep(lambda h: rule, {"h": jnp.zeros(2)}, lsq_update, w0, ds,
+                [sched, sched], keys=jax.random.split(key, 2))
+
+
 def _classifier_run(y_train, y_test, num_classes=3):
   """A 3-class logistic regression with the given labels: its pieces."""
   from fedasync_jax import data, delays, models, scheduler

@@ -37,7 +37,7 @@ from fedasync_jax.sim.checkpoint import (  # noqa: F401  (driver.Checkpoint)
 from fedasync_jax.sim.program import evaluate
 from fedasync_jax.sim.scheduler import Schedule
 from fedasync_jax.sim.strategies import NO_LANE
-from fedasync_jax.sim.tasks import eval_points
+from fedasync_jax.sim.tasks import check_followed, eval_points
 
 
 def program_options(strategy, mesh=None) -> tuple:
@@ -421,6 +421,8 @@ def results_for(schedules, plans: Plans, member_outs: list, states: list, *,
     arrivals, evals, participation = assemble(
         s, plans.members[m], member_outs[m], eval_every, eval_fn,
         init_evals[m])
+    check_followed(s, arrivals,
+                   where=f"member {m}: " if len(schedules) > 1 else "")
     st = stats(m)
     st["stopped_early"] = len(arrivals["client"]) < s.num_arrivals
     out.append(RunResult(states[m], arrivals, evals, participation, st))

@@ -43,7 +43,7 @@ from fedasync_jax.data import ClientDataset
 from fedasync_jax.core.types import RunResult, ServerRule, evaluation
 from fedasync_jax.sim.tasks import (check_client_fits, check_eval_every,
                                     check_hparams, check_params_fit,
-                                    check_rule_contract,
+                                    check_followed, check_rule_contract,
                                     check_rule_fits, check_schedules,
                                     task_hparams)
 
@@ -143,6 +143,7 @@ def run(rule: ServerRule, client: ClientUpdate, params, data: ClientDataset,
                 "wall_time_s": time.perf_counter() - t_start,
                 "last_eval": evals[-1] if evals else None})
   jax.block_until_ready(state)
+  check_followed(schedule, {"version": arr["version"][:a]})
   participation = np.bincount(arr["client"][arr["applied"]],
                               minlength=schedule.num_clients)
   stats = {"wall_time_s": time.perf_counter() - t_start,

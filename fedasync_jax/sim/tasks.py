@@ -187,6 +187,35 @@ def check_schedule_consistent(schedule) -> None:
                 "task's dispatch_version", int(np.argmax(wrong)))
 
 
+def check_followed(schedule, arrivals: dict, *, where: str = "") -> None:
+  """After a run: the rule's server versions (``arrivals["version"]``) must
+  be the ones the schedule was drawn with (``version_after``; a run stopped
+  early: its first arrivals). A rule of one's own whose versions advance
+  otherwise than its ``arrivals_per_version`` says (every second arrival,
+  declared one) ran in every simulator to a different result, without an
+  error: the clients trained from snapshots of other versions than the
+  rule applied. (Whether an update was applied is not compared: the
+  robust guard rejects non-finite updates that the schedule counts.)
+
+  Raises:
+    ValueError: naming the first arrival that differs (the run's results
+      are not valid).
+  """
+  got = np.asarray(arrivals["version"])
+  want = np.asarray(schedule.version_after[:len(got)])
+  bad = got != want
+  if bad.any():
+    i = int(np.argmax(bad))
+    raise ValueError(
+        f"{where}the rule did not follow the schedule: at arrival {i} the "
+        f"server version after it is {got[i]} but the schedule has "
+        f"{want[i]}; a rule's versions must advance as its "
+        f"arrivals_per_version says (a version every that many applied "
+        f"arrivals, or one per end_round; none for an update its cutoff "
+        f"drops), which the schedule was drawn with; this run's results "
+        f"are not valid")
+
+
 def rule_maker(rule, rule_hp):
   """``simulate``'s ``rule`` as a function ``rule_hp -> ServerRule``, and
   the rule it builds from ``rule_hp``.

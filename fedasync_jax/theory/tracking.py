@@ -46,7 +46,11 @@ class StalenessStats(NamedTuple):
     num_applied: applied updates.
     num_dropped: updates dropped by a cutoff.
     concurrency: the schedule's realised (time-averaged) concurrency, or
-      ``nan`` when the source is a run's arrivals.
+      ``nan`` when the source is a run's arrivals. Koloskova et al.'s
+      ``tau_C`` (arXiv:2206.08307, Definition 1) is the largest number in
+      flight, not this mean: a closed loop without availability windows
+      keeps its ``concurrency`` in flight, so there both are that number;
+      an open (Poisson) loop's largest is not recorded.
 
   Example:
     >>> StalenessStats(4, 2.0, 2.0, 3, 1, float("nan")).tau_max
@@ -386,6 +390,7 @@ def track_many(rule: ServerRule, client_update: ClientUpdate, params,
     n = s.num_arrivals
     arr = {k: np.asarray(v[m][:n]) for k, v in outs.items()}
     arr["staleness"] = np.asarray(s.staleness, np.int64)
+    tasks.check_followed(s, arr, where=f"member {m}: " if M > 1 else "")
     arr["drift"] = arr["drift"].astype(np.float64)
     st = staleness_stats(arr)
     stats = {"tau_max": st.tau_max, "tau_avg": st.tau_avg, "ring_size": R,
