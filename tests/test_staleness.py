@@ -221,3 +221,19 @@ def test_a_sweeps_members_share_one_cutoff(lsq, lsq_update):
         lsq_update, jnp.zeros(5), ds, scheds,
         keys=jax.random.split(jax.random.key(0), 2))
 
+
+def test_defaults_and_nested_cutoffs():
+  """``get`` fills the declared defaults (``get("polynomial")`` raised a
+  TypeError for ``a``); a cutoff of a cutoff drops what either drops
+  (``cutoff(cutoff(constant(), 2), 4)`` reported 4 while zeroing 3 and 4,
+  which then counted as applied)."""
+  np.testing.assert_allclose(staleness.get("polynomial")(3), 4 ** -0.5)
+  np.testing.assert_allclose(staleness.get("hinge", a=1.0)(6), 1 / 3)
+  with pytest.raises(ValueError, match=r"missing parameter\(s\) \['n'\]"):
+    staleness.get("mishchenko")
+  for inner, outer in ((2, 4), (4, 2)):
+    s = staleness.cutoff(staleness.cutoff(staleness.constant(), inner),
+                         outer)
+    assert s.max_staleness == 2
+    assert staleness.keep(s, 2) and not staleness.keep(s, 3)
+    np.testing.assert_array_equal(s(np.arange(5)), [1, 1, 1, 0, 0])

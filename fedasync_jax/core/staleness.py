@@ -226,14 +226,23 @@ def cutoff(fn: StalenessFn, max_staleness: int) -> Cutoff:
     fn: the staleness function for kept updates.
     max_staleness: the oldest staleness still applied, an integer ``>= 0``.
 
+  A cutoff of a cutoff drops what either drops: its ``max_staleness`` is
+  the smaller of the two (the outer one was reported while the inner one
+  zeroed the weights between them, and those updates counted as applied).
+
   Example:
     >>> s = cutoff(constant(), 4)
     >>> float(s(4)), float(s(5))
     (1.0, 0.0)
+    >>> cutoff(cutoff(constant(), 2), 4).max_staleness
+    2
   """
   if not callable(fn):
     raise ValueError(f"fn must be a staleness function, got {fn!r}")
-  return Cutoff(fn, CUTOFF._replace(optional=False).check(max_staleness))
+  limit = CUTOFF._replace(optional=False).check(max_staleness)
+  if isinstance(fn, Cutoff):
+    return Cutoff(fn.fn, min(limit, fn.max_staleness))
+  return Cutoff(fn, limit)
 
 
 def keep(fn: StalenessFn, tau) -> jax.Array:
@@ -311,7 +320,10 @@ def get(name: str, **kwargs) -> StalenessFn:
   """Builds a registered staleness function by name, e.g.
   ``get("polynomial", a=0.5)``.
 
-  A ``max_staleness=...`` keyword wraps the result in ``cutoff``.
+  A parameter not given takes its declared default (``polynomial``'s
+  ``a=0.5``, as ``fedasync-jax config`` lists them); ``koloskova``'s and
+  ``mishchenko``'s have none. A ``max_staleness=...`` keyword wraps the
+  result in ``cutoff``.
 
   Raises:
     ValueError: an unknown name (the message lists the registered ones),
@@ -320,10 +332,14 @@ def get(name: str, **kwargs) -> StalenessFn:
   Example:
     >>> float(get("hinge", a=10, b=4, max_staleness=16)(3))
     1.0
+    >>> float(get("polynomial")(3))  # a = 0.5
+    0.5
   """
   if name not in STALENESS:
     raise ValueError(f"staleness name must be one of "
                      f"{', '.join(STALENESS.names())}; got {name!r}")
   limit = kwargs.pop("max_staleness", None)
-  fn = STALENESS.build(name, **kwargs)
+  defaults = {p.name: p.default for p in STALENESS[name].params
+              if p.default is not REQUIRED}
+  fn = STALENESS.build(name, **{**defaults, **kwargs})
   return fn if limit is None else cutoff(fn, limit)
