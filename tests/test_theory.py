@@ -164,6 +164,15 @@ def test_problem_input_errors():
       with pytest.raises(ValueError, match=r"dtype must be float32 or "
                          r"float64, got "):
         make(**kw, dtype=bad)
+  # parameters as a (dim, 1) column broadcast to a (b, b) residual: a loss
+  # of 42.19 for 4.84 at w*, and runs to other parameters without an error
+  for make in (theory.least_squares, theory.nonconvex):
+    p = make(**kw)
+    x, y = p.data.x[:6], p.data.y[:6]
+    with pytest.raises(ValueError, match=r"this problem's parameters w must "
+                       r"have shape \(2,\), got \(2, 1\)"):
+      p.loss(jnp.zeros((2, 1)), x, y, jnp.ones(6))
+    assert np.isfinite(float(p.loss(jnp.zeros(2), x, y, jnp.ones(6))))
 
 
 @pytest.mark.parametrize("N", [10, 40])

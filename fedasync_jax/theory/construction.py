@@ -45,6 +45,9 @@ def _lsq_loss(dim: int, linear: bool, nu: float, center):
   (``+ z.w`` with the linear shift; ``+ nu sum psi(w - center)``)."""
 
   def loss(w, x, y, mask):
+    if jnp.shape(w) != (dim,):  # a (dim, 1) column broadcast silently
+      raise ValueError(f"this problem's parameters w must have shape "
+                       f"({dim},), got {jnp.shape(w)}")
     a, z = _split(x, dim, linear)
     per = 0.5 * (a @ w - y) ** 2
     if linear:
