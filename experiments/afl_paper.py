@@ -104,19 +104,20 @@ def parser(name):
                  help="comma-separated clients per round for figure 3")
   p.add_argument("--seeds", type=common.int_list, default=None,
                  help="comma-separated seeds (default 0,1,2)")
-  p.add_argument("--delay-beta", type=float, default=0.01,
+  p.add_argument("--delay-beta", type=common.number(0, 1e18), default=0.01,
                  help="beta of the delay-aware client rate (the authors' "
                       "code: 0.01)")
   p.add_argument("--test-subset", type=common.positive_int, default=None,
                  help="evaluate on the first N test examples")
-  p.add_argument("--afl-lr", type=float, default=1.0,
+  p.add_argument("--afl-lr", type=common.number(0, 1e18), default=1.0,
                  help="server step of the afl rule toward the round's "
                       "weighted average (rule.afl_lr; 1: the paper)")
   return p
 
 
 def make_config(st, data_path, *, m, rounds, epochs, steps, beta, seed,
-                rule="afl", num_clients=10, selection="uniform"):
+                rule="afl", num_clients=10, selection="uniform",
+                afl_lr=1.0):
   from fedasync_jax import config as config_lib
   client = {"optimizer": "adam", "lr": 1e-3, "batch_size": st["batch"],
             "delay_beta": beta, "epoch_decay": True, "patience": 10}
@@ -130,7 +131,7 @@ def make_config(st, data_path, *, m, rounds, epochs, steps, beta, seed,
                "alpha": 0.5, "seed": seed},
       "model": {"name": st["model"]},
       "client": client,
-      "rule": {"name": rule, "params": (
+      "rule": {"name": rule, "afl_lr": afl_lr, "params": (
           {"clients_per_round": m} if rule == "afl" else None)},
       "delays": {"speeds": "lognormal", "sigma": 1.0, "jitter": "exponential",
                  "mean": 1.0},
@@ -179,7 +180,8 @@ def parse_args(name, argv):
     for rule in ("afl", "fedavg"):  # or ConfigError
       make_config(ctx.st, "(the data file, checked later)", m=ctx.m0,
                   rounds=ctx.rounds, epochs=ctx.epochs, steps=ctx.steps,
-                  beta=args.delay_beta, seed=ctx.seeds[0], rule=rule)
+                  beta=args.delay_beta, seed=ctx.seeds[0], rule=rule,
+                  afl_lr=args.afl_lr)
   return common.parse(parser(name), argv, check)
 
 

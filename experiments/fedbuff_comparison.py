@@ -54,7 +54,6 @@ and FedAvgM with a deadline only, written to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -78,15 +77,6 @@ NAME = "fedbuff_comparison"
 # Command line and devices.
 
 
-def _floats(s):
-  """argparse type: comma-separated numbers."""
-  try:
-    return [float(x) for x in str(s).split(",") if x.strip()]
-  except ValueError:
-    raise argparse.ArgumentTypeError(
-        f"must be comma-separated numbers, got {s!r}") from None
-
-
 def parse_args(argv):
   p = common.base_parser(__doc__.splitlines()[0])
   p.add_argument("--full", action="store_true",
@@ -97,23 +87,27 @@ def parse_args(argv):
                  default=None, help="comma-separated (default 10,100,1000)")
   p.add_argument("--seeds", type=common.int_list, default=None,
                  help="seeds compared (default 1..6; quick 1,2; full 1..10)")
-  p.add_argument("--tune-seed", type=int, default=0,
+  p.add_argument("--tune-seed", type=common.non_negative_int, default=0,
                  help="the seed FedAvgM's grid is tuned on (default 0, "
                       "not among the seeds compared)")
-  p.add_argument("--target", type=float, default=None,
+  p.add_argument("--target", type=common.number(0, 1, low_open=True),
+                 default=None,
                  help="target test accuracy (default 0.90; quick 0.85)")
-  p.add_argument("--budgets", type=common.positive_int_list, default=None,
+  p.add_argument("--budgets", type=common.positive_ints, default=None,
                  help="client updates per run, one per concurrency "
                       "(default 10000,10000,30000; quick half)")
-  p.add_argument("--server-lrs", type=_floats, default=None,
+  p.add_argument("--server-lrs",
+                 type=common.number_list(0, 1e18, low_open=True), default=None,
                  help="FedAvgM grid: server lrs (default 1,2,4)")
-  p.add_argument("--momenta", type=_floats, default=None,
+  p.add_argument("--momenta",
+                 type=common.number_list(0, 1, high_open=True), default=None,
                  help="FedAvgM grid: server momenta (default 0,0.5,0.9)")
-  p.add_argument("--variants", default=None,
+  p.add_argument("--variants", type=common.name_list, default=None,
                  help="comma-separated among " + ",".join(VARIANTS))
   p.add_argument("--clients", type=common.positive_int, default=None,
                  help="population size (default 3000)")
-  p.add_argument("--lr", type=float, default=0.05, help="client SGD lr")
+  p.add_argument("--lr", type=common.number(0, 1e18, low_open=True), default=0.05,
+                 help="client SGD lr")
   p.add_argument("--devices", type=common.positive_int, default=None,
                  help="CPU devices the members are split over (default: "
                       "min(2, cores))")
@@ -131,8 +125,6 @@ def resolve(args):
   if args.tune_seed in args.seeds:
     raise ValueError("--tune-seed must not be among --seeds")
   args.target = args.target or (0.3 if smoke else 0.85 if quick else 0.90)
-  if not 0 < args.target <= 1:
-    raise ValueError(f"--target must be in (0, 1], got {args.target}")
   args.eval_updates = 10 if smoke else None  # else 100, or 250 at C > 100
   args.budgets = args.budgets or [
       50 if smoke else max(10_000, 30 * c) // (2 if quick else 1)
@@ -142,9 +134,9 @@ def resolve(args):
   args.server_lrs = args.server_lrs or (
       [1.0] if smoke else list(FULL_SERVER_LRS if full else SERVER_LRS))
   args.momenta = args.momenta or ([0.0, 0.9] if smoke else list(MOMENTA))
-  names = (args.variants or (
+  names = args.variants or (
       "fedbuff,fedavgm_deadline" if smoke else ",".join(VARIANTS) if full
-      else "fedbuff,fedasync,fedavgm,fedavgm_deadline,fedavgm_oversel")
+      else "fedbuff,fedasync,fedavgm,fedavgm_deadline,fedavgm_oversel"
   ).split(",")
   unknown = [v for v in names if v not in VARIANTS]
   if unknown:
