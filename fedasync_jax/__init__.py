@@ -100,6 +100,6 @@ def __dir__():
   return sorted(set(globals()) | set(_LAYERS) | set(_MODULES) | set(_NAMES))
 
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [*_MODULES, *_NAMES]
