@@ -83,12 +83,13 @@ def parse_args(argv):
                  help="comma-separated seeds (default 0,1,2)")
   p.add_argument("--max-staleness", type=common.int_list, default="4,16",
                  help="comma-separated maximum staleness values")
-  p.add_argument("--prox-rho", type=float, default=0.01,
+  p.add_argument("--prox-rho", type=common.number(0, 1e18), default=0.01,
                  help="proximal weight rho of the local objective")
   p.add_argument("--steps", type=common.positive_int, default=10,
                  help="local SGD steps")
   p.add_argument("--batch", type=common.positive_int, default=32)
-  p.add_argument("--lr", type=float, default=0.05, help="client SGD rate")
+  p.add_argument("--lr", type=common.number(0, 1e18, low_open=True), default=0.05,
+                 help="client SGD rate")
   p.add_argument("--eval-every", type=common.positive_int, default=None,
                  help="evaluation interval in versions (default 50); the "
                       "last version is always evaluated")

@@ -51,16 +51,16 @@ def parse_args(argv):
                       f"full {FULL_UPDATES})")
   p.add_argument("--concurrency", type=common.positive_int, default=None,
                  help="default 50")
-  p.add_argument("--speeds", default=None, help="default lognormal,pareto")
-  p.add_argument("--rules", default=None,
+  p.add_argument("--speeds", type=common.name_list, default=None, help="default lognormal,pareto")
+  p.add_argument("--rules", type=common.name_list, default=None,
                  help="default fedasync,fedbuff,fedavg")
-  p.add_argument("--lr", type=float, default=0.05)
+  p.add_argument("--lr", type=common.number(0, 1e18, low_open=True), default=0.05)
   p.add_argument("--eval-every", type=common.positive_int, default=None,
                  help=f"client updates between evaluations (a multiple of "
                       f"the concurrency and, with fedbuff, of its "
                       f"K={BUFFER_K}; default 100); the last update is "
                       f"always evaluated")
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seed", type=common.non_negative_int, default=0)
   return common.parse(p, argv, resolve)
 
 
@@ -71,10 +71,10 @@ def resolve(args):
   args.updates = args.updates or (100 if smoke else QUICK_UPDATES
                                   if args.quick else FULL_UPDATES)
   args.concurrency = args.concurrency or (5 if smoke else 50)
-  args.speeds = (args.speeds or ("lognormal" if smoke
-                                 else "lognormal,pareto")).split(",")
-  args.rules = (args.rules or ("fedasync,fedavg" if smoke
-                               else "fedasync,fedbuff,fedavg")).split(",")
+  args.speeds = args.speeds or ("lognormal" if smoke
+                                else "lognormal,pareto").split(",")
+  args.rules = args.rules or ("fedasync,fedavg" if smoke
+                              else "fedasync,fedbuff,fedavg").split(",")
   args.eval_every = args.eval_every or (15 if smoke else 100)
   args.clients = 20 if smoke else 1000
   if args.eval_every % args.concurrency:

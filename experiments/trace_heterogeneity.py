@@ -56,12 +56,12 @@ def parse_args(argv):
                  help="number of seeds (default 3)")
   p.add_argument("--concurrency", type=common.positive_int, default=None,
                  help="default 50")
-  p.add_argument("--rules", default=None,
+  p.add_argument("--rules", type=common.name_list, default=None,
                  help="default fedasync,fedbuff,fedavg (smoke: fedasync)")
-  p.add_argument("--device-trace", type=Path, default=None,
+  p.add_argument("--device-trace", type=common.existing_file, default=None,
                  help="FedScale device table (.pkl/.json/.csv); default: "
                       "generated")
-  p.add_argument("--behaviour-trace", type=Path, default=None,
+  p.add_argument("--behaviour-trace", type=common.existing_file, default=None,
                  help="FedScale behaviour trace (.pkl/.json) or "
                       "client,start,end .csv; default: generated")
   p.add_argument("--trust-pickle", action="store_true",
@@ -78,8 +78,8 @@ def resolve(args):
                                   else 10000)
   args.seeds = args.seeds or (1 if args.smoke else 3)
   args.concurrency = args.concurrency or (5 if args.smoke else 50)
-  args.rules = (args.rules or ("fedasync" if args.smoke else
-                               "fedasync,fedbuff,fedavg")).split(",")
+  args.rules = args.rules or ("fedasync" if args.smoke else
+                              "fedasync,fedbuff,fedavg").split(",")
   args.clients = 20 if args.smoke else 1000
   args.eval_every = 20 if args.smoke else 100
   base = base_config(args, "(the data file, checked later)")

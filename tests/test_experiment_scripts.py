@@ -210,8 +210,8 @@ def test_a_refused_run_writes_nothing(tmp_path):
      "--seeds must be comma-separated non-negative integers, got a"),
     ("fedasync_staleness", "--eval-every 0",
      "--eval-every must be a positive integer, got 0"),
-    ("fedasync_staleness", "--prox-rho -1",   # a ConfigError
-     "client.prox_rho must be in [0, 1e+18], got -1.0"),
+    ("fedasync_staleness", "--prox-rho -1",
+     "--prox-rho must be a number in [0, 1e+18], got -1"),
     ("time_to_accuracy", "--updates 0",
      "--updates must be a positive integer, got 0"),
     ("time_to_accuracy", "--eval-every 0",
@@ -225,14 +225,73 @@ def test_a_refused_run_writes_nothing(tmp_path):
                                         "--seeds"),
     ("afl_mnist", "--ms 0,3",
      "--ms must be comma-separated integers >= 1, got 0,3"),
+    # Checked when parsed, not after the first runs wrote their files.
+    ("afl_mnist", "--afl-lr -1", "--afl-lr must be a number in [0, 1e+18], "
+                                 "got -1"),
+    ("afl_mnist", "--afl-lr nan", "--afl-lr must be a number in [0, "
+                                  "1e+18], got nan"),
+    ("afl_mnist", "--delay-beta inf", "--delay-beta must be a number in "
+                                      "[0, 1e+18], got inf"),
+    ("afl_mnist", "--seeds 0,0", "--seeds must not repeat a value, got 0,0"),
+    ("afl_mnist", "--epochs 2 --steps 3",
+     "--epochs and --steps cannot be given together (choose one)"),
+    ("fedbuff_comparison", "--lr -1",
+     "--lr must be a number in (0, 1e+18], got -1"),
+    ("fedbuff_comparison", "--tune-seed -1",
+     "--tune-seed must be an integer in [0, 2147483647], got -1"),
+    ("fedbuff_comparison", "--server-lrs 1,-1",
+     "--server-lrs must be comma-separated numbers in (0, 1e+18], got 1,-1"),
+    ("fedbuff_comparison", "--momenta 1.5",
+     "--momenta must be comma-separated numbers in [0, 1), got 1.5"),
+    ("trace_heterogeneity", "--device-trace /nonexistent.json",
+     "--device-trace must be an existing file, got /nonexistent.json "
+     "(not found)"),
+    ("trace_heterogeneity", "--rules fedasync,fedasync",
+     "--rules must not repeat a name, got fedasync,fedasync"),
+    # A configuration's error names the option typed, not the field.
+    ("time_to_accuracy", "--seed -1",
+     "--seed must be an integer in [0, 2147483647], got -1"),
+    ("time_to_accuracy", "--speeds fast",
+     "--speeds must be one of ['constant', 'uniform', 'exponential', "
+     "'lognormal', 'pareto', 'trace'], got 'fast'"),
+    ("time_to_accuracy", "--rules fedsgd", "--rules must be one of ["),
 ])
 def test_a_bad_option_is_one_line(scripts, capsys, tmp_path, name, argv,
                                   line):
   parse = lambda a: PARSERS[name](scripts, a)  # noqa: E731
   err = _fails(capsys, parse, ["--smoke", *argv.split(), "--out",
                                str(tmp_path / "out")])
-  assert err == f"{_prog()}: error: {line}"
+  assert err.startswith(f"{_prog()}: error: {line}"), err
+  assert line.endswith("[") or err == f"{_prog()}: error: {line}"
   assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["afl_mnist", "fedasync_staleness",
+                                  "fedbuff_comparison"])
+def test_lengths_that_cannot_go_together_are_refused(scripts, capsys,
+                                                     tmp_path, name):
+  """``--quick --full`` (``--quick`` silently won) and ``--smoke`` with
+  either."""
+  parse = lambda a: PARSERS[name](scripts, a)  # noqa: E731
+  for pair in (("--quick", "--full"), ("--smoke", "--quick")):
+    err = _fails(capsys, parse, [*pair, "--out", str(tmp_path / "out")])
+    assert err == (f"{_prog()}: error: {pair[0]} and {pair[1]} cannot be "
+                   f"given together (choose one)")
+  assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", sorted(PARSERS))
+def test_an_out_that_is_a_file_is_refused(scripts, capsys, tmp_path, name):
+  """A file named by ``--out`` (or on its path) is refused when parsed,
+  with or without ``--force`` (it was a FileExistsError traceback)."""
+  (tmp_path / "afile").write_text("not a folder")
+  parse = lambda a: PARSERS[name](scripts, a)  # noqa: E731
+  for out, where in ((tmp_path / "afile", "it"),
+                     (tmp_path / "afile" / "sub", tmp_path / "afile")):
+    err = _fails(capsys, parse, ["--smoke", "--force", "--out", str(out)])
+    assert err == (f"{_prog()}: error: --out {out} must name a folder, but "
+                   f"{where} is a file")
+  assert (tmp_path / "afile").read_text() == "not a folder"
 
 
 def _prog() -> str:
