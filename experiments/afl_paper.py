@@ -256,6 +256,7 @@ def run_all(ctx, data_path, out_dir, say):
       if seed == ctx.seeds[0]:
         runs[label] = r
       common.write_rows(out_dir / "history.csv", rows)
+      say.run_done()
   return rows, runs, feds
 
 
@@ -267,17 +268,21 @@ def main(name, argv=None):
   out_dir, data_path = common.prepare(args, f"afl_{name}", ctx.st["file"])
   say = common.Log(out_dir)
   t = time.perf_counter()
-  rows, runs, feds = run_all(ctx, data_path, out_dir, say)
+  say.plan(len(ctx.seeds) * len(labels(ctx)))
+  with common.interruptible(say):
+    rows, runs, feds = run_all(ctx, data_path, out_dir, say)
   say(f"all runs done ({time.perf_counter() - t:.0f} s)")
   common.write_rows(out_dir / "summary.csv", aggregate(ctx, rows))
   comp = comparisons(ctx, rows)
   figures(ctx, rows, runs, feds, out_dir)
-  (out_dir / "summary.md").write_text(
+  common.write_text(
+      out_dir / "summary.md",
       summary_markdown(ctx, rows, runs, feds, comp, prov, length(ctx)))
   common.write_json(out_dir / "summary.json", {
       "comparisons": comp, "paper": PAPER[name], "seeds": list(ctx.seeds),
       "ms": list(ctx.ms), "rounds": ctx.rounds, "steps": ctx.steps,
       "epochs": ctx.epochs, "wall_s": prov.wall(), "command": prov.command,
       "quick": args.quick, "smoke": args.smoke, "full": args.full})
+  out_dir = common.finish(out_dir)
   say(f"wrote {out_dir}/summary.md ({prov.wall():.0f} s)")
   say.close()

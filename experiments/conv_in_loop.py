@@ -121,7 +121,8 @@ Timings on a shared, noisy 2-core CPU; {steps} steps each.
 ## Provenance
 
 {prov.markdown()}"""
-  (out_dir / "summary.md").write_text(md)
+  common.write_text(out_dir / "summary.md", md)
+  common.finish(out_dir)
   print(md)
 
 

@@ -303,10 +303,13 @@ def main(argv=None):
   prov = common.Provenance()
   out_dir, data_path = common.prepare(args, "fedasync_staleness")
   say = common.Log(out_dir)
-  su = make_setup(args, data_path, say)
-  for mx in args.maxes:
-    for seed in args.seeds:
-      run_setting(args, su, mx, seed, out_dir, say)
+  say.plan(len(args.maxes) * len(args.seeds))  # (max, seed) settings
+  with common.interruptible(say):
+    su = make_setup(args, data_path, say)
+    for mx in args.maxes:
+      for seed in args.seeds:
+        run_setting(args, su, mx, seed, out_dir, say)
+        say.run_done()
   figure(args, su, out_dir)
   agg = aggregates(args, su)
   cl = claims(args, su)
@@ -339,8 +342,10 @@ def main(argv=None):
                      "date": prov.date, "wall_s_before_summary": prov.wall()}}
   common.write_json(out_dir / "summary.json", js)
   common.write_rows(out_dir / "comparisons.csv", comparisons_csv(cl))
-  (out_dir / "summary.md").write_text(
+  common.write_text(
+      out_dir / "summary.md",
       summary_markdown(args, su, agg, cl, js, prov, length(args)))
+  out_dir = common.finish(out_dir)
   say(f"wrote {out_dir}/summary.md ({prov.wall():.0f} s)")
   say.close()
 

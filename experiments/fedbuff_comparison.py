@@ -195,21 +195,29 @@ def main(argv=None):
   say = common.Log(out_dir)
   say(f"{devices} CPU device(s); seeds {args.seeds}; target "
       f"{args.target}; budgets {args.budgets}")
-  env = Env(args, data_path, say)
   rows, hist, tuned = [], [], {}
   perf = {"tune_updates": 0, "compare_updates": 0, "sweep_wall_s": 0.0,
           "devices": devices}
-  for C, budget in zip(args.concurrency, args.budgets):
-    if any(VARIANTS[v][0] == "fedavgm" for v in args.variants):
-      tuned[C], w, u = tune(env, C, budget, rows, hist)
-      perf["tune_updates"] += u
-      perf["sweep_wall_s"] += w
-    for v in args.variants:
-      w, u = compare(env, C, v, budget, tuned.get(C), rows, hist)
-      perf["compare_updates"] += u
-      perf["sweep_wall_s"] += w
-      common.write_rows(out_dir / "results.csv", rows)
-      common.write_rows(out_dir / "history.csv", hist)
+  tunes = any(VARIANTS[v][0] == "fedavgm" for v in args.variants)
+  # One "run" is a tuning sweep or a compared variant's sweep over seeds.
+  say.plan(len(args.concurrency) * (len(args.variants) + tunes))
+  with common.interruptible(say):
+    env = Env(args, data_path, say)
+    for C, budget in zip(args.concurrency, args.budgets):
+      if tunes:
+        tuned[C], w, u = tune(env, C, budget, rows, hist)
+        perf["tune_updates"] += u
+        perf["sweep_wall_s"] += w
+        common.write_rows(out_dir / "results.csv", rows)
+        common.write_rows(out_dir / "history.csv", hist)
+        say.run_done()
+      for v in args.variants:
+        w, u = compare(env, C, v, budget, tuned.get(C), rows, hist)
+        perf["compare_updates"] += u
+        perf["sweep_wall_s"] += w
+        common.write_rows(out_dir / "results.csv", rows)
+        common.write_rows(out_dir / "history.csv", hist)
+        say.run_done()
   perf["updates_run"] = perf["tune_updates"] + perf["compare_updates"]
   perf["full_estimate_s"] = full_estimate(args, perf)
   perf["full_updates"] = full_updates(args, perf)
@@ -223,8 +231,10 @@ def main(argv=None):
   agg["provenance"] = {"command": prov.command, "machine": prov.machine,
                        "date": prov.date}
   common.write_json(out_dir / "summary.json", agg)
-  (out_dir / "summary.md").write_text(
+  common.write_text(
+      out_dir / "summary.md",
       summary_markdown(args, env, agg, tabs, claims, prov, length(args)))
+  out_dir = common.finish(out_dir)
   say(f"wrote {out_dir}/summary.md ({prov.wall():.0f} s)")
   say.close()
 

@@ -205,15 +205,14 @@ def main(argv=None):
   prov = common.Provenance()
   out = common.output_dir(args, "jax_function")
   log = common.Log(out)
-  with jax.enable_x64(True):
+  with common.interruptible(log), jax.enable_x64(True):
     loss = setup(args)
     res = {"gradients": gradients(loss, log),
            "exponents": exponent_sweep(loss, args.num_a, log),
            "tuning": tune(loss, args.meta_steps, log)}
   common.results.write_json(out / "results.json", res)
-  tmp = out / "summary.md.tmp"
-  tmp.write_text(summary(args, res, prov))
-  tmp.replace(out / "summary.md")
+  common.write_text(out / "summary.md", summary(args, res, prov))
+  out = common.finish(out)
   log(f"wrote {out}")
   log.close()
   return 0

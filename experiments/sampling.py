@@ -136,6 +136,7 @@ def part_b(args, st, data_path, fed, mean, out_dir, say):
       runs[(sel, seed)] = r
       hist.extend({"selection": sel, "seed": seed, **e} for e in r.history)
       common.write_rows(out_dir / "history.csv", hist)
+      say.run_done()
   return runs
 
 
@@ -297,10 +298,14 @@ def main(argv=None):
     counts100 = np.array([len(q) for q in partition.dirichlet(
         raw["y_train"], 100, alpha=0.5, seed=0)], float)
   a = part_a(fed.train.counts.astype(float), counts100, args.a_seeds, say)
-  runs = part_b(args, st, data_path, fed, mean, out_dir, say)
+  say.plan(len(SCHEMES) * len(args.seeds))  # part B's training runs
+  with common.interruptible(say):
+    runs = part_b(args, st, data_path, fed, mean, out_dir, say)
   figure(args, a, runs, out_dir)
-  (out_dir / "summary.md").write_text(
+  common.write_text(
+      out_dir / "summary.md",
       summary_markdown(args, base, a, runs, prov))
+  out_dir = common.finish(out_dir)
   say(f"wrote {out_dir}/summary.md ({prov.wall():.0f} s)")
   say.close()
 

@@ -13,6 +13,7 @@ produced it: the markdown and JSON inside, each CSV in a sidecar
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shlex
@@ -57,9 +58,13 @@ def parse_args(doc: str, base: str, argv=None):
 
 
 def out_dir(args=None) -> Path:
-  """``--out``, a temporary folder for ``--smoke``, else a new
-  ``runs/theory-<UTC time>`` (never ``RESULTS``, the recorded results,
-  unless ``--out`` names it)."""
+  """The folder a run writes into, made before any computing (so that a
+  folder that cannot be made stops the run at once): a new partial sibling
+  (``common.partial_dir``) of ``--out``, of a temporary folder for
+  ``--smoke``, else of a new ``runs/theory-<UTC time>`` (never
+  ``RESULTS``, the recorded results, unless ``--out`` names it);
+  ``finish`` moves this run's files into place, leaving the other
+  scripts' files there."""
   if args is not None and args.out is not None:
     path = Path(args.out)
   elif args is not None and args.smoke:
@@ -70,8 +75,39 @@ def out_dir(args=None) -> Path:
     i = 1
     while path.exists():
       path, i = path.with_name(f"theory-{stamp}-{i}"), i + 1
-  path.mkdir(parents=True, exist_ok=True)
-  return path
+  return common.partial_dir(path)
+
+
+def finish(out: Path) -> Path:
+  """Moves the run's partial folder into place (``common.finish``);
+  returns the final folder."""
+  return common.finish(out)
+
+
+def length_line(args, sizes) -> str:
+  """The run's length line, first in its markdown (as every summary's:
+  ``common.run_length``): ``SMOKE RUN ...``, ``Full-length run.`` or
+  ``SHORTENED RUN (`--quick`): <size> <value> (full <value>), ...`` naming
+  every size that differs from the full run's; ``sizes(args)`` gives the
+  run's sizes (a dict), the full run's for an ``args`` without
+  ``--quick`` and ``--smoke``."""
+  from types import SimpleNamespace
+  if args.smoke:
+    return common.SMOKE_TEXT
+  used = sizes(args)
+  full = sizes(SimpleNamespace(**{**vars(args), "quick": False,
+                                  "smoke": False}))
+
+  def shown(v):
+    if isinstance(v, (list, tuple, np.ndarray)):
+      return ",".join(f"{x:g}" for x in np.asarray(v, float).tolist())
+    return f"{v:,}" if isinstance(v, int) else str(v)
+  off = [k for k in used if shown(used[k]) != shown(full[k])]
+  if not off:
+    return common.FULL_TEXT + "."
+  return ("SHORTENED RUN" + (" (`--quick`)" if args.quick else "") + ": "
+          + ", ".join(f"{k} {shown(used[k])} (full {shown(full[k])})"
+                      for k in off) + ".")
 
 
 def run_name(base: str, args) -> str:
@@ -87,11 +123,12 @@ def provenance_path(path: Path) -> Path:
 def write_csv(path: Path, rows: list[dict]) -> None:
   """A plain CSV (header first, readable by ``csv.DictReader`` and
   ``np.genfromtxt(names=True)``) and its ``provenance_path`` sidecar."""
-  with open(path, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-  provenance_path(path).write_text(f"produced by: {command()}\n")
+  text = io.StringIO(newline="")
+  w = csv.DictWriter(text, fieldnames=list(rows[0]))
+  w.writeheader()
+  w.writerows(rows)
+  common.write_text(path, text.getvalue())
+  common.write_text(provenance_path(path), f"produced by: {command()}\n")
 
 
 def _plain(x):
@@ -110,13 +147,15 @@ def _plain(x):
 
 def write_json(path: Path, obj: dict) -> None:
   obj = {"command": command(), **obj}
-  with open(path, "w") as f:
-    json.dump(_plain(obj), f, indent=1)
+  common.write_text(path, json.dumps(_plain(obj), indent=1))
 
 
-def write_md(path: Path, title: str, body: str) -> None:
-  with open(path, "w") as f:
-    f.write(f"# {title}\n\nProduced by:\n\n    {command()}\n\n{body}\n")
+def write_md(path: Path, title: str, body: str, length: str = "") -> None:
+  """The run's markdown, written atomically; ``length`` (the run's length
+  line, ``length_line``) comes first, after the title."""
+  head = f"{length}\n\n" if length else ""
+  common.write_text(path, f"# {title}\n\n{head}Produced by:\n\n"
+                          f"    {command()}\n\n{body}\n")
 
 
 def pyplot():

@@ -178,16 +178,21 @@ with replacement); blocks of m consecutive dispatches inside a pass
   return body
 
 
+def sizes(args):
+  """``(Monte Carlo trials, scheduler passes)`` of the run."""
+  return ((200, 20) if args.smoke else (5_000, 200) if args.quick
+          else (50_000, 2_000))
+
+
 def main():
   args = tc.parse_args(__doc__, "theory_sampling")
-  trials = 200 if args.smoke else 5_000 if args.quick else 50_000
-  passes = 20 if args.smoke else 200 if args.quick else 2_000
+  out = tc.out_dir(args)  # before the work: a bad folder stops it at once
+  trials, passes = sizes(args)
   timer = tc.Timer()
   records = monte_carlo(trials)
   sched_rows, sched_N = scheduler_rows(passes)
   records += sched_rows
   wall = timer()
-  out = tc.out_dir(args)
   name = tc.run_name("theory_sampling", args)
   tc.write_csv(out / f"{name}.csv", records)
   finite = [r for r in records if np.isfinite(r["ratio"])]
@@ -201,7 +206,10 @@ def main():
   body = markdown(records, trials, passes, sched_N, worst, zero_max, wall,
                   name)
   tc.write_md(out / f"{name}.md",
-              "Experiment 4: sampling with vs without replacement", body)
+              "Experiment 4: sampling with vs without replacement", body,
+              tc.length_line(args, lambda a: dict(zip(
+                  ("Monte Carlo trials", "scheduler passes"), sizes(a)))))
+  tc.finish(out)
   print(body)
 
 

@@ -481,8 +481,8 @@ gamma, seed) numbers: `{name}.csv`; everything: `{name}.json`.
 
 def main():
   args = tc.parse_args(__doc__, "theory_staleness_bound")
+  out = tc.out_dir(args)  # before the work: a bad folder stops it at once
   m = measure(args)
-  out = tc.out_dir(args)
   name = tc.run_name("theory_staleness_bound", args)
   tc.write_csv(out / f"{name}.csv", m.records)
   tc.write_json(out / f"{name}.json", summary(m))
@@ -490,7 +490,8 @@ def main():
   body = markdown(m, name)
   tc.write_md(out / f"{name}.md",
               "Experiment 2: the staleness bounds inside their conditions",
-              body)
+              body, tc.length_line(args, sizes))
+  tc.finish(out)
   print(body)
 
 

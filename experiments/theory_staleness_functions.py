@@ -61,11 +61,15 @@ def member_records(members, outs, fns, names):
   return records
 
 
+def sizes(args):
+  """``(T, seeds)`` of the run."""
+  return (100, 1) if args.smoke else (2000, 3) if args.quick else (4000, 8)
+
+
 def measure(args):
   """The problem, the one sweep of every member, and the per-member
   records and per-cell means (a namespace)."""
-  T, seeds = (100, 1) if args.smoke else (2000, 3) if args.quick else (
-      4000, 8)
+  T, seeds = sizes(args)
   conc, alpha, local_steps = 16, 0.5, 2
   p = theory.nonconvex(num_clients=100, examples_per_client=20, dim=10,
                        lipschitz=1.0, mu=0.1, nu=0.5, zeta2=1.0, sigma2=1.0,
@@ -237,15 +241,18 @@ numbers (with the AFL-style step-weighted average): `{name}.csv`.
 
 def main():
   args = tc.parse_args(__doc__, "theory_staleness_functions")
+  out = tc.out_dir(args)  # before the work: a bad folder stops it at once
   ns = measure(args)
-  out = tc.out_dir(args)
   name = tc.run_name("theory_staleness_functions", args)
   tc.write_csv(out / f"{name}.csv", ns.records)
   tc.write_json(out / f"{name}.json", summary(ns))
   plot(ns, out / f"{name}.png")
   body = markdown(ns, name)
   tc.write_md(out / f"{name}.md",
-              "Experiment 3: staleness functions x delay distributions", body)
+              "Experiment 3: staleness functions x delay distributions", body,
+              tc.length_line(args, lambda a: dict(zip(("T", "seeds"),
+                                                      sizes(a)))))
+  tc.finish(out)
   print(body)
 
 

@@ -135,6 +135,7 @@ def run_all(args, data_path, out_dir, say):
       runs[(sp, rn)] = (cfg, r)
       hist.extend({"speeds": sp, "rule": rn, **e} for e in r.history)
       common.write_rows(out_dir / "history.csv", hist)
+      say.run_done()
   return base, fed, runs
 
 
@@ -282,11 +283,14 @@ def main(argv=None):
   prov = common.Provenance()
   out_dir, data_path = common.prepare(args, "time_to_accuracy")
   say = common.Log(out_dir)
-  base, fed, runs = run_all(args, data_path, out_dir, say)
+  say.plan(len(args.speeds) * len(args.rules))
+  with common.interruptible(say):
+    base, fed, runs = run_all(args, data_path, out_dir, say)
   figures(args, runs, out_dir)
   lines = table(args, runs, out_dir)
   md = summary_markdown(args, base, fed, lines, notes_of(args, runs), prov)
-  (out_dir / "summary.md").write_text(md)
+  common.write_text(out_dir / "summary.md", md)
+  out_dir = common.finish(out_dir)
   say(f"wrote {out_dir}/summary.md ({prov.wall():.0f} s)")
   say.close()
 

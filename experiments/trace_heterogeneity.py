@@ -162,6 +162,7 @@ def run_all(args, data_path, out_dir, say):
                  for e in r.history]
         common.write_rows(out_dir / "history.csv", hist)
         common.write_rows(out_dir / "staleness.csv", stale_rows)
+        say.run_done()
   return list(conditions), runs, hist, files
 
 
@@ -333,15 +334,22 @@ def main(argv=None):
   prov = common.Provenance()
   out_dir, data_path = common.prepare(args, "trace_heterogeneity")
   say = common.Log(out_dir)
-  conds, runs, hist, files = run_all(args, data_path, out_dir, say)
+  say.plan(2 * len(args.rules) * args.seeds)  # lognormal and trace
+  with common.interruptible(say):
+    conds, runs, hist, files = run_all(args, data_path, out_dir, say)
   common.write_rows(out_dir / "runs.csv",
                     [{"delays": c, "rule": r, "seed": s, **v}
                      for (c, r, s), v in runs.items()])
   rows = summarize(args, conds, runs)
   common.write_rows(out_dir / "summary.csv", rows)
   figures(args, conds, hist, out_dir / "staleness.csv", out_dir)
-  (out_dir / "summary.md").write_text(
+  final = common.target_of(out_dir)  # the generated trace's final place
+  files = [final / Path(f).relative_to(out_dir)
+           if Path(f).is_relative_to(out_dir) else f for f in files]
+  common.write_text(
+      out_dir / "summary.md",
       summary_markdown(args, rows, files, prov))
+  out_dir = common.finish(out_dir)
   say(f"wrote {out_dir}/summary.md ({prov.wall():.0f} s)")
   say.close()
 

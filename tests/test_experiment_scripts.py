@@ -423,3 +423,105 @@ def test_every_repository_file_cited_by_the_experiments_exists():
                     for m in pattern.findall(t.read_text())
                     if not (ROOT / m).exists()})
   assert not missing, missing
+
+
+# ---------------------------------------------------------------------------
+# 11. Outputs replace a recording only when complete; Ctrl-C; length lines.
+
+
+def test_a_run_replaces_its_folder_only_when_it_finishes(scripts, tmp_path):
+  """A run writes into ``<out>.partial-<time>``; the earlier recording is
+  untouched until ``finish``, which replaces the same names and keeps the
+  rest (another theory script's files)."""
+  c = scripts.common
+  target = tmp_path / "results"
+  target.mkdir()
+  (target / "summary.md").write_text("old summary")
+  (target / "other.md").write_text("another script's")
+  out = c.partial_dir(target)
+  assert out.parent == tmp_path and out.name.startswith("results.partial-")
+  assert c.target_of(out) == target
+  c.write_text(out / "summary.md", "new summary")
+  assert (target / "summary.md").read_text() == "old summary"
+  assert c.finish(out) == target
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+  assert (target / "summary.md").read_text() == "new summary"
+  assert (target / "other.md").read_text() == "another script's"
+
+
+def test_a_theory_script_makes_its_folder_before_computing(
+    scripts, tmp_path, monkeypatch):
+  """The folder comes first, so a stopped or failed computation leaves
+  the partial folder, and ``--out`` exists before any work."""
+  tr = scripts.theory_rate
+
+  def stopped(args):
+    raise KeyboardInterrupt("SIGINT")
+  monkeypatch.setattr(tr, "measure", stopped)
+  monkeypatch.setattr(sys, "argv", ["experiments/theory_rate.py", "--smoke",
+                                    "--out", str(tmp_path / "out")])
+  with pytest.raises(KeyboardInterrupt):
+    tr.main()
+  [partial] = tmp_path.iterdir()
+  assert partial.name.startswith("out.partial-")
+
+
+def test_theory_markdown_opens_with_its_length(scripts, tmp_path,
+                                               monkeypatch):
+  tc, tr = scripts.theory_common, scripts.theory_rate
+  quick = SimpleNamespace(quick=True, smoke=False)
+  assert tr.length(quick) == (
+      "SHORTENED RUN (`--quick`): horizons T 250,500,1000,2000,4000 (full "
+      "500,1000,2000,4000,8000,16000), seeds 8 (full 32).")
+  assert tr.length(SimpleNamespace(quick=False, smoke=False)) == (
+      "Full-length run.")
+  monkeypatch.setattr(sys, "argv", ["experiments/theory_rate.py", "--quick"])
+  tc.write_md(tmp_path / "t.md", "Title", "body", tr.length(quick))
+  assert (tmp_path / "t.md").read_text().splitlines()[2].startswith(
+      "SHORTENED RUN (`--quick`): horizons T")
+
+
+def test_summaries_are_written_through_the_atomic_writer():
+  """No script writes an output with a plain ``write_text`` or
+  ``open(..., "w")`` (a run stopped mid-write left a torn summary.md):
+  ``common.write_text`` / ``write_rows`` / ``write_json`` do it."""
+  import re
+  plain = re.compile(r"(?<!common)\.write_text\(|open\([^)]*[\"']wb?[\"']")
+  found = [f"{p.name}:{i}" for p in sorted(EXP.glob("*.py"))
+           if p.name != "common.py"
+           for i, line in enumerate(p.read_text().splitlines(), 1)
+           if plain.search(line)]
+  assert not found, found
+
+
+def test_ctrl_c_keeps_the_recording_and_says_how_far_it_got(tmp_path):
+  """SIGINT after the first of two runs: exit status 130, the line
+  ``interrupted (SIGINT) after 1 of 2 runs; completed runs are in
+  history.csv`` in the partial folder's log, and the earlier recording
+  (a ``--force`` target) unchanged."""
+  import os
+  import signal
+  import time
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "summary.md").write_text("earlier recording")
+  env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+             MPLBACKEND="Agg")
+  p = subprocess.Popen(
+      [sys.executable, str(EXP / "time_to_accuracy.py"), "--smoke", "--out",
+       str(out), "--force"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  t0 = time.time()
+  while not list(tmp_path.glob("out.partial-*/history.csv")):
+    assert p.poll() is None and time.time() - t0 < 120, p.communicate()
+    time.sleep(0.05)
+  p.send_signal(signal.SIGINT)
+  _, err = p.communicate(timeout=60)
+  assert p.returncode == 130, err
+  [partial] = tmp_path.glob("out.partial-*")
+  last = (partial / "log.txt").read_text().splitlines()[-1]
+  assert last.startswith("interrupted (SIGINT) after 1 of 2 runs; completed "
+                         "runs are in history.csv"), last
+  assert f"{out} is unchanged" in last
+  assert [f.name for f in out.iterdir()] == ["summary.md"]
+  assert (out / "summary.md").read_text() == "earlier recording"
