@@ -85,6 +85,23 @@ def resolve(args):
   base = base_config(args, "(the data file, checked later)")
   for rn in args.rules:  # every rule is known (or ConfigError)
     common.with_fields(base, rule={"name": rn})
+  check_traces(args)
+
+
+def check_traces(args) -> None:
+  """Reads the given trace files once, so that one that cannot be read
+  (format, contents, a pickle without ``--trust-pickle``) stops the run
+  before anything is written (``ValueError`` naming the option)."""
+  from fedasync_jax.sim import trace_files
+  for option, path, read in (
+      ("--device-trace", args.device_trace, trace_files.read_device_table),
+      ("--behaviour-trace", args.behaviour_trace,
+       trace_files.read_availability)):
+    if path is not None:
+      try:
+        read(path, trust_pickle=bool(args.trust_pickle))
+      except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{option}: {e}") from None
 
 
 LENGTH_OPTIONS = {"--updates": "updates", "--seeds": "seeds",

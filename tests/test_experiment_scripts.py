@@ -266,6 +266,19 @@ def test_a_bad_option_is_one_line(scripts, capsys, tmp_path, name, argv,
   assert not (tmp_path / "out").exists()
 
 
+def test_an_unreadable_trace_is_refused_when_parsed(scripts, capsys,
+                                                    tmp_path):
+  """A trace file that exists but cannot be read stops the run before it
+  writes anything (it failed after the lognormal half of the runs)."""
+  bad = tmp_path / "device.json"
+  bad.write_text('{"0": {"computation": "fast"}}')
+  err = _fails(capsys, scripts.trace_heterogeneity.parse_args,
+               ["--smoke", "--device-trace", str(bad), "--out",
+                str(tmp_path / "out")])
+  assert err.startswith(f"{_prog()}: error: --device-trace: {bad}: "), err
+  assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("name", ["afl_mnist", "fedasync_staleness",
                                   "fedbuff_comparison"])
 def test_lengths_that_cannot_go_together_are_refused(scripts, capsys,
