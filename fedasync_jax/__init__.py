@@ -12,6 +12,7 @@ The package is layered; each layer imports only the ones listed before it:
   package), ``conv``;
 * ``fedasync_jax.sim``: event schedules in numpy (``delays``,
   ``selection``, ``scheduler``, ``faults``), per-task inputs (``tasks``),
+  what a run's inputs must satisfy (``contract``),
   the vectorized executor (``plan``, ``strategies``, ``program``,
   ``driver``, ``executor``, ``sweep``), the simulator as one pure function
   (``pure``), the oracle (``reference``) and ``compile_cache``;
@@ -49,7 +50,7 @@ _MODULES = {
         **{m: f"fedasync_jax.run.{m}" for m in (
         "cli", "config", "demo", "experiment", "results")},
     **{m: f"fedasync_jax.sim.{m}" for m in (
-        "compile_cache", "delays", "executor", "faults", "plan",
+        "compile_cache", "contract", "delays", "executor", "faults", "plan",
         "prescribed", "pure", "reference", "scheduler", "selection",
         "sweep", "tasks", "xla_cpu")},
 }

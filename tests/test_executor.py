@@ -344,7 +344,7 @@ def test_sweep_shared_schedule_equals_separate_runs(path):
                              max_staleness=4)
   grid = {"alpha": jnp.array([0.3, 0.9])}
   # (The rule's cutoff is the schedule's: with none, the two counted
-  # versions differently, which tasks.check_rule_fits now refuses.)
+  # versions differently, which contract.check_rule_fits now refuses.)
   make_rule = lambda hp: rules.fedasync(hp["alpha"], staleness.cutoff(
       staleness.polynomial(0.5), 4))
   keys = jax.random.split(jax.random.key(0), 2)

@@ -14,6 +14,7 @@ import pytest
 from conftest import lsq_loss, make_lsq_data
 from fedasync_jax import (client, executor, models, prescribed, reference,
                           rules, scheduler, staleness, tasks)
+from fedasync_jax.sim import contract
 
 
 def walk(s):
@@ -234,4 +235,4 @@ def test_a_rule_that_would_not_realise_the_staleness_is_refused(rule,
       with pytest.raises(ValueError, match=match):
         run(rule, upd, params, ds, s, key=jax.random.key(0))
   loose = rules.fedasync(0.5, staleness.cutoff(staleness.constant(), 4))
-  tasks.check_rule_fits(loose, [s])
+  contract.check_rule_fits(loose, [s])

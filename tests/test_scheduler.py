@@ -296,9 +296,9 @@ def _schedules_of_every_kind():
 
 
 def test_schedules_of_every_kind_agree_with_themselves():
-  from fedasync_jax.sim import tasks
+  from fedasync_jax.sim import contract
   for name, s in _schedules_of_every_kind().items():
-    tasks.check_schedule_consistent(s)  # raises naming the fault
+    contract.check_schedule_consistent(s)  # raises naming the fault
 
 
 def test_an_edited_schedule_is_refused_by_every_simulator(lsq, lsq_update):
@@ -307,7 +307,7 @@ def test_an_edited_schedule_is_refused_by_every_simulator(lsq, lsq_update):
   measured its own and the tracker trained from other versions, three
   results without an error."""
   from fedasync_jax import executor, reference, rules, theory
-  from fedasync_jax.sim import tasks
+  from fedasync_jax.sim import contract
   ds, _ = lsq
   s = scheduler.asynchronous(
       delays.delay_model(np.ones(ds.num_clients), np.arange(
@@ -335,7 +335,7 @@ def test_an_edited_schedule_is_refused_by_every_simulator(lsq, lsq_update):
   rule, w0, key = rules.fedasync(0.5), jnp.zeros(5), jax.random.key(0)
   for edited, match in edits:
     with pytest.raises(ValueError, match=match):
-      tasks.check_schedule_consistent(edited)
+      contract.check_schedule_consistent(edited)
   edited, match = edits[0]
   for call in (lambda: executor.simulate(rule, lsq_update, w0, ds, edited,
                                          key=key),

@@ -53,7 +53,7 @@ class ServerRule(NamedTuple):
   ``0..staleness.PROBE`` checked when the rule was built.
 
   A rule of your own keeps the built-in rules' contract, which every
-  simulator checks before it runs (``sim.tasks.check_rule_contract``): its
+  simulator checks before it runs (``sim.contract.check_rule_contract``): its
   state is a NamedTuple with at least ``params``, ``version`` (the integer
   server version), ``applied`` and ``dropped`` (counters; a dropped update
   changes nothing but ``dropped``), and ``apply`` reads only the result

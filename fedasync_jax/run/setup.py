@@ -2,9 +2,8 @@
 
 Every factory here reads a validated ``config.Config``; the families behind
 the names (rules, staleness functions, optimizers, speed distributions,
-selections, models) are built through their registries
-(``members.build_member``), so a member registered anywhere runs from a
-configuration without a change here.
+selections, models) are built through their registries (``members``), so a
+member registered anywhere runs from a configuration without a change here.
 
 Example:
   >>> from fedasync_jax import config
@@ -34,8 +33,8 @@ from fedasync_jax.data import datasets, images, synthetic
 from fedasync_jax.run import members, schema
 from fedasync_jax.run.members import make_staleness  # noqa: F401
 from fedasync_jax.run.schema import ConfigError
-from fedasync_jax.sim import (delays, scheduler, selection, tasks, trace_files,
-                              traces)
+from fedasync_jax.sim import delays, scheduler, tasks, trace_files, traces
+from fedasync_jax.sim.selection import needs_weights
 
 
 class Setup(NamedTuple):
@@ -384,21 +383,20 @@ def make_delays(cfg, fed: data.FederatedData, *,
     raise ConfigError("delays.lose_offline needs delays.availability_trace "
                       "or delays.availability_period")
   with naming("delays"):
-    return delays.delay_model(speeds, work, jitter=d.jitter,
-                              jitter_sigma=d.jitter_sigma,
-                              comm_time=comm, dropout=d.dropout,
-                              availability=avail, lose_offline=d.lose_offline)
+    return delays.delay_model(
+        speeds, work, jitter=d.jitter, jitter_sigma=d.jitter_sigma,
+        comm_time=comm, dropout=d.dropout, availability=avail,
+        lose_offline=d.lose_offline)
 
 
 def load_traces(cfg, fed: data.FederatedData) -> trace_files.Loaded:
   """The device table (``delays.speeds=trace`` with a table in
-  ``delays.trace_path``) and availability trace
-  (``delays.availability_trace``) of a run, mapped onto its clients;
-  ``mapping`` records which trace row each client follows.
+  ``delays.trace_path``) and availability trace (``delays.availability_trace``)
+  of a run, mapped onto its clients; ``mapping`` records which trace row
+  each client follows.
 
   Raises:
-    config.ConfigError: naming the field whose file is unreadable or
-      invalid.
+    config.ConfigError: naming the field whose file is unreadable or invalid.
   """
   d = cfg.delays
   table = (d.trace_path if d.speeds == "trace" and d.trace_path is not None
@@ -443,11 +441,9 @@ def make_schedule(cfg, fed: data.FederatedData, rule: rules.ServerRule, *,
   from ``delay_model`` (default: ``make_delays(cfg, fed)``)."""
   run = cfg.run
   dm = make_delays(cfg, fed) if delay_model is None else delay_model
-  kind = run.selection
-  if rule.synchronous and kind == "uniform":
-    kind = "without_replacement"
-  weights = (fed.train.counts.astype(float)
-             if selection.needs_weights(kind) else None)
+  kind = ("without_replacement" if rule.synchronous
+          and run.selection == "uniform" else run.selection)
+  weights = fed.train.counts * 1.0 if needs_weights(kind) else None
   if rule.synchronous:
     rounds = run.num_rounds or max(1, run.num_updates // run.concurrency)
     return scheduler.synchronous(

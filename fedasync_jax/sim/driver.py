@@ -37,7 +37,8 @@ from fedasync_jax.sim.checkpoint import (  # noqa: F401  (driver.Checkpoint)
 from fedasync_jax.sim.program import evaluate
 from fedasync_jax.sim.scheduler import Schedule
 from fedasync_jax.sim.strategies import NO_LANE
-from fedasync_jax.sim.tasks import check_followed, eval_points
+from fedasync_jax.sim.contract import check_followed
+from fedasync_jax.sim.tasks import eval_points
 
 
 def program_options(strategy, mesh=None) -> tuple:

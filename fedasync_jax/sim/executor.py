@@ -51,11 +51,12 @@ from fedasync_jax.sim.program import (cached, device_data, make_program,
                                       signature, strong_arrays)
 from fedasync_jax.sim.scheduler import Schedule
 from fedasync_jax.sim.strategies import BATCHINGS, default_batching  # noqa: F401
-from fedasync_jax.sim.tasks import (check_client_fits, check_eval_every,
-                                    check_hparams, check_params_fit,
-                                    check_rule_contract,
-                                    check_rule_fits, check_schedules,
-                                    pad_tasks, rule_maker, task_hparams)
+from fedasync_jax.sim.contract import (check_client_fits,
+                                       check_rule_contract, check_rule_fits,
+                                       check_schedules)
+from fedasync_jax.sim.tasks import (check_eval_every, check_hparams,
+                                    check_params_fit, pad_tasks, rule_maker,
+                                    task_hparams)
 
 
 def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],

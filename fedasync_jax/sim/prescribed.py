@@ -152,7 +152,7 @@ def from_staleness(staleness, *, num_clients: int,
       "lost_updates": 0,
       "max_in_flight": max_in_flight,
       # what the rule must do for the staleness to be realised
-      # (``tasks.check_rule_fits`` refuses another rule)
+      # (``contract.check_rule_fits`` refuses another rule)
       "arrivals_per_version": 1,
       "max_staleness": None,
   }

@@ -64,9 +64,10 @@ from fedasync_jax.sim import driver, strategies
 from fedasync_jax.sim import plan as plan_lib
 from fedasync_jax.sim.program import DeviceData, device_data, make_program
 from fedasync_jax.sim.scheduler import Schedule
-from fedasync_jax.sim.tasks import (check_client_fits, check_hparams,
-                                    check_params_fit, check_rule_contract,
-                                    check_rule_fits, check_schedules,
+from fedasync_jax.sim.contract import (check_client_fits,
+                                       check_rule_contract, check_rule_fits,
+                                       check_schedules)
+from fedasync_jax.sim.tasks import (check_hparams, check_params_fit,
                                     pad_tasks, rule_maker, task_hparams)
 
 
@@ -196,7 +197,7 @@ def run(make_rule: Union[ServerRule, Callable[[Any], ServerRule]],
       naming the argument, as ``executor.simulate`` does: ``prepared``
       not from ``prepare``/``stack`` (or stacked without one member's
       ``steps``, ``hparams`` and ``init_snap``), ``key`` not one PRNG key,
-      a rule the schedule was not drawn for (``tasks.check_rule_fits``),
+      a rule the schedule was not drawn for (``contract.check_rule_fits``),
       data of another client count or with a client larger than
       ``client.max_examples``, an ``eval_fn`` that ``prepared`` never
       calls, ``params`` the client update cannot train

@@ -41,11 +41,11 @@ from fedasync_jax.sim import scheduler as sched_lib
 from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.data import ClientDataset
 from fedasync_jax.core.types import RunResult, ServerRule, evaluation
-from fedasync_jax.sim.tasks import (check_client_fits, check_eval_every,
-                                    check_hparams, check_params_fit,
-                                    check_followed, check_rule_contract,
-                                    check_rule_fits, check_schedules,
-                                    task_hparams)
+from fedasync_jax.sim.contract import (check_client_fits, check_followed,
+                                       check_rule_contract, check_rule_fits,
+                                       check_schedules)
+from fedasync_jax.sim.tasks import (check_eval_every, check_hparams,
+                                    check_params_fit, task_hparams)
 
 
 def _index(tree, i):

@@ -341,7 +341,7 @@ class _AsyncLoop:
         "num_versions": self.version,
         "skipped_dispatches": self.skipped,
         "lost_updates": int(np.sum(np.asarray(b.lost)[done])),
-        # What the schedule was drawn for (``tasks.check_rule_fits``).
+        # What the schedule was drawn for (``contract.check_rule_fits``).
         "arrivals_per_version": self.per_version,
         "max_staleness": self.max_staleness,
     }

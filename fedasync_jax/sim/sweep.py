@@ -60,7 +60,7 @@ from fedasync_jax.core import checks
 from fedasync_jax.core.client import ClientHParams, ClientUpdate
 from fedasync_jax.core.types import RunResult, ServerRule
 from fedasync_jax.data import ClientDataset
-from fedasync_jax.sim import driver, strategies, tasks
+from fedasync_jax.sim import contract, driver, strategies, tasks
 from fedasync_jax.sim.checkpoint import run_digest
 from fedasync_jax.sim.program import (cached, device_data, make_program,
                                       signature, strong_arrays)
@@ -146,7 +146,7 @@ def _member_schedules(schedules, M, data) -> list:
   if len(scheds) != M:
     raise ValueError(f"schedules must be one Schedule or {M} of them, got "
                      f"{len(scheds)}")
-  tasks.check_schedules(scheds, data.num_clients)
+  contract.check_schedules(scheds, data.num_clients)
   return scheds
 
 
@@ -208,7 +208,7 @@ def _compiled(make_rule, client, strategy, eval_fn, plans, axes,
   def build():
     tasks.check_params_fit(client, one_params, dev, jax.tree.map(
         lambda a: a[0], hp_table), key_like)
-    tasks.check_rule_contract(make_rule(jax.tree.map(
+    contract.check_rule_contract(make_rule(jax.tree.map(
         lambda a: jnp.asarray(a)[0], rule_hp)), one_params)
     prog = make_program(make_rule, client, strategy, eval_fn=eval_fn,
                         params_like=one_params, data_like=dev,
@@ -312,13 +312,13 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
     if kinds and kind not in kinds:
       raise _kinds_differ(next(iter(kinds.items())), (kind, m))
     kinds.setdefault(kind, m)
-  tasks.check_rule_fits(rules_[0], scheds)  # one kind: fitted once
+  contract.check_rule_fits(rules_[0], scheds)  # one kind: fitted once
   taus = {}
   for rule, s in zip(rules_, scheds):  # weights at its own staleness values
     if id(s) not in taus:
-      taus[id(s)] = tasks.beyond_probe([s])
-    tasks.check_weights(rule, taus[id(s)])
-  tasks.check_client_fits(client, data)
+      taus[id(s)] = contract.beyond_probe([s])
+    contract.check_weights(rule, taus[id(s)])
+  contract.check_client_fits(client, data)
   tasks.check_eval_every(eval_every, has_eval_fn=eval_fn is not None)
   chunk_steps = driver.check_chunk_steps(chunk_steps)
   keys = member_keys(keys, M)

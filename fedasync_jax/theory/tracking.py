@@ -32,7 +32,7 @@ from fedasync_jax.core.client import ClientHParams, ClientRef, ClientUpdate
 from fedasync_jax.core.types import RunResult, ServerRule
 from fedasync_jax.sim import scheduler as sched_lib
 from fedasync_jax.sim.sweep import member_keys
-from fedasync_jax.sim import tasks
+from fedasync_jax.sim import contract, tasks
 from fedasync_jax.sim.tasks import task_hparams
 
 
@@ -358,9 +358,9 @@ def track_many(rule: ServerRule, client_update: ClientUpdate, params,
   if len(hps) != M:
     raise ValueError(f"hparams must hold {M} entries, got {len(hps)}")
   # The simulators' checks, so that the result equals theirs.
-  tasks.check_schedules(scheds, data.num_clients)
-  tasks.check_rule_fits(rule, scheds)
-  tasks.check_client_fits(client_update, data)
+  contract.check_schedules(scheds, data.num_clients)
+  contract.check_rule_fits(rule, scheds)
+  contract.check_client_fits(client_update, data)
   hps = [h if h is None else tasks.check_hparams(h, s, name=f"hparams[{m}]")
          for m, (h, s) in enumerate(zip(hps, scheds))]
   need = max(_applied_tau_max(s) for s in scheds) + 1
@@ -390,7 +390,7 @@ def track_many(rule: ServerRule, client_update: ClientUpdate, params,
     n = s.num_arrivals
     arr = {k: np.asarray(v[m][:n]) for k, v in outs.items()}
     arr["staleness"] = np.asarray(s.staleness, np.int64)
-    tasks.check_followed(s, arr, where=f"member {m}: " if M > 1 else "")
+    contract.check_followed(s, arr, where=f"member {m}: " if M > 1 else "")
     arr["drift"] = arr["drift"].astype(np.float64)
     st = staleness_stats(arr)
     stats = {"tau_max": st.tau_max, "tau_avg": st.tau_avg, "ring_size": R,
