@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fedasync_jax import delays, scheduler
+from fedasync_jax.sim import contract
 from fedasync_jax.sim.scheduler import ARRIVAL, DISPATCH, LOST
 
 
@@ -296,7 +297,6 @@ def _schedules_of_every_kind():
 
 
 def test_schedules_of_every_kind_agree_with_themselves():
-  from fedasync_jax.sim import contract
   for name, s in _schedules_of_every_kind().items():
     contract.check_schedule_consistent(s)  # raises naming the fault
 
@@ -307,7 +307,6 @@ def test_an_edited_schedule_is_refused_by_every_simulator(lsq, lsq_update):
   measured its own and the tracker trained from other versions, three
   results without an error."""
   from fedasync_jax import executor, reference, rules, theory
-  from fedasync_jax.sim import contract
   ds, _ = lsq
   s = scheduler.asynchronous(
       delays.delay_model(np.ones(ds.num_clients), np.arange(
@@ -345,3 +344,23 @@ def test_an_edited_schedule_is_refused_by_every_simulator(lsq, lsq_update):
                                     key=key)):
     with pytest.raises(ValueError, match="does not agree with itself"):
       call()
+
+
+def test_rounds_wait_for_stragglers_when_every_client_is_busy():
+  """With over-selection or a deadline, a round's stragglers stay busy;
+  when the next round needs them it waits until they come back (it raised
+  "no client can be selected for the round", also from the command line
+  with 10 clients, concurrency 8 and over-selection 2)."""
+  dm = delays.delay_model(np.array([1, 1, 1, 1, 10.0]), np.ones(5),
+                          jitter="none")
+  s = scheduler.synchronous(dm, num_rounds=3, cohort_size=4,
+                            over_selection=1, seed=0)
+  np.testing.assert_array_equal(np.unique(s.dispatch_time), [0, 10, 20])
+  assert s.stats["rounds_with_updates"] == 3 and s.stats["end_time"] == 21
+  d = scheduler.synchronous(dm, num_rounds=3, cohort_size=5, deadline=2.0,
+                            seed=0)
+  np.testing.assert_array_equal(np.unique(d.dispatch_time), [0, 10, 20])
+  assert int(d.lost.sum()) == 3  # the slow client misses every deadline
+  for sched in (s, d):
+    check_invariants(sched)
+    contract.check_schedule_consistent(sched)

@@ -433,7 +433,9 @@ def _pick_cohort(sel, busy_until, t, size):
       t_avail = sel.next_available(t)
       later = busy_until[busy_until > t]
       t_back = float(later.min()) if later.size else np.inf
-      t_next = t_avail if t_avail > t else t_back
+      # the sooner of an idle client coming online and a straggler coming
+      # back (with every client busy, no idle one is ever available: inf)
+      t_next = min(t_avail if t_avail > t else np.inf, t_back)
       if not np.isfinite(t_next):
         raise ValueError("no client can be selected for the round")
       t = t_next
