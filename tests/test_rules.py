@@ -327,3 +327,26 @@ def test_run_help_separates_each_rule_from_its_description():
     line = next(l for l in text.splitlines() if l.strip().startswith(m.name))
     assert line.strip().startswith(f"{m.name} "), line
   assert "size_weighted_mixFedAsync" not in text
+
+
+def test_a_fedavg_run_whose_rounds_all_miss_their_deadline(lsq, lsq_update):
+  """No update arrives: the executor's history assembly indexed an empty
+  array (an IndexError traceback from the command line, leaving a folder
+  without results); now the run ends with the initial model evaluated."""
+  from fedasync_jax import delays, executor, reference, scheduler
+  ds, _ = lsq
+  n = ds.num_clients
+  s = scheduler.synchronous(delays.delay_model(np.ones(n), np.ones(n)),
+                            num_rounds=3, cohort_size=4, deadline=1e-3,
+                            seed=0)
+  assert s.num_arrivals == 0
+  w0, key = jnp.ones(5), jax.random.key(0)
+
+  def ev(p):
+    return {"loss": jnp.sum(p)}
+  for run in (executor.simulate, reference.run):
+    out = run(rules.fedavg(), lsq_update, w0, ds, s, key=key, eval_fn=ev,
+              eval_every=1)
+    np.testing.assert_array_equal(out.state.params, w0)
+    assert len(out.arrivals["client"]) == 0 and int(out.state.version) == 0
+    assert [e["client_updates"] for e in out.evals] == [0]

@@ -243,7 +243,8 @@ def assemble(schedule: Schedule, p: plan_lib.Plan, outs: dict,
     evals.append(init_eval)
     flags = eval_points(schedule.version_after, eval_every)
     ev = {k: np.asarray(v) for k, v in outs["eval"].items()}
-    mask = valid & flags[arr_index]
+    mask = valid & (flags[arr_index] if flags.size else False)  # (none:
+    # a FedAvg run whose every round missed its deadline)
     pos = np.argwhere(mask)
     for i, j in pos[np.argsort(arr_index[mask], kind="stable")]:
       a = int(arr_index[i, j])
