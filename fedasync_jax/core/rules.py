@@ -271,6 +271,9 @@ def fedavg(server_optimizer: Optional[optax.GradientTransformation] = None
   server step with the example-weighted mean delta (through
   ``server_optimizer``, default ``optax.sgd(1.0)``, which gives the plain
   weighted average of the clients' parameters) and advances the version.
+  A round whose updates all carry zero weight (quarantined by
+  ``robust.guard``) leaves the parameters and the optimizer's state as
+  they were.
 
   Example:
     >>> import jax.numpy as jnp
@@ -301,7 +304,11 @@ def fedavg(server_optimizer: Optional[optax.GradientTransformation] = None
   def end_round(state):
     denom = jnp.maximum(state.sum_weight, jnp.finfo(state.sum_weight.dtype).tiny)
     mean = jax.tree.map(lambda a: a / denom, state.sum_delta)
-    params, opt_state = _server_step(opt, state.params, state.opt_state, mean)
+    stepped = _server_step(opt, state.params, state.opt_state, mean)
+    # A round whose updates all carry zero weight (all quarantined) takes
+    # no server step: a stateful optimizer (momentum, Adam) moved the model.
+    params, opt_state = tree_lib.where(state.sum_weight > 0, stepped,
+                                       (state.params, state.opt_state))
     return state._replace(
         params=params, opt_state=opt_state, version=state.version + 1,
         sum_delta=jax.tree.map(jnp.zeros_like, state.sum_delta),
