@@ -178,7 +178,8 @@ def test_a_run_from_a_config_file_finds_its_data_beside_it(tmp_path,
 
 def test_updates_a_run_cannot_use_are_warned_about():
   """FedAvg ran 250 of 255 updates, and FedBuff and AFL left their last
-  partial version unapplied, with no word."""
+  partial version unapplied, with no word; FedAvg with num_rounds ignored
+  num_updates, and with weighted selection counted sizes twice."""
   def warned(rule, n, **run):
     cfg = config.from_dict({"rule": rule, "run": {"num_updates": n, **run}})
     return [w for w in notices.config_warnings(cfg)
@@ -194,9 +195,23 @@ def test_updates_a_run_cannot_use_are_warned_about():
   assert "rule.params.clients_per_round=4" in warned(
       {"name": "afl", "params": {"clients_per_round": 4}}, 102)[0]
   assert warned({"name": "fedavg"}, 250) == []
-  assert warned({"name": "fedavg"}, 255, num_rounds=3) == []
+  # with num_rounds, num_updates is not read (it was ignored silently);
+  # left at its default, nothing is said
+  assert warned({"name": "fedavg"}, 255, num_rounds=3) == [
+      "run.num_updates=255 does nothing with run.num_rounds=3 (the "
+      "synchronous rule 'fedavg' runs 3 rounds of at most "
+      "run.concurrency=10 updates)"]
+  default = config.Config().run.num_updates
+  assert warned({"name": "fedavg"}, default, num_rounds=3) == []
   assert warned({"name": "fedbuff", "buffer_size": 3}, 99) == []
   assert warned({"name": "fedasync"}, 101) == []
+  sizes_twice = [w for w in notices.config_warnings(config.from_dict(
+      {"rule": {"name": "fedavg"}, "run": {"selection": "weighted"}}))
+      if w.startswith("run.selection='weighted'")]
+  assert len(sizes_twice) == 1 and "counts twice" in sizes_twice[0]
+  assert not [w for w in notices.config_warnings(config.from_dict(
+      {"rule": {"name": "fedasync"}, "run": {"selection": "weighted"}}))
+      if w.startswith("run.selection")]
 
 
 def test_fields_that_do_not_apply_are_warned_about(tmp_path, capsys):

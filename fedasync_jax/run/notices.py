@@ -206,9 +206,11 @@ def config_warnings(cfg) -> list:
 
 def _unused_updates(cfg) -> list:
   """``run.num_updates`` that the run cannot use in full: a synchronous
-  rule runs whole rounds of ``run.concurrency`` updates (unless
-  ``run.num_rounds`` is set), and a rule that applies a version every
-  ``K`` updates never applies the last ``num_updates % K``.
+  rule runs whole rounds of ``run.concurrency`` updates (or
+  ``run.num_rounds`` of them, and then ``num_updates`` is not read), and a
+  rule that applies a version every ``K`` updates never applies the last
+  ``num_updates % K``. With FedAvg, ``run.selection=weighted`` counts a
+  client's size twice.
 
   Example:
     >>> from fedasync_jax.run import config
@@ -224,14 +226,26 @@ def _unused_updates(cfg) -> list:
     return []  # (the configuration's own checks say why)
   n = run.num_updates
   if rule.synchronous:
+    out = []
+    if run.num_rounds is not None and _set(run, "run", "num_updates"):
+      out.append(f"run.num_updates={n} does nothing with run.num_rounds="
+                 f"{run.num_rounds} (the synchronous rule {cfg.rule.name!r} "
+                 f"runs {run.num_rounds} rounds of at most run.concurrency="
+                 f"{run.concurrency} updates)")
+    if run.selection == "weighted" and cfg.rule.name == "fedavg":
+      out.append("run.selection='weighted' draws clients in proportion to "
+                 "their examples and FedAvg weights their updates by their "
+                 "examples too, so a client's size counts twice (McMahan et "
+                 "al. draw uniformly and weight by examples; FedProx's "
+                 "Algorithm 2 draws by weight and averages plainly)")
     if run.num_rounds is not None or n % run.concurrency == 0:
-      return []
+      return out
     rounds = max(1, n // run.concurrency)
     return [f"run.num_updates={n} is not a multiple of run.concurrency="
             f"{run.concurrency}, the updates in each round of the "
             f"synchronous rule {cfg.rule.name!r}: the run has {rounds} "
             f"rounds, {rounds * run.concurrency} client updates (set "
-            f"run.num_rounds, or a multiple)"]
+            f"run.num_rounds, or a multiple)", *out]
   k = rule.arrivals_per_version or 1
   if k == 1 or n % k == 0:
     return []
