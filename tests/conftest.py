@@ -96,6 +96,33 @@ def lsq_update(lsq):
                              max_examples=ds.max_count)
 
 
+def entry_points(rule, update, params, data, schedule, *, key,
+                 make_rule=None, hparams=None) -> dict:
+  """Callables that run ``rule`` on ``schedule`` through each entry point
+  of the package: ``simulate`` (its default batching) and ``simulate_vmap``,
+  ``reference``, ``track``, ``pure`` and a two-member ``sweep`` (of
+  ``make_rule`` over ``hparams``; default: ``rule`` for both members).
+  A test of what every entry point refuses picks them by name."""
+  import jax
+  import jax.numpy as jnp
+  from fedasync_jax import executor, reference, sweep, theory
+  from fedasync_jax.sim import pure
+  make = make_rule if make_rule is not None else (lambda h: rule)
+  hp = hparams if hparams is not None else {"h": jnp.zeros(2)}
+  args = (update, params, data, schedule)
+  return {
+      "simulate": lambda: executor.simulate(rule, *args, key=key),
+      "simulate_vmap": lambda: executor.simulate(rule, *args, key=key,
+                                                 batching="vmap"),
+      "reference": lambda: reference.run(rule, *args, key=key),
+      "track": lambda: theory.track(rule, *args, key=key),
+      "pure": lambda: pure.run(rule, update, params, pure.prepare(schedule),
+                               key=key, data=data),
+      "sweep": lambda: sweep.sweep(make, hp, update, params, data,
+                                   [schedule, schedule],
+                                   keys=jax.random.split(key, 2))}
+
+
 def two_class_images(rng, n, size=8):
   """``n`` uint8 ``size`` x ``size`` grey images of two classes (bright top
   half vs bright bottom half) and their int64 labels."""

@@ -7,6 +7,7 @@ import optax
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from conftest import entry_points
 from fedasync_jax import rules, staleness
 
 
@@ -205,27 +206,17 @@ def test_custom_rules_that_break_the_contract_are_refused(lsq, lsq_update,
                                                           case):
   """By every entry point, naming what is missing (they failed with an
   AttributeError, or a TypeError about None, deep in the run)."""
-  from fedasync_jax import delays, executor, reference, scheduler, sweep
-  from fedasync_jax.sim import pure
+  from fedasync_jax import delays, scheduler
   ds, _ = lsq
   sched = scheduler.asynchronous(
       delays.delay_model(np.ones(ds.num_clients), np.ones(ds.num_clients)),
       num_updates=4, concurrency=2, seed=0)
   rule, match = _custom_rules()[case]
-  w0, key = jnp.zeros(5), jax.random.key(0)
-  calls = {
-      "simulate": lambda: executor.simulate(rule, lsq_update, w0, ds, sched,
-                                            key=key),
-      "reference": lambda: reference.run(rule, lsq_update, w0, ds, sched,
-                                         key=key),
-      "pure": lambda: pure.run(rule, lsq_update, w0, pure.prepare(sched),
-                               key=key, data=ds),
-      "sweep": lambda: sweep.sweep(lambda h: rule, {"h": jnp.zeros(2)},
-                                   lsq_update, w0, ds, [sched, sched],
-                                   keys=jax.random.split(key, 2))}
-  for name, call in calls.items():
+  calls = entry_points(rule, lsq_update, jnp.zeros(5), ds, sched,
+                       key=jax.random.key(0))
+  for name in ("simulate", "reference", "track", "pure", "sweep"):
     with pytest.raises(ValueError, match=match):
-      call()
+      calls[name]()
 
 
 def test_a_rule_whose_versions_do_not_follow_the_schedule_is_refused(
@@ -235,8 +226,7 @@ def test_a_rule_whose_versions_do_not_follow_the_schedule_is_refused(
   three different results without an error; each now names the first
   arrival whose version differs from the schedule's."""
   from typing import Any, NamedTuple
-  from fedasync_jax import delays, executor, reference, scheduler, sweep
-  from fedasync_jax import theory
+  from fedasync_jax import delays, executor, scheduler
 
   class St(NamedTuple):
     params: Any
@@ -265,18 +255,14 @@ def test_a_rule_whose_versions_do_not_follow_the_schedule_is_refused(
   match = (r"the rule did not follow the schedule: at arrival 0 the server "
            r"version after it is 0 but the schedule has 1; a rule's "
            r"versions must advance as its arrivals_per_version says")
-  rule = make(2)
-  for call in (
-      lambda: executor.simulate(rule, lsq_update, w0, ds, sched, key=key),
-      lambda: executor.simulate(rule, lsq_update, w0, ds, sched, key=key,
-                                batching="vmap"),
-      lambda: reference.run(rule, lsq_update, w0, ds, sched, key=key),
-      lambda: theory.track(rule, lsq_update, w0, ds, sched, key=key)):
+  calls = entry_points(make(2), lsq_update, w0, ds, sched, key=key)
+  for name in ("simulate", "reference", "track"):  # (sweeps: as simulate)
     with pytest.raises(ValueError, match=match):
-      call()
-  with pytest.raises(ValueError, match="member 0: " + match):
-    sweep.sweep(lambda h: rule, {"h": jnp.zeros(2)}, lsq_update, w0, ds,
-                [sched, sched], keys=jax.random.split(key, 2))
+      calls[name]()
+  from fedasync_jax.sim import contract
+  with pytest.raises(ValueError, match="member 3: " + match):
+    contract.check_followed(sched, {"version": sched.version_after - 1},
+                            where="member 3: ")
 
 
 def _classifier_run(y_train, y_test, num_classes=3):

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import entry_points
 from fedasync_jax import delays, scheduler
 from fedasync_jax.sim import contract
 from fedasync_jax.sim.scheduler import ARRIVAL, DISPATCH, LOST
@@ -306,7 +307,7 @@ def test_an_edited_schedule_is_refused_by_every_simulator(lsq, lsq_update):
   overwritten, the executor weighted by the new values, the reference
   measured its own and the tracker trained from other versions, three
   results without an error."""
-  from fedasync_jax import executor, reference, rules, theory
+  from fedasync_jax import rules
   ds, _ = lsq
   s = scheduler.asynchronous(
       delays.delay_model(np.ones(ds.num_clients), np.arange(
@@ -331,19 +332,15 @@ def test_an_edited_schedule_is_refused_by_every_simulator(lsq, lsq_update):
        r"than 0 or 1 at arrival 3"),
       (s._replace(dropped=s.dropped[:-1]), r"per-arrival arrays must all "
        r"have 10 entries")]
-  rule, w0, key = rules.fedasync(0.5), jnp.zeros(5), jax.random.key(0)
   for edited, match in edits:
     with pytest.raises(ValueError, match=match):
       contract.check_schedule_consistent(edited)
   edited, match = edits[0]
-  for call in (lambda: executor.simulate(rule, lsq_update, w0, ds, edited,
-                                         key=key),
-               lambda: reference.run(rule, lsq_update, w0, ds, edited,
-                                     key=key),
-               lambda: theory.track(rule, lsq_update, w0, ds, edited,
-                                    key=key)):
+  calls = entry_points(rules.fedasync(0.5), lsq_update, jnp.zeros(5), ds,
+                       edited, key=jax.random.key(0))
+  for name in ("simulate", "reference", "track", "pure", "sweep"):
     with pytest.raises(ValueError, match="does not agree with itself"):
-      call()
+      calls[name]()
 
 
 def test_rounds_wait_for_stragglers_when_every_client_is_busy():

@@ -7,6 +7,7 @@ import optax
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from conftest import entry_points
 from fedasync_jax import rules, staleness
 
 FAMILIES = {
@@ -155,9 +156,7 @@ def test_weights_beyond_the_probe_are_checked_at_the_schedules_staleness(
   caught only there (at concurrency 90, 1 - tau / 80 ran to parameters of
   9006 and a NaN weight to NaN, without an error). A cutoff's dropped
   staleness values are not read."""
-  from fedasync_jax import delays, executor, reference, scheduler, sweep
-  from fedasync_jax import theory
-  from fedasync_jax.sim import pure
+  from fedasync_jax import delays, executor, scheduler
   ds, _ = lsq
   n = ds.num_clients
   model = delays.delay_model(np.ones(n), np.ones(n))
@@ -175,23 +174,13 @@ def test_weights_beyond_the_probe_are_checked_at_the_schedules_staleness(
              rf"{str(1 - first / 35)[:6]}.* at tau = {first} \(a staleness this "
              rf"schedule holds; checked at 0\.\.30 when the rule was "
              rf"built\)")
-    calls = {
-        "simulate": lambda: executor.simulate(rule, lsq_update, w0, ds,
-                                              sched, key=key),
-        "reference": lambda: reference.run(rule, lsq_update, w0, ds, sched,
-                                           key=key),
-        "track": lambda: theory.track(rule, lsq_update, w0, ds, sched,
-                                      key=key),
-        "pure": lambda: pure.run(rule, lsq_update, w0, pure.prepare(sched),
-                                 key=key, data=ds),
-        "sweep": lambda: sweep.sweep(
-            lambda h: rules.fedasync(h["a"], late), {"a": jnp.array([0.3,
-                                                                      0.6])},
-            lsq_update, w0, ds, [sched, sched],
-            keys=jax.random.split(key, 2))}
-    for name, call in calls.items():
+    calls = entry_points(
+        rule, lsq_update, w0, ds, sched, key=key,
+        make_rule=lambda h: rules.fedasync(h["a"], late),
+        hparams={"a": jnp.array([0.3, 0.6])})
+    for name in ("simulate", "reference", "track", "pure", "sweep"):
       with pytest.raises(ValueError, match=match):
-        call()
+        calls[name]()
     cut = scheduler.asynchronous(model, num_updates=120, concurrency=n - 1,
                                  max_staleness=34, seed=0)
     assert (cut.staleness > 30).any() and (cut.staleness > 35).any()

@@ -360,6 +360,7 @@ def track_many(rule: ServerRule, client_update: ClientUpdate, params,
   # The simulators' checks, so that the result equals theirs.
   contract.check_schedules(scheds, data.num_clients)
   contract.check_rule_fits(rule, scheds)
+  contract.check_rule_contract(rule, params)
   contract.check_client_fits(client_update, data)
   hps = [h if h is None else tasks.check_hparams(h, s, name=f"hparams[{m}]")
          for m, (h, s) in enumerate(zip(hps, scheds))]
