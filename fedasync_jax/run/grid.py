@@ -148,8 +148,9 @@ def parse_grid(items) -> dict:
   """Parses ``section.field=v1,v2,...`` strings into ``{field: [values]}``.
 
   ``section.field=@PATH`` reads the values from a file instead (separated
-  by commas, spaces or line breaks; ``#`` comments). Only fields that can vary inside one compiled program are accepted
-  (``SWEEPABLE``), each in one item.
+  by commas, spaces or line breaks; ``#`` comments). Only fields that can
+  vary inside one compiled program are accepted (``SWEEPABLE``), each in
+  one item.
 
   Raises:
     ValueError: an item that is not ``FIELD=V1,V2,...``, an unknown field

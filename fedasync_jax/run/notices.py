@@ -195,7 +195,7 @@ def config_warnings(cfg) -> list:
   Returns:
     One sentence per field (``"run.deadline=5.0 does nothing with ..."``).
   """
-  out = _unused_updates(cfg)
+  out = _unused_updates(cfg) + _sizes_twice(cfg)
   for key, ctx in unused_fields(cfg).items():
     sec, f = key.split(".")
     values = getattr(cfg, sec)
@@ -204,13 +204,24 @@ def config_warnings(cfg) -> list:
   return sorted(out, key=_order(cfg))
 
 
+def _sizes_twice(cfg) -> list:
+  """FedAvg weights each update by its client's examples; drawing the
+  clients by their examples as well counts a client's size twice."""
+  if cfg.run.selection != "weighted" or cfg.rule.name != "fedavg":
+    return []
+  return ["run.selection='weighted' draws clients in proportion to their "
+          "examples and FedAvg weights their updates by their examples too, "
+          "so a client's size counts twice (McMahan et al. draw uniformly "
+          "and weight by examples; FedProx's Algorithm 2 draws by weight "
+          "and averages plainly)"]
+
+
 def _unused_updates(cfg) -> list:
   """``run.num_updates`` that the run cannot use in full: a synchronous
   rule runs whole rounds of ``run.concurrency`` updates (or
   ``run.num_rounds`` of them, and then ``num_updates`` is not read), and a
   rule that applies a version every ``K`` updates never applies the last
-  ``num_updates % K``. With FedAvg, ``run.selection=weighted`` counts a
-  client's size twice.
+  ``num_updates % K``.
 
   Example:
     >>> from fedasync_jax.run import config
@@ -232,12 +243,6 @@ def _unused_updates(cfg) -> list:
                  f"{run.num_rounds} (the synchronous rule {cfg.rule.name!r} "
                  f"runs {run.num_rounds} rounds of at most run.concurrency="
                  f"{run.concurrency} updates)")
-    if run.selection == "weighted" and cfg.rule.name == "fedavg":
-      out.append("run.selection='weighted' draws clients in proportion to "
-                 "their examples and FedAvg weights their updates by their "
-                 "examples too, so a client's size counts twice (McMahan et "
-                 "al. draw uniformly and weight by examples; FedProx's "
-                 "Algorithm 2 draws by weight and averages plainly)")
     if run.num_rounds is not None or n % run.concurrency == 0:
       return out
     rounds = max(1, n // run.concurrency)

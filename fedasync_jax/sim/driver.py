@@ -243,8 +243,9 @@ def assemble(schedule: Schedule, p: plan_lib.Plan, outs: dict,
     evals.append(init_eval)
     flags = eval_points(schedule.version_after, eval_every)
     ev = {k: np.asarray(v) for k, v in outs["eval"].items()}
-    mask = valid & (flags[arr_index] if flags.size else False)  # (none:
-    # a FedAvg run whose every round missed its deadline)
+    # (no arrivals at all: a FedAvg run whose every round missed its
+    # deadline, where the padding's index 0 points nowhere)
+    mask = valid & (flags[arr_index] if flags.size else False)
     pos = np.argwhere(mask)
     for i, j in pos[np.argsort(arr_index[mask], kind="stable")]:
       a = int(arr_index[i, j])
