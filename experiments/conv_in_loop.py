@@ -3,8 +3,8 @@
 The executor trains clients with ``client.local_update``, a ``lax.scan``
 over local steps. On XLA:CPU the backward convolutions of
 ``lax.conv_general_dilated`` run many times slower inside a loop than
-outside one (jax-ml/jax#12868); ``fedasync_jax/models/conv.py`` gives the library
-models a loop-friendly gradient, used by default on CPU. This script times
+outside one (jax-ml/jax#12868); ``fedasync_jax/models/conv.py`` gives the
+library models a loop-friendly gradient, used by default on CPU. This script times
 the AFL paper's MNIST CNN (Adam, batch 64) inside ``client.local_update``
 with ``models.mnist_cnn(conv="lax")`` and with the default
 (``models.mnist_cnn()``), plus the default model's jitted step outside any
@@ -113,8 +113,8 @@ def main(argv=None):
 Inside `client.local_update`'s scan, `models.mnist_cnn(conv="lax")` (plain
 `lax.conv_general_dilated`) is {slow / fast:.0f}x slower per step than the
 default model, whose convolutions use the loop-friendly gradient of
-`fedasync_jax/models/conv.py` on CPU (same parameters and outputs). Cause: XLA:CPU's
-slow path for the backward convolutions of `lax.conv_general_dilated`
+`fedasync_jax/models/conv.py` on CPU (same parameters and outputs). Cause:
+XLA:CPU's slow path for the backward convolutions of `lax.conv_general_dilated`
 inside `while` loops (jax-ml/jax#12868). The experiments use the default.
 Timings on a shared, noisy 2-core CPU; {steps} steps each.
 

@@ -88,8 +88,8 @@ def parse_args(argv):
   p.add_argument("--steps", type=common.positive_int, default=10,
                  help="local SGD steps")
   p.add_argument("--batch", type=common.positive_int, default=32)
-  p.add_argument("--lr", type=common.number(0, 1e18, low_open=True), default=0.05,
-                 help="client SGD rate")
+  p.add_argument("--lr", type=common.number(0, 1e18, low_open=True),
+                 default=0.05, help="client SGD rate")
   p.add_argument("--eval-every", type=common.positive_int, default=None,
                  help="evaluation interval in versions (default 50); the "
                       "last version is always evaluated")
@@ -199,7 +199,8 @@ def run_setting(args, su, mx, seed, out_dir, say):
   for one maximum staleness and seed."""
   import jax
   import jax.numpy as jnp
-  from fedasync_jax import delays, executor, prescribed, rules, scheduler, sweep, tasks
+  from fedasync_jax import (delays, executor, prescribed, rules, scheduler,
+                            sweep, tasks)
   n = su.fed.train.num_clients
   want = prescribed.uniform_staleness(args.updates, mx, seed=seed)
   sched = prescribed.from_staleness(want, num_clients=n, seed=seed)

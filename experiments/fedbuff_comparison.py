@@ -106,8 +106,8 @@ def parse_args(argv):
                  help="comma-separated among " + ",".join(VARIANTS))
   p.add_argument("--clients", type=common.positive_int, default=None,
                  help="population size (default 3000)")
-  p.add_argument("--lr", type=common.number(0, 1e18, low_open=True), default=0.05,
-                 help="client SGD lr")
+  p.add_argument("--lr", type=common.number(0, 1e18, low_open=True),
+                 default=0.05, help="client SGD lr")
   p.add_argument("--devices", type=common.positive_int, default=None,
                  help="CPU devices the members are split over (default: "
                       "min(2, cores))")
