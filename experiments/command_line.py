@@ -174,8 +174,8 @@ def number(low=None, high=None, *, low_open: bool = False,
 
 def number_list(low=None, high=None, *, low_open: bool = False,
                 high_open: bool = False):
-  """An argparse type: distinct comma-separated ``number``\ s (at least
-  one).
+  """An argparse type: distinct comma-separated numbers, each as
+  ``number`` takes it (at least one).
 
   Example:
     >>> number_list(0, 1, high_open=True)("0,0.5,0.9")
