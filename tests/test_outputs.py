@@ -214,6 +214,22 @@ def test_updates_a_run_cannot_use_are_warned_about():
       if w.startswith("run.selection")]
 
 
+def test_an_adaptive_server_optimizer_at_the_default_rate_is_warned_about():
+  """server_lr defaults to 1.0, the plain average's rate; with Adam-like
+  server optimizers every step moves each coordinate by about 1.0."""
+  def warned(rule):
+    return [w for w in notices.config_warnings(config.from_dict(
+        {"rule": rule})) if w.startswith("rule.server_lr=")]
+  fedbuff = {"name": "fedbuff", "buffer_size": 2}
+  for opt in ("fedadam", "yogi"):
+    [w] = warned({**fedbuff, "server_optimizer": opt})
+    assert f"rule.server_optimizer='{opt}' moves every coordinate" in w
+  assert warned({**fedbuff, "server_optimizer": "fedadam",
+                 "server_lr": 0.01}) == []
+  assert warned({**fedbuff, "server_optimizer": "sgd"}) == []
+  assert warned({"name": "fedavg", "server_optimizer": "adam"}) != []
+
+
 def test_fields_that_do_not_apply_are_warned_about(tmp_path, capsys):
   out = tmp_path / "w"
   argv = ["run", "--out", str(out), "--set", "run.num_updates=40",

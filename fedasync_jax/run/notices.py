@@ -195,13 +195,34 @@ def config_warnings(cfg) -> list:
   Returns:
     One sentence per field (``"run.deadline=5.0 does nothing with ..."``).
   """
-  out = _unused_updates(cfg) + _sizes_twice(cfg)
+  out = _unused_updates(cfg) + _sizes_twice(cfg) + _adaptive_at_one(cfg)
   for key, ctx in unused_fields(cfg).items():
     sec, f = key.split(".")
     values = getattr(cfg, sec)
     if _set(values, sec, f):
       out.append(f"{key}={getattr(values, f)!r} does nothing {ctx}")
   return sorted(out, key=_order(cfg))
+
+
+ADAPTIVE = ("adam", "yogi", "adagrad", "fedadam", "fedyogi", "fedadagrad")
+"""Server optimizers whose step moves each coordinate by about the rate."""
+
+
+def _adaptive_at_one(cfg) -> list:
+  """``rule.server_lr`` left at 1.0, the plain average's rate, with an
+  adaptive server optimizer: each step then moves every coordinate by
+  about 1.0, whatever the clients' updates."""
+  r = cfg.rule
+  rule = rules.RULES[r.name]
+  if ("server_optimizer" not in rule.inputs or r.server_optimizer
+      not in ADAPTIVE or _set(r, "rule", "server_lr")):
+    return []
+  return [f"rule.server_lr={r.server_lr} (its default, the plain "
+          f"average's rate) with rule.server_optimizer="
+          f"{r.server_optimizer!r} moves every coordinate by about "
+          f"{r.server_lr} per server step, whatever the clients' updates; "
+          f"set rule.server_lr (adaptive server rates are tuned, well "
+          f"below 1)"]
 
 
 def _sizes_twice(cfg) -> list:
