@@ -131,23 +131,29 @@ def test_gaussian_noise_scale_and_reproducibility():
 
 @pytest.mark.parametrize("opt", [optax.sgd(1.0, momentum=0.9),
                                  optax.adam(0.1)])
-def test_a_fedavg_round_of_quarantined_updates_takes_no_step(opt):
-  """Every update of the round has zero weight: the model and the server
-  optimizer's state stay as they were (with momentum the model moved 0.9,
-  with Adam 0.067), and the version advances as the schedule says."""
-  rule = robust.guard(rules.fedavg(opt))
-  st = rule.init(jnp.zeros(2))
-  st = rule.end_round(rule.apply(st, rules.ClientResult(
-      jnp.ones(2), jnp.ones(2), 5.0), 0))
+@pytest.mark.parametrize("name", ["fedavg", "fedbuff"])
+def test_a_round_of_quarantined_updates_takes_no_step(opt, name):
+  """Every update of a FedAvg round or a FedBuff buffer has zero weight:
+  the model and the server optimizer's state stay as they were (with
+  momentum the model moved 0.9, with Adam 0.067), and the version advances
+  as the schedule says."""
+  inner = rules.fedavg(opt) if name == "fedavg" else rules.fedbuff(1, opt)
+
+  def step(rule, st, res):  # one round (FedAvg) or one flush (K = 1)
+    st = rule.apply(st, res, 0)
+    return rule.end_round(st) if name == "fedavg" else st
+  rule = robust.guard(inner)
+  st = step(rule, rule.init(jnp.zeros(2)), rules.ClientResult(
+      jnp.ones(2), jnp.ones(2), 5.0))
   nan = jnp.full(2, jnp.nan)
-  after = rule.end_round(rule.apply(st, rules.ClientResult(nan, nan, 5.0), 0))
+  after = step(rule, st, rules.ClientResult(nan, nan, 5.0))
   for a, b in zip(jax.tree.leaves(after.inner.opt_state),
                   jax.tree.leaves(st.inner.opt_state)):
     np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(after.params, st.params)
   assert int(after.version) == 2 and int(after.quarantined) == 1
-  moved = rule.end_round(rule.apply(after, rules.ClientResult(
-      jnp.ones(2), jnp.ones(2), 5.0), 0))  # a real round steps again
+  moved = step(rule, after, rules.ClientResult(
+      jnp.ones(2), jnp.ones(2), 5.0))  # a real round steps again
   assert not np.allclose(moved.params, after.params)
 
 

@@ -185,6 +185,7 @@ class FedBuffState(NamedTuple):
   buffer: Params
   count: jax.Array
   opt_state: Any
+  real: jax.Array  # buffered updates with examples (not quarantined)
 
 
 def _server_step(optimizer, params, opt_state, mean_delta):
@@ -211,7 +212,8 @@ def fedbuff(buffer_size: int,
 
   Returns:
     A ``ServerRule`` whose state is a ``FedBuffState``; ``version`` counts
-    server steps (flushes).
+    server steps (flushes). A buffer whose updates all carry no examples
+    (quarantined by ``robust.guard``) advances the version without a step.
 
   Example:
     >>> import optax
@@ -227,15 +229,20 @@ def fedbuff(buffer_size: int,
   def init(params):
     zeros = jax.tree.map(jnp.zeros_like, params)
     return FedBuffState(params, _counters(), _counters(), _counters(), zeros,
-                        _counters(), opt.init(params))
+                        _counters(), opt.init(params), _counters())
 
   def flush(state):
     mean = jax.tree.map(lambda b: b / K, state.buffer)
-    params, opt_state = _server_step(opt, state.params, state.opt_state, mean)
+    stepped = _server_step(opt, state.params, state.opt_state, mean)
+    # A buffer of only zero-weight updates (all quarantined) takes no step,
+    # as FedAvg's round does: momentum or Adam moved the model anyway.
+    params, opt_state = tree_lib.where(state.real > 0, stepped,
+                                       (state.params, state.opt_state))
     return state._replace(params=params, opt_state=opt_state,
                           version=state.version + 1,
                           buffer=jax.tree.map(jnp.zeros_like, state.buffer),
-                          count=jnp.zeros_like(state.count))
+                          count=jnp.zeros_like(state.count),
+                          real=jnp.zeros_like(state.real))
 
   def apply(state, result, tau):
     kept = staleness_lib.keep(s, tau)
@@ -243,7 +250,9 @@ def fedbuff(buffer_size: int,
     buffered = state._replace(
         buffer=jax.tree.map(lambda b, d: b + w * d, state.buffer,
                             result.delta),
-        count=state.count + 1, applied=state.applied + 1)
+        count=state.count + 1, applied=state.applied + 1,
+        real=state.real + (jnp.asarray(result.num_examples) > 0).astype(
+            state.real.dtype))
     buffered = jax.lax.cond(buffered.count >= K, flush, lambda x: x, buffered)
     skipped = state._replace(dropped=state.dropped + 1)
     return tree_lib.where(kept, buffered, skipped)
