@@ -261,12 +261,12 @@ def build(cfg, *, fed=None, test_subset: Optional[int] = None) -> Setup:
   dm = experiment.make_delays(cfg, fed)
   sched = experiment.make_schedule(cfg, fed, rule, delay_model=dm)
   c = cfg.client
+  many = c.steps is None and c.epochs > 1  # else epoch options: warned about
   update = client.local_update(
       model.loss, client_optimizer(c), batch_size=c.batch_size,
       max_examples=fed.train.max_count, steps=c.steps,
-      epochs=c.epochs if c.steps is None else 1,  # warned about
-      epoch_decay=c.epoch_decay, patience=c.patience,
-      stateful=model.stateful)
+      epochs=c.epochs if c.steps is None else 1, stateful=model.stateful,
+      epoch_decay=c.epoch_decay and many, patience=c.patience if many else None)
   n = len(fed.y_test) if test_subset is None else int(test_subset)
   return Setup(
       fed, model, update, rule, sched,

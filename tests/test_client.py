@@ -137,6 +137,13 @@ def test_early_stopping_with_patience():
     ({"max_examples": 0}, "max_examples"),
     ({"epochs": 5, "steps": 3}, r"epochs=5 with steps=3: fixed local steps "
                                 r"replace epochs; pass one of them"),
+    # options that act between epochs were accepted with one (the command
+    # line warned; the library ran them as nothing)
+    ({"steps": 5, "epoch_decay": True, "patience": 2},
+     r"epoch_decay=True and patience=2 act between local epochs and do "
+     r"nothing with steps=5 \(one epoch\): pass epochs > 1"),
+    ({"patience": 2}, r"patience=2 acts between local epochs and does "
+                      r"nothing with epochs=1"),
 ])
 def test_invalid(kw, match):
   args = {"batch_size": 2, "max_examples": 4, **kw}

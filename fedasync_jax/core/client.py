@@ -238,6 +238,15 @@ def local_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
                        f"steps replace epochs; pass one of them")
   if patience is not None:
     patience = checks.integer("patience", patience, low=1)
+  idle = [n for n, on in (("epoch_decay=True", bool(epoch_decay)),
+                          (f"patience={patience}", patience is not None))
+          if on]
+  if idle and (steps is not None or epochs == 1):
+    raise ValueError(
+        f"{' and '.join(idle)} act{'s' if len(idle) == 1 else ''} between "
+        f"local epochs and {'does' if len(idle) == 1 else 'do'} nothing "
+        f"with {f'steps={steps}' if steps is not None else 'epochs=1'} "
+        f"(one epoch): pass epochs > 1, or leave them out")
   checks.number("min_delta", min_delta, low=0)
   if steps is not None:
     n_epochs, per_epoch = 1, steps

@@ -480,12 +480,12 @@ def setup(cfg) -> Setup:
   fed = load_data(cfg)
   model = make_model(cfg, fed)
   c = cfg.client
+  many = c.steps is None and c.epochs > 1  # else epoch options: warned about
   update = client.local_update(
       model.loss, make_optimizer(c), batch_size=c.batch_size,
       max_examples=fed.train.max_count, steps=c.steps,
-      epochs=c.epochs if c.steps is None else 1,  # warned about
-      epoch_decay=c.epoch_decay, patience=c.patience,
-      stateful=model.stateful)
+      epochs=c.epochs if c.steps is None else 1, stateful=model.stateful,
+      epoch_decay=c.epoch_decay and many, patience=c.patience if many else None)
   rule = make_rule_from(cfg, fed)
   loaded = load_traces(cfg, fed)
   dm = make_delays(cfg, fed, loaded=loaded)
