@@ -13,7 +13,7 @@
   ``--out`` is refused without ``--force``);
 * building a run from a ``fedasync_jax.config.Config`` through the
   library's public pieces (``experiment.load_data`` / ``make_model`` /
-  ``make_rule_from`` / ``make_schedule``, ``client.local_update``,
+  ``make_rule_from`` / ``make_schedule`` / ``make_update``,
   ``tasks.task_hparams``) and running it with ``executor.simulate``,
   optionally evaluating on a test subset (cheaper evaluations on this
   2-core CPU);
@@ -224,20 +224,6 @@ def history_of(out) -> list:
   return [dict(e) for e in out.evals]
 
 
-def client_optimizer(c):
-  """The optax optimizer that ``c`` (a config's ``client`` section)
-  names: the library's ``experiment.make_optimizer`` where it exists, else
-  built here from the same fields."""
-  import optax
-  from fedasync_jax import experiment
-  make = getattr(experiment, "make_optimizer", None)
-  if make is not None:
-    return make(c)
-  if c.optimizer == "sgd":
-    return optax.sgd(c.lr, momentum=getattr(c, "momentum", 0.0) or None)
-  return getattr(optax, c.optimizer)(c.lr)
-
-
 def build(cfg, *, fed=None, test_subset: Optional[int] = None) -> Setup:
   """A run's pieces from ``cfg`` through the library's public builders.
 
@@ -252,7 +238,7 @@ def build(cfg, *, fed=None, test_subset: Optional[int] = None) -> Setup:
     test_subset: evaluate on the first ``test_subset`` test examples.
   """
   import jax
-  from fedasync_jax import client, experiment, models
+  from fedasync_jax import experiment, models
   from fedasync_jax.run import setup as setup_lib
   if fed is None:
     fed = experiment.load_data(cfg)
@@ -261,12 +247,7 @@ def build(cfg, *, fed=None, test_subset: Optional[int] = None) -> Setup:
   dm = experiment.make_delays(cfg, fed)
   sched = experiment.make_schedule(cfg, fed, rule, delay_model=dm)
   c = cfg.client
-  many = c.steps is None and c.epochs > 1  # else epoch options: warned about
-  update = client.local_update(
-      model.loss, client_optimizer(c), batch_size=c.batch_size,
-      max_examples=fed.train.max_count, steps=c.steps,
-      epochs=c.epochs if c.steps is None else 1, stateful=model.stateful,
-      epoch_decay=c.epoch_decay and many, patience=c.patience if many else None)
+  update = experiment.make_update(cfg, model, fed)
   n = len(fed.y_test) if test_subset is None else int(test_subset)
   return Setup(
       fed, model, update, rule, sched,

@@ -79,7 +79,7 @@ from fedasync_jax.run.setup import (Setup, _optimizer,  # noqa: F401
                                     check_memory, eval_every_versions,
                                     image_transform,
                                     load_data, load_trace, make_delays,
-                                    make_model, make_optimizer,
+                                    make_model, make_optimizer, make_update,
                                     make_rule_from, make_schedule,
                                     make_staleness, normalization, setup,
                                     with_image_inputs)

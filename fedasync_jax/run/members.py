@@ -1,4 +1,5 @@
-"""The configured members built: staleness function, optimizers, rule.
+"""The configured members built: staleness function, optimizers, rule,
+the client update.
 
 ``build_member`` builds the member a ``Choice`` field names with the
 parameters ``schema.member_values`` reads (its bound fields, the ``Extra``
@@ -20,7 +21,7 @@ from typing import Optional
 
 import optax
 
-from fedasync_jax.core import rules, staleness
+from fedasync_jax.core import client, rules, staleness
 from fedasync_jax.run.schema import (ConfigError, family, member_field,
                                      member_values)
 
@@ -69,6 +70,21 @@ def make_optimizer(values, section_name: str, choice: str
   """The optimizer a ``Choice`` field names (``client.optimizer``,
   ``rule.server_optimizer``), with its bound fields' values."""
   return build_member(values, section_name, choice)
+
+
+def make_update(cfg, model, fed) -> client.ClientUpdate:
+  """The client update ``cfg.client`` describes, training ``model`` on the
+  clients of ``fed``. ``epoch_decay`` and ``patience`` act between local
+  epochs, so they are passed only with several (with one, the
+  configuration's notices warn that they do nothing)."""
+  c = cfg.client
+  many = c.steps is None and c.epochs > 1
+  return client.local_update(
+      model.loss, make_optimizer(c, "client", "optimizer"),
+      batch_size=c.batch_size, max_examples=fed.train.max_count,
+      steps=c.steps, epochs=c.epochs if c.steps is None else 1,
+      stateful=model.stateful, epoch_decay=c.epoch_decay and many,
+      patience=c.patience if many else None)
 
 
 RULE_INPUTS = {

@@ -31,7 +31,8 @@ from fedasync_jax import data, models
 from fedasync_jax.core import checks, client, robust, rules
 from fedasync_jax.data import datasets, images, synthetic
 from fedasync_jax.run import members, schema
-from fedasync_jax.run.members import make_staleness  # noqa: F401
+from fedasync_jax.run.members import (  # noqa: F401  (re-exported)
+    make_staleness, make_update)
 from fedasync_jax.run.schema import ConfigError
 from fedasync_jax.sim import delays, scheduler, tasks, trace_files, traces
 from fedasync_jax.sim.selection import needs_weights
@@ -479,13 +480,8 @@ def setup(cfg) -> Setup:
   """Builds a run's pieces from its configuration."""
   fed = load_data(cfg)
   model = make_model(cfg, fed)
+  update = make_update(cfg, model, fed)
   c = cfg.client
-  many = c.steps is None and c.epochs > 1  # else epoch options: warned about
-  update = client.local_update(
-      model.loss, make_optimizer(c), batch_size=c.batch_size,
-      max_examples=fed.train.max_count, steps=c.steps,
-      epochs=c.epochs if c.steps is None else 1, stateful=model.stateful,
-      epoch_decay=c.epoch_decay and many, patience=c.patience if many else None)
   rule = make_rule_from(cfg, fed)
   loaded = load_traces(cfg, fed)
   dm = make_delays(cfg, fed, loaded=loaded)
