@@ -48,12 +48,9 @@ def length(args) -> str:
                            smoke=args.smoke, quick=args.quick)
 
 
-def main(argv=None):
-  args = parse_args(argv)
-  prov = common.Provenance()
+def measure(args) -> tuple:
+  """``(batch size, {variant: seconds per local step})``."""
   steps = args.steps
-  out_dir, _ = common.prepare(args, "conv_in_loop", None)
-
   import jax
   import jax.numpy as jnp
   import optax
@@ -97,7 +94,21 @@ def main(argv=None):
     t = time.perf_counter()
     jax.block_until_ready(f(params, key))
     res[name] = (time.perf_counter() - t) / steps
+  return b, res
 
+
+def main(argv=None):
+  args = parse_args(argv)
+  prov = common.Provenance()
+  out_dir, _ = common.prepare(args, "conv_in_loop", None)
+  with common.interruptible(out_dir):
+    b, res = measure(args)
+    write(args, out_dir, prov, b, res)
+
+
+def write(args, out_dir, prov, b, res) -> None:
+  """Writes ``summary.md`` and moves the folder into place."""
+  steps = args.steps
   lines = [f"| models.mnist_cnn variant | seconds per local step (batch {b}) "
            "| examples/s |", "|---|---|---|"]
   for k, v in res.items():

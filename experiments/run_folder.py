@@ -109,26 +109,34 @@ class Log:
 
 
 @contextlib.contextmanager
-def interruptible(say: Log, where: str = "history.csv"):
+def interruptible(say, where: str = "history.csv"):
   """Inside, Ctrl-C (SIGINT) or SIGTERM stops the script at once
   (``fedasync_jax.run.interrupts.interrupt_on_signals``: even inside JAX's
   callbacks) with the line ``interrupted after N of M runs; completed
   runs are in history.csv`` in ``log.txt`` (``say.plan`` / ``run_done``
   count them), naming where that file is and that the folder the run was
-  to replace is unchanged, and exit status 130."""
+  to replace is unchanged, and exit status 130. ``say`` is the run's
+  ``Log``, or, for a script that keeps none, its partial folder
+  (``partial_dir``): the line then goes to stderr alone."""
   from fedasync_jax.run.interrupts import interrupt_on_signals
   try:
     with interrupt_on_signals():
       yield
   except KeyboardInterrupt as e:
     name = str(e) if str(e).startswith("SIG") else "SIGINT"
-    target = target_of(say.out)
-    kept = (f"; {target} is unchanged" if target != say.out else "")
-    runs = (f"after {say.done} of {say.total} runs; completed runs are in "
-            f"{where}" if say.total is not None else
+    log = say if isinstance(say, Log) else None
+    out = log.out if log else Path(say)
+    target = target_of(out)
+    kept = (f"; {target} is unchanged" if target != out else "")
+    runs = (f"after {log.done} of {log.total} runs; completed runs are in "
+            f"{where}" if log and log.total is not None else
             "before its results were written")
-    say(f"interrupted ({name}) {runs} (in {say.out}{kept})")
-    say.close()
+    msg = f"interrupted ({name}) {runs} (in {out}{kept})"
+    if log:
+      log(msg)
+      log.close()
+    else:
+      print(msg, file=sys.stderr, flush=True)
     sys.exit(130)
 
 

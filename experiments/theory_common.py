@@ -78,6 +78,13 @@ def out_dir(args=None) -> Path:
   return common.partial_dir(path)
 
 
+def interruptible(out: Path):
+  """Inside, Ctrl-C or SIGTERM stops the run with one line on stderr
+  saying so and that the folder ``out`` was to replace is unchanged, and
+  exit status 130 (``common.interruptible``)."""
+  return common.interruptible(out)
+
+
 def finish(out: Path) -> Path:
   """Moves the run's partial folder into place (``common.finish``);
   returns the final folder."""

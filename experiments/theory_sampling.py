@@ -187,30 +187,31 @@ def sizes(args):
 def main():
   args = tc.parse_args(__doc__, "theory_sampling")
   out = tc.out_dir(args)  # before the work: a bad folder stops it at once
-  trials, passes = sizes(args)
-  timer = tc.Timer()
-  records = monte_carlo(trials)
-  sched_rows, sched_N = scheduler_rows(passes)
-  records += sched_rows
-  wall = timer()
-  name = tc.run_name("theory_sampling", args)
-  tc.write_csv(out / f"{name}.csv", records)
-  finite = [r for r in records if np.isfinite(r["ratio"])]
-  worst = max(finite, key=lambda r: abs(r["ratio"] - 1))
-  zero_max = max(r["empirical"] for r in records if r["closed_form"] == 0)
-  tc.write_json(out / f"{name}.json", {
-      "trials": trials, "passes": passes, "records": records,
-      "max_abs_rel_error": abs(worst["ratio"] - 1),
-      "max_empirical_where_closed_form_is_0": zero_max, "wall_s": wall})
-  plot(records, sched_N, out / f"{name}.png")
-  body = markdown(records, trials, passes, sched_N, worst, zero_max, wall,
-                  name)
-  tc.write_md(out / f"{name}.md",
-              "Experiment 4: sampling with vs without replacement", body,
-              tc.length_line(args, lambda a: dict(zip(
-                  ("Monte Carlo trials", "scheduler passes"), sizes(a)))))
-  tc.finish(out)
-  print(body)
+  with tc.interruptible(out):
+    trials, passes = sizes(args)
+    timer = tc.Timer()
+    records = monte_carlo(trials)
+    sched_rows, sched_N = scheduler_rows(passes)
+    records += sched_rows
+    wall = timer()
+    name = tc.run_name("theory_sampling", args)
+    tc.write_csv(out / f"{name}.csv", records)
+    finite = [r for r in records if np.isfinite(r["ratio"])]
+    worst = max(finite, key=lambda r: abs(r["ratio"] - 1))
+    zero_max = max(r["empirical"] for r in records if r["closed_form"] == 0)
+    tc.write_json(out / f"{name}.json", {
+        "trials": trials, "passes": passes, "records": records,
+        "max_abs_rel_error": abs(worst["ratio"] - 1),
+        "max_empirical_where_closed_form_is_0": zero_max, "wall_s": wall})
+    plot(records, sched_N, out / f"{name}.png")
+    body = markdown(records, trials, passes, sched_N, worst, zero_max, wall,
+                    name)
+    tc.write_md(out / f"{name}.md",
+                "Experiment 4: sampling with vs without replacement", body,
+                tc.length_line(args, lambda a: dict(zip(
+                    ("Monte Carlo trials", "scheduler passes"), sizes(a)))))
+    tc.finish(out)
+    print(body)
 
 
 if __name__ == "__main__":

@@ -482,17 +482,18 @@ gamma, seed) numbers: `{name}.csv`; everything: `{name}.json`.
 def main():
   args = tc.parse_args(__doc__, "theory_staleness_bound")
   out = tc.out_dir(args)  # before the work: a bad folder stops it at once
-  m = measure(args)
-  name = tc.run_name("theory_staleness_bound", args)
-  tc.write_csv(out / f"{name}.csv", m.records)
-  tc.write_json(out / f"{name}.json", summary(m))
-  plot(m, out / f"{name}.png")
-  body = markdown(m, name)
-  tc.write_md(out / f"{name}.md",
-              "Experiment 2: the staleness bounds inside their conditions",
-              body, tc.length_line(args, sizes))
-  tc.finish(out)
-  print(body)
+  with tc.interruptible(out):
+    m = measure(args)
+    name = tc.run_name("theory_staleness_bound", args)
+    tc.write_csv(out / f"{name}.csv", m.records)
+    tc.write_json(out / f"{name}.json", summary(m))
+    plot(m, out / f"{name}.png")
+    body = markdown(m, name)
+    tc.write_md(out / f"{name}.md",
+                "Experiment 2: the staleness bounds inside their conditions",
+                body, tc.length_line(args, sizes))
+    tc.finish(out)
+    print(body)
 
 
 if __name__ == "__main__":

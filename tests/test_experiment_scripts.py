@@ -29,7 +29,8 @@ RESULTS = EXP / "results"
 MODULES = ("command_line", "common", "time_to_accuracy", "sampling",
            "fedasync_staleness", "fedbuff_comparison", "trace_heterogeneity",
            "afl_paper", "conv_in_loop", "jax_function", "theory_common",
-           "theory_rate")
+           "theory_rate", "theory_sampling", "theory_staleness_bound",
+           "theory_staleness_functions")
 # Every module of experiments/ (the scripts import their own helpers).
 NAMES = tuple(sorted(p.stem for p in EXP.glob("*.py")))
 
@@ -538,3 +539,31 @@ def test_ctrl_c_keeps_the_recording_and_says_how_far_it_got(tmp_path):
   assert f"{out} is unchanged" in last
   assert [f.name for f in out.iterdir()] == ["summary.md"]
   assert (out / "summary.md").read_text() == "earlier recording"
+
+
+@pytest.mark.parametrize("name,work", [
+    ("theory_rate", "measure"), ("theory_sampling", "monte_carlo"),
+    ("theory_staleness_bound", "measure"),
+    ("theory_staleness_functions", "measure"), ("conv_in_loop", "measure")])
+def test_ctrl_c_in_a_script_without_a_log_exits_130_and_says_so(
+    scripts, tmp_path, monkeypatch, capsys, name, work):
+  """The scripts that keep no ``log.txt``: Ctrl-C during the work ends
+  with exit status 130 and one line naming the partial folder and saying
+  the target folder is unchanged, not a traceback."""
+  def stop(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(getattr(scripts, name), work, stop)
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "keep.md").write_text("earlier")
+  argv = ["--smoke", "--out", str(out), "--force"]
+  monkeypatch.setattr(sys, "argv", [f"experiments/{name}.py", *argv])
+  main = getattr(scripts, name).main
+  with pytest.raises(SystemExit) as e:
+    main(argv) if name == "conv_in_loop" else main()
+  assert e.value.code == 130
+  [partial] = tmp_path.glob("out.partial-*")
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  assert err == (f"interrupted (SIGINT) before its results were written "
+                 f"(in {partial}; {out} is unchanged)"), err
+  assert [f.name for f in out.iterdir()] == ["keep.md"]
