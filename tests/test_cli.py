@@ -96,6 +96,9 @@ def test_run_writes_outputs(tmp_path, capsys, rule):
   assert {a["status"] for a in arrivals} <= {"applied", "dropped"}
   summary = json.loads((out / "summary.json").read_text())
   assert summary["client_updates"] == 120
+  # FedAvg's rounds draw ``uniform`` without replacement, and say so
+  assert summary["selection"] == ("without_replacement" if rule == "fedavg"
+                                  else "uniform")
   # the time writing the outputs (a sweep's summary had it, a run's not)
   assert 0 < summary["output_time_s"] < summary["wall_time_s"] + 60
   assert "final test accuracy" in capsys.readouterr().out

@@ -304,6 +304,8 @@ def _summary(s, out: types.RunResult, final: dict, wall_time: float,
       "simulated_time": (float(arr["simulated_time"][-1])
                          if len(arr["simulated_time"]) else 0.0),
       "realised_concurrency": float(s.schedule.stats["realised_concurrency"]),
+      # as drawn (FedAvg draws ``uniform`` without replacement)
+      "selection": s.schedule.stats.get("selection"),
       "mean_staleness": (float(arr["staleness"].mean())
                          if len(arr["staleness"]) else 0.0),
       "max_staleness": int(arr["staleness"].max(initial=0)),

@@ -344,6 +344,7 @@ class _AsyncLoop:
         # What the schedule was drawn for (``contract.check_rule_fits``).
         "arrivals_per_version": self.per_version,
         "max_staleness": self.max_staleness,
+        "selection": self.sel.kind,
     }
     return b.build(self.delays.num_clients, False, stats,
                    keep_tasks=np.flatnonzero(done))
@@ -417,6 +418,7 @@ def synchronous(delays: DelayModel, *, num_rounds: int, cohort_size: int,
       "num_versions": version,
       "rounds_with_updates": rounds_used,
       "lost_updates": int(np.sum(b.lost)),
+      "selection": sel.kind,
   }
   return b.build(n, True, stats)
 
