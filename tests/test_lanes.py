@@ -452,3 +452,35 @@ def test_device_balance_counts_the_deal_of_the_strategy(devices):
     lanes.device_balance(p, steps, 2, deal="greedy")
   with pytest.raises(ValueError, match="wave plan"):
     lanes.device_balance(plan.make_direct_plan(s), steps, 2)
+
+
+@pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg"])
+def test_keys_whose_bits_vmap_changes_are_refused_where_clients_batch(impl):
+  """An ``rbg`` key's random bits change under ``jax.vmap`` (JAX draws
+  once for the whole batch), so a batched run would not equal the
+  reference: every entry point whose clients run under ``vmap`` refuses
+  it, naming the key and the batching; one client at a time, it equals
+  the reference."""
+  import jax
+  from fedasync_jax import executor, pure, reference, rules, sweep
+  from test_executor import problem, rel_diff, speeds
+  ds, upd, params, _ = problem("lsq", np.float32)
+  dm = delays.delay_model(speeds("lognormal", 100), ds.counts.astype(float))
+  s = scheduler.asynchronous(dm, num_updates=40, concurrency=6, seed=1)
+  key = jax.random.key(3, impl=impl)
+  rule = rules.fedasync(0.5)
+  for batching in ("vmap", "refill", "map_batched"):
+    with pytest.raises(ValueError, match=f"key is a key of kind '{impl}'.*"
+                       f"batching='{batching}'"):
+      executor.simulate(rule, upd, params, ds, s, key=key,
+                        batching=batching, width=3, map_batch_size=2)
+    with pytest.raises(ValueError, match=f"batching='{batching}'"):
+      pure.run(rule, upd, params, pure.prepare(
+          s, batching=batching, width=3), key=key, data=ds)
+  with pytest.raises(ValueError, match="keys is a key.*members='vmap'"):
+    sweep.sweep(lambda hp: rules.fedasync(hp), np.array([0.5, 0.6]), upd,
+                params, ds, s, keys=jax.random.split(key, 2),
+                members="vmap")
+  one = executor.simulate(rule, upd, params, ds, s, key=key, batching="map")
+  ref = reference.run(rule, upd, params, ds, s, key=key)
+  assert rel_diff(one.state.params, ref.state.params) <= 1e-6

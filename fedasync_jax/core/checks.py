@@ -291,9 +291,18 @@ def optimizer(name: str, value) -> Any:
   return value
 
 
-def prng_key(name: str, key) -> Any:
+VMAP_CHANGES_KEYS = ("rbg", "unsafe_rbg")
+"""Key kinds whose random bits ``jax.vmap`` changes: JAX batches their
+``rng_bit_generator`` by one draw for the whole batch (jax-ml/jax#20094),
+so a batched client draws other numbers than the same client alone."""
+
+
+def prng_key(name: str, key, *, vmapped_by: Optional[str] = None) -> Any:
   """Checks that ``key`` is one PRNG key: ``jax.random.key(...)``, or the
-  ``uint32`` pair of ``jax.random.PRNGKey(...)``; returns it.
+  ``uint32`` pair of ``jax.random.PRNGKey(...)``; returns it. With
+  ``vmapped_by`` (what batches the clients, e.g. ``"batching='vmap'"``),
+  a key of a kind in ``VMAP_CHANGES_KEYS`` is refused: the batched run
+  would not equal the one-client-at-a-time one.
 
   Example:
     >>> prng_key("key", 0)
@@ -304,8 +313,16 @@ def prng_key(name: str, key) -> Any:
   dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
   typed = dtype is not None and jax.dtypes.issubdtype(dtype,
                                                       jax.dtypes.prng_key)
-  if (typed and shape == ()) or (not typed and dtype == np.uint32
-                                 and shape == (2,)):
+  if typed and shape == ():
+    impl = str(jax.random.key_impl(key))
+    if vmapped_by and impl in VMAP_CHANGES_KEYS:
+      raise ValueError(
+          f"{name} is a key of kind {impl!r}, whose random bits jax.vmap "
+          f"changes (one draw for the whole batch), so {vmapped_by} would "
+          f"not equal the one-client-at-a-time run: use jax.random.key("
+          f"seed) (threefry2x32), or batching='map'")
+    return key
+  if not typed and dtype == np.uint32 and shape == (2,):
     return key
   got = (f"an array of {dtype} and shape {shape}" if shape is not None
          else show(key))

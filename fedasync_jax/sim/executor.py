@@ -149,6 +149,8 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
       batching, width=width, arrivals_per_step=arrivals_per_step,
       concurrency=schedule.stats.get("realised_concurrency", 1.0),
       map_batch_size=map_batch_size)
+  checks.prng_key("key", key, vmapped_by=strategy.vmapped and
+                  f"batching={strategy.name!r}")
   t0 = time.perf_counter()
   steps_of_client, width = driver.refill_layout(
       strategy, client, data, [schedule], width, width_given)
@@ -177,7 +179,7 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
       ("simulate", rule, client, strategy, eval_fn, plans.num_snaps,
        plans.num_slots, signature(params), signature(dev),
        signature(hp_table), signature(rule_hp), options), build)
-  carry = prog.init(params, plans.like, rule_hp)
+  carry = prog.init(params, plans.like, rule_hp, key=key)
   steps, axes = driver.steps_for(plans, [schedule], eval_every)
   digest = ("" if checkpoint is None and resume is None else
             run_digest([schedule], steps, key, hp_table, rule_hp,

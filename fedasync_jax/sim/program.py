@@ -159,8 +159,11 @@ def make_program(make_rule: Callable[[Any], ServerRule],
         lambda p: evaluate(eval_fn, p, getattr(eval_fn, "data", None)),
         params_like)
 
-  def init(params, p: plan_lib.Plan, rule_hp=None, init_snap=None):
-    """``init_snap`` overrides ``p.init_snap`` (a traced value in sweeps)."""
+  def init(params, p: plan_lib.Plan, rule_hp=None, init_snap=None, key=None):
+    """``init_snap`` overrides ``p.init_snap`` (a traced value in sweeps);
+    ``key`` is a key of the run's kind (its shape sizes the lanes' keys;
+    default: ``jax.random.key(0)``'s)."""
+    key = jax.random.key(0) if key is None else key
     # The carry is donated to the compiled chunks: copy, never alias, the
     # caller's parameters.
     params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
@@ -174,7 +177,7 @@ def make_program(make_rule: Callable[[Any], ServerRule],
     if not p.direct:
       res_shape = jax.eval_shape(
           lambda d, q: train_fn(d, rule.result_fields)(
-              q, jnp.int32(0), jnp.int32(0), jax.random.key(0),
+              q, jnp.int32(0), jnp.int32(0), key,
               ClientHParams(jnp.float32(1), jnp.float32(0))),
           data_like, params)[0]
       results = jax.tree.map(
@@ -186,7 +189,8 @@ def make_program(make_rule: Callable[[Any], ServerRule],
     if strategy.refill:
       if client.lane is None:
         raise ValueError(strategies.NO_LANE)
-      lanes = strategy.init_lanes(client.lane, params, p.width, p.num_slots)
+      lanes = strategy.init_lanes(client.lane, params, p.width, p.num_slots,
+                                  key)
     return jax.tree.map(lambda x: jnp.array(x, copy=True),
                         Carry(state, snaps, results, lanes))
 

@@ -216,7 +216,8 @@ def run(make_rule: Union[ServerRule, Callable[[Any], ServerRule]],
                       params_like=params, data_like=dev,
                       masked_writes=masked_writes)
   first = prepared.plan.init_snap if init_snap is None else init_snap
-  carry = prog.init(params, prepared.plan, rule_hp, init_snap=first)
+  carry = prog.init(params, prepared.plan, rule_hp, init_snap=first,
+                    key=key)
   steps = jax.tree.map(jnp.asarray, steps)
   carry, outs = prog.run_chunk(carry, steps, key,
                                jax.tree.map(jnp.asarray, hparams), dev,
@@ -232,7 +233,8 @@ def _check_run_inputs(make_rule, client, params, prepared, *, key, data,
     raise ValueError(f"prepared must be what pure.prepare(schedule) or "
                      f"pure.stack(schedules) returns, got "
                      f"{checks.show(prepared)}")
-  checks.prng_key("key", key)
+  checks.prng_key("key", key, vmapped_by=prepared.strategy.vmapped and
+                  f"batching={prepared.strategy.name!r}")
   members = len(prepared.schedules)
   if np.ndim(prepared.plan.init_snap) == 1 and any(g is None for g in given):
     raise ValueError(

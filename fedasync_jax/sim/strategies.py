@@ -100,8 +100,8 @@ def _eval_or_zeros(ctx: Context, flag, params):
 class _Strategy:
   """Strategies compare equal when they are of one kind with equal
   settings (they are part of the compiled-program cache key)."""
-  direct = False
-  refill = False
+  direct = refill = False
+  vmapped = False  # clients' updates under jax.vmap (contract.check_key)
   name = ""
 
   def __eq__(self, other):
@@ -273,7 +273,7 @@ class _Batched(_Wave):
 class Vmap(_Batched):
   """All ``width`` lanes in one ``jax.vmap``-batched program (padding
   lanes are trained too); the accelerator default."""
-  name = "vmap"
+  name, vmapped = "vmap", True
 
   def run_lanes(self, fn, args):
     return jax.vmap(fn)(*args)
@@ -285,6 +285,7 @@ class MapBatched(_Batched):
 
   def __init__(self, batch_size: int = 8):
     self.batch_size = checks.integer("map_batch_size", batch_size, low=1)
+    self.vmapped = self.batch_size > 1
 
   def run_lanes(self, fn, args):
     return jax.lax.map(lambda a: fn(*a), args, batch_size=self.batch_size)
@@ -307,9 +308,9 @@ class Devices(_Batched):
     n = len(jax.devices())
     self.num_devices = (n if num_devices is None else checks.integer(
         "num_devices", num_devices, low=1, high=n))
-    self.inner = inner or ("map" if jax.default_backend() == "cpu"
-                           else "vmap")
-    checks.choice("inner", self.inner, ("map", "vmap"))
+    self.inner = checks.choice("inner", inner or (
+        "map" if jax.default_backend() == "cpu" else "vmap"), ("map", "vmap"))
+    self.vmapped = self.inner == "vmap"
 
   def mesh(self):
     return jax.sharding.Mesh(np.array(jax.devices()[:self.num_devices]),
@@ -375,17 +376,17 @@ class Refill(_Wave):
   whose client is done writes its result and takes the next client the
   plan gives it. Needs a refill plan and a client update with a ``lane``
   (``client.local_update`` has one)."""
-  name = "refill"
-  refill = True
+  name, refill, vmapped = "refill", True, True
 
   @staticmethod
-  def init_lanes(lane, params, width: int, trash_slot: int) -> LaneCarry:
-    """Idle lanes (done and written) for ``Program.init``."""
+  def init_lanes(lane, params, width: int, trash_slot: int, key) -> LaneCarry:
+    """Idle lanes (done and written) for ``Program.init``; ``key``, of the
+    run's kind, only shapes them."""
     from fedasync_jax.core.client import ClientHParams, ClientRef
     dt = jax.tree.leaves(params)[0].dtype
     shape = jax.eval_shape(lambda p: lane.start(
         p, ClientRef(None, None, jnp.int32(0), jnp.int32(0)),
-        jax.random.key(0), ClientHParams(dt.type(1), dt.type(0))), params)
+        key, ClientHParams(dt.type(1), dt.type(0))), params)
     state = jax.tree.map(
         lambda s: jnp.zeros((width,) + s.shape, s.dtype), shape)
     state = state._replace(done=jnp.ones((width,), bool))

@@ -215,7 +215,8 @@ def _compiled(make_rule, client, strategy, eval_fn, plans, axes,
                         masked_writes=member_mode == "vmap" and
                         not plans.shared)
     init = jax.jit(jax.vmap(
-        lambda p, snap, hp: prog.init(p, like, hp, init_snap=snap),
+        lambda p, snap, hp: prog.init(p, like, hp, init_snap=snap,
+                                     key=key_like),
         in_axes=(0 if member_params else None, 0, 0)))
     run = (jax.vmap(prog.run_chunk, in_axes=(0, axes, 0, 0, None, 0))
            if member_mode == "vmap" else _mapped(prog.run_chunk, axes))
@@ -352,6 +353,9 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   member_mode = checks.choice("members", members or (
       "map" if jax.default_backend() == "cpu" and mesh is None else "vmap"),
       ("map", "vmap"))
+  checks.prng_key("keys", keys[0], vmapped_by=(
+      f"batching={strategy.name!r}" if strategy.vmapped else
+      member_mode == "vmap" and "members='vmap'"))
   init, run_chunk = _compiled(
       make_rule, client, strategy, eval_fn, plans, axes, member_mode,
       member_params, params, dev, hp_table, rule_hp, keys[0], mesh,
