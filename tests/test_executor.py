@@ -628,6 +628,29 @@ def test_params_of_another_dtype_than_the_examples_are_named():
                         ds, s, key=jax.random.key(0))
 
 
+def test_float64_rule_values_keep_float32_params_under_x64():
+  """With x64 on, ``simulate`` made ``rule_hp=0.9`` a strong float64,
+  which promoted FedBuff's float32 momentum and failed its flush; a
+  rule value now takes the parameters' dtype, as the Python float does
+  in the reference, in ``simulate`` and in ``sweep``."""
+  with jax.enable_x64(True):
+    ds, upd, params, _ = problem("lsq", np.float32)
+    dm = delays.delay_model(speeds("lognormal", N), ds.counts.astype(float))
+    s = scheduler.asynchronous(dm, num_updates=12, concurrency=3, seed=0,
+                               arrivals_per_version=2)
+
+    def make(h):
+      return rules.fedbuff(2, optax.sgd(1.0, momentum=h))
+    key = jax.random.key(0)
+    ref = reference.run(make(0.9), upd, params, ds, s, key=key)
+    one = executor.simulate(make, upd, params, ds, s, key=key, rule_hp=0.9)
+    [_, member] = sweep.sweep(make, np.array([0.5, 0.9]), upd, params, ds,
+                              s, keys=jnp.stack([key, key]))
+    for out in (one, member):
+      assert out.state.params.dtype == jnp.float32
+      assert rel_diff(out.state.params, ref.state.params) <= 1e-6
+
+
 def test_a_bad_key_or_rule_hp_is_named():
   """``key=0`` failed inside the client update ("invalid PRNG key data",
   blaming params); a rule function without rule_hp failed with
@@ -647,6 +670,10 @@ def test_a_bad_key_or_rule_hp_is_named():
                      r"ServerRule and failed without rule_hp \(TypeError"):
     executor.simulate(lambda hp: rules.fedasync(hp["a"]), upd, params, ds,
                       s, key=key)
+  with pytest.raises(ValueError, match=r"^rule is a function rule_hp -> "
+                     r"ServerRule and failed without rule_hp \(ValueError: "
+                     r"rule .fedasync.: alpha must be"):  # its check, on None
+    executor.simulate(rules.fedasync, upd, params, ds, s, key=key)
   with pytest.raises(ValueError, match=r"^rule_hp is used only when rule "
                      r"is a function"):
     executor.simulate(rules.fedasync(0.5), upd, params, ds, s, key=key,

@@ -139,7 +139,7 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
   check_labels(data, eval_fn, num_classes)
   chunk_steps = driver.check_chunk_steps(chunk_steps)
   check_schedules([schedule], data.num_clients)
-  rule_hp = strong_arrays(rule_hp)
+  rule_hp = strong_arrays(rule_hp, like=params)
   make_rule, built = rule_maker(rule, rule_hp)
   check_rule_fits(built, [schedule])
   check_client_fits(client, data)

@@ -209,20 +209,31 @@ def make_program(make_rule: Callable[[Any], ServerRule],
   return Program(init, run_chunk)
 
 
-def strong_arrays(tree):
+def strong_arrays(tree, like=None):
   """A pytree's leaves as JAX arrays of their canonical dtypes, never
   weakly typed: ``0.6`` and ``np.float64(0.6)`` then give the same
   argument types, so a jitted program called with either is traced and
   compiled once (a weak ``float32`` is another type to ``jax.jit``).
+  With ``like`` (the run's parameters), floating leaves take its dtype,
+  as a Python float does in their arithmetic: a float64 value would
+  otherwise promote float32 state under x64.
 
   Example:
     >>> import numpy as np
     >>> a, b = strong_arrays(0.6), strong_arrays(np.float64(0.6))
     >>> (a.dtype == b.dtype, a.weak_type, b.weak_type)
     (True, False, False)
+    >>> strong_arrays(np.float64(0.6), like=np.zeros(2, np.float32)).dtype
+    dtype('float32')
   """
-  return jax.tree.map(lambda v: jnp.asarray(v, dtype=jnp.result_type(v)),
-                      tree)
+  floats = None if like is None else jax.tree.leaves(like)[0].dtype
+
+  def strong(v):
+    dt = jnp.result_type(v)
+    if floats is not None and jnp.issubdtype(dt, jnp.floating):
+      dt = floats
+    return jnp.asarray(v, dtype=dt)
+  return jax.tree.map(strong, tree)
 
 
 def signature(tree) -> tuple:

@@ -348,7 +348,7 @@ def sweep(make_rule: Callable[[Any], ServerRule], rule_hparams,
   hp_table = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)),
                           *[pad_tasks(h, n_tasks) for h in hps])
   init_snaps = jnp.asarray([p.init_snap for p in plans.members], jnp.int32)
-  rule_hp = strong_arrays(rule_hparams)
+  rule_hp = strong_arrays(rule_hparams, like=params)
   dev = device_data(data, eval_fn)
   member_mode = checks.choice("members", members or (
       "map" if jax.default_backend() == "cpu" and mesh is None else "vmap"),

@@ -129,7 +129,7 @@ def rule_maker(rule, rule_hp):
                      f"ServerRule, got {checks.show(rule)}")
   try:
     built = rule(rule_hp)
-  except (TypeError, KeyError, IndexError, AttributeError) as e:
+  except (TypeError, KeyError, IndexError, AttributeError, ValueError) as e:
     if rule_hp is not None:
       raise
     raise ValueError(f"rule is a function rule_hp -> ServerRule and failed "
