@@ -176,7 +176,8 @@ def _custom_rules():
   the counters, an apply reading a field its result_fields leaves out, and
   an apply that changes a state array's dtype (a float32 state in a
   float64 run demoted the study in the executor and failed with a
-  while_loop error in the reference)."""
+  while_loop error in the reference), and an apply with a bug of its own
+  (it was blamed on result_fields)."""
   from typing import NamedTuple
 
   class Bare(NamedTuple):
@@ -191,6 +192,10 @@ def _custom_rules():
   plain = rules.fedasync(0.5)
   demotes = plain._replace(apply=lambda st, r, tau: plain.apply(
       st, r, tau)._replace(params=r.params.astype(jnp.bfloat16)))
+
+  def cond_bug(st, r, tau):  # a bug of apply's own, not of its fields
+    jax.lax.cond(tau > 0, lambda: jnp.float32(1), lambda: jnp.int32(0))
+    return plain.apply(st, r, tau)
   return [(bare, r"must return a state with the fields params, version, "
                  r"applied, dropped .*Bare lacks applied, dropped"),
           (reads_params, r"rule.apply fails on a ClientResult holding only "
@@ -198,10 +203,13 @@ def _custom_rules():
           (demotes, r"rule.apply\(state, result, staleness\) must keep every "
                     r"state array's shape and dtype; state\.params is "
                     r"float32\[5\] from rule.init\(params\) but "
-                    r"bfloat16\[5\] after it")]
+                    r"bfloat16\[5\] after it"),
+          (plain._replace(apply=cond_bug),
+           r"^rule.apply\(state, result, staleness\) fails: TypeError: "
+           r"cond branches must have equal output types")]
 
 
-@pytest.mark.parametrize("case", range(3))
+@pytest.mark.parametrize("case", range(4))
 def test_custom_rules_that_break_the_contract_are_refused(lsq, lsq_update,
                                                           case):
   """By every entry point, naming what is missing (they failed with an

@@ -252,8 +252,9 @@ def check_rule_contract(rule: ServerRule, params) -> None:
   ``end_round`` return states of ``init``'s structure, shapes and dtypes.
 
   Raises:
-    ValueError: naming the missing state fields, the ``apply`` error with
-      ``result_fields`` (that error chained), or the state array whose
+    ValueError: naming the missing state fields, the ``apply`` error
+      (chained), blaming ``result_fields`` where ``apply`` runs on a full
+      ``ClientResult``, or the state array whose
       shape or dtype ``apply`` or ``end_round`` changes.
 
   Example:
@@ -280,10 +281,18 @@ def check_rule_contract(rule: ServerRule, params) -> None:
   full = ClientResult(params, params, jnp.zeros((), dtype))
   res = full._replace(**{f: None for f in ("params", "delta")
                          if f not in rule.result_fields})
+  def apply(r):
+    return jax.eval_shape(lambda st, r: rule.apply(st, r, jnp.int32(0)),
+                          state, r)
   try:
-    after = jax.eval_shape(lambda st, r: rule.apply(st, r, jnp.int32(0)),
-                           state, res)
+    after = apply(res)
   except (TypeError, AttributeError) as e:
+    try:  # the fields, or apply itself?
+      apply(full)
+    except Exception as e_full:  # noqa: BLE001 (re-raised, chained)
+      raise ValueError(f"rule.apply(state, result, staleness) fails: "
+                       f"{type(e_full).__name__}: "
+                       f"{checks.error_text(e_full)}") from e_full
     raise ValueError(
         f"rule.apply fails on a ClientResult holding only its "
         f"result_fields {tuple(rule.result_fields)} (the executor keeps no "
