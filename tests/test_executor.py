@@ -628,6 +628,36 @@ def test_params_of_another_dtype_than_the_examples_are_named():
                         ds, s, key=jax.random.key(0))
 
 
+def test_params_of_mixed_float_dtypes_are_refused_by_every_entry_point():
+  """float32 and float64 leaves in one tree passed the dtype check, then
+  the rules took the first leaf's dtype for all: the built-in rules
+  failed with errors telling the user to cast their own rule's values.
+  Mixed trees are refused naming two leaves; numpy float64 leaves that
+  JAX holds as float32 (x64 off) are not mixed."""
+  from conftest import entry_points
+  ds, _ = make_lsq_data(num_clients=8, dtype=np.float32)
+
+  def loss(p, x, y, m):
+    return lsq_loss(p["w"], x, y, m) + 0 * p["b"].astype(jnp.float32)
+  upd = client.local_update(loss, optax.sgd(0.05), batch_size=4,
+                            max_examples=ds.max_count)
+  s = scheduler.asynchronous(delays.delay_model(np.ones(8), np.ones(8)),
+                             num_updates=4, concurrency=2, seed=0)
+  with jax.enable_x64(True):
+    mixed = {"b": jnp.zeros((), jnp.float64), "w": jnp.zeros(5, jnp.float32)}
+    calls = entry_points(rules.fedasync(0.5), upd, mixed, ds, s,
+                         key=jax.random.key(0))
+    for name in ("simulate", "reference", "pure", "sweep"):
+      with pytest.raises(ValueError, match=r"^params must hold arrays of one "
+                         r"float dtype .*params\['w'\] is float32 but "
+                         r"params\['b'\] is float64"):
+        calls[name]()
+  out = executor.simulate(rules.fedasync(0.5), upd, {
+      "b": np.zeros((), np.float64), "w": jnp.zeros(5, jnp.float32)}, ds, s,
+      key=jax.random.key(0))
+  assert out.state.params["w"].dtype == jnp.float32
+
+
 def test_float64_rule_values_keep_float32_params_under_x64():
   """With x64 on, ``simulate`` made ``rule_hp=0.9`` a strong float64,
   which promoted FedBuff's float32 momentum and failed its flush; a

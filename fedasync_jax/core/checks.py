@@ -332,7 +332,9 @@ def prng_key(name: str, key, *, vmapped_by: Optional[str] = None) -> Any:
 
 def float_params(name: str, tree) -> Any:
   """Checks that every leaf of ``tree`` is an array of float32 or float64
-  (the parameters a run mixes and differentiates); returns ``tree``.
+  (the parameters a run mixes and differentiates), all of one dtype as JAX
+  holds them (the rules and the client update compute in one); returns
+  ``tree``.
 
   Example:
     >>> import numpy as np
@@ -345,13 +347,23 @@ def float_params(name: str, tree) -> Any:
   if not leaves:
     raise ValueError(f"{name} must hold at least one array, got "
                      f"{show(tree)}")
+  seen = {}  # dtype as JAX holds it -> the first leaf of it
   for path, leaf in leaves:
     dtype = getattr(leaf, "dtype", None)
     if dtype is None:
       dtype = np.asarray(leaf).dtype
+    where = f"{name}{jax.tree_util.keystr(path)}"
     if np.dtype(dtype) not in (np.float32, np.float64):
       raise ValueError(f"{name} must hold float32 or float64 arrays; "
-                       f"{name}{jax.tree_util.keystr(path)} is {dtype}")
+                       f"{where} is {dtype}")
+    seen.setdefault(jax.dtypes.canonicalize_dtype(dtype), where)
+  if len(seen) > 1:
+    (a, wa), (b, wb) = sorted(seen.items(), key=lambda kv: kv[0].itemsize)
+    raise ValueError(
+        f"{name} must hold arrays of one float dtype (the rules and the "
+        f"client update compute in one); {wa} is {a} but {wb} is {b}: "
+        f"cast them, e.g. jax.tree.map(lambda a: jnp.asarray(a, "
+        f"jnp.{b}), {name})")
   return tree
 
 

@@ -266,6 +266,7 @@ def check_rule_contract(rule: ServerRule, params) -> None:
     ...
     ValueError: rule.apply fails on a ClientResult holding only its result_fields ('delta',)...
   """
+  checks.float_params("params", params)  # (one dtype, read below)
   try:
     state = jax.eval_shape(rule.init, params)
   except Exception as e:  # noqa: BLE001 (re-raised, chained)

@@ -189,8 +189,9 @@ def check_params_fit(client, params, data, hparams, key) -> None:
     key: the run's PRNG key.
 
   Raises:
-    ValueError: naming ``params``, its shapes, the model's error (that
-      error chained) and the examples' shapes (the fault may be theirs).
+    ValueError: ``params`` not of one float dtype (``checks.float_params``);
+      naming ``params``, its shapes, the model's error (that error
+      chained) and the examples' shapes (the fault may be theirs).
 
   Example:
     >>> import jax, jax.numpy as jnp, numpy as np, optax
@@ -205,6 +206,7 @@ def check_params_fit(client, params, data, hparams, key) -> None:
     ...
     ValueError: the client update fails on params of shapes float32[4]: TypeError: dot_general requires contracting dimensions to have the same shape, got (3,) and (4,). (its examples: x float32[2,3], y float32[2])
   """
+  checks.float_params("params", params)
   first = jax.tree.map(lambda a: jnp.asarray(a)[0], hparams)
   ref = ClientRef(*(jax.ShapeDtypeStruct(np.shape(a), jax.dtypes.
                                          canonicalize_dtype(a.dtype))
