@@ -144,6 +144,12 @@ def test_bad_inputs_are_refused_when_the_run_is_traced():
                key=good["key"], data=good["data"],
                rule_hp=good["rule_hp"])[0].params
   np.testing.assert_array_equal(a, b)
+  # A ClientDataset passed through jit is traced: named, with the way out.
+  with pytest.raises(ValueError, match=r"^data is a ClientDataset traced .*"
+                     r"pass program.device_data\(data\)"):
+    jax.jit(lambda d: pure.run(rule, good["client"], good["params"],
+                               good["prepared"], key=good["key"],
+                               data=d)[0].params)(good["data"])
   # Per-task client hyperparameters of the wrong shape name the field.
   with pytest.raises(ValueError, match=r"hparams.lr_scale must hold one "
                      r"value per task"):

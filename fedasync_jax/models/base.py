@@ -14,8 +14,8 @@ The training contract (used by the client trainer inside ``lax.scan``)::
   loss(params, x, y, mask) -> scalar                    # stateless
   loss(params, x, y, mask) -> (scalar, new_batch_stats)  # batch norm
 
-where ``mask`` is a float32 ``(B,)`` array, 1 for real examples and 0 for
-padding; the loss is the mean over real examples and 0 (with a finite, zero
+where ``mask`` is a ``(B,)`` array in the parameters' float dtype (float64
+in a float64 study), 1 for real examples and 0 for padding; the loss is the mean over real examples and 0 (with a finite, zero
 gradient) when the mask is all zero.
 
 Example:

@@ -246,6 +246,12 @@ def _check_run_inputs(make_rule, client, params, prepared, *, key, data,
   check_rule_fits(built, prepared.schedules)
   check_rule_contract(built, params)
   if isinstance(data, ClientDataset):
+    if any(isinstance(a, jax.core.Tracer) for a in (data.counts,
+                                                     data.offsets)):
+      raise ValueError(
+          "data is a ClientDataset traced by jax.jit or jax.vmap (passed as "
+          "an argument), but its client sizes are read on the host: close "
+          "over it, or pass program.device_data(data) as the argument")
     check_schedules(prepared.schedules, data.num_clients)
     check_client_fits(client, data)
   elif isinstance(data, DeviceData):
