@@ -124,7 +124,8 @@ examples:
 outputs (in --out):
   history.csv (long format: one row per evaluation of every member: member,
   grid values, seed, version, simulated time, client updates, client
-  training loss, test loss and accuracy), summary.csv (per grid point: seeds,
+  training loss, test loss and accuracy, mean staleness, bytes to and from
+  clients), summary.csv (per grid point: seeds,
   mean and 95% interval over seeds of the final test accuracy and loss,
   clipped to where they lie: accuracy to [0, 1], loss to 0 and above),
   sweep.csv (one row per member: settings, final metrics, folder),
@@ -133,9 +134,11 @@ outputs (in --out):
   client updates and simulated time, the band clipped as in summary.csv;
   with matplotlib), and one folder per member named by its values
   (alpha=0.3,seed=1/; m<i> links to it) with history.csv, arrivals.csv,
-  staleness.csv, participation.csv, summary.json and final_params.msgpack.
-  Every member equals its own `fedasync-jax run` with the same values
-  (--set ...). Grid fields that the base configuration never reads, and
+  staleness.csv, participation.csv, metrics.jsonl, summary.json and
+  final_params.msgpack. Every member equals its own `fedasync-jax run` with
+  the same values (--set ...), bit for bit except over a client.lr grid (a
+  member's rate scales the base rate's updates: equal up to rounding).
+  Grid fields that the base configuration never reads, and
   base values that the grid or --seeds replace, are warned about (on
   stderr and in summary.json), as --set fields are. With --set
   run.tensorboard=true also tensorboard/<member folder>/: each member's
