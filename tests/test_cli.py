@@ -276,7 +276,8 @@ def test_sweep_rejects_bad_grid(tmp_path, capsys, grid, match):
 @pytest.mark.parametrize("command", ["run", "sweep"])
 def test_resume_says_why_there_is_no_checkpoint(tmp_path, capsys, command):
   """A finished folder used to get "no checkpoint at ...", as if the run
-  had never saved one."""
+  had never saved one; so did a folder a live run holds before its first
+  checkpoint."""
   out = tmp_path / "done"
   assert cli.main([command, "--resume", str(out)]) == 2
   assert f"--resume: no folder {out}" in capsys.readouterr().err
@@ -284,6 +285,17 @@ def test_resume_says_why_there_is_no_checkpoint(tmp_path, capsys, command):
   assert cli.main([command, "--resume", str(out)]) == 2
   assert (f"--resume: no checkpoint at {out / 'checkpoint.msgpack'}"
           in capsys.readouterr().err)
+  # a live run there, before its first checkpoint: named, lock kept
+  import os
+  import socket
+  from fedasync_jax.run import folders
+  lock = out / folders.LOCK
+  lock.write_text(f"{os.getppid()}\n{socket.gethostname()}\n")
+  assert cli.main([command, "--resume", str(out)]) == 2
+  assert (f"{out} is in use by another fedasync-jax process (pid "
+          f"{os.getppid()}" in capsys.readouterr().err)
+  assert lock.read_text().startswith(f"{os.getppid()}\n")
+  lock.unlink()
   (out / "summary.json").write_text("{}")
   assert cli.main([command, "--resume", str(out)]) == 2
   assert (f"--resume: {out} holds a finished run or sweep (summary.json is "

@@ -300,14 +300,18 @@ def open_folder(workdir: Path, *, command: str = "run", resume: bool = False,
   loading data) is removed again, so nothing is left behind.
 
   Raises:
-    ValueError: as ``claim_folder``; with ``resume``, no checkpoint in
-      ``workdir``.
+    ValueError: as ``claim_folder``; with ``resume``, a folder another
+      process holds (``acquire_lock``, even before its first checkpoint)
+      or no checkpoint in ``workdir``.
   """
   workdir = Path(workdir)
   if resume:
-    if not (workdir / CHECKPOINT).is_file():
+    if not workdir.is_dir():
       raise ValueError(no_checkpoint(workdir))
-    lock = acquire_lock(workdir)
+    lock = acquire_lock(workdir)  # a live run there: named first
+    if not (workdir / CHECKPOINT).is_file():
+      release_lock(lock)
+      raise ValueError(no_checkpoint(workdir))
     new = False
   else:
     new = not workdir.exists()
