@@ -116,10 +116,32 @@ def test_demo_and_run_write_the_same_arrival_columns(demo_run, tmp_path):
     assert all(0 < float(r["train_loss"]) < 10 for r in rows)
 
 
-def test_demo_rejects_bad_input(tmp_path, capsys):
-  rc = cli.main(["demo", "--out", str(tmp_path / "d"), "--updates", "150"])
+@pytest.mark.parametrize("option, value, message", [
+    ("--updates", "150", "--updates must be a multiple of 100 in [100, "
+     "1000000]"),
+    # (these ran for minutes, silently, taking gigabytes)
+    ("--updates", "100000000", "--updates must be a multiple of 100 in "
+     "[100, 1000000] (fedasync-jax run takes longer runs), got 100000000"),
+    ("--clients", "100000000", "--clients must be"),
+])
+def test_demo_rejects_bad_input(tmp_path, capsys, option, value, message):
+  rc = cli.main(["demo", "--out", str(tmp_path / "d"), option, value])
   assert rc == 2
-  assert "multiple of 100" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert message in err and "100000" in err, err
+  assert not (tmp_path / "d").exists()
+
+
+def test_a_demo_stopped_before_writing_leaves_no_folder(tmp_path,
+                                                        monkeypatch):
+  """A demo interrupted while it draws its data left a folder holding an
+  empty metrics.jsonl, which refused the same --out again."""
+  def stop(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(demo.synthetic, "synthetic", stop)
+  with pytest.raises(KeyboardInterrupt):
+    demo.run_demo(tmp_path / "d", num_updates=100, log=lambda s: None)
+  assert not (tmp_path / "d").exists()
 
 
 def test_demo_checks_its_arguments_before_announcing_the_folder(tmp_path):

@@ -221,11 +221,11 @@ def _add_demo(sub, commands: dict) -> None:
                       "replaced)")
   d.add_argument("--updates", type=int, default=3000,
                  help="client updates per algorithm, a multiple of 100 "
-                      "(default: 3000)")
+                      "up to 1000000 (default: 3000)")
   d.add_argument("--concurrency", type=int, default=10,
                  help="clients in flight / FedAvg cohort (default: 10)")
   d.add_argument("--clients", type=int, default=100,
-                 help="population size (default: 100)")
+                 help="population size, up to 100000 (default: 100)")
   d.add_argument("--client-lr", type=float, default=0.01,
                  help="client SGD learning rate (default: 0.01)")
   d.add_argument("--seed", type=int, default=0,

@@ -71,14 +71,24 @@ def _table(title, header, rows):
   return "\n".join(lines)
 
 
+MAX_UPDATES = 10**6
+"""The demo's longest run per algorithm (about half an hour each on a
+2-core CPU); ``fedasync-jax run`` takes longer ones."""
+MAX_CLIENTS = 10**5
+"""The demo's largest population (about 100 examples of 60 features each:
+2.4 GB); ``fedasync-jax run`` takes larger ones."""
+
+
 def _check(num_updates, concurrency, num_clients, client_lr, seed):
   checks.number("client_lr", client_lr, low=0, low_open=True)
   checks.integer("seed", seed, low=0, high=checks.INT_LIMIT)
-  num_clients = checks.integer("num_clients", num_clients, low=1)
+  num_clients = checks.integer("num_clients", num_clients, low=1,
+                               high=MAX_CLIENTS)
   num_updates = checks.integer("num_updates", num_updates)
-  if num_updates < 100 or num_updates % 100:
-    raise ValueError(f"num_updates must be a positive multiple of 100, got "
-                     f"{num_updates}")
+  if not 100 <= num_updates <= MAX_UPDATES or num_updates % 100:
+    raise ValueError(f"num_updates must be a multiple of 100 in [100, "
+                     f"{MAX_UPDATES}] (fedasync-jax run takes longer runs), "
+                     f"got {num_updates}")
   concurrency = checks.integer("concurrency", concurrency, low=1,
                                high=num_clients)
   return num_updates, concurrency, num_clients
@@ -122,7 +132,7 @@ def _run_one(name, rule, sched, every, *, upd, params, ds, evaluate, seed,
     log(f"  {name}: {info['arrivals_done']}/{info['num_arrivals']} updates, "
         f"version {info['version']}, {time.perf_counter() - t0:.1f} s")
   path = out / metrics.METRICS
-  with open(path, "a") as f:
+  with open(path, "a" if streamed else "w") as f:  # (an earlier file gone)
     stream = metrics.MetricsStream(f, sched, eval_every=every,
                                    fields={"algorithm": name})
     res = executor.simulate(rule, upd, params, ds, sched,
@@ -212,7 +222,6 @@ def run_demo(out_dir, *, num_updates: int = 3000, concurrency: int = 10,
 
 def _demo(out: Path, *, num_updates, concurrency, num_clients, seed,
           client_lr, log) -> dict:
-  (out / metrics.METRICS).write_text("")  # the runs append to it
   log(f"output folder: {out}")
   t_all = time.perf_counter()
   fed = synthetic.synthetic(1.0, 1.0, num_clients=num_clients, seed=seed,
