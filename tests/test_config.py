@@ -179,6 +179,23 @@ def test_config_command_prints_a_loadable_file(tmp_path, capsys):
   assert "rule.name must be one of" in capsys.readouterr().err
 
 
+def test_numbers_with_an_exponent_load_from_yaml(tmp_path, capsys):
+  """``config`` prints ``lr: 1e-07``, which YAML 1.1 reads as a string:
+  its own output was refused ("got the string '1e-07'; write it without
+  quotes"), as were ``1e-3`` and ``1e3`` written by hand."""
+  assert cli.main(["config", "--set", "client.lr=1e-7"]) == 0
+  p = tmp_path / "c.yaml"
+  p.write_text(capsys.readouterr().out)
+  assert "lr: 1e-07" in p.read_text()
+  assert config.load(p).client.lr == 1e-7
+  p.write_text("client: {lr: 1e-3}\nrun: {num_updates: 1e3}\n")
+  cfg = config.load(p)
+  assert (cfg.client.lr, cfg.run.num_updates) == (1e-3, 1000)
+  p.write_text("client: {lr: '1e-3'}\n")  # quoted: still a string
+  with pytest.raises(config.ConfigError, match="without quotes"):
+    config.load(p)
+
+
 def test_allowed_describes_choices_and_ranges():
   assert config.allowed("delays", "dropout") == "number in [0, 1)"
   assert config.allowed("client", "patience") == \

@@ -64,7 +64,7 @@ def _loader():
   """A ``yaml.SafeLoader`` refusing aliases, whose booleans are ``true`` and
   ``false`` only (YAML 1.2, as JSON): YAML 1.1 would read ``no``, ``off``,
   ``yes`` and ``on`` as booleans, which a configuration refuses as
-  ``--set`` text does."""
+  ``--set`` text does; ``1e-07`` is a number (YAML 1.1: a string)."""
   import yaml  # pylint: disable=import-outside-toplevel
 
   class Loader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
@@ -83,6 +83,11 @@ def _loader():
   Loader.add_implicit_resolver(
       _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
       list("tTfF"))
+  # YAML 1.1 wants a dot in a float: ``1e-07`` (what ``to_yaml`` and
+  # Python print) and ``1e3`` were strings. YAML 1.2 and JSON read numbers.
+  Loader.add_implicit_resolver(
+      "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"),
+      list("-+0123456789"))
   return Loader
 
 
