@@ -247,6 +247,16 @@ def test_fields_that_do_not_apply_are_warned_about(tmp_path, capsys):
   assert notices.config_warnings(cfg) == [
       "data.partition='iid' does nothing with data.name 'synthetic' (the "
       "data set comes federated)"]
+  # a loader's field that the chosen data set's member does not declare
+  for name in ("synthetic", "npz"):
+    cfg = config.from_dict({"data": {"name": name, "download": True}, **(
+        {"data": {"name": name, "download": True, "path": "x.npz"}}
+        if name == "npz" else {})})
+    assert notices.config_warnings(cfg) == [
+        f"data.download=True does nothing with data.name '{name}' (it "
+        f"applies to data.name mnist, fashion_mnist, cifar10, emnist)"]
+  assert notices.config_warnings(config.from_dict(
+      {"data": {"name": "mnist", "download": True}})) == []
   # a setting that applies is not warned about
   cfg = config.from_dict({"rule": {"name": "fedavg"},
                           "run": {"deadline": 5.0}})

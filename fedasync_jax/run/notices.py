@@ -12,7 +12,9 @@ from the schema wherever it can be:
   apply when the chosen rule declares that input, and so do the fields
   bound to them and ``INPUT_FIELDS``;
 * ``data.partition`` and ``data.alpha`` do not apply to a data set that
-  comes federated (``datasets.DATASETS`` member ``info["federated"]``);
+  comes federated (``datasets.DATASETS`` member ``info["federated"]``),
+  nor a loader's field (``data.path``, ``data_dir``, ``download``) to a
+  data set whose member does not declare it;
 * ``SYNCHRONOUS_ONLY`` lists the schedule fields of synchronous rules;
 * ``client.epochs`` does nothing with fixed ``client.steps``, and
   ``EPOCH_FIELDS`` nothing with a single pass (``steps``, or one epoch);
@@ -160,11 +162,22 @@ def unused_fields(cfg) -> dict:
       if getattr(values, f.choice) not in users:
         found[(sec.name, f.name)] = (f.choice, (
             f"it applies to {sec.name}.{f.choice} {', '.join(users)}"))
-  ds = schema.family("data", "name")[cfg.data.name]
+  family = schema.family("data", "name")
+  ds = family[cfg.data.name]
   if ds.info.get("federated"):
     for f in _FEDERATED_ONLY:
       found.setdefault(("data", f), ("name", "the data set comes "
                                          "federated"))
+  # the loaders' own fields (path, data_dir, download) that this one lacks
+  own = {f.name for f in schema.section("data").fields
+         if not isinstance(f, schema.Bound)}
+  read = {p.name for p in ds.params}
+  for f in sorted({p.name for n in family.names() for p in family[n].params}
+                  & own - read):
+    users = [n for n in family.names() if f in {p.name for p in
+                                                family[n].params}]
+    found.setdefault(("data", f), ("name", f"it applies to data.name "
+                                           f"{', '.join(users)}"))
   for f, dep in _unused_trace_fields(cfg.delays).items():
     found[("delays", f)] = dep
   c = cfg.client
