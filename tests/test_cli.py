@@ -594,7 +594,8 @@ def test_a_missing_input_is_refused_before_any_folder(tmp_path, capsys,
 def test_demo_options_are_named_as_given_and_force_is_one(tmp_path,
                                                            capsys):
   for argv, message in (
-      (["--updates", "150"], "--updates must be a positive multiple of 100"),
+      (["--updates", "150"],
+       "--updates must be a multiple of 100 in [100, 1000000]"),
       (["--client-lr", "0"], "--client-lr must be a number > 0"),
       (["--clients", "5", "--concurrency", "6"],
        "--concurrency must be an integer in [1, 5]"),

@@ -172,3 +172,26 @@ def test_demo_never_writes_into_another_runs_folder(demo_run, tmp_path):
                 log=lambda s: None, force=True)
   assert (notes / "notes.txt").read_text() == "mine"
   assert (notes / "summary.json").exists()
+
+
+def test_force_leaves_only_the_new_commands_outputs(demo_run, tmp_path):
+  """``run --force`` over a demo's folder kept the demo's histories and
+  tables beside the run's files, and ``demo --force`` over a run's folder
+  kept the run's; each now removes the other's outputs (the user's own
+  files stay)."""
+  import shutil
+  out, _ = demo_run
+  written = {p.name for p in out.iterdir()}
+  assert written == set(demo.FILES) | {"summary.json", "metrics.jsonl"}
+  folder = tmp_path / "f"
+  shutil.copytree(out, folder)
+  (folder / "notes.txt").write_text("mine")
+  assert cli.main(["run", "--out", str(folder), "--force", "--set",
+                   "data.num_clients=10", "--set", "run.num_updates=40",
+                   "--set", "run.concurrency=2"]) == 0
+  after_run = {p.name for p in folder.iterdir()}
+  assert not after_run & set(demo.FILES)
+  assert {"notes.txt", "config.json", "history.csv"} <= after_run
+  demo.run_demo(folder, num_updates=100, num_clients=30, concurrency=4,
+                log=lambda s: None, force=True)
+  assert {p.name for p in folder.iterdir()} == written | {"notes.txt"}

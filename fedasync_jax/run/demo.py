@@ -96,6 +96,13 @@ def _check(num_updates, concurrency, num_clients, client_lr, seed):
 
 EVAL_UPDATES = 100
 """The demo evaluates every algorithm about every 100 client updates."""
+ALGORITHMS = ("fedasync", "fedbuff", "fedavg")
+"""The demo's runs, in order (``_runs``)."""
+FILES = tuple(f"{kind}_{name}.csv" for kind in ("history", "arrivals")
+              for name in ALGORITHMS) + ("tables.txt",)
+"""The files only the demo writes (its ``summary.json`` and
+``metrics.jsonl`` a run writes too); a new run, sweep or demo in the same
+folder removes them (``sweep_outputs.remove_previous``)."""
 
 
 def _runs(dm, *, num_updates, concurrency, seed):
@@ -222,6 +229,9 @@ def run_demo(out_dir, *, num_updates: int = 3000, concurrency: int = 10,
 
 def _demo(out: Path, *, num_updates, concurrency, num_clients, seed,
           client_lr, log) -> dict:
+  from fedasync_jax.run.sweep_outputs import remove_previous
+  for said in remove_previous(out):  # (--force: the folder is the demo's)
+    log(f"fedasync-jax: warning: {said}")
   log(f"output folder: {out}")
   t_all = time.perf_counter()
   fed = synthetic.synthetic(1.0, 1.0, num_clients=num_clients, seed=seed,

@@ -205,8 +205,9 @@ def remove_previous(workdir) -> list:
   describes the new one only: an interrupted one's checkpoint; a run's
   files (``MEMBER_FILES``, ``PLOTS``) and TensorBoard events; a sweep's
   own files (``SWEEP_FILES``), each member folder's ``MEMBER_FILES``, the
-  folder once empty, its ``m<i>`` link and its TensorBoard events. Files
-  neither writes are kept, and ``config.json`` is rewritten by the new one.
+  folder once empty, its ``m<i>`` link and its TensorBoard events; the
+  demo's files (``demo.FILES``); ``config.json`` (a new run or sweep
+  writes its own next). Files none of them writes are kept.
 
   Returns:
     The warnings to give: a removed checkpoint (the run or sweep it
@@ -215,6 +216,7 @@ def remove_previous(workdir) -> list:
   Raises:
     OSError: a file that cannot be removed.
   """
+  from fedasync_jax.run import demo  # (here: the demo imports this module)
   workdir = Path(workdir)
   said = ([f"--force: {workdir} held an interrupted run or sweep; its "
            f"checkpoint ({CHECKPOINT}) is removed, so it can no longer be "
@@ -223,7 +225,8 @@ def remove_previous(workdir) -> list:
   for link, target in _links(workdir):
     if target in names:
       link.unlink()
-  for name in (*MEMBER_FILES, *PLOTS, *SWEEP_FILES):
+  for name in (*MEMBER_FILES, *PLOTS, *SWEEP_FILES, *demo.FILES,
+               "config.json"):
     (workdir / name).unlink(missing_ok=True)
   logdir = workdir / tensorboard.FOLDER
   if logdir.is_dir():  # a run's events
