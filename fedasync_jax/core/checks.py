@@ -143,6 +143,20 @@ def is_traced(value) -> bool:
   return isinstance(value, jax.core.Tracer)
 
 
+def number_text(v) -> str:
+  """A range's end as the messages write it: integers in full, floats in
+  their short form (``1e+15``, ``0.5``) unless that would round them.
+
+  Example:
+    >>> number_text(2**31 - 1), number_text(1e15), number_text(0.123456789)
+    ('2147483647', '1e+15', '0.123456789')
+  """
+  if isinstance(v, (int, np.integer)):
+    return str(int(v))
+  short = f"{v:g}"
+  return short if float(short) == v else repr(float(v))
+
+
 def range_text(low=None, high=None, *, low_open: bool = False,
                high_open: bool = False) -> str:
   """``">= 1"``, ``"> 0"``, ``"in [0, 1)"``... for error messages and docs.
@@ -155,8 +169,7 @@ def range_text(low=None, high=None, *, low_open: bool = False,
     >>> range_text(0, 2**31 - 1), range_text(0.5, 1e6)
     ('in [0, 2147483647]', 'in [0.5, 1e+06]')
   """
-  def num(v) -> str:
-    return str(int(v)) if isinstance(v, (int, np.integer)) else f"{v:g}"
+  num = number_text
   if low is not None and high is not None:
     return (f"in {'(' if low_open else '['}{num(low)}, "
             f"{num(high)}{')' if high_open else ']'}")

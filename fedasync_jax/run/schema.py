@@ -364,8 +364,8 @@ def interval(p: Param) -> str:
   """``[low, high]`` with open ends as ``(``/``)``; a missing end is the
   implicit limit (``checks.FLOAT_LIMIT``, integers ``checks.INT_LIMIT``)."""
   top = checks.INT_LIMIT if p.kind is int else checks.FLOAT_LIMIT
-  lo = repr(-top) if p.low is None else repr(p.low)
-  hi = repr(top) if p.high is None else repr(p.high)
+  lo = checks.number_text(-top if p.low is None else p.low)
+  hi = checks.number_text(top if p.high is None else p.high)
   return (f"{'(' if p.low_open else '['}{lo}, "
           f"{hi}{')' if p.high_open else ']'}")
 
