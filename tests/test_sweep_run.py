@@ -61,8 +61,15 @@ def test_sweep_folder_layout(swept):
   assert summary["members"] == 6 and not summary["stopped_early"]
   assert summary["warnings"] == []  # always there
   for r in rows:
-    assert json.loads((out / r["folder"] / "summary.json").read_text())[
-        "warnings"] == []
+    member = json.loads((out / r["folder"] / "summary.json").read_text())
+    assert member["warnings"] == []
+    # the member's own rate, and the sweep's named as such
+    assert member["updates_per_s"] == pytest.approx(
+        member["client_updates"] / member["wall_time_s"])
+    ex = member["executor"]
+    assert "updates_per_s" not in ex
+    assert ex["sweep_updates_per_s"] == pytest.approx(
+        6 * 60 / ex["wall_time_s"], rel=1e-6)
   assert summary["client_updates"] == 6 * 60
   assert not list(out.glob(".*"))  # no temporary file left
 

@@ -247,7 +247,9 @@ def arrival_columns(arrivals: dict) -> dict:
 
 def _executor_stats(stats: dict, resumed_s: float) -> dict:
   """The executor's statistics over the whole run: the wall time before a
-  resume is added, and the throughput scaled to match."""
+  resume is added, and the throughput scaled to match. A sweep member's
+  throughput is the sweep's (every member's updates), so it is named
+  ``sweep_updates_per_s`` there, apart from the member's own."""
   ex = dict(stats)
   wall = ex.get("wall_time_s")
   if resumed_s > 0 and isinstance(wall, (int, float)):
@@ -255,6 +257,8 @@ def _executor_stats(stats: dict, resumed_s: float) -> dict:
     if "updates_per_s" in ex:
       ex["updates_per_s"] = ex["updates_per_s"] * wall / max(
           ex["wall_time_s"], 1e-9)
+  if "member" in ex and "updates_per_s" in ex:
+    ex["sweep_updates_per_s"] = ex.pop("updates_per_s")
   return ex
 
 
