@@ -364,6 +364,31 @@ def _algorithm_2(kind, deltas, K, lr, b1, b2, tau):
   return x
 
 
+def _optimizer_names():
+  from fedasync_jax.core.optimizers import OPTIMIZERS
+  return OPTIMIZERS.names()
+
+
+@pytest.mark.parametrize("name", _optimizer_names())
+def test_every_optimizers_rate_multiplies_its_step_last(name):
+  """A sweep over client.lr scales one client update built at rate 1 by
+  each member's rate; that equals a run at that rate bit for bit only if
+  the optimizer's rate multiplies its step last (fedopt's step divided
+  after multiplying by the rate, a rounding apart)."""
+  from fedasync_jax.core.optimizers import OPTIMIZERS
+  rng = np.random.default_rng(0)
+  extra = {"momentum": 0.9} if name == "sgd" else {}
+  at = {lr: OPTIMIZERS.build(name, lr=lr, **extra) for lr in (1.0, 0.037)}
+  states = {lr: o.init(jnp.zeros(64, jnp.float32)) for lr, o in at.items()}
+  for _ in range(3):
+    g = jnp.asarray(rng.normal(size=64) * 1e-2, jnp.float32)
+    step = {}
+    for lr, o in at.items():
+      step[lr], states[lr] = o.update(g, states[lr], jnp.zeros(64))
+    np.testing.assert_array_equal(step[0.037],
+                                  jnp.float32(0.037) * step[1.0])
+
+
 @pytest.mark.parametrize("kind", ["adam", "yogi", "adagrad"])
 def test_fedopt_server_optimizers_are_algorithm_2(kind):
   """FedBuff's server optimizers fedadam / fedyogi / fedadagrad equal the

@@ -151,9 +151,6 @@ def test_sweep_warnings_cover_grid_fields_once():
       "run.seed=5 in the base configuration does nothing: --seeds 0,1 "
       "gives every member its own seed"]
   assert notices.sweep_warnings(mine, {"rule.alpha": [0.3, 0.9]}, [5]) == []
-  # a grid over client.lr scales the base rate's update: the base is read
-  fast = config.from_dict({"client": {"lr": 0.02}})
-  assert notices.sweep_warnings(fast, {"client.lr": [0.05, 0.01]}) == []
   assert notices.sweep_warnings(mine, {}, None) == []
 
 

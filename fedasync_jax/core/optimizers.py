@@ -35,7 +35,10 @@ import optax
 from fedasync_jax.core.registry import Param, Registry
 
 OPTIMIZERS = Registry("optimizer")
-"""The optimizers by name; every factory returns an optax optimizer."""
+"""The optimizers by name; every factory returns an optax optimizer whose
+rate multiplies its step last, so that the optimizer at rate ``v`` steps
+bit for bit ``v`` times its step at rate 1 (a sweep over ``client.lr``
+builds one client update at rate 1 and scales it per member)."""
 
 LR = Param("lr", 0.01, low=0, low_open=True, sweepable=True,
            meaning="learning rate")
@@ -142,7 +145,8 @@ def fedopt(kind: str, lr: float, *, b1: float, b2: float, tau: float
     m = jax.tree.map(lambda m_, g: b1 * m_ + (1.0 - b1) * g, state.m, grads)
     v = jax.tree.map(lambda v_, g: _second_moment(kind, v_, g * g, b2),
                      state.v, grads)
-    updates = jax.tree.map(lambda m_, v_: -lr * m_ / (jnp.sqrt(v_) + tau),
+    # (the rate last, as every member's: OPTIMIZERS)
+    updates = jax.tree.map(lambda m_, v_: m_ / (jnp.sqrt(v_) + tau) * -lr,
                            m, v)
     return updates, FedOptState(m, v)
 

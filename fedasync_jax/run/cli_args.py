@@ -136,8 +136,8 @@ outputs (in --out):
   (alpha=0.3,seed=1/; m<i> links to it) with history.csv, arrivals.csv,
   staleness.csv, participation.csv, metrics.jsonl, summary.json and
   final_params.msgpack. Every member equals its own `fedasync-jax run` with
-  the same values (--set ...), bit for bit except over a client.lr grid (a
-  member's rate scales the base rate's updates: equal up to rounding).
+  the same values (--set ...), bit for bit (over a client.lr grid with
+  client.delay_beta or client.epoch_decay: up to rounding).
   Grid fields that the base configuration never reads, and
   base values that the grid or --seeds replace, are warned about (on
   stderr and in summary.json), as --set fields are. With --set

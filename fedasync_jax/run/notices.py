@@ -328,14 +328,10 @@ def sweep_warnings(cfg, grid: dict, seeds=None) -> list:
 def _replaced_base_values(cfg, grid: dict, seeds) -> list:
   """Base values, other than the defaults, that no member uses: a grid
   field's (not among its grid values) and ``run.seed`` (not among
-  ``seeds``). Not ``client.lr``: a member's rate scales the base rate's
-  update by ``value / client.lr``, so the base rate is read (it sets the
-  float rounding)."""
+  ``seeds``)."""
   default, out = type(cfg)(), []
   base, defaults = dataclasses.asdict(cfg), dataclasses.asdict(default)
   for key, values in grid.items():
-    if key == "client.lr":
-      continue
     value = get_field(base, key)
     if value != get_field(defaults, key) and value not in values:
       out.append(f"{key}={show(value)} in the base configuration does "

@@ -68,7 +68,7 @@ from fedasync_jax.run.grid import (members, refuse_repeats, set_field,
 from fedasync_jax.run.outputs import (ProgressBar, attempt, stage,
                                       with_final_eval)
 from fedasync_jax.run.setup import (Setup, make_delays, make_rule_from,
-                                    make_schedule, setup)
+                                    make_schedule, make_update, setup)
 from fedasync_jax.sim import tasks
 
 
@@ -253,12 +253,18 @@ def _run_sweep(cfg, base: Setup, grid_members, per_seed, *, chunk_steps,
   def make_rule(hp):
     r = with_rule_values(cfg.rule, {k: v for k, v in hp.items() if k != "_"})
     return make_rule_from(dataclasses.replace(cfg, rule=r), base.fed)
-  lr_scale = [v.get("client.lr", cfg.client.lr) / cfg.client.lr
-              for v, _ in grid_members]
+  update, lr_scale = base.update, None
+  if any("client.lr" in v for v, _ in grid_members):
+    # The members' rates scale one client update built at rate 1: an
+    # optimizer's rate multiplies its step last, so a member at rate v
+    # then computes v * (-g), bit for bit what a run at rate v computes.
+    update = make_update(dataclasses.replace(cfg, client=dataclasses.replace(
+        cfg.client, lr=1.0)), base.model, base.fed)
+    lr_scale = [v["client.lr"] for v, _ in grid_members]
   params = jax.tree.map(lambda *xs: jnp.stack(xs),
                         *[per_seed[s][2] for _, s in grid_members])
   return sweep_lib.sweep(
-      make_rule, rule_hp, base.update, params, base.fed.train,
+      make_rule, rule_hp, update, params, base.fed.train,
       [per_seed[s][0] for _, s in grid_members],
       keys=jnp.stack([jax.random.key(s) for _, s in grid_members]),
       hparams=[per_seed[s][1] for _, s in grid_members],
