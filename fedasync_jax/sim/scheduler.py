@@ -118,6 +118,14 @@ class _Builder:
     self.events.append((DISPATCH, k))
     return k
 
+  def in_flight(self, t_end: float) -> float:
+    """The tasks in flight averaged over ``[0, t_end]``, each from its
+    dispatch to its end (or ``t_end``): ``realised_concurrency``."""
+    t0 = np.asarray(self.t0)
+    t1 = np.minimum(np.asarray(self.t1), t_end)
+    busy = float(np.sum(np.maximum(t1 - t0, 0.0)))
+    return busy / t_end if t_end > 0 else 0.0
+
   def arrive(self, k, tau, dropped, version_after, ends_round=False):
     self.a_task.append(k)
     self.a_tau.append(tau)
@@ -332,11 +340,8 @@ class _AsyncLoop:
     b = self.b
     done = np.zeros(len(b.client), bool)
     done[[k for kind, k in b.events if kind != DISPATCH]] = True
-    t0 = np.asarray(b.t0)
-    t1 = np.minimum(np.asarray(b.t1), t_end)
-    busy_time = float(np.sum(np.maximum(t1 - t0, 0.0)))
     stats = {
-        "realised_concurrency": busy_time / t_end if t_end > 0 else 0.0,
+        "realised_concurrency": b.in_flight(t_end),
         "end_time": t_end,
         "num_versions": self.version,
         "skipped_dispatches": self.skipped,
@@ -413,7 +418,8 @@ def synchronous(delays: DelayModel, *, num_rounds: int, cohort_size: int,
       t_end = t + float(deadline)
     t = t_end
   stats = {
-      "realised_concurrency": float(cohort_size + over_selection),
+      # (below the cohort: fast clients wait at the barrier)
+      "realised_concurrency": b.in_flight(t),
       "end_time": t,
       "num_versions": version,
       "rounds_with_updates": rounds_used,
