@@ -80,6 +80,50 @@ def test_without_replacement_covers_population_before_repeating():
   assert len(np.unique(second)) == n
 
 
+def test_without_replacement_gives_the_first_idle_online_client_of_a_pass():
+  """Against the rule written one client at a time: each pick is the
+  first client of the pass's order that is idle and online; when none of
+  the pass's rest is, the next pass starts behind that rest. (The
+  selection scans its pass in numpy chunks: checking clients one by one
+  took 29 s to schedule 20,000 updates among 10,000 clients with
+  availability windows.)"""
+  from fedasync_jax.sim.selection import Selector
+  n = 40
+  av = delays.availability(n, period=10.0, on_fraction=0.3, seed=1)
+  sel = Selector("without_replacement", n, np.random.default_rng(3), None,
+                 av)
+  rng, busy, queue = np.random.default_rng(3), np.zeros(n, bool), []
+
+  def spec(t):
+    ok = lambda c: not busy[c] and bool(av.available(c, t))
+    for _ in range(2):
+      if not queue:
+        queue.extend(rng.permutation(n).tolist())
+      for i, c in enumerate(queue):
+        if ok(c):
+          return queue.pop(i)
+      if len(queue) == n:
+        return None
+      rest = list(queue)
+      queue[:] = rest + [c for c in rng.permutation(n) if c not in rest]
+    return None
+
+  draws = np.random.default_rng(0)
+  picked = set()
+  for _ in range(600):
+    t = float(draws.uniform(0, 100))
+    flip = draws.integers(n, size=2)
+    busy[flip] = ~busy[flip]
+    sel.busy[:] = busy
+    got, want = sel.pick(t), spec(t)
+    assert got == want
+    if got is not None:
+      assert bool(av.available(got, t)) and not busy[got]
+      busy[got] = True
+      picked.add(got)
+  assert len(picked) == n
+
+
 def test_uniform_with_replacement_repeats_early():
   n = 60
   s = scheduler.asynchronous(model(n=n), num_updates=300, concurrency=4,

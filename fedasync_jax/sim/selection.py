@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import collections
 from typing import Optional
 
 import numpy as np
@@ -54,23 +53,61 @@ def _uniform(sel, t) -> Optional[int]:
 @SELECTIONS.register("without_replacement")
 def _without_replacement(sel, t) -> Optional[int]:
   """a fresh permutation of the population per pass"""
+  q = sel.queue
   for _ in range(2):
-    if not sel.queue:
-      sel.queue.extend(sel.rng.permutation(sel.n).tolist())
-    for i, c in enumerate(sel.queue):
-      if sel.ok(c, t):
-        del sel.queue[i]
-        return c
-    if len(sel.queue) == sel.n:
+    if not q.size:
+      q.start(sel.rng.permutation(sel.n))
+    i = q.first(lambda c: sel.oks(c, t))
+    if i is not None:
+      return q.take(i)
+    if q.size == sel.n:
       return None
-    # Every client left in this pass is busy: start the next pass so the
-    # dispatch is not refused while idle clients exist.
-    rest = list(sel.queue)
-    in_rest = set(rest)
-    sel.queue.clear()
-    sel.queue.extend(rest + [c for c in sel.rng.permutation(sel.n)
-                             if c not in in_rest])
+    # Every client left in this pass is busy or offline: start the next
+    # pass so the dispatch is not refused while idle clients exist.
+    rest = q.left()
+    in_rest = np.zeros(sel.n, bool)
+    in_rest[rest] = True
+    perm = sel.rng.permutation(sel.n)
+    q.start(np.concatenate([rest, perm[~in_rest[perm]]]))
   return None
+
+
+class _Pass:
+  """The clients a pass of ``without_replacement`` has still to give, in
+  order: an array with the given ones marked, scanned in growing chunks
+  (a client is checked in numpy, not one by one in Python: with
+  availability windows most of a pass's tail can be offline)."""
+
+  def __init__(self):
+    self.start(np.empty(0, np.int64))
+
+  def start(self, order):
+    self.order = np.asarray(order, np.int64)
+    self.given = np.zeros(self.order.size, bool)
+    self.head = 0
+    self.size = int(self.order.size)
+
+  def first(self, ok) -> Optional[int]:
+    """The position of the first client not given for which ``ok`` (of an
+    array of clients) holds, or None."""
+    a, chunk = self.head, 64
+    while a < self.order.size:
+      b = min(a + chunk, self.order.size)
+      hit = ~self.given[a:b] & ok(self.order[a:b])
+      if hit.any():
+        return a + int(np.argmax(hit))
+      a, chunk = b, chunk * 4
+    return None
+
+  def take(self, i) -> int:
+    self.given[i] = True
+    self.size -= 1
+    while self.head < self.order.size and self.given[self.head]:
+      self.head += 1
+    return int(self.order[i])
+
+  def left(self):
+    return self.order[self.head:][~self.given[self.head:]]
 
 
 @SELECTIONS.register("weighted", needs_weights=True)
@@ -110,7 +147,7 @@ class Selector:
     self.kind, self.n, self.rng, self.avail = kind, n, rng, avail
     self._pick = SELECTIONS[kind].factory
     self.busy = np.zeros(n, dtype=bool)
-    self.queue = collections.deque()
+    self.queue = _Pass()
     if needs_weights(kind):
       if weights is None:
         raise ValueError(f"selection={kind!r} needs weights (e.g. the "
@@ -129,6 +166,13 @@ class Selector:
   def ok(self, c, t):
     return not self.busy[c] and (self.avail is None
                                  or bool(self.avail.available(c, t)))
+
+  def oks(self, clients, t):
+    """``ok`` of an array of clients."""
+    out = ~self.busy[clients]
+    if self.avail is not None:
+      out &= np.asarray(self.avail.available(clients, t), bool)
+    return out
 
   def eligible(self, t):
     idle = np.flatnonzero(~self.busy)
