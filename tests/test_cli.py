@@ -237,23 +237,31 @@ def test_a_run_piped_into_a_reader_that_stops_early_still_finishes(
 
 
 def test_sweep_command_members_match_single_runs(tmp_path, capsys):
-  cfg = _write_cfg(tmp_path, TINY)
+  cfg = _write_cfg(tmp_path, {**TINY, "rule": {
+      "staleness": "koloskova", "staleness_params": {
+          "tau_c": 1, "lipschitz": 1.3, "lr": 0.37}}})
   out = tmp_path / "sweep"
   assert cli.main(["sweep", "--config", str(cfg), "--out", str(out),
                    "--grid", "rule.alpha=0.3,0.9", "--grid",
-                   "client.lr=0.01,0.05", "--seeds", "0,1"]) == 0
+                   "client.lr=0.01,0.05", "--grid",
+                   "rule.staleness_params.lipschitz=1.3,2.9",
+                   "--seeds", "0,1"]) == 0
   rows = list(csv.DictReader(open(out / "sweep.csv")))
-  assert len(rows) == 8
-  member = rows[-1]  # seed 1, alpha 0.9, lr 0.05
-  assert (member["seed"], member["rule.alpha"], member["client.lr"]) == \
-      ("1", "0.9", "0.05")
+  assert len(rows) == 16
+  member = rows[-1]  # seed 1, alpha 0.9, lr 0.05, L 2.9
+  assert (member["seed"], member["rule.alpha"], member["client.lr"],
+          member["rule.staleness_params.lipschitz"]) == \
+      ("1", "0.9", "0.05", "2.9")
   single = tmp_path / "single"
   assert cli.main(["run", "--config", str(cfg), "--out", str(single),
                    "--set", "run.seed=1", "--set", "rule.alpha=0.9",
-                   "--set", "client.lr=0.05"]) == 0
-  assert member["folder"] == "alpha=0.9,lr=0.05,seed=1"
+                   "--set", "client.lr=0.05", "--set",
+                   "rule.staleness_params.lipschitz=2.9"]) == 0
+  assert member["folder"] == "alpha=0.9,lr=0.05,lipschitz=2.9,seed=1"
   # bit for bit, over a client.lr grid too (its members scale a client
   # update built at rate 1; they scaled one at the base rate by lr / base)
+  # and a staleness parameter (koloskova's 4 L gamma was folded by XLA in
+  # a run, computed step by step in a sweep)
   for name in ("history.csv", "final_params.msgpack"):
     assert (out / member["folder"] / name).read_bytes() == \
         (single / name).read_bytes(), name

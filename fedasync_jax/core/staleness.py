@@ -171,9 +171,16 @@ def koloskova(*, tau_c: float, lipschitz: float, lr: float) -> StalenessFn:
   """
   STALENESS.check("koloskova", tau_c=tau_c, lipschitz=lipschitz, lr=lr)
 
+  # ``4 L gamma`` in the default float dtype, computed alike from Python
+  # numbers (a run) and traced arrays (a sweep), so that a sweep's member
+  # gets its run's weights to the last bit (in a run XLA folded the
+  # constants, in another order).
+  dt = jnp.result_type(float)
+  coef = 4.0 * jnp.asarray(lipschitz, dt) * jnp.asarray(lr, dt)
+
   def fn(tau):
     t = _tau(tau)
-    cut = 1.0 / (4.0 * lipschitz * lr * jnp.maximum(t, 1.0))
+    cut = 1.0 / (jnp.maximum(t, 1.0) * coef)
     return jnp.where(t <= tau_c, 1.0, jnp.minimum(1.0, cut))
   return fn
 
