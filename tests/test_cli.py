@@ -45,6 +45,18 @@ def test_config_round_trip_json_and_yaml(tmp_path):
     ({"rule": {"name": "fedavg"}, "run": {"poisson_rate": 2.0}},
      "poisson_rate"),
     ([1, 2], "mapping"),
+    # A parameter of another member: which member takes it (the message
+    # said to clear a mapping that --grid had set, naming no member).
+    ({"rule": {"staleness_params": {"n": 3}}},
+     r"rule.staleness_params: staleness 'polynomial' takes no parameter\(s\) "
+     r"\['n'\] \(it takes none here; it reads rule.staleness_a\); 'n' is a "
+     r"parameter of staleness 'mishchenko' \(set rule.staleness to use "
+     r"it\); remove it from rule.staleness_params"),
+    # A misspelt one is named before a required one is missed.
+    ({"rule": {"staleness": "koloskova", "staleness_params": {
+        "tau_c": 1, "lr": 0.1, "lipshitz": 3}}},
+     r"takes no parameter\(s\) \['lipshitz'\] \(it takes \['tau_c', "
+     r"'lipschitz', 'lr'\] here\) \(did you mean 'lipschitz'\?\)"),
 ])
 def test_bad_config_names_the_field(d, match):
   with pytest.raises(config.ConfigError, match=match):

@@ -445,6 +445,9 @@ def member_values(values, section_name: str, choice: str):
   ex = extra_field(section_name, choice)
   given = dict(getattr(values, ex.name) or {}) if ex else {}
   where = f"{section_name}.{ex.name if ex else choice}"
+  unknown = sorted(set(given) - {p.name for p in m.params})
+  if unknown:  # (before a required one is missed: it may be misspelt)
+    raise _not_taken(section_name, choice, fam, m, unknown, where)
   out = {}
   for p in m.params:
     b = bound_field(section_name, choice, m.name, p.name)
@@ -460,12 +463,29 @@ def member_values(values, section_name: str, choice: str):
                         f"{name!r} ({p.meaning}; {describe(p)})")
     else:
       out[p.name] = p.default
-  unknown = sorted(set(given) - {p.name for p in m.params})
-  if unknown:
-    takes = [p.name for p in m.params
-             if bound_field(section_name, choice, m.name, p.name) is None]
-    raise ConfigError(f"{where}: {fam.family} {name!r} takes no parameter(s) "
-                      f"{checks.show(unknown)}; it takes {takes} here (clear "
-                      f"the mapping with {where}=null)"
-                      f"{checks.suggest(unknown[0], takes)}")
   return m, out
+
+
+def _not_taken(section_name, choice, fam, m, unknown, where):
+  """The error for mapping entries ``unknown`` that member ``m`` does not
+  take: what it takes, which members take them, how to mend it."""
+  def in_mapping(member):
+    return [p.name for p in member.params if bound_field(
+        section_name, choice, member.name, p.name) is None]
+  takes = in_mapping(m)
+  owners = [o.name for o in fam.members()
+            if o.name != m.name and unknown[0] in in_mapping(o)]
+  hint = (f"; {unknown[0]!r} is a parameter of {fam.family} "
+          f"{' and '.join(repr(o) for o in owners)} (set "
+          f"{section_name}.{choice} to use it)" if owners
+          else checks.suggest(unknown[0], takes))
+  bound = [f"{section_name}.{b.name}" for b in (
+      bound_field(section_name, choice, m.name, p.name) for p in m.params)
+           if b is not None]
+  said = f"it takes {takes} here" if takes else "it takes none here"
+  if bound:
+    said += f"; it reads {', '.join(bound)}"
+  return ConfigError(f"{where}: {fam.family} {m.name!r} takes no "
+                     f"parameter(s) {checks.show(unknown)} ({said}){hint}; "
+                     f"remove {'it' if len(unknown) == 1 else 'them'} from "
+                     f"{where}")
