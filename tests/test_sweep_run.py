@@ -299,7 +299,7 @@ def test_resume_refuses_another_config_grid_or_seeds(swept, capsys):
   cases = [
       (cfg, {"rule.alpha": [0.3, 0.6]}, [0, 1, 2],
        r"another grid \(rule.alpha: \[0.3, 0.6\] here, \[0.3, 0.9\] saved"),
-      (cfg, GRID, [0, 1], r"another seeds \(\[0, 1\] here, \[0, 1, 2\]"),
+      (cfg, GRID, [0, 1], r"with other seeds \(\[0, 1\] here, \[0, 1, 2\]"),
       (config.apply_overrides(cfg, ["rule.alpha=0.5"]), GRID, [0, 1, 2],
        r"another configuration \(rule.alpha: 0.5 here, 0.6 saved\)")]
   for c, g, s, match in cases:

@@ -361,7 +361,8 @@ def check_same(workdir: Path, what: str, here, saved) -> None:
         f"{', '.join(saved)} saved")
   else:
     detail = f"{here!r} here, {saved!r} saved"
-  raise ValueError(f"--resume: {workdir} was started with another {what} "
+  other = "other" if what.endswith("s") else "another"  # seeds, grid
+  raise ValueError(f"--resume: {workdir} was started with {other} {what} "
                    f"({detail}); resume it with its own, or start a new "
                    f"folder")
 
