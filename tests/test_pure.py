@@ -195,6 +195,32 @@ def test_reverse_mode_equals_forward_mode(fixed_steps):
         g_alpha, finite_difference(lambda al: f(al, 0.5), 0.6), rtol=1e-4)
 
 
+def test_reverse_mode_through_vmap_waves_with_masked_writes():
+  """A vmap wave applies its step's arrivals in a loop to their count,
+  which reverse mode cannot transpose (JAX's while-loop error);
+  ``masked_writes=True`` loops over every position, padding masked, and
+  gives the direct path's gradient."""
+  with jax.enable_x64(True):
+    ds, _, upd, s = setup(cutoff=4)
+    x, y = jnp.asarray(ds.x), jnp.asarray(ds.y)
+
+    def loss_fn(batching, width=4, **kw):
+      prep = pure.prepare(s, batching=batching, width=width)
+
+      def f(alpha):
+        state, _ = pure.run(make_cutoff_rule, upd, jnp.zeros(5), prep,
+                            key=jax.random.key(3), data=ds,
+                            rule_hp={"alpha": alpha, "a": 0.5}, **kw)
+        return jnp.mean((x @ state.params - y) ** 2)
+      return f
+    want = jax.grad(loss_fn("map", width=1))(0.6)  # the direct path
+    got = jax.grad(loss_fn("vmap", masked_writes=True))(0.6)
+    assert abs(float(want)) > 1e-4
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    with pytest.raises(ValueError, match="Reverse-mode"):
+      jax.grad(loss_fn("vmap"))(0.6)
+
+
 def test_grad_with_respect_to_the_client_learning_rate():
   """Through the per-task rates (docs/design.md), against finite
   differences."""

@@ -12,7 +12,11 @@ A run splits in two:
    inside the trace), so ``jax.jit``, ``jax.vmap`` (over hyperparameters,
    initial parameters, keys and stacked plans) and ``jax.jacfwd`` work on
    it. Reverse mode (``jax.grad``) needs loops of fixed length: the direct
-   path (the CPU default, or ``batching="map", width=1``); a client from
+   path (the CPU default, or ``batching="map", width=1``), or ``vmap``
+   waves with ``run(..., masked_writes=True)`` (a step's arrivals applied
+   at every position, padding masked, not in a loop to their count,
+   which JAX cannot transpose: its error names ``lax.while_loop`` or
+   ``lax.fori_loop`` with dynamic start/stop values); a client from
    ``client.local_update`` is differentiated as its fixed-length form
    (``fixed_steps=True``) whichever it was built with.
 
@@ -184,7 +188,8 @@ def run(make_rule: Union[ServerRule, Callable[[Any], ServerRule]],
       of a stacked ``Prepared`` under ``vmap``).
     masked_writes: write snapshots as masked scatters and apply every
       arrival position of a wave step, padding masked; pass True under a
-      ``vmap`` over stacked plans (see ``core.arrival.write_snapshot``).
+      ``vmap`` over stacked plans (see ``core.arrival.write_snapshot``)
+      and for ``jax.grad`` through ``vmap`` waves.
 
   Returns:
     ``(state, outputs)``: the final server state and the per-step
