@@ -165,6 +165,30 @@ def write_md(path: Path, title: str, body: str, length: str = "") -> None:
                           f"    {command()}\n\n{body}\n")
 
 
+def main(doc: str, base: str, *, title: str, measure, summary, plot,
+         markdown, length) -> str:
+  """An experiment's whole command: parse the options, check the output
+  folder before any work, ``measure(args)`` (a result with ``records``),
+  then write ``<name>.csv``, ``.json`` (``summary(result)``), ``.png``
+  (``plot(result, path)``) and ``.md`` (``markdown(result, name)`` under
+  ``title`` and the length line ``length(args)``) into a partial folder
+  moved into place at the end; Ctrl-C leaves the target unchanged.
+  Prints and returns the markdown's body."""
+  args = parse_args(doc, base)
+  out = out_dir(args)  # before the work: a bad folder stops it at once
+  with interruptible(out):
+    result = measure(args)
+    name = run_name(base, args)
+    write_csv(out / f"{name}.csv", result.records)
+    write_json(out / f"{name}.json", summary(result))
+    plot(result, out / f"{name}.png")
+    body = markdown(result, name)
+    write_md(out / f"{name}.md", title, body, length(args))
+    finish(out)
+  print(body)
+  return body
+
+
 def pyplot():
   """matplotlib.pyplot with the Agg backend, or None if not installed."""
   try:

@@ -321,19 +321,9 @@ residuals); per-seed numbers: `{name}.csv`; everything: `{name}.json`.
 
 
 def main():
-  args = tc.parse_args(__doc__, "theory_rate")
-  out = tc.out_dir(args)  # before the work: a bad folder stops it at once
-  with tc.interruptible(out):
-    m = measure(args)
-    name = tc.run_name("theory_rate", args)
-    tc.write_csv(out / f"{name}.csv", m.records)
-    tc.write_json(out / f"{name}.json", summary(m))
-    plot(m, out / f"{name}.png")
-    body = markdown(m, name)
-    tc.write_md(out / f"{name}.md", "Experiment 1: averaged gradient norm vs T",
-                body, length(args))
-    tc.finish(out)
-    print(body)
+  return tc.main(__doc__, "theory_rate", title="Experiment 1: averaged "
+                 "gradient norm vs T", measure=measure, summary=summary,
+                 plot=plot, markdown=markdown, length=length)
 
 
 def length(args) -> str:

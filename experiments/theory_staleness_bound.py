@@ -480,20 +480,10 @@ gamma, seed) numbers: `{name}.csv`; everything: `{name}.json`.
 
 
 def main():
-  args = tc.parse_args(__doc__, "theory_staleness_bound")
-  out = tc.out_dir(args)  # before the work: a bad folder stops it at once
-  with tc.interruptible(out):
-    m = measure(args)
-    name = tc.run_name("theory_staleness_bound", args)
-    tc.write_csv(out / f"{name}.csv", m.records)
-    tc.write_json(out / f"{name}.json", summary(m))
-    plot(m, out / f"{name}.png")
-    body = markdown(m, name)
-    tc.write_md(out / f"{name}.md",
-                "Experiment 2: the staleness bounds inside their conditions",
-                body, tc.length_line(args, sizes))
-    tc.finish(out)
-    print(body)
+  return tc.main(__doc__, "theory_staleness_bound", title="Experiment 2: the "
+                 "staleness bounds inside their conditions", measure=measure,
+                 summary=summary, plot=plot, markdown=markdown,
+                 length=lambda a: tc.length_line(a, sizes))
 
 
 if __name__ == "__main__":

@@ -240,21 +240,11 @@ numbers (with the AFL-style step-weighted average): `{name}.csv`.
 
 
 def main():
-  args = tc.parse_args(__doc__, "theory_staleness_functions")
-  out = tc.out_dir(args)  # before the work: a bad folder stops it at once
-  with tc.interruptible(out):
-    ns = measure(args)
-    name = tc.run_name("theory_staleness_functions", args)
-    tc.write_csv(out / f"{name}.csv", ns.records)
-    tc.write_json(out / f"{name}.json", summary(ns))
-    plot(ns, out / f"{name}.png")
-    body = markdown(ns, name)
-    tc.write_md(out / f"{name}.md",
-                "Experiment 3: staleness functions x delay distributions", body,
-                tc.length_line(args, lambda a: dict(zip(("T", "seeds"),
-                                                        sizes(a)))))
-    tc.finish(out)
-    print(body)
+  return tc.main(__doc__, "theory_staleness_functions", title="Experiment 3: "
+                 "staleness functions x delay distributions", measure=measure,
+                 summary=summary, plot=plot, markdown=markdown,
+                 length=lambda a: tc.length_line(a, lambda b: dict(zip(
+                     ("T", "seeds"), sizes(b)))))
 
 
 if __name__ == "__main__":
