@@ -408,6 +408,47 @@ def test_koloskova_adaptive_condition_by_hand():
                                         tau_c=1)
 
 
+def test_the_librarys_own_rules_meet_their_conditions_in_float32():
+  """``staleness.koloskova``'s float32 steps overshoot 1 / (4 L tau) by
+  about 1e-7 (they were judged against 1e-12: outside Theorem 8); a
+  condition allows its steps' own rounding, and float64 keeps 1e-12."""
+  g, tau = 0.05, np.arange(120)
+  w = np.asarray(staleness.koloskova(tau_c=8, lipschitz=1.0, lr=g)(tau))
+  assert w.dtype == np.float32
+  c = theory.koloskova_adaptive_condition(g * w, tau, lipschitz=1.0,
+                                          tau_c=8)
+  assert c.value > 1.0 and c.holds
+  over = np.float64(g * w) * (1 + 1e-9)
+  assert not theory.koloskova_adaptive_condition(
+      over, tau, lipschitz=1.0, tau_c=8).holds
+  steps = np.full(20, theory.delayed_sgd_max_step(lipschitz=1.0, tau_max=3))
+  assert theory.delayed_sgd_condition(steps.astype(np.float32) * (1 + 1e-7),
+                                      lipschitz=1.0, tau_max=3).holds
+  assert not theory.delayed_sgd_condition(steps * (1 + 1e-9), lipschitz=1.0,
+                                          tau_max=3).holds
+  # Every step 0 (all dropped): nothing exceeds (it was 0/0 = nan).
+  zero = theory.koloskova_adaptive_condition([0.0, 0.0], [0, 5],
+                                             lipschitz=1.0, tau_c=2)
+  assert zero.holds and zero.value == 0.0
+  late = theory.koloskova_adaptive_condition([0.0, 0.1], [0, 5],
+                                             lipschitz=1.0, tau_c=2)
+  assert not late.holds and late.value == np.inf
+
+
+def test_bound_options_are_checked():
+  """``check="no"`` ran the check (a true string); ``sqrt_t_bound`` took
+  ``tau_max=2.5``, which ``delayed_sgd_bound`` refuses."""
+  kw = dict(lipschitz=1.0, f0_gap=1.0, sigma2=1.0)
+  with pytest.raises(ValueError, match="check must be True or False, got "
+                     "'no'"):
+    theory.delayed_sgd_bound([0.01] * 5, tau_max=2, check="no", **kw)
+  with pytest.raises(ValueError, match="check must be True or False"):
+    theory.sqrt_t_bound(100.0, gamma0=0.1, tau_max=2, check=0, **kw)
+  with pytest.raises(ValueError, match=r"tau_max must be an integer >= 0, "
+                     r"got 2.5"):
+    theory.sqrt_t_bound(100.0, gamma0=0.1, tau_max=2.5, **kw)
+
+
 def test_delayed_sgd_condition_and_bound_by_hand():
   """Lian et al. 2015, Theorem 1 (M = 1): the condition, the bound, and a
   bound outside its condition raises."""

@@ -53,6 +53,25 @@ from fedasync_jax.core import checks
 from fedasync_jax.theory import arrays
 
 
+def _tolerance(steps) -> float:
+  """How far above its limit a condition's left-hand side may be and still
+  hold: rounding of the steps' own dtype (float32 steps of a rule that
+  meets the condition exactly overshoot it by about 1e-7), 1e-12 for
+  float64 and Python numbers."""
+  dt = np.asarray(steps).dtype
+  if np.issubdtype(dt, np.floating) and np.finfo(dt).eps > 1e-15:
+    return 4.0 * float(np.finfo(dt).eps)
+  return 1e-12
+
+
+def _flag(name: str, value) -> bool:
+  """A boolean option (``check``); ``"no"`` or ``0`` are refused, not read
+  as truth values."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{name} must be True or False, got {checks.show(value)}")
+  return bool(value)
+
+
 def _bound_args(lipschitz, f0_gap, sigma2):
   return (float(checks.number("lipschitz", lipschitz, low=0, low_open=True)),
           float(checks.number("f0_gap", f0_gap, low=0)),
@@ -227,6 +246,7 @@ def koloskova_adaptive_condition(steps, staleness, *, lipschitz: float,
   """
   L = float(checks.number("lipschitz", lipschitz, low=0, low_open=True))
   tc = float(checks.number("tau_c", tau_c, low=0))
+  tol = _tolerance(steps)
   g = arrays.series("steps", steps, low=0)
   tau = arrays.series("staleness", staleness, low=0)
   if g.shape != tau.shape or g.size == 0:
@@ -239,8 +259,10 @@ def koloskova_adaptive_condition(steps, staleness, *, lipschitz: float,
   same = bool(np.all(g[low] == eta)) if low.any() else True
   allowed = np.where(low, 1.0 / (4.0 * L),
                      np.minimum(eta, 1.0 / (4.0 * L * np.maximum(tau, 1.0))))
-  value = float(np.max(g / allowed))
-  return Condition(bool(value <= 1.0 + 1e-12 and same), value, 1.0,
+  with np.errstate(divide="ignore"):  # a step > 0 where 0 is allowed: inf
+    ratio = np.divide(g, allowed, out=np.zeros_like(g), where=g > 0)
+  value = float(np.max(ratio))
+  return Condition(bool(value <= 1.0 + tol and same), value, 1.0,
                    text if same else text + " (steps differ while tau_t <= "
                    "tau_C)")
 
@@ -269,6 +291,7 @@ def delayed_sgd_condition(steps, *, lipschitz: float,
   """
   L = float(checks.number("lipschitz", lipschitz, low=0, low_open=True))
   tm = checks.integer("tau_max", tau_max, low=0)
+  tol = _tolerance(steps)
   g = arrays.series("steps", steps, low=0, low_open=True)
   if g.size == 0:
     raise ValueError("steps must hold at least one step size")
@@ -276,7 +299,7 @@ def delayed_sgd_condition(steps, *, lipschitz: float,
   t = np.arange(g.size)
   future = csum[np.minimum(t + 1 + tm, g.size)] - csum[t + 1]
   value = float(np.max(L * g + 2.0 * L * L * tm * future))
-  return Condition(value <= 1.0 + 1e-12, value, 1.0, _LIAN)
+  return Condition(value <= 1.0 + tol, value, 1.0, _LIAN)
 
 
 def delayed_sgd_max_step(*, lipschitz: float, tau_max: int) -> float:
@@ -337,6 +360,7 @@ def delayed_sgd_bound(steps, *, lipschitz: float, f0_gap: float,
   L, f0, s2 = _bound_args(lipschitz, f0_gap, sigma2)
   tm = checks.integer("tau_max", tau_max, low=0)
   c = float(checks.number("c", c, low=0, low_open=True))
+  check = _flag("check", check)
   g = arrays.series("steps", steps, low=0, low_open=True)
   if g.size == 0:
     raise ValueError("steps must hold at least one step size")
@@ -353,7 +377,7 @@ def delayed_sgd_bound(steps, *, lipschitz: float, f0_gap: float,
 
 
 def sqrt_t_bound(T, *, gamma0: float, lipschitz: float, f0_gap: float,
-                 sigma2: float, tau_max: float, c: float = 1.0,
+                 sigma2: float, tau_max: int, c: float = 1.0,
                  check: bool = True):
   """``delayed_sgd_bound`` for the constant step ``g = gamma0 / sqrt(T)``:
 
@@ -377,8 +401,9 @@ def sqrt_t_bound(T, *, gamma0: float, lipschitz: float, f0_gap: float,
   """
   L, f0, s2 = _bound_args(lipschitz, f0_gap, sigma2)
   g0 = float(checks.number("gamma0", gamma0, low=0, low_open=True))
-  tm = float(checks.number("tau_max", tau_max, low=0))
+  tm = float(checks.integer("tau_max", tau_max, low=0))
   c = float(checks.number("c", c, low=0, low_open=True))
+  check = _flag("check", check)
   T = arrays.finite("T", T, low=0, low_open=True)
   if check:
     g = g0 / np.sqrt(T)
