@@ -152,6 +152,13 @@ def test_problem_input_errors():
     theory.least_squares(**{**kw, "dim": 7})
   with pytest.raises(ValueError, match="sigma2 must be >= "):
     theory.least_squares(**kw, zeta2=1.0, sigma2=1e-4)
+  # without room for noise the one value is named (it said "must be >= 0",
+  # got 0.5)
+  with pytest.raises(ValueError, match=r"sigma2 must be 0 for this problem "
+                     r".*examples_per_client \(3\) <= dim \(3\) no other "
+                     r"value is possible: give sigma2=None"):
+    theory.least_squares(num_clients=4, examples_per_client=3, dim=3,
+                         sigma2=0.5, batch_size=1, shift="linear")
   with pytest.raises(ValueError, match="shift must be one of"):
     theory.least_squares(**kw, shift="bogus")
   with pytest.raises(ValueError, match="zeta2 must be a number >= 0"):

@@ -172,12 +172,16 @@ def _build_lsq(*, num_clients, examples_per_client, dim, lipschitz, mu,
     if factor > 0.0:
       if sigma2 < floor * (1 - 1e-12) or (qa <= 0 and sigma2 > floor * (
           1 + 1e-12)):
-        hint = ("" if n > d else "; with examples_per_client <= dim it is "
-                "the only possible value")
-        raise ValueError(
-            f"sigma2 must be >= {floor:.6g} for this problem (the variance "
-            f"that zeta2 alone creates with shift='targets'; "
-            f"shift='linear' has none{hint}), got {sigma2!r}")
+        why = (f"the variance that zeta2 alone creates with "
+               f"shift='targets'; shift='linear' has none")
+        if qa <= 0:  # no room for noise: examples_per_client <= dim
+          raise ValueError(
+              f"sigma2 must be {floor:.6g} for this problem ({why}; with "
+              f"examples_per_client ({n}) <= dim ({d}) no other value is "
+              f"possible: give sigma2=None, or more examples per client), "
+              f"got {sigma2!r}")
+        raise ValueError(f"sigma2 must be >= {floor:.6g} for this problem "
+                         f"({why}), got {sigma2!r}")
       if qa > 0:
         scale = math.sqrt(max(sigma2 / factor - qc, 0.0) / qa)
   e = e_h + scale * e_n

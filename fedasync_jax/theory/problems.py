@@ -233,7 +233,11 @@ def least_squares(*, num_clients: int, examples_per_client: int, dim: int,
     ``zeta2`` adds no minibatch noise and ``sigma2`` can be any value;
   * noise residuals orthogonal to ``A_i``'s columns (so they do not move
     ``grad F_i(w*)``) are scaled so that the minibatch variance at ``w*``
-    equals ``sigma2`` (``None``: no noise residual).
+    equals ``sigma2`` (``None``: no noise residual; with
+    ``shift="targets"`` the problem's ``sigma2`` is then the floor above,
+    which ill-conditioned or small problems make large: 952 with
+    ``N = 3, n = d = 5, L = 3, mu = 0.3, zeta2 = 0.2, b = 1``, seed 1; read
+    ``p.sigma2``).
 
   The data are cast to ``dtype`` and every constant is then recomputed in
   float64 from the stored data (so ``w*`` is the exact minimiser of the
@@ -248,7 +252,7 @@ def least_squares(*, num_clients: int, examples_per_client: int, dim: int,
     mu: smallest Hessian eigenvalue, ``0 < mu <= L`` (default ``L / 10``).
     zeta2: heterogeneity ``>= 0``.
     sigma2: minibatch gradient variance at ``w*`` for ``batch_size`` (or
-      ``None``).
+      ``None``: no noise beyond what ``zeta2`` makes; see ``p.sigma2``).
     batch_size: the local minibatch size ``1 <= b <= n``.
     shift: ``"targets"`` or ``"linear"`` (how heterogeneity is made).
     w_star_scale: the scale of ``w*``.
