@@ -91,6 +91,13 @@ def finish(out: Path) -> Path:
   return common.finish(out)
 
 
+SMOKE_TEXT = ("SMOKE RUN (`--smoke`): the full run's problem at the smallest "
+              "sizes, to check that the script runs; its numbers and "
+              "verdicts mean nothing.")
+"""A theory smoke run's length line (``common.SMOKE_TEXT`` says its data
+are generated; a theory run's problem is the full run's)."""
+
+
 def length_line(args, sizes) -> str:
   """The run's length line, first in its markdown (as every summary's:
   ``common.run_length``): ``SMOKE RUN ...``, ``Full-length run.`` or
@@ -100,7 +107,7 @@ def length_line(args, sizes) -> str:
   ``--quick`` and ``--smoke``."""
   from types import SimpleNamespace
   if args.smoke:
-    return common.SMOKE_TEXT
+    return SMOKE_TEXT
   used = sizes(args)
   full = sizes(SimpleNamespace(**{**vars(args), "quick": False,
                                   "smoke": False}))

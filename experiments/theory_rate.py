@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import theory_claims
 import theory_common as tc
 from fedasync_jax import (client, delays, rules, scheduler, staleness, sweep,
                           theory)
@@ -266,7 +267,8 @@ def markdown(m, name):
             ", ".join(f"{x:+.3f}" for x in q.log_residuals)]
            for name, pv, ci, q, extra in _fits(m)]
   verdicts = {name: _verdict(q) for name, _, _, q, _ in _fits(m)}
-  body = f"""Problem: {p.name}, L = {p.lipschitz:.4g}, mu = {p.mu:.4g},
+  head = theory_claims.rate(c)
+  body = head + f"""Problem: {p.name}, L = {p.lipschitz:.4g}, mu = {p.mu:.4g},
 sigma^2 = {p.sigma2:.4g} (minibatch of {p.batch_size} at w*), zeta^2 =
 {p.zeta2:.4g}, max client smoothness {p.client_lipschitz:.4g}, F0 = F(0) - F*
 = {m.f0:.4g}.

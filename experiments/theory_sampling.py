@@ -29,6 +29,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+import theory_claims
 import theory_common as tc
 from fedasync_jax import delays, scheduler, theory
 
@@ -153,7 +154,8 @@ def markdown(records, trials, passes, sched_N, worst, zero_max, wall, name):
            tc.fmt(r["closed_form"]),
            "-" if not np.isfinite(r["ratio"]) else f"{r['ratio']:.4f}"]
           for r in records]
-  body = f"""Updates: exact local gradients grad F_i(w*) of
+  head = theory_claims.sampling(records, worst, trials)
+  body = head + f"""Updates: exact local gradients grad F_i(w*) of
 `theory.least_squares(num_clients=N, examples_per_client=6, dim=5,
 zeta2=1)`; their population variance is sigma^2 = zeta^2 = 1 (measured:
 {records[0]['sigma2']:.6f} for N = 10, float32 data). Closed forms:

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import theory_claims
 import theory_common as tc
 from fedasync_jax import (client, delays, rules, scheduler, sweep, tasks,
                           theory)
@@ -395,7 +396,8 @@ def markdown(m, name):
             tc.fmt(m.drift[t]["bound"]),
             tc.fmt(m.drift[t]["measured"] / m.drift[t]["bound"], 3)
             if t else "-"] for t in taus]
-  body = f"""Problem: {p.name} (as experiment 1): L = {p.lipschitz:.4g}, mu =
+  head = theory_claims.staleness_bound(m, meas_ratio)
+  body = head + f"""Problem: {p.name} (as experiment 1): L = {p.lipschitz:.4g}, mu =
 {p.mu:.4g}, sigma^2 = {p.sigma2:.4g}, zeta^2 = {p.zeta2:.4g}, F0 = {m.f0:.4g}.
 Noise of one update (uniform client, one minibatch step): {theory.effective_variance(p):.4g}
 at w*, {m.sigma2:.4g} = its largest value over the realised iterates of
@@ -413,7 +415,7 @@ arrivals is exactly tau_max; tau_C = C). Constant steps gamma in
 (a seed shares its schedule and key across the steps); one `sweep.sweep`
 per (tau_max, T).
 
-## Lian et al. 2015, Theorem 1 (delayed SGD; explicit constants, c = 1)
+## Lian et al. 2015 (arXiv:1506.08272), Theorem 1 (delayed SGD; explicit constants, c = 1)
 
 Compared only where the step satisfies the theorem's condition
 L g + 2 L^2 tau_max sum_(k=1..tau_max) g_(t+k) <= 1 (for a constant step,
@@ -430,7 +432,7 @@ The largest inside step at each (tau_max, T) (the tightest comparison):
               "mean + 1.96 se", "bound", "measured / bound", "holds"],
              tight)}
 
-## Koloskova et al. 2022 (O() rates for a tuned constant step)
+## Koloskova et al. 2022 (arXiv:2206.08307; O() rates for a tuned constant step)
 
 Best step of the grid at each (tau_max, T), against the four forms of the
 paper (each the exact inverse of c (L F0 sigma^2 / eps^2 + L F0 D / eps),

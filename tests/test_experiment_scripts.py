@@ -30,7 +30,7 @@ MODULES = ("command_line", "common", "time_to_accuracy", "sampling",
            "fedasync_staleness", "fedbuff_comparison", "trace_heterogeneity",
            "afl_paper", "conv_in_loop", "jax_function", "theory_common",
            "theory_rate", "theory_sampling", "theory_staleness_bound",
-           "theory_staleness_functions")
+           "theory_staleness_functions", "theory_claims")
 # Every module of experiments/ (the scripts import their own helpers).
 NAMES = tuple(sorted(p.stem for p in EXP.glob("*.py")))
 
@@ -494,6 +494,38 @@ def test_theory_markdown_opens_with_its_length(scripts, tmp_path,
   tc.write_md(tmp_path / "t.md", "Title", "body", tr.length(quick))
   assert (tmp_path / "t.md").read_text().splitlines()[2].startswith(
       "SHORTENED RUN (`--quick`): horizons T")
+
+
+def test_theory_markdown_says_whether_each_claim_reproduced(scripts):
+  """The theory reports named no paper number (or none beside the claim)
+  and gave no verdict; docs/theory.md alone did. Each opens with its
+  claims, the papers by arXiv number, and verdicts computed from the run's
+  numbers (both ways)."""
+  cl = scripts.theory_claims
+  fit = lambda p, lo, hi: SimpleNamespace(p=p, ci_low=lo, ci_high=hi)
+  text = cl.rate(fit(0.49, 0.459, 0.517))
+  assert text.startswith("## Claims and verdicts")
+  assert "arXiv:1903.03934" in text and "arXiv:2508.01675" in text
+  assert "| partly: decays at least as fast as T^-1/2" in text
+  assert "not reproduced: slower than T^-1/2" in cl.rate(fit(0.3, 0.2, 0.4))
+  rows = [{"ratio": 1.01}, {"ratio": 0.995}, {"ratio": float("nan")}]
+  ok = cl.sampling(rows, rows[0], 50_000)
+  assert "Section 2.2" in ok and "| reproduced: within 4 Monte-Carlo" in ok
+  assert "over 2 (N, m, scheme) rows" in ok
+  assert "not reproduced" in cl.sampling(rows, {"ratio": 1.2}, 50_000)
+  lian = [{"holds": True, "ratio": 0.3}, {"holds": False, "ratio": 1.2}]
+  drift = {0: {}, 4: {"measured": 0.2, "bound": 1.0}}
+  m = SimpleNamespace(lian=lian, taus=[0, 4], horizons=[50, 100],
+                      kol={"thm6": {"ratio_last": 1.1}}, drift=drift)
+  text = cl.staleness_bound(m, 3.03)
+  assert "arXiv:1506.08272" in text and "arXiv:2206.08307" in text
+  assert "| not reproduced at 1 points |" in text
+  assert "not reproduced: the measured ratio 3.03 > 1.1" in text
+  assert "consistent: measured / bound 0.2 <= 1" in text
+  m.lian = lian[:1]
+  assert "| reproduced |" in cl.staleness_bound(m, 1.0)
+  assert "consistent: the measured ratio 1 <= 1.1" in cl.staleness_bound(
+      m, 1.0)
 
 
 def test_summaries_are_written_through_the_atomic_writer():
