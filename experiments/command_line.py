@@ -214,17 +214,19 @@ def existing_file(text: str) -> Path:
   return path
 
 
-def add_output_args(p: argparse.ArgumentParser, *, what: str = "<name>"
+def add_output_args(p: argparse.ArgumentParser, *, what: str = "<name>",
+                    refused: str = "such a folder is refused"
                     ) -> argparse.ArgumentParser:
-  """``--out`` and ``--force``, shared by every experiment script."""
+  """``--out`` and ``--force``, shared by every experiment script;
+  ``refused`` says which folders need ``--force``."""
   p.add_argument("--out", type=Path, default=None,
                  help=f"output folder (default: a new runs/{what}-<UTC "
                       f"time>/; the recorded results are written with "
                       f"--out experiments/results/{what} --force)")
   p.add_argument("--force", action="store_true",
-                 help="write into a non-empty --out folder (replacing the "
-                      "files there of the same names); without it such a "
-                      "folder is refused")
+                 help=f"write into a non-empty --out folder (replacing "
+                      f"the files there of the same names); without it "
+                      f"{refused}")
   return p
 
 

@@ -45,7 +45,10 @@ def parser(doc: str) -> common.Parser:
   ap.add_argument("--smoke", action="store_true",
                   help="a tiny run (seconds), written to --out (default: a "
                        "new temporary folder)")
-  return common.add_output_args(ap, what="theory")
+  return common.add_output_args(
+      ap, what="theory", refused="a folder that holds this run's files "
+      "is refused (the theory scripts share one folder: other files there "
+      "are kept)")
 
 
 def parse_args(doc: str, base: str, argv=None):

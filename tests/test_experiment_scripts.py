@@ -528,6 +528,16 @@ def test_theory_markdown_says_whether_each_claim_reproduced(scripts):
       m, 1.0)
 
 
+def test_theory_force_help_says_which_folders_are_refused(scripts):
+  """It said any non-empty --out was refused; a theory script refuses
+  only a folder holding its own run's files (they share one folder)."""
+  text = " ".join(scripts.theory_common.parser("doc").format_help().split())
+  assert "without it a folder that holds this run's files is refused" in text
+  other = " ".join(scripts.common.add_output_args(
+      scripts.common.Parser()).format_help().split())
+  assert "without it such a folder is refused" in other
+
+
 def test_summaries_are_written_through_the_atomic_writer():
   """No script writes an output with a plain ``write_text`` or
   ``open(..., "w")`` (a run stopped mid-write left a torn summary.md):
