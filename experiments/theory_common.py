@@ -141,7 +141,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
   """A plain CSV (header first, readable by ``csv.DictReader`` and
   ``np.genfromtxt(names=True)``) and its ``provenance_path`` sidecar."""
   text = io.StringIO(newline="")
-  w = csv.DictWriter(text, fieldnames=list(rows[0]))
+  w = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
   w.writeheader()
   w.writerows(rows)
   common.write_text(path, text.getvalue())
