@@ -124,6 +124,70 @@ def test_without_replacement_gives_the_first_idle_online_client_of_a_pass():
   assert len(picked) == n
 
 
+def _sparse_availability(kind, n):
+  """Few clients online at a time: periodic windows, or a trace."""
+  from fedasync_jax.sim import traces
+  if kind == "periodic":
+    return delays.availability(n, period=50.0, on_fraction=0.02, seed=2)
+  start = (np.random.default_rng(4).uniform(0, 29, (n, 3))
+           + [0.0, 30.0, 60.0]).ravel()  # three short windows per period
+  trace = traces.intervals(np.repeat(np.arange(n), 3), start, start + 0.5,
+                           period=100.0)
+  return traces.availability_of(trace, np.arange(n))
+
+
+@pytest.mark.parametrize("avail", ["periodic", "trace"])
+@pytest.mark.parametrize("kind", ["uniform", "weighted",
+                                  "without_replacement"])
+def test_selections_with_few_clients_online_pick_as_the_plain_rule(kind,
+                                                                   avail):
+  """The selector remembers when an offline client comes back and looks
+  it up only then (each dispatch of uniform with few clients online
+  looked up the whole population: 38 s to schedule 20,000 updates among
+  100,000 clients online 0.1% of the time, now 4.8 s). Against the
+  selection with every client looked up at every step: the same picks and
+  the same next availability, as time goes forward."""
+  from fedasync_jax.sim import selection
+  n = 60
+  av = _sparse_availability(avail, n)
+  w = np.arange(1, n + 1, dtype=float) if kind == "weighted" else None
+
+  class Plain(selection.Selector):
+    """Looks every client up, every time."""
+    def _online(self, clients, t):
+      return np.asarray(self.avail.available(clients, t), bool).reshape(-1)
+
+    def maybe(self, clients, t):
+      return ~self.busy[clients]
+
+    def ok(self, c, t):
+      return not self.busy[c] and bool(self.avail.available(c, t))
+
+    def eligible(self, t):
+      idle = np.flatnonzero(~self.busy)
+      return idle[self._online(idle, t)]
+
+    def next_available(self, t):
+      idle = np.flatnonzero(~self.busy)
+      return (float(self.avail.next_start(idle, t).min()) if idle.size
+              else np.inf)
+  fast = selection.Selector(kind, n, np.random.default_rng(5), w, av)
+  plain = Plain(kind, n, np.random.default_rng(5), w, av)
+  draws, t, picked = np.random.default_rng(0), 0.0, set()
+  for _ in range(400):
+    t += float(draws.exponential(2.0))
+    done = draws.integers(n, size=3)
+    fast.busy[done] = plain.busy[done] = False
+    assert fast.next_available(t) == plain.next_available(t)
+    got, want = fast.pick(t), plain.pick(t)
+    assert got == want
+    if got is not None:
+      assert bool(av.available(got, t))
+      fast.busy[got] = plain.busy[got] = True
+      picked.add(got)
+  assert len(picked) > n // 2
+
+
 def test_uniform_with_replacement_repeats_early():
   n = 60
   s = scheduler.asynchronous(model(n=n), num_updates=300, concurrency=4,
