@@ -30,6 +30,7 @@ import numpy as np
 from fedasync_jax.core import types
 from fedasync_jax.data import partition
 from fedasync_jax.run import results
+from fedasync_jax.sim import scheduler
 
 
 class ProgressBar:
@@ -283,11 +284,29 @@ def _lost_updates(schedule, out: types.RunResult) -> int:
   """Tasks whose update never reached the server (``delays.dropout``, a
   synchronous round's deadline or over-selection), up to where the run
   got: they are not arrivals, so ``arrivals.csv`` has no row for them."""
-  if not out.stats.get("stopped_early", False):
+  until = _reached(out)
+  if until is None:
     return int(schedule.stats.get("lost_updates", 0))
-  times = out.arrivals["simulated_time"]
-  until = float(times[-1]) if len(times) else 0.0
   return int((schedule.lost & (schedule.arrival_time <= until)).sum())
+
+
+def _reached(out: types.RunResult) -> Optional[float]:
+  """The simulated time a stopped run got to (its last arrival's); None
+  for a run that finished its schedule."""
+  if not out.stats.get("stopped_early", False):
+    return None
+  times = out.arrivals["simulated_time"]
+  return float(times[-1]) if len(times) else 0.0
+
+
+def _realised_concurrency(schedule, out: types.RunResult) -> float:
+  """Tasks in flight over the simulated time the run got through (a
+  stopped run's, not the whole schedule's)."""
+  until = _reached(out)
+  if until is None:
+    return float(schedule.stats["realised_concurrency"])
+  return scheduler.in_flight(schedule.dispatch_time, schedule.arrival_time,
+                             until)
 
 
 def _summary(s, out: types.RunResult, final: dict, wall_time: float,
@@ -307,7 +326,7 @@ def _summary(s, out: types.RunResult, final: dict, wall_time: float,
       "clipped_updates": int(getattr(out.state, "clipped", 0)),
       "simulated_time": (float(arr["simulated_time"][-1])
                          if len(arr["simulated_time"]) else 0.0),
-      "realised_concurrency": float(s.schedule.stats["realised_concurrency"]),
+      "realised_concurrency": _realised_concurrency(s.schedule, out),
       # as drawn (FedAvg draws ``uniform`` without replacement)
       "selection": s.schedule.stats.get("selection"),
       "mean_staleness": (float(arr["staleness"].mean())

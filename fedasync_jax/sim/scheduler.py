@@ -99,6 +99,22 @@ class Schedule(NamedTuple):
 MAX_EVENTS = 10**9  # more would not fit in memory as arrays anyway
 
 
+def in_flight(dispatch_time, arrival_time, t_end: float) -> float:
+  """The tasks in flight averaged over ``[0, t_end]``, each from its
+  dispatch to its end (or ``t_end``): a schedule's
+  ``realised_concurrency`` (``t_end`` its end), or that of the part of it
+  a stopped run got through.
+
+  Example:
+    >>> in_flight([0.0, 0.0, 5.0], [10.0, 4.0, 20.0], 10.0)
+    1.9
+  """
+  t0 = np.asarray(dispatch_time, np.float64)
+  t1 = np.minimum(np.asarray(arrival_time, np.float64), t_end)
+  busy = float(np.sum(np.maximum(t1 - t0, 0.0)))
+  return busy / t_end if t_end > 0 else 0.0
+
+
 class _Builder:
   """Accumulates tasks, arrivals and events."""
 
@@ -119,12 +135,7 @@ class _Builder:
     return k
 
   def in_flight(self, t_end: float) -> float:
-    """The tasks in flight averaged over ``[0, t_end]``, each from its
-    dispatch to its end (or ``t_end``): ``realised_concurrency``."""
-    t0 = np.asarray(self.t0)
-    t1 = np.minimum(np.asarray(self.t1), t_end)
-    busy = float(np.sum(np.maximum(t1 - t0, 0.0)))
-    return busy / t_end if t_end > 0 else 0.0
+    return in_flight(self.t0, self.t1, t_end)
 
   def arrive(self, k, tau, dropped, version_after, ends_round=False):
     self.a_task.append(k)
