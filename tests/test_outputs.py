@@ -266,6 +266,15 @@ def test_fields_that_do_not_apply_are_warned_about(tmp_path, capsys):
   assert notices.config_warnings(cfg) == [
       "rule.staleness_a=2.0 does nothing with rule.staleness 'constant' "
       "(it applies to rule.staleness polynomial, hinge, exponential)"]
+  # run.concurrency beside an open loop (was silent)
+  cfg = config.from_dict({"run": {"poisson_rate": 1.0, "concurrency": 50},
+                          "data": {"num_clients": 100}})
+  assert notices.config_warnings(cfg) == [
+      "run.concurrency=50 does nothing with run.poisson_rate 1.0 (an open "
+      "loop dispatches at that rate; run.concurrency is the closed loop's "
+      "tasks in flight)"]
+  assert notices.config_warnings(config.from_dict(
+      {"run": {"poisson_rate": 1.0}})) == []
 
 
 def test_epoch_fields_with_a_single_pass_are_warned_about():
@@ -516,3 +525,36 @@ def test_a_stopped_runs_summary_counts_only_the_part_it_ran():
   done = SimpleNamespace(stats={}, arrivals={"simulated_time": times})
   assert outputs._realised_concurrency(s, done) == \
       s.stats["realised_concurrency"]
+
+
+def test_skipped_open_loop_dispatches_are_counted_and_warned_about(tmp_path):
+  """An open loop far above what the clients can serve skipped about 5e17
+  dispatches, counted in the schedule only: summary.json had no field and
+  no warning. A stopped run counts those up to where it got."""
+  from types import SimpleNamespace
+  cfg = config.from_dict({**TINY, "run": {**TINY["run"], "concurrency": 1,
+                                          "poisson_rate": 1e6}})
+  s = experiment.setup(cfg)
+  skipped = s.schedule.stats["skipped_dispatches"]
+  assert skipped == int(s.schedule.stats["skip_counts"].sum()) > 120
+  out = executor.simulate(s.rule, s.update, s.params, s.fed.train,
+                          s.schedule, key=jax.random.key(0),
+                          eval_fn=s.eval_fn, eval_every=s.eval_every_versions)
+  summary = outputs.write_outputs(tmp_path / "o", cfg, s, out, wall_time=1.0,
+                                  plots=False, stream=io.StringIO())
+  assert summary["skipped_dispatches"] == skipped
+  assert summary["warnings"] == [
+      f"{skipped} open-loop dispatches found no idle, available client and "
+      f"were skipped, against 120 client updates: run.poisson_rate is above "
+      f"what the clients can serve (the population, its availability and "
+      f"its speeds set the load)"]
+  times = s.schedule.arrival_time[s.schedule.arrival_task]
+  until = float(times[59])
+  stopped = SimpleNamespace(stats={"stopped_early": True},
+                            arrivals={"simulated_time": times[:60]})
+  part = outputs._skipped_dispatches(s.schedule, stopped)
+  st = s.schedule.stats
+  assert part == int(st["skip_counts"][st["skip_times"] <= until].sum())
+  assert 0 < part < skipped
+  assert notices.result_warnings({"client_updates": 120,
+                                  "skipped_dispatches": 119}) == []

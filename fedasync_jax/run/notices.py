@@ -188,6 +188,10 @@ def unused_fields(cfg) -> dict:
           "fixed local steps are one pass" if c.steps is not None else
           "one epoch") + "; it acts from the second epoch on"
           if f != "epochs" else "fixed local steps replace epochs"))
+  if cfg.run.poisson_rate is not None:
+    found.setdefault(("run", "concurrency"), (
+        "poisson_rate", "an open loop dispatches at that rate; "
+        "run.concurrency is the closed loop's tasks in flight"))
   if not members.build_rule(cfg).synchronous:
     sync = [m for m in rules.RULES.names() if _synchronous(cfg, m)]
     for f in SYNCHRONOUS_ONLY:
@@ -370,8 +374,9 @@ _DIVERGED = "the model diverged (lower client.lr or rule.server_lr)"
 def result_warnings(summary: dict) -> list:
   """What a finished run's ``summary`` should not hide: no update applied,
   every update quarantined, no server version applied (a buffer that never
-  filled), a final test loss or accuracy that is NaN or infinite, and
-  simulated time that never advanced (every arrival at time 0).
+  filled), a final test loss or accuracy that is NaN or infinite, more
+  open-loop dispatches skipped than client updates made, and simulated
+  time that never advanced (every arrival at time 0).
 
   Example:
     >>> result_warnings({"client_updates": 8, "versions": 0})[0][:33]
@@ -397,6 +402,12 @@ def result_warnings(summary: dict) -> list:
     v = summary.get(f"final_test_{key}")
     if v is not None and not math.isfinite(float(v)):
       out.append(f"the final test {key} is {float(v)}: {_DIVERGED}")
+  skipped = int(summary.get("skipped_dispatches") or 0)
+  if n and skipped >= n:
+    out.append(f"{skipped} open-loop dispatches found no idle, available "
+               f"client and were skipped, against {n} client updates: "
+               f"run.poisson_rate is above what the clients can serve (the "
+               f"population, its availability and its speeds set the load)")
   if n > 1 and summary.get("simulated_time", 1.0) == 0:
     out.append(f"simulated time did not advance (every one of the {n} "
                f"client updates arrived at time 0): the delays are "

@@ -299,6 +299,16 @@ def _reached(out: types.RunResult) -> Optional[float]:
   return float(times[-1]) if len(times) else 0.0
 
 
+def _skipped_dispatches(schedule, out: types.RunResult) -> int:
+  """Open-loop dispatches that found no idle, available client (0 in a
+  closed loop), up to where the run got."""
+  until = _reached(out)
+  if until is None or "skip_times" not in schedule.stats:
+    return int(schedule.stats.get("skipped_dispatches", 0))
+  return int(np.sum(schedule.stats["skip_counts"][
+      schedule.stats["skip_times"] <= until]))
+
+
 def _realised_concurrency(schedule, out: types.RunResult) -> float:
   """Tasks in flight over the simulated time the run got through (a
   stopped run's, not the whole schedule's)."""
@@ -322,6 +332,7 @@ def _summary(s, out: types.RunResult, final: dict, wall_time: float,
       "stopped_early": bool(out.stats.get("stopped_early", False)),
       "dropped_updates": int((~arr["applied"]).sum()),
       "lost_updates": _lost_updates(s.schedule, out),
+      "skipped_dispatches": _skipped_dispatches(s.schedule, out),
       "quarantined_updates": int(getattr(out.state, "quarantined", 0)),
       "clipped_updates": int(getattr(out.state, "clipped", 0)),
       "simulated_time": (float(arr["simulated_time"][-1])

@@ -264,6 +264,7 @@ class _AsyncLoop:
     self.b = _Builder()
     self.heap, self.seq = [], 0
     self.version, self.kept, self.skipped = 0, 0, 0
+    self.skip_times, self.skip_counts = [], []  # (each failed tick's)
 
   def push(self, t, kind, task):
     heapq.heappush(self.heap, (t, kind, self.seq, task))
@@ -295,8 +296,11 @@ class _AsyncLoop:
                    t_avail if t_avail > t else np.inf)
       if not np.isfinite(t_next):
         raise Stuck(_STUCK)
-      self.skipped += 1 + int(min(self.rng.poisson(
-          min(self.rate * (t_next - t), 1e15)), 1e15))
+      n = 1 + int(min(self.rng.poisson(min(self.rate * (t_next - t), 1e15)),
+                      1e15))
+      self.skipped += n
+      self.skip_times.append(t)
+      self.skip_counts.append(n)
     self.push(t_next + self.rng.exponential(1.0 / self.rate), 1, -1)
 
   def arrive(self, k) -> bool:
@@ -356,6 +360,9 @@ class _AsyncLoop:
         "end_time": t_end,
         "num_versions": self.version,
         "skipped_dispatches": self.skipped,
+        # when ticks found no client, and how many were skipped from each
+        "skip_times": np.asarray(self.skip_times, np.float64),
+        "skip_counts": np.asarray(self.skip_counts, np.int64),
         "lost_updates": int(np.sum(np.asarray(b.lost)[done])),
         # What the schedule was drawn for (``contract.check_rule_fits``).
         "arrivals_per_version": self.per_version,
