@@ -82,6 +82,16 @@ class ProgressBar:
     self.stream.write(f"fedasync-jax: {text}\n")
     self.stream.flush()
 
+  def drawing(self, done: int, total: int) -> None:
+    """How far the schedule's draw got (``scheduler.asynchronous``'s
+    ``progress``): a line at most every ``every_s`` seconds."""
+    now = time.perf_counter()
+    if now - (self.t_line or self.t0) < self.every_s:
+      return
+    self.t_line = now
+    self.stage(f"drawing the schedule: {done:,} of {total:,} updates "
+               f"({now - self.t0:.0f} s)")
+
   def _sim_time(self, done: int) -> Optional[float]:
     s = self.schedule
     if s is None or not done:

@@ -435,11 +435,12 @@ def _join(a: list, b: list) -> list:
 
 
 def make_schedule(cfg, fed: data.FederatedData, rule: rules.ServerRule, *,
-                  delay_model: Optional[delays.DelayModel] = None
-                  ) -> scheduler.Schedule:
+                  delay_model: Optional[delays.DelayModel] = None,
+                  progress=None) -> scheduler.Schedule:
   """The schedule of the run: synchronous rounds when the rule is
   synchronous (``rule.synchronous``), else asynchronous arrivals; drawn
-  from ``delay_model`` (default: ``make_delays(cfg, fed)``)."""
+  from ``delay_model`` (default: ``make_delays(cfg, fed)``); ``progress``
+  as ``scheduler.asynchronous``'s."""
   run = cfg.run
   dm = make_delays(cfg, fed) if delay_model is None else delay_model
   kind = ("without_replacement" if rule.synchronous
@@ -457,7 +458,7 @@ def make_schedule(cfg, fed: data.FederatedData, rule: rules.ServerRule, *,
         concurrency=None if run.poisson_rate else run.concurrency,
         poisson_rate=run.poisson_rate, selection=kind,
         weights=weights, arrivals_per_version=rule.arrivals_per_version,
-        max_staleness=rule.max_staleness, seed=run.seed)
+        max_staleness=rule.max_staleness, seed=run.seed, progress=progress)
   except scheduler.Stuck as e:
     d = cfg.delays
     if d.availability_trace is None:
@@ -476,8 +477,9 @@ def eval_every_versions(cfg, rule: rules.ServerRule) -> int:
   return max(1, math.ceil(cfg.run.eval_every / per_version))
 
 
-def setup(cfg) -> Setup:
-  """Builds a run's pieces from its configuration."""
+def setup(cfg, *, progress=None) -> Setup:
+  """Builds a run's pieces from its configuration (``progress``: see
+  ``make_schedule``)."""
   fed = load_data(cfg)
   model = make_model(cfg, fed)
   update = make_update(cfg, model, fed)
@@ -485,7 +487,7 @@ def setup(cfg) -> Setup:
   rule = make_rule_from(cfg, fed)
   loaded = load_traces(cfg, fed)
   dm = make_delays(cfg, fed, loaded=loaded)
-  sched = make_schedule(cfg, fed, rule, delay_model=dm)
+  sched = make_schedule(cfg, fed, rule, delay_model=dm, progress=progress)
   hparams = tasks.task_hparams(
       sched, prox_rho=c.prox_rho, delay_beta=c.delay_beta,
       delay=dm if c.delay_beta is not None else None)

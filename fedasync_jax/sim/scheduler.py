@@ -36,7 +36,7 @@ Example:
 from __future__ import annotations
 
 import heapq
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
@@ -179,7 +179,9 @@ def asynchronous(delays: DelayModel, *, num_updates: int,
                  selection: str = "uniform", weights=None,
                  arrivals_per_version: int = 1,
                  max_staleness: Optional[int] = None,
-                 seed: int = 0) -> Schedule:
+                 seed: int = 0,
+                 progress: Optional[Callable[[int, int], None]] = None
+                 ) -> Schedule:
   """Simulates an asynchronous run's events.
 
   Args:
@@ -198,6 +200,8 @@ def asynchronous(delays: DelayModel, *, num_updates: int,
       FedBuff, 1 for FedAsync).
     max_staleness: arrivals with larger staleness are dropped.
     seed: the random seed; the same seed gives the same schedule.
+    progress: optional ``progress(arrived, num_updates)``, called every
+      4,096 arrivals (a long draw can report how far it got).
 
   Returns:
     A ``Schedule``; ``stats["realised_concurrency"]`` is the time-averaged
@@ -235,7 +239,7 @@ def asynchronous(delays: DelayModel, *, num_updates: int,
                                       delays.availability), rng,
                     concurrency=concurrency, poisson_rate=poisson_rate,
                     per_version=K, max_staleness=max_staleness)
-  return loop.run(num_updates)
+  return loop.run(num_updates, progress)
 
 
 class Stuck(ValueError):
@@ -320,7 +324,7 @@ class _AsyncLoop:
     b.arrive(k, tau, dropped, self.version)
     return True
 
-  def run(self, num_updates: int) -> Schedule:
+  def run(self, num_updates: int, progress=None) -> Schedule:
     if self.concurrency is not None:
       for _ in range(self.concurrency):
         self.dispatch_or_retry(0.0)
@@ -341,6 +345,8 @@ class _AsyncLoop:
         continue
       came = self.arrive(k)
       arrived += came
+      if progress is not None and came and arrived % 4096 == 0:
+        progress(arrived, num_updates)
       lost_run = 0 if came else lost_run + 1
       if lost_run > max_lost_run:
         raise ValueError(
