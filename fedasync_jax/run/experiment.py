@@ -164,9 +164,7 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
     stage(bar, f"loading data ({cfg.data.name}, {cfg.data.num_clients} "
           f"clients) and drawing the schedule")
     # (loads the data: may fail, before anything is written)
-    s = setup(cfg, progress=bar.drawing if bar is not None else None)
-    if bar is not None:
-      bar.t_line = None  # (the training's first report is shown at once)
+    s = setup(cfg, progress=getattr(bar, "drawing", None))
     # Until here Ctrl-C raises KeyboardInterrupt and nothing is written;
     # from here on it stops the run at the next chunk, after a checkpoint.
     flag = signals.enter_context(stop_on_signals({}))

@@ -76,6 +76,7 @@ class ProgressBar:
     self.start_done = None
     self.t_first = self.t0
     self.t_line = None
+    self._t_drawn = self.t0  # (the schedule's draw: ``drawing``)
 
   def stage(self, text: str) -> None:
     """Writes ``fedasync-jax: <text>`` on a line of its own."""
@@ -86,9 +87,9 @@ class ProgressBar:
     """How far the schedule's draw got (``scheduler.asynchronous``'s
     ``progress``): a line at most every ``every_s`` seconds."""
     now = time.perf_counter()
-    if now - (self.t_line or self.t0) < self.every_s:
+    if now - self._t_drawn < self.every_s:
       return
-    self.t_line = now
+    self._t_drawn = now
     self.stage(f"drawing the schedule: {done:,} of {total:,} updates "
                f"({now - self.t0:.0f} s)")
 
