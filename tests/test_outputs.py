@@ -14,7 +14,8 @@ import pytest
 
 from fedasync_jax import cli, config, executor, experiment
 from fedasync_jax.core import types
-from fedasync_jax.run import config_files, metrics, notices, outputs
+from fedasync_jax.run import (config_files, metrics, notices, outputs,
+                              progress)
 from fedasync_jax.sim import faults
 
 TINY = {"data": {"num_clients": 20}, "client": {"batch_size": 20},
@@ -109,7 +110,7 @@ def test_run_plots_against_client_updates_and_simulated_time(tmp_path,
 
 
 def test_progress_is_plain_lines_off_a_terminal():
-  bar = outputs.ProgressBar(100, stream=io.StringIO(), every_s=3600)
+  bar = progress.ProgressBar(100, stream=io.StringIO(), every_s=3600)
   for done in range(10, 101, 10):
     bar({"arrivals_done": done, "wall_time_s": 1.0, "last_eval": None})
   text = bar.stream.getvalue()
@@ -117,11 +118,11 @@ def test_progress_is_plain_lines_off_a_terminal():
   lines = text.splitlines()
   assert len(lines) == 2, lines  # the first report and the last
   assert "10/100 updates" in lines[0] and "100/100 updates" in lines[1]
-  bar = outputs.ProgressBar(100, stream=io.StringIO(), every_s=0)
+  bar = progress.ProgressBar(100, stream=io.StringIO(), every_s=0)
   for done in (10, 20):
     bar({"arrivals_done": done, "wall_time_s": 1.0, "last_eval": None})
   assert len(bar.stream.getvalue().splitlines()) == 2
-  tty = outputs.ProgressBar(100, stream=io.StringIO(), tty=True)
+  tty = progress.ProgressBar(100, stream=io.StringIO(), tty=True)
   tty({"arrivals_done": 10, "wall_time_s": 1.0, "last_eval": None})
   assert tty.stream.getvalue().startswith("\r[")
 

@@ -486,7 +486,7 @@ def test_a_long_draw_reports_how_far_it_got():
   ``progress(arrived, num_updates)`` every 4,096 arrivals, and the
   command's bar prints it at most every ``every_s`` seconds."""
   import io
-  from fedasync_jax.run import outputs
+  from fedasync_jax.run import progress
   seen = []
   m = model(n=50, kind="constant")
   s = scheduler.asynchronous(m, num_updates=10_000, concurrency=5, seed=0,
@@ -495,13 +495,13 @@ def test_a_long_draw_reports_how_far_it_got():
   plain = scheduler.asynchronous(m, num_updates=10_000, concurrency=5,
                                  seed=0)
   np.testing.assert_array_equal(s.client, plain.client)
-  bar = outputs.ProgressBar(stream=io.StringIO(), every_s=0.0)
+  bar = progress.ProgressBar(stream=io.StringIO(), every_s=0.0)
   for a, n in seen:
     bar.drawing(a, n)
   lines = bar.stream.getvalue().splitlines()
   assert [ln[:61] for ln in lines] == [
       "fedasync-jax: drawing the schedule: 4,096 of 10,000 updates (",
       "fedasync-jax: drawing the schedule: 8,192 of 10,000 updates ("]
-  quiet = outputs.ProgressBar(stream=io.StringIO(), every_s=60.0)
+  quiet = progress.ProgressBar(stream=io.StringIO(), every_s=60.0)
   quiet.drawing(4096, 10_000)
   assert quiet.stream.getvalue() == ""

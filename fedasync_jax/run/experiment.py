@@ -2,7 +2,7 @@
 
 Builds the data, model, client update, rule, delay model and schedule from
 a ``config.Config`` (``setup``), runs the vectorized executor with a
-progress bar (``outputs.ProgressBar``), checkpoints between chunks
+progress bar (``progress.ProgressBar``), checkpoints between chunks
 (``checkpoints``), and writes into ``workdir``:
 
 * ``config.json``: the resolved configuration;
@@ -72,9 +72,10 @@ from fedasync_jax.run.folders import open_folder
 from fedasync_jax.run.grid import (SWEEPABLE, members,  # noqa: F401
                                    parse_grid, set_field, sweepable,
                                    with_rule_values)
-from fedasync_jax.run.outputs import (ProgressBar, attempt,  # noqa: F401
-                                      history_rows, plot_run, stage,
-                                      with_final_eval, write_outputs)
+from fedasync_jax.run.outputs import (attempt, history_rows,  # noqa: F401
+                                      plot_run, with_final_eval,
+                                      write_outputs)
+from fedasync_jax.run.progress import ProgressBar, stage
 from fedasync_jax.run.setup import (Setup, _optimizer,  # noqa: F401
                                     check_memory, eval_every_versions,
                                     image_transform,

@@ -65,8 +65,8 @@ from fedasync_jax.run.checkpoints import (CHECKPOINT, FINAL_PARAMS,
 from fedasync_jax.run.folders import open_folder
 from fedasync_jax.run.grid import (members, refuse_repeats, set_field,
                                    sweepable, with_rule_values)
-from fedasync_jax.run.outputs import (ProgressBar, attempt, stage,
-                                      with_final_eval)
+from fedasync_jax.run.outputs import attempt, with_final_eval
+from fedasync_jax.run.progress import ProgressBar, stage
 from fedasync_jax.run.setup import (Setup, make_delays, make_rule_from,
                                     make_schedule, make_update, setup)
 from fedasync_jax.sim import tasks

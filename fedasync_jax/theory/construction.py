@@ -172,8 +172,8 @@ def _build_lsq(*, num_clients, examples_per_client, dim, lipschitz, mu,
     if factor > 0.0:
       if sigma2 < floor * (1 - 1e-12) or (qa <= 0 and sigma2 > floor * (
           1 + 1e-12)):
-        why = (f"the variance that zeta2 alone creates with "
-               f"shift='targets'; shift='linear' has none")
+        why = ("the variance that zeta2 alone creates with "
+               "shift='targets'; shift='linear' has none")
         if qa <= 0:  # no room for noise: examples_per_client <= dim
           raise ValueError(
               f"sigma2 must be {floor:.6g} for this problem ({why}; with "
