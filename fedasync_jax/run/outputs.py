@@ -11,6 +11,7 @@ Example:
   ...                    "applied": np.array([True, True])})["mean"]
   2.0
 """
+
 from __future__ import annotations
 
 import sys
