@@ -433,6 +433,10 @@ def test_the_librarys_own_rules_meet_their_conditions_in_float32():
                                       lipschitz=1.0, tau_max=3).holds
   assert not theory.delayed_sgd_condition(steps * (1 + 1e-9), lipschitz=1.0,
                                           tau_max=3).holds
+  # the bound checks its condition on the steps as given (their dtype)
+  assert theory.delayed_sgd_bound(
+      steps.astype(np.float32) * (1 + 1e-7), lipschitz=1.0, f0_gap=1.0,
+      sigma2=1.0, tau_max=3) > 0
   # Every step 0 (all dropped): nothing exceeds (it was 0/0 = nan).
   zero = theory.koloskova_adaptive_condition([0.0, 0.0], [0, 5],
                                              lipschitz=1.0, tau_c=2)

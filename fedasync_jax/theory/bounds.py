@@ -365,7 +365,7 @@ def delayed_sgd_bound(steps, *, lipschitz: float, f0_gap: float,
   if g.size == 0:
     raise ValueError("steps must hold at least one step size")
   if check:
-    cond = delayed_sgd_condition(g, lipschitz=L, tau_max=tm)
+    cond = delayed_sgd_condition(steps, lipschitz=L, tau_max=tm)  # (its dtype)
     if not cond.holds:
       raise _outside(cond)
   g2 = g * g
