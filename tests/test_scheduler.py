@@ -152,27 +152,9 @@ def test_selections_with_few_clients_online_pick_as_the_plain_rule(kind,
   av = _sparse_availability(avail, n)
   w = np.arange(1, n + 1, dtype=float) if kind == "weighted" else None
 
-  class Plain(selection.Selector):
-    """Looks every client up, every time."""
-    def _online(self, clients, t):
-      return np.asarray(self.avail.available(clients, t), bool).reshape(-1)
-
-    def maybe(self, clients, t):
-      return ~self.busy[clients]
-
-    def ok(self, c, t):
-      return not self.busy[c] and bool(self.avail.available(c, t))
-
-    def eligible(self, t):
-      idle = np.flatnonzero(~self.busy)
-      return idle[self._online(idle, t)]
-
-    def next_available(self, t):
-      idle = np.flatnonzero(~self.busy)
-      return (float(self.avail.next_start(idle, t).min()) if idle.size
-              else np.inf)
   fast = selection.Selector(kind, n, np.random.default_rng(5), w, av)
-  plain = Plain(kind, n, np.random.default_rng(5), w, av)
+  plain = selection.LookupEveryTime(kind, n, np.random.default_rng(5), w,
+                                    av)
   draws, t, picked = np.random.default_rng(0), 0.0, set()
   for _ in range(400):
     t += float(draws.exponential(2.0))

@@ -264,3 +264,30 @@ class Selector:
       return float(low)
     near = np.flatnonzero(back <= low + 64 * np.spacing(low))
     return float(np.min(self.avail.next_start(near, t)))
+
+
+class LookupEveryTime(Selector):
+  """A ``Selector`` that looks every client's availability up at every
+  call (no memory of when offline clients come back): the plain rule that
+  the tests and ``benchmarks/schedule_draw.py`` compare ``Selector`` with
+  (the same picks, in more time)."""
+
+  def _online(self, clients, t):
+    return np.asarray(self.avail.available(clients, t), bool).reshape(-1)
+
+  def maybe(self, clients, t):
+    return ~self.busy[clients]
+
+  def ok(self, c, t):
+    return not self.busy[c] and (self.avail is None
+                                 or bool(self.avail.available(c, t)))
+
+  def eligible(self, t):
+    idle = np.flatnonzero(~self.busy)
+    return idle if self.avail is None else idle[self._online(idle, t)]
+
+  def next_available(self, t):
+    idle = np.flatnonzero(~self.busy)
+    if idle.size == 0 or self.avail is None:
+      return np.inf if idle.size == 0 else t
+    return float(np.min(self.avail.next_start(idle, t)))
