@@ -177,6 +177,27 @@ def test_config_command_prints_a_loadable_file(tmp_path, capsys):
   assert config.load(p).rule.name == "afl"
   assert cli.main(["config", "--set", "rule.name=nope"]) == 2
   assert "rule.name must be one of" in capsys.readouterr().err
+  # A --set path is relative to the current folder, not the saved file's:
+  # printed as typed, the saved file named another file; it is printed
+  # absolute, as a run saves it. Unread fields are warned about, as a run
+  # warns about them.
+  (tmp_path / "d").mkdir()
+  (tmp_path / "d" / "m.npz").write_bytes(b"")
+  sub = tmp_path / "sub"
+  sub.mkdir()
+  import os
+  here = os.getcwd()
+  os.chdir(tmp_path)
+  try:
+    assert cli.main(["config", "--set", "data.name=npz", "--set",
+                     "data.path=d/m.npz", "--set", "run.deadline=5"]) == 0
+  finally:
+    os.chdir(here)
+  got = capsys.readouterr()
+  (sub / "c.yaml").write_text(got.out)
+  assert config.load(sub / "c.yaml").data.path == str(tmp_path / "d" /
+                                                      "m.npz")
+  assert "warning: run.deadline=5.0 does nothing" in got.err
 
 
 def test_numbers_with_an_exponent_load_from_yaml(tmp_path, capsys):

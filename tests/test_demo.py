@@ -195,3 +195,15 @@ def test_force_leaves_only_the_new_commands_outputs(demo_run, tmp_path):
   demo.run_demo(folder, num_updates=100, num_clients=30, concurrency=4,
                 log=lambda s: None, force=True)
   assert {p.name for p in folder.iterdir()} == written | {"notes.txt"}
+
+
+def test_demo_help_names_every_file_the_demo_writes(capsys):
+  """``demo --help`` listed its outputs without tables.txt."""
+  from fedasync_jax.run import cli, demo
+  with pytest.raises(SystemExit):
+    cli.main(["demo", "--help"])
+  text = " ".join(capsys.readouterr().out.split())
+  for f in ("summary.json", "metrics.jsonl", "history CSVs", "arrivals CSVs"):
+    assert f in text, f
+  assert [f for f in demo.FILES if not f.endswith(".csv")] == ["tables.txt"]
+  assert "tables.txt" in text

@@ -218,7 +218,13 @@ def _sweep(args) -> int:
 
 def _config(args) -> int:
   from fedasync_jax.run import config as config_lib
-  sys.stdout.write(config_lib.to_yaml(_base_config(args)))
+  from fedasync_jax.run import notices
+  # Paths absolute as a run saves them (a --set path is relative to the
+  # current folder, which a saved file's folder need not be), and the
+  # fields the configuration never reads warned about, as a run does.
+  cfg = config_lib.absolute_paths(_base_config(args))
+  notices.warn(notices.config_warnings(cfg))
+  sys.stdout.write(config_lib.to_yaml(cfg))
   return 0
 
 

@@ -211,8 +211,8 @@ def _add_demo(sub, commands: dict) -> None:
                   "synchronous FedAvg on FedProx's Synthetic(1,1) with "
                   "lognormal device speeds; prints test accuracy against "
                   "client updates and simulated time; writes history CSVs, "
-                  "metrics.jsonl, arrivals CSVs and summary.json into the "
-                  "output folder.")
+                  "metrics.jsonl, arrivals CSVs, summary.json and tables.txt "
+                  "(the printed tables) into the output folder.")
   d.add_argument("--out", default=None,
                  help="output folder, new or empty (default: "
                       "runs/demo-<date>-<time>)")
