@@ -186,8 +186,8 @@ def read(path):
     return _json_load(text)
   except Exception as e:  # noqa: BLE001 - any parse error becomes one message
     how = ("" if p.suffix in (".yaml", ".yml", ".json") else
-           f" (read as JSON: a file not named .yaml, .yml or .json is read "
-           f"as JSON; name a YAML file .yaml or .yml)")
+           " (read as JSON: a file not named .yaml, .yml or .json is read "
+           "as JSON; name a YAML file .yaml or .yml)")
     raise ConfigError(f"cannot parse config file {p}{how}: {e}") from None
 
 
