@@ -105,10 +105,11 @@ def load_tfds(name: str, *, data_dir: str | os.PathLike | None = None,
     num_classes = getattr(features[label_key], "num_classes", None)
   except (KeyError, TypeError):
     num_classes = None
-  x_train, y_train = _read_source(train_src, image_key, label_key,
-                                  batch_size, name, split_train)
-  x_test, y_test = _read_source(test_src, image_key, label_key, batch_size,
-                                name, split_test)
+  with _quiet_tfds_warnings():  # (decoding logs "OpenCV is not installed")
+    x_train, y_train = _read_source(train_src, image_key, label_key,
+                                    batch_size, name, split_train)
+    x_test, y_test = _read_source(test_src, image_key, label_key,
+                                  batch_size, name, split_test)
   if num_classes is None:
     num_classes = int(max(y_train.max(), y_test.max())) + 1
   return CentralData(x_train, y_train, x_test, y_test, int(num_classes),
@@ -120,7 +121,8 @@ def load_tfds(name: str, *, data_dir: str | os.PathLike | None = None,
 def _quiet_tfds_warnings():
   """TFDS logs its own warnings through absl (``WARNING:absl:Variant
   folder ... has no dataset_info.json``, twice, before the error this
-  module raises); only its errors are shown while inside."""
+  module raises; ``OpenCV is not installed ... Defaulting to PIL`` while
+  decoding images); only its errors are shown while inside."""
   logger = logging.getLogger("absl")
   level = logger.level
   logger.setLevel(max(level, logging.ERROR))
