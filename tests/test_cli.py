@@ -903,3 +903,22 @@ def test_the_console_script_is_the_launcher():
   meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
   assert meta["project"]["scripts"]["fedasync-jax"] == (
       "fedasync_jax.run.launch:main")
+
+
+def test_a_global_option_after_the_command_says_where_it_goes(tmp_path,
+                                                              capsys):
+  """``fedasync-jax run --compile-cache off`` gave argparse's bare
+  'unrecognized arguments'."""
+  def refused(argv) -> str:
+    with pytest.raises(SystemExit) as stop:
+      cli.main(argv)
+    assert stop.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+  for opt in (["--compile-cache", "off"], ["--cpu-conv=eigen"]):
+    name = opt[0].split("=")[0]
+    assert refused(["run", "--out", str(tmp_path / "x"), *opt]) == (
+        f"fedasync-jax: error: {name} is an option of fedasync-jax itself: "
+        f"put it before the command (fedasync-jax {name} ... run ...)")
+  assert refused(["run", "--bogus"]) == ("fedasync-jax: error: unrecognized "
+                                         "arguments: --bogus")
+  assert not (tmp_path / "x").exists()

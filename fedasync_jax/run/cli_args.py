@@ -90,6 +90,18 @@ class Parser(argparse.ArgumentParser):
         args[i:i + 2] = [f"{args[i]}={args[i + 1]}"]
     return super().parse_known_args(args, namespace)
 
+  def parse_args(self, args=None, namespace=None):
+    ns, extra = self.parse_known_args(args, namespace)
+    if extra:
+      own = [a.split("=")[0] for a in extra
+             if a.split("=")[0] in self._option_string_actions]
+      if own:  # an option of fedasync-jax itself, given after the command
+        self.error(f"{own[0]} is an option of {self.prog} itself: put it "
+                   f"before the command ({self.prog} {own[0]} ... "
+                   f"{getattr(ns, 'command', None) or 'COMMAND'} ...)")
+      self.error(f"unrecognized arguments: {' '.join(extra)}")
+    return ns
+
 
 def families_text() -> str:
   """The rules and staleness functions with their one-line docs and where
