@@ -177,8 +177,8 @@ def _skipped_dispatches(schedule, out: types.RunResult) -> int:
   until = _reached(out)
   if until is None or "skip_times" not in schedule.stats:
     return int(schedule.stats.get("skipped_dispatches", 0))
-  return int(np.sum(schedule.stats["skip_counts"][
-      schedule.stats["skip_times"] <= until]))
+  counts = schedule.stats["skip_counts"][schedule.stats["skip_times"] <= until]
+  return sum(map(int, counts))  # (Python ints: int64 can overflow)
 
 
 def _realised_concurrency(schedule, out: types.RunResult) -> float:
