@@ -26,6 +26,8 @@ Run: ``.venv/bin/python experiments/theory_sampling.py [--quick | --smoke]``
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -186,35 +188,42 @@ def sizes(args):
           else (50_000, 2_000))
 
 
-def main():
-  args = tc.parse_args(__doc__, "theory_sampling")
-  out = tc.out_dir(args)  # before the work: a bad folder stops it at once
-  with tc.interruptible(out):
-    trials, passes = sizes(args)
-    timer = tc.Timer()
-    records = monte_carlo(trials)
-    sched_rows, sched_N = scheduler_rows(passes)
-    records += sched_rows
-    wall = timer()
-    name = tc.run_name("theory_sampling", args)
-    tc.write_csv(out / f"{name}.csv", records)
-    finite = [r for r in records if np.isfinite(r["ratio"])]
-    worst = max(finite, key=lambda r: abs(r["ratio"] - 1))
-    zero_max = max(r["empirical"] for r in records if r["closed_form"] == 0)
-    tc.write_json(out / f"{name}.json", {
-        "trials": trials, "passes": passes, "records": records,
-        "max_abs_rel_error": abs(worst["ratio"] - 1),
-        "max_empirical_where_closed_form_is_0": zero_max, "wall_s": wall})
-    plot(records, sched_N, out / f"{name}.png")
-    body = markdown(records, trials, passes, sched_N, worst, zero_max, wall,
-                    name)
-    tc.write_md(out / f"{name}.md",
-                "Experiment 4: sampling with vs without replacement", body,
-                tc.length_line(args, lambda a: dict(zip(
-                    ("Monte Carlo trials", "scheduler passes"), sizes(a)))))
-    tc.finish(out)
-    print(body)
+def measure(args) -> SimpleNamespace:
+  """The Monte-Carlo and scheduler rows and what the report reads of
+  them."""
+  trials, passes = sizes(args)
+  timer = tc.Timer()
+  records = monte_carlo(trials)
+  sched_rows, sched_N = scheduler_rows(passes)
+  records += sched_rows
+  wall = timer()
+  finite = [r for r in records if np.isfinite(r["ratio"])]
+  return SimpleNamespace(
+      records=records, trials=trials, passes=passes, sched_N=sched_N,
+      worst=max(finite, key=lambda r: abs(r["ratio"] - 1)),
+      zero_max=max(r["empirical"] for r in records
+                   if r["closed_form"] == 0), wall=wall)
 
+
+def summary(m) -> dict:
+  """The JSON summary."""
+  return {"trials": m.trials, "passes": m.passes, "records": m.records,
+          "max_abs_rel_error": abs(m.worst["ratio"] - 1),
+          "max_empirical_where_closed_form_is_0": m.zero_max,
+          "wall_s": m.wall}
+
+
+def main():
+  return tc.main(
+      __doc__, "theory_sampling",
+      title="Experiment 4: sampling with vs without replacement",
+      measure=measure, summary=summary,
+      plot=lambda m, path: plot(m.records, m.sched_N, path),
+      markdown=lambda m, name: markdown(
+          m.records, m.trials, m.passes, m.sched_N, m.worst, m.zero_max,
+          m.wall, name),
+      length=lambda a: tc.length_line(a, lambda b: dict(zip(
+          ("Monte Carlo trials", "scheduler passes"), sizes(b)))))
 
 if __name__ == "__main__":
   main()
