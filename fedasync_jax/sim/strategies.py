@@ -101,7 +101,7 @@ class _Strategy:
   """Strategies compare equal when they are of one kind with equal
   settings (they are part of the compiled-program cache key)."""
   direct = refill = False
-  vmapped = False  # clients' updates under jax.vmap (contract.check_key)
+  vmapped = False  # clients' updates under jax.vmap (checks.prng_key)
   name = ""
 
   def __eq__(self, other):
