@@ -281,3 +281,95 @@ def test_simulate_and_sweep_compile_with_the_program_options(monkeypatch,
                   ds, s, keys=jax.random.split(jax.random.key(0), 2))
   finally:
     program.clear_cache()
+
+
+YNN_TYPES = "--xla_cpu_experimental_ynn_fusion_type="
+
+
+@pytest.mark.parametrize("flags,kw,expected", [
+    ("", {}, True),
+    (FLAG, {}, False),
+    ("--xla_dump_to=/tmp/x", {}, True),
+    (YNN_TYPES + "+individual_convolution", {}, True),
+    (YNN_TYPES + "-individual_dot", {}, True),
+    (YNN_TYPES + "individual_dot,reduce", {}, False),
+    (YNN_TYPES + "INDIVIDUAL_CONVOLUTION,individual_dot", {}, True),
+    ("", dict(backend="gpu"), False),
+    ("", dict(jaxlib_version="0.11.0"), False),
+    ("", dict(jaxlib_version="0.10.1"), False),
+    ("", dict(jaxlib_version="dev"), False),
+])
+def test_ynn_convolutions_from_the_process_flags(flags, kw, expected):
+  args = dict(backend="cpu", jaxlib_version="0.10.2") | kw
+  assert xla_cpu.ynn_convolutions(xla_flags=flags, **args) is expected
+
+
+def test_ynn_convolutions_follow_the_program_being_traced():
+  """Inside ``traced_with`` the options of the program win over the
+  process's flags; the innermost program counts; leaving (also by an
+  exception) restores the outer answer."""
+  def ask(flags):
+    return xla_cpu.ynn_convolutions(backend="cpu", xla_flags=flags,
+                                    jaxlib_version="0.10.2")
+  with_conv = {xla_cpu._FLAG_NAME: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,"
+               "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
+  assert xla_cpu.traced_with(lambda: ask(""),
+                             xla_cpu.EIGEN_CONV_OPTIONS)() is False
+  assert xla_cpu.traced_with(lambda: ask(FLAG), with_conv)() is True
+  # Options that say nothing about YNNPACK leave the process's flags.
+  assert xla_cpu.traced_with(lambda: ask(FLAG), {})() is False
+  assert xla_cpu.traced_with(lambda: ask(""), {})() is True
+  inner = xla_cpu.traced_with(lambda: ask(""), xla_cpu.EIGEN_CONV_OPTIONS)
+  outer = xla_cpu.traced_with(lambda: (inner(), ask("")), with_conv)
+  assert outer() == (False, True)
+
+  def fails():
+    raise RuntimeError("boom")
+  with pytest.raises(RuntimeError):
+    xla_cpu.traced_with(fails, xla_cpu.EIGEN_CONV_OPTIONS)()
+  assert ask("") is True
+
+
+@pytest.mark.parametrize("options", [(), tuple(
+    xla_cpu.EIGEN_CONV_OPTIONS.items())])
+def test_simulate_and_sweep_trace_the_model_under_their_options(
+    monkeypatch, lsq, options):
+  """What a model's convolution asks while the executor's and the sweep's
+  programs are traced is the answer for those programs' options."""
+  import jax.numpy as jnp
+  import optax
+  from conftest import lsq_loss
+  from fedasync_jax import client, delays, executor, rules, scheduler
+  from fedasync_jax import staleness
+  from fedasync_jax.sim import driver, program, sweep
+  asked = []
+
+  def loss(w, x, y, mask):
+    # Shape checks trace the update outside any program: not counted.
+    if xla_cpu.traced_options() is not None:
+      asked.append(xla_cpu.ynn_convolutions())
+    return lsq_loss(w, x, y, mask)
+
+  ds, _ = lsq
+  update = client.local_update(loss, optax.sgd(0.05), batch_size=4,
+                               max_examples=ds.max_count)
+  s = scheduler.asynchronous(
+      delays.delay_model(np.ones(ds.num_clients), np.ones(ds.num_clients)),
+      num_updates=4, concurrency=2, seed=0)
+  rule = rules.fedasync(0.5, staleness.constant())
+  monkeypatch.setattr(driver, "program_options", lambda *a, **k: options)
+  # The process's flags say YNNPACK (XLA reads them at start only, so
+  # this changes what the library reads, not XLA); Eigen's options of the
+  # program must win.
+  monkeypatch.setenv("XLA_FLAGS", "")
+  expected = xla_cpu.ynn_convolutions() and not options
+  program.clear_cache()
+  try:
+    executor.simulate(rule, update, jnp.zeros(5), ds, s,
+                      key=jax.random.key(0))
+    sweep.sweep(lambda hp: rules.fedasync(hp["alpha"], staleness.constant()),
+                {"alpha": jnp.array([0.5, 0.6])}, update, jnp.zeros(5), ds,
+                s, keys=jax.random.split(jax.random.key(0), 2))
+  finally:
+    program.clear_cache()
+  assert asked and set(asked) == {expected}

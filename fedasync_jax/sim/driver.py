@@ -60,6 +60,21 @@ def program_options(strategy, mesh=None) -> tuple:
   return tuple(sorted(xla_cpu.compiler_options(devices=devices).items()))
 
 
+def jit_program(fn, options: tuple, **jit_kwargs):
+  """``jax.jit`` of a run's program ``fn`` with its XLA ``options`` (from
+  :func:`program_options`), traced so that the models' convolutions see
+  them (``xla_cpu.traced_with``: their form suits the convolution path the
+  options choose).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> jit_program(lambda x: x + 1, ())(jnp.ones(2)).tolist()
+    [2.0, 2.0]
+  """
+  return jax.jit(xla_cpu.traced_with(fn, dict(options)),
+                 compiler_options=dict(options) or None, **jit_kwargs)
+
+
 class Plans(NamedTuple):
   """The members' plans, padded to one shape.
 

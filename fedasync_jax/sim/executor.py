@@ -172,8 +172,8 @@ def simulate(rule: Union[ServerRule, Callable[[Any], ServerRule]],
     check_rule_contract(built, params)
     prog = make_program(make_rule, client, strategy, eval_fn=eval_fn,
                         params_like=params, data_like=dev)
-    return prog, jax.jit(prog.run_chunk, donate_argnums=0,
-                         compiler_options=dict(options) or None)
+    return prog, driver.jit_program(prog.run_chunk, options,
+                                    donate_argnums=0)
   # Compile once per shape: equal calls reuse the jitted program.
   prog, run_chunk = cached(
       ("simulate", rule, client, strategy, eval_fn, plans.num_snaps,

@@ -222,8 +222,7 @@ def _compiled(make_rule, client, strategy, eval_fn, plans, axes,
            if member_mode == "vmap" else _mapped(prog.run_chunk, axes))
     if mesh is not None and member_mode == "map":
       run = _sharded(run, mesh, mesh_axis or mesh.axis_names[0], axes)
-    return init, jax.jit(run, donate_argnums=0,
-                         compiler_options=dict(options) or None)
+    return init, driver.jit_program(run, options, donate_argnums=0)
   return cached(
       ("sweep", member_mode, mesh, mesh_axis, make_rule, client, strategy,
        eval_fn,

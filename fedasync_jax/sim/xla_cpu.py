@@ -42,16 +42,23 @@ import os
 import warnings
 from typing import Optional
 
+# The YNNPACK flag's name, the jaxlib releases it is set on (an unknown
+# flag in XLA_FLAGS aborts the process) and where a traced convolution
+# learns its program's choice live with the models, which need them too.
+from fedasync_jax.core.conv_path import (  # noqa: F401  (re-exported)
+    FLAG_NAME as _FLAG_NAME, measured_release as _measured_release, traced_options, traced_with,
+    ynn_convolutions)
+
 __all__ = ["CPU_CONV_CHOICES", "EIGEN_CONV_FLAG", "EIGEN_CONV_OPTIONS",
            "backend_started", "compiler_options", "configure_cpu",
-           "usable_cores", "xla_flags_for"]
+           "traced_options", "traced_with", "usable_cores", "xla_flags_for",
+           "ynn_convolutions"]
 
 CPU_CONV_CHOICES = ("auto", "eigen", "ynnpack")
 # Removes convolutions from YNNPACK's default fusion types; XLA then emits
 # them on its Eigen path.
 EIGEN_CONV_FLAG = ("--xla_cpu_experimental_ynn_fusion_type="
                    "-individual_convolution")
-_FLAG_NAME = "xla_cpu_experimental_ynn_fusion_type"
 # The same as an option of one compilation: the fusion types jaxlib 0.10.2
 # gives YNNPACK by default (matrix products, convolutions and reductions,
 # read from compiled programs) less the convolutions. The option takes
@@ -61,10 +68,6 @@ EIGEN_CONV_OPTIONS = {_FLAG_NAME: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,"
 # The conv= of the last configure_cpu call: the process's choice, which
 # compiler_options follows.
 _CHOICE = {"conv": "auto"}
-# jaxlib releases the flag is set on, [first, end): 0.10.2 was measured;
-# an unknown flag in XLA_FLAGS aborts the process, so other releases are
-# left alone.
-_JAXLIB_RANGE = ((0, 10, 2), (0, 11, 0))
 
 
 def usable_cores() -> int:
@@ -73,11 +76,6 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0))
   except (AttributeError, OSError):  # not Linux
     return os.cpu_count() or 1
-
-
-def _jaxlib_version() -> str:
-  import jaxlib
-  return jaxlib.__version__
 
 
 def xla_flags_for(xla_flags: str, *, conv: str = "auto",
@@ -120,13 +118,7 @@ def xla_flags_for(xla_flags: str, *, conv: str = "auto",
     raise ValueError(f"devices must be a positive int, got {devices!r}")
   if conv == "ynnpack" or _FLAG_NAME in xla_flags:
     return None
-  version = jaxlib_version or _jaxlib_version()
-  try:
-    release = tuple(int(p) for p in version.split(".")[:3])
-  except ValueError:
-    return None
-  first, end = _JAXLIB_RANGE
-  if not first <= release < end:
+  if not _measured_release(jaxlib_version):
     return None
   if conv == "auto" and (
       cores if cores is not None else usable_cores()) // devices < 2:
@@ -238,3 +230,4 @@ def compiler_options(*, devices: int = 1, conv: Optional[str] = None,
 def _default_backend() -> str:
   import jax
   return jax.default_backend()
+
