@@ -60,6 +60,15 @@ end-to-end gain as the ``onepiece_scan`` variant. Other sizes may suit other mac
 ``functools.partial(conv_general_dilated, kernel_grad_piece=...)`` passed
 as a model's ``conv`` option.
 
+Few channels. Where XLA:CPU hands convolutions to YNNPACK (its default;
+not on the Eigen path :mod:`fedasync_jax.sim.xla_cpu` picks for a device
+of two or more cores), a 2-D convolution with at most 16 channels on both
+sides would stay on XLA's own slower code; it and its input gradient are
+computed with one more output channel, sliced off
+(``widen_small``; :mod:`fedasync_jax.models.conv_grads` has the rule and
+the measurements). The arithmetic of the backward convolutions lives in
+that module.
+
 Both equal JAX's own gradients up to float reassociation. Covered: any
 number of spatial dimensions in channels-last layout (``NWC``/``WIO``,
 ``NHWC``/``HWIO``, ...), any positive strides, ``'SAME'``/``'VALID'``/
@@ -94,12 +103,14 @@ Example:
 from __future__ import annotations
 
 import functools
-import itertools
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from fedasync_jax.models import conv_grads as grads
+from fedasync_jax.core import conv_path
 
 Array = jax.Array
 
@@ -117,141 +128,22 @@ CONV_CHOICES = ("auto", "canonical", "lax")
 KERNEL_GRAD_PIECE = 8
 
 
-def _channels_last_dn(nd: int) -> lax.ConvDimensionNumbers:
-  """Dimension numbers of an ``N(spatial)C`` / ``(spatial)IO`` convolution."""
-  spatial = tuple(range(1, nd + 1))
-  lhs = (0, nd + 1) + spatial
-  rhs = (nd + 1, nd) + tuple(range(nd))
-  return lax.ConvDimensionNumbers(lhs_spec=lhs, rhs_spec=rhs, out_spec=lhs)
-
-
-def _plain_conv(lhs, rhs, pads, precision):
-  """Stride-1 channels-last convolution; negative pads crop ``lhs`` first."""
-  nd = lhs.ndim - 2
-  if any(lo < 0 or hi < 0 for lo, hi in pads):
-    crop = [(0, 0, 0)] + [(min(lo, 0), min(hi, 0), 0) for lo, hi in pads]
-    lhs = lax.pad(lhs, jnp.zeros((), lhs.dtype), crop + [(0, 0, 0)])
-    pads = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
-  return lax.conv_general_dilated(
-      lhs, rhs, (1,) * nd, tuple(pads),
-      dimension_numbers=_channels_last_dn(nd), precision=precision)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _canonical_conv(x, w, strides, pads, precision, piece):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _canonical_conv(x, w, strides, pads, precision, piece, widen):
   del piece  # used by the backward pass only
-  return lax.conv_general_dilated(
-      x, w, strides, pads, dimension_numbers=_channels_last_dn(x.ndim - 2),
-      precision=precision)
+  return grads.forward(x, w, strides, pads, precision, widen=widen)
 
 
-def _canonical_fwd(x, w, strides, pads, precision, piece):
-  return _canonical_conv(x, w, strides, pads, precision, piece), (x, w)
+def _canonical_fwd(x, w, strides, pads, precision, piece, widen):
+  return _canonical_conv(x, w, strides, pads, precision, piece,
+                         widen), (x, w)
 
 
-def _kernel_grad(x, dy, pads, precision, piece):
-  """Stride-1 kernel gradient, ``(*k, C_in, C_out)``: channels as the
-  batch, the batch as the channels, one convolution per piece of ``piece``
-  examples, summed (see the module docstring for why pieces)."""
-  nd = x.ndim - 2
-  spatial = tuple(range(1, nd + 1))
-  n = max(x.shape[0], 1)  # an empty batch still makes one (zero) piece
-  dw = None
-  for start in range(0, n, piece or n):
-    rows = slice(start, start + (piece or n))
-    x_t = jnp.transpose(x[rows], (nd + 1,) + spatial + (0,))
-    dy_t = jnp.transpose(dy[rows], spatial + (0, nd + 1))
-    part = _plain_conv(x_t, dy_t, pads, precision)
-    dw = part if dw is None else dw + part
-  return jnp.transpose(dw, spatial + (0, nd + 1))
-
-
-def _strided_kernel_grad(x, dy, strides, pads, ksize, precision, piece):
-  """Kernel gradient of a strided convolution by phases: the taps
-  ``t = s * t' + p`` of one phase ``p`` read the input subsampled at
-  ``p::s``, so each phase is a stride-1 kernel gradient of that subsample
-  with the cotangent as it is (no inserted zeros)."""
-  nd = x.ndim - 2
-  xpad = lax.pad(x, jnp.zeros((), x.dtype),
-                 [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
-  out = dy.shape[1:-1]
-  dw = jnp.zeros(tuple(ksize) + (x.shape[-1], dy.shape[-1]), x.dtype)
-  for phase in itertools.product(*[range(min(s, k))
-                                   for s, k in zip(strides, ksize)]):
-    taps = [-(-(k - p) // s) for k, p, s in zip(ksize, phase, strides)]
-    limit = [p + s * (o + t - 2) + 1
-             for p, s, o, t in zip(phase, strides, out, taps)]
-    x_p = lax.slice(xpad, (0,) + phase + (0,),
-                    (xpad.shape[0],) + tuple(limit) + (xpad.shape[-1],),
-                    (1,) + tuple(strides) + (1,))
-    part = _kernel_grad(x_p, dy, [(0, 0)] * nd, precision, piece)
-    dw = dw.at[tuple(slice(p, None, s) for p, s in zip(phase, strides))
-               ].set(part)
-  return dw
-
-
-def _interleave(parts, strides):
-  """``out[:, s*m + p] = parts[p][:, m]`` along every spatial dimension:
-  ``parts`` maps each phase ``p`` (a tuple) to an ``(N, *M, C)`` array,
-  all of one shape."""
-  def build(prefix, dim):
-    if dim == len(strides):
-      return parts[prefix]
-    # Stack this dimension's phases right after it, then merge the two.
-    stacked = jnp.stack([build(prefix + (p,), dim + 1)
-                         for p in range(strides[dim])], axis=dim + 2)
-    shape = stacked.shape
-    merged = shape[dim + 1] * shape[dim + 2]
-    return stacked.reshape(shape[:dim + 1] + (merged,) + shape[dim + 3:])
-  return build((), 0)
-
-
-def _strided_input_grad(x, dy, w, strides, pads, precision):
-  """Input gradient of a strided convolution by phases: the padded input's
-  rows ``s * m + p`` receive ``dy`` correlated with the kernel's taps
-  ``p::s`` only, a stride-1 convolution of ``dy`` as it is; the phases
-  are interleaved and the padding cropped."""
-  nd = x.ndim - 2
-  ksize = w.shape[:nd]
-  lpad = [n + lo + hi for n, (lo, hi) in zip(x.shape[1:-1], pads)]
-  rows = [-(-n // s) for n, s in zip(lpad, strides)]  # per phase, padded
-  out = dy.shape[1:-1]
-  parts = {}
-  for phase in itertools.product(*[range(s) for s in strides]):
-    taps = [max(0, -(-(k - p) // s))
-            for k, p, s in zip(ksize, phase, strides)]
-    if min(taps) == 0:  # no tap of the kernel reads these rows
-      parts[phase] = jnp.zeros((x.shape[0], *rows, x.shape[-1]), dy.dtype)
-      continue
-    w_p = w[tuple(slice(p, None, s) for p, s in zip(phase, strides))]
-    w_flip = jnp.swapaxes(lax.rev(w_p, tuple(range(nd))), nd, nd + 1)
-    parts[phase] = _plain_conv(
-        dy, w_flip, [(t - 1, r - o) for t, r, o in zip(taps, rows, out)],
-        precision)
-  dxpad = _interleave(parts, strides)
-  # Crop (or, for negative pads, restore with zeros) the forward's padding.
-  crop = [(0, 0, 0)] + [(-lo, -(r * s - n) - hi, 0) for (lo, hi), n, r, s
-                        in zip(pads, lpad, rows, strides)] + [(0, 0, 0)]
-  return lax.pad(dxpad, jnp.zeros((), dxpad.dtype), crop)
-
-
-def _canonical_bwd(strides, pads, precision, piece, residuals, dy):
+def _canonical_bwd(strides, pads, precision, piece, widen, residuals, dy):
   x, w = residuals
-  nd = x.ndim - 2
-  ksize = w.shape[:nd]
-  if any(s > 1 for s in strides):
-    # Both gradients by phases, from the cotangent as it is.
-    dx = _strided_input_grad(x, dy, w, strides, pads, precision)
-    dw = _strided_kernel_grad(x, dy, strides, pads, ksize, precision, piece)
-    return (_match_vma(dx.astype(x.dtype), x),
-            _match_vma(dw.astype(w.dtype), w))
-  # Stride 1. Input gradient: full correlation with the flipped, I<->O
-  # kernel.
-  w_flip = jnp.swapaxes(lax.rev(w, tuple(range(nd))), nd, nd + 1)
-  dx = _plain_conv(dy, w_flip,
-                   [(k - 1 - lo, k - 1 - hi) for (lo, hi), k in
-                    zip(pads, ksize)], precision)
-  dw = _kernel_grad(x, dy, pads, precision, piece)
+  dx = grads.input_grad(x, dy, w, strides, pads, precision, widen=widen)
+  dw = grads.kernel_grad(x, dy, strides, pads, w.shape[:x.ndim - 2],
+                         precision, piece)
   return (_match_vma(dx.astype(x.dtype), x),
           _match_vma(dw.astype(w.dtype), w))
 
@@ -298,7 +190,7 @@ def _canonical_args(lhs, rhs, window_strides, padding, lhs_dilation,
     dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
   except (TypeError, ValueError):
     return None
-  if dn != _channels_last_dn(nd):
+  if dn != grads.channels_last_dn(nd):
     return None
   strides = tuple(int(s) for s in window_strides)
   if len(strides) != nd or any(s < 1 for s in strides):
@@ -353,8 +245,8 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
                          dimension_numbers=None, feature_group_count: int = 1,
                          batch_group_count: int = 1, precision=None,
                          preferred_element_type=None, *,
-                         kernel_grad_piece: int | None = KERNEL_GRAD_PIECE
-                         ) -> Array:
+                         kernel_grad_piece: int | None = KERNEL_GRAD_PIECE,
+                         widen_small: bool | None = None) -> Array:
   """``lax.conv_general_dilated`` with a loop-friendly gradient.
 
   Same arguments and the same forward result as
@@ -386,9 +278,17 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
       whole batch. A positive int; the default, 8, was the fastest choice
       measured on XLA:CPU (module docstring). Pass a different value with
       ``functools.partial`` to tune another machine.
+    widen_small: whether a 2-D convolution with at most 16 input and output
+      channels, and its input gradient, are computed with one more output
+      channel that is then sliced off, which XLA:CPU's YNNPACK path takes
+      and its own path is slower at (``models/conv_grads.py``). ``None``
+      (default): when XLA:CPU hands the convolutions of the program being
+      traced to YNNPACK (``core.conv_path.ynn_convolutions``).
 
   Returns:
-    The convolution, exactly as ``lax.conv_general_dilated`` computes it.
+    The convolution: what ``lax.conv_general_dilated`` computes, the same
+    XLA call unless widened (then the same sums on another XLA:CPU path,
+    equal up to float rounding).
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -410,6 +310,9 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
     raise ValueError(
         "kernel_grad_piece must be a positive int (examples per "
         f"kernel-gradient convolution) or None, got {kernel_grad_piece!r}")
+  if widen_small is not None and not isinstance(widen_small, bool):
+    raise ValueError(
+        f"widen_small must be True, False or None, got {widen_small!r}")
   lhs = lhs if hasattr(lhs, "shape") else jnp.asarray(lhs)
   rhs = rhs if hasattr(rhs, "shape") else jnp.asarray(rhs)
   args = _canonical_args(
@@ -426,8 +329,10 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
   strides, pads = args
   if isinstance(precision, list):
     precision = tuple(precision)
+  if widen_small is None:
+    widen_small = conv_path.ynn_convolutions()
   return _canonical_conv(lhs, rhs, strides, pads, precision,
-                         kernel_grad_piece)
+                         kernel_grad_piece, widen_small)
 
 
 def auto_conv_general_dilated(lhs, rhs, window_strides: Sequence[int],
