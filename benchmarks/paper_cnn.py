@@ -38,6 +38,11 @@ negligible), so this measures training examples per second of:
   the library's ``models/batch_norm.py`` (same values; flax's masked
   statistics), the library's form before 2026-12-03: the side-by-side
   evidence for it;
+* ``nowiden_scan``, ``nowiden_devices6`` (opt-in): ``lib_scan``,
+  ``lib_devices6`` with ``widen_small=False``: convolutions with at most 16
+  channels on both sides not widened for YNNPACK (``models/conv_grads.py``),
+  the library's form before 2026-12-05: the side-by-side evidence for it
+  (only ResNet-20 has such layers);
 * ``laxconv_scan`` / ``laxconv_steploop`` (+ ``laxconv_map5``,
   ``laxconv_vmap5`` on request): the same with ``conv="lax"``, i.e.
   ``jax.lax.conv_general_dilated`` and JAX's own transposed backward
@@ -420,6 +425,10 @@ class Variants:
     self.onepiece = (models.mnist_cnn(conv=one_piece) if cnn
                      else models.resnet20(conv=one_piece))
     self.flaxbn = None if cnn else flax_batch_norm_resnet20()
+    no_widen = functools.partial(conv.conv_general_dilated,
+                                 widen_small=False)
+    self.nowiden = (models.mnist_cnn(conv=no_widen) if cnn
+                    else models.resnet20(conv=no_widen))
     self.params = self.lib.init(jax.random.key(0))
     self.X, self.Y = jnp.asarray(x_np), jnp.asarray(y_np)
     self.key = jax.random.key(0)
@@ -525,7 +534,8 @@ class Variants:
     n = (a.slow_steps if v in SLOW_VARIANTS else a.steps) * B
     prefix, _, kind = v.partition("_")
     model = {"laxconv": self.laxlib, "onepiece": self.onepiece,
-             "flaxbn": self.flaxbn}.get(prefix, self.lib)
+             "flaxbn": self.flaxbn, "nowiden": self.nowiden}.get(prefix,
+                                                                 self.lib)
     if model is None:
       raise ValueError(f"variant {v!r} is for ResNet-20 only")
     if v == "bigbatch_steploop":
@@ -534,7 +544,7 @@ class Variants:
       threads = 1 if v == "torch_1thread" else 2
       return torch_trainer(a.model, self.params, self.x_np, self.y_np, B,
                            threads), len(self.y_np)
-    if prefix in ("lib", "laxconv", "onepiece", "flaxbn"):
+    if prefix in ("lib", "laxconv", "onepiece", "flaxbn", "nowiden"):
       if kind == "scan":
         return self.one_client(self.scan_update(model.loss, n), n), n
       if kind == "steploop":
