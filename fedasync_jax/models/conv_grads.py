@@ -16,7 +16,9 @@ values are the same sums, and the convolution goes to YNNPACK. Measured on
 a 2-core Intel Xeon VM, one core, XLA's default convolution path
 (YNNPACK), batch 64: ResNet-20's 32x32x16->16 layer 5.0 ms a call on
 XLA's path, 3.0 ms widened (4.1 with its slice, timed alone); a ResNet-20
-local step 248 against 263 ms (1.07x, paired, alternating). On Eigen's
+client update 1.04x faster on one core and 1.025x over two one-core
+devices (paired, ``benchmarks/paper_cnn.py``'s ``nowiden_*`` variants,
+docs/benchmarks.md, 2026-12-05). On Eigen's
 path (``sim/xla_cpu.py``) widening only adds work (0.97x), so the caller
 widens only where YNNPACK takes the convolutions
 (``core.conv_path.ynn_convolutions``). Widened, ResNet-20 also escaped a wrong
