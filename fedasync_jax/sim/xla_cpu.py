@@ -44,10 +44,11 @@ from typing import Optional
 
 # The YNNPACK flag's name, the jaxlib releases it is set on (an unknown
 # flag in XLA_FLAGS aborts the process) and where a traced convolution
-# learns its program's choice live with the models, which need them too.
+# learns its program's choice live in core/conv_path.py, which the models
+# read too (they may not import sim/).
 from fedasync_jax.core.conv_path import (  # noqa: F401  (re-exported)
-    FLAG_NAME as _FLAG_NAME, measured_release as _measured_release, traced_options, traced_with,
-    ynn_convolutions)
+    FLAG_NAME as _FLAG_NAME, measured_release as _measured_release,
+    traced_options, traced_with, ynn_convolutions)
 
 __all__ = ["CPU_CONV_CHOICES", "EIGEN_CONV_FLAG", "EIGEN_CONV_OPTIONS",
            "backend_started", "compiler_options", "configure_cpu",
