@@ -21,11 +21,11 @@ devices (paired, ``benchmarks/paper_cnn.py``'s ``nowiden_*`` variants,
 docs/benchmarks.md, 2026-12-05). On Eigen's
 path (``sim/xla_cpu.py``) widening only adds work (0.97x), so the caller
 widens only where YNNPACK takes the convolutions
-(``core.conv_path.ynn_convolutions``). Widened, ResNet-20 also escaped a wrong
-gradient of jaxlib 0.10.2's XLA:CPU: in one program with the model's
+(``core.conv_path.ynn_convolutions``). Widened, ResNet-20 also escaped a
+wrong gradient of jaxlib 0.10.2's XLA:CPU: in one program with the model's
 forward, the gradient came out 10% off (relative) while its 16-channel
 convolutions ran on XLA's own path
-(``tests/test_conv.py::test_resnet_gradient_beside_its_forward``).
+(``tests/test_conv.py::test_models_canonical_equals_lax``).
 
 Example:
   >>> import jax.numpy as jnp
