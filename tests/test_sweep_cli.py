@@ -226,3 +226,37 @@ def test_a_sweeps_members_are_checked_once(monkeypatch, capsys):
   sweep_run.checked(cfg, {"rule.alpha": [0.1, 0.2, 0.3]}, [0, 1])
   assert "checking the configurations of 3 grid points" in \
       capsys.readouterr().err
+
+
+def test_each_seeds_schedule_is_drawn_once_with_progress(tmp_path,
+                                                         monkeypatch, capsys):
+  """A sweep drew the base configuration's schedule (and initialised its
+  parameters) besides every seed's, and used neither; its per-seed draws
+  showed no progress. Now each seed's schedule is drawn once, with
+  ``drawing seed S's schedule`` lines."""
+  import functools
+  from fedasync_jax.run import progress, setup as setup_lib, sweep_run
+  drawn = []
+
+  def counting(real):
+    def make_schedule(c, *args, **kwargs):
+      report = kwargs.get("progress")
+      drawn.append((c.run.seed, report is not None))
+      if report is not None:
+        report(1, c.run.num_updates)
+      return real(c, *args, **kwargs)
+    return make_schedule
+
+  monkeypatch.setattr(setup_lib, "make_schedule",
+                      counting(setup_lib.make_schedule))
+  monkeypatch.setattr(sweep_run, "make_schedule",
+                      counting(sweep_run.make_schedule))
+  monkeypatch.setattr(sweep_run, "ProgressBar", functools.partial(
+      progress.ProgressBar, every_s=0.0))
+  out = tmp_path / "s"
+  assert cli.main(["sweep", "--out", str(out), *TINY, "--seeds",
+                   "3,1"]) == 0
+  assert drawn == [(3, True), (1, True)]
+  err = capsys.readouterr().err
+  for seed in (3, 1):
+    assert f"drawing seed {seed}'s schedule: 1 of 40 updates (" in err

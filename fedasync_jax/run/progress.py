@@ -74,14 +74,15 @@ class ProgressBar:
     self.stream.write(f"fedasync-jax: {text}\n")
     self.stream.flush()
 
-  def drawing(self, done: int, total: int) -> None:
-    """How far the schedule's draw got (``scheduler.asynchronous``'s
+  def drawing(self, done: int, total: int, *,
+              what: str = "the schedule") -> None:
+    """How far the draw of ``what`` got (``scheduler.asynchronous``'s
     ``progress``): a line at most every ``every_s`` seconds."""
     now = time.perf_counter()
     if now - self._t_drawn < self.every_s:
       return
     self._t_drawn = now
-    self.stage(f"drawing the schedule: {done:,} of {total:,} updates "
+    self.stage(f"drawing {what}: {done:,} of {total:,} updates "
                f"({now - self.t0:.0f} s)")
 
   def _sim_time(self, done: int) -> Optional[float]:

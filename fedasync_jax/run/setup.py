@@ -39,7 +39,9 @@ from fedasync_jax.sim.selection import needs_weights
 
 
 class Setup(NamedTuple):
-  """Everything a run is built from (deterministic given the config)."""
+  """Everything a run is built from (deterministic given the config);
+  ``setup(per_run=False)`` leaves ``schedule``, ``hparams`` and ``params``
+  ``None``."""
   fed: data.FederatedData
   model: models.ModelFns
   update: client.ClientUpdate
@@ -477,21 +479,25 @@ def eval_every_versions(cfg, rule: rules.ServerRule) -> int:
   return max(1, math.ceil(cfg.run.eval_every / per_version))
 
 
-def setup(cfg, *, progress=None) -> Setup:
+def setup(cfg, *, progress=None, per_run: bool = True) -> Setup:
   """Builds a run's pieces from its configuration (``progress``: see
-  ``make_schedule``)."""
+  ``make_schedule``). ``per_run=False``: only what a sweep's members share;
+  ``schedule``, ``hparams`` and ``params`` are ``None`` (a sweep draws and
+  initialises them per seed)."""
   fed = load_data(cfg)
   model = make_model(cfg, fed)
   update = make_update(cfg, model, fed)
   c = cfg.client
   rule = make_rule_from(cfg, fed)
   loaded = load_traces(cfg, fed)
-  dm = make_delays(cfg, fed, loaded=loaded)
-  sched = make_schedule(cfg, fed, rule, delay_model=dm, progress=progress)
-  hparams = tasks.task_hparams(
-      sched, prox_rho=c.prox_rho, delay_beta=c.delay_beta,
-      delay=dm if c.delay_beta is not None else None)
-  params = model.init(jax.random.key(cfg.run.seed))
+  sched = hparams = params = None
+  if per_run:
+    dm = make_delays(cfg, fed, loaded=loaded)
+    sched = make_schedule(cfg, fed, rule, delay_model=dm, progress=progress)
+    hparams = tasks.task_hparams(
+        sched, prox_rho=c.prox_rho, delay_beta=c.delay_beta,
+        delay=dm if c.delay_beta is not None else None)
+    params = model.init(jax.random.key(cfg.run.seed))
   eval_fn = models.make_evaluator(model, fed.x_test, fed.y_test)
   return Setup(fed, model, update, rule, sched, hparams, params, eval_fn,
                eval_every_versions(cfg, rule),

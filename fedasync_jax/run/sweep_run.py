@@ -223,13 +223,17 @@ def read_sweep_resume(workdir: Path, cfg=None, grid=None, seeds=None):
   return saved_cfg, saved["grid"], saved["seeds"], int(chunk), ck
 
 
-def _per_seed(cfg, base: Setup, seeds) -> dict:
-  """``{seed: (schedule, hparams, initial params)}``."""
+def _per_seed(cfg, base: Setup, seeds, *, progress=None) -> dict:
+  """``{seed: (schedule, hparams, initial params)}``; ``progress``: a
+  ``ProgressBar.drawing`` for the schedules' draws."""
   out = {}
   for seed in seeds:
     c = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, seed=seed))
     dm = make_delays(c, base.fed)
-    sched = make_schedule(c, base.fed, base.rule, delay_model=dm)
+    drawing = None if progress is None else functools.partial(
+        progress, what=f"seed {seed}'s schedule")
+    sched = make_schedule(c, base.fed, base.rule, delay_model=dm,
+                          progress=drawing)
     out[seed] = (sched, tasks.task_hparams(
         sched, prox_rho=cfg.client.prox_rho,
         delay_beta=cfg.client.delay_beta,
@@ -343,8 +347,10 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
       bar = ProgressBar(label=f"sweep of {len(grid_members)} members")
     stage(bar, f"loading data ({cfg.data.name}, {cfg.data.num_clients} "
           f"clients) and drawing {len(seeds)} schedule(s)")
-    base = setup(cfg)  # loads the data: may fail, before anything is written
-    per_seed = _per_seed(cfg, base, seeds)
+    # (loads the data: may fail, before anything is written)
+    base = setup(cfg, per_run=False)
+    per_seed = _per_seed(cfg, base, seeds,
+                         progress=getattr(bar, "drawing", None))
     # Until here Ctrl-C raises KeyboardInterrupt and nothing is written;
     # from here on it stops the sweep at the next chunk, after a checkpoint.
     flag = signals.enter_context(stop_on_signals({}))
