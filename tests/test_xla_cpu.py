@@ -367,9 +367,12 @@ def test_simulate_and_sweep_trace_the_model_under_their_options(
   try:
     executor.simulate(rule, update, jnp.zeros(5), ds, s,
                       key=jax.random.key(0))
+    # Each entry point traced its model inside its program.
+    assert asked and set(asked) == {expected}
+    asked.clear()
     sweep.sweep(lambda hp: rules.fedasync(hp["alpha"], staleness.constant()),
                 {"alpha": jnp.array([0.5, 0.6])}, update, jnp.zeros(5), ds,
                 s, keys=jax.random.split(jax.random.key(0), 2))
+    assert asked and set(asked) == {expected}
   finally:
     program.clear_cache()
-  assert asked and set(asked) == {expected}
