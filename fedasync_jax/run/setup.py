@@ -39,9 +39,7 @@ from fedasync_jax.sim.selection import needs_weights
 
 
 class Setup(NamedTuple):
-  """Everything a run is built from (deterministic given the config);
-  ``setup(per_run=False)`` leaves ``schedule``, ``hparams`` and ``params``
-  ``None``."""
+  """Everything a run is built from (deterministic given the config)."""
   fed: data.FederatedData
   model: models.ModelFns
   update: client.ClientUpdate
@@ -439,10 +437,9 @@ def _join(a: list, b: list) -> list:
 def make_schedule(cfg, fed: data.FederatedData, rule: rules.ServerRule, *,
                   delay_model: Optional[delays.DelayModel] = None,
                   progress=None) -> scheduler.Schedule:
-  """The schedule of the run: synchronous rounds when the rule is
-  synchronous (``rule.synchronous``), else asynchronous arrivals; drawn
-  from ``delay_model`` (default: ``make_delays(cfg, fed)``); ``progress``
-  as ``scheduler.asynchronous``'s."""
+  """The run's schedule: synchronous rounds when ``rule.synchronous``, else
+  asynchronous arrivals, drawn from ``delay_model`` (default:
+  ``make_delays(cfg, fed)``); ``progress``: ``scheduler.asynchronous``'s."""
   run = cfg.run
   dm = make_delays(cfg, fed) if delay_model is None else delay_model
   kind = ("without_replacement" if rule.synchronous
@@ -481,9 +478,8 @@ def eval_every_versions(cfg, rule: rules.ServerRule) -> int:
 
 def setup(cfg, *, progress=None, per_run: bool = True) -> Setup:
   """Builds a run's pieces from its configuration (``progress``: see
-  ``make_schedule``). ``per_run=False``: only what a sweep's members share;
-  ``schedule``, ``hparams`` and ``params`` are ``None`` (a sweep draws and
-  initialises them per seed)."""
+  ``make_schedule``); ``per_run=False`` leaves ``schedule``, ``hparams``
+  and ``params`` ``None`` (a sweep makes them per seed)."""
   fed = load_data(cfg)
   model = make_model(cfg, fed)
   update = make_update(cfg, model, fed)
