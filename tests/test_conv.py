@@ -92,12 +92,17 @@ GRID += [((2, 2), ((1, 1), (1, 1)), (2, 9, 9, 4, 6, 3)),
 @pytest.mark.parametrize("widen", [False, True])
 def test_forward_and_gradients_match_lax_over_grid(widen):
   # Every GRID shape has at most 16 channels on each side, so with widen
-  # every 2-D convolution of both passes gets the extra output channel.
+  # every forward and input-gradient convolution gets the extra output
+  # channel (the kernel gradients are never widened).
   canon = functools.partial(CANON, widen_small=widen)
   cases = []
   for i, (strides, padding, shape) in enumerate(GRID):
     n, h, w, cin, cout, k = shape
     cases.append((strides, padding) + _inputs(n, h, w, cin, cout, k, seed=i))
+  # The first case's 3x3x1->4 kernel is widened to 17 output channels.
+  jaxpr = str(jax.make_jaxpr(lambda x, w: canon(
+      x, w, (1, 1), "SAME", dimension_numbers=DN))(*cases[0][2:4]))
+  assert ("f32[3,3,1,17]" in jaxpr) == widen
 
   @jax.jit
   def run(arrays):
