@@ -250,7 +250,8 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
   """``lax.conv_general_dilated`` with a loop-friendly gradient.
 
   Same arguments and the same forward result as
-  :func:`jax.lax.conv_general_dilated`. For channels-last convolutions
+  :func:`jax.lax.conv_general_dilated` (up to float rounding where few
+  channels are widened: ``widen_small``). For channels-last convolutions
   without dilation or groups (see the module docstring) the gradient is a
   ``custom_vjp`` made of two canonical forward convolutions, which XLA:CPU
   runs fast inside ``lax.scan``/``fori_loop``/``while``; every other call is
