@@ -478,16 +478,17 @@ def eval_every_versions(cfg, rule: rules.ServerRule) -> int:
 
 def setup(cfg, *, progress=None, per_run: bool = True) -> Setup:
   """Builds a run's pieces from its configuration (``progress``: see
-  ``make_schedule``); ``per_run=False`` leaves ``schedule``, ``hparams``
-  and ``params`` ``None`` (a sweep makes them per seed)."""
+  ``make_schedule``); ``per_run=False`` leaves out what a sweep makes per
+  seed: ``schedule``, ``hparams``, ``params`` None, ``trace_mapping`` ()."""
   fed = load_data(cfg)
   model = make_model(cfg, fed)
   update = make_update(cfg, model, fed)
   c = cfg.client
   rule = make_rule_from(cfg, fed)
-  loaded = load_traces(cfg, fed)
-  sched = hparams = params = None
+  sched, hparams, params, mapping = None, None, None, ()
   if per_run:
+    loaded = load_traces(cfg, fed)  # (the clients' rows depend on the seed)
+    mapping = tuple(tuple(r) for r in loaded.mapping)
     dm = make_delays(cfg, fed, loaded=loaded)
     sched = make_schedule(cfg, fed, rule, delay_model=dm, progress=progress)
     hparams = tasks.task_hparams(
@@ -496,5 +497,4 @@ def setup(cfg, *, progress=None, per_run: bool = True) -> Setup:
     params = model.init(jax.random.key(cfg.run.seed))
   eval_fn = models.make_evaluator(model, fed.x_test, fed.y_test)
   return Setup(fed, model, update, rule, sched, hparams, params, eval_fn,
-               eval_every_versions(cfg, rule),
-               tuple(tuple(r) for r in loaded.mapping))
+               eval_every_versions(cfg, rule), mapping)
