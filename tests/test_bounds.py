@@ -387,18 +387,18 @@ def test_delays_sigma_is_refused_by_the_cli_before_any_work(
 def test_a_population_beyond_the_memory_is_refused_before_any_work(
     tmp_path, capsys, monkeypatch):
   from fedasync_jax import cli
-  from fedasync_jax.run import setup
-  monkeypatch.setattr(setup, "available_memory", lambda: 8 * 2**30)
+  from fedasync_jax.run import memory
+  monkeypatch.setattr(memory, "available_memory", lambda: 8 * 2**30)
   cfg = config.apply_overrides(config.Config(), ["data.num_clients=1e6"])
   with pytest.raises(config.ConfigError) as e:
-    setup.check_memory(cfg)
+    memory.check_memory(cfg)
   msg = str(e.value)
   assert "data.num_clients" in msg and "data.synthetic_max_examples" in msg
   assert "GB" in msg and "\n" not in msg, msg
   # a cap on the clients' examples that fits is accepted
-  setup.check_memory(config.apply_overrides(cfg, [
+  memory.check_memory(config.apply_overrides(cfg, [
       "data.synthetic_max_examples=5"]))
-  assert setup.estimate_bytes(cfg) > 100e9  # about 110 GB of examples
+  assert memory.estimate_bytes(cfg) > 100e9  # about 110 GB of examples
   out = tmp_path / "never"
   assert cli.main(["run", "--out", str(out), "--set",
                    "data.num_clients=1000000"]) == 2
@@ -408,15 +408,15 @@ def test_a_population_beyond_the_memory_is_refused_before_any_work(
                             "about 387"), err
   assert not out.exists()
   # unknown available memory: no refusal
-  monkeypatch.setattr(setup, "available_memory", lambda: None)
-  setup.check_memory(cfg)
+  monkeypatch.setattr(memory, "available_memory", lambda: None)
+  memory.check_memory(cfg)
 
 
 def test_available_memory_reads_meminfo_or_falls_back(tmp_path,
                                                       monkeypatch):
-  from fedasync_jax.run import setup
+  from fedasync_jax.run import memory
   p = tmp_path / "meminfo"
   p.write_text("MemTotal:  16000 kB\nMemAvailable:   2048 kB\n")
-  assert setup.available_memory(meminfo=p) == 2048 * 1024
-  got = setup.available_memory(meminfo=tmp_path / "missing")
+  assert memory.available_memory(meminfo=p) == 2048 * 1024
+  got = memory.available_memory(meminfo=tmp_path / "missing")
   assert got is None or got > 0

@@ -249,8 +249,6 @@ def test_each_seeds_schedule_is_drawn_once_with_progress(tmp_path,
 
   monkeypatch.setattr(setup_lib, "make_schedule",
                       counting(setup_lib.make_schedule))
-  monkeypatch.setattr(sweep_run, "make_schedule",
-                      counting(sweep_run.make_schedule))
   monkeypatch.setattr(sweep_run, "ProgressBar", functools.partial(
       progress.ProgressBar, every_s=0.0))
   out = tmp_path / "s"

@@ -376,6 +376,36 @@ def test_cli_run_on_trace_files_reports_mapping_and_staleness(tmp_path):
   assert summary["staleness"]["max"] == max(applied)
 
 
+def test_a_sweeps_members_record_their_own_seeds_trace_rows(tmp_path):
+  """With ``delays.trace_mapping=random`` each seed maps the clients onto
+  other rows of the device table. A sweep's members wrote no
+  ``trace_mapping.csv`` (the documentation lists one); each now writes the
+  rows its own seed drew, those of a run with that seed."""
+  from fedasync_jax import config
+  from fedasync_jax.run import cli, setup as setup_lib
+  _, _, _, _, paths = write_device_files(tmp_path, np.random.default_rng(3))
+  sets = {"data.num_clients": "12", "client.batch_size": "20",
+          "run.num_updates": "12", "run.concurrency": "3",
+          "run.eval_every": "12", "delays.speeds": "trace",
+          "delays.trace_path": str(paths["csv"]),
+          "delays.trace_mapping": "random", "delays.jitter": "none"}
+  out = tmp_path / "sweep"
+  assert cli.main(["sweep", "--out", str(out), "--seeds", "4,5",
+                   *[a for k, v in sets.items()
+                     for a in ("--set", f"{k}={v}")]]) == 0
+  cfg = config.apply_overrides(config.Config(),
+                               [f"{k}={v}" for k, v in sets.items()])
+  fed = setup_lib.load_data(cfg)
+  rows = {}
+  for seed in (4, 5):
+    c = config.apply_overrides(cfg, [f"run.seed={seed}"])
+    want = setup_lib.load_traces(c, fed).mapping
+    with open(out / f"seed={seed}" / "trace_mapping.csv") as f:
+      got = list(csv.reader(f))
+    assert got == [[str(v) for v in r] for r in want]
+    rows[seed] = [r[1] for r in got[1:]]
+  assert rows[4] != rows[5]
+
 def test_when_every_task_is_lost_the_schedule_fails_fast(tmp_path):
   """Clients online for 1 s each, tasks of 5 s, losses when offline: no
   update can ever arrive. Asynchronous scheduling stops with an error; a

@@ -76,8 +76,9 @@ from fedasync_jax.run.outputs import (attempt, history_rows,  # noqa: F401
                                       plot_run, with_final_eval,
                                       write_outputs)
 from fedasync_jax.run.progress import ProgressBar, stage
+from fedasync_jax.run.memory import check_memory
 from fedasync_jax.run.setup import (Setup, _optimizer,  # noqa: F401
-                                    check_memory, eval_every_versions,
+                                    eval_every_versions,
                                     image_transform,
                                     load_data, load_trace, make_delays,
                                     make_model, make_optimizer, make_update,
@@ -98,7 +99,7 @@ def _batching(cfg) -> Optional[str]:
 def ready(cfg):
   """Checks a new run's configuration before any folder is made: its
   fields (``config.validate``), the files it names (``inputs.check_present``)
-  and its memory (``setup.check_memory``). Returns ``cfg``.
+  and its memory (``memory.check_memory``). Returns ``cfg``.
 
   Raises:
     ValueError: naming the field and what is wrong.
@@ -141,7 +142,7 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
     Interrupted: a signal stopped the run (after its checkpoint and the
       history so far were written).
     ValueError: a bad configuration, a population larger than the
-      available memory (``setup.check_memory``), a taken or locked folder,
+      available memory (``memory.check_memory``), a taken or locked folder,
       or a checkpoint that cannot be resumed (naming why).
   """
   workdir = Path(workdir)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
@@ -30,7 +29,7 @@ import optax
 from fedasync_jax import data, models
 from fedasync_jax.core import checks, client, robust, rules
 from fedasync_jax.data import datasets, images, synthetic
-from fedasync_jax.run import members, schema
+from fedasync_jax.run import members, memory, schema
 from fedasync_jax.run.members import (  # noqa: F401  (re-exported)
     make_staleness, make_update)
 from fedasync_jax.run.schema import ConfigError
@@ -60,98 +59,16 @@ image_transform = images.image_transform
 with_image_inputs = images.with_image_inputs
 
 
-POPULATION_BYTES = 128
-"""Bytes per client of the population's arrays besides its examples
-(sizes, offsets, speeds, work, phases, participation... about 16 of 8
-bytes)."""
-DATA_COPIES = 3.5
-"""Copies of the examples' bytes at the run's peak (the per-client arrays
-and their concatenation while they are generated, the device copy and the
-run's own). Measured 2026-12-04, 2-core CPU, peak RSS of ``fedasync-jax
-run`` less ``PROCESS_BYTES``: default Synthetic(1,1) sizes at 10,000
-clients 3.2 copies (4.04 GB for 1.1 GB of examples), a million clients of
-at most 5 examples 2.4 while loading; 2 copies let a 100,000-client run
-that needs about 38 GB start on a 24 GB machine."""
-
-PROCESS_BYTES = 500_000_000
-"""A run's memory besides its data: Python, JAX, XLA and the compiled
-programs (0.47 GB peak for 100 clients)."""
-
-
-def available_memory(*, meminfo="/proc/meminfo") -> Optional[int]:
-  """Bytes of memory available to a new run: ``MemAvailable`` of
-  ``meminfo``, else the free physical pages (``os.sysconf``), else
-  ``None`` (unknown).
-
-  Example:
-    >>> m = available_memory()
-    >>> m is None or m > 0
-    True
-  """
-  try:
-    with open(meminfo) as f:
-      for line in f:
-        if line.startswith("MemAvailable:"):
-          return int(line.split()[1]) * 1024
-  except (OSError, ValueError, IndexError):
-    pass
-  try:
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-  except (AttributeError, OSError, ValueError):
-    return None
-
-
-def estimate_bytes(cfg) -> int:
-  """About how many bytes the configured population needs at its peak:
-  ``PROCESS_BYTES``, ``DATA_COPIES`` x the synthetic examples
-  (``synthetic.expected_bytes``; a data set from files is sized by its
-  files) and ``POPULATION_BYTES`` per client.
-
-  Example:
-    >>> from fedasync_jax import config
-    >>> cfg = config.from_dict({"data": {"num_clients": 10**5}})
-    >>> round(estimate_bytes(cfg) / 1e9, 1)  # ~11 GB of examples, x 3.5
-    39.2
-  """
-  d = cfg.data
-  n = PROCESS_BYTES + d.num_clients * POPULATION_BYTES
-  if d.name == "synthetic":
-    n += DATA_COPIES * synthetic.expected_bytes(
-        d.num_clients, max_examples=d.synthetic_max_examples)
-  return n
-
-
-def check_memory(cfg) -> None:
-  """Refuses, before anything is generated, a population that needs more
-  memory than is available (``estimate_bytes``, ``available_memory``;
-  nothing is refused when that is unknown).
-
-  Raises:
-    ConfigError: one line naming ``data.num_clients``,
-      ``data.synthetic_max_examples`` and both amounts.
-  """
-  need, have = estimate_bytes(cfg), available_memory()
-  if have is None or need <= have:
-    return
-  d = cfg.data
-  cap = "null" if d.synthetic_max_examples is None else \
-      d.synthetic_max_examples
-  raise ConfigError(
-      f"data.num_clients={d.num_clients} with data.synthetic_max_examples="
-      f"{cap} needs about {need / 1e9:.1f} GB of memory, but "
-      f"{have / 1e9:.1f} GB is available; lower data.num_clients or "
-      f"data.synthetic_max_examples (each client's examples)")
-
-
 def load_data(cfg) -> data.FederatedData:
-  """Loads and federates the configured data set, after ``check_memory``.
+  """Loads and federates the configured data set, after
+  ``memory.check_memory``.
 
   Training images stay uint8 on the host and on the device (4x less
   memory); they are standardized on the device, per minibatch, by the model
   (``images.with_image_inputs``). The small test set is standardized here.
   """
   d = cfg.data
-  check_memory(cfg)
+  memory.check_memory(cfg)
   if d.name == "synthetic":
     with naming("data.synthetic_alpha / synthetic_beta / num_clients / "
                 "synthetic_max_examples"):
@@ -476,25 +393,43 @@ def eval_every_versions(cfg, rule: rules.ServerRule) -> int:
   return max(1, math.ceil(cfg.run.eval_every / per_version))
 
 
+class Seeded(NamedTuple):
+  """What a run's seed draws (``seeded``)."""
+  schedule: scheduler.Schedule
+  hparams: client.ClientHParams
+  params: object
+  trace_mapping: tuple = ()
+
+
+def seeded(cfg, fed: data.FederatedData, model: models.ModelFns,
+           rule: rules.ServerRule, *, progress=None) -> Seeded:
+  """The parts of a run that ``cfg.run.seed`` draws: the trace rows its
+  clients follow, its delays and schedule (``progress``: see
+  ``make_schedule``), its tasks' values and the initial parameters. A
+  sweep calls it once per seed, a run once."""
+  c = cfg.client
+  loaded = load_traces(cfg, fed)
+  dm = make_delays(cfg, fed, loaded=loaded)
+  sched = make_schedule(cfg, fed, rule, delay_model=dm, progress=progress)
+  hparams = tasks.task_hparams(
+      sched, prox_rho=c.prox_rho, delay_beta=c.delay_beta,
+      delay=dm if c.delay_beta is not None else None)
+  return Seeded(sched, hparams, model.init(jax.random.key(cfg.run.seed)),
+                tuple(tuple(r) for r in loaded.mapping))
+
+
 def setup(cfg, *, progress=None, per_run: bool = True) -> Setup:
   """Builds a run's pieces from its configuration (``progress``: see
-  ``make_schedule``); ``per_run=False`` leaves out what a sweep makes per
-  seed: ``schedule``, ``hparams``, ``params`` None, ``trace_mapping`` ()."""
+  ``make_schedule``); ``per_run=False`` leaves out what a sweep draws per
+  seed (``seeded``): ``schedule``, ``hparams``, ``params`` None,
+  ``trace_mapping`` ()."""
   fed = load_data(cfg)
   model = make_model(cfg, fed)
   update = make_update(cfg, model, fed)
-  c = cfg.client
   rule = make_rule_from(cfg, fed)
-  sched, hparams, params, mapping = None, None, None, ()
-  if per_run:
-    loaded = load_traces(cfg, fed)  # (the clients' rows depend on the seed)
-    mapping = tuple(tuple(r) for r in loaded.mapping)
-    dm = make_delays(cfg, fed, loaded=loaded)
-    sched = make_schedule(cfg, fed, rule, delay_model=dm, progress=progress)
-    hparams = tasks.task_hparams(
-        sched, prox_rho=c.prox_rho, delay_beta=c.delay_beta,
-        delay=dm if c.delay_beta is not None else None)
-    params = model.init(jax.random.key(cfg.run.seed))
+  drawn = (seeded(cfg, fed, model, rule, progress=progress) if per_run
+           else Seeded(None, None, None))
   eval_fn = models.make_evaluator(model, fed.x_test, fed.y_test)
-  return Setup(fed, model, update, rule, sched, hparams, params, eval_fn,
-               eval_every_versions(cfg, rule), mapping)
+  return Setup(fed, model, update, rule, drawn.schedule, drawn.hparams,
+               drawn.params, eval_fn, eval_every_versions(cfg, rule),
+               drawn.trace_mapping)

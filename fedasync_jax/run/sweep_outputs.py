@@ -285,7 +285,7 @@ def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
   Args:
     workdir: the sweep's folder.
     base: the base ``Setup`` (data, model, evaluator).
-    per_seed: ``{seed: (schedule, hparams, initial params)}``.
+    per_seed: ``{seed: setup.Seeded}``.
     grid: ``{field: [values]}``.
     grid_members: ``[(values, seed)]``, one per member (``grid.members``).
     outs: one ``RunResult`` per member.
@@ -304,9 +304,9 @@ def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
   rows, history, histories = [], [], []
   for i, ((values, seed), out, folder) in enumerate(
       zip(grid_members, outs, folders)):
-    # The base's trace mapping is its own seed's: members do not write one.
-    s_i = base._replace(schedule=per_seed[seed][0], params=per_seed[seed][2],
-                        trace_mapping=())
+    drawn = per_seed[seed]  # (the trace rows each seed's clients follow)
+    s_i = base._replace(schedule=drawn.schedule, params=drawn.params,
+                        trace_mapping=drawn.trace_mapping)
     summary = write_outputs(workdir / folder, None, s_i, out,
                             wall_time=wall_time, plots=False,
                             resumed_s=resumed_s, stream=stream)

@@ -67,9 +67,8 @@ from fedasync_jax.run.grid import (members, refuse_repeats, set_field,
                                    sweepable, with_rule_values)
 from fedasync_jax.run.outputs import attempt, with_final_eval
 from fedasync_jax.run.progress import ProgressBar, stage
-from fedasync_jax.run.setup import (Setup, make_delays, make_rule_from,
-                                    make_schedule, make_update, setup)
-from fedasync_jax.sim import tasks
+from fedasync_jax.run.setup import (Setup, make_rule_from, make_update,
+                                    seeded, setup)
 
 
 def members_mode() -> str:
@@ -224,21 +223,15 @@ def read_sweep_resume(workdir: Path, cfg=None, grid=None, seeds=None):
 
 
 def _per_seed(cfg, base: Setup, seeds, *, progress=None) -> dict:
-  """``{seed: (schedule, hparams, initial params)}``; ``progress``: a
-  ``ProgressBar.drawing`` for the schedules' draws."""
+  """``{seed: setup.Seeded}`` (schedule, task values, initial parameters,
+  trace mapping); ``progress``: a ``ProgressBar.drawing`` for the
+  schedules' draws."""
   out = {}
   for seed in seeds:
     c = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, seed=seed))
-    dm = make_delays(c, base.fed)
     drawing = None if progress is None else functools.partial(
         progress, what=f"seed {seed}'s schedule")
-    sched = make_schedule(c, base.fed, base.rule, delay_model=dm,
-                          progress=drawing)
-    out[seed] = (sched, tasks.task_hparams(
-        sched, prox_rho=cfg.client.prox_rho,
-        delay_beta=cfg.client.delay_beta,
-        delay=dm if cfg.client.delay_beta is not None else None),
-        base.model.init(jax.random.key(seed)))
+    out[seed] = seeded(c, base.fed, base.model, base.rule, progress=drawing)
   return out
 
 
@@ -266,12 +259,12 @@ def _run_sweep(cfg, base: Setup, grid_members, per_seed, *, chunk_steps,
         cfg.client, lr=1.0)), base.model, base.fed)
     lr_scale = [v["client.lr"] for v, _ in grid_members]
   params = jax.tree.map(lambda *xs: jnp.stack(xs),
-                        *[per_seed[s][2] for _, s in grid_members])
+                        *[per_seed[s].params for _, s in grid_members])
   return sweep_lib.sweep(
       make_rule, rule_hp, update, params, base.fed.train,
-      [per_seed[s][0] for _, s in grid_members],
+      [per_seed[s].schedule for _, s in grid_members],
       keys=jnp.stack([jax.random.key(s) for _, s in grid_members]),
-      hparams=[per_seed[s][1] for _, s in grid_members],
+      hparams=[per_seed[s].hparams for _, s in grid_members],
       client_lr_scale=lr_scale, width=cfg.run.width,
       batching=None if cfg.run.batching == "auto" else cfg.run.batching,
       chunk_steps=chunk_steps, eval_fn=base.eval_fn,
@@ -366,7 +359,7 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
     streams = metrics.member_streams(
         [workdir / f / metrics.METRICS
          for f in sweep_outputs.member_folders(grid, grid_members)],
-        [per_seed[seed][0] for _, seed in grid_members],
+        [per_seed[seed].schedule for _, seed in grid_members],
         eval_every=base.eval_every_versions, resume=resume)
     outs = _run_sweep(
         cfg, base, grid_members, per_seed, chunk_steps=chunk,
@@ -397,7 +390,7 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
       remove_checkpoint(workdir)
   if stopped:
     done = sum(r["client_updates"] for r in rows)
-    total = sum(per_seed[s][0].num_arrivals for _, s in grid_members)
+    total = sum(per_seed[s].schedule.num_arrivals for _, s in grid_members)
     raise Interrupted(f"stopped by {flag.get('signal')} after {done} of "
                       f"{total} client updates ({len(rows)} members); "
                       f"outputs so far and checkpoint saved in {workdir}")
