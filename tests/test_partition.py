@@ -183,6 +183,32 @@ def test_plot_writes_file(tmp_path):
   assert out.stat().st_size > 1000
 
 
+def test_plot_stacks_each_clients_label_fractions_over_its_own_width(
+    tmp_path, monkeypatch):
+  """The label mix is drawn as one stepped area per label: over
+  ``[i - 0.5, i + 0.5]`` label ``c``'s area of client ``i`` ends at the
+  client's fraction of labels ``0..c`` (a bar of width 1 each)."""
+  pytest.importorskip("matplotlib")
+  from matplotlib.figure import Figure
+  figs = []
+  monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k:
+                      figs.append(self))
+  labels = _balanced_labels(num_classes=4, per_class=20)
+  s = partition.stats(labels, partition.dirichlet(labels, 12, alpha=0.3,
+                                                  seed=0))
+  partition.plot(s, tmp_path / "p.png", max_clients=7)
+  areas = figs[0].axes[1].collections
+  assert len(areas) == s.num_classes
+  hist = s.label_histogram[:7].astype(float)
+  tops = np.cumsum(hist / hist.sum(axis=1, keepdims=True), axis=1)
+  for c, area in enumerate(areas):
+    verts = area.get_paths()[0].vertices
+    for i in range(7):
+      for x in (i - 0.5, i + 0.5):
+        assert np.any(np.all(np.isclose(verts, [x, tops[i, c]]), axis=1)), \
+            (c, i, x)
+
+
 def test_plot_without_matplotlib(monkeypatch, tmp_path):
   monkeypatch.setitem(sys.modules, "matplotlib", None)
   monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
