@@ -19,9 +19,10 @@ from fedasync_jax import cli, config
 from fedasync_jax.run import checkpoints, experiment, inputs, results
 from fedasync_jax.sim import executor
 
+# (No plots: they take longer than these runs, and no test here looks.)
 CFG = {"data": {"num_clients": 20}, "client": {"batch_size": 20},
        "run": {"num_updates": 120, "concurrency": 4, "eval_every": 40,
-               "chunk_steps": 8, "checkpoint_every_s": 0}}
+               "chunk_steps": 8, "checkpoint_every_s": 0, "plots": False}}
 SLEEP_S = 1.0  # wall time the interrupted part spends before its signal
 
 

@@ -9,10 +9,11 @@ import pytest
 from conftest import interrupt_after_checkpoint, write_image_npz
 from fedasync_jax import cli, config
 
+# The plots take longer than these runs; the tests that look at them ask.
 TINY = {"data": {"num_clients": 20},
         "client": {"batch_size": 20},
         "run": {"num_updates": 120, "concurrency": 4, "eval_every": 40,
-                "chunk_steps": 8}}
+                "chunk_steps": 8, "plots": False}}
 
 
 def test_config_round_trip_json_and_yaml(tmp_path):
@@ -82,16 +83,21 @@ def _write_cfg(tmp_path, d):
 
 @pytest.mark.parametrize("rule", ["fedasync", "fedbuff", "fedavg", "afl"])
 def test_run_writes_outputs(tmp_path, capsys, rule):
-  cfg = _write_cfg(tmp_path, {**TINY, "rule": {"name": rule,
-                                                "buffer_size": 2}})
+  # The default draws the plots (one rule here); run.plots=false does not.
+  plots = rule == "fedasync"
+  run = {k: v for k, v in TINY["run"].items() if k != "plots" or not plots}
+  cfg = _write_cfg(tmp_path, {**TINY, "run": run,
+                              "rule": {"name": rule, "buffer_size": 2}})
   out = tmp_path / "out"
   assert cli.main(["run", "--config", str(cfg), "--out", str(out),
                    "--set", "run.seed=1"]) == 0
   for f in ("config.json", "history.csv", "arrivals.csv",
-            "participation.csv", "summary.json", "final_params.msgpack",
-            "test_accuracy.png", "test_loss.png",
-            "staleness_participation.png", "clients.png"):
+            "participation.csv", "summary.json", "final_params.msgpack"):
     assert (out / f).exists(), f
+  pngs = ("test_accuracy.png", "test_loss.png",
+          "staleness_participation.png", "clients.png")
+  assert sorted(p.name for p in out.glob("*.png")) == sorted(
+      pngs if plots else ()), rule
   assert not (out / "checkpoint.msgpack").exists()
   resolved = json.loads((out / "config.json").read_text())
   assert resolved["run"]["seed"] == 1 and resolved["rule"]["name"] == rule
@@ -671,7 +677,7 @@ def test_plot_or_disk_error_after_training_keeps_what_was_computed(
     raise OSError(errno.ENOSPC, "No space left on device")
   monkeypatch.setattr(outputs, "plot_run", no_space)
   monkeypatch.setattr(sweep_outputs, "plot_sweep", no_space)
-  cfg = _write_cfg(tmp_path, TINY)
+  cfg = _write_cfg(tmp_path, {**TINY, "run": {**TINY["run"], "plots": True}})
   warning = ("warning: plots not written (OSError: [Errno 28] No space left "
              "on device)")
   for command, out in (("run", tmp_path / "r"), ("sweep", tmp_path / "s")):

@@ -18,9 +18,10 @@ from fedasync_jax.run import (config_files, metrics, notices, outputs,
                               progress)
 from fedasync_jax.sim import faults
 
+# The plots take longer than these runs; the tests that look at them ask.
 TINY = {"data": {"num_clients": 20}, "client": {"batch_size": 20},
         "run": {"num_updates": 120, "concurrency": 4, "eval_every": 20,
-                "chunk_steps": 4}}
+                "chunk_steps": 4, "plots": False}}
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,11 @@ from fedasync_jax.data import datasets, partition
 from fedasync_jax.run import grid, schema
 from fedasync_jax.sim import strategies
 
+# The plots take longer than these runs; the tests that look at them ask.
 TINY = {"data": {"num_clients": 12},
         "client": {"batch_size": 20},
         "run": {"num_updates": 24, "concurrency": 3, "eval_every": 8,
-                "chunk_steps": 8}}
+                "chunk_steps": 8, "plots": False}}
 
 
 @pytest.fixture

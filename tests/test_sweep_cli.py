@@ -11,7 +11,8 @@ from fedasync_jax.run import notices
 
 TINY = ["--set", "data.num_clients=20", "--set", "client.batch_size=20",
         "--set", "run.num_updates=40", "--set", "run.concurrency=4",
-        "--set", "run.eval_every=20", "--set", "run.chunk_steps=8"]
+        "--set", "run.eval_every=20", "--set", "run.chunk_steps=8",
+        "--set", "run.plots=false"]
 SEEDS = (r"--seeds must be a comma-separated list of integers in "
          r"\[0, 2147483647\] \(or @FILE\)")
 

@@ -16,10 +16,13 @@ from conftest import interrupt_after_checkpoint
 from fedasync_jax import cli, config
 from fedasync_jax.run import experiment, sweep_outputs, sweep_run
 
+# The plots take longer than these runs; the tests that look at them ask.
 TINY = {"data": {"num_clients": 20}, "client": {"batch_size": 20},
         "run": {"num_updates": 60, "concurrency": 4, "eval_every": 20,
-                "chunk_steps": 8}}
+                "chunk_steps": 8, "plots": False}}
 GRID = {"rule.alpha": [0.3, 0.9]}
+SWEPT = {**TINY, "run": {k: v for k, v in TINY["run"].items()
+                         if k != "plots"}}  # the default plots
 
 
 def _csv(path):
@@ -35,9 +38,9 @@ def _write_cfg(tmp_path, d):
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-  """A finished 2 x 3-seed sweep: ``(folder, rows)``."""
+  """A finished 2 x 3-seed sweep of ``SWEPT``: ``(folder, rows)``."""
   out = tmp_path_factory.mktemp("sweep") / "s"
-  rows = experiment.sweep_and_evaluate(config.from_dict(TINY), GRID,
+  rows = experiment.sweep_and_evaluate(config.from_dict(SWEPT), GRID,
                                        [0, 1, 2], out, show_progress=False)
   return out, rows
 
@@ -126,7 +129,7 @@ def test_one_seed_has_no_interval_and_plots_are_optional(tmp_path,
   monkeypatch.setitem(sys.modules, "matplotlib", None)
   monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
   out = tmp_path / "s"
-  experiment.sweep_and_evaluate(config.from_dict(TINY), GRID, [4], out,
+  experiment.sweep_and_evaluate(config.from_dict(SWEPT), GRID, [4], out,
                                 show_progress=False)
   rows = _csv(out / "summary.csv")
   assert len(rows) == 2 and {r["seeds"] for r in rows} == {"1"}
@@ -248,6 +251,8 @@ def test_force_over_a_previous_sweep_leaves_only_the_new_one(swept,
       config.from_dict(TINY), {"rule.alpha": [0.3]}, [0], out, force=True,
       show_progress=False)
   assert [r["folder"] for r in rows] == ["alpha=0.3,seed=0"]
+  # the old sweep's plots went, and run.plots=false drew none
+  assert not list(out.glob("*.png"))
   assert sorted(p.name for p in out.iterdir() if p.is_symlink()) == ["m0"]
   assert sorted(p.name for p in out.iterdir()
                 if p.is_dir() and not p.is_symlink()) == [
@@ -295,7 +300,7 @@ def _fake_checkpoint_then(fn, folder):
 
 def test_resume_refuses_another_config_grid_or_seeds(swept, capsys):
   out, _ = swept
-  cfg = config.from_dict(TINY)
+  cfg = config.from_dict(SWEPT)
   cases = [
       (cfg, {"rule.alpha": [0.3, 0.6]}, [0, 1, 2],
        r"another grid \(rule.alpha: \[0.3, 0.6\] here, \[0.3, 0.9\] saved"),

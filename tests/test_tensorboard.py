@@ -18,7 +18,7 @@ from fedasync_jax.run import metrics, tensorboard
 TINY = {"data": {"num_clients": 20},
         "client": {"batch_size": 20},
         "run": {"num_updates": 120, "concurrency": 4, "eval_every": 40,
-                "chunk_steps": 8, "tensorboard": True}}
+                "chunk_steps": 8, "tensorboard": True, "plots": False}}
 
 
 # ------------------------------------------------------- an independent reader

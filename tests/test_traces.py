@@ -388,7 +388,8 @@ def test_a_sweeps_members_record_their_own_seeds_trace_rows(tmp_path):
           "run.num_updates": "12", "run.concurrency": "3",
           "run.eval_every": "12", "delays.speeds": "trace",
           "delays.trace_path": str(paths["csv"]),
-          "delays.trace_mapping": "random", "delays.jitter": "none"}
+          "delays.trace_mapping": "random", "delays.jitter": "none",
+          "run.plots": "false"}
   out = tmp_path / "sweep"
   assert cli.main(["sweep", "--out", str(out), "--seeds", "4,5",
                    *[a for k, v in sets.items()

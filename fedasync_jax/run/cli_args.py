@@ -62,7 +62,7 @@ outputs (in --out):
   staleness.csv, participation.csv, trace_mapping.csv (with trace files),
   summary.json (with "warnings"), final_params.msgpack,
   and PNG plots (against client updates and simulated time) when
-  matplotlib is installed. With --set run.tensorboard=true also
+  matplotlib is installed (none with --set run.plots=false). With --set run.tensorboard=true also
   tensorboard/: the metrics as TensorBoard events, step = client updates,
   written as the run goes (tensorboard --logdir OUT/tensorboard).
   Ctrl-C (or SIGTERM) saves checkpoint.msgpack; --resume DIR continues
@@ -144,7 +144,7 @@ outputs (in --out):
   config.json (base config, grid, seeds), summary.json (wall time),
   test_accuracy.png and test_loss.png (mean and band over seeds against
   client updates and simulated time, the band clipped as in summary.csv;
-  with matplotlib), and one folder per member named by its values
+  with matplotlib, unless run.plots=false), and one folder per member named by its values
   (alpha=0.3,seed=1/; m<i> links to it) with history.csv, arrivals.csv,
   staleness.csv, participation.csv, metrics.jsonl, summary.json and
   final_params.msgpack. Every member equals its own `fedasync-jax run` with

@@ -201,7 +201,8 @@ def train_and_evaluate(cfg: Optional[config_lib.Config], workdir, *,
       _write_final_params(workdir, out.state.params)
       out = with_final_eval(out, s.eval_fn)
     summary = write_outputs(workdir, cfg, s, out, wall_time=elapsed(),
-                            resumed_s=before, warnings=warned)
+                            resumed_s=before, warnings=warned,
+                            plots=cfg.run.plots)
     if cfg.run.tensorboard:
       _write_tensorboard(workdir, workdir / tensorboard_lib.FOLDER)
     if not stopped:

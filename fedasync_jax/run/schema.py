@@ -266,6 +266,8 @@ SECTIONS = (
                   meaning="seconds between checkpoints")),
         Own(Param("tensorboard", False, kind=bool,
                   meaning="also write the metrics as TensorBoard events")),
+        Own(Param("plots", True, kind=bool,
+                  meaning="draw the PNG plots (with matplotlib)")),
     )),
 )
 

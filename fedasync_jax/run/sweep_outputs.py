@@ -275,7 +275,7 @@ def summary_rows(grid_members, rows: list) -> list:
 
 def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
                 outs: list, *, wall_time: float, resumed_s: float = 0.0,
-                stream=None, warnings=()) -> list:
+                stream=None, warnings=(), plots: bool = True) -> list:
   """Writes every output of a finished (or interrupted) sweep.
 
   As for a single run (``outputs.write_outputs``), a disk error writing a
@@ -294,6 +294,7 @@ def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
     stream: where warnings go (default stderr).
     warnings: warnings already printed (``notices.config_warnings``), listed
       first under ``"warnings"`` in ``summary.json``.
+    plots: draw the sweep's plots (``plot_sweep``, with matplotlib).
 
   Returns:
     One row dict per member (as in ``sweep.csv``).
@@ -331,8 +332,9 @@ def write_sweep(workdir, base, per_seed: dict, grid: dict, grid_members,
   save("sweep.csv", lambda: results.write_csv(workdir / "sweep.csv", rows))
   save("summary.csv", lambda: results.write_csv(
       workdir / "summary.csv", summary_rows(grid_members, rows)))
-  save("plots", lambda: plot_sweep(workdir, grid, grid_members, histories),
-       errors=(Exception,))
+  if plots:
+    save("plots", lambda: plot_sweep(workdir, grid, grid_members,
+                                     histories), errors=(Exception,))
   total = sum(r["client_updates"] for r in rows)
   summary = {
       "members": len(grid_members), "wall_time_s": wall_time,

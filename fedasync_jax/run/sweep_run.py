@@ -377,7 +377,8 @@ def sweep_and_evaluate(cfg, grid: dict, seeds, workdir, *,
       outs = [with_final_eval(o, base.eval_fn) for o in outs]
     rows = sweep_outputs.write_sweep(
         workdir, base, per_seed, grid, grid_members, outs,
-        wall_time=elapsed(), resumed_s=before, warnings=warned)
+        wall_time=elapsed(), resumed_s=before, warnings=warned,
+        plots=cfg.run.plots)
     if cfg.run.tensorboard:  # one folder of events per member
       for r in rows:
         attempt([], f"TensorBoard events of {r['folder']}",
