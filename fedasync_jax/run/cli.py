@@ -161,10 +161,15 @@ def _print_sweep(rows, out) -> None:
         f"folder per member ({rows[0]['folder']}/, ...)")
 
 
-def _split_cpu(n: int) -> None:
-  """``--devices N``: the CPU as N devices; only before JAX starts."""
+def _split_cpu(n: int, *, members: Optional[int] = None) -> None:
+  """``--devices N``: the CPU as N devices; only before JAX starts. A new
+  sweep's ``members`` must split evenly: checked first, so that it is
+  refused with its own reason wherever JAX has started."""
   if n < 1 or n > 256:
     raise ValueError(f"--devices must be in [1, 256], got {n}")
+  if members is not None and members % n:
+    raise ValueError(f"--devices {n}: the number of members ({members}) "
+                     f"must be a multiple of it")
   if n == 1:
     return
   cores = xla_cpu.usable_cores()
@@ -186,7 +191,6 @@ def _sweep(args) -> int:
   from fedasync_jax.run import experiment
   from fedasync_jax.run import grid as grid_lib
   from fedasync_jax.run import sweep_run
-  _split_cpu(args.devices)
   args.out, args.resume = _folder(args, "out"), _folder(args, "resume")
   _check_folder_args(args, "sweep", (
       "--resume continues a sweep with its saved config, grid and seeds; do "
@@ -194,18 +198,18 @@ def _sweep(args) -> int:
       if args.config is not None or args.set or args.grid
       or args.seeds is not None else "")
   if args.resume is not None:
+    _split_cpu(args.devices)
     print(f"resuming {args.resume}", file=sys.stderr)
     call = functools.partial(experiment.sweep_and_evaluate, None, None,
                              None, resume=True)
   else:
     grid = grid_lib.parse_grid(args.grid)
-    cfg = _base_config(args, grid)
     seeds = (grid_lib.parse_seeds(args.seeds) if args.seeds is not None
              else None)
-    members = math.prod(len(v) for v in grid.values()) * len(seeds or [0])
-    if members % args.devices:
-      raise ValueError(f"--devices {args.devices}: the number of members "
-                       f"({members}) must be a multiple of it")
+    # (Before the configuration, whose checks start JAX.)
+    _split_cpu(args.devices, members=math.prod(
+        len(v) for v in grid.values()) * len(seeds or [0]))
+    cfg = _base_config(args, grid)
     sweep_run.checked(cfg, grid, seeds)  # before the folder
     call = functools.partial(experiment.sweep_and_evaluate, cfg, grid,
                              seeds, force=args.force)
