@@ -197,7 +197,7 @@ def test_run_never_writes_into_another_runs_folder(tmp_path, capsys):
 def test_interrupt_and_resume_end_with_same_params(tmp_path):
   d = {**TINY, "model": {"name": "mlp"},
        "data": {"num_clients": 40, "synthetic_alpha": 0.5},
-       "run": {**TINY["run"], "num_updates": 400, "concurrency": 8,
+       "run": {**TINY["run"], "num_updates": 200, "concurrency": 8,
                "chunk_steps": 4, "checkpoint_every_s": 0}}
   cfg = _write_cfg(tmp_path, d)
   full, cut = tmp_path / "full", tmp_path / "cut"
@@ -214,7 +214,7 @@ def test_interrupt_and_resume_end_with_same_params(tmp_path):
   assert not (cut / "final_params.msgpack").exists()
   # The history so far was written too.
   partial = json.loads((cut / "summary.json").read_text())
-  assert partial["stopped_early"] and 0 < partial["client_updates"] < 400
+  assert partial["stopped_early"] and 0 < partial["client_updates"] < 200
   # Its "final" metrics are the last evaluation's, made after these updates
   # (a multiple of eval_every, as the history's last row says).
   last_row = list(csv.DictReader(open(cut / "history.csv")))[-1]
@@ -230,7 +230,7 @@ def test_interrupt_and_resume_end_with_same_params(tmp_path):
   assert (cut / "history.csv").read_text() == \
       (full / "history.csv").read_text()
   done = json.loads((cut / "summary.json").read_text())
-  assert done["final_eval_client_updates"] == done["client_updates"] == 400
+  assert done["final_eval_client_updates"] == done["client_updates"] == 200
 
 
 def test_a_run_piped_into_a_reader_that_stops_early_still_finishes(
