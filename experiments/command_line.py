@@ -57,6 +57,25 @@ SEED_MAX = 2**31 - 1
 """The largest seed (``run.seed``'s range)."""
 
 
+def int_in(low: int, high: int):
+  """An argparse type: an integer in ``[low, high]``; the message gives
+  the interval.
+
+  Example:
+    >>> int_in(0, 9)("3"), int_in(0, 9).__name__
+    (3, 'an integer in [0, 9]')
+  """
+  what = f"an integer in [{low}, {high}]"
+
+  def parse_int(text):
+    value = _int_of(text, low, what)
+    if value > high:
+      raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+    return value
+  parse_int.__name__ = what
+  return parse_int
+
+
 def non_negative_int(text: str) -> int:
   """argparse type: an integer in [0, ``SEED_MAX``] (a seed).
 
@@ -64,11 +83,7 @@ def non_negative_int(text: str) -> int:
     >>> non_negative_int("0")
     0
   """
-  value = _int_of(text, 0, f"an integer in [0, {SEED_MAX}]")
-  if value > SEED_MAX:
-    raise argparse.ArgumentTypeError(
-        f"must be an integer in [0, {SEED_MAX}], got {text}")
-  return value
+  return int_in(0, SEED_MAX)(text)
 
 
 def int_list(text: str, *, minimum: int = 0, distinct: bool = True) -> list:

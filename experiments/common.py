@@ -49,7 +49,7 @@ from fedasync_jax.run.sweep_outputs import RANGES  # noqa: E402
 # The shared command line (``command_line.py``), used through this module.
 from command_line import (  # noqa: E402,F401
     DEFAULT_DATA, FULL_TEXT, SMOKE_TEXT, Parser, add_output_args,
-    base_parser, check_out, existing_file, int_list, name_list,
+    base_parser, check_out, existing_file, int_in, int_list, name_list,
     non_negative_int, number, number_list, parse, positive_int,
     positive_int_list, positive_ints, run_length)
 # Where a run writes until it finishes (``run_folder.py``), also used

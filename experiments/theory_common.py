@@ -8,6 +8,10 @@ so a folder is refused without ``--force`` only when it already holds this
 run's own files); every written file records the exact command that
 produced it: the markdown and JSON inside, each CSV in a sidecar
 ``<name>.csv.provenance.txt`` (the CSV itself is plain, header first).
+``--seed S`` moves every replicate draw of a run into its own block of
+seeds (0, the default, is the recorded results' draws); the file names do
+not say the seed, the recorded command and a non-zero seed's markdown
+line do.
 """
 
 from __future__ import annotations
@@ -25,8 +29,28 @@ from pathlib import Path
 import numpy as np
 
 import common
+from command_line import SEED_MAX as _LIBRARY_SEED_MAX
 
 RESULTS = Path(__file__).resolve().parent / "results" / "theory"
+
+SEED_GAP = 1_000_000
+"""The seeds of one ``--seed`` value: each script derives its draws' seeds
+as ``seed_base`` plus less than this, so two values share no draw."""
+SEED_MAX = (_LIBRARY_SEED_MAX + 1) // SEED_GAP - 1
+"""The largest ``--seed`` (2146): its draws' seeds stay in the library's
+range, ``[0, 2**31 - 1]``."""
+
+
+def seed_base(args) -> int:
+  """What a run adds to each of its literal seeds: ``--seed`` blocks of
+  ``SEED_GAP`` (0 for ``--seed 0``, the recorded draws).
+
+  Example:
+    >>> from types import SimpleNamespace
+    >>> seed_base(SimpleNamespace(seed=0)), seed_base(SimpleNamespace(seed=2))
+    (0, 2000000)
+  """
+  return args.seed * SEED_GAP
 
 
 def command() -> str:
@@ -45,6 +69,18 @@ def parser(doc: str) -> common.Parser:
   ap.add_argument("--smoke", action="store_true",
                   help="a tiny run (seconds), written to --out (default: a "
                        "new temporary folder)")
+  # One integer moves every replicate draw, so a verdict can be rerun on
+  # other draws; 0 keeps the recorded results' draws bit for bit.
+  ap.add_argument("--seed", type=common.int_in(0, SEED_MAX), default=0,
+                  metavar="S",
+                  help=f"which random draws the run makes (schedules, "
+                       f"training keys, device speeds, Monte-Carlo "
+                       f"samples, bootstraps and theory_sampling's client "
+                       f"population; each script's docstring says which; "
+                       f"the training experiments' problems stay fixed): "
+                       f"an integer in [0, {SEED_MAX}], each value's draws "
+                       f"disjoint from every other's; the recorded results "
+                       f"use 0")
   return common.add_output_args(
       ap, what="theory", refused="a folder that holds this run's files "
       "is refused (the theory scripts share one folder: other files there "
@@ -167,10 +203,26 @@ def write_json(path: Path, obj: dict) -> None:
   common.write_text(path, json.dumps(_plain(obj), indent=1))
 
 
-def write_md(path: Path, title: str, body: str, length: str = "") -> None:
+def seed_line(seed: int) -> str:
+  """The markdown's seed line: empty for ``--seed 0`` (the recorded
+  results' draws), else the seed the run's draws start at.
+
+  Example:
+    >>> seed_line(0), seed_line(7)[:26]
+    ('', 'SEED 7 (`--seed 7`): other')
+  """
+  if not seed:
+    return ""
+  return (f"SEED {seed} (`--seed {seed}`): other random draws than the "
+          f"recorded results' (`--seed 0`).")
+
+
+def write_md(path: Path, title: str, body: str, length: str = "",
+             seed: int = 0) -> None:
   """The run's markdown, written atomically; ``length`` (the run's length
-  line, ``length_line``) comes first, after the title."""
-  head = f"{length}\n\n" if length else ""
+  line, ``length_line``) comes first, after the title, then the seed line
+  of a run with a non-zero ``seed`` (``seed_line``)."""
+  head = "".join(f"{x}\n\n" for x in (length, seed_line(seed)) if x)
   common.write_text(path, f"# {title}\n\n{head}Produced by:\n\n"
                           f"    {command()}\n\n{body}\n")
 
@@ -181,7 +233,8 @@ def main(doc: str, base: str, *, title: str, measure, summary, plot,
   folder before any work, ``measure(args)`` (a result with ``records``),
   then write ``<name>.csv``, ``.json`` (``summary(result)``), ``.png``
   (``plot(result, path)``) and ``.md`` (``markdown(result, name)`` under
-  ``title`` and the length line ``length(args)``) into a partial folder
+  ``title``, the length line ``length(args)`` and, for a non-zero
+  ``--seed``, the seed line) into a partial folder
   moved into place at the end; Ctrl-C leaves the target unchanged.
   Prints and returns the markdown's body."""
   args = parse_args(doc, base)
@@ -193,7 +246,7 @@ def main(doc: str, base: str, *, title: str, measure, summary, plot,
     write_json(out / f"{name}.json", summary(result))
     plot(result, out / f"{name}.png")
     body = markdown(result, name)
-    write_md(out / f"{name}.md", title, body, length(args))
+    write_md(out / f"{name}.md", title, body, length(args), args.seed)
     finish(out)
   print(body)
   return body

@@ -26,7 +26,13 @@ experiments/theory_rate.py --out experiments/results/theory``.
 ``--smoke``: T in {50, 100, 200}, 2 seeds, written
 to ``--out``.
 
-Run: ``.venv/bin/python experiments/theory_rate.py [--quick | --smoke]``
+``--seed S`` (default 0, the recorded draws) moves the schedules, the
+training keys and the bootstraps (their literal seeds plus ``S x
+1,000,000``); the problem (``make_problem``, seed 0) is the one studied
+and stays fixed.
+
+Run: ``.venv/bin/python experiments/theory_rate.py [--quick | --smoke]
+[--seed S]``
 """
 
 from __future__ import annotations
@@ -55,7 +61,9 @@ def make_problem():
 
 def run(horizons, seeds, *, concurrency, tau_max, alpha, eta0, problem,
         jitter="exponential", seed_offset=0):
-  """Per-seed averaged grad norms ``(seeds, K)`` plus run records."""
+  """Per-seed averaged grad norms ``(seeds, K)`` plus run records; the
+  schedules' seeds are ``seed_offset + 10_000 j + s`` and horizon ``j``'s
+  keys split from ``seed_offset + j`` (``theory_common.seed_base``)."""
   p = problem
   N = p.num_clients
   upd = client.local_update(p.loss, optax.sgd(eta0), batch_size=p.batch_size,
@@ -125,29 +133,31 @@ def measure(args):
   timer = tc.Timer()
   vals, records, sweep_wall = run(horizons, seeds, concurrency=conc,
                                   tau_max=tau_max, alpha=alpha, eta0=eta0,
-                                  problem=p)
+                                  problem=p, seed_offset=tc.seed_base(args))
   nb = 200 if args.smoke else 4000
-  fit = theory.loglog_slope(horizons, vals, num_boot=nb, seed=0)
+  boot = tc.seed_base(args)  # the bootstraps' seeds: boot + 0 .. 3
+  fit = theory.loglog_slope(horizons, vals, num_boot=nb, seed=boot)
   # The 1/T terms (staleness, transient) steepen the slope at small T: fit
   # the largest three horizons too.
   tail = theory.loglog_slope(horizons[-3:], vals[:, -3:], num_boot=nb,
-                             seed=1)
+                             seed=boot + 1)
   T = np.asarray(horizons, float)
   mean = vals.mean(0)
   tau_avg = float(np.mean([r["tau_avg"] for r in records]))
   tau_real = int(max(r["tau_max"] for r in records))
   # The curve A T^-p + B/T and the pure power, weighted by the seed noise;
   # the straight line's residuals through the same goodness of fit.
-  curve = theory.rate_fit(horizons, vals, num_boot=nb, seed=2)
+  curve = theory.rate_fit(horizons, vals, num_boot=nb, seed=boot + 2)
   power = theory.rate_fit(horizons, vals, inverse_t=False, num_boot=nb,
-                          seed=3)
+                          seed=boot + 3)
   line_q = theory.goodness_of_fit(
       horizons, vals, np.exp(fit.intercept) * T ** fit.slope, num_params=2)
   f0 = float(p.full_loss(jnp.zeros(p.dim))) - p.f_star
   return SimpleNamespace(
-      horizons=horizons, seeds=seeds, conc=conc, tau_max=tau_max,
-      alpha=alpha, p=p, eta0=eta0, vals=vals, records=records,
-      sweep_wall=sweep_wall, fit=fit, tail=tail, T=T, mean=mean,
+      horizons=horizons, seeds=seeds, seed=args.seed, conc=conc,
+      tau_max=tau_max, alpha=alpha, p=p, eta0=eta0, vals=vals,
+      records=records, sweep_wall=sweep_wall, fit=fit, tail=tail, T=T,
+      mean=mean,
       local=np.diff(np.log(mean)) / np.diff(np.log(horizons)),
       tau_avg=tau_avg, tau_real=tau_real, curve=curve, power=power,
       line_q=line_q, f0=f0,
@@ -187,7 +197,7 @@ def summary(m):
       "problem": {"name": p.name, "L": p.lipschitz, "mu": p.mu,
                   "sigma2": p.sigma2, "zeta2": p.zeta2, "f_star": p.f_star,
                   "client_lipschitz": p.client_lipschitz},
-      "setup": {"horizons": m.horizons, "seeds": m.seeds,
+      "setup": {"horizons": m.horizons, "seeds": m.seeds, "seed": m.seed,
                 "concurrency": m.conc, "tau_max_cutoff": m.tau_max,
                 "alpha": m.alpha, "eta0": m.eta0, "T0": m.horizons[0],
                 "speeds": "constant", "jitter": "exponential",

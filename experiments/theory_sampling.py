@@ -21,7 +21,14 @@ experiments/theory_sampling.py --out experiments/results/theory``.
 ``--smoke``: 200 Monte-Carlo samples and
 20 scheduler passes per point, written to ``--out``.
 
-Run: ``.venv/bin/python experiments/theory_sampling.py [--quick | --smoke]``
+``--seed S`` (default 0, the recorded draws) moves every draw, with ``B =
+S x 1,000,000``: the client updates (the population, seed ``B``: the
+closed forms hold for any, and ``sigma^2 = zeta^2 = 1`` for every seed),
+the Monte-Carlo samples (``B + 1000 N + m``) and the scheduler's
+dispatches (``B + 7``).
+
+Run: ``.venv/bin/python experiments/theory_sampling.py [--quick | --smoke]
+[--seed S]``
 """
 
 from __future__ import annotations
@@ -59,17 +66,19 @@ def block_variance(u, clients, m, N):
   return float(sq.mean()), float(sq.std(ddof=1) / np.sqrt(sq.size)), sq.size
 
 
-def monte_carlo(trials):
-  """Monte-Carlo rows: N in {10, 50, 200}, m from 1 to N."""
+def monte_carlo(trials, *, seed=0):
+  """Monte-Carlo rows: N in {10, 50, 200}, m from 1 to N; ``seed``
+  (``theory_common.seed_base``) starts the draws."""
   records = []
   for N in (10, 50, 200):
-    u, sigma2, zeta2 = updates_for(N)
+    u, sigma2, zeta2 = updates_for(N, seed=seed)
     for m in (1, 2, 5, 10, 25, 50, 100, 200):
       if m > N:
         continue
       for replace in (True, False):
         emp = theory.empirical_sampling_variance(
-            u, m, replace=replace, num_trials=trials, seed=1000 * N + m)
+            u, m, replace=replace, num_trials=trials,
+            seed=seed + 1000 * N + m)
         exact = theory.sampling_variance(sigma2, m, N, replace=replace)
         records.append({"method": "monte_carlo", "N": N, "m": m,
                         "replace": replace, "samples": trials,
@@ -80,16 +89,17 @@ def monte_carlo(trials):
   return records
 
 
-def scheduler_rows(passes):
-  """Rows from the library's scheduler, N = 50, concurrency 1."""
+def scheduler_rows(passes, *, seed=0):
+  """Rows from the library's scheduler, N = 50, concurrency 1; ``seed``
+  (``theory_common.seed_base``) starts the draws."""
   records = []
   sched_N = 50
-  u, sigma2, zeta2 = updates_for(sched_N)
+  u, sigma2, zeta2 = updates_for(sched_N, seed=seed)
   dm = delays.delay_model(np.ones(sched_N), np.ones(sched_N))
   order = {}
   for sel in ("uniform", "without_replacement"):
     s = scheduler.asynchronous(dm, num_updates=passes * sched_N,
-                               concurrency=1, selection=sel, seed=7)
+                               concurrency=1, selection=sel, seed=seed + 7)
     order[sel] = s.client        # dispatch order
   for m in (1, 2, 5, 10, 25, 50):
     for sel, replace in (("uniform", True), ("without_replacement", False)):
@@ -193,13 +203,14 @@ def measure(args) -> SimpleNamespace:
   them."""
   trials, passes = sizes(args)
   timer = tc.Timer()
-  records = monte_carlo(trials)
-  sched_rows, sched_N = scheduler_rows(passes)
+  records = monte_carlo(trials, seed=tc.seed_base(args))
+  sched_rows, sched_N = scheduler_rows(passes, seed=tc.seed_base(args))
   records += sched_rows
   wall = timer()
   finite = [r for r in records if np.isfinite(r["ratio"])]
   return SimpleNamespace(
-      records=records, trials=trials, passes=passes, sched_N=sched_N,
+      records=records, trials=trials, passes=passes, seed=args.seed,
+      sched_N=sched_N,
       worst=max(finite, key=lambda r: abs(r["ratio"] - 1)),
       zero_max=max(r["empirical"] for r in records
                    if r["closed_form"] == 0), wall=wall)
@@ -207,7 +218,8 @@ def measure(args) -> SimpleNamespace:
 
 def summary(m) -> dict:
   """The JSON summary."""
-  return {"trials": m.trials, "passes": m.passes, "records": m.records,
+  return {"trials": m.trials, "passes": m.passes, "seed": m.seed,
+          "records": m.records,
           "max_abs_rel_error": abs(m.worst["ratio"] - 1),
           "max_empirical_where_closed_form_is_0": m.zero_max,
           "wall_s": m.wall}

@@ -38,7 +38,11 @@ experiments/theory_staleness_bound.py --out experiments/results/theory``.
 ``--smoke``: T in {50, 100}, tau_max in {0, 4}, 3 steps, 2 seeds, written
 to ``--out``.
 
-Run: ``.venv/bin/python experiments/theory_staleness_bound.py [--quick | --smoke]``
+``--seed S`` (default 0, the recorded draws) moves the schedules and the
+training keys (their literal seeds plus ``S x 1,000,000``); the problem
+(experiment 1's) is the one studied and stays fixed.
+
+Run: ``.venv/bin/python experiments/theory_staleness_bound.py [--quick | --smoke] [--seed S]``
 """
 
 from __future__ import annotations
@@ -177,8 +181,9 @@ def measure(args):
   runs = {}
   for i, tau in enumerate(taus):
     for j, T in enumerate(horizons):
-      runs[tau, T] = grid_runs(p, tau, T, steps, seeds,
-                               seed_offset=100_000 * (i + 1) + 1000 * j)
+      runs[tau, T] = grid_runs(
+          p, tau, T, steps, seeds,
+          seed_offset=tc.seed_base(args) + 100_000 * (i + 1) + 1000 * j)
     print(f"tau_max={tau}: {sum(runs[tau, T].wall for T in horizons):.1f} s",
           flush=True)
   records, lian = [], []
@@ -263,14 +268,14 @@ def measure(args):
   for i, tau in enumerate(taus):
     g = best[tau, horizons[jT]]["step"]
     d, gs, nz, w = drift_runs(p, tau, T=dT, seeds=sz["drift_seeds"], step=g,
-                              seed_offset=500_000 + i)
+                              seed_offset=tc.seed_base(args) + 500_000 + i)
     drift[tau] = {"step": g, "measured": d, "grad_sq": gs, "sigma2": nz,
                   "bound": theory.drift_bound(tau, gamma=g, sigma2=nz,
                                               grad_sq=gs), "wall_s": w}
   return SimpleNamespace(
-      horizons=horizons, seeds=seeds, steps=steps, taus=taus, p=p, L=L,
-      f0=f0, sigma2=sigma2, runs=runs, records=records, lian=lian,
-      best=best, kol_cond=kol_cond, raw=raw, eps=eps, kol=kol,
+      horizons=horizons, seeds=seeds, seed=args.seed, steps=steps,
+      taus=taus, p=p, L=L, f0=f0, sigma2=sigma2, runs=runs, records=records,
+      lian=lian, best=best, kol_cond=kol_cond, raw=raw, eps=eps, kol=kol,
       drift=drift, drift_T=dT, drift_seeds=sz["drift_seeds"], T=Th,
       timer=timer)
 
@@ -299,9 +304,9 @@ def summary(m):
                   "sigma2": p.sigma2, "zeta2": p.zeta2},
       "setup": {"algorithm": "asynchronous SGD: fedbuff(1, sgd(1.0)), one "
                              "local SGD step", "horizons": m.horizons,
-                "seeds": m.seeds, "steps": m.steps, "taus": m.taus,
-                "concurrency": "tau_max + 1", "speeds": "constant",
-                "jitter": "none"},
+                "seeds": m.seeds, "seed": m.seed, "steps": m.steps,
+                "taus": m.taus, "concurrency": "tau_max + 1",
+                "speeds": "constant", "jitter": "none"},
       "f0_gap": m.f0, "sigma2_sup_measured": m.sigma2,
       "sigma2_at_w_star": theory.effective_variance(p),
       "lian_theorem1": {"points": m.lian, "per_tau": _lian_summary(m)},

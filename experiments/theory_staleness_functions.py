@@ -18,7 +18,12 @@ Recorded (experiments/results/theory/theory_staleness_functions.*):
 --out experiments/results/theory``. ``--smoke``: T = 100,
 one seed (24 members), written to ``--out``.
 
-Run: ``.venv/bin/python experiments/theory_staleness_functions.py [--quick | --smoke]``
+``--seed S`` (default 0, the recorded draws) moves, with ``B = S x
+1,000,000``, the device speeds (seed ``B + 1``), the schedules (``B + s``)
+and the training keys (split from ``B``); the problem
+(``theory.nonconvex``, seed 0) is the one studied and stays fixed.
+
+Run: ``.venv/bin/python experiments/theory_staleness_functions.py [--quick | --smoke] [--seed S]``
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ def measure(args):
   """The problem, the one sweep of every member, and the per-member
   records and per-cell means (a namespace)."""
   T, seeds = sizes(args)
+  seed = tc.seed_base(args)  # added to each replicate draw's seed
   conc, alpha, local_steps = 16, 0.5, 2
   p = theory.nonconvex(num_clients=100, examples_per_client=20, dim=10,
                        lipschitz=1.0, mu=0.1, nu=0.5, zeta2=1.0, sigma2=1.0,
@@ -100,10 +106,11 @@ def measure(args):
                             steps=local_steps)
   scheds = {}
   for d, kw in DISTS.items():
-    sp = delays.device_speeds(d, N, seed=1, **kw)
+    sp = delays.device_speeds(d, N, seed=seed + 1, **kw)
     dm = delays.delay_model(sp, np.ones(N), jitter="none")
     scheds[d] = [scheduler.asynchronous(dm, num_updates=T, concurrency=conc,
-                                        seed=s) for s in range(seeds)]
+                                        seed=seed + s)
+                for s in range(seeds)]
   members = [(f, d, s) for f in range(len(names)) for d in DISTS
              for s in range(seeds)]
   M = len(members)
@@ -111,7 +118,7 @@ def measure(args):
   timer = tc.Timer()
   outs = sweep.sweep(make_rule, grid, upd, jnp.zeros(p.dim), p.data,
                      [scheds[d][s] for _, d, s in members],
-                     keys=jax.random.split(jax.random.key(0), M),
+                     keys=jax.random.split(jax.random.key(seed), M),
                      eval_fn=theory.metrics_fn(p), eval_every=1,
                      chunk_steps=256)
   sweep_wall = timer()
@@ -148,7 +155,8 @@ def summary(ns):
   return {
       "problem": {"name": p.name, "L": p.lipschitz, "mu": p.mu, "nu": p.nu,
                   "sigma2": p.sigma2, "zeta2": p.zeta2, "f_star": p.f_star},
-      "setup": {"T": T, "seeds": seeds, "concurrency": conc, "alpha": alpha,
+      "setup": {"T": T, "seeds": seeds, "seed": ns.seed,
+                "concurrency": conc, "alpha": alpha,
                 "eta": eta, "local_steps": local_steps,
                 "effective_step": gamma, "dists": DISTS, "members": M},
       "functions": names, "final_grad_sq": grad, "final_gap": gapm,

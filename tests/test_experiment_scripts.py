@@ -5,7 +5,8 @@ line names the options that shorten a run (``common.run_length``); a
 non-empty ``--out`` is refused without ``--force``; a bad option is one
 line and exit status 2 with nothing written; a skipped run makes no
 folder; the recorded FedAsync claims leave out repeated runs; the theory
-CSVs are plain. Most checks parse arguments in this process (no JAX
+CSVs are plain; the theory scripts' ``--seed`` moves every replicate draw
+(0: the recorded draws). Most checks parse arguments in this process (no JAX
 work); the few subprocesses stop before any training.
 """
 
@@ -610,3 +611,174 @@ def test_ctrl_c_in_a_script_without_a_log_exits_130_and_says_so(
   assert err == (f"interrupted (SIGINT) before its results were written "
                  f"(in {partial}; {out} is unchanged)"), err
   assert [f.name for f in out.iterdir()] == ["keep.md"]
+
+
+# ---------------------------------------------------------------------------
+# 12. The theory scripts' --seed: other draws, the recorded ones at 0.
+
+
+def test_theory_seed_parses_and_refuses_bad_values(scripts, capsys,
+                                                   tmp_path):
+  """``--seed S`` defaults to 0 (the recorded results' draws); a bad
+  value is one line naming ``--seed`` and its range, exit status 2. The
+  largest keeps every derived seed in the library's range."""
+  def parse(argv):
+    return scripts.theory_common.parse_args("doc", "theory_rate", argv)
+  tc = scripts.theory_common
+  assert parse([]).seed == 0
+  assert parse(["--seed", "7"]).seed == 7
+  assert parse([f"--seed={tc.SEED_MAX}"]).seed == tc.SEED_MAX == 2146
+  assert tc.seed_base(parse(["--seed", "2146"])) + tc.SEED_GAP - 1 \
+      <= 2**31 - 1
+  for bad in ("-1", "2147", "x"):
+    err = _fails(capsys, parse, ["--seed", bad, "--out",
+                                 str(tmp_path / "out")])
+    assert err == (f"{_prog()}: error: --seed must be an integer in [0, "
+                   f"2146], got {bad}")
+  assert not (tmp_path / "out").exists()
+  text = " ".join(scripts.theory_common.parser("doc").format_help().split())
+  assert "the recorded results use 0" in text
+  assert tc.seed_line(0) == "" and "`--seed 7`" in tc.seed_line(7)
+  tc.write_md(tmp_path / "t.md", "T", "body", "Full-length run.", 7)
+  tc.write_md(tmp_path / "z.md", "T", "body", "Full-length run.", 0)
+  assert (tmp_path / "t.md").read_text().splitlines()[4].startswith(
+      "SEED 7 (`--seed 7`)")
+  assert "SEED" not in (tmp_path / "z.md").read_text()
+
+
+class _Swept(Exception):
+  """Stops a theory script's ``measure`` at its first sweep."""
+
+
+def _first_sweep(scripts, monkeypatch, name, seed):
+  """The schedules and keys that ``measure`` of theory script ``name``
+  hands its first ``sweep.sweep`` at ``--smoke --seed seed`` (the sweep is
+  not run)."""
+  import jax
+  module = getattr(scripts, name)
+
+  def stop(make_rule, grid, upd, w0, data, scheds, *, keys, **kwargs):
+    raise _Swept(scheds, jax.random.key_data(keys))
+  monkeypatch.setattr(module, "sweep", SimpleNamespace(sweep=stop))
+  args = scripts.theory_common.parse_args(
+      module.__doc__, name, ["--smoke", "--seed", str(seed)])
+  with pytest.raises(_Swept) as e:
+    module.measure(args)
+  return e.value.args
+
+
+def _same_schedules(a, b) -> bool:
+  return len(a) == len(b) and all(
+      np.array_equal(x.client, y.client)
+      and np.array_equal(x.arrival_time, y.arrival_time)
+      for x, y in zip(a, b))
+
+
+def _drawn(name, seed):
+  """The first sweep's schedules and keys at ``--smoke`` sizes: the
+  scripts' literal seeds before ``--seed`` plus ``seed`` (at 0, exactly
+  what the recorded runs drew)."""
+  import jax
+  from fedasync_jax import delays, scheduler
+  ones = np.ones(100)
+  if name == "theory_rate":        # horizon 0: seeds 10_000 * 0 + s, key 0
+    dm = delays.delay_model(ones, ones, jitter="exponential")
+    scheds = [scheduler.asynchronous(dm, num_updates=50, concurrency=8,
+                                     max_staleness=16, seed=seed + s)
+              for s in range(2)]
+    keys = jax.random.split(jax.random.key(seed + 0), 2)
+  elif name == "theory_staleness_bound":  # tau 0, T 50: offset 100_000
+    dm = delays.delay_model(ones, ones, jitter="none")
+    scheds = [scheduler.asynchronous(dm, num_updates=50, concurrency=1,
+                                     max_staleness=0, seed=seed + 100_000 + s)
+              for s in range(2)]
+    scheds = [scheds[s] for s in np.repeat(np.arange(2), 3)]
+    keys = jax.random.split(jax.random.key(seed + 100_000), 2)[
+        np.repeat(np.arange(2), 3)]
+  else:                            # speeds seed 1, schedule seed 0, key 0
+    dists = {"constant": {}, "exponential": {}, "lognormal": {"sigma": 1.0},
+             "pareto": {"shape": 1.5}}
+    one = {}
+    for d, kw in dists.items():
+      sp = delays.device_speeds(d, 100, seed=seed + 1, **kw)
+      dm = delays.delay_model(sp, ones, jitter="none")
+      one[d] = scheduler.asynchronous(dm, num_updates=100, concurrency=16,
+                                      seed=seed + 0)
+    scheds = [one[d] for _ in range(6) for d in dists]
+    keys = jax.random.split(jax.random.key(seed + 0), len(scheds))
+  return scheds, jax.random.key_data(keys)
+
+
+@pytest.mark.parametrize("name", ["theory_rate", "theory_staleness_bound",
+                                  "theory_staleness_functions"])
+def test_theory_seed_moves_the_draws_and_zero_keeps_the_recorded_ones(
+    scripts, monkeypatch, name):
+  """``--seed 0`` draws the schedules, device speeds and keys that the
+  literal seeds drew before the option; ``--seed 7`` draws others, each
+  from its literal seed plus 7 x 1,000,000."""
+  scheds, keys = _drawn(name, 0)
+  at0, keys0 = _first_sweep(scripts, monkeypatch, name, 0)
+  at7, keys7 = _first_sweep(scripts, monkeypatch, name, 7)
+  assert _same_schedules(at0, scheds)
+  assert np.array_equal(keys0, keys)
+  assert not any(np.array_equal(x.client, y.client)
+                 for x, y in zip(at7, scheds))
+  assert not np.array_equal(keys7, keys)
+  scheds7, keys7_want = _drawn(name, 7 * scripts.theory_common.SEED_GAP)
+  assert _same_schedules(at7, scheds7)
+  assert np.array_equal(keys7, keys7_want)
+
+
+def test_theory_seed_moves_the_bootstraps_and_sampling_draws(
+    scripts, monkeypatch):
+  """theory_rate's bootstrap intervals and theory_sampling's draws follow
+  ``--seed`` too (0: the literal seeds of the recorded runs)."""
+  from fedasync_jax import theory
+  tr, ts, tc = scripts.theory_rate, scripts.theory_sampling, (
+      scripts.theory_common)
+  horizons = [50, 100, 200]
+  T = np.asarray(horizons, float)  # 10 seeds: bootstraps that differ
+  vals = (T ** -0.5 + 5 / T) * np.random.default_rng(5).lognormal(
+      sigma=0.1, size=(10, 3))
+  offsets = []
+
+  def fake_run(h, seeds, *, seed_offset, **kw):
+    offsets.append(seed_offset)
+    return vals, [{"tau_avg": 1.0, "tau_max": 2}], 0.0
+  monkeypatch.setattr(tr, "run", fake_run)
+
+  def fits(seed):
+    m = tr.measure(tc.parse_args(tr.__doc__, "theory_rate",
+                                 ["--smoke", "--seed", str(seed)]))
+    assert tr.summary(m)["setup"]["seed"] == seed  # recorded in the JSON
+    return [(f.ci_low, f.ci_high) for f in (m.fit, m.tail, m.curve, m.power)]
+  today = [(f.ci_low, f.ci_high) for f in (
+      theory.loglog_slope(horizons, vals, num_boot=200, seed=0),
+      theory.loglog_slope(horizons, vals, num_boot=200, seed=1),
+      theory.rate_fit(horizons, vals, num_boot=200, seed=2),
+      theory.rate_fit(horizons, vals, inverse_t=False, num_boot=200,
+                      seed=3))]
+  assert fits(0) == today
+  assert all(a != b for a, b in zip(fits(7), today))
+  assert offsets == [0, 7 * tc.SEED_GAP]
+  # theory_sampling: the population, Monte-Carlo and scheduler draws.
+  u = ts.updates_for(10)[0]
+  mc = lambda seed: [r["empirical"] for r in ts.monte_carlo(  # noqa: E731
+      20, seed=seed) if r["N"] == 10]
+  assert mc(0)[2] == theory.empirical_sampling_variance(
+      u, 2, replace=True, num_trials=20, seed=10_002)
+  assert mc(7) != mc(0)
+  sched = lambda seed: [r["empirical"] for r in ts.scheduler_rows(  # noqa
+      2, seed=seed)[0]]
+  assert sched(7) != sched(0)
+  seeds = []
+
+  def fake_rows(n, *, seed):
+    seeds.append(seed)
+    return [{"ratio": 1.0, "empirical": 0.0, "closed_form": 0.0}]
+  monkeypatch.setattr(ts, "monte_carlo", fake_rows)
+  monkeypatch.setattr(ts, "scheduler_rows", lambda n, *, seed: (
+      fake_rows(n, seed=seed), 50))
+  m = ts.measure(tc.parse_args(ts.__doc__, "theory_sampling",
+                               ["--smoke", "--seed", "7"]))
+  assert seeds == [7 * tc.SEED_GAP] * 2 and ts.summary(m)["seed"] == 7
