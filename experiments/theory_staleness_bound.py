@@ -42,7 +42,8 @@ to ``--out``.
 training keys (their literal seeds plus ``S x 1,000,000``); the problem
 (experiment 1's) is the one studied and stays fixed.
 
-Run: ``.venv/bin/python experiments/theory_staleness_bound.py [--quick | --smoke] [--seed S]``
+Run: ``.venv/bin/python experiments/theory_staleness_bound.py [--quick | --smoke]
+[--seed S]``
 """
 
 from __future__ import annotations

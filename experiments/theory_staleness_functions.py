@@ -23,7 +23,8 @@ one seed (24 members), written to ``--out``.
 and the training keys (split from ``B``); the problem
 (``theory.nonconvex``, seed 0) is the one studied and stays fixed.
 
-Run: ``.venv/bin/python experiments/theory_staleness_functions.py [--quick | --smoke] [--seed S]``
+Run: ``.venv/bin/python experiments/theory_staleness_functions.py [--quick | --smoke]
+[--seed S]``
 """
 
 from __future__ import annotations

@@ -123,8 +123,8 @@ def expected_bytes(num_clients: int, *, dim: int = 60,
   """About how many bytes ``synthetic`` returns: ``num_clients`` x
   ``min(mean_examples, max_examples)`` examples of ``dim`` float32 features
   and an int32 label (no more than that on average: the cap applies per
-  client). ``run.memory.check_memory`` compares it with the free memory before
-  anything is generated.
+  client). ``run.memory.check_memory`` compares it with the free memory
+  before anything is generated.
 
   Example:
     >>> round(expected_bytes(10**6) / 1e9)  # FedProx's sizes: ~110 GB

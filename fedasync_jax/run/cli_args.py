@@ -62,9 +62,10 @@ outputs (in --out):
   staleness.csv, participation.csv, trace_mapping.csv (with trace files),
   summary.json (with "warnings"), final_params.msgpack,
   and PNG plots (against client updates and simulated time) when
-  matplotlib is installed (none with --set run.plots=false). With --set run.tensorboard=true also
-  tensorboard/: the metrics as TensorBoard events, step = client updates,
-  written as the run goes (tensorboard --logdir OUT/tensorboard).
+  matplotlib is installed (none with --set run.plots=false). With --set
+  run.tensorboard=true also tensorboard/: the metrics as TensorBoard
+  events, step = client updates, written as the run goes (tensorboard
+  --logdir OUT/tensorboard).
   Ctrl-C (or SIGTERM) saves checkpoint.msgpack; --resume DIR continues
   (refused, naming what changed, if config.json was edited since or the
   checkpoint is damaged). --out must be new or empty (or --force); a
@@ -144,9 +145,10 @@ outputs (in --out):
   config.json (base config, grid, seeds), summary.json (wall time),
   test_accuracy.png and test_loss.png (mean and band over seeds against
   client updates and simulated time, the band clipped as in summary.csv;
-  with matplotlib, unless run.plots=false), and one folder per member named by its values
-  (alpha=0.3,seed=1/; m<i> links to it) with history.csv, arrivals.csv,
-  staleness.csv, participation.csv, metrics.jsonl, summary.json and
+  with matplotlib, unless run.plots=false), and one folder per member
+  named by its values (alpha=0.3,seed=1/; m<i> links to it) with
+  history.csv, arrivals.csv, staleness.csv, participation.csv,
+  trace_mapping.csv (with trace files), metrics.jsonl, summary.json and
   final_params.msgpack. Every member equals its own `fedasync-jax run` with
   the same values (--set ...), bit for bit (over a client.lr grid with
   client.delay_beta or client.epoch_decay: up to rounding).
