@@ -31,6 +31,13 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 # The command line keeps compiled programs on disk by default; tests that
 # call it in-process must not change this process's JAX configuration.
 os.environ["FEDASYNC_JAX_CACHE_DIR"] = "off"
+# Nor its XLA options: the command line sets them (cli._choose_cpu_conv)
+# when JAX has not started, so whether the first in-process command came
+# before any array decided them for the whole session (a subset starting
+# with tests/test_sweep_cli.py ran tests/test_xla_cpu.py's default-options
+# checks on Eigen's convolutions). Started here, every subset runs on
+# XLA's defaults, as the whole suite does.
+jax.devices()
 
 # CI runs the property tests with a fixed seed so a red run can be replayed;
 # local runs keep exploring new examples.
