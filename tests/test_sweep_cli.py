@@ -53,6 +53,9 @@ def _error_line(capsys) -> str:
      r"rule\.staleness cannot vary inside one compiled sweep \(it changes "
      r"the program or the schedule\): run one sweep per value, each with "
      r"--set rule\.staleness=VALUE; sweepable fields are \[.*\]"),
+    (["--grid", "run.plots=true,false"],
+     r"run\.plots is a setting of the whole sweep's outputs, not of a "
+     r"member: give it once with --set run\.plots=VALUE$"),
     (["--grid", "rule.alpha=0.3,,0.9"], r"grid values of rule\.alpha must "
                                         r"be numbers, got '0\.3,,0\.9' "
                                         r"\(an empty entry\)"),

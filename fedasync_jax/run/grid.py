@@ -126,6 +126,10 @@ def _fields() -> list:
   return out
 
 
+WHOLE_SWEEP = ("run.plots", "run.tensorboard", "run.checkpoint_every_s")
+"""Fields that say how the sweep writes, one value for all its members."""
+
+
 def _not_sweepable(key: str, item: str, allowed) -> ValueError:
   """Why ``key`` cannot be a grid field: unknown (with a suggestion, as
   ``--set`` gives) or fixed inside one compiled program."""
@@ -138,6 +142,10 @@ def _not_sweepable(key: str, item: str, allowed) -> ValueError:
     return ValueError("run.seed cannot vary inside one compiled sweep "
                       "through --grid: list the seeds with --seeds "
                       "S1,S2,... (one member per seed and grid point)")
+  if key in WHOLE_SWEEP:
+    return ValueError(f"{key} is a setting of the whole sweep's outputs, "
+                      f"not of a member: give it once with --set "
+                      f"{key}=VALUE")
   return ValueError(f"{key} cannot vary inside one compiled sweep (it "
                     f"changes the program or the schedule): run one sweep "
                     f"per value, each with --set {key}=VALUE; sweepable "
