@@ -22,6 +22,11 @@ Target (issue "the simulator as a JAX function"): ``rule_function`` >= 5x
 less wall time than ``new_rule_each_call``. The two give the same
 parameters (checked).
 
+Each of ``--repeats`` (3) rounds times every style once, in an order
+rotated round by round (every program cache emptied before each style);
+the result gives each style's median and the medians of the per-round
+ratios.
+
 The LAST line printed is one JSON object, also written to
 ``<--out>/repeated_calls_<date>[_quick|_smoke].json`` (default
 ``runs/benchmarks/``, untracked; ``--out benchmarks/results`` records the run).
@@ -50,7 +55,12 @@ def parse_args(argv):
   C.add_output_args(ap)
   ap.add_argument("--calls", type=int, default=None)
   ap.add_argument("--updates", type=int, default=None)
+  ap.add_argument("--repeats", type=int, default=None,
+                  help="rounds of every style (default 3; --smoke 1)")
   args = ap.parse_args(argv)
+  args.repeats = args.repeats or (1 if args.smoke else 3)
+  if args.repeats < 1:
+    ap.error(f"--repeats must be >= 1, got {args.repeats}")
   args.calls = args.calls or (4 if args.smoke else 32)
   args.updates = args.updates or (30 if args.smoke else 200)
   return args
@@ -109,18 +119,23 @@ def main(argv=None):
   w = Workload(args)
   styles = ("new_rule_each_call", "rule_function",
             "same_rule_new_schedules")
-  walls, finals = {}, {}
-  for style in styles:
-    walls[style], finals[style] = w.run(style)
-    C.log(f"{style}: {walls[style]:.2f} s for {args.calls} calls")
+  walls, finals = {s: [] for s in styles}, {}
+  for r in range(args.repeats):
+    for style in styles[r % 3:] + styles[:r % 3]:  # rotated each round
+      wall, finals[style] = w.run(style)
+      walls[style].append(wall)
+      C.log(f"round {r + 1}: {style}: {wall:.2f} s for {args.calls} calls")
   diff = max(float(np.max(np.abs(a - b))) for a, b in zip(
       finals["new_rule_each_call"], finals["rule_function"]))
+
+  def paired(style):
+    return C.median([a / b for a, b in zip(walls["new_rule_each_call"],
+                                           walls[style])])
   result = {"calls": args.calls, "updates_per_call": args.updates,
-            "style_wall_s": walls,
-            "speedup_rule_function": walls["new_rule_each_call"]
-            / walls["rule_function"],
-            "speedup_same_rule": walls["new_rule_each_call"]
-            / walls["same_rule_new_schedules"],
+            "repeats": args.repeats, "style_wall_s_each": walls,
+            "style_wall_s": {s: C.median(v) for s, v in walls.items()},
+            "speedup_rule_function": paired("rule_function"),
+            "speedup_same_rule": paired("same_rule_new_schedules"),
             "max_abs_param_diff_rule_function": diff}
   C.finish("repeated_calls", result, args=args, started=started,
            load_start=load_start)
