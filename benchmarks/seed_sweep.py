@@ -23,8 +23,12 @@ Systems (wall time including compilation, as a user sees it):
   in-process program cache then compiles once per grid point);
 * ``sweep``: one ``sweep.sweep`` over all members.
 
-Each member of the sweep is compared with its separate run (largest
-relative parameter difference). Targets (issue "the simulator as a JAX
+Each of ``--repeats`` (3) rounds times both systems, in an order that
+alternates round by round, each after the in-process program cache is
+emptied (so every round compiles as a first call does); a case gives each
+system's median and the median of the per-round ratios. Each member of
+the sweep is compared with its separate run (largest relative parameter
+difference). Targets (issue "the simulator as a JAX
 function"): both cases >= 3x separate.
 
 ``compute_floor`` measures what no sweep can share between members with
@@ -70,9 +74,17 @@ def parse_args(argv):
                        "members are split over them (shard_map); the "
                        "separate runs then run in a child process with the "
                        "usual single device, the sweep in another")
+  ap.add_argument("--repeats", type=int, default=None,
+                  help="rounds of both systems (default 3; --smoke and "
+                       "--devices N: 1)")
   ap.add_argument("--part", choices=("separate", "sweep"), default=None,
                   help=argparse.SUPPRESS)  # a child of --devices N
   args = ap.parse_args(argv)
+  args.repeats = args.repeats or (1 if args.smoke or args.devices > 1
+                                  else 3)
+  if args.repeats < 1 or (args.devices > 1 and args.repeats != 1):
+    ap.error(f"--repeats must be >= 1 (1 with --devices N), got "
+             f"{args.repeats}")
   if args.updates is None:
     args.updates = 10 if args.smoke else 150 if args.quick else 300
   args.eval_every = args.eval_every or (10 if args.smoke else 100)
@@ -203,23 +215,41 @@ def compute_floor(w, members, *, steps=None):
           "evaluations": evals, "eval_s": eval_s, "floor_s": floor}
 
 
-def run_case(w, name, members):
-  """Separate runs, then the sweep; the case's record."""
+def run_case(w, name, members, *, repeats=1):
+  """``repeats`` rounds of the separate runs and the sweep (the order
+  alternating, each compiling afresh); the case's record."""
+  from fedasync_jax.sim import program
   for m in members:  # schedules are drawn before either system is timed
     w.sched(m[2])
-  sep_s, sep = w.separate(members)
-  C.log(f"{name}: separate {sep_s:.1f} s")
-  sw_s, sw = w.swept(members)
-  C.log(f"{name}: sweep {sw_s:.1f} s ({sep_s / sw_s:.2f}x)")
+  times = {"separate": [], "sweep": []}
+  for r in range(repeats):
+    for system in (("separate", "sweep") if r % 2 == 0
+                   else ("sweep", "separate")):
+      program.clear_cache()
+      secs, finals = (w.separate if system == "separate" else w.swept)(
+          members)
+      times[system].append(secs)
+      if system == "separate":
+        sep = finals
+      else:
+        sw = finals
+      C.log(f"{name}: round {r + 1}: {system} {secs:.1f} s")
+  sep_s, sw_s = C.median(times["separate"]), C.median(times["sweep"])
+  speedup = C.median([a / b for a, b in zip(times["separate"],
+                                            times["sweep"])])
+  C.log(f"{name}: separate {sep_s:.1f} s, sweep {sw_s:.1f} s (medians), "
+        f"{speedup:.2f}x (median of the rounds' ratios)")
   n = sum(w.sched(m[2]).num_arrivals for m in members)
   floor = compute_floor(w, members)
   bound = sep_s / (floor["floor_s"] / max(floor["batching_gain"], 1.0))
   C.log(f"{name}: unshareable compute {floor['floor_s']:.1f} s, batching "
         f"gain {floor['batching_gain']:.2f}x -> bound {bound:.2f}x")
-  return {"compute_floor": floor, "speedup_bound": bound,"members": len(members),
-          "schedules": len({m[2] for m in members}),
-          "separate_s": sep_s, "sweep_s": sw_s,
-          "speedup": sep_s / sw_s,
+  return {"compute_floor": floor, "speedup_bound": bound,
+          "members": len(members),
+          "schedules": len({m[2] for m in members}), "repeats": repeats,
+          "separate_s_each": times["separate"],
+          "sweep_s_each": times["sweep"],
+          "separate_s": sep_s, "sweep_s": sw_s, "speedup": speedup,
           "separate_updates_per_s": n / sep_s,
           "sweep_updates_per_s": n / sw_s,
           "max_rel_param_diff": max(C.rel_diff(a, b) for a, b in zip(sw, sep))}
@@ -313,7 +343,8 @@ def main(argv=None):
   else:
     w = Workload(args, path)
     for name, members in cases(args).items():
-      result["cases"][name] = run_case(w, name, members)
+      result["cases"][name] = run_case(w, name, members,
+                                       repeats=args.repeats)
   C.finish("seed_sweep", result, args=args, started=started,
            load_start=load_start)
   return 0
