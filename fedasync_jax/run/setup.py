@@ -406,7 +406,17 @@ def seeded(cfg, fed: data.FederatedData, model: models.ModelFns,
   """The parts of a run that ``cfg.run.seed`` draws: the trace rows its
   clients follow, its delays and schedule (``progress``: see
   ``make_schedule``), its tasks' values and the initial parameters. A
-  sweep calls it once per seed, a run once."""
+  sweep calls it once per seed, a run once.
+
+  Example:
+    >>> from fedasync_jax import config
+    >>> cfg = config.from_dict({"data": {"num_clients": 8},
+    ...                         "run": {"num_updates": 6, "concurrency": 2}})
+    >>> s = setup(cfg, per_run=False)
+    >>> drawn = seeded(cfg, s.fed, s.model, s.rule)
+    >>> drawn.schedule.num_arrivals, drawn.trace_mapping  # no trace files
+    (6, ())
+  """
   c = cfg.client
   loaded = load_traces(cfg, fed)
   dm = make_delays(cfg, fed, loaded=loaded)
