@@ -145,7 +145,7 @@ def ynn_convolutions(*, backend: Optional[str] = None,
     return False
   options = traced_options() or {}
   if FLAG_NAME in options:
-    return "convolution" in str(options[FLAG_NAME]).lower()
+    return _convolutions_listed(str(options[FLAG_NAME]))
   flags = os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags
   for flag in flags.split():
     name, _, value = flag.lstrip("-").partition("=")

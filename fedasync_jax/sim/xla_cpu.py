@@ -47,8 +47,9 @@ from typing import Optional
 # learns its program's choice live in core/conv_path.py, which the models
 # read too (they may not import sim/).
 from fedasync_jax.core.conv_path import (  # noqa: F401  (re-exported)
-    FLAG_NAME as _FLAG_NAME, measured_release as _measured_release,
-    traced_options, traced_with, ynn_convolutions)
+    FLAG_NAME as _FLAG_NAME, _default_backend,
+    measured_release as _measured_release, traced_options, traced_with,
+    ynn_convolutions)
 
 __all__ = ["CPU_CONV_CHOICES", "EIGEN_CONV_FLAG", "EIGEN_CONV_OPTIONS",
            "backend_started", "compiler_options", "configure_cpu",
@@ -226,9 +227,3 @@ def compiler_options(*, devices: int = 1, conv: Optional[str] = None,
       conv=_CHOICE["conv"] if conv is None else conv, cores=cores,
       devices=devices, jaxlib_version=jaxlib_version)
   return dict(EIGEN_CONV_OPTIONS) if flags is not None else {}
-
-
-def _default_backend() -> str:
-  import jax
-  return jax.default_backend()
-
